@@ -1,0 +1,6 @@
+//! Backends program the kernel for the local lease and for every peer lease, as flannel's
+//! backend package does: set up once for the local subnet, then follow lease events.
+
+pub mod vxlan;
+
+pub use vxlan::{Peer, VxlanDevice, VxlanKernel, VxlanNetwork};

@@ -1,0 +1,250 @@
+//! Subnet leases in etcd, in flanneld's schema: keys `<prefix>/subnets/10.244.68.0-24`,
+//! JSON values, one etcd lease (24 h) per subnet, taken with a put-if-absent transaction.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchStream};
+use rand::seq::IndexedRandom;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::NetConf;
+use crate::ipnet::Ipv4Net;
+
+/// flanneld's lease lifetime; not configurable upstream.
+pub const LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("etcd request `{op}` failed")]
+    Etcd {
+        op: &'static str,
+        #[source]
+        source: etcd_client::Error,
+    },
+    #[error("out of subnets: every /{len} between {min} and {max} is leased")]
+    OutOfSubnets { len: u8, min: Ipv4Net, max: Ipv4Net },
+    #[error("could not take a subnet after {0} attempts: other agents kept taking the chosen ones")]
+    Contention(u32),
+}
+
+fn etcd(op: &'static str) -> impl FnOnce(etcd_client::Error) -> LeaseError {
+    move |source| LeaseError::Etcd { op, source }
+}
+
+/// The JSON value of a lease, exactly as flanneld writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseAttrs {
+    #[serde(rename = "PublicIP")]
+    pub public_ip: Ipv4Addr,
+    #[serde(rename = "PublicIPv6", default)]
+    pub public_ipv6: Option<String>,
+    #[serde(rename = "BackendType", default, skip_serializing_if = "Option::is_none")]
+    pub backend_type: Option<String>,
+    #[serde(rename = "BackendData", default, skip_serializing_if = "Option::is_none")]
+    pub backend_data: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub subnet: Ipv4Net,
+    pub attrs: LeaseAttrs,
+}
+
+/// A change to the set of leases.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseEvent {
+    Added(Lease),
+    Removed(Ipv4Net),
+}
+
+pub fn subnet_key(prefix: &str, subnet: &Ipv4Net) -> String {
+    format!("{prefix}/subnets/{}-{}", subnet.addr(), subnet.prefix())
+}
+
+/// `<prefix>/subnets/10.244.68.0-24` → `10.244.68.0/24`; anything else → None.
+pub fn parse_subnet_key(prefix: &str, key: &[u8]) -> Option<Ipv4Net> {
+    let key = std::str::from_utf8(key).ok()?;
+    let rest = key.strip_prefix(prefix)?.strip_prefix("/subnets/")?;
+    let (addr, len) = rest.split_once('-')?;
+    let net = Ipv4Net::new(addr.parse().ok()?, len.parse().ok()?)?;
+    (net.addr().to_string() == addr).then_some(net)
+}
+
+/// Decodes one key/value under `<prefix>/subnets/`. A malformed entry written by someone
+/// else is an error for that entry only: the caller logs and skips it.
+pub fn decode(prefix: &str, key: &[u8], value: &[u8]) -> Result<Lease, String> {
+    let subnet = parse_subnet_key(prefix, key).ok_or_else(|| format!("key `{}` is not a subnet key", String::from_utf8_lossy(key)))?;
+    let attrs: LeaseAttrs =
+        serde_json::from_slice(value).map_err(|e| format!("value of `{}` is not a lease: {e}", String::from_utf8_lossy(key)))?;
+    Ok(Lease { subnet, attrs })
+}
+
+/// The agent's own registration.
+#[derive(Debug, Clone)]
+pub struct OwnLease {
+    pub lease: Lease,
+    pub etcd_lease_id: i64,
+}
+
+pub struct Registry {
+    client: Client,
+    prefix: String,
+}
+
+impl Registry {
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, LeaseError> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        let client = Client::connect(endpoints, Some(opts)).await.map_err(etcd("connect"))?;
+        Ok(Registry { client, prefix: prefix.to_string() })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Reads `<prefix>/config`; None while it does not exist.
+    pub async fn config(&mut self) -> Result<Option<String>, LeaseError> {
+        let key = format!("{}/config", self.prefix);
+        let resp = self.client.get(key, None).await.map_err(etcd("get config"))?;
+        Ok(resp.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
+    /// Every lease plus the revision the list was taken at. Malformed entries are returned
+    /// separately so the caller can log them.
+    pub async fn snapshot(&mut self) -> Result<(Vec<Lease>, Vec<String>, i64), LeaseError> {
+        let resp = self
+            .client
+            .get(format!("{}/subnets/", self.prefix), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(etcd("list leases"))?;
+        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for kv in resp.kvs() {
+            match decode(&self.prefix, kv.key(), kv.value()) {
+                Ok(l) => good.push(l),
+                Err(e) => bad.push(e),
+            }
+        }
+        Ok((good, bad, rev))
+    }
+
+    /// Watches every lease change after `revision`.
+    pub async fn watch(&mut self, after_revision: i64) -> Result<WatchStream, LeaseError> {
+        let opts = WatchOptions::new().with_prefix().with_start_revision(after_revision + 1);
+        self.client.watch(format!("{}/subnets/", self.prefix), Some(opts)).await.map_err(etcd("watch leases"))
+    }
+
+    /// Takes a subnet: the one already registered for `attrs.public_ip`, else `previous`
+    /// if free, else a random free one among the lowest.
+    pub async fn acquire(&mut self, conf: &NetConf, attrs: &LeaseAttrs, previous: Option<Ipv4Net>) -> Result<OwnLease, LeaseError> {
+        const ATTEMPTS: u32 = 10;
+        let value = serde_json::to_vec(attrs).expect("lease attributes serialize");
+        for _ in 0..ATTEMPTS {
+            let resp = self
+                .client
+                .get(format!("{}/subnets/", self.prefix), Some(GetOptions::new().with_prefix()))
+                .await
+                .map_err(etcd("list leases"))?;
+            let mut taken = std::collections::BTreeSet::new();
+            let mut mine = None;
+            for kv in resp.kvs() {
+                let Some(subnet) = parse_subnet_key(&self.prefix, kv.key()) else { continue };
+                taken.insert(subnet);
+                if let Ok(l) = decode(&self.prefix, kv.key(), kv.value()) {
+                    if l.attrs.public_ip == attrs.public_ip && conf.network.contains_net(&subnet) && subnet.prefix() == conf.subnet_len {
+                        mine = Some((subnet, kv.mod_revision()));
+                    }
+                }
+            }
+            let lease_id = self.client.lease_grant(LEASE_TTL.as_secs() as i64, None).await.map_err(etcd("grant lease"))?.id();
+            let (subnet, guard) = if let Some((subnet, mod_rev)) = mine {
+                (subnet, Compare::mod_revision(subnet_key(&self.prefix, &subnet), CompareOp::Equal, mod_rev))
+            } else {
+                let in_range = |s: &Ipv4Net| *s >= conf.subnet_min && *s <= conf.subnet_max && s.prefix() == conf.subnet_len;
+                let chosen = match previous.filter(|p| in_range(p) && !taken.contains(p)) {
+                    Some(p) => p,
+                    None => {
+                        let free: Vec<Ipv4Net> = conf.subnets().filter(|s| !taken.contains(s)).take(100).collect();
+                        match free.choose(&mut rand::rng()) {
+                            Some(s) => *s,
+                            None => {
+                                let _ = self.client.lease_revoke(lease_id).await;
+                                return Err(LeaseError::OutOfSubnets { len: conf.subnet_len, min: conf.subnet_min, max: conf.subnet_max });
+                            }
+                        }
+                    }
+                };
+                (chosen, Compare::create_revision(subnet_key(&self.prefix, &chosen), CompareOp::Equal, 0))
+            };
+            let key = subnet_key(&self.prefix, &subnet);
+            let txn = Txn::new()
+                .when([guard])
+                .and_then([TxnOp::put(key, value.clone(), Some(PutOptions::new().with_lease(lease_id)))]);
+            let ok = self.client.txn(txn).await.map_err(etcd("put lease"))?.succeeded();
+            if ok {
+                return Ok(OwnLease { lease: Lease { subnet, attrs: attrs.clone() }, etcd_lease_id: lease_id });
+            }
+            let _ = self.client.lease_revoke(lease_id).await;
+            tracing::debug!(%subnet, "subnet was taken concurrently, choosing again");
+        }
+        Err(LeaseError::Contention(ATTEMPTS))
+    }
+
+    /// Extends the etcd lease to a full TTL again. Returns false when etcd no longer
+    /// knows the lease (it expired or was revoked).
+    pub async fn renew(&mut self, lease_id: i64) -> Result<bool, LeaseError> {
+        let (mut keeper, mut stream) = self.client.lease_keep_alive(lease_id).await.map_err(etcd("renew lease"))?;
+        keeper.keep_alive().await.map_err(etcd("renew lease"))?;
+        let resp = stream.message().await.map_err(etcd("renew lease"))?;
+        Ok(resp.is_some_and(|r| r.ttl() > 0))
+    }
+}
+
+/// Turns one watch event into a lease event. `Err` carries a log line for a malformed entry.
+pub fn event_from_watch(prefix: &str, ev: &etcd_client::Event) -> Option<Result<LeaseEvent, String>> {
+    let kv = ev.kv()?;
+    match ev.event_type() {
+        EventType::Put => Some(decode(prefix, kv.key(), kv.value()).map(LeaseEvent::Added)),
+        EventType::Delete => Some(
+            parse_subnet_key(prefix, kv.key())
+                .map(LeaseEvent::Removed)
+                .ok_or_else(|| format!("deleted key `{}` is not a subnet key", String::from_utf8_lossy(kv.key()))),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "/coreos.com/network";
+
+    #[test]
+    fn keys_round_trip() {
+        let s: Ipv4Net = "10.244.68.0/24".parse().unwrap();
+        let k = subnet_key(P, &s);
+        assert_eq!(k, "/coreos.com/network/subnets/10.244.68.0-24");
+        assert_eq!(parse_subnet_key(P, k.as_bytes()), Some(s));
+        assert_eq!(parse_subnet_key(P, b"/coreos.com/network/subnets/10.244.68.1-24"), None);
+        assert_eq!(parse_subnet_key(P, b"/coreos.com/network/subnets/junk"), None);
+        assert_eq!(parse_subnet_key(P, b"/other/subnets/10.244.68.0-24"), None);
+    }
+
+    #[test]
+    fn value_matches_flanneld() {
+        let v = r#"{"PublicIP":"192.168.99.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"2e:74:64:fe:4b:db"}}"#;
+        let l = decode(P, b"/coreos.com/network/subnets/10.244.68.0-24", v.as_bytes()).unwrap();
+        assert_eq!(l.attrs.public_ip, "192.168.99.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(l.attrs.backend_type.as_deref(), Some("vxlan"));
+        assert_eq!(serde_json::to_string(&l.attrs).unwrap(), v);
+        // udp leases carry no BackendType at all
+        let udp = decode(P, b"/coreos.com/network/subnets/10.244.3.0-24", br#"{"PublicIP":"192.168.99.3"}"#).unwrap();
+        assert_eq!(udp.attrs.backend_type, None);
+        assert!(decode(P, b"/coreos.com/network/subnets/10.244.3.0-24", b"{junk").is_err());
+    }
+}

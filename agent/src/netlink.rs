@@ -1,0 +1,402 @@
+//! The agent's netlink wrapper: each kernel operation once, typed, with the `ip` command
+//! it is equivalent to.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+
+use crate::backend::vxlan::{InstalledPeers, Mac, Peer, VxlanDevice, VxlanKernel};
+use crate::ipnet::Ipv4Net;
+
+const MAIN_TABLE: u8 = 254;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{op}")]
+pub struct NlError {
+    op: String,
+    #[source]
+    source: rtnetlink::Error,
+}
+
+impl NlError {
+    fn errno(&self) -> Option<i32> {
+        match &self.source {
+            rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+            _ => None,
+        }
+    }
+}
+
+fn ctx(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NlError {
+    let op = op.into();
+    move |source| NlError { op, source }
+}
+
+/// Treats "already gone" as success for deletions.
+fn gone_ok(r: Result<(), NlError>) -> Result<(), NlError> {
+    match r {
+        Err(e) if matches!(e.errno(), Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV)) => Ok(()),
+        other => other,
+    }
+}
+
+/// The underlay interface the agent sends encapsulated traffic from.
+#[derive(Debug, Clone)]
+pub struct Underlay {
+    pub name: String,
+    pub index: u32,
+    pub mtu: u32,
+    pub addr: Ipv4Addr,
+}
+
+pub struct Kernel {
+    handle: Handle,
+}
+
+impl Kernel {
+    /// Opens a netlink connection in the agent's own network namespace.
+    pub fn open() -> std::io::Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Kernel { handle })
+    }
+
+    /// `ip link show`
+    pub async fn links(&self) -> Result<Vec<LinkMessage>, NlError> {
+        self.handle.link().get().execute().try_collect().await.map_err(ctx("list links"))
+    }
+
+    /// `ip -4 addr show`
+    pub async fn addresses(&self) -> Result<Vec<(u32, Ipv4Addr, u8)>, NlError> {
+        let msgs: Vec<AddressMessage> = self.handle.address().get().execute().try_collect().await.map_err(ctx("list addresses"))?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) => Some((m.header.index, *ip, m.header.prefix_len)),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    /// Picks the underlay: the first `--iface` entry (name or address) that exists, else
+    /// the interface of the IPv4 default route.
+    pub async fn underlay(&self, ifaces: &[String]) -> Result<Option<Underlay>, NlError> {
+        let links = self.links().await?;
+        let addrs = self.addresses().await?;
+        let describe = |index: u32| -> Option<Underlay> {
+            let link = links.iter().find(|l| l.header.index == index)?;
+            let name = link_name(link)?;
+            let mtu = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            })?;
+            let addr = addrs.iter().find(|(i, _, _)| *i == index).map(|(_, a, _)| *a)?;
+            Some(Underlay { name, index, mtu, addr })
+        };
+        for want in ifaces {
+            let index = match want.parse::<Ipv4Addr>() {
+                Ok(ip) => addrs.iter().find(|(_, a, _)| *a == ip).map(|(i, _, _)| *i),
+                Err(_) => links.iter().find(|l| link_name(l).as_deref() == Some(want)).map(|l| l.header.index),
+            };
+            if let Some(u) = index.and_then(describe) {
+                return Ok(Some(u));
+            }
+        }
+        if !ifaces.is_empty() {
+            return Ok(None);
+        }
+        let routes: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(ctx("list routes"))?;
+        let default_oif = routes.iter().filter(|r| r.header.destination_prefix_length == 0 && r.header.table == MAIN_TABLE).find_map(|r| {
+            r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            })
+        });
+        Ok(default_oif.and_then(describe))
+    }
+
+    async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>, NlError> {
+        Ok(self.links().await?.into_iter().find(|l| link_name(l).as_deref() == Some(name)))
+    }
+}
+
+fn link_name(l: &LinkMessage) -> Option<String> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
+fn link_mac(l: &LinkMessage) -> Option<Mac> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(b) if b.len() == 6 => b.as_slice().try_into().ok(),
+        _ => None,
+    })
+}
+
+/// The settings of an existing vxlan link, for deciding whether it can be reused.
+fn vxlan_settings(l: &LinkMessage) -> Option<Vec<InfoVxlan>> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => {
+            let is_vxlan = infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Vxlan)));
+            let data = infos.iter().find_map(|i| match i {
+                LinkInfo::Data(InfoData::Vxlan(v)) => Some(v.clone()),
+                _ => None,
+            });
+            if is_vxlan {
+                Some(data.unwrap_or_default())
+            } else {
+                None
+            }
+        }
+        _ => None,
+    })
+}
+
+fn random_mac() -> Mac {
+    let mut mac: Mac = rand::random();
+    mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
+    mac
+}
+
+fn route_msg(ifindex: u32, dst: Ipv4Net, gw: Ipv4Addr) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dst.addr(), dst.prefix())
+        .gateway(gw)
+        .output_interface(ifindex)
+        .onlink()
+        .build()
+}
+
+fn neighbour_msg(ifindex: u32, ip: Ipv4Addr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.ifindex = ifindex;
+    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    m
+}
+
+fn fdb_msg(ifindex: u32, mac: Mac, dst: Ipv4Addr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = ifindex;
+    m.header.flags = NeighbourFlags::Own;
+    m.header.state = NeighbourState::Permanent;
+    m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+    m
+}
+
+impl VxlanKernel for Kernel {
+    type Error = NlError;
+
+    /// `ip link add flannel.1 address MAC mtu M type vxlan id 1 local IP dev eth0 dstport 8472 nolearning`
+    async fn ensure_device(&mut self, dev: &VxlanDevice) -> Result<(u32, Mac), NlError> {
+        if let Some(existing) = self.link_by_name(&dev.name).await? {
+            let reusable = vxlan_settings(&existing).is_some_and(|s| {
+                s.contains(&InfoVxlan::Id(dev.vni))
+                    && s.contains(&InfoVxlan::Port(dev.port))
+                    && s.contains(&InfoVxlan::Local(dev.local))
+                    && s.contains(&InfoVxlan::Link(dev.underlay_index))
+                    && s.contains(&InfoVxlan::Learning(false))
+            });
+            match (reusable, link_mac(&existing)) {
+                (true, Some(mac)) => {
+                    tracing::info!(device = dev.name, "reusing existing vxlan device");
+                    let msg = LinkUnspec::new_with_index(existing.header.index).mtu(dev.mtu).build();
+                    self.handle.link().set(msg).execute().await.map_err(ctx(format!("set mtu of `{}`", dev.name)))?;
+                    return Ok((existing.header.index, mac));
+                }
+                _ => {
+                    tracing::warn!(device = dev.name, "existing device has other settings, recreating it");
+                    self.handle
+                        .link()
+                        .del(existing.header.index)
+                        .execute()
+                        .await
+                        .map_err(ctx(format!("delete incompatible `{}`", dev.name)))?;
+                }
+            }
+        }
+        let mac = random_mac();
+        let msg = LinkVxlan::new(&dev.name, dev.vni)
+            .dev(dev.underlay_index)
+            .local(dev.local)
+            .port(dev.port)
+            .learning(false)
+            .mtu(dev.mtu)
+            .address(mac.to_vec())
+            .build();
+        self.handle.link().add(msg).execute().await.map_err(ctx(format!("create vxlan device `{}`", dev.name)))?;
+        let link = self.link_by_name(&dev.name).await?.ok_or_else(|| NlError {
+            op: format!("find `{}` after creating it", dev.name),
+            source: rtnetlink::Error::RequestFailed,
+        })?;
+        Ok((link.header.index, link_mac(&link).unwrap_or(mac)))
+    }
+
+    /// `ip addr flush dev flannel.1; ip addr add ADDR/32 dev flannel.1; ip link set flannel.1 up`
+    async fn configure_device(&mut self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NlError> {
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(ctx("list device addresses"))?;
+        let mut present = false;
+        for m in msgs.into_iter().filter(|m| m.header.family == AddressFamily::Inet) {
+            let this = m.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(ip)) if *ip == addr)) && m.header.prefix_len == 32;
+            if this {
+                present = true;
+            } else {
+                gone_ok(self.handle.address().del(m).execute().await.map_err(ctx("remove stale device address")))?;
+            }
+        }
+        if !present {
+            self.handle.address().add(ifindex, IpAddr::V4(addr), 32).execute().await.map_err(ctx(format!("add {addr}/32 to device")))?;
+        }
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(ifindex).up().build())
+            .execute()
+            .await
+            .map_err(ctx("set device up"))
+    }
+
+    /// `ip neigh replace GW lladdr MAC dev flannel.1 nud permanent`;
+    /// `bridge fdb replace MAC dev flannel.1 dst PUBLIC_IP self permanent`;
+    /// `ip route replace SUBNET via GW dev flannel.1 onlink`
+    async fn add_peer(&mut self, ifindex: u32, p: &Peer) -> Result<(), NlError> {
+        self.handle
+            .neighbours()
+            .add(ifindex, IpAddr::V4(p.gateway()))
+            .link_layer_address(&p.vtep_mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(ctx(format!("add neighbour {} for {}", p.gateway(), p.subnet)))?;
+        self.handle
+            .neighbours()
+            .add_bridge(ifindex, &p.vtep_mac)
+            .flags(NeighbourFlags::Own)
+            .destination(IpAddr::V4(p.public_ip))
+            .replace()
+            .execute()
+            .await
+            .map_err(ctx(format!("add fdb entry for {} to {}", p.subnet, p.public_ip)))?;
+        self.handle
+            .route()
+            .add(route_msg(ifindex, p.subnet, p.gateway()))
+            .replace()
+            .execute()
+            .await
+            .map_err(ctx(format!("add route to {}", p.subnet)))
+    }
+
+    async fn del_peer(&mut self, ifindex: u32, p: &Peer) -> Result<(), NlError> {
+        self.del_route(ifindex, p.subnet, p.gateway()).await?;
+        self.del_neighbour(ifindex, p.gateway(), p.vtep_mac).await?;
+        self.del_fdb(ifindex, p.vtep_mac, p.public_ip).await
+    }
+
+    async fn installed(&mut self, ifindex: u32) -> Result<InstalledPeers, NlError> {
+        let mut out = InstalledPeers::default();
+        let routes: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(ctx("list routes"))?;
+        for r in routes.iter().filter(|r| r.header.table == MAIN_TABLE && r.header.flags.contains(RouteFlags::Onlink)) {
+            let (mut dst, mut gw, mut oif) = (None, None, None);
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Ipv4Net::new(*d, r.header.destination_prefix_length),
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            if let (Some(d), Some(g), Some(i)) = (dst, gw, oif) {
+                if i == ifindex {
+                    out.routes.push((d, g));
+                }
+            }
+        }
+        let neigh: Vec<NeighbourMessage> =
+            self.handle.neighbours().get().set_address_family(AddressFamily::Inet).execute().try_collect().await.map_err(ctx("list neighbours"))?;
+        for n in neigh.iter().filter(|n| n.header.ifindex == ifindex && n.header.state == NeighbourState::Permanent) {
+            let ip = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            let mac = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(b) => b.as_slice().try_into().ok(),
+                _ => None,
+            });
+            if let (Some(ip), Some(mac)) = (ip, mac) {
+                out.neighbours.push((ip, mac));
+            }
+        }
+        let fdb: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(ctx("list fdb"))?;
+        for n in fdb.iter().filter(|n| n.header.ifindex == ifindex) {
+            let dst = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => Some(Ipv4Addr::new(b[0], b[1], b[2], b[3])),
+                _ => None,
+            });
+            let mac = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(b) => b.as_slice().try_into().ok(),
+                _ => None,
+            });
+            if let (Some(dst), Some(mac)) = (dst, mac) {
+                out.fdb.push((mac, dst));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `ip route del DST via GW dev flannel.1`
+    async fn del_route(&mut self, ifindex: u32, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), NlError> {
+        gone_ok(self.handle.route().del(route_msg(ifindex, dst, gw)).execute().await.map_err(ctx(format!("delete route to {dst}"))))
+    }
+
+    /// `ip neigh del IP dev flannel.1`
+    async fn del_neighbour(&mut self, ifindex: u32, ip: Ipv4Addr, _mac: Mac) -> Result<(), NlError> {
+        gone_ok(self.handle.neighbours().del(neighbour_msg(ifindex, ip)).execute().await.map_err(ctx(format!("delete neighbour {ip}"))))
+    }
+
+    /// `bridge fdb del MAC dev flannel.1 dst DST self`
+    async fn del_fdb(&mut self, ifindex: u32, mac: Mac, dst: Ipv4Addr) -> Result<(), NlError> {
+        gone_ok(self.handle.neighbours().del(fdb_msg(ifindex, mac, dst)).execute().await.map_err(ctx(format!("delete fdb entry to {dst}"))))
+    }
+}
