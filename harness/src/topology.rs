@@ -1,0 +1,358 @@
+//! Topology files (`topologies/*.yaml`): L2 segments, the hosts on them, and where etcd
+//! attaches. Raw serde structs are validated into a [`Topology`] with every address
+//! assigned.
+//!
+//! ```yaml
+//! description: hosts on one L2 segment
+//! segments:
+//!   - name: lan
+//!     cidr: 192.168.99.0/24
+//!     mtu: 1500
+//! hosts:
+//!   - segment: lan
+//!     count: 4          # h1..h4; or `names: [a, b]`
+//! etcd:
+//!   segment: lan
+//! ```
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::diag::{key, load_yaml, Collector, Diagnostics, Seg};
+use crate::names::{HostName, Ipv4Net};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    #[serde(default)]
+    description: String,
+    segments: Vec<RawSegment>,
+    hosts: Vec<RawHostGroup>,
+    etcd: RawEtcd,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSegment {
+    name: String,
+    cidr: Ipv4Net,
+    #[serde(default = "default_mtu")]
+    mtu: u32,
+}
+
+fn default_mtu() -> u32 {
+    1500
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHostGroup {
+    segment: String,
+    #[serde(default)]
+    count: Option<u32>,
+    #[serde(default)]
+    names: Option<Vec<HostName>>,
+    #[serde(default)]
+    prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    segment: String,
+}
+
+/// One L2 segment: a bridge in the lab's fabric namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub name: String,
+    pub cidr: Ipv4Net,
+    pub mtu: u32,
+}
+
+/// A simulated host: one namespace, `eth0` on its segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub name: HostName,
+    pub segment: usize,
+    pub addr: Ipv4Addr,
+}
+
+/// A validated topology with every address assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub name: String,
+    pub file: PathBuf,
+    pub description: String,
+    pub segments: Vec<Segment>,
+    pub hosts: Vec<Host>,
+    /// etcd's segment and address.
+    pub etcd: (usize, Ipv4Addr),
+    /// Whether the host count can be overridden by a case (exactly one `count` group).
+    pub scalable: bool,
+}
+
+const RESERVED: [&str; 2] = ["etcd", "fabric"];
+
+impl Topology {
+    /// Loads and validates a topology file.
+    pub fn load(file: &Path) -> Result<Topology, Diagnostics> {
+        Topology::load_scaled(file, None)
+    }
+
+    /// Loads a topology, replacing the host count of its single `count:` group.
+    pub fn load_scaled(file: &Path, hosts: Option<u32>) -> Result<Topology, Diagnostics> {
+        let (raw, src): (RawTopology, String) = load_yaml(file)?;
+        validate(file, &src, raw, hosts)
+    }
+
+    pub fn parse(file: &Path, src: &str, hosts: Option<u32>) -> Result<Topology, Diagnostics> {
+        let raw: RawTopology = crate::diag::parse_yaml(file, src)?;
+        validate(file, src, raw, hosts)
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name.as_str() == name)
+    }
+}
+
+fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Result<Topology, Diagnostics> {
+    let mut c = Collector::new(file, src);
+    let mut segments = Vec::new();
+    if raw.segments.is_empty() {
+        c.push(&[key("segments")], "no segments", "add at least one segment with a name and a cidr");
+    }
+    for (i, s) in raw.segments.iter().enumerate() {
+        let here = |k: &str| vec![key("segments"), Seg::Index(i), key(k)];
+        let name_ok = !s.name.is_empty() && s.name.len() <= 8 && s.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !name_ok {
+            c.push(&here("name"), format!("`{}` is not a segment name", s.name), "use 1-8 of a-z and 0-9 (it names a bridge)");
+        }
+        if segments.iter().any(|x: &Segment| x.name == s.name) {
+            c.push(&here("name"), format!("duplicate segment `{}`", s.name), "give each segment its own name");
+        }
+        if !(576..=65535).contains(&s.mtu) {
+            c.push(&here("mtu"), format!("mtu {} is out of range", s.mtu), "use 576..65535 (1500 is Ethernet's)");
+        }
+        if s.cidr.prefix() > 30 {
+            c.push(&here("cidr"), format!("{} is too small for a segment", s.cidr), "use a /30 or larger prefix");
+        }
+        if let Some(other) = segments.iter().find(|x: &&Segment| x.cidr.contains_net(&s.cidr) || s.cidr.contains_net(&x.cidr)) {
+            c.push(&here("cidr"), format!("{} overlaps segment `{}` ({})", s.cidr, other.name, other.cidr), "segments need disjoint prefixes");
+        }
+        segments.push(Segment { name: s.name.clone(), cidr: s.cidr, mtu: s.mtu });
+    }
+    let seg_index = |name: &str| segments.iter().position(|s| s.name == name);
+
+    let count_groups = raw.hosts.iter().filter(|g| g.count.is_some()).count();
+    let scalable = count_groups == 1;
+    if scale.is_some() && !scalable {
+        c.push(&[key("hosts")], "a case asks for a host count, but this topology has no single `count:` group", "give the topology exactly one host group with `count:`");
+    }
+    if raw.hosts.is_empty() {
+        c.push(&[key("hosts")], "no hosts", "add a host group with `count:` or `names:`");
+    }
+    let mut hosts: Vec<Host> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut used: Vec<u32> = vec![0; segments.len()];
+    for (i, g) in raw.hosts.iter().enumerate() {
+        let here = |k: &str| vec![key("hosts"), Seg::Index(i), key(k)];
+        let seg = seg_index(&g.segment);
+        if seg.is_none() {
+            c.push(&here("segment"), format!("no segment named `{}`", g.segment), "use the name of a segment listed under `segments`");
+        }
+        let names: Vec<(HostName, Vec<Seg>)> = match (&g.count, &g.names) {
+            (Some(_), Some(_)) | (None, None) => {
+                c.push(&[key("hosts"), Seg::Index(i)], "a host group needs exactly one of `count` and `names`", "write `count: 4` or `names: [a, b]`");
+                continue;
+            }
+            (Some(n), None) => {
+                let n = scale.filter(|_| scalable).unwrap_or(*n);
+                if n == 0 {
+                    c.push(&here("count"), "count is 0", "a group needs at least one host");
+                }
+                let prefix = g.prefix.clone().unwrap_or_else(|| "h".into());
+                let mut out = Vec::new();
+                for k in 1..=n {
+                    match format!("{prefix}{k}").parse::<HostName>() {
+                        Ok(h) => out.push((h, here("count"))),
+                        Err(e) => {
+                            c.push(&here("prefix"), e, "shorten the prefix");
+                            break;
+                        }
+                    }
+                }
+                out
+            }
+            (None, Some(list)) => list.iter().enumerate().map(|(j, h)| (h.clone(), vec![key("hosts"), Seg::Index(i), key("names"), Seg::Index(j)])).collect(),
+        };
+        for (name, at) in names {
+            if RESERVED.contains(&name.as_str()) {
+                c.push(&at, format!("`{name}` is reserved for the lab itself"), "pick another host name");
+                continue;
+            }
+            if !seen.insert(name.clone()) {
+                c.push(&at, format!("duplicate host `{name}`"), "host names must be unique across the topology");
+                continue;
+            }
+            if let Some(s) = seg {
+                used[s] += 1;
+                hosts.push(Host { name, segment: s, addr: segments[s].cidr.nth(used[s]) });
+            }
+        }
+    }
+    let etcd_seg = seg_index(&raw.etcd.segment);
+    if etcd_seg.is_none() {
+        c.push(&[key("etcd"), key("segment")], format!("no segment named `{}`", raw.etcd.segment), "use the name of a segment listed under `segments`");
+    }
+    for (s, seg) in segments.iter().enumerate() {
+        // hosts take .1 upwards; etcd takes the last usable address
+        let need = used[s] as u64 + u64::from(etcd_seg == Some(s));
+        if need > seg.cidr.host_capacity() {
+            let at = raw.segments.iter().position(|r| r.name == seg.name).unwrap_or(0);
+            c.push(
+                &[key("segments"), Seg::Index(at), key("cidr")],
+                format!("{} holds {} addresses but segment `{}` needs {need}", seg.cidr, seg.cidr.host_capacity(), seg.name),
+                "use a larger prefix or fewer hosts",
+            );
+        }
+    }
+    c.finish()?;
+    let etcd_seg = etcd_seg.expect("checked above");
+    let etcd_addr = segments[etcd_seg].cidr.nth((segments[etcd_seg].cidr.size() - 2) as u32);
+    Ok(Topology {
+        name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        file: file.to_path_buf(),
+        description: raw.description,
+        segments,
+        hosts,
+        etcd: (etcd_seg, etcd_addr),
+        scalable,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Topology, Diagnostics> {
+        Topology::parse(Path::new("t.yaml"), src, None)
+    }
+
+    const GOOD: &str = "\
+segments:
+  - name: lan
+    cidr: 192.168.99.0/24
+hosts:
+  - segment: lan
+    count: 3
+etcd:
+  segment: lan
+";
+
+    #[test]
+    fn assigns_addresses() {
+        let t = parse(GOOD).unwrap();
+        assert_eq!(t.hosts.len(), 3);
+        assert_eq!(t.hosts[0].name.as_str(), "h1");
+        assert_eq!(t.hosts[2].addr, "192.168.99.3".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(t.etcd.1, "192.168.99.254".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(t.segments[0].mtu, 1500);
+        assert!(t.scalable);
+        let big = Topology::parse(Path::new("t.yaml"), GOOD, Some(8)).unwrap();
+        assert_eq!(big.hosts.len(), 8);
+    }
+
+    fn only_error(src: &str) -> crate::diag::Diagnostic {
+        let e = parse(src).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        e.0[0].clone()
+    }
+
+    #[test]
+    fn unknown_key_has_location_and_hint() {
+        let d = only_error(&GOOD.replace("    count: 3", "    count: 3\n    colour: red"));
+        assert_eq!((d.line, d.column), (7, 13), "{d}");
+        assert!(d.message.contains("unknown field `colour`"), "{d}");
+        assert_eq!(d.path, "hosts[0].colour");
+        assert!(!d.hint.is_empty());
+    }
+
+    #[test]
+    fn bad_cidr_is_located() {
+        let d = only_error(&GOOD.replace("192.168.99.0/24", "192.168.99.0/99"));
+        assert_eq!((d.line, d.column), (3, 11), "{d}");
+        assert_eq!(d.path, "segments[0].cidr");
+        assert!(d.message.contains("not an IPv4 prefix"), "{d}");
+    }
+
+    #[test]
+    fn duplicate_host_is_located() {
+        let src = GOOD.replace("    count: 3", "    names: [a, b, a]");
+        let d = only_error(&src);
+        assert_eq!((d.line, d.column), (6, 19), "{d}");
+        assert!(d.message.contains("duplicate host `a`"), "{d}");
+    }
+
+    #[test]
+    fn too_many_hosts_for_the_cidr() {
+        let small = GOOD.replace("192.168.99.0/24", "192.168.99.0/29");
+        let d = only_error(&small.replace("count: 3", "count: 6"));
+        assert_eq!((d.line, d.column), (3, 11), "{d}");
+        assert!(d.message.contains("holds 6 addresses but segment `lan` needs 7"), "{d}");
+        assert!(parse(&small.replace("count: 3", "count: 5")).is_ok());
+        // a case scaling the topology up is checked the same way
+        assert!(Topology::parse(Path::new("t.yaml"), &small, Some(6)).is_err());
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let src = "\
+segments:
+  - name: LAN
+    cidr: 10.0.0.0/24
+    mtu: 100
+hosts:
+  - segment: nowhere
+    count: 2
+etcd:
+  segment: lan
+";
+        let e = parse(src).unwrap_err();
+        assert_eq!(e.0.len(), 4, "{e}");
+        let text = e.to_string();
+        assert!(text.contains("t.yaml:2:11: segments[0].name"), "{text}");
+        assert!(text.contains("t.yaml:4:10: segments[0].mtu"), "{text}");
+        assert!(text.contains("t.yaml:6:14: hosts[0].segment"), "{text}");
+        assert!(text.contains("t.yaml:9:12: etcd.segment"), "{text}");
+    }
+
+    #[test]
+    fn missing_file_is_a_diagnostic_not_a_panic() {
+        let e = Topology::load(Path::new("/nonexistent/topo.yaml")).unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/topo.yaml:1:1: cannot read file"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let e = parse("segments:\n  - name: lan\n   cidr: [\n").unwrap_err();
+        assert!(e.0[0].line >= 2, "{e}");
+    }
+
+    #[test]
+    fn bundled_topologies_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "yaml") {
+                Topology::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n > 0);
+    }
+}
