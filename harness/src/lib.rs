@@ -1,5 +1,10 @@
+pub mod contract;
 pub mod diag;
+pub mod gc;
+pub mod lab;
 pub mod names;
 pub mod netns;
 pub mod nl;
+pub mod proc;
+pub mod store;
 pub mod topology;

@@ -1,0 +1,455 @@
+//! flannel's contract, as the harness reads it (DESIGN.md), written without the agent's
+//! code: the etcd schema, the subnet file, and the kernel state each backend must leave on
+//! every host. A schema mistake on either side therefore shows up as a failure.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde_json::Value;
+
+use crate::names::Ipv4Net;
+use crate::nl::{FdbEntry, Link, Neighbour, Route};
+
+pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
+pub const VXLAN_DEFAULT_PORT: u16 = 8472;
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// The backends the lab knows how to judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Backend {
+    Vxlan,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 1] = [Backend::Vxlan];
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Vxlan => "vxlan",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Backend> {
+        Backend::ALL.into_iter().find(|b| b.name() == s)
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the harness wrote to `<prefix>/config`, read back the way flannel reads it
+/// (keys case-insensitive, defaults applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConf {
+    pub network: Ipv4Net,
+    pub subnet_len: u8,
+    pub backend: Backend,
+    pub vni: u32,
+    pub port: u16,
+}
+
+fn get<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+}
+
+impl NetConf {
+    pub fn from_json(v: &Value) -> Result<NetConf, String> {
+        let network: Ipv4Net = get(v, "Network").and_then(|n| n.as_str()).ok_or("net-conf has no string `Network`")?.parse()?;
+        let subnet_len = match get(v, "SubnetLen").and_then(|n| n.as_u64()) {
+            Some(n) => n as u8,
+            None if network.prefix() <= 22 => 24,
+            None => network.prefix() + 2,
+        };
+        let backend_v = get(v, "Backend");
+        let ty = backend_v.and_then(|b| get(b, "Type")).and_then(|t| t.as_str()).unwrap_or("udp").to_ascii_lowercase();
+        let backend = Backend::parse(&ty).ok_or_else(|| format!("the lab cannot judge backend `{ty}` yet"))?;
+        let vni = backend_v.and_then(|b| get(b, "VNI")).and_then(|n| n.as_u64()).unwrap_or(1) as u32;
+        let port = match backend_v.and_then(|b| get(b, "Port")).and_then(|n| n.as_u64()) {
+            Some(p) if p != 0 => p as u16,
+            _ => VXLAN_DEFAULT_PORT,
+        };
+        Ok(NetConf { network, subnet_len, backend, vni, port })
+    }
+
+    /// The device an agent must create: `flannel.<VNI>`.
+    pub fn device(&self) -> String {
+        match self.backend {
+            Backend::Vxlan => format!("flannel.{}", self.vni),
+        }
+    }
+
+    /// The pod MTU for an underlay MTU.
+    pub fn overlay_mtu(&self, underlay_mtu: u32) -> u32 {
+        match self.backend {
+            Backend::Vxlan => underlay_mtu - VXLAN_OVERHEAD,
+        }
+    }
+}
+
+/// One lease as found in etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseView {
+    pub subnet: Ipv4Net,
+    pub public_ip: Ipv4Addr,
+    pub backend_type: Option<String>,
+    pub vtep_mac: Option<String>,
+}
+
+/// Reads `<prefix>/subnets/A.B.C.D-LEN` with its JSON value.
+pub fn parse_lease(prefix: &str, key: &str, value: &[u8]) -> Result<LeaseView, String> {
+    let tail = key.strip_prefix(prefix).and_then(|k| k.strip_prefix("/subnets/")).ok_or_else(|| format!("`{key}` is not under {prefix}/subnets/"))?;
+    let subnet: Ipv4Net = tail.replacen('-', "/", 1).parse().map_err(|e| format!("key `{key}`: {e}"))?;
+    let v: Value = serde_json::from_slice(value).map_err(|e| format!("value of `{key}` is not JSON: {e}"))?;
+    let public_ip = v
+        .get("PublicIP")
+        .and_then(|p| p.as_str())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("value of `{key}` has no valid `PublicIP`"))?;
+    let backend_type = v.get("BackendType").and_then(|t| t.as_str()).map(str::to_string);
+    let vtep_mac = v.get("BackendData").and_then(|d| d.get("VtepMAC")).and_then(|m| m.as_str()).map(|m| m.to_ascii_lowercase());
+    Ok(LeaseView { subnet, public_ip, backend_type, vtep_mac })
+}
+
+/// The subnet file, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetEnv {
+    pub network: Option<Ipv4Net>,
+    /// `FLANNEL_SUBNET`: the host's first address with the subnet's length.
+    pub subnet_ip: Option<(Ipv4Addr, u8)>,
+    pub mtu: Option<u32>,
+    pub ipmasq: Option<bool>,
+}
+
+impl SubnetEnv {
+    pub fn parse(text: &str) -> SubnetEnv {
+        let mut env = SubnetEnv { network: None, subnet_ip: None, mtu: None, ipmasq: None };
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else { continue };
+            let v = v.trim();
+            match k.trim() {
+                "FLANNEL_NETWORK" => env.network = v.parse().ok(),
+                "FLANNEL_SUBNET" => {
+                    env.subnet_ip = v.split_once('/').and_then(|(ip, len)| Some((ip.parse().ok()?, len.parse().ok()?)));
+                }
+                "FLANNEL_MTU" => env.mtu = v.parse().ok(),
+                "FLANNEL_IPMASQ" => env.ipmasq = v.parse().ok(),
+                _ => {}
+            }
+        }
+        env
+    }
+
+    /// The subnet the file names (network address + length).
+    pub fn subnet(&self) -> Option<Ipv4Net> {
+        self.subnet_ip.and_then(|(ip, len)| Ipv4Net::new(ip, len))
+    }
+}
+
+/// Everything the lab read from one host.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HostState {
+    pub links: Vec<Link>,
+    pub routes: Vec<Route>,
+    pub neighbours: Vec<Neighbour>,
+    pub fdb: Vec<FdbEntry>,
+    pub subnet_file: Option<String>,
+}
+
+/// One unmet expectation, phrased for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub host: String,
+    pub what: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.host, self.what)
+    }
+}
+
+/// Checks the leases in etcd: one per host, keyed by its PublicIP, distinct subnets inside
+/// the network. Returns the leases by host address.
+pub fn check_leases(
+    conf: &NetConf,
+    hosts: &[(String, Ipv4Addr)],
+    leases: &[Result<LeaseView, String>],
+    out: &mut Vec<Finding>,
+) -> BTreeMap<Ipv4Addr, LeaseView> {
+    let mut by_ip: BTreeMap<Ipv4Addr, LeaseView> = BTreeMap::new();
+    for l in leases.iter().flatten() {
+        if !conf.network.contains_net(&l.subnet) || l.subnet.prefix() != conf.subnet_len {
+            out.push(Finding { host: "etcd".into(), what: format!("lease {} is not a /{} inside {}", l.subnet, conf.subnet_len, conf.network) });
+        }
+        if let Some(prev) = by_ip.insert(l.public_ip, l.clone()) {
+            out.push(Finding { host: "etcd".into(), what: format!("two leases for {}: {} and {}", l.public_ip, prev.subnet, l.subnet) });
+        }
+    }
+    for (name, ip) in hosts {
+        match by_ip.get(ip) {
+            None => out.push(Finding { host: name.clone(), what: format!("no lease with PublicIP {ip} in etcd") }),
+            Some(l) if l.backend_type.as_deref() != Some(conf.backend.name()) => out.push(Finding {
+                host: name.clone(),
+                what: format!("lease {} has BackendType {:?}, expected \"{}\"", l.subnet, l.backend_type, conf.backend),
+            }),
+            Some(l) if conf.backend == Backend::Vxlan && l.vtep_mac.is_none() => {
+                out.push(Finding { host: name.clone(), what: format!("lease {} has no BackendData.VtepMAC", l.subnet) })
+            }
+            Some(_) => {}
+        }
+    }
+    by_ip
+}
+
+/// Checks one host's subnet file against its lease.
+pub fn check_subnet_file(conf: &NetConf, host: &str, underlay_mtu: u32, lease: Option<&LeaseView>, text: Option<&str>, out: &mut Vec<Finding>) {
+    let Some(text) = text else {
+        out.push(Finding { host: host.into(), what: "subnet file not written".into() });
+        return;
+    };
+    let env = SubnetEnv::parse(text);
+    let mut bad = |what: String| out.push(Finding { host: host.into(), what });
+    if env.network != Some(conf.network) {
+        bad(format!("subnet file FLANNEL_NETWORK is {:?}, expected {}", env.network.map(|n| n.to_string()), conf.network));
+    }
+    if let Some(l) = lease {
+        let want = (l.subnet.nth(1), l.subnet.prefix());
+        if env.subnet_ip != Some(want) {
+            bad(format!("subnet file FLANNEL_SUBNET is {:?}, expected {}/{}", env.subnet_ip, want.0, want.1));
+        }
+    }
+    let mtu = conf.overlay_mtu(underlay_mtu);
+    if env.mtu != Some(mtu) {
+        bad(format!("subnet file FLANNEL_MTU is {:?}, expected {mtu} (underlay {underlay_mtu} - {VXLAN_OVERHEAD})", env.mtu));
+    }
+    if env.ipmasq != Some(false) {
+        bad(format!("subnet file FLANNEL_IPMASQ is {:?}, expected false", env.ipmasq));
+    }
+}
+
+/// Per-host counts of overlay entries, for reports and linear-growth checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub routes: usize,
+    pub neighbours: usize,
+    pub fdb: usize,
+}
+
+/// Checks the kernel state of one host: the device and exactly one route, neighbour and
+/// FDB entry per peer lease, and nothing else on the device.
+pub fn check_kernel(
+    conf: &NetConf,
+    host: &str,
+    host_ip: Ipv4Addr,
+    underlay_mtu: u32,
+    leases: &BTreeMap<Ipv4Addr, LeaseView>,
+    state: &HostState,
+    out: &mut Vec<Finding>,
+) -> Counts {
+    let mut bad = |what: String| out.push(Finding { host: host.into(), what });
+    let dev_name = conf.device();
+    let Some(dev) = state.links.iter().find(|l| l.name == dev_name) else {
+        bad(format!("no `{dev_name}` device"));
+        return Counts::default();
+    };
+    let own = leases.get(&host_ip);
+    let peers: Vec<&LeaseView> =
+        leases.values().filter(|l| l.public_ip != host_ip && l.backend_type.as_deref() == Some(conf.backend.name())).collect();
+    let n = peers.len();
+    let want_mtu = conf.overlay_mtu(underlay_mtu);
+    if dev.mtu != want_mtu {
+        bad(format!("`{dev_name}` has MTU {}, expected {want_mtu}", dev.mtu));
+    }
+    if !dev.up {
+        bad(format!("`{dev_name}` is down"));
+    }
+    match &dev.vxlan {
+        None => bad(format!("`{dev_name}` is not a vxlan device (kind {:?})", dev.kind)),
+        Some(v) => {
+            if v.vni != Some(conf.vni) {
+                bad(format!("`{dev_name}` has VNI {:?}, expected {}", v.vni, conf.vni));
+            }
+            if v.port != Some(conf.port) {
+                bad(format!("`{dev_name}` uses UDP port {:?}, expected {}", v.port, conf.port));
+            }
+            if v.learning != Some(false) {
+                bad(format!("`{dev_name}` has learning {:?}, expected off", v.learning));
+            }
+            if v.local != Some(host_ip) {
+                bad(format!("`{dev_name}` has local {:?}, expected {host_ip}", v.local));
+            }
+        }
+    }
+    if let (Some(own), Some(mac)) = (own, &dev.mac) {
+        if own.vtep_mac.as_deref() != Some(mac.as_str()) {
+            bad(format!("`{dev_name}` MAC {mac} differs from the VtepMAC {:?} in its lease", own.vtep_mac));
+        }
+    }
+    let idx = dev.index;
+    // routes: `SUBNET via SUBNET.0 dev flannel.1 onlink`, exactly one per peer
+    let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(idx)).collect();
+    let want_routes: Vec<(Ipv4Net, Ipv4Addr)> = peers.iter().map(|p| (p.subnet, p.subnet.addr())).collect();
+    let found_routes = routes.iter().filter(|r| r.onlink && r.gateway.is_some_and(|g| want_routes.contains(&(r.dst, g)))).count();
+    let missing: Vec<String> =
+        want_routes.iter().filter(|(d, g)| !routes.iter().any(|r| r.dst == *d && r.gateway == Some(*g) && r.onlink)).map(|(d, g)| format!("{d} via {g}")).collect();
+    let extra: Vec<String> = routes
+        .iter()
+        .filter(|r| !r.onlink || !r.gateway.is_some_and(|g| want_routes.contains(&(r.dst, g))))
+        .map(|r| format!("{} via {:?}{}", r.dst, r.gateway, if r.onlink { " onlink" } else { "" }))
+        .collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        bad(format!("{found_routes} of {n} routes on {dev_name}{}{}", list(" missing", &missing), list(" unexpected", &extra)));
+    }
+    // neighbours: `SUBNET.0 lladdr VTEPMAC PERMANENT`
+    let neigh: Vec<&Neighbour> = state.neighbours.iter().filter(|x| x.ifindex == idx).collect();
+    let want_neigh: Vec<(Ipv4Addr, String)> = peers.iter().map(|p| (p.subnet.addr(), p.vtep_mac.clone().unwrap_or_default())).collect();
+    let ok_neigh = |x: &Neighbour| x.permanent && want_neigh.iter().any(|(ip, mac)| x.ip == *ip && x.mac.as_deref() == Some(mac));
+    let found_neigh = neigh.iter().filter(|x| ok_neigh(x)).count();
+    let missing: Vec<String> = want_neigh
+        .iter()
+        .filter(|(ip, mac)| !neigh.iter().any(|x| x.permanent && x.ip == *ip && x.mac.as_deref() == Some(mac.as_str())))
+        .map(|(ip, mac)| format!("{ip} lladdr {mac}"))
+        .collect();
+    let extra: Vec<String> = neigh.iter().filter(|x| !ok_neigh(x)).map(|x| format!("{} lladdr {:?}{}", x.ip, x.mac, if x.permanent { "" } else { " (not permanent)" })).collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        bad(format!("{found_neigh} of {n} neighbours on {dev_name}{}{}", list(" missing", &missing), list(" unexpected", &extra)));
+    }
+    // fdb: `VTEPMAC dst PUBLICIP self permanent`
+    let fdb: Vec<&FdbEntry> = state.fdb.iter().filter(|e| e.ifindex == idx && e.dst.is_some()).collect();
+    let want_fdb: Vec<(String, Ipv4Addr)> = peers.iter().map(|p| (p.vtep_mac.clone().unwrap_or_default(), p.public_ip)).collect();
+    let ok_fdb = |e: &FdbEntry| e.permanent && want_fdb.iter().any(|(mac, ip)| e.mac == *mac && e.dst == Some(*ip));
+    let found_fdb = fdb.iter().filter(|e| ok_fdb(e)).count();
+    let missing: Vec<String> = want_fdb
+        .iter()
+        .filter(|(mac, ip)| !fdb.iter().any(|e| e.permanent && e.mac == *mac && e.dst == Some(*ip)))
+        .map(|(mac, ip)| format!("{mac} dst {ip}"))
+        .collect();
+    let extra: Vec<String> = fdb.iter().filter(|e| !ok_fdb(e)).map(|e| format!("{} dst {:?}", e.mac, e.dst)).collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        bad(format!("{found_fdb} of {n} FDB entries on {dev_name}{}{}", list(" missing", &missing), list(" unexpected", &extra)));
+    }
+    // no whole-network route through the device
+    if state.routes.iter().any(|r| r.dst == conf.network && r.oif == Some(idx)) {
+        bad(format!("a route for the whole network {} points at {dev_name}", conf.network));
+    }
+    Counts { routes: routes.len(), neighbours: neigh.len(), fdb: fdb.len() }
+}
+
+fn list(label: &str, items: &[String]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!(";{label}: {}", items.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nl::VxlanInfo;
+
+    fn conf() -> NetConf {
+        NetConf::from_json(&serde_json::json!({"network": "10.244.0.0/16", "backend": {"type": "vxlan"}})).unwrap()
+    }
+
+    fn lease(n: u8, mac: &str) -> LeaseView {
+        LeaseView {
+            subnet: format!("10.244.{n}.0/24").parse().unwrap(),
+            public_ip: format!("192.168.99.{n}").parse().unwrap(),
+            backend_type: Some("vxlan".into()),
+            vtep_mac: Some(mac.into()),
+        }
+    }
+
+    fn good_state(peers: &[LeaseView]) -> HostState {
+        let dev = Link {
+            index: 5,
+            name: "flannel.1".into(),
+            mtu: 1450,
+            up: true,
+            kind: Some("vxlan".into()),
+            mac: Some("02:00:00:00:00:01".into()),
+            controller: None,
+            vxlan: Some(VxlanInfo { vni: Some(1), port: Some(8472), local: Some("192.168.99.1".parse().unwrap()), learning: Some(false), underlay_index: Some(2) }),
+        };
+        HostState {
+            links: vec![dev],
+            routes: peers.iter().map(|p| Route { dst: p.subnet, gateway: Some(p.subnet.addr()), oif: Some(5), onlink: true }).collect(),
+            neighbours: peers.iter().map(|p| Neighbour { ifindex: 5, ip: p.subnet.addr(), mac: p.vtep_mac.clone(), permanent: true }).collect(),
+            fdb: peers.iter().map(|p| FdbEntry { ifindex: 5, mac: p.vtep_mac.clone().unwrap(), dst: Some(p.public_ip), permanent: true }).collect(),
+            subnet_file: None,
+        }
+    }
+
+    fn leases() -> BTreeMap<Ipv4Addr, LeaseView> {
+        [lease(1, "02:00:00:00:00:01"), lease(2, "02:00:00:00:00:02"), lease(3, "02:00:00:00:00:03")].into_iter().map(|l| (l.public_ip, l)).collect()
+    }
+
+    #[test]
+    fn conf_defaults_and_case_insensitive_keys() {
+        let c = conf();
+        assert_eq!((c.subnet_len, c.vni, c.port, c.device()), (24, 1, 8472, "flannel.1".to_string()));
+        assert_eq!(c.overlay_mtu(1500), 1450);
+    }
+
+    #[test]
+    fn exact_state_passes() {
+        let l = leases();
+        let peers: Vec<LeaseView> = l.values().filter(|x| x.subnet.addr().octets()[2] != 1).cloned().collect();
+        let mut out = Vec::new();
+        let counts = check_kernel(&conf(), "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &good_state(&peers), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(counts, Counts { routes: 2, neighbours: 2, fdb: 2 });
+    }
+
+    #[test]
+    fn missing_fdb_entry_is_named() {
+        let l = leases();
+        let peers: Vec<LeaseView> = l.values().filter(|x| x.subnet.addr().octets()[2] != 1).cloned().collect();
+        let mut st = good_state(&peers);
+        st.fdb.remove(0);
+        let mut out = Vec::new();
+        check_kernel(&conf(), "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].to_string(), "h1: 1 of 2 FDB entries on flannel.1; missing: 02:00:00:00:00:02 dst 192.168.99.2");
+    }
+
+    #[test]
+    fn stale_entries_and_wrong_mtu_are_named() {
+        let l = leases();
+        let peers: Vec<LeaseView> = l.values().filter(|x| x.subnet.addr().octets()[2] != 1).cloned().collect();
+        let mut st = good_state(&peers);
+        st.links[0].mtu = 1500;
+        st.neighbours.push(Neighbour { ifindex: 5, ip: "10.244.9.0".parse().unwrap(), mac: Some("02:00:00:00:00:09".into()), permanent: true });
+        let mut out = Vec::new();
+        check_kernel(&conf(), "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        let text: Vec<String> = out.iter().map(|f| f.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(text[0].contains("MTU 1500, expected 1450"));
+        assert!(text[1].contains("2 of 2 neighbours on flannel.1; unexpected: 10.244.9.0"));
+    }
+
+    #[test]
+    fn leases_and_subnet_file() {
+        let c = conf();
+        let raw = br#"{"PublicIP":"192.168.99.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"2E:74:64:fe:4b:db"}}"#;
+        let l = parse_lease(DEFAULT_PREFIX, "/coreos.com/network/subnets/10.244.68.0-24", raw).unwrap();
+        assert_eq!(l.subnet.to_string(), "10.244.68.0/24");
+        assert_eq!(l.vtep_mac.as_deref(), Some("2e:74:64:fe:4b:db"));
+        assert!(parse_lease(DEFAULT_PREFIX, "/coreos.com/network/subnets/junk", raw).is_err());
+        let mut out = Vec::new();
+        let hosts = vec![("h1".to_string(), "192.168.99.1".parse().unwrap()), ("h2".to_string(), "192.168.99.2".parse().unwrap())];
+        let by_ip = check_leases(&c, &hosts, &[Ok(l.clone())], &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].to_string(), "h2: no lease with PublicIP 192.168.99.2 in etcd");
+        out.clear();
+        let file = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.68.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n";
+        check_subnet_file(&c, "h1", 1500, by_ip.get(&l.public_ip), Some(file), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        check_subnet_file(&c, "h1", 1500, by_ip.get(&l.public_ip), Some(&file.replace("1450", "1500")), &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].what.contains("FLANNEL_MTU is Some(1500), expected 1450"));
+    }
+}

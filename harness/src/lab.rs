@@ -1,0 +1,172 @@
+//! The lab: a topology made real. A fabric namespace holds one bridge per segment; every
+//! host (and etcd) is a namespace with `eth0` on its segment's bridge. Everything carries
+//! the run id, and dropping the [`Lab`] removes all of it, also on failure or panic;
+//! [`install_signal_cleanup`] covers Ctrl-C and SIGTERM.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::gc::{self, RunLock};
+use crate::names::{HostName, RunId};
+use crate::netns::{Netns, NetnsError};
+use crate::nl::{Nl, NlError};
+use crate::topology::Topology;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Netlink(#[from] NlError),
+    #[error("lock a run id under {}", gc::LOCK_DIR)]
+    Lock(#[source] std::io::Error),
+    #[error("create work directory {path}")]
+    WorkDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A namespace attached to a segment: a host or the etcd node.
+pub struct Node {
+    pub name: String,
+    pub ns: Netns,
+    pub nl: Nl,
+    pub addr: Ipv4Addr,
+    pub segment: usize,
+    /// This node's own directory under the run's work directory.
+    pub dir: PathBuf,
+}
+
+pub struct Lab {
+    pub run: RunId,
+    pub topo: Topology,
+    pub dir: PathBuf,
+    pub hosts: Vec<Node>,
+    pub etcd: Option<Node>,
+    fabric: Option<(Netns, Nl)>,
+    _lock: RunLock,
+}
+
+/// Runs alive in this process, for the signal handler.
+static LIVE: Mutex<Vec<RunId>> = Mutex::new(Vec::new());
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (call it first thing in `main`,
+/// before other threads exist, so they inherit the mask) and handles them on a thread of
+/// its own: every live run is torn down, then the process exits with 128+signal.
+pub fn install_signal_cleanup() {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        if let Ok(sig) = set.wait() {
+            let runs: Vec<RunId> = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+            eprintln!("flannel-lab: {sig}: removing {} live run(s)", runs.len());
+            let mut sweep = gc::Sweep::default();
+            for id in runs {
+                gc::remove_run(id, &mut sweep);
+            }
+            std::process::exit(128 + sig as i32);
+        }
+    });
+}
+
+impl Lab {
+    /// Builds the topology under a fresh run id. Work files go to `workdir/<run id>-<label>`.
+    pub async fn build(topo: Topology, workdir: &Path, label: &str) -> Result<Lab, LabError> {
+        let lock = RunLock::acquire().map_err(LabError::Lock)?;
+        let run = lock.id;
+        LIVE.lock().expect("live-run registry").push(run);
+        let dir = workdir.join(format!("{run}-{label}"));
+        let mut lab = Lab { run, topo, dir: dir.clone(), hosts: Vec::new(), etcd: None, fabric: None, _lock: lock };
+        std::fs::create_dir_all(&dir).map_err(|source| LabError::WorkDir { path: dir.clone(), source })?;
+
+        let fabric = Netns::create(&run.netns("fabric"))?;
+        let fnl = Nl::open(&fabric)?;
+        fnl.set_up("lo").await?;
+        for seg in &lab.topo.segments {
+            let br = format!("br-{}", seg.name);
+            fnl.add_bridge(&br, seg.mtu).await?;
+            fnl.set_up(&br).await?;
+        }
+        lab.fabric = Some((fabric, fnl));
+        let hosts: Vec<(String, usize, Ipv4Addr)> = lab.topo.hosts.iter().map(|h| (h.name.to_string(), h.segment, h.addr)).collect();
+        for (name, seg, addr) in hosts {
+            let node = lab.attach(&name, seg, addr, true).await?;
+            lab.hosts.push(node);
+        }
+        let (seg, addr) = lab.topo.etcd;
+        let etcd = lab.attach("etcd", seg, addr, false).await?;
+        lab.etcd = Some(etcd);
+        tracing::info!(run = %run, hosts = lab.hosts.len(), dir = %lab.dir.display(), "lab built");
+        Ok(lab)
+    }
+
+    /// Creates a node namespace with `eth0` on segment `seg`:
+    /// `ip netns add fl<id>-NAME; ip link add p-NAME type veth peer eth0 netns …; ip link set p-NAME master br-SEG`.
+    async fn attach(&self, name: &str, seg: usize, addr: Ipv4Addr, forwarding: bool) -> Result<Node, LabError> {
+        let segment = &self.topo.segments[seg];
+        let ns = Netns::create(&self.run.netns(name))?;
+        let nl = Nl::open(&ns)?;
+        let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
+        let port = format!("p-{name}");
+        fnl.add_veth(&port, "eth0", &ns, segment.mtu).await?;
+        fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
+        nl.set_up("lo").await?;
+        nl.add_address("eth0", addr, segment.cidr.prefix()).await?;
+        nl.set_up("eth0").await?;
+        if forwarding {
+            ns.sysctl("net/ipv4/ip_forward", "1")?;
+        }
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).map_err(|source| LabError::WorkDir { path: dir.clone(), source })?;
+        Ok(Node { name: name.to_string(), ns, nl, addr, segment: seg, dir })
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Node> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    pub fn host_names(&self) -> Vec<HostName> {
+        self.topo.hosts.iter().map(|h| h.name.clone()).collect()
+    }
+
+    pub fn etcd_node(&self) -> &Node {
+        self.etcd.as_ref().expect("etcd node is part of every built lab")
+    }
+
+    /// The underlay MTU of a host.
+    pub fn mtu_of(&self, host: &Node) -> u32 {
+        self.topo.segments[host.segment].mtu
+    }
+
+    /// Removes every namespace of this run and any process still inside one.
+    pub fn teardown(&mut self) -> gc::Sweep {
+        let mut sweep = gc::Sweep::default();
+        self.hosts.clear();
+        self.etcd = None;
+        self.fabric = None;
+        gc::remove_run(self.run, &mut sweep);
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|r| *r != self.run);
+        }
+        for e in &sweep.errors {
+            tracing::warn!(run = %self.run, error = e, "teardown problem");
+        }
+        sweep
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
