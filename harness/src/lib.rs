@@ -8,3 +8,7 @@ pub mod nl;
 pub mod proc;
 pub mod store;
 pub mod topology;
+pub mod agents;
+pub mod case;
+pub mod pods;
+pub mod probe;

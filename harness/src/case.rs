@@ -1,0 +1,461 @@
+//! Case files (`cases/*.yaml`): a topology, a net-conf, the backends the case applies to,
+//! optional host counts to repeat at, and steps. Parsed raw, then validated with located
+//! diagnostics, like topologies.
+//!
+//! ```yaml
+//! description: every pod reaches every other pod across hosts
+//! topology: flat
+//! hosts: [2, 4]
+//! steps:
+//!   - start_agents: {}
+//!   - wait_converged: {within: 30s}
+//!   - create_pods: {per_host: 1}
+//!   - expect_ping: {}
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use crate::contract::Backend;
+use crate::diag::{key, load_yaml, Collector, Diagnostics, Seg};
+use crate::names::HostName;
+use crate::topology::Topology;
+
+/// A duration written as `250ms`, `30s` or `2m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a duration like 500ms, 30s or 2m")))
+    }
+}
+
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n * 60)),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCase {
+    #[serde(default)]
+    description: String,
+    topology: String,
+    #[serde(default)]
+    backends: Option<Vec<String>>,
+    #[serde(default)]
+    hosts: Option<Vec<u32>>,
+    #[serde(default = "one")]
+    repeat: u32,
+    #[serde(default)]
+    netconf: Option<yaml_serde::Value>,
+    #[serde(default)]
+    netconf_raw: Option<String>,
+    steps: Vec<Step>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Within {
+    pub within: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PerHost {
+    #[serde(default = "one")]
+    pub per_host: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PutKey {
+    /// Relative to the etcd prefix, e.g. `subnets/junk`.
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OnHost {
+    pub host: HostName,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PodMtu {
+    pub host: HostName,
+    pub mtu: u32,
+}
+
+/// Deliberate damage, for negative controls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sabotage {
+    /// Deletes one FDB entry on the host's overlay device.
+    DeleteFdb(OnHost),
+    /// Deletes one route through the host's overlay device.
+    DeleteRoute(OnHost),
+    /// Deletes one permanent neighbour on the host's overlay device.
+    DeleteNeighbour(OnHost),
+    /// Sets `eth0` of the host's first pod to this MTU.
+    SetPodMtu(PodMtu),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Starts one agent per host, all at the same instant.
+    StartAgents(NoArgs),
+    /// Waits until etcd, subnet files and kernel state match the contract on every host.
+    WaitConverged(Within),
+    CreatePods(PerHost),
+    /// Every pod pings every pod on every other host.
+    ExpectPing(NoArgs),
+    /// DF probes: MTU-28 bytes of payload pass, MTU-27 do not; pod MTUs match.
+    ExpectMtu(NoArgs),
+    /// Exactly one route, neighbour and FDB entry per peer on every host, right now.
+    ExpectCounts(NoArgs),
+    /// Every agent exits non-zero within the deadline and leaves no overlay device.
+    ExpectAgentsExit(Within),
+    ExpectAgentsRunning(NoArgs),
+    PutKey(PutKey),
+    Break(Sabotage),
+    /// Passes only if the inner step fails: the negative control of an assertion.
+    ExpectFailure(Box<Step>),
+}
+
+/// Reads an enum written as a single-key mapping (`- wait_converged: {within: 30s}`):
+/// the style of the case files, without YAML tags.
+macro_rules! single_key_enum {
+    ($ty:ident, $what:literal, { $($name:literal => $variant:ident($arg:ty)),* $(,)? }) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "a mapping with one key naming the {}", $what)
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
+                        const NAMES: &[&str] = &[$($name),*];
+                        let Some(k) = map.next_key::<String>()? else {
+                            return Err(serde::de::Error::custom(format!("empty mapping: name the {}", $what)));
+                        };
+                        let v = match k.as_str() {
+                            $($name => $ty::$variant(map.next_value::<$arg>()?),)*
+                            other => return Err(serde::de::Error::unknown_variant(other, NAMES)),
+                        };
+                        if let Some(extra) = map.next_key::<String>()? {
+                            return Err(serde::de::Error::custom(format!("one {} per list item; `{extra}` needs its own `- ` item", $what)));
+                        }
+                        Ok(v)
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+    };
+}
+
+single_key_enum!(Sabotage, "sabotage", {
+    "delete_fdb" => DeleteFdb(OnHost),
+    "delete_route" => DeleteRoute(OnHost),
+    "delete_neighbour" => DeleteNeighbour(OnHost),
+    "set_pod_mtu" => SetPodMtu(PodMtu),
+});
+
+single_key_enum!(Step, "step", {
+    "start_agents" => StartAgents(NoArgs),
+    "wait_converged" => WaitConverged(Within),
+    "create_pods" => CreatePods(PerHost),
+    "expect_ping" => ExpectPing(NoArgs),
+    "expect_mtu" => ExpectMtu(NoArgs),
+    "expect_counts" => ExpectCounts(NoArgs),
+    "expect_agents_exit" => ExpectAgentsExit(Within),
+    "expect_agents_running" => ExpectAgentsRunning(NoArgs),
+    "put_key" => PutKey(PutKey),
+    "break" => Break(Sabotage),
+    "expect_failure" => ExpectFailure(Box<Step>),
+});
+
+impl Step {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::StartAgents(_) => "start_agents",
+            Step::WaitConverged(_) => "wait_converged",
+            Step::CreatePods(_) => "create_pods",
+            Step::ExpectPing(_) => "expect_ping",
+            Step::ExpectMtu(_) => "expect_mtu",
+            Step::ExpectCounts(_) => "expect_counts",
+            Step::ExpectAgentsExit(_) => "expect_agents_exit",
+            Step::ExpectAgentsRunning(_) => "expect_agents_running",
+            Step::PutKey(_) => "put_key",
+            Step::Break(_) => "break",
+            Step::ExpectFailure(_) => "expect_failure",
+        }
+    }
+
+    fn host(&self) -> Option<&HostName> {
+        match self {
+            Step::Break(Sabotage::DeleteFdb(h) | Sabotage::DeleteRoute(h) | Sabotage::DeleteNeighbour(h)) => Some(&h.host),
+            Step::Break(Sabotage::SetPodMtu(p)) => Some(&p.host),
+            Step::ExpectFailure(inner) => inner.host(),
+            _ => None,
+        }
+    }
+}
+
+/// What gets written to `<prefix>/config`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetConfSpec {
+    /// A JSON object; `Backend.Type` is set per trial.
+    Object(Value),
+    /// Written verbatim, for cases about malformed config.
+    Raw(String),
+}
+
+impl NetConfSpec {
+    /// The text for one backend.
+    pub fn render(&self, backend: Backend) -> String {
+        match self {
+            NetConfSpec::Raw(s) => s.clone(),
+            NetConfSpec::Object(v) => {
+                let mut v = v.clone();
+                let obj = v.as_object_mut().expect("validated as an object");
+                let b = obj.entry("Backend").or_insert_with(|| Value::Object(Default::default()));
+                if let Some(b) = b.as_object_mut() {
+                    b.insert("Type".into(), Value::String(backend.name().into()));
+                }
+                v.to_string()
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    pub file: PathBuf,
+    pub description: String,
+    pub topology_file: PathBuf,
+    pub backends: Vec<Backend>,
+    /// Host counts to run at; empty means the topology's own.
+    pub hosts: Vec<u32>,
+    pub repeat: u32,
+    pub netconf: NetConfSpec,
+    pub steps: Vec<Step>,
+}
+
+impl Case {
+    /// Loads a case; `topologies` is the folder topology names resolve in.
+    pub fn load(file: &Path, topologies: &Path) -> Result<Case, Diagnostics> {
+        let (raw, src): (RawCase, String) = load_yaml(file)?;
+        validate(file, &src, raw, topologies)
+    }
+
+    /// The topology at one host count (None: the topology's own).
+    pub fn topology(&self, hosts: Option<u32>) -> Result<Topology, Diagnostics> {
+        Topology::load_scaled(&self.topology_file, hosts)
+    }
+
+    /// Host counts to run at, `None` meaning the topology's own.
+    pub fn scales(&self) -> Vec<Option<u32>> {
+        if self.hosts.is_empty() {
+            vec![None]
+        } else {
+            self.hosts.iter().map(|n| Some(*n)).collect()
+        }
+    }
+}
+
+fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<Case, Diagnostics> {
+    let mut c = Collector::new(file, src);
+    let topology_file = if raw.topology.ends_with(".yaml") {
+        file.parent().unwrap_or(Path::new(".")).join(&raw.topology)
+    } else {
+        topologies.join(format!("{}.yaml", raw.topology))
+    };
+    let mut topos = Vec::new();
+    let scales: Vec<Option<u32>> = match &raw.hosts {
+        None => vec![None],
+        Some(v) => v.iter().map(|n| Some(*n)).collect(),
+    };
+    if raw.hosts.as_ref().is_some_and(|v| v.is_empty()) {
+        c.push(&[key("hosts")], "empty list of host counts", "list counts such as [2, 4, 8], or drop the key");
+    }
+    for (i, n) in scales.iter().enumerate() {
+        let at: Vec<Seg> = if n.is_some() { vec![key("hosts"), Seg::Index(i)] } else { vec![key("topology")] };
+        if *n == Some(0) || n.is_some_and(|n| n > 64) {
+            c.push(&at, format!("host count {} is out of range", n.unwrap_or(0)), "use 1..64 hosts");
+            continue;
+        }
+        match Topology::load_scaled(&topology_file, *n) {
+            Ok(t) => topos.push(t),
+            Err(e) => {
+                let first = e.0.first().map(|d| d.to_string()).unwrap_or_default();
+                c.push(&at, format!("topology `{}` is not usable here: {first}", raw.topology), "fix the topology file or the host count");
+            }
+        }
+    }
+    let mut backends = Vec::new();
+    match &raw.backends {
+        None => backends.extend(Backend::ALL),
+        Some(list) => {
+            for (i, b) in list.iter().enumerate() {
+                match Backend::parse(b) {
+                    Some(b) => backends.push(b),
+                    None => c.push(
+                        &[key("backends"), Seg::Index(i)],
+                        format!("unknown backend `{b}`"),
+                        format!("known: {}", Backend::ALL.map(|b| b.name()).join(", ")),
+                    ),
+                }
+            }
+        }
+    }
+    if raw.repeat == 0 || raw.repeat > 1000 {
+        c.push(&[key("repeat")], format!("repeat {} is out of range", raw.repeat), "use 1..1000");
+    }
+    let netconf = match (raw.netconf, raw.netconf_raw) {
+        (Some(_), Some(_)) => {
+            c.push(&[key("netconf_raw")], "both `netconf` and `netconf_raw` given", "keep one");
+            NetConfSpec::Raw(String::new())
+        }
+        (None, Some(s)) => NetConfSpec::Raw(s),
+        (Some(v), None) => match serde_json::to_value(&v) {
+            Ok(j) if j.is_object() => NetConfSpec::Object(j),
+            _ => {
+                c.push(&[key("netconf")], "net-conf must be a mapping", "write e.g. `netconf: {Network: 10.244.0.0/16}`");
+                NetConfSpec::Raw(String::new())
+            }
+        },
+        (None, None) => NetConfSpec::Object(serde_json::json!({"Network": "10.244.0.0/16"})),
+    };
+    if raw.steps.is_empty() {
+        c.push(&[key("steps")], "no steps", "add steps such as `- start_agents: {}`");
+    }
+    for (i, s) in raw.steps.iter().enumerate() {
+        if let Some(h) = s.host() {
+            for t in &topos {
+                if t.host(h.as_str()).is_none() {
+                    c.push(&[key("steps"), Seg::Index(i)], format!("no host `{h}` in topology `{}` with {} hosts", raw.topology, t.hosts.len()), "name a host of the topology (h1, h2, … for `count:` groups)");
+                    break;
+                }
+            }
+        }
+    }
+    c.finish()?;
+    Ok(Case {
+        name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        file: file.to_path_buf(),
+        description: raw.description,
+        topology_file,
+        backends,
+        hosts: raw.hosts.unwrap_or_default(),
+        repeat: raw.repeat,
+        netconf,
+        steps: raw.steps,
+    })
+}
+
+/// Every `*.yaml` under `dir`, sorted.
+pub fn discover(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs() -> (PathBuf, PathBuf) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        (root.join("cases"), root.join("topologies"))
+    }
+
+    fn parse(src: &str) -> Result<Case, Diagnostics> {
+        let (_, topos) = dirs();
+        let raw: RawCase = crate::diag::parse_yaml(Path::new("c.yaml"), src)?;
+        validate(Path::new("c.yaml"), src, raw, &topos)
+    }
+
+    #[test]
+    fn steps_parse_as_single_key_maps() {
+        let c = parse(
+            "topology: flat\nhosts: [2, 3]\nsteps:\n  - start_agents: {}\n  - wait_converged: {within: 20s}\n  - expect_failure: {expect_counts: {}}\n  - break: {delete_fdb: {host: h2}}\n",
+        )
+        .unwrap();
+        assert_eq!(c.steps.len(), 4);
+        assert_eq!(c.steps[1], Step::WaitConverged(Within { within: Dur(Duration::from_secs(20)) }));
+        assert_eq!(c.steps[2], Step::ExpectFailure(Box::new(Step::ExpectCounts(NoArgs {}))));
+        assert_eq!(c.backends, Backend::ALL.to_vec());
+        assert_eq!(c.scales(), vec![Some(2), Some(3)]);
+        assert_eq!(
+            c.netconf.render(Backend::Vxlan),
+            r#"{"Backend":{"Type":"vxlan"},"Network":"10.244.0.0/16"}"#
+        );
+    }
+
+    #[test]
+    fn rejections_are_located() {
+        let e = parse("topology: flat\nsteps:\n  - wait_converged: {within: soon}\n").unwrap_err();
+        assert!(e.to_string().contains("c.yaml:3:"), "{e}");
+        assert!(e.to_string().contains("not a duration"), "{e}");
+        let e = parse("topology: flat\nbackends: [vxlan, geneve]\nsteps:\n  - break: {delete_fdb: {host: h9}}\n").unwrap_err();
+        assert_eq!(e.0.len(), 2, "{e}");
+        assert!(e.0[0].to_string().starts_with("c.yaml:2:19: backends[1]: unknown backend `geneve`"), "{e}");
+        assert!(e.0[1].message.contains("no host `h9`"), "{e}");
+        let e = parse("topology: nowhere\nsteps:\n  - start_agents: {}\n").unwrap_err();
+        assert!(e.0[0].message.contains("cannot read file"), "{e}");
+        let e = parse("topology: flat\nsteps:\n  - start_agent: {}\n").unwrap_err();
+        assert!(e.0[0].message.contains("unknown variant `start_agent`"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("2h"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+
+    #[test]
+    fn bundled_cases_are_valid() {
+        let (cases, topos) = dirs();
+        let files = discover(&cases);
+        assert!(!files.is_empty());
+        for f in files {
+            Case::load(&f, &topos).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Probes: ICMP echo from inside a pod namespace over a raw socket (no `ping` binary),
+//! with or without DF, and the netlink dump of a host's overlay state.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use pnet_packet::icmp::echo_request::MutableEchoRequestPacket;
+use pnet_packet::icmp::{IcmpPacket, IcmpTypes};
+use pnet_packet::ipv4::Ipv4Packet;
+use pnet_packet::{MutablePacket, Packet};
+
+use crate::contract::HostState;
+use crate::lab::Node;
+use crate::netns::Netns;
+use crate::nl::NlError;
+
+/// What became of one echo request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PingOutcome {
+    Reply { rtt: Duration },
+    /// The sending stack refused it (EMSGSIZE: larger than the path MTU it knows).
+    Refused,
+    /// A router answered "fragmentation needed" with this next-hop MTU.
+    FragNeeded { from: Ipv4Addr, mtu: u16 },
+    /// Some other ICMP error came back.
+    Unreachable { from: Ipv4Addr, icmp_type: u8, code: u8 },
+    Timeout,
+}
+
+impl PingOutcome {
+    pub fn is_reply(&self) -> bool {
+        matches!(self, PingOutcome::Reply { .. })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
+    #[error("icmp socket in netns `{ns}`: {op}")]
+    Socket {
+        ns: String,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Sends one ICMP echo of `payload` bytes from `ns` to `dst` and waits up to `timeout`.
+/// With `df`, the packet carries Don't Fragment and may be refused locally.
+pub fn ping(ns: &Netns, dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Result<PingOutcome, ProbeError> {
+    let name = ns.name().to_string();
+    ns.run(move || ping_here(dst, payload, df, timeout)).map_err(ProbeError::from)?.map_err(|(op, source)| ProbeError::Socket { ns: name, op, source })
+}
+
+fn last_err(op: &'static str) -> (&'static str, std::io::Error) {
+    (op, std::io::Error::last_os_error())
+}
+
+/// Runs on a thread inside the namespace.
+fn ping_here(dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Result<PingOutcome, (&'static str, std::io::Error)> {
+    // SAFETY: plain socket syscalls on a descriptor owned by this function.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP);
+        if fd < 0 {
+            return Err(last_err("socket"));
+        }
+        let _close = CloseOnDrop(fd);
+        let pmtu: libc::c_int = if df { libc::IP_PMTUDISC_DO } else { libc::IP_PMTUDISC_DONT };
+        if libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &pmtu as *const _ as *const libc::c_void, 4) != 0 {
+            return Err(last_err("setsockopt IP_MTU_DISCOVER"));
+        }
+        let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
+        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32) != 0 {
+            return Err(last_err("setsockopt SO_RCVTIMEO"));
+        }
+        let ident: u16 = rand::random();
+        let seq: u16 = 1;
+        let mut buf = vec![0u8; 8 + payload];
+        {
+            let mut req = MutableEchoRequestPacket::new(&mut buf).expect("buffer holds an echo header");
+            req.set_icmp_type(IcmpTypes::EchoRequest);
+            req.set_identifier(ident);
+            req.set_sequence_number(seq);
+            for (i, b) in req.payload_mut().iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            let sum = pnet_packet::icmp::checksum(&IcmpPacket::new(req.packet()).expect("echo is an icmp packet"));
+            req.set_checksum(sum);
+        }
+        let addr = libc::sockaddr_in { sin_family: libc::AF_INET as u16, sin_port: 0, sin_addr: libc::in_addr { s_addr: u32::from(dst).to_be() }, sin_zero: [0; 8] };
+        let sent_at = Instant::now();
+        let n = libc::sendto(fd, buf.as_ptr() as *const libc::c_void, buf.len(), 0, &addr as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32);
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                return Ok(PingOutcome::Refused);
+            }
+            return Err(("sendto", e));
+        }
+        let deadline = sent_at + timeout;
+        let mut rbuf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            let n = libc::recv(fd, rbuf.as_mut_ptr() as *mut libc::c_void, rbuf.len(), 0);
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
+                    _ => return Err(("recv", e)),
+                }
+            }
+            if let Some(out) = classify(&rbuf[..n as usize], dst, ident, seq, sent_at) {
+                return Ok(out);
+            }
+        }
+        Ok(PingOutcome::Timeout)
+    }
+}
+
+struct CloseOnDrop(i32);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: closing the descriptor this guard owns.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// Matches a received IPv4 packet against our probe.
+fn classify(pkt: &[u8], dst: Ipv4Addr, ident: u16, seq: u16, sent_at: Instant) -> Option<PingOutcome> {
+    let ip = Ipv4Packet::new(pkt)?;
+    let icmp = ip.payload();
+    if icmp.len() < 8 {
+        return None;
+    }
+    let (ty, code) = (icmp[0], icmp[1]);
+    let id_seq = |b: &[u8]| (u16::from_be_bytes([b[4], b[5]]), u16::from_be_bytes([b[6], b[7]]));
+    match ty {
+        0 if ip.get_source() == dst && id_seq(icmp) == (ident, seq) => Some(PingOutcome::Reply { rtt: sent_at.elapsed() }),
+        3 | 11 => {
+            // the error quotes our IPv4 header and the first 8 bytes of our echo
+            let inner = Ipv4Packet::new(&icmp[8..])?;
+            let quoted = inner.payload();
+            if inner.get_destination() != dst || quoted.len() < 8 || quoted[0] != 8 || id_seq(quoted) != (ident, seq) {
+                return None;
+            }
+            if ty == 3 && code == 4 {
+                Some(PingOutcome::FragNeeded { from: ip.get_source(), mtu: u16::from_be_bytes([icmp[6], icmp[7]]) })
+            } else {
+                Some(PingOutcome::Unreachable { from: ip.get_source(), icmp_type: ty, code })
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Pings until a reply or `attempts` tries (ARP on a fresh path can eat the first one).
+pub fn ping_with_retries(ns: &Netns, dst: Ipv4Addr, attempts: u32, timeout: Duration) -> Result<PingOutcome, ProbeError> {
+    let mut last = PingOutcome::Timeout;
+    for _ in 0..attempts {
+        last = ping(ns, dst, 56, false, timeout)?;
+        if last.is_reply() {
+            break;
+        }
+    }
+    Ok(last)
+}
+
+/// Reads links, routes, neighbours, FDB entries and the subnet file of one host.
+pub async fn dump_host(node: &Node, subnet_file: &std::path::Path) -> Result<HostState, NlError> {
+    Ok(HostState {
+        links: node.nl.links().await?,
+        routes: node.nl.routes().await?,
+        neighbours: node.nl.neighbours().await?,
+        fdb: node.nl.fdb().await?,
+        subnet_file: std::fs::read_to_string(subnet_file).ok(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ipv4(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        let len = (p.len() + payload.len()) as u16;
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn classifies_replies_and_errors() {
+        let dst = Ipv4Addr::new(10, 244, 2, 2);
+        let t = Instant::now();
+        let reply = ipv4([10, 244, 2, 2], [10, 244, 1, 2], &[0, 0, 0, 0, 0x12, 0x34, 0, 1]);
+        assert!(matches!(classify(&reply, dst, 0x1234, 1, t), Some(PingOutcome::Reply { .. })));
+        assert_eq!(classify(&reply, dst, 0x9999, 1, t), None, "someone else's reply");
+        let quoted = ipv4([10, 244, 1, 2], [10, 244, 2, 2], &[8, 0, 0, 0, 0x12, 0x34, 0, 1]);
+        let mut frag = vec![3, 4, 0, 0, 0, 0, 0x05, 0xaa];
+        frag.extend_from_slice(&quoted);
+        let pkt = ipv4([10, 244, 1, 1], [10, 244, 1, 2], &frag);
+        assert_eq!(classify(&pkt, dst, 0x1234, 1, t), Some(PingOutcome::FragNeeded { from: Ipv4Addr::new(10, 244, 1, 1), mtu: 1450 }));
+        let mut unreach = frag.clone();
+        unreach[1] = 0;
+        let pkt = ipv4([10, 244, 1, 1], [10, 244, 1, 2], &unreach);
+        assert!(matches!(classify(&pkt, dst, 0x1234, 1, t), Some(PingOutcome::Unreachable { code: 0, .. })));
+    }
+}
