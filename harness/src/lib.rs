@@ -12,3 +12,6 @@ pub mod agents;
 pub mod case;
 pub mod pods;
 pub mod probe;
+pub mod runner;
+pub mod report;
+pub mod suite;

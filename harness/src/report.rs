@@ -1,0 +1,70 @@
+//! Reporting finished trials: a per-trial table for people, JUnit XML for CI.
+
+use std::path::Path;
+use std::time::Duration;
+
+use junit_report::{Duration as JDuration, ReportBuilder, TestCase, TestSuiteBuilder};
+
+use crate::runner::TrialReport;
+
+/// A fixed-width table, one row per trial.
+pub fn table(reports: &[TrialReport]) -> String {
+    let w = reports.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
+    let mut s = format!("{:<w$}  {:<6}  {:>8}  {}\n", "trial", "result", "seconds", "detail");
+    for r in reports {
+        let detail = match (&r.failure, &r.artifacts) {
+            (Some(f), Some(a)) => format!("{}  [artifacts: {}]", first_line(f), a.display()),
+            (Some(f), None) => first_line(f).to_string(),
+            (None, _) => r.log.iter().rev().find(|l| l.starts_with("     ")).map(|l| l.trim().to_string()).unwrap_or_default(),
+        };
+        s.push_str(&format!("{:<w$}  {:<6}  {:>8.1}  {}\n", r.name, if r.passed { "pass" } else { "FAIL" }, r.elapsed.as_secs_f64(), detail));
+    }
+    let passed = reports.iter().filter(|r| r.passed).count();
+    s.push_str(&format!("{} passed, {} failed\n", passed, reports.len() - passed));
+    s
+}
+
+fn first_line(s: &str) -> &str {
+    let line = s.lines().next().unwrap_or("");
+    if line.len() > 160 {
+        &line[..line.char_indices().take_while(|(i, _)| *i < 160).last().map(|(i, _)| i).unwrap_or(0)]
+    } else {
+        line
+    }
+}
+
+/// One JUnit entry per trial; a failure carries its message, log and artifact directory.
+pub struct JunitEntry {
+    pub name: String,
+    pub elapsed: Duration,
+    pub outcome: JunitOutcome,
+}
+
+pub enum JunitOutcome {
+    Passed { log: String },
+    Failed { message: String, log: String },
+    Skipped { reason: String },
+}
+
+pub fn write_junit(path: &Path, suite: &str, entries: &[JunitEntry]) -> std::io::Result<()> {
+    let mut ts = TestSuiteBuilder::new(suite);
+    for e in entries {
+        let d = JDuration::seconds_f64(e.elapsed.as_secs_f64());
+        let mut tc = match &e.outcome {
+            JunitOutcome::Passed { .. } => TestCase::success(&e.name, d),
+            JunitOutcome::Failed { message, .. } => TestCase::failure(&e.name, d, "trial", message),
+            JunitOutcome::Skipped { reason } => TestCase::skipped_with_cause(&e.name, "ignored", reason),
+        };
+        match &e.outcome {
+            JunitOutcome::Passed { log } | JunitOutcome::Failed { log, .. } => tc.set_system_out(log),
+            JunitOutcome::Skipped { .. } => {}
+        }
+        ts.add_testcase(tc);
+    }
+    let report = ReportBuilder::new().add_testsuite(ts.build()).build();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::File::create(path)?;
+    report.write_xml(file).map_err(std::io::Error::other)
+}

@@ -1,0 +1,478 @@
+//! Running a trial: one case × backend × implementation, at each of the case's host
+//! counts and repeats, each on a freshly built lab. Steps run in order; every wait is a
+//! deadline on a condition.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::agents::{Agent, Implementation};
+use crate::case::{Case, Sabotage, Step};
+use crate::contract::{self, Backend, Counts, Finding, NetConf, SubnetEnv, DEFAULT_PREFIX};
+use crate::lab::Lab;
+use crate::pods::{self, Pod};
+use crate::probe::{self, PingOutcome};
+use crate::store::Store;
+
+/// One trial to run.
+#[derive(Clone)]
+pub struct TrialSpec {
+    pub case: Case,
+    pub backend: Backend,
+    pub imp: Implementation,
+}
+
+impl TrialSpec {
+    pub fn name(&self) -> String {
+        format!("{}::{}::{}", self.case.name, self.backend, self.imp.name())
+    }
+}
+
+/// What a finished trial says.
+#[derive(Debug)]
+pub struct TrialReport {
+    pub name: String,
+    pub passed: bool,
+    /// One line per step and measurement.
+    pub log: Vec<String>,
+    /// Why it failed (first failing step).
+    pub failure: Option<String>,
+    /// Kept work directory of the failing lab.
+    pub artifacts: Option<PathBuf>,
+    pub elapsed: Duration,
+}
+
+/// Per-lab state while steps run. Field order is drop order: agents before the store,
+/// the store before the lab.
+struct Run<'a> {
+    spec: &'a TrialSpec,
+    conf: Option<NetConf>,
+    agents: Vec<Agent>,
+    agents_started: Option<Instant>,
+    pods: Vec<Pod>,
+    store: Store,
+    lab: Lab,
+    log: &'a mut Vec<String>,
+}
+
+type StepResult = Result<(), String>;
+
+pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
+    let started = Instant::now();
+    let mut log = Vec::new();
+    let mut failure = None;
+    let mut artifacts = None;
+    'outer: for scale in spec.case.scales() {
+        for rep in 1..=spec.case.repeat {
+            let label = match scale {
+                Some(n) => format!("{}-{}-n{n}-r{rep}", spec.case.name, spec.backend),
+                None => format!("{}-{}-r{rep}", spec.case.name, spec.backend),
+            };
+            if let Err((msg, dir)) = run_once(spec, scale, &label, workdir, &mut log).await {
+                let at = match scale {
+                    Some(n) => format!(" (at {n} hosts, repeat {rep})"),
+                    None if spec.case.repeat > 1 => format!(" (repeat {rep})"),
+                    None => String::new(),
+                };
+                failure = Some(format!("{msg}{at}"));
+                artifacts = dir;
+                break 'outer;
+            }
+        }
+    }
+    TrialReport { name: spec.name(), passed: failure.is_none(), log, failure, artifacts, elapsed: started.elapsed() }
+}
+
+/// Builds one lab, runs every step, tears it down. On failure the work directory is kept
+/// (with state dumps) and returned.
+async fn run_once(spec: &TrialSpec, scale: Option<u32>, label: &str, workdir: &Path, log: &mut Vec<String>) -> Result<(), (String, Option<PathBuf>)> {
+    let topo = spec.case.topology(scale).map_err(|e| (e.to_string(), None))?;
+    let lab = Lab::build(topo, workdir, label).await.map_err(|e| (format!("build lab: {}", chain(&e)), None))?;
+    let dir = lab.dir.clone();
+    let store = match Store::start_process(&lab, Duration::from_secs(20)).await {
+        Ok(s) => s,
+        Err(e) => return Err((format!("start etcd: {}", chain(&e)), Some(dir))),
+    };
+    let text = spec.case.netconf.render(spec.backend);
+    let conf = serde_json::from_str(&text).ok().and_then(|v| NetConf::from_json(&v).ok());
+    if let Err(e) = store.put(&format!("{DEFAULT_PREFIX}/config"), text).await {
+        return Err((format!("write net-conf: {}", chain(&e)), Some(dir)));
+    }
+    log.push(format!("lab {} ({} hosts, run {}): etcd at {}", label, lab.hosts.len(), lab.run, store.endpoint));
+    let mut run = Run { spec, conf, agents: Vec::new(), agents_started: None, pods: Vec::new(), store, lab, log };
+    for (i, step) in spec.case.steps.iter().enumerate() {
+        let t = Instant::now();
+        if let Err(msg) = run.step(step).await {
+            let msg = format!("step {} `{}`: {msg}", i + 1, step.name());
+            run.log.push(format!("FAIL {msg}"));
+            run.save_artifacts().await;
+            let dir = run.lab.dir.clone();
+            run.stop_agents();
+            // keep the directory: the lab's teardown removes namespaces, not files
+            drop(run);
+            return Err((msg, Some(dir)));
+        }
+        run.log.push(format!("ok   step {} `{}` ({} ms)", i + 1, step.name(), t.elapsed().as_millis()));
+    }
+    run.stop_agents();
+    drop(run);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl Run<'_> {
+    fn conf(&self) -> Result<&NetConf, String> {
+        self.conf.as_ref().ok_or_else(|| "this step needs a valid net-conf, and the case's is not one".to_string())
+    }
+
+    async fn step(&mut self, step: &Step) -> StepResult {
+        match step {
+            Step::StartAgents(_) => self.start_agents(),
+            Step::WaitConverged(w) => self.wait_converged(w.within.0).await,
+            Step::CreatePods(p) => self.create_pods(p.per_host).await,
+            Step::ExpectPing(_) => self.expect_ping().await,
+            Step::ExpectMtu(_) => self.expect_mtu().await,
+            Step::ExpectCounts(_) => self.expect_counts().await,
+            Step::ExpectAgentsExit(w) => self.expect_agents_exit(w.within.0).await,
+            Step::ExpectAgentsRunning(_) => self.expect_agents_running(),
+            Step::PutKey(k) => {
+                let key = format!("{DEFAULT_PREFIX}/{}", k.key.trim_start_matches('/'));
+                self.store.put(&key, k.value.clone()).await.map_err(|e| chain(&e))
+            }
+            Step::Break(s) => self.sabotage(s).await,
+            Step::ExpectFailure(inner) => match Box::pin(self.step(inner)).await {
+                Ok(()) => Err(format!("`{}` passed on a deliberately broken setup: the check cannot catch this fault", inner.name())),
+                Err(msg) => {
+                    self.log.push(format!("     `{}` failed as it should: {msg}", inner.name()));
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// Starts every agent back to back, as close to the same instant as spawning allows.
+    fn start_agents(&mut self) -> StepResult {
+        let t0 = Instant::now();
+        for node in &self.lab.hosts {
+            let a = Agent::start(&self.spec.imp, node, &self.store.endpoint, DEFAULT_PREFIX).map_err(|e| chain(&e))?;
+            self.agents.push(a);
+        }
+        let spread = t0.elapsed();
+        self.agents_started = Some(t0);
+        self.log.push(format!("     started {} agents within {} ms", self.agents.len(), spread.as_millis()));
+        Ok(())
+    }
+
+    fn stop_agents(&mut self) {
+        for a in &mut self.agents {
+            a.stop();
+        }
+    }
+
+    /// Reads etcd and every host, and checks them against the contract.
+    async fn observe(&self) -> Result<(Vec<Finding>, BTreeMap<String, Counts>), String> {
+        let conf = self.conf()?;
+        let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(|e| chain(&e))?;
+        let leases: Vec<Result<contract::LeaseView, String>> = raw.iter().map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v)).collect();
+        let hosts: Vec<(String, Ipv4Addr)> = self.lab.hosts.iter().map(|h| (h.name.clone(), h.addr)).collect();
+        let mut findings = Vec::new();
+        let by_ip = contract::check_leases(conf, &hosts, &leases, &mut findings);
+        let mut counts = BTreeMap::new();
+        for node in &self.lab.hosts {
+            let state = probe::dump_host(node, &Agent::subnet_file_path(node)).await.map_err(|e| chain(&e))?;
+            let mtu = self.lab.mtu_of(node);
+            contract::check_subnet_file(conf, &node.name, mtu, by_ip.get(&node.addr), state.subnet_file.as_deref(), &mut findings);
+            let c = contract::check_kernel(conf, &node.name, node.addr, mtu, &by_ip, &state, &mut findings);
+            counts.insert(node.name.clone(), c);
+        }
+        Ok((findings, counts))
+    }
+
+    fn agent_exits(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for a in &mut self.agents {
+            if let Some(s) = a.child.try_status() {
+                out.push(format!("{}: agent exited ({}); log tail:\n{}", a.host, crate::proc::Child::describe_status(&s), a.child.log_tail(5)));
+            }
+        }
+        out
+    }
+
+    async fn wait_converged(&mut self, within: Duration) -> StepResult {
+        let t0 = Instant::now();
+        let deadline = t0 + within;
+        loop {
+            let exits = self.agent_exits();
+            if !exits.is_empty() {
+                return Err(exits.join("\n"));
+            }
+            let (findings, _) = self.observe().await?;
+            if findings.is_empty() {
+                let since_start = self.agents_started.map(|s| s.elapsed().as_millis()).unwrap_or(0);
+                self.log.push(format!("     converged {since_start} ms after agents started ({} ms waiting)", t0.elapsed().as_millis()));
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let shown: Vec<String> = findings.iter().take(12).map(|f| f.to_string()).collect();
+                let more = findings.len().saturating_sub(shown.len());
+                return Err(format!(
+                    "not converged within {within:?}: {}{}",
+                    shown.join("; "),
+                    if more > 0 { format!(" (+{more} more)") } else { String::new() }
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn create_pods(&mut self, per_host: u32) -> StepResult {
+        for node in &self.lab.hosts {
+            let path = Agent::subnet_file_path(node);
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: read subnet file {}: {e}", node.name, path.display()))?;
+            let env = SubnetEnv::parse(&text);
+            if env.subnet_ip.is_none() || env.mtu.is_none() {
+                return Err(format!("{}: subnet file has no usable FLANNEL_SUBNET/FLANNEL_MTU:\n{text}", node.name));
+            }
+            let pods = pods::create(&self.lab, node, &env, per_host).await.map_err(|e| format!("{}: {}", node.name, chain(&e)))?;
+            self.pods.extend(pods);
+        }
+        Ok(())
+    }
+
+    async fn expect_ping(&mut self) -> StepResult {
+        let pairs: Vec<(usize, usize)> = (0..self.pods.len())
+            .flat_map(|a| (0..self.pods.len()).map(move |b| (a, b)))
+            .filter(|(a, b)| self.pods[*a].host != self.pods[*b].host)
+            .collect();
+        if pairs.is_empty() {
+            return Err("no pod pairs on different hosts: add a create_pods step and at least two hosts".into());
+        }
+        let jobs: Vec<_> = pairs
+            .iter()
+            .map(|&(a, b)| {
+                let (src, dst) = (&self.pods[a], &self.pods[b]);
+                let (ns, to) = (src.ns.clone(), dst.addr);
+                let label = format!("{} -> {} ({})", src.name, dst.name, dst.addr);
+                (label, std::thread::spawn(move || probe::ping_with_retries(&ns, to, 3, Duration::from_secs(1))))
+            })
+            .collect();
+        let results = tokio::task::spawn_blocking(move || jobs.into_iter().map(|(l, h)| (l, h.join().expect("ping thread"))).collect::<Vec<_>>())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut failed = Vec::new();
+        let mut worst = Duration::ZERO;
+        for (label, r) in results {
+            match r {
+                Ok(PingOutcome::Reply { rtt }) => worst = worst.max(rtt),
+                Ok(other) => failed.push(format!("{label}: {other:?}")),
+                Err(e) => failed.push(format!("{label}: {}", chain(&e))),
+            }
+        }
+        if !failed.is_empty() {
+            return Err(format!("{} of {} pod pairs cannot ping: {}", failed.len(), pairs.len(), failed.join("; ")));
+        }
+        self.log.push(format!("     {} pod pairs ping (slowest reply {} us)", pairs.len(), worst.as_micros()));
+        Ok(())
+    }
+
+    async fn expect_mtu(&mut self) -> StepResult {
+        let conf = self.conf()?.clone();
+        if self.pods.is_empty() {
+            return Err("no pods: add a create_pods step first".into());
+        }
+        let mut problems = Vec::new();
+        let hosts: Vec<String> = self.lab.hosts.iter().map(|h| h.name.clone()).collect();
+        let mut probes = Vec::new();
+        for (i, h) in hosts.iter().enumerate() {
+            let node = self.lab.host(h).expect("host");
+            let mtu = conf.overlay_mtu(self.lab.mtu_of(node));
+            let Some(src) = self.pods.iter().find(|p| &p.host == h) else { continue };
+            let links = src.nl.links().await.map_err(|e| chain(&e))?;
+            match links.iter().find(|l| l.name == "eth0") {
+                Some(l) if l.mtu != mtu => problems.push(format!("{}: eth0 MTU {} but the overlay MTU is {mtu}", src.name, l.mtu)),
+                _ => {}
+            }
+            let next = &hosts[(i + 1) % hosts.len()];
+            if next == h {
+                continue;
+            }
+            let Some(dst) = self.pods.iter().find(|p| &p.host == next) else { continue };
+            probes.push((src.name.clone(), src.ns.clone(), dst.name.clone(), dst.addr, mtu));
+        }
+        let results = tokio::task::spawn_blocking(move || {
+            probes
+                .into_iter()
+                .map(|(sn, ns, dn, dst, mtu)| {
+                    let fits = (mtu - 28) as usize;
+                    // the first DF probe may be eaten by ARP on a fresh path: retry it
+                    let mut small = probe::ping(&ns, dst, fits, true, Duration::from_secs(1));
+                    for _ in 0..2 {
+                        if matches!(small, Ok(PingOutcome::Timeout)) {
+                            small = probe::ping(&ns, dst, fits, true, Duration::from_secs(1));
+                        }
+                    }
+                    let big = probe::ping(&ns, dst, fits + 1, true, Duration::from_secs(1));
+                    (sn, dn, mtu, fits, small, big)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut lines = Vec::new();
+        for (sn, dn, mtu, fits, small, big) in results {
+            match small {
+                Ok(PingOutcome::Reply { .. }) => {}
+                Ok(o) => problems.push(format!("{sn} -> {dn}: DF payload {fits} (packet {mtu}) should pass, got {o:?}")),
+                Err(e) => problems.push(format!("{sn} -> {dn}: {}", chain(&e))),
+            }
+            match big {
+                Ok(PingOutcome::Reply { .. }) => problems.push(format!("{sn} -> {dn}: DF payload {} (packet {}) passed, but the overlay MTU is {mtu}", fits + 1, mtu + 1)),
+                Ok(o) => lines.push(format!("{sn} -> {dn}: {fits} passes, {} {o:?}", fits + 1)),
+                Err(e) => problems.push(format!("{sn} -> {dn}: {}", chain(&e))),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        for l in lines {
+            self.log.push(format!("     {l}"));
+        }
+        Ok(())
+    }
+
+    async fn expect_counts(&mut self) -> StepResult {
+        let (findings, counts) = self.observe().await?;
+        let n = self.lab.hosts.len();
+        let summary: Vec<String> = counts.iter().map(|(h, c)| format!("{h}={}/{}/{}", c.routes, c.neighbours, c.fdb)).collect();
+        if !findings.is_empty() {
+            return Err(findings.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; "));
+        }
+        let total: usize = counts.values().map(|c| c.routes + c.neighbours + c.fdb).sum();
+        self.log.push(format!(
+            "     {n} hosts: routes/neighbours/fdb per host {} (each N-1 = {}; total {total} = 3*N*(N-1))",
+            summary.join(" "),
+            n - 1
+        ));
+        Ok(())
+    }
+
+    async fn expect_agents_exit(&mut self, within: Duration) -> StepResult {
+        let deadline = Instant::now() + within;
+        loop {
+            let running: Vec<String> = self.agents.iter_mut().filter_map(|a| a.child.try_status().is_none().then(|| a.host.clone())).collect();
+            if running.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("agents still running after {within:?} on {}", running.join(", ")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut problems = Vec::new();
+        for a in &mut self.agents {
+            let s = a.child.try_status().expect("exited");
+            if s.success() {
+                problems.push(format!("{}: agent exited with status 0, expected a failure", a.host));
+            } else {
+                let last = a.child.log_tail(1);
+                self.log.push(format!("     {}: {} — {last}", a.host, crate::proc::Child::describe_status(&s)));
+            }
+        }
+        for node in &self.lab.hosts {
+            let links = node.nl.links().await.map_err(|e| chain(&e))?;
+            let half_built: Vec<&str> = links.iter().filter(|l| l.name.starts_with("flannel")).map(|l| l.name.as_str()).collect();
+            if !half_built.is_empty() {
+                problems.push(format!("{}: left {:?} behind after failing", node.name, half_built));
+            }
+            if Agent::subnet_file_path(node).exists() {
+                problems.push(format!("{}: wrote a subnet file although it failed", node.name));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    fn expect_agents_running(&mut self) -> StepResult {
+        let exits = self.agent_exits();
+        if self.agents.is_empty() {
+            return Err("no agents were started".into());
+        }
+        if exits.is_empty() {
+            Ok(())
+        } else {
+            Err(exits.join("\n"))
+        }
+    }
+
+    async fn sabotage(&mut self, s: &Sabotage) -> StepResult {
+        let conf = self.conf()?.clone();
+        let host = match s {
+            Sabotage::DeleteFdb(h) | Sabotage::DeleteRoute(h) | Sabotage::DeleteNeighbour(h) => h.host.as_str(),
+            Sabotage::SetPodMtu(p) => p.host.as_str(),
+        };
+        let node = self.lab.host(host).ok_or_else(|| format!("no host `{host}`"))?;
+        let dev = conf.device();
+        let idx = match s {
+            Sabotage::SetPodMtu(_) => 0,
+            _ => node.nl.index_of(&dev).await.map_err(|e| chain(&e))?,
+        };
+        let what = match s {
+            Sabotage::DeleteFdb(_) => {
+                let fdb = node.nl.fdb().await.map_err(|e| chain(&e))?;
+                let e = fdb.into_iter().find(|e| e.ifindex == idx && e.dst.is_some()).ok_or("no FDB entry to delete")?;
+                node.nl.del_fdb(&e).await.map_err(|e| chain(&e))?;
+                format!("deleted FDB entry {} dst {:?}", e.mac, e.dst)
+            }
+            Sabotage::DeleteRoute(_) => {
+                let routes = node.nl.routes().await.map_err(|e| chain(&e))?;
+                let r = routes.into_iter().find(|r| r.oif == Some(idx)).ok_or("no route to delete")?;
+                node.nl.del_route(&r).await.map_err(|e| chain(&e))?;
+                format!("deleted route {}", r.dst)
+            }
+            Sabotage::DeleteNeighbour(_) => {
+                let neigh = node.nl.neighbours().await.map_err(|e| chain(&e))?;
+                let n = neigh.into_iter().find(|n| n.ifindex == idx && n.permanent).ok_or("no neighbour to delete")?;
+                node.nl.del_neighbour(&n).await.map_err(|e| chain(&e))?;
+                format!("deleted neighbour {}", n.ip)
+            }
+            Sabotage::SetPodMtu(p) => {
+                let pod = self.pods.iter().find(|x| x.host == host).ok_or("no pod on that host: add create_pods first")?;
+                pod.nl.set_mtu("eth0", p.mtu).await.map_err(|e| chain(&e))?;
+                format!("set {} eth0 MTU to {}", pod.name, p.mtu)
+            }
+        };
+        self.log.push(format!("     sabotage on {host}: {what}"));
+        Ok(())
+    }
+
+    /// Writes what a person needs to see why the trial failed into the work directory.
+    async fn save_artifacts(&mut self) {
+        for node in &self.lab.hosts {
+            if let Ok(state) = probe::dump_host(node, &Agent::subnet_file_path(node)).await {
+                let _ = std::fs::write(node.dir.join("state.json"), serde_json::to_string_pretty(&state).unwrap_or_default());
+            }
+        }
+        if let Ok(kvs) = self.store.list(&format!("{DEFAULT_PREFIX}/")).await {
+            let dump: BTreeMap<String, String> = kvs.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect();
+            let _ = std::fs::write(self.lab.dir.join("etcd-keys.json"), serde_json::to_string_pretty(&dump).unwrap_or_default());
+        }
+        let _ = std::fs::write(self.lab.dir.join("trial.log"), self.log.join("\n"));
+        let _ = std::fs::copy(&self.spec.case.file, self.lab.dir.join("case.yaml"));
+        let _ = std::fs::copy(&self.lab.topo.file, self.lab.dir.join("topology.yaml"));
+    }
+}
