@@ -127,6 +127,8 @@ pub enum Sabotage {
     DeleteNeighbour(OnHost),
     /// Sets `eth0` of the host's first pod to this MTU.
     SetPodMtu(PodMtu),
+    /// SIGKILLs the host's agent.
+    KillAgent(OnHost),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +191,7 @@ single_key_enum!(Sabotage, "sabotage", {
     "delete_route" => DeleteRoute(OnHost),
     "delete_neighbour" => DeleteNeighbour(OnHost),
     "set_pod_mtu" => SetPodMtu(PodMtu),
+    "kill_agent" => KillAgent(OnHost),
 });
 
 single_key_enum!(Step, "step", {
@@ -224,7 +227,7 @@ impl Step {
 
     fn host(&self) -> Option<&HostName> {
         match self {
-            Step::Break(Sabotage::DeleteFdb(h) | Sabotage::DeleteRoute(h) | Sabotage::DeleteNeighbour(h)) => Some(&h.host),
+            Step::Break(Sabotage::DeleteFdb(h) | Sabotage::DeleteRoute(h) | Sabotage::DeleteNeighbour(h) | Sabotage::KillAgent(h)) => Some(&h.host),
             Step::Break(Sabotage::SetPodMtu(p)) => Some(&p.host),
             Step::ExpectFailure(inner) => inner.host(),
             _ => None,

@@ -422,13 +422,13 @@ impl Run<'_> {
     async fn sabotage(&mut self, s: &Sabotage) -> StepResult {
         let conf = self.conf()?.clone();
         let host = match s {
-            Sabotage::DeleteFdb(h) | Sabotage::DeleteRoute(h) | Sabotage::DeleteNeighbour(h) => h.host.as_str(),
+            Sabotage::DeleteFdb(h) | Sabotage::DeleteRoute(h) | Sabotage::DeleteNeighbour(h) | Sabotage::KillAgent(h) => h.host.as_str(),
             Sabotage::SetPodMtu(p) => p.host.as_str(),
         };
         let node = self.lab.host(host).ok_or_else(|| format!("no host `{host}`"))?;
         let dev = conf.device();
         let idx = match s {
-            Sabotage::SetPodMtu(_) => 0,
+            Sabotage::SetPodMtu(_) | Sabotage::KillAgent(_) => 0,
             _ => node.nl.index_of(&dev).await.map_err(|e| chain(&e))?,
         };
         let what = match s {
@@ -454,6 +454,12 @@ impl Run<'_> {
                 let pod = self.pods.iter().find(|x| x.host == host).ok_or("no pod on that host: add create_pods first")?;
                 pod.nl.set_mtu("eth0", p.mtu).await.map_err(|e| chain(&e))?;
                 format!("set {} eth0 MTU to {}", pod.name, p.mtu)
+            }
+            Sabotage::KillAgent(_) => {
+                let agent = self.agents.iter_mut().find(|a| a.host == host).ok_or("no agent on that host: add start_agents first")?;
+                let pid = agent.child.pid();
+                agent.child.kill();
+                format!("SIGKILLed agent pid {pid}")
             }
         };
         self.log.push(format!("     sabotage on {host}: {what}"));
