@@ -79,6 +79,14 @@ fn pids_in(inodes: &BTreeSet<u64>) -> Vec<i32> {
         .collect()
 }
 
+fn is_running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // the state is the first field after the parenthesised command name
+        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| rest.trim_start()).is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
 /// What a sweep found and did.
 #[derive(Debug, Default)]
 pub struct Sweep {
@@ -101,9 +109,10 @@ pub fn remove_run(id: RunId, sweep: &mut Sweep) {
             Err(e) => sweep.errors.push(format!("kill pid {pid} in run {id}: {e}")),
         }
     }
-    // A killed process leaves its namespace once it is gone (or a zombie, which holds none).
+    // Wait until every killed process is gone or a zombie (which runs nothing and holds no
+    // namespace); whoever is its parent reaps it.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && !pids_in(&inodes).is_empty() {
+    while Instant::now() < deadline && pids.iter().any(|p| is_running(*p)) {
         std::thread::sleep(Duration::from_millis(20));
     }
     for n in names {

@@ -15,3 +15,4 @@ pub mod probe;
 pub mod runner;
 pub mod report;
 pub mod suite;
+pub mod cli;

@@ -221,7 +221,8 @@ impl Run<'_> {
             let (findings, _) = self.observe().await?;
             if findings.is_empty() {
                 let since_start = self.agents_started.map(|s| s.elapsed().as_millis()).unwrap_or(0);
-                self.log.push(format!("     converged {since_start} ms after agents started ({} ms waiting)", t0.elapsed().as_millis()));
+                let rss = self.agents.iter().filter_map(|a| a.child.rss_kib()).max().map(|k| format!(", largest agent RSS {k} KiB")).unwrap_or_default();
+                self.log.push(format!("     converged {since_start} ms after agents started ({} ms waiting{rss})", t0.elapsed().as_millis()));
                 return Ok(());
             }
             if Instant::now() >= deadline {

@@ -1,0 +1,231 @@
+//! The `flannel-lab` command line: run the conformance suite, validate input files, clean
+//! up after killed runs, or hold a lab open for hands-on debugging.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::agents::{Agent, Implementation};
+use crate::case::Case;
+use crate::contract::{Backend, DEFAULT_PREFIX};
+use crate::lab::Lab;
+use crate::report::{self, JunitEntry, JunitOutcome};
+use crate::runner::{run_trial, TrialSpec};
+use crate::store::Store;
+use crate::suite;
+use crate::topology::Topology;
+
+const USAGE: &str = "\
+usage: flannel-lab <command> [options]
+
+commands:
+  run [--filter TEXT] [--junit FILE] [--cases DIR]
+        run every case (or those whose trial name contains TEXT) against the reference
+        agent and print a per-trial table; exit 1 if any trial fails
+  list  print the trial names
+  check FILE...
+        validate topology and case files (errors carry file:line:col)
+  gc    remove namespaces and processes left by killed runs (live runs are kept)
+  up TOPOLOGY [--hosts N] [--backend vxlan]
+        build a lab, start etcd and one agent per host, print how to reach it,
+        and keep it until Ctrl-C (then remove everything)
+
+environment: FLANNEL_LAB_WORKDIR (work files and artifacts, default /tmp/flannel-lab),
+             FLANNEL_LAB_AGENT (reference agent binary), RUST_LOG (harness log level)
+";
+
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match cmd.as_str() {
+        "run" => cmd_run(rest),
+        "list" => cmd_list(),
+        "check" => cmd_check(rest),
+        "gc" => cmd_gc(),
+        "up" => cmd_up(rest),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("flannel-lab: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `--name value` / `--name=value` options; returns (options, positionals).
+fn options(args: &[String], known: &[&str]) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+    let (mut opts, mut pos) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(body) = a.strip_prefix("--") {
+            let (k, v) = match body.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (body.to_string(), it.next().cloned().ok_or_else(|| format!("option --{body} needs a value"))?),
+            };
+            if !known.contains(&k.as_str()) {
+                return Err(format!("unknown option --{k} (known: {})", known.join(", ")));
+            }
+            opts.push((k, v));
+        } else {
+            pos.push(a.clone());
+        }
+    }
+    Ok((opts, pos))
+}
+
+fn opt<'a>(opts: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    opts.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+fn load_trials(cases: &Path, imp: &Implementation) -> Result<Vec<TrialSpec>, String> {
+    let root = suite::repo_root();
+    suite::trials(cases, &root.join("topologies"), imp).map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| format!("tokio runtime: {e}"))
+}
+
+fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
+    let (opts, pos) = options(args, &["filter", "junit", "cases"])?;
+    if let Some(p) = pos.first() {
+        return Err(format!("unexpected argument `{p}`"));
+    }
+    if let Some(why) = suite::lab_unavailable() {
+        return Err(why);
+    }
+    let imp = suite::reference_agent()?;
+    let cases = opt(&opts, "cases").map(PathBuf::from).unwrap_or_else(|| suite::repo_root().join("cases"));
+    let mut trials = load_trials(&cases, &imp)?;
+    if let Some(f) = opt(&opts, "filter") {
+        trials.retain(|t| t.name().contains(f));
+    }
+    if trials.is_empty() {
+        return Err("no trials match".into());
+    }
+    let rt = runtime()?;
+    let workdir = suite::workdir();
+    let mut reports = Vec::new();
+    for t in &trials {
+        eprintln!("running {} ...", t.name());
+        let r = rt.block_on(run_trial(t, &workdir));
+        eprintln!("  {} in {:.1} s{}", if r.passed { "pass" } else { "FAIL" }, r.elapsed.as_secs_f64(), r.failure.as_ref().map(|f| format!(": {f}")).unwrap_or_default());
+        reports.push(r);
+    }
+    rt.shutdown_background();
+    print!("{}", report::table(&reports));
+    if let Some(path) = opt(&opts, "junit") {
+        let entries: Vec<JunitEntry> = reports
+            .iter()
+            .map(|r| JunitEntry {
+                name: r.name.clone(),
+                elapsed: r.elapsed,
+                outcome: match &r.failure {
+                    None => JunitOutcome::Passed { log: r.log.join("\n") },
+                    Some(f) => JunitOutcome::Failed {
+                        message: format!("{f}{}", r.artifacts.as_ref().map(|a| format!("\nartifacts: {}", a.display())).unwrap_or_default()),
+                        log: r.log.join("\n"),
+                    },
+                },
+            })
+            .collect();
+        report::write_junit(Path::new(path), "flannel-lab", &entries).map_err(|e| format!("write JUnit to {path}: {e}"))?;
+    }
+    Ok(if reports.iter().all(|r| r.passed) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn cmd_list() -> Result<ExitCode, String> {
+    let imp = Implementation::Reference { bin: "flannel-agent".into() };
+    for t in load_trials(&suite::repo_root().join("cases"), &imp)? {
+        println!("{}", t.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_check(files: &[String]) -> Result<ExitCode, String> {
+    if files.is_empty() {
+        return Err("check needs at least one file".into());
+    }
+    let topologies = suite::repo_root().join("topologies");
+    let mut bad = 0;
+    for f in files {
+        let path = Path::new(f);
+        let is_case = std::fs::read_to_string(path).map(|s| s.lines().any(|l| l.starts_with("steps:"))).unwrap_or(false);
+        let result = if is_case { Case::load(path, &topologies).map(|_| "case") } else { Topology::load(path).map(|_| "topology") };
+        match result {
+            Ok(kind) => println!("{f}: valid {kind}"),
+            Err(e) => {
+                bad += 1;
+                println!("{e}");
+            }
+        }
+    }
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn cmd_gc() -> Result<ExitCode, String> {
+    let sweep = crate::gc::sweep_all();
+    for id in &sweep.skipped_live {
+        println!("run {id}: still running, left alone");
+    }
+    println!(
+        "removed {} run(s): {} namespace(s), {} process(es){}",
+        sweep.runs.len(),
+        sweep.namespaces.len(),
+        sweep.killed.len(),
+        if sweep.namespaces.is_empty() { String::new() } else { format!(" [{}]", sweep.namespaces.join(" ")) }
+    );
+    for e in &sweep.errors {
+        eprintln!("gc: {e}");
+    }
+    Ok(if sweep.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn cmd_up(args: &[String]) -> Result<ExitCode, String> {
+    let (opts, pos) = options(args, &["hosts", "backend"])?;
+    let topo = pos.first().ok_or("up needs a topology file or name")?;
+    let path = if topo.ends_with(".yaml") { PathBuf::from(topo) } else { suite::repo_root().join("topologies").join(format!("{topo}.yaml")) };
+    let hosts = opt(&opts, "hosts").map(|h| h.parse::<u32>().map_err(|_| format!("--hosts `{h}` is not a number"))).transpose()?;
+    let backend = match opt(&opts, "backend") {
+        None => Backend::Vxlan,
+        Some(b) => Backend::parse(b).ok_or_else(|| format!("unknown backend `{b}`"))?,
+    };
+    let topo = Topology::load_scaled(&path, hosts).map_err(|e| e.to_string())?;
+    if let Some(why) = suite::lab_unavailable() {
+        return Err(why);
+    }
+    let imp = suite::reference_agent()?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let lab = Lab::build(topo, &suite::workdir(), "up").await.map_err(|e| e.to_string())?;
+        let store = Store::start_process(&lab, Duration::from_secs(20)).await.map_err(|e| e.to_string())?;
+        let conf = format!(r#"{{"Network":"10.244.0.0/16","Backend":{{"Type":"{backend}"}}}}"#);
+        store.put(&format!("{DEFAULT_PREFIX}/config"), conf.clone()).await.map_err(|e| e.to_string())?;
+        let mut agents = Vec::new();
+        for node in &lab.hosts {
+            agents.push(Agent::start(&imp, node, &store.endpoint, DEFAULT_PREFIX).map_err(|e| e.to_string())?);
+        }
+        println!("lab run {} is up; work files in {}", lab.run, lab.dir.display());
+        println!("etcd: {} (namespace {}), config {conf}", store.endpoint, lab.etcd_node().ns.name());
+        for node in &lab.hosts {
+            println!("  {:<8} {:<15} ip netns exec {} ...   log {}", node.name, node.addr, node.ns.name(), node.dir.join("agent.log").display());
+        }
+        println!("press Ctrl-C to remove everything");
+        // Ctrl-C reaches the handler of `install_signal_cleanup`, which removes this run
+        // (its processes and namespaces) and exits.
+        let _keep = (agents, store, lab);
+        std::future::pending::<()>().await;
+        Ok::<_, String>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
