@@ -272,9 +272,7 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
     let known: &[&str] = match ty.as_str() {
         "vxlan" => &["Type", "VNI", "Port", "GBP", "Learning", "DirectRouting", "MTU", "MacPrefix"],
         "host-gw" | "udp" => {
-            return Err(invalid(format!(
-                "backend `{ty}` is not built into this version of the reference agent (supported: vxlan)"
-            )))
+            return Err(invalid(format!("backend `{ty}` is not built into this version of the reference agent (supported: vxlan)")))
         }
         other => return Err(invalid(format!("unknown backend type `{other}` (known: vxlan, host-gw, udp)"))),
     };
@@ -292,11 +290,7 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
     for unsupported in ["GBP", "Learning", "DirectRouting", "MTU", "MacPrefix"] {
         match field(obj, unsupported) {
             None | Some(Value::Bool(false)) => {}
-            Some(_) => {
-                return Err(invalid(format!(
-                    "`Backend.{unsupported}` is not supported by this version of the reference agent"
-                )))
-            }
+            Some(_) => return Err(invalid(format!("`Backend.{unsupported}` is not supported by this version of the reference agent"))),
         }
     }
     let vni = num("VNI", 1, (1 << 24) - 1)? as u32;

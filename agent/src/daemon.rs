@@ -70,14 +70,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         tracing::info!("--iptables-forward-rules: this agent installs no iptables rules");
     }
     let kernel = Kernel::open().context("open netlink socket")?;
-    let underlay = kernel
-        .underlay(&flags.ifaces)
-        .await
-        .context("inspect interfaces")?
-        .with_context(|| match flags.ifaces.is_empty() {
-            true => "no interface with an IPv4 address carries the default route; pass --iface".to_string(),
-            false => format!("none of --iface {:?} exists with an IPv4 address", flags.ifaces),
-        })?;
+    let underlay = kernel.underlay(&flags.ifaces).await.context("inspect interfaces")?.with_context(|| match flags.ifaces.is_empty() {
+        true => "no interface with an IPv4 address carries the default route; pass --iface".to_string(),
+        false => format!("none of --iface {:?} exists with an IPv4 address", flags.ifaces),
+    })?;
     let public_ip = flags.public_ip.unwrap_or(underlay.addr);
     tracing::info!(iface = underlay.name, %public_ip, mtu = underlay.mtu, "using underlay interface");
     if flags.healthz_port != 0 {
@@ -174,7 +170,12 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     }
 }
 
-async fn acquire(reg: &mut Registry, conf: &NetConf, attrs: &crate::lease::LeaseAttrs, previous: Option<crate::ipnet::Ipv4Net>) -> anyhow::Result<OwnLease> {
+async fn acquire(
+    reg: &mut Registry,
+    conf: &NetConf,
+    attrs: &crate::lease::LeaseAttrs,
+    previous: Option<crate::ipnet::Ipv4Net>,
+) -> anyhow::Result<OwnLease> {
     let mut backoff = Backoff::new();
     loop {
         match reg.acquire(conf, attrs, previous).await {
@@ -191,7 +192,11 @@ async fn acquire(reg: &mut Registry, conf: &NetConf, attrs: &crate::lease::Lease
 async fn reacquire(reg: &mut Registry, conf: &NetConf, attrs: &crate::lease::LeaseAttrs, own: &OwnLease) -> anyhow::Result<OwnLease> {
     let again = acquire(reg, conf, attrs, Some(own.lease.subnet)).await?;
     if again.lease.subnet != own.lease.subnet {
-        bail!("lost lease on {} and the subnet was taken by another host (got {} instead); exiting so pods are recreated", own.lease.subnet, again.lease.subnet);
+        bail!(
+            "lost lease on {} and the subnet was taken by another host (got {} instead); exiting so pods are recreated",
+            own.lease.subnet,
+            again.lease.subnet
+        );
     }
     tracing::info!(subnet = %again.lease.subnet, "lease registered again");
     Ok(again)

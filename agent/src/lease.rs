@@ -182,9 +182,7 @@ impl Registry {
                 (chosen, Compare::create_revision(subnet_key(&self.prefix, &chosen), CompareOp::Equal, 0))
             };
             let key = subnet_key(&self.prefix, &subnet);
-            let txn = Txn::new()
-                .when([guard])
-                .and_then([TxnOp::put(key, value.clone(), Some(PutOptions::new().with_lease(lease_id)))]);
+            let txn = Txn::new().when([guard]).and_then([TxnOp::put(key, value.clone(), Some(PutOptions::new().with_lease(lease_id)))]);
             let ok = self.client.txn(txn).await.map_err(etcd("put lease"))?.succeeded();
             if ok {
                 return Ok(OwnLease { lease: Lease { subnet, attrs: attrs.clone() }, etcd_lease_id: lease_id });
@@ -237,7 +235,8 @@ mod tests {
 
     #[test]
     fn value_matches_flanneld() {
-        let v = r#"{"PublicIP":"192.168.99.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"2e:74:64:fe:4b:db"}}"#;
+        let v =
+            r#"{"PublicIP":"192.168.99.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"2e:74:64:fe:4b:db"}}"#;
         let l = decode(P, b"/coreos.com/network/subnets/10.244.68.0-24", v.as_bytes()).unwrap();
         assert_eq!(l.attrs.public_ip, "192.168.99.1".parse::<Ipv4Addr>().unwrap());
         assert_eq!(l.attrs.backend_type.as_deref(), Some("vxlan"));

@@ -243,10 +243,10 @@ impl VxlanKernel for Kernel {
             .address(mac.to_vec())
             .build();
         self.handle.link().add(msg).execute().await.map_err(ctx(format!("create vxlan device `{}`", dev.name)))?;
-        let link = self.link_by_name(&dev.name).await?.ok_or_else(|| NlError {
-            op: format!("find `{}` after creating it", dev.name),
-            source: rtnetlink::Error::RequestFailed,
-        })?;
+        let link = self
+            .link_by_name(&dev.name)
+            .await?
+            .ok_or_else(|| NlError { op: format!("find `{}` after creating it", dev.name), source: rtnetlink::Error::RequestFailed })?;
         Ok((link.header.index, link_mac(&link).unwrap_or(mac)))
     }
 
@@ -263,7 +263,8 @@ impl VxlanKernel for Kernel {
             .map_err(ctx("list device addresses"))?;
         let mut present = false;
         for m in msgs.into_iter().filter(|m| m.header.family == AddressFamily::Inet) {
-            let this = m.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(ip)) if *ip == addr)) && m.header.prefix_len == 32;
+            let this = m.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(ip)) if *ip == addr))
+                && m.header.prefix_len == 32;
             if this {
                 present = true;
             } else {
@@ -273,12 +274,7 @@ impl VxlanKernel for Kernel {
         if !present {
             self.handle.address().add(ifindex, IpAddr::V4(addr), 32).execute().await.map_err(ctx(format!("add {addr}/32 to device")))?;
         }
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(ifindex).up().build())
-            .execute()
-            .await
-            .map_err(ctx("set device up"))
+        self.handle.link().set(LinkUnspec::new_with_index(ifindex).up().build()).execute().await.map_err(ctx("set device up"))
     }
 
     /// `ip neigh replace GW lladdr MAC dev flannel.1 nud permanent`;
@@ -344,8 +340,15 @@ impl VxlanKernel for Kernel {
                 }
             }
         }
-        let neigh: Vec<NeighbourMessage> =
-            self.handle.neighbours().get().set_address_family(AddressFamily::Inet).execute().try_collect().await.map_err(ctx("list neighbours"))?;
+        let neigh: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(ctx("list neighbours"))?;
         for n in neigh.iter().filter(|n| n.header.ifindex == ifindex && n.header.state == NeighbourState::Permanent) {
             let ip = n.attributes.iter().find_map(|a| match a {
                 NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),

@@ -53,12 +53,8 @@ mod tests {
     fn writes_flannel_format_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/flannel/subnet.env");
-        let env = SubnetEnv {
-            network: "10.244.0.0/16".parse().unwrap(),
-            subnet: "10.244.68.0/24".parse().unwrap(),
-            mtu: 1450,
-            ip_masq: false,
-        };
+        let env =
+            SubnetEnv { network: "10.244.0.0/16".parse().unwrap(), subnet: "10.244.68.0/24".parse().unwrap(), mtu: 1450, ip_masq: false };
         env.write(&path).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),

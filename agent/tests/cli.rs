@@ -12,7 +12,8 @@ fn help_lists_flanneld_flags() {
     let out = agent().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for flag in ["--etcd-endpoints", "--etcd-prefix", "--iface", "--public-ip", "--subnet-file", "--subnet-lease-renew-margin", "--ip-masq"] {
+    for flag in ["--etcd-endpoints", "--etcd-prefix", "--iface", "--public-ip", "--subnet-file", "--subnet-lease-renew-margin", "--ip-masq"]
+    {
         assert!(text.contains(flag), "help lacks {flag}");
     }
 }

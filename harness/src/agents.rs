@@ -27,7 +27,11 @@ impl Implementation {
     pub fn reference() -> Result<Implementation, String> {
         if let Some(p) = std::env::var_os("FLANNEL_LAB_AGENT") {
             let bin = PathBuf::from(p);
-            return if bin.is_file() { Ok(Implementation::Reference { bin }) } else { Err(format!("FLANNEL_LAB_AGENT={} does not exist", bin.display())) };
+            return if bin.is_file() {
+                Ok(Implementation::Reference { bin })
+            } else {
+                Err(format!("FLANNEL_LAB_AGENT={} does not exist", bin.display()))
+            };
         }
         let exe = std::env::current_exe().map_err(|e| format!("locate own executable: {e}"))?;
         let mut dir = exe.parent().map(Path::to_path_buf);

@@ -227,7 +227,9 @@ impl Step {
 
     fn host(&self) -> Option<&HostName> {
         match self {
-            Step::Break(Sabotage::DeleteFdb(h) | Sabotage::DeleteRoute(h) | Sabotage::DeleteNeighbour(h) | Sabotage::KillAgent(h)) => Some(&h.host),
+            Step::Break(Sabotage::DeleteFdb(h) | Sabotage::DeleteRoute(h) | Sabotage::DeleteNeighbour(h) | Sabotage::KillAgent(h)) => {
+                Some(&h.host)
+            }
             Step::Break(Sabotage::SetPodMtu(p)) => Some(&p.host),
             Step::ExpectFailure(inner) => inner.host(),
             _ => None,
@@ -368,7 +370,11 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
         if let Some(h) = s.host() {
             for t in &topos {
                 if t.host(h.as_str()).is_none() {
-                    c.push(&[key("steps"), Seg::Index(i)], format!("no host `{h}` in topology `{}` with {} hosts", raw.topology, t.hosts.len()), "name a host of the topology (h1, h2, … for `count:` groups)");
+                    c.push(
+                        &[key("steps"), Seg::Index(i)],
+                        format!("no host `{h}` in topology `{}` with {} hosts", raw.topology, t.hosts.len()),
+                        "name a host of the topology (h1, h2, … for `count:` groups)",
+                    );
                     break;
                 }
             }
@@ -423,10 +429,7 @@ mod tests {
         assert_eq!(c.steps[2], Step::ExpectFailure(Box::new(Step::ExpectCounts(NoArgs {}))));
         assert_eq!(c.backends, Backend::ALL.to_vec());
         assert_eq!(c.scales(), vec![Some(2), Some(3)]);
-        assert_eq!(
-            c.netconf.render(Backend::Vxlan),
-            r#"{"Backend":{"Type":"vxlan"},"Network":"10.244.0.0/16"}"#
-        );
+        assert_eq!(c.netconf.render(Backend::Vxlan), r#"{"Backend":{"Type":"vxlan"},"Network":"10.244.0.0/16"}"#);
     }
 
     #[test]

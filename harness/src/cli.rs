@@ -62,8 +62,10 @@ pub fn main() -> ExitCode {
     }
 }
 
+type Opts = Vec<(String, String)>;
+
 /// `--name value` / `--name=value` options; returns (options, positionals).
-fn options(args: &[String], known: &[&str]) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+fn options(args: &[String], known: &[&str]) -> Result<(Opts, Vec<String>), String> {
     let (mut opts, mut pos) = (Vec::new(), Vec::new());
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -119,7 +121,12 @@ fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
     for t in &trials {
         eprintln!("running {} ...", t.name());
         let r = rt.block_on(run_trial(t, &workdir));
-        eprintln!("  {} in {:.1} s{}", if r.passed { "pass" } else { "FAIL" }, r.elapsed.as_secs_f64(), r.failure.as_ref().map(|f| format!(": {f}")).unwrap_or_default());
+        eprintln!(
+            "  {} in {:.1} s{}",
+            if r.passed { "pass" } else { "FAIL" },
+            r.elapsed.as_secs_f64(),
+            r.failure.as_ref().map(|f| format!(": {f}")).unwrap_or_default()
+        );
         reports.push(r);
     }
     rt.shutdown_background();
@@ -133,7 +140,10 @@ fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
                 outcome: match &r.failure {
                     None => JunitOutcome::Passed { log: r.log.join("\n") },
                     Some(f) => JunitOutcome::Failed {
-                        message: format!("{f}{}", r.artifacts.as_ref().map(|a| format!("\nartifacts: {}", a.display())).unwrap_or_default()),
+                        message: format!(
+                            "{f}{}",
+                            r.artifacts.as_ref().map(|a| format!("\nartifacts: {}", a.display())).unwrap_or_default()
+                        ),
                         log: r.log.join("\n"),
                     },
                 },
@@ -194,7 +204,8 @@ fn cmd_gc() -> Result<ExitCode, String> {
 fn cmd_up(args: &[String]) -> Result<ExitCode, String> {
     let (opts, pos) = options(args, &["hosts", "backend"])?;
     let topo = pos.first().ok_or("up needs a topology file or name")?;
-    let path = if topo.ends_with(".yaml") { PathBuf::from(topo) } else { suite::repo_root().join("topologies").join(format!("{topo}.yaml")) };
+    let path =
+        if topo.ends_with(".yaml") { PathBuf::from(topo) } else { suite::repo_root().join("topologies").join(format!("{topo}.yaml")) };
     let hosts = opt(&opts, "hosts").map(|h| h.parse::<u32>().map_err(|_| format!("--hosts `{h}` is not a number"))).transpose()?;
     let backend = match opt(&opts, "backend") {
         None => Backend::Vxlan,
@@ -218,7 +229,13 @@ fn cmd_up(args: &[String]) -> Result<ExitCode, String> {
         println!("lab run {} is up; work files in {}", lab.run, lab.dir.display());
         println!("etcd: {} (namespace {}), config {conf}", store.endpoint, lab.etcd_node().ns.name());
         for node in &lab.hosts {
-            println!("  {:<8} {:<15} ip netns exec {} ...   log {}", node.name, node.addr, node.ns.name(), node.dir.join("agent.log").display());
+            println!(
+                "  {:<8} {:<15} ip netns exec {} ...   log {}",
+                node.name,
+                node.addr,
+                node.ns.name(),
+                node.dir.join("agent.log").display()
+            );
         }
         println!("press Ctrl-C to remove everything");
         // Ctrl-C reaches the handler of `install_signal_cleanup`, which removes this run

@@ -99,7 +99,10 @@ pub struct LeaseView {
 
 /// Reads `<prefix>/subnets/A.B.C.D-LEN` with its JSON value.
 pub fn parse_lease(prefix: &str, key: &str, value: &[u8]) -> Result<LeaseView, String> {
-    let tail = key.strip_prefix(prefix).and_then(|k| k.strip_prefix("/subnets/")).ok_or_else(|| format!("`{key}` is not under {prefix}/subnets/"))?;
+    let tail = key
+        .strip_prefix(prefix)
+        .and_then(|k| k.strip_prefix("/subnets/"))
+        .ok_or_else(|| format!("`{key}` is not under {prefix}/subnets/"))?;
     let subnet: Ipv4Net = tail.replacen('-', "/", 1).parse().map_err(|e| format!("key `{key}`: {e}"))?;
     let v: Value = serde_json::from_slice(value).map_err(|e| format!("value of `{key}` is not JSON: {e}"))?;
     let public_ip = v
@@ -181,7 +184,10 @@ pub fn check_leases(
     let mut by_ip: BTreeMap<Ipv4Addr, LeaseView> = BTreeMap::new();
     for l in leases.iter().flatten() {
         if !conf.network.contains_net(&l.subnet) || l.subnet.prefix() != conf.subnet_len {
-            out.push(Finding { host: "etcd".into(), what: format!("lease {} is not a /{} inside {}", l.subnet, conf.subnet_len, conf.network) });
+            out.push(Finding {
+                host: "etcd".into(),
+                what: format!("lease {} is not a /{} inside {}", l.subnet, conf.subnet_len, conf.network),
+            });
         }
         if let Some(prev) = by_ip.insert(l.public_ip, l.clone()) {
             out.push(Finding { host: "etcd".into(), what: format!("two leases for {}: {} and {}", l.public_ip, prev.subnet, l.subnet) });
@@ -204,7 +210,14 @@ pub fn check_leases(
 }
 
 /// Checks one host's subnet file against its lease.
-pub fn check_subnet_file(conf: &NetConf, host: &str, underlay_mtu: u32, lease: Option<&LeaseView>, text: Option<&str>, out: &mut Vec<Finding>) {
+pub fn check_subnet_file(
+    conf: &NetConf,
+    host: &str,
+    underlay_mtu: u32,
+    lease: Option<&LeaseView>,
+    text: Option<&str>,
+    out: &mut Vec<Finding>,
+) {
     let Some(text) = text else {
         out.push(Finding { host: host.into(), what: "subnet file not written".into() });
         return;
@@ -292,8 +305,11 @@ pub fn check_kernel(
     let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(idx)).collect();
     let want_routes: Vec<(Ipv4Net, Ipv4Addr)> = peers.iter().map(|p| (p.subnet, p.subnet.addr())).collect();
     let found_routes = routes.iter().filter(|r| r.onlink && r.gateway.is_some_and(|g| want_routes.contains(&(r.dst, g)))).count();
-    let missing: Vec<String> =
-        want_routes.iter().filter(|(d, g)| !routes.iter().any(|r| r.dst == *d && r.gateway == Some(*g) && r.onlink)).map(|(d, g)| format!("{d} via {g}")).collect();
+    let missing: Vec<String> = want_routes
+        .iter()
+        .filter(|(d, g)| !routes.iter().any(|r| r.dst == *d && r.gateway == Some(*g) && r.onlink))
+        .map(|(d, g)| format!("{d} via {g}"))
+        .collect();
     let extra: Vec<String> = routes
         .iter()
         .filter(|r| !r.onlink || !r.gateway.is_some_and(|g| want_routes.contains(&(r.dst, g))))
@@ -312,7 +328,11 @@ pub fn check_kernel(
         .filter(|(ip, mac)| !neigh.iter().any(|x| x.permanent && x.ip == *ip && x.mac.as_deref() == Some(mac.as_str())))
         .map(|(ip, mac)| format!("{ip} lladdr {mac}"))
         .collect();
-    let extra: Vec<String> = neigh.iter().filter(|x| !ok_neigh(x)).map(|x| format!("{} lladdr {:?}{}", x.ip, x.mac, if x.permanent { "" } else { " (not permanent)" })).collect();
+    let extra: Vec<String> = neigh
+        .iter()
+        .filter(|x| !ok_neigh(x))
+        .map(|x| format!("{} lladdr {:?}{}", x.ip, x.mac, if x.permanent { "" } else { " (not permanent)" }))
+        .collect();
     if !missing.is_empty() || !extra.is_empty() {
         bad(format!("{found_neigh} of {n} neighbours on {dev_name}{}{}", list(" missing", &missing), list(" unexpected", &extra)));
     }
@@ -372,19 +392,34 @@ mod tests {
             kind: Some("vxlan".into()),
             mac: Some("02:00:00:00:00:01".into()),
             controller: None,
-            vxlan: Some(VxlanInfo { vni: Some(1), port: Some(8472), local: Some("192.168.99.1".parse().unwrap()), learning: Some(false), underlay_index: Some(2) }),
+            vxlan: Some(VxlanInfo {
+                vni: Some(1),
+                port: Some(8472),
+                local: Some("192.168.99.1".parse().unwrap()),
+                learning: Some(false),
+                underlay_index: Some(2),
+            }),
         };
         HostState {
             links: vec![dev],
             routes: peers.iter().map(|p| Route { dst: p.subnet, gateway: Some(p.subnet.addr()), oif: Some(5), onlink: true }).collect(),
-            neighbours: peers.iter().map(|p| Neighbour { ifindex: 5, ip: p.subnet.addr(), mac: p.vtep_mac.clone(), permanent: true }).collect(),
-            fdb: peers.iter().map(|p| FdbEntry { ifindex: 5, mac: p.vtep_mac.clone().unwrap(), dst: Some(p.public_ip), permanent: true }).collect(),
+            neighbours: peers
+                .iter()
+                .map(|p| Neighbour { ifindex: 5, ip: p.subnet.addr(), mac: p.vtep_mac.clone(), permanent: true })
+                .collect(),
+            fdb: peers
+                .iter()
+                .map(|p| FdbEntry { ifindex: 5, mac: p.vtep_mac.clone().unwrap(), dst: Some(p.public_ip), permanent: true })
+                .collect(),
             subnet_file: None,
         }
     }
 
     fn leases() -> BTreeMap<Ipv4Addr, LeaseView> {
-        [lease(1, "02:00:00:00:00:01"), lease(2, "02:00:00:00:00:02"), lease(3, "02:00:00:00:00:03")].into_iter().map(|l| (l.public_ip, l)).collect()
+        [lease(1, "02:00:00:00:00:01"), lease(2, "02:00:00:00:00:02"), lease(3, "02:00:00:00:00:03")]
+            .into_iter()
+            .map(|l| (l.public_ip, l))
+            .collect()
     }
 
     #[test]
@@ -422,7 +457,12 @@ mod tests {
         let peers: Vec<LeaseView> = l.values().filter(|x| x.subnet.addr().octets()[2] != 1).cloned().collect();
         let mut st = good_state(&peers);
         st.links[0].mtu = 1500;
-        st.neighbours.push(Neighbour { ifindex: 5, ip: "10.244.9.0".parse().unwrap(), mac: Some("02:00:00:00:00:09".into()), permanent: true });
+        st.neighbours.push(Neighbour {
+            ifindex: 5,
+            ip: "10.244.9.0".parse().unwrap(),
+            mac: Some("02:00:00:00:00:09".into()),
+            permanent: true,
+        });
         let mut out = Vec::new();
         check_kernel(&conf(), "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
         let text: Vec<String> = out.iter().map(|f| f.to_string()).collect();
@@ -434,7 +474,8 @@ mod tests {
     #[test]
     fn leases_and_subnet_file() {
         let c = conf();
-        let raw = br#"{"PublicIP":"192.168.99.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"2E:74:64:fe:4b:db"}}"#;
+        let raw =
+            br#"{"PublicIP":"192.168.99.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"2E:74:64:fe:4b:db"}}"#;
         let l = parse_lease(DEFAULT_PREFIX, "/coreos.com/network/subnets/10.244.68.0-24", raw).unwrap();
         assert_eq!(l.subnet.to_string(), "10.244.68.0/24");
         assert_eq!(l.vtep_mac.as_deref(), Some("2e:74:64:fe:4b:db"));

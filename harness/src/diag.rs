@@ -147,9 +147,7 @@ pub fn parse_yaml<T: DeserializeOwned>(file: &Path, src: &str) -> Result<T, Diag
         let inner = e.into_inner();
         // Errors raised while converting a value carry the enclosing mapping's position;
         // the key path points at the value itself, so prefer it when it resolves.
-        let (line, column) = locate_exact(src, &segs)
-            .or_else(|| inner.location().map(|l| (l.line(), l.column())))
-            .unwrap_or((1, 1));
+        let (line, column) = locate_exact(src, &segs).or_else(|| inner.location().map(|l| (l.line(), l.column()))).unwrap_or((1, 1));
         let mut message = inner.to_string();
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);

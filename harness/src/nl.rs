@@ -274,8 +274,15 @@ impl Nl {
 
     /// `ip -4 neigh show`
     pub async fn neighbours(&self) -> Result<Vec<Neighbour>, NlError> {
-        let msgs: Vec<NeighbourMessage> =
-            self.handle.neighbours().get().set_address_family(AddressFamily::Inet).execute().try_collect().await.map_err(self.err("list neighbours"))?;
+        let msgs: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.err("list neighbours"))?;
         let mut out: Vec<Neighbour> = msgs
             .iter()
             .filter_map(|m| {
@@ -292,14 +299,23 @@ impl Nl {
 
     /// `bridge fdb show`
     pub async fn fdb(&self) -> Result<Vec<FdbEntry>, NlError> {
-        let msgs: Vec<NeighbourMessage> =
-            self.handle.neighbours().get().set_address_family(AddressFamily::Bridge).execute().try_collect().await.map_err(self.err("list fdb"))?;
+        let msgs: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(self.err("list fdb"))?;
         let mut out: Vec<FdbEntry> = msgs
             .iter()
             .filter_map(|m| {
                 let dst = m.attributes.iter().find_map(|a| match a {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => Some(Ipv4Addr::new(b[0], b[1], b[2], b[3])),
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                        Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+                    }
                     _ => None,
                 });
                 Some(FdbEntry { ifindex: m.header.ifindex, mac: lladdr(m)?, dst, permanent: m.header.state == NeighbourState::Permanent })

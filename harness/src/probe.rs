@@ -17,13 +17,22 @@ use crate::nl::NlError;
 /// What became of one echo request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PingOutcome {
-    Reply { rtt: Duration },
+    Reply {
+        rtt: Duration,
+    },
     /// The sending stack refused it (EMSGSIZE: larger than the path MTU it knows).
     Refused,
     /// A router answered "fragmentation needed" with this next-hop MTU.
-    FragNeeded { from: Ipv4Addr, mtu: u16 },
+    FragNeeded {
+        from: Ipv4Addr,
+        mtu: u16,
+    },
     /// Some other ICMP error came back.
-    Unreachable { from: Ipv4Addr, icmp_type: u8, code: u8 },
+    Unreachable {
+        from: Ipv4Addr,
+        icmp_type: u8,
+        code: u8,
+    },
     Timeout,
 }
 
@@ -50,7 +59,11 @@ pub enum ProbeError {
 /// With `df`, the packet carries Don't Fragment and may be refused locally.
 pub fn ping(ns: &Netns, dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Result<PingOutcome, ProbeError> {
     let name = ns.name().to_string();
-    ns.run(move || ping_here(dst, payload, df, timeout)).map_err(ProbeError::from)?.map_err(|(op, source)| ProbeError::Socket { ns: name, op, source })
+    ns.run(move || ping_here(dst, payload, df, timeout)).map_err(ProbeError::from)?.map_err(|(op, source)| ProbeError::Socket {
+        ns: name,
+        op,
+        source,
+    })
 }
 
 fn last_err(op: &'static str) -> (&'static str, std::io::Error) {
@@ -71,7 +84,14 @@ fn ping_here(dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Resu
             return Err(last_err("setsockopt IP_MTU_DISCOVER"));
         }
         let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
-        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32) != 0 {
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        ) != 0
+        {
             return Err(last_err("setsockopt SO_RCVTIMEO"));
         }
         let ident: u16 = rand::random();
@@ -88,9 +108,21 @@ fn ping_here(dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Resu
             let sum = pnet_packet::icmp::checksum(&IcmpPacket::new(req.packet()).expect("echo is an icmp packet"));
             req.set_checksum(sum);
         }
-        let addr = libc::sockaddr_in { sin_family: libc::AF_INET as u16, sin_port: 0, sin_addr: libc::in_addr { s_addr: u32::from(dst).to_be() }, sin_zero: [0; 8] };
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from(dst).to_be() },
+            sin_zero: [0; 8],
+        };
         let sent_at = Instant::now();
-        let n = libc::sendto(fd, buf.as_ptr() as *const libc::c_void, buf.len(), 0, &addr as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32);
+        let n = libc::sendto(
+            fd,
+            buf.as_ptr() as *const libc::c_void,
+            buf.len(),
+            0,
+            &addr as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EMSGSIZE) {

@@ -17,7 +17,13 @@ pub fn table(reports: &[TrialReport]) -> String {
             (Some(f), None) => first_line(f).to_string(),
             (None, _) => r.log.iter().rev().find(|l| l.starts_with("     ")).map(|l| l.trim().to_string()).unwrap_or_default(),
         };
-        s.push_str(&format!("{:<w$}  {:<6}  {:>8.1}  {}\n", r.name, if r.passed { "pass" } else { "FAIL" }, r.elapsed.as_secs_f64(), detail));
+        s.push_str(&format!(
+            "{:<w$}  {:<6}  {:>8.1}  {}\n",
+            r.name,
+            if r.passed { "pass" } else { "FAIL" },
+            r.elapsed.as_secs_f64(),
+            detail
+        ));
     }
     let passed = reports.iter().filter(|r| r.passed).count();
     s.push_str(&format!("{} passed, {} failed\n", passed, reports.len() - passed));

@@ -86,7 +86,13 @@ pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
 
 /// Builds one lab, runs every step, tears it down. On failure the work directory is kept
 /// (with state dumps) and returned.
-async fn run_once(spec: &TrialSpec, scale: Option<u32>, label: &str, workdir: &Path, log: &mut Vec<String>) -> Result<(), (String, Option<PathBuf>)> {
+async fn run_once(
+    spec: &TrialSpec,
+    scale: Option<u32>,
+    label: &str,
+    workdir: &Path,
+    log: &mut Vec<String>,
+) -> Result<(), (String, Option<PathBuf>)> {
     let topo = spec.case.topology(scale).map_err(|e| (e.to_string(), None))?;
     let lab = Lab::build(topo, workdir, label).await.map_err(|e| (format!("build lab: {}", chain(&e)), None))?;
     let dir = lab.dir.clone();
@@ -185,7 +191,8 @@ impl Run<'_> {
     async fn observe(&self) -> Result<(Vec<Finding>, BTreeMap<String, Counts>), String> {
         let conf = self.conf()?;
         let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(|e| chain(&e))?;
-        let leases: Vec<Result<contract::LeaseView, String>> = raw.iter().map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v)).collect();
+        let leases: Vec<Result<contract::LeaseView, String>> =
+            raw.iter().map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v)).collect();
         let hosts: Vec<(String, Ipv4Addr)> = self.lab.hosts.iter().map(|h| (h.name.clone(), h.addr)).collect();
         let mut findings = Vec::new();
         let by_ip = contract::check_leases(conf, &hosts, &leases, &mut findings);
@@ -204,7 +211,12 @@ impl Run<'_> {
         let mut out = Vec::new();
         for a in &mut self.agents {
             if let Some(s) = a.child.try_status() {
-                out.push(format!("{}: agent exited ({}); log tail:\n{}", a.host, crate::proc::Child::describe_status(&s), a.child.log_tail(5)));
+                out.push(format!(
+                    "{}: agent exited ({}); log tail:\n{}",
+                    a.host,
+                    crate::proc::Child::describe_status(&s),
+                    a.child.log_tail(5)
+                ));
             }
         }
         out
@@ -221,8 +233,15 @@ impl Run<'_> {
             let (findings, _) = self.observe().await?;
             if findings.is_empty() {
                 let since_start = self.agents_started.map(|s| s.elapsed().as_millis()).unwrap_or(0);
-                let rss = self.agents.iter().filter_map(|a| a.child.rss_kib()).max().map(|k| format!(", largest agent RSS {k} KiB")).unwrap_or_default();
-                self.log.push(format!("     converged {since_start} ms after agents started ({} ms waiting{rss})", t0.elapsed().as_millis()));
+                let rss = self
+                    .agents
+                    .iter()
+                    .filter_map(|a| a.child.rss_kib())
+                    .max()
+                    .map(|k| format!(", largest agent RSS {k} KiB"))
+                    .unwrap_or_default();
+                self.log
+                    .push(format!("     converged {since_start} ms after agents started ({} ms waiting{rss})", t0.elapsed().as_millis()));
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -269,9 +288,10 @@ impl Run<'_> {
                 (label, std::thread::spawn(move || probe::ping_with_retries(&ns, to, 3, Duration::from_secs(1))))
             })
             .collect();
-        let results = tokio::task::spawn_blocking(move || jobs.into_iter().map(|(l, h)| (l, h.join().expect("ping thread"))).collect::<Vec<_>>())
-            .await
-            .map_err(|e| e.to_string())?;
+        let results =
+            tokio::task::spawn_blocking(move || jobs.into_iter().map(|(l, h)| (l, h.join().expect("ping thread"))).collect::<Vec<_>>())
+                .await
+                .map_err(|e| e.to_string())?;
         let mut failed = Vec::new();
         let mut worst = Duration::ZERO;
         for (label, r) in results {
@@ -339,7 +359,11 @@ impl Run<'_> {
                 Err(e) => problems.push(format!("{sn} -> {dn}: {}", chain(&e))),
             }
             match big {
-                Ok(PingOutcome::Reply { .. }) => problems.push(format!("{sn} -> {dn}: DF payload {} (packet {}) passed, but the overlay MTU is {mtu}", fits + 1, mtu + 1)),
+                Ok(PingOutcome::Reply { .. }) => problems.push(format!(
+                    "{sn} -> {dn}: DF payload {} (packet {}) passed, but the overlay MTU is {mtu}",
+                    fits + 1,
+                    mtu + 1
+                )),
                 Ok(o) => lines.push(format!("{sn} -> {dn}: {fits} passes, {} {o:?}", fits + 1)),
                 Err(e) => problems.push(format!("{sn} -> {dn}: {}", chain(&e))),
             }
@@ -372,7 +396,8 @@ impl Run<'_> {
     async fn expect_agents_exit(&mut self, within: Duration) -> StepResult {
         let deadline = Instant::now() + within;
         loop {
-            let running: Vec<String> = self.agents.iter_mut().filter_map(|a| a.child.try_status().is_none().then(|| a.host.clone())).collect();
+            let running: Vec<String> =
+                self.agents.iter_mut().filter_map(|a| a.child.try_status().is_none().then(|| a.host.clone())).collect();
             if running.is_empty() {
                 break;
             }

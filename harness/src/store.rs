@@ -121,13 +121,18 @@ impl Store {
     /// Every key/value under `prefix`, sorted by key.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let p = prefix.to_string();
-        let resp = self.call(&format!("get {prefix}*"), |mut c| async move { c.get(p, Some(GetOptions::new().with_prefix())).await }).await?;
+        let resp =
+            self.call(&format!("get {prefix}*"), |mut c| async move { c.get(p, Some(GetOptions::new().with_prefix())).await }).await?;
         Ok(resp.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec())).collect())
     }
 
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
         let p = prefix.to_string();
-        self.call(&format!("delete {prefix}*"), |mut c| async move { c.delete(p, Some(DeleteOptions::new().with_prefix())).await.map(|_| ()) }).await
+        self.call(
+            &format!("delete {prefix}*"),
+            |mut c| async move { c.delete(p, Some(DeleteOptions::new().with_prefix())).await.map(|_| ()) },
+        )
+        .await
     }
 
     /// One connection attempt from inside the lab (etcd-client connects eagerly).

@@ -141,7 +141,11 @@ fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Res
             c.push(&here("cidr"), format!("{} is too small for a segment", s.cidr), "use a /30 or larger prefix");
         }
         if let Some(other) = segments.iter().find(|x: &&Segment| x.cidr.contains_net(&s.cidr) || s.cidr.contains_net(&x.cidr)) {
-            c.push(&here("cidr"), format!("{} overlaps segment `{}` ({})", s.cidr, other.name, other.cidr), "segments need disjoint prefixes");
+            c.push(
+                &here("cidr"),
+                format!("{} overlaps segment `{}` ({})", s.cidr, other.name, other.cidr),
+                "segments need disjoint prefixes",
+            );
         }
         segments.push(Segment { name: s.name.clone(), cidr: s.cidr, mtu: s.mtu });
     }
@@ -150,7 +154,11 @@ fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Res
     let count_groups = raw.hosts.iter().filter(|g| g.count.is_some()).count();
     let scalable = count_groups == 1;
     if scale.is_some() && !scalable {
-        c.push(&[key("hosts")], "a case asks for a host count, but this topology has no single `count:` group", "give the topology exactly one host group with `count:`");
+        c.push(
+            &[key("hosts")],
+            "a case asks for a host count, but this topology has no single `count:` group",
+            "give the topology exactly one host group with `count:`",
+        );
     }
     if raw.hosts.is_empty() {
         c.push(&[key("hosts")], "no hosts", "add a host group with `count:` or `names:`");
@@ -166,7 +174,11 @@ fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Res
         }
         let names: Vec<(HostName, Vec<Seg>)> = match (&g.count, &g.names) {
             (Some(_), Some(_)) | (None, None) => {
-                c.push(&[key("hosts"), Seg::Index(i)], "a host group needs exactly one of `count` and `names`", "write `count: 4` or `names: [a, b]`");
+                c.push(
+                    &[key("hosts"), Seg::Index(i)],
+                    "a host group needs exactly one of `count` and `names`",
+                    "write `count: 4` or `names: [a, b]`",
+                );
                 continue;
             }
             (Some(n), None) => {
@@ -187,7 +199,9 @@ fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Res
                 }
                 out
             }
-            (None, Some(list)) => list.iter().enumerate().map(|(j, h)| (h.clone(), vec![key("hosts"), Seg::Index(i), key("names"), Seg::Index(j)])).collect(),
+            (None, Some(list)) => {
+                list.iter().enumerate().map(|(j, h)| (h.clone(), vec![key("hosts"), Seg::Index(i), key("names"), Seg::Index(j)])).collect()
+            }
         };
         for (name, at) in names {
             if RESERVED.contains(&name.as_str()) {
@@ -206,7 +220,11 @@ fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Res
     }
     let etcd_seg = seg_index(&raw.etcd.segment);
     if etcd_seg.is_none() {
-        c.push(&[key("etcd"), key("segment")], format!("no segment named `{}`", raw.etcd.segment), "use the name of a segment listed under `segments`");
+        c.push(
+            &[key("etcd"), key("segment")],
+            format!("no segment named `{}`", raw.etcd.segment),
+            "use the name of a segment listed under `segments`",
+        );
     }
     for (s, seg) in segments.iter().enumerate() {
         // hosts take .1 upwards; etcd takes the last usable address

@@ -50,11 +50,19 @@ fn main() {
             let (unavailable, results, workdir) = (unavailable.clone(), results.clone(), workdir.clone());
             Trial::ignorable_test(name.clone(), move || {
                 if let Some(reason) = unavailable {
-                    results.lock().unwrap().push(JunitEntry { name, elapsed: Default::default(), outcome: JunitOutcome::Skipped { reason: reason.clone() } });
+                    results.lock().unwrap().push(JunitEntry {
+                        name,
+                        elapsed: Default::default(),
+                        outcome: JunitOutcome::Skipped { reason: reason.clone() },
+                    });
                     return Ok(Completion::ignored_with(reason));
                 }
                 let t = Instant::now();
-                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| Failed::from(format!("tokio runtime: {e}")))?;
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Failed::from(format!("tokio runtime: {e}")))?;
                 let report = rt.block_on(run_trial(&spec, &workdir));
                 rt.shutdown_background();
                 let log = report.log.join("\n");
@@ -76,7 +84,6 @@ fn main() {
                     Some(m) => Err(Failed::from(m)),
                 }
             })
-            .with_kind("lab")
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);

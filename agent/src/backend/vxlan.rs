@@ -320,11 +320,13 @@ mod tests {
 
     #[test]
     fn resync_removes_leftovers_and_installs_every_peer() {
-        let mut fake = Fake::default();
-        fake.installed = InstalledPeers {
-            routes: vec![(net("10.244.2.0/24"), "10.244.2.0".parse().unwrap()), (net("10.244.9.0/24"), "10.244.9.0".parse().unwrap())],
-            neighbours: vec![("10.244.9.0".parse().unwrap(), [2, 0, 0, 0, 0, 9])],
-            fdb: vec![([2, 0, 0, 0, 0, 9], "192.168.99.9".parse().unwrap())],
+        let mut fake = Fake {
+            ops: Vec::new(),
+            installed: InstalledPeers {
+                routes: vec![(net("10.244.2.0/24"), "10.244.2.0".parse().unwrap()), (net("10.244.9.0/24"), "10.244.9.0".parse().unwrap())],
+                neighbours: vec![("10.244.9.0".parse().unwrap(), [2, 0, 0, 0, 0, 9])],
+                fdb: vec![([2, 0, 0, 0, 0, 9], "192.168.99.9".parse().unwrap())],
+            },
         };
         block_on(async {
             let (mut n, _) = VxlanNetwork::open(&mut fake, &dev()).await.unwrap();
