@@ -15,7 +15,7 @@ pub fn table(reports: &[TrialReport]) -> String {
         let detail = match (&r.failure, &r.artifacts) {
             (Some(f), Some(a)) => format!("{}  [artifacts: {}]", first_line(f), a.display()),
             (Some(f), None) => first_line(f).to_string(),
-            (None, _) => r.log.iter().rev().find(|l| l.starts_with("     ")).map(|l| l.trim().to_string()).unwrap_or_default(),
+            (None, _) => r.log.iter().rev().find(|l| l.starts_with("     ")).map(|l| first_line(l.trim()).to_string()).unwrap_or_default(),
         };
         s.push_str(&format!(
             "{:<w$}  {:<6}  {:>8.1}  {}\n",
