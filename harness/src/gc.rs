@@ -21,7 +21,8 @@ pub const LOCK_DIR: &str = "/run/flannel-lab";
 #[derive(Debug)]
 pub struct RunLock {
     pub id: RunId,
-    file: File,
+    /// Holding the descriptor holds the flock; closing it releases the lock.
+    _file: File,
     path: PathBuf,
 }
 
@@ -40,7 +41,7 @@ impl RunLock {
             if namespaces_of(id).is_empty() {
                 // SAFETY: flock on a descriptor we own.
                 if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                    return Ok(RunLock { id, file, path });
+                    return Ok(RunLock { id, _file: file, path });
                 }
             }
             let _ = std::fs::remove_file(&path);
@@ -51,7 +52,6 @@ impl RunLock {
 impl Drop for RunLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-        let _ = &self.file;
     }
 }
 

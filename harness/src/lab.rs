@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::gc::{self, RunLock};
-use crate::names::{HostName, RunId};
+use crate::names::RunId;
 use crate::netns::{Netns, NetnsError};
 use crate::nl::{Nl, NlError};
 use crate::topology::Topology;
@@ -133,10 +133,6 @@ impl Lab {
 
     pub fn host(&self, name: &str) -> Option<&Node> {
         self.hosts.iter().find(|h| h.name == name)
-    }
-
-    pub fn host_names(&self) -> Vec<HostName> {
-        self.topo.hosts.iter().map(|h| h.name.clone()).collect()
     }
 
     pub fn etcd_node(&self) -> &Node {

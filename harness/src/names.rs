@@ -86,29 +86,6 @@ impl<'de> Deserialize<'de> for HostName {
     }
 }
 
-/// A Linux interface name (at most 15 bytes, no `/` or whitespace).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct IfName(String);
-
-impl IfName {
-    pub fn new(s: impl Into<String>) -> Result<IfName, String> {
-        let s = s.into();
-        if s.is_empty() || s.len() > 15 || s.contains('/') || s.contains(char::is_whitespace) {
-            return Err(format!("`{s}` is not a valid interface name (1-15 bytes, no `/` or spaces)"));
-        }
-        Ok(IfName(s))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for IfName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// An IPv4 prefix; the address is the network address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ipv4Net {

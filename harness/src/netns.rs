@@ -46,6 +46,13 @@ pub enum NetnsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("write sysctl `{key}` in netns `{name}`")]
+    Sysctl {
+        name: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("build runtime for netns `{name}`")]
     Runtime {
         name: String,
@@ -102,11 +109,6 @@ impl Netns {
         self.file.as_fd()
     }
 
-    /// The nsfs inode: how /proc/PID/ns/net says a process lives here.
-    pub fn inode(&self) -> u64 {
-        self.file.metadata().map(|m| m.ino()).unwrap_or(0)
-    }
-
     /// Runs `f` on a fresh thread that has entered this namespace; the thread ends with `f`.
     /// Sockets `f` creates stay bound to the namespace wherever they are used afterwards.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, NetnsError> {
@@ -161,9 +163,11 @@ impl Netns {
     pub fn sysctl(&self, key: &str, value: &str) -> Result<(), NetnsError> {
         let path = format!("/proc/sys/{key}");
         let value = value.to_string();
-        let name = self.name.clone();
-        self.run(move || std::fs::write(&path, value))?
-            .map_err(|source| NetnsError::Create { name: format!("{name} (sysctl {key})"), source })
+        self.run(move || std::fs::write(&path, value))?.map_err(|source| NetnsError::Sysctl {
+            name: self.name.clone(),
+            key: key.to_string(),
+            source,
+        })
     }
 }
 

@@ -84,10 +84,6 @@ impl Child {
         status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
     /// The exit status, if it has exited (reaps it).
     pub fn try_status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, DeleteOptions, GetOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions};
 
 use crate::lab::Lab;
 use crate::proc::{Child, ProcError};
@@ -126,25 +126,12 @@ impl Store {
         Ok(resp.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec())).collect())
     }
 
-    pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
-        let p = prefix.to_string();
-        self.call(
-            &format!("delete {prefix}*"),
-            |mut c| async move { c.delete(p, Some(DeleteOptions::new().with_prefix())).await.map(|_| ()) },
-        )
-        .await
-    }
-
     /// One connection attempt from inside the lab (etcd-client connects eagerly).
     async fn connect(&self) -> Option<Client> {
         let ep = self.endpoint.clone();
         let rt = self.rt.as_ref()?;
         let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1)).with_timeout(Duration::from_secs(5));
         rt.spawn(async move { Client::connect([ep.as_str()], Some(opts)).await.ok() }).await.ok().flatten()
-    }
-
-    pub fn log_path(&self) -> Option<&std::path::Path> {
-        self.child.as_ref().map(|c| c.log_path())
     }
 }
 
