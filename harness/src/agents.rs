@@ -22,7 +22,7 @@ impl Implementation {
         }
     }
 
-    /// Finds the reference agent next to the running executable (target/<profile>/), or at
+    /// Finds the reference agent next to the running executable (`target/<profile>/`), or at
     /// `FLANNEL_LAB_AGENT`.
     pub fn reference() -> Result<Implementation, String> {
         if let Some(p) = std::env::var_os("FLANNEL_LAB_AGENT") {
