@@ -167,12 +167,14 @@ fn parse_bool(flag: &str, s: &str) -> Result<bool, ConfigError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendConf {
     Vxlan { vni: u32, port: u16 },
+    HostGw,
 }
 
 impl BackendConf {
     pub fn type_name(&self) -> &'static str {
         match self {
             BackendConf::Vxlan { .. } => "vxlan",
+            BackendConf::HostGw => "host-gw",
         }
     }
 }
@@ -271,8 +273,11 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
     };
     let known: &[&str] = match ty.as_str() {
         "vxlan" => &["Type", "VNI", "Port", "GBP", "Learning", "DirectRouting", "MTU", "MacPrefix"],
-        "host-gw" | "udp" => {
-            return Err(invalid(format!("backend `{ty}` is not built into this version of the reference agent (supported: vxlan)")))
+        "host-gw" => &["Type"],
+        "udp" => {
+            return Err(invalid(format!(
+                "backend `{ty}` is not built into this version of the reference agent (supported: vxlan, host-gw)"
+            )))
         }
         other => return Err(invalid(format!("unknown backend type `{other}` (known: vxlan, host-gw, udp)"))),
     };
@@ -287,6 +292,9 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
             Some(v) => v.as_u64().filter(|n| *n <= max).ok_or_else(|| invalid(format!("`Backend.{name}` must be 0..{max}, found {v}"))),
         }
     };
+    if ty == "host-gw" {
+        return Ok(BackendConf::HostGw);
+    }
     for unsupported in ["GBP", "Learning", "DirectRouting", "MTU", "MacPrefix"] {
         match field(obj, unsupported) {
             None | Some(Value::Bool(false)) => {}
@@ -346,6 +354,8 @@ mod tests {
         assert_eq!(small.subnet_len, 30);
         assert_eq!(small.subnets().count(), 3);
         assert_eq!(small.backend, BackendConf::Vxlan { vni: 7, port: 8472 });
+        let hostgw = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#).unwrap();
+        assert_eq!(hostgw.backend, BackendConf::HostGw);
     }
 
     #[test]
@@ -357,6 +367,7 @@ mod tests {
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"geneve"}}"#,
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Bogus":1}}"#,
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","VNI":1}}"#,
             r#"{"Network":"10.244.0.0/16","SubnetLen":16,"Backend":{"Type":"vxlan"}}"#,
             r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.9.0","SubnetMax":"10.244.3.0","Backend":{"Type":"vxlan"}}"#,
             r#"{"Network":"10.244.0.0/16"}"#,

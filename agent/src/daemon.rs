@@ -8,8 +8,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::backend::vxlan::{lease_attrs, VxlanDevice, VxlanNetwork};
+use crate::backend::HostGwNetwork;
 use crate::config::{BackendConf, Flags, NetConf};
 use crate::lease::{event_from_watch, LeaseEvent, OwnLease, Registry, LEASE_TTL};
+use crate::lease::{Lease, LeaseEvent as Event};
 use crate::netlink::Kernel;
 use crate::subnet_file::{previous_subnet, SubnetEnv};
 
@@ -83,15 +85,22 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let mut reg = connect(&flags).await;
     let text = wait_for_config(&mut reg).await;
     let conf = NetConf::parse(&text).with_context(|| format!("invalid network config at {}/config", flags.etcd_prefix))?;
-    let BackendConf::Vxlan { vni, port } = conf.backend;
-    let mtu = underlay.mtu.checked_sub(VXLAN_OVERHEAD).filter(|m| *m >= 576).context("underlay MTU too small for vxlan")?;
-    let dev = VxlanDevice { name: format!("flannel.{vni}"), vni, port, local: public_ip, underlay_index: underlay.index, mtu };
-    let (mut net, mac) = VxlanNetwork::open(kernel, &dev).await.with_context(|| format!("set up vxlan device `{}`", dev.name))?;
-    let attrs = lease_attrs(public_ip, vni, &mac);
+    let (mut net, attrs, mtu) = match conf.backend {
+        BackendConf::Vxlan { vni, port } => {
+            let mtu = underlay.mtu.checked_sub(VXLAN_OVERHEAD).filter(|m| *m >= 576).context("underlay MTU too small for vxlan")?;
+            let dev = VxlanDevice { name: format!("flannel.{vni}"), vni, port, local: public_ip, underlay_index: underlay.index, mtu };
+            let (net, mac) = VxlanNetwork::open(kernel, &dev).await.with_context(|| format!("set up vxlan device `{}`", dev.name))?;
+            (Network::Vxlan(net), lease_attrs(public_ip, vni, &mac), mtu)
+        }
+        BackendConf::HostGw => {
+            let net = HostGwNetwork::new(kernel, underlay.index, conf.network);
+            (Network::HostGw(net), crate::backend::hostgw::lease_attrs(public_ip), underlay.mtu)
+        }
+    };
 
     let previous = previous_subnet(&flags.subnet_file);
     let mut own = acquire(&mut reg, &conf, &attrs, previous).await?;
-    net.set_local_subnet(own.lease.subnet).await.context("configure vxlan device address")?;
+    net.set_local_subnet(own.lease.subnet).await.context("configure the backend for the local subnet")?;
     let env = SubnetEnv { network: conf.network, subnet: own.lease.subnet, mtu, ip_masq: flags.ip_masq };
     env.write(&flags.subnet_file).with_context(|| format!("write subnet file {}", flags.subnet_file.display()))?;
     tracing::info!(subnet = %own.lease.subnet, file = %flags.subnet_file.display(), "lease acquired, subnet file written");
@@ -117,7 +126,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             continue 'resync;
         }
         net.resync(&leases).await.context("program peers")?;
-        tracing::info!(peers = net.peers().count(), revision = rev, "peers programmed, watching for changes");
+        tracing::info!(peers = net.peer_count(), revision = rev, "peers programmed, watching for changes");
         let mut stream = match reg.watch(rev).await {
             Ok(s) => s,
             Err(e) => {
@@ -200,4 +209,43 @@ async fn reacquire(reg: &mut Registry, conf: &NetConf, attrs: &crate::lease::Lea
     }
     tracing::info!(subnet = %again.lease.subnet, "lease registered again");
     Ok(again)
+}
+
+/// The backend chosen by the network config.
+enum Network {
+    Vxlan(VxlanNetwork<Kernel>),
+    HostGw(HostGwNetwork<Kernel>),
+}
+
+impl Network {
+    async fn set_local_subnet(&mut self, subnet: crate::ipnet::Ipv4Net) -> anyhow::Result<()> {
+        match self {
+            Network::Vxlan(n) => n.set_local_subnet(subnet).await?,
+            Network::HostGw(n) => n.set_local_subnet(subnet),
+        }
+        Ok(())
+    }
+
+    async fn resync(&mut self, leases: &[Lease]) -> anyhow::Result<()> {
+        match self {
+            Network::Vxlan(n) => n.resync(leases).await?,
+            Network::HostGw(n) => n.resync(leases).await?,
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, ev: &Event) -> anyhow::Result<()> {
+        match self {
+            Network::Vxlan(n) => n.handle(ev).await?,
+            Network::HostGw(n) => n.handle(ev).await?,
+        }
+        Ok(())
+    }
+
+    fn peer_count(&self) -> usize {
+        match self {
+            Network::Vxlan(n) => n.peers().count(),
+            Network::HostGw(n) => n.peer_count(),
+        }
+    }
 }

@@ -403,3 +403,55 @@ impl VxlanKernel for Kernel {
         gone_ok(self.handle.neighbours().del(fdb_msg(ifindex, mac, dst)).execute().await.map_err(ctx(format!("delete fdb entry to {dst}"))))
     }
 }
+
+impl crate::backend::HostGwKernel for Kernel {
+    type Error = NlError;
+
+    fn is_unreachable_gateway(e: &NlError) -> bool {
+        // "Network is unreachable", or "Nexthop has invalid gateway" on newer kernels
+        matches!(e.errno(), Some(libc::ENETUNREACH) | Some(libc::EINVAL))
+    }
+
+    /// `ip route replace DST via GW dev OIF`
+    async fn add_route(&mut self, oif: u32, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), NlError> {
+        let msg =
+            RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst.addr(), dst.prefix()).gateway(gw).output_interface(oif).build();
+        self.handle.route().add(msg).replace().execute().await.map_err(ctx(format!("add route to {dst} via {gw}")))
+    }
+
+    /// `ip route del DST via GW dev OIF`
+    async fn del_route(&mut self, oif: u32, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), NlError> {
+        let msg =
+            RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst.addr(), dst.prefix()).gateway(gw).output_interface(oif).build();
+        gone_ok(self.handle.route().del(msg).execute().await.map_err(ctx(format!("delete route to {dst} via {gw}"))))
+    }
+
+    async fn routes_within(&mut self, oif: u32, network: Ipv4Net) -> Result<Vec<(Ipv4Net, Ipv4Addr)>, NlError> {
+        let routes: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(ctx("list routes"))?;
+        let mut out = Vec::new();
+        for r in routes.iter().filter(|r| r.header.table == MAIN_TABLE) {
+            let (mut dst, mut gw, mut o) = (None, None, None);
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Ipv4Net::new(*d, r.header.destination_prefix_length),
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+                    RouteAttribute::Oif(i) => o = Some(*i),
+                    _ => {}
+                }
+            }
+            if let (Some(d), Some(g), Some(i)) = (dst, gw, o) {
+                if i == oif && network.contains_net(&d) {
+                    out.push((d, g));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

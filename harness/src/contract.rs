@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use serde_json::Value;
 
 use crate::names::Ipv4Net;
-use crate::nl::{FdbEntry, Link, Neighbour, Route};
+use crate::nl::{Address, FdbEntry, Link, Neighbour, Route};
 
 pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
 pub const VXLAN_DEFAULT_PORT: u16 = 8472;
@@ -19,13 +19,18 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Backend {
     Vxlan,
+    HostGw,
 }
 
+/// The lab names every host's underlay interface `eth0`.
+pub const UNDERLAY_IF: &str = "eth0";
+
 impl Backend {
-    pub const ALL: [Backend; 1] = [Backend::Vxlan];
+    pub const ALL: [Backend; 2] = [Backend::Vxlan, Backend::HostGw];
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Vxlan => "vxlan",
+            Backend::HostGw => "host-gw",
         }
     }
     pub fn parse(s: &str) -> Option<Backend> {
@@ -73,18 +78,25 @@ impl NetConf {
         Ok(NetConf { network, subnet_len, backend, vni, port })
     }
 
-    /// The device an agent must create: `flannel.<VNI>`.
-    pub fn device(&self) -> String {
+    /// The device peer routes go through: `flannel.<VNI>` for vxlan, the underlay for host-gw.
+    pub fn route_device(&self) -> String {
         match self.backend {
             Backend::Vxlan => format!("flannel.{}", self.vni),
+            Backend::HostGw => UNDERLAY_IF.to_string(),
+        }
+    }
+
+    /// What the backend costs per packet, in bytes.
+    pub fn overhead(&self) -> u32 {
+        match self.backend {
+            Backend::Vxlan => VXLAN_OVERHEAD,
+            Backend::HostGw => 0,
         }
     }
 
     /// The pod MTU for an underlay MTU.
     pub fn overlay_mtu(&self, underlay_mtu: u32) -> u32 {
-        match self.backend {
-            Backend::Vxlan => underlay_mtu - VXLAN_OVERHEAD,
-        }
+        underlay_mtu - self.overhead()
     }
 }
 
@@ -154,6 +166,7 @@ impl SubnetEnv {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct HostState {
     pub links: Vec<Link>,
+    pub addresses: Vec<Address>,
     pub routes: Vec<Route>,
     pub neighbours: Vec<Neighbour>,
     pub fdb: Vec<FdbEntry>,
@@ -235,7 +248,7 @@ pub fn check_subnet_file(
     }
     let mtu = conf.overlay_mtu(underlay_mtu);
     if env.mtu != Some(mtu) {
-        bad(format!("subnet file FLANNEL_MTU is {:?}, expected {mtu} (underlay {underlay_mtu} - {VXLAN_OVERHEAD})", env.mtu));
+        bad(format!("subnet file FLANNEL_MTU is {:?}, expected {mtu} (underlay {underlay_mtu} - {})", env.mtu, conf.overhead()));
     }
     if env.ipmasq != Some(false) {
         bad(format!("subnet file FLANNEL_IPMASQ is {:?}, expected false", env.ipmasq));
@@ -250,8 +263,7 @@ pub struct Counts {
     pub fdb: usize,
 }
 
-/// Checks the kernel state of one host: the device and exactly one route, neighbour and
-/// FDB entry per peer lease, and nothing else on the device.
+/// Checks the kernel state of one host against the backend's contract.
 pub fn check_kernel(
     conf: &NetConf,
     host: &str,
@@ -261,8 +273,73 @@ pub fn check_kernel(
     state: &HostState,
     out: &mut Vec<Finding>,
 ) -> Counts {
+    match conf.backend {
+        Backend::Vxlan => check_vxlan(conf, host, host_ip, underlay_mtu, leases, state, out),
+        Backend::HostGw => check_hostgw(conf, host, host_ip, leases, state, out),
+    }
+}
+
+/// host-gw: one route `SUBNET via PUBLIC_IP dev eth0` per peer whose PublicIP is on a
+/// directly connected network (the kernel refuses the others), none for the rest, and no
+/// flannel vxlan device.
+fn check_hostgw(
+    conf: &NetConf,
+    host: &str,
+    host_ip: Ipv4Addr,
+    leases: &BTreeMap<Ipv4Addr, LeaseView>,
+    state: &HostState,
+    out: &mut Vec<Finding>,
+) -> Counts {
     let mut bad = |what: String| out.push(Finding { host: host.into(), what });
-    let dev_name = conf.device();
+    let Some(eth) = state.links.iter().find(|l| l.name == UNDERLAY_IF) else {
+        bad(format!("no `{UNDERLAY_IF}`"));
+        return Counts::default();
+    };
+    for l in state.links.iter().filter(|l| l.vxlan.is_some() && l.name.starts_with("flannel.")) {
+        bad(format!("vxlan device `{}` present under the host-gw backend", l.name));
+    }
+    let connected = |ip: Ipv4Addr| state.addresses.iter().any(|a| a.ifindex == eth.index && a.net.contains(ip));
+    let peers: Vec<&LeaseView> =
+        leases.values().filter(|l| l.public_ip != host_ip && l.backend_type.as_deref() == Some(conf.backend.name())).collect();
+    let want: Vec<(Ipv4Net, Ipv4Addr)> = peers.iter().filter(|p| connected(p.public_ip)).map(|p| (p.subnet, p.public_ip)).collect();
+    let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(eth.index) && conf.network.contains_net(&r.dst)).collect();
+    let found = routes.iter().filter(|r| r.gateway.is_some_and(|g| want.contains(&(r.dst, g)))).count();
+    let missing: Vec<String> = want
+        .iter()
+        .filter(|(d, g)| !routes.iter().any(|r| r.dst == *d && r.gateway == Some(*g)))
+        .map(|(d, g)| format!("{d} via {g}"))
+        .collect();
+    let extra: Vec<String> = routes
+        .iter()
+        .filter(|r| !r.gateway.is_some_and(|g| want.contains(&(r.dst, g))))
+        .map(|r| format!("{} via {:?}", r.dst, r.gateway))
+        .collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        let unreachable = peers.len() - want.len();
+        let note = if unreachable > 0 { format!(" ({unreachable} peers not directly reachable)") } else { String::new() };
+        bad(format!(
+            "{found} of {} routes on {UNDERLAY_IF}{note}{}{}",
+            want.len(),
+            list(" missing", &missing),
+            list(" unexpected", &extra)
+        ));
+    }
+    Counts { routes: routes.len(), neighbours: 0, fdb: 0 }
+}
+
+/// vxlan: the device, and exactly one route, neighbour and FDB entry per peer lease, and
+/// nothing else on the device.
+fn check_vxlan(
+    conf: &NetConf,
+    host: &str,
+    host_ip: Ipv4Addr,
+    underlay_mtu: u32,
+    leases: &BTreeMap<Ipv4Addr, LeaseView>,
+    state: &HostState,
+    out: &mut Vec<Finding>,
+) -> Counts {
+    let mut bad = |what: String| out.push(Finding { host: host.into(), what });
+    let dev_name = conf.route_device();
     let Some(dev) = state.links.iter().find(|l| l.name == dev_name) else {
         bad(format!("no `{dev_name}` device"));
         return Counts::default();
@@ -402,6 +479,7 @@ mod tests {
         };
         HostState {
             links: vec![dev],
+            addresses: vec![],
             routes: peers.iter().map(|p| Route { dst: p.subnet, gateway: Some(p.subnet.addr()), oif: Some(5), onlink: true }).collect(),
             neighbours: peers
                 .iter()
@@ -425,7 +503,7 @@ mod tests {
     #[test]
     fn conf_defaults_and_case_insensitive_keys() {
         let c = conf();
-        assert_eq!((c.subnet_len, c.vni, c.port, c.device()), (24, 1, 8472, "flannel.1".to_string()));
+        assert_eq!((c.subnet_len, c.vni, c.port, c.route_device()), (24, 1, 8472, "flannel.1".to_string()));
         assert_eq!(c.overlay_mtu(1500), 1450);
     }
 
@@ -492,5 +570,51 @@ mod tests {
         check_subnet_file(&c, "h1", 1500, by_ip.get(&l.public_ip), Some(&file.replace("1450", "1500")), &mut out);
         assert_eq!(out.len(), 1);
         assert!(out[0].what.contains("FLANNEL_MTU is Some(1500), expected 1450"));
+    }
+}
+
+#[cfg(test)]
+mod hostgw_tests {
+    use super::*;
+    use crate::nl::Address;
+
+    #[test]
+    fn hostgw_expects_routes_only_to_directly_reachable_peers() {
+        let conf = NetConf::from_json(&serde_json::json!({"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}})).unwrap();
+        assert_eq!((conf.route_device(), conf.overlay_mtu(1500)), ("eth0".to_string(), 1500));
+        let lease = |n: u8, ip: &str| LeaseView {
+            subnet: format!("10.244.{n}.0/24").parse().unwrap(),
+            public_ip: ip.parse().unwrap(),
+            backend_type: Some("host-gw".into()),
+            vtep_mac: None,
+        };
+        let leases: BTreeMap<Ipv4Addr, LeaseView> =
+            [lease(1, "192.168.1.1"), lease(2, "192.168.1.2"), lease(3, "192.168.2.3")].into_iter().map(|l| (l.public_ip, l)).collect();
+        let eth = Link {
+            index: 2,
+            name: "eth0".into(),
+            mtu: 1500,
+            up: true,
+            kind: Some("veth".into()),
+            mac: None,
+            controller: None,
+            vxlan: None,
+        };
+        let mut state = HostState {
+            links: vec![eth],
+            addresses: vec![Address { ifindex: 2, net: "192.168.1.0/24".parse().unwrap(), addr: "192.168.1.1".parse().unwrap() }],
+            routes: vec![
+                Route { dst: "192.168.1.0/24".parse().unwrap(), gateway: None, oif: Some(2), onlink: false },
+                Route { dst: "10.244.2.0/24".parse().unwrap(), gateway: Some("192.168.1.2".parse().unwrap()), oif: Some(2), onlink: false },
+            ],
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let c = check_kernel(&conf, "a", "192.168.1.1".parse().unwrap(), 1500, &leases, &state, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(c.routes, 1);
+        state.routes.pop();
+        check_kernel(&conf, "a", "192.168.1.1".parse().unwrap(), 1500, &leases, &state, &mut out);
+        assert_eq!(out[0].to_string(), "a: 0 of 1 routes on eth0 (1 peers not directly reachable); missing: 10.244.2.0/24 via 192.168.1.2");
     }
 }

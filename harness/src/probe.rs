@@ -202,6 +202,7 @@ pub fn ping_with_retries(ns: &Netns, dst: Ipv4Addr, attempts: u32, timeout: Dura
 pub async fn dump_host(node: &Node, subnet_file: &std::path::Path) -> Result<HostState, NlError> {
     Ok(HostState {
         links: node.nl.links().await?,
+        addresses: node.nl.addresses().await?,
         routes: node.nl.routes().await?,
         neighbours: node.nl.neighbours().await?,
         fdb: node.nl.fdb().await?,

@@ -385,11 +385,7 @@ impl Run<'_> {
             return Err(findings.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; "));
         }
         let total: usize = counts.values().map(|c| c.routes + c.neighbours + c.fdb).sum();
-        self.log.push(format!(
-            "     {n} hosts: routes/neighbours/fdb per host {} (each N-1 = {}; total {total} = 3*N*(N-1))",
-            summary.join(" "),
-            n - 1
-        ));
+        self.log.push(format!("     {n} hosts: routes/neighbours/fdb per host {} (total {total})", summary.join(" ")));
         Ok(())
     }
 
@@ -452,7 +448,7 @@ impl Run<'_> {
             Sabotage::SetPodMtu(p) => p.host.as_str(),
         };
         let node = self.lab.host(host).ok_or_else(|| format!("no host `{host}`"))?;
-        let dev = conf.device();
+        let dev = conf.route_device();
         let idx = match s {
             Sabotage::SetPodMtu(_) | Sabotage::KillAgent(_) => 0,
             _ => node.nl.index_of(&dev).await.map_err(|e| chain(&e))?,
@@ -466,7 +462,10 @@ impl Run<'_> {
             }
             Sabotage::DeleteRoute(_) => {
                 let routes = node.nl.routes().await.map_err(|e| chain(&e))?;
-                let r = routes.into_iter().find(|r| r.oif == Some(idx)).ok_or("no route to delete")?;
+                let r = routes
+                    .into_iter()
+                    .find(|r| r.oif == Some(idx) && conf.network.contains_net(&r.dst))
+                    .ok_or("no peer route to delete")?;
                 node.nl.del_route(&r).await.map_err(|e| chain(&e))?;
                 format!("deleted route {}", r.dst)
             }

@@ -1,6 +1,8 @@
 //! Backends program the kernel for the local lease and for every peer lease, as flannel's
 //! backend package does: set up once for the local subnet, then follow lease events.
 
+pub mod hostgw;
 pub mod vxlan;
 
+pub use hostgw::{HostGwKernel, HostGwNetwork};
 pub use vxlan::{Peer, VxlanDevice, VxlanKernel, VxlanNetwork};
