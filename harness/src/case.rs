@@ -95,6 +95,15 @@ pub struct PerHost {
     pub per_host: u32,
 }
 
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PingSpec {
+    /// Backends under which pods on different segments must NOT reach each other (while
+    /// pods sharing a segment must): host-gw's documented limit.
+    #[serde(default)]
+    pub cross_segment_fails: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PutKey {
@@ -139,7 +148,7 @@ pub enum Step {
     WaitConverged(Within),
     CreatePods(PerHost),
     /// Every pod pings every pod on every other host.
-    ExpectPing(NoArgs),
+    ExpectPing(PingSpec),
     /// DF probes: MTU-28 bytes of payload pass, MTU-27 do not; pod MTUs match.
     ExpectMtu(NoArgs),
     /// Exactly one route, neighbour and FDB entry per peer on every host, right now.
@@ -198,7 +207,7 @@ single_key_enum!(Step, "step", {
     "start_agents" => StartAgents(NoArgs),
     "wait_converged" => WaitConverged(Within),
     "create_pods" => CreatePods(PerHost),
-    "expect_ping" => ExpectPing(NoArgs),
+    "expect_ping" => ExpectPing(PingSpec),
     "expect_mtu" => ExpectMtu(NoArgs),
     "expect_counts" => ExpectCounts(NoArgs),
     "expect_agents_exit" => ExpectAgentsExit(Within),
@@ -367,6 +376,19 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
         c.push(&[key("steps")], "no steps", "add steps such as `- start_agents: {}`");
     }
     for (i, s) in raw.steps.iter().enumerate() {
+        let mut inner = s;
+        while let Step::ExpectFailure(x) = inner {
+            inner = x;
+        }
+        if let Step::ExpectPing(p) = inner {
+            for b in p.cross_segment_fails.iter().filter(|b| Backend::parse(b).is_none()) {
+                c.push(
+                    &[key("steps"), Seg::Index(i)],
+                    format!("unknown backend `{b}` in cross_segment_fails"),
+                    format!("known: {}", Backend::ALL.map(|b| b.name()).join(", ")),
+                );
+            }
+        }
         if let Some(h) = s.host() {
             for t in &topos {
                 if t.host(h.as_str()).is_none() {

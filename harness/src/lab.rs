@@ -47,6 +47,7 @@ pub struct Lab {
     pub topo: Topology,
     pub dir: PathBuf,
     pub hosts: Vec<Node>,
+    pub routers: Vec<Node>,
     pub etcd: Option<Node>,
     fabric: Option<(Netns, Nl)>,
     _lock: RunLock,
@@ -86,7 +87,7 @@ impl Lab {
         let run = lock.id;
         LIVE.lock().expect("live-run registry").push(run);
         let dir = workdir.join(format!("{run}-{label}"));
-        let mut lab = Lab { run, topo, dir: dir.clone(), hosts: Vec::new(), etcd: None, fabric: None, _lock: lock };
+        let mut lab = Lab { run, topo, dir: dir.clone(), hosts: Vec::new(), routers: Vec::new(), etcd: None, fabric: None, _lock: lock };
         std::fs::create_dir_all(&dir).map_err(|source| LabError::WorkDir { path: dir.clone(), source })?;
 
         let fabric = Netns::create(&run.netns("fabric"))?;
@@ -106,6 +107,23 @@ impl Lab {
         let (seg, addr) = lab.topo.etcd;
         let etcd = lab.attach("etcd", seg, addr, false).await?;
         lab.etcd = Some(etcd);
+        let routers = lab.topo.routers.clone();
+        for (ri, r) in routers.iter().enumerate() {
+            let node = lab.attach_router(ri, r).await?;
+            lab.routers.push(node);
+        }
+        // static routes between segments, through the routers
+        for node in lab.hosts.iter().chain(lab.etcd.iter()) {
+            for route in lab.topo.routes_for(&[node.segment], None) {
+                node.nl.add_route(route.dst, route.via).await?;
+            }
+        }
+        for (node, r) in lab.routers.iter().zip(&routers) {
+            let segs: Vec<usize> = r.legs.iter().map(|(s, _)| *s).collect();
+            for route in lab.topo.routes_for(&segs, Some(&r.name)) {
+                node.nl.add_route(route.dst, route.via).await?;
+            }
+        }
         tracing::info!(run = %run, hosts = lab.hosts.len(), dir = %lab.dir.display(), "lab built");
         Ok(lab)
     }
@@ -131,6 +149,28 @@ impl Lab {
         Ok(Node { name: name.to_string(), ns, nl, addr, segment: seg, dir })
     }
 
+    /// A router namespace with one leg per segment: `e-SEG` inside, `xN-SEG` on the bridge.
+    async fn attach_router(&self, index: usize, r: &crate::topology::Router) -> Result<Node, LabError> {
+        let name = r.name.to_string();
+        let ns = Netns::create(&self.run.netns(&name))?;
+        let nl = Nl::open(&ns)?;
+        let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
+        nl.set_up("lo").await?;
+        for (seg, addr) in &r.legs {
+            let segment = &self.topo.segments[*seg];
+            let (port, leg) = (format!("x{index}-{}", segment.name), format!("e-{}", segment.name));
+            fnl.add_veth(&port, &leg, &ns, segment.mtu).await?;
+            fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
+            nl.add_address(&leg, *addr, segment.cidr.prefix()).await?;
+            nl.set_up(&leg).await?;
+        }
+        ns.sysctl("net/ipv4/ip_forward", "1")?;
+        let dir = self.dir.join(&name);
+        std::fs::create_dir_all(&dir).map_err(|source| LabError::WorkDir { path: dir.clone(), source })?;
+        let (segment, addr) = r.legs[0];
+        Ok(Node { name, ns, nl, addr, segment, dir })
+    }
+
     pub fn host(&self, name: &str) -> Option<&Node> {
         self.hosts.iter().find(|h| h.name == name)
     }
@@ -148,6 +188,7 @@ impl Lab {
     pub fn teardown(&mut self) -> gc::Sweep {
         let mut sweep = gc::Sweep::default();
         self.hosts.clear();
+        self.routers.clear();
         self.etcd = None;
         self.fabric = None;
         gc::remove_run(self.run, &mut sweep);

@@ -31,7 +31,16 @@ struct RawTopology {
     description: String,
     segments: Vec<RawSegment>,
     hosts: Vec<RawHostGroup>,
+    #[serde(default)]
+    routers: Vec<RawRouter>,
     etcd: RawEtcd,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouter {
+    name: HostName,
+    segments: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +90,21 @@ pub struct Host {
     pub addr: Ipv4Addr,
 }
 
+/// A router namespace joining segments, with forwarding on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Router {
+    pub name: HostName,
+    /// (segment, this router's address on it)
+    pub legs: Vec<(usize, Ipv4Addr)>,
+}
+
+/// A static route a node needs: `cidr via gateway`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticRoute {
+    pub dst: Ipv4Net,
+    pub via: Ipv4Addr,
+}
+
 /// A validated topology with every address assigned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -89,6 +113,7 @@ pub struct Topology {
     pub description: String,
     pub segments: Vec<Segment>,
     pub hosts: Vec<Host>,
+    pub routers: Vec<Router>,
     /// etcd's segment and address.
     pub etcd: (usize, Ipv4Addr),
     /// Whether the host count can be overridden by a case (exactly one `count` group).
@@ -96,6 +121,8 @@ pub struct Topology {
 }
 
 const RESERVED: [&str; 2] = ["etcd", "fabric"];
+/// Addresses taken from the top of each segment: etcd first, then routers downwards.
+const TOP_RESERVED: u64 = 1;
 
 impl Topology {
     /// Loads and validates a topology file.
@@ -116,6 +143,58 @@ impl Topology {
 
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.name.as_str() == name)
+    }
+
+    /// Segments one hop apart (sharing a router), for each segment.
+    fn neighbours(&self, seg: usize) -> impl Iterator<Item = (usize, &Router)> + '_ {
+        self.routers
+            .iter()
+            .filter(move |r| r.legs.iter().any(|(s, _)| *s == seg))
+            .flat_map(move |r| r.legs.iter().filter(move |(s, _)| *s != seg).map(move |(s, _)| (*s, r)))
+    }
+
+    /// Hops from `from` to every segment (None: unreachable), by breadth-first search.
+    fn distances(&self, from: usize) -> Vec<Option<usize>> {
+        let mut dist = vec![None; self.segments.len()];
+        dist[from] = Some(0);
+        let mut queue = std::collections::VecDeque::from([from]);
+        while let Some(s) = queue.pop_front() {
+            for (n, _) in self.neighbours(s) {
+                if dist[n].is_none() {
+                    dist[n] = Some(dist[s].unwrap_or(0) + 1);
+                    queue.push_back(n);
+                }
+            }
+        }
+        dist
+    }
+
+    /// The static routes a node attached to `segments` needs to reach every other segment:
+    /// for each, the next router on a shortest path, excluding the node itself.
+    pub fn routes_for(&self, segments: &[usize], me: Option<&HostName>) -> Vec<StaticRoute> {
+        let mut out = Vec::new();
+        for target in 0..self.segments.len() {
+            if segments.contains(&target) {
+                continue;
+            }
+            let mut best: Option<(usize, Ipv4Addr)> = None;
+            for &s in segments {
+                for r in self.routers.iter().filter(|r| Some(&r.name) != me) {
+                    let Some(&(_, addr)) = r.legs.iter().find(|(rs, _)| *rs == s) else { continue };
+                    // the router's best leg toward the target
+                    let d = r.legs.iter().filter_map(|(rs, _)| self.distances(*rs)[target]).min();
+                    if let Some(d) = d {
+                        if best.is_none_or(|(bd, _)| d < bd) {
+                            best = Some((d, addr));
+                        }
+                    }
+                }
+            }
+            if let Some((_, via)) = best {
+                out.push(StaticRoute { dst: self.segments[target].cidr, via });
+            }
+        }
+        out
     }
 }
 
@@ -218,6 +297,38 @@ fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Res
             }
         }
     }
+    let mut routers: Vec<Router> = Vec::new();
+    let mut top_used: Vec<u64> = vec![TOP_RESERVED; segments.len()];
+    for (i, r) in raw.routers.iter().enumerate() {
+        let here = |k: &str| vec![key("routers"), Seg::Index(i), key(k)];
+        if RESERVED.contains(&r.name.as_str()) || seen.contains(&r.name) || routers.iter().any(|x| x.name == r.name) {
+            c.push(&here("name"), format!("`{}` is already taken by a host, a router or the lab", r.name), "give the router its own name");
+        }
+        if r.segments.len() < 2 {
+            c.push(&here("segments"), "a router needs at least two segments", "list the segments it joins, e.g. [left, right]");
+        }
+        let mut legs = Vec::new();
+        for (j, s) in r.segments.iter().enumerate() {
+            match seg_index(s) {
+                None => c.push(
+                    &[key("routers"), Seg::Index(i), key("segments"), Seg::Index(j)],
+                    format!("no segment named `{s}`"),
+                    "use a segment listed under `segments`",
+                ),
+                Some(si) if legs.iter().any(|(x, _)| *x == si) => c.push(
+                    &[key("routers"), Seg::Index(i), key("segments"), Seg::Index(j)],
+                    format!("segment `{s}` listed twice"),
+                    "list each segment once",
+                ),
+                Some(si) => {
+                    top_used[si] += 1;
+                    let cidr = segments[si].cidr;
+                    legs.push((si, cidr.nth((cidr.size() - 1 - top_used[si]) as u32)));
+                }
+            }
+        }
+        routers.push(Router { name: r.name.clone(), legs });
+    }
     let etcd_seg = seg_index(&raw.etcd.segment);
     if etcd_seg.is_none() {
         c.push(
@@ -228,7 +339,7 @@ fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Res
     }
     for (s, seg) in segments.iter().enumerate() {
         // hosts take .1 upwards; etcd takes the last usable address
-        let need = used[s] as u64 + u64::from(etcd_seg == Some(s));
+        let need = used[s] as u64 + u64::from(etcd_seg == Some(s)) + (top_used[s] - TOP_RESERVED);
         if need > seg.cidr.host_capacity() {
             let at = raw.segments.iter().position(|r| r.name == seg.name).unwrap_or(0);
             c.push(
@@ -236,6 +347,29 @@ fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Res
                 format!("{} holds {} addresses but segment `{}` needs {need}", seg.cidr, seg.cidr.host_capacity(), seg.name),
                 "use a larger prefix or fewer hosts",
             );
+        }
+    }
+    let topo_so_far = Topology {
+        name: String::new(),
+        file: PathBuf::new(),
+        description: String::new(),
+        segments: segments.clone(),
+        hosts: Vec::new(),
+        routers: routers.clone(),
+        etcd: (0, Ipv4Addr::UNSPECIFIED),
+        scalable,
+    };
+    if let Some(e) = etcd_seg {
+        let dist = topo_so_far.distances(e);
+        for (s, seg) in segments.iter().enumerate() {
+            if dist[s].is_none() && (used[s] > 0 || raw.routers.is_empty()) {
+                let at = raw.segments.iter().position(|r| r.name == seg.name).unwrap_or(0);
+                c.push(
+                    &[key("segments"), Seg::Index(at), key("name")],
+                    format!("segment `{}` has no route to etcd's segment `{}`", seg.name, segments[e].name),
+                    "add a router joining it to the rest of the topology",
+                );
+            }
         }
     }
     c.finish()?;
@@ -247,6 +381,7 @@ fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Res
         description: raw.description,
         segments,
         hosts,
+        routers,
         etcd: (etcd_seg, etcd_addr),
         scalable,
     })
@@ -346,6 +481,53 @@ etcd:
         assert!(text.contains("t.yaml:4:10: segments[0].mtu"), "{text}");
         assert!(text.contains("t.yaml:6:14: hosts[0].segment"), "{text}");
         assert!(text.contains("t.yaml:9:12: etcd.segment"), "{text}");
+    }
+
+    const ROUTED: &str = "\
+segments:
+  - name: a
+    cidr: 10.1.0.0/24
+  - name: b
+    cidr: 10.2.0.0/24
+    mtu: 9000
+  - name: c
+    cidr: 10.3.0.0/24
+hosts:
+  - segment: a
+    count: 2
+  - segment: c
+    names: [far]
+routers:
+  - name: r1
+    segments: [a, b]
+  - name: r2
+    segments: [b, c]
+etcd:
+  segment: a
+";
+
+    #[test]
+    fn routers_get_addresses_and_every_node_a_route_to_every_segment() {
+        let t = parse(ROUTED).unwrap();
+        assert_eq!(t.routers[0].legs, vec![(0, "10.1.0.253".parse().unwrap()), (1, "10.2.0.253".parse().unwrap())]);
+        assert_eq!(t.routers[1].legs[1], (2, "10.3.0.253".parse().unwrap()));
+        let r = |d: &str, v: &str| StaticRoute { dst: d.parse().unwrap(), via: v.parse().unwrap() };
+        // a host on `a` goes through r1 for both b and c
+        assert_eq!(t.routes_for(&[0], None), vec![r("10.2.0.0/24", "10.1.0.253"), r("10.3.0.0/24", "10.1.0.253")]);
+        // the host on `c` goes through r2
+        assert_eq!(t.routes_for(&[2], None), vec![r("10.1.0.0/24", "10.3.0.253"), r("10.2.0.0/24", "10.3.0.253")]);
+        // r1 reaches c through r2's leg on b; r2 reaches a through r1
+        assert_eq!(t.routes_for(&[0, 1], Some(&t.routers[0].name)), vec![r("10.3.0.0/24", "10.2.0.252")]);
+        assert_eq!(t.routes_for(&[1, 2], Some(&t.routers[1].name)), vec![r("10.1.0.0/24", "10.2.0.253")]);
+    }
+
+    #[test]
+    fn an_unreachable_segment_is_rejected() {
+        let src = ROUTED.replace("    segments: [b, c]\n", "    segments: [b, b]\n");
+        let e = parse(&src).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("segment `b` listed twice"), "{text}");
+        assert!(text.contains("segment `c` has no route to etcd's segment `a`"), "{text}");
     }
 
     #[test]
