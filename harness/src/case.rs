@@ -106,6 +106,13 @@ pub struct PingSpec {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+pub struct Measure {
+    /// How long each direction of traffic runs.
+    pub seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct PutKey {
     /// Relative to the etcd prefix, e.g. `subnets/junk`.
     pub key: String,
@@ -156,6 +163,9 @@ pub enum Step {
     /// Every agent exits non-zero within the deadline and leaves no overlay device.
     ExpectAgentsExit(Within),
     ExpectAgentsRunning(NoArgs),
+    /// Benchmark: pod-to-pod TCP throughput between the first two hosts, and host-to-host
+    /// over the bare underlay; logs both and their ratio (never asserts on them).
+    MeasureThroughput(Measure),
     PutKey(PutKey),
     Break(Sabotage),
     /// Passes only if the inner step fails: the negative control of an assertion.
@@ -212,6 +222,7 @@ single_key_enum!(Step, "step", {
     "expect_counts" => ExpectCounts(NoArgs),
     "expect_agents_exit" => ExpectAgentsExit(Within),
     "expect_agents_running" => ExpectAgentsRunning(NoArgs),
+    "measure_throughput" => MeasureThroughput(Measure),
     "put_key" => PutKey(PutKey),
     "break" => Break(Sabotage),
     "expect_failure" => ExpectFailure(Box<Step>),
@@ -228,6 +239,7 @@ impl Step {
             Step::ExpectCounts(_) => "expect_counts",
             Step::ExpectAgentsExit(_) => "expect_agents_exit",
             Step::ExpectAgentsRunning(_) => "expect_agents_running",
+            Step::MeasureThroughput(_) => "measure_throughput",
             Step::PutKey(_) => "put_key",
             Step::Break(_) => "break",
             Step::ExpectFailure(_) => "expect_failure",

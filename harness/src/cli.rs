@@ -26,6 +26,9 @@ commands:
   check FILE...
         validate topology and case files (errors carry file:line:col)
   gc    remove namespaces and processes left by killed runs (live runs are kept)
+  bench [--seconds N]
+        pod-to-pod TCP throughput per backend against the bare underlay (build with
+        --release for figures worth quoting: ci/bench.sh)
   up TOPOLOGY [--hosts N] [--backend vxlan]
         build a lab, start etcd and one agent per host, print how to reach it,
         and keep it until Ctrl-C (then remove everything)
@@ -47,6 +50,7 @@ pub fn main() -> ExitCode {
         "check" => cmd_check(rest),
         "gc" => cmd_gc(),
         "up" => cmd_up(rest),
+        "bench" => cmd_bench(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -152,6 +156,42 @@ fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
         report::write_junit(Path::new(path), "flannel-lab", &entries).map_err(|e| format!("write JUnit to {path}: {e}"))?;
     }
     Ok(if reports.iter().all(|r| r.passed) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn cmd_bench(args: &[String]) -> Result<ExitCode, String> {
+    let (opts, pos) = options(args, &["seconds"])?;
+    if let Some(p) = pos.first() {
+        return Err(format!("unexpected argument `{p}`"));
+    }
+    if let Some(why) = suite::lab_unavailable() {
+        return Err(why);
+    }
+    let root = suite::repo_root();
+    let mut case = Case::load(&root.join("harness/bench/throughput.yaml"), &root.join("topologies")).map_err(|e| e.to_string())?;
+    if let Some(s) = opt(&opts, "seconds") {
+        let secs: u64 = s.parse().map_err(|_| format!("--seconds `{s}` is not a number"))?;
+        for step in &mut case.steps {
+            if let crate::case::Step::MeasureThroughput(m) = step {
+                m.seconds = secs;
+            }
+        }
+    }
+    let imp = suite::reference_agent()?;
+    let rt = runtime()?;
+    let mut ok = true;
+    for backend in case.backends.clone() {
+        let spec = TrialSpec { case: case.clone(), backend, imp: imp.clone() };
+        let r = rt.block_on(run_trial(&spec, &suite::workdir()));
+        match &r.failure {
+            None => r.log.iter().filter(|l| l.trim_start().starts_with("throughput ")).for_each(|l| println!("{}", l.trim())),
+            Some(f) => {
+                ok = false;
+                println!("{backend}: {f}");
+            }
+        }
+    }
+    rt.shutdown_background();
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn cmd_list() -> Result<ExitCode, String> {

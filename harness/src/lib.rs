@@ -47,4 +47,5 @@ pub mod report;
 pub mod runner;
 pub mod store;
 pub mod suite;
+pub mod throughput;
 pub mod topology;

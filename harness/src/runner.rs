@@ -153,6 +153,7 @@ impl Run<'_> {
             Step::ExpectCounts(_) => self.expect_counts().await,
             Step::ExpectAgentsExit(w) => self.expect_agents_exit(w.within.0).await,
             Step::ExpectAgentsRunning(_) => self.expect_agents_running(),
+            Step::MeasureThroughput(m) => self.measure_throughput(Duration::from_secs(m.seconds)).await,
             Step::PutKey(k) => {
                 let key = format!("{DEFAULT_PREFIX}/{}", k.key.trim_start_matches('/'));
                 self.store.put(&key, k.value.clone()).await.map_err(|e| chain(&e))
@@ -454,6 +455,34 @@ impl Run<'_> {
         } else {
             Err(exits.join("\n"))
         }
+    }
+
+    async fn measure_throughput(&mut self, seconds: Duration) -> StepResult {
+        let hosts: Vec<String> = self.lab.hosts.iter().take(2).map(|h| h.name.clone()).collect();
+        if hosts.len() < 2 {
+            return Err("needs two hosts".into());
+        }
+        let pod = |h: &str| self.pods.iter().find(|p| p.host == h).ok_or_else(|| format!("no pod on {h}: add create_pods first"));
+        let (a, b) = (pod(&hosts[0])?, pod(&hosts[1])?);
+        let (ha, hb) = (self.lab.host(&hosts[0]).expect("host"), self.lab.host(&hosts[1]).expect("host"));
+        let (pa, pb, pb_ip) = (a.ns.clone(), b.ns.clone(), b.addr);
+        let (na, nb, hb_ip) = (ha.ns.clone(), hb.ns.clone(), hb.addr);
+        let (overlay, bare) = tokio::task::spawn_blocking(move || {
+            let overlay = crate::throughput::measure(&pb, pb_ip, &pa, seconds);
+            let bare = crate::throughput::measure(&nb, hb_ip, &na, seconds);
+            (overlay, bare)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let (overlay, bare) = (overlay.map_err(|e| format!("pod to pod: {e}"))?, bare.map_err(|e| format!("host to host: {e}"))?);
+        self.log.push(format!(
+            "     throughput {}: pod-to-pod {:.2} Gbit/s, bare underlay {:.2} Gbit/s, ratio {:.3}",
+            self.spec.backend,
+            overlay.gbit_per_s(),
+            bare.gbit_per_s(),
+            overlay.gbit_per_s() / bare.gbit_per_s()
+        ));
+        Ok(())
     }
 
     async fn sabotage(&mut self, s: &Sabotage) -> StepResult {
