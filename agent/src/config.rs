@@ -168,6 +168,7 @@ fn parse_bool(flag: &str, s: &str) -> Result<bool, ConfigError> {
 pub enum BackendConf {
     Vxlan { vni: u32, port: u16 },
     HostGw,
+    Udp { port: u16 },
 }
 
 impl BackendConf {
@@ -175,6 +176,7 @@ impl BackendConf {
         match self {
             BackendConf::Vxlan { .. } => "vxlan",
             BackendConf::HostGw => "host-gw",
+            BackendConf::Udp { .. } => "udp",
         }
     }
 }
@@ -274,11 +276,7 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
     let known: &[&str] = match ty.as_str() {
         "vxlan" => &["Type", "VNI", "Port", "GBP", "Learning", "DirectRouting", "MTU", "MacPrefix"],
         "host-gw" => &["Type"],
-        "udp" => {
-            return Err(invalid(format!(
-                "backend `{ty}` is not built into this version of the reference agent (supported: vxlan, host-gw)"
-            )))
-        }
+        "udp" => &["Type", "Port"],
         other => return Err(invalid(format!("unknown backend type `{other}` (known: vxlan, host-gw, udp)"))),
     };
     for k in obj.keys() {
@@ -294,6 +292,13 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
     };
     if ty == "host-gw" {
         return Ok(BackendConf::HostGw);
+    }
+    if ty == "udp" {
+        let port = match num("Port", 0, 65535)? as u16 {
+            0 => crate::backend::udp::DEFAULT_PORT,
+            p => p,
+        };
+        return Ok(BackendConf::Udp { port });
     }
     for unsupported in ["GBP", "Learning", "DirectRouting", "MTU", "MacPrefix"] {
         match field(obj, unsupported) {
@@ -354,6 +359,10 @@ mod tests {
         assert_eq!(small.subnet_len, 30);
         assert_eq!(small.subnets().count(), 3);
         assert_eq!(small.backend, BackendConf::Vxlan { vni: 7, port: 8472 });
+        let udp = NetConf::parse(r#"{"Network":"10.244.0.0/16"}"#).unwrap();
+        assert_eq!(udp.backend, BackendConf::Udp { port: 8285 }, "no Backend: udp, as flanneld's code does");
+        let udp = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":9000}}"#).unwrap();
+        assert_eq!(udp.backend, BackendConf::Udp { port: 9000 });
         let hostgw = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#).unwrap();
         assert_eq!(hostgw.backend, BackendConf::HostGw);
     }
@@ -370,7 +379,7 @@ mod tests {
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","VNI":1}}"#,
             r#"{"Network":"10.244.0.0/16","SubnetLen":16,"Backend":{"Type":"vxlan"}}"#,
             r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.9.0","SubnetMax":"10.244.3.0","Backend":{"Type":"vxlan"}}"#,
-            r#"{"Network":"10.244.0.0/16"}"#,
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"udp","VNI":1}}"#,
         ] {
             assert!(NetConf::parse(bad).is_err(), "accepted {bad}");
         }

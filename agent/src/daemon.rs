@@ -7,8 +7,13 @@ use anyhow::{bail, Context};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep, sleep_until, Instant};
 
+use crate::backend::udp::{self, PeerTable};
 use crate::backend::vxlan::{lease_attrs, VxlanDevice, VxlanNetwork};
 use crate::backend::HostGwNetwork;
+use std::sync::{Arc, RwLock};
+
+/// flanneld's name for the udp backend's TUN device.
+const UDP_DEVICE: &str = "flannel0";
 use crate::config::{BackendConf, Flags, NetConf};
 use crate::lease::{event_from_watch, LeaseEvent, OwnLease, Registry, LEASE_TTL};
 use crate::lease::{Lease, LeaseEvent as Event};
@@ -95,6 +100,20 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         BackendConf::HostGw => {
             let net = HostGwNetwork::new(kernel, underlay.index, conf.network);
             (Network::HostGw(net), crate::backend::hostgw::lease_attrs(public_ip), underlay.mtu)
+        }
+        BackendConf::Udp { port } => {
+            let mtu = underlay.mtu.checked_sub(udp::OVERHEAD).filter(|m| *m >= 576).context("underlay MTU too small for udp")?;
+            let queues = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4);
+            let tun = crate::tun::open(UDP_DEVICE, queues).with_context(|| format!("open TUN device `{UDP_DEVICE}`"))?;
+            let net = UdpNetwork {
+                kernel,
+                table: Arc::new(RwLock::new(PeerTable::new(conf.network, conf.subnet_len))),
+                tun: Some(tun),
+                port,
+                mtu,
+                network: conf.network,
+            };
+            (Network::Udp(net), udp::lease_attrs(public_ip), mtu)
         }
     };
 
@@ -215,6 +234,32 @@ async fn reacquire(reg: &mut Registry, conf: &NetConf, attrs: &crate::lease::Lea
 enum Network {
     Vxlan(VxlanNetwork<Kernel>),
     HostGw(HostGwNetwork<Kernel>),
+    Udp(UdpNetwork),
+}
+
+/// The udp backend's control side: the TUN device and the peer table its data path reads.
+struct UdpNetwork {
+    kernel: Kernel,
+    table: Arc<RwLock<PeerTable>>,
+    /// Queues not yet handed to the data path (it starts once the subnet is known).
+    tun: Option<Vec<std::fs::File>>,
+    port: u16,
+    mtu: u32,
+    network: crate::ipnet::Ipv4Net,
+}
+
+impl UdpNetwork {
+    async fn set_local_subnet(&mut self, subnet: crate::ipnet::Ipv4Net) -> anyhow::Result<()> {
+        self.table.write().expect("peer table lock").set_own(subnet);
+        self.kernel.configure_tun(UDP_DEVICE, self.mtu, subnet.addr(), self.network).await?;
+        // New TUN devices send IPv6 router solicitations; nothing here speaks IPv6.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{UDP_DEVICE}/disable_ipv6"), "1");
+        if let Some(queues) = self.tun.take() {
+            crate::backend::udp_datapath::start(queues, self.port, subnet.addr(), self.table.clone()).context("start the udp data path")?;
+            tracing::info!(port = self.port, device = UDP_DEVICE, "udp data path running");
+        }
+        Ok(())
+    }
 }
 
 impl Network {
@@ -222,6 +267,7 @@ impl Network {
         match self {
             Network::Vxlan(n) => n.set_local_subnet(subnet).await?,
             Network::HostGw(n) => n.set_local_subnet(subnet),
+            Network::Udp(n) => n.set_local_subnet(subnet).await?,
         }
         Ok(())
     }
@@ -230,6 +276,7 @@ impl Network {
         match self {
             Network::Vxlan(n) => n.resync(leases).await?,
             Network::HostGw(n) => n.resync(leases).await?,
+            Network::Udp(n) => n.table.write().expect("peer table lock").resync(leases),
         }
         Ok(())
     }
@@ -238,6 +285,11 @@ impl Network {
         match self {
             Network::Vxlan(n) => n.handle(ev).await?,
             Network::HostGw(n) => n.handle(ev).await?,
+            Network::Udp(n) => {
+                if n.table.write().expect("peer table lock").apply(ev) {
+                    tracing::info!(event = ?ev, "udp peer table updated");
+                }
+            }
         }
         Ok(())
     }
@@ -246,6 +298,7 @@ impl Network {
         match self {
             Network::Vxlan(n) => n.peers().count(),
             Network::HostGw(n) => n.peer_count(),
+            Network::Udp(n) => n.table.read().expect("peer table lock").len(),
         }
     }
 }

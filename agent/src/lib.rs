@@ -25,3 +25,4 @@ pub mod ipnet;
 pub mod lease;
 pub mod netlink;
 pub mod subnet_file;
+pub mod tun;

@@ -130,6 +130,56 @@ impl Kernel {
         Ok(default_oif.and_then(describe))
     }
 
+    /// `ip addr flush dev DEV; ip addr add ADDR/32 dev DEV; ip link set DEV up`
+    pub async fn set_sole_address_up(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NlError> {
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(ctx("list device addresses"))?;
+        let mut present = false;
+        for m in msgs.into_iter().filter(|m| m.header.family == AddressFamily::Inet) {
+            let this = m.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(ip)) if *ip == addr))
+                && m.header.prefix_len == 32;
+            if this {
+                present = true;
+            } else {
+                gone_ok(self.handle.address().del(m).execute().await.map_err(ctx("remove stale device address")))?;
+            }
+        }
+        if !present {
+            self.handle.address().add(ifindex, IpAddr::V4(addr), 32).execute().await.map_err(ctx(format!("add {addr}/32 to device")))?;
+        }
+        self.handle.link().set(LinkUnspec::new_with_index(ifindex).up().build()).execute().await.map_err(ctx("set device up"))
+    }
+
+    /// The TUN device of the udp backend:
+    /// `ip link set NAME mtu MTU; ip addr add ADDR/32 dev NAME; ip link set NAME up; ip route replace NETWORK dev NAME`
+    pub async fn configure_tun(&self, name: &str, mtu: u32, addr: Ipv4Addr, network: Ipv4Net) -> Result<(), NlError> {
+        let link = self
+            .link_by_name(name)
+            .await?
+            .ok_or_else(|| NlError { op: format!("find `{name}`"), source: rtnetlink::Error::RequestFailed })?;
+        let index = link.header.index;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+            .execute()
+            .await
+            .map_err(ctx(format!("set mtu of `{name}`")))?;
+        self.set_sole_address_up(index, addr).await?;
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(network.addr(), network.prefix())
+            .output_interface(index)
+            .scope(netlink_packet_route::route::RouteScope::Link)
+            .build();
+        self.handle.route().add(route).replace().execute().await.map_err(ctx(format!("route {network} to `{name}`")))
+    }
+
     async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>, NlError> {
         Ok(self.links().await?.into_iter().find(|l| link_name(l).as_deref() == Some(name)))
     }
@@ -250,31 +300,8 @@ impl VxlanKernel for Kernel {
         Ok((link.header.index, link_mac(&link).unwrap_or(mac)))
     }
 
-    /// `ip addr flush dev flannel.1; ip addr add ADDR/32 dev flannel.1; ip link set flannel.1 up`
     async fn configure_device(&mut self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NlError> {
-        let msgs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(ifindex)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(ctx("list device addresses"))?;
-        let mut present = false;
-        for m in msgs.into_iter().filter(|m| m.header.family == AddressFamily::Inet) {
-            let this = m.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(ip)) if *ip == addr))
-                && m.header.prefix_len == 32;
-            if this {
-                present = true;
-            } else {
-                gone_ok(self.handle.address().del(m).execute().await.map_err(ctx("remove stale device address")))?;
-            }
-        }
-        if !present {
-            self.handle.address().add(ifindex, IpAddr::V4(addr), 32).execute().await.map_err(ctx(format!("add {addr}/32 to device")))?;
-        }
-        self.handle.link().set(LinkUnspec::new_with_index(ifindex).up().build()).execute().await.map_err(ctx("set device up"))
+        self.set_sole_address_up(ifindex, addr).await
     }
 
     /// `ip neigh replace GW lladdr MAC dev flannel.1 nud permanent`;

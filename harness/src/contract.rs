@@ -14,23 +14,35 @@ use crate::nl::{Address, FdbEntry, Link, Neighbour, Route};
 pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
 pub const VXLAN_DEFAULT_PORT: u16 = 8472;
 pub const VXLAN_OVERHEAD: u32 = 50;
+pub const UDP_OVERHEAD: u32 = 28;
+pub const UDP_DEVICE: &str = "flannel0";
 
 /// The backends the lab knows how to judge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Backend {
     Vxlan,
     HostGw,
+    Udp,
 }
 
 /// The lab names every host's underlay interface `eth0`.
 pub const UNDERLAY_IF: &str = "eth0";
 
 impl Backend {
-    pub const ALL: [Backend; 2] = [Backend::Vxlan, Backend::HostGw];
+    pub const ALL: [Backend; 3] = [Backend::Vxlan, Backend::HostGw, Backend::Udp];
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Vxlan => "vxlan",
             Backend::HostGw => "host-gw",
+            Backend::Udp => "udp",
+        }
+    }
+
+    /// The `BackendType` its leases carry: udp leases carry none (flanneld writes none).
+    pub fn lease_type(&self) -> Option<&'static str> {
+        match self {
+            Backend::Udp => None,
+            other => Some(other.name()),
         }
     }
     pub fn parse(s: &str) -> Option<Backend> {
@@ -83,6 +95,7 @@ impl NetConf {
         match self.backend {
             Backend::Vxlan => format!("flannel.{}", self.vni),
             Backend::HostGw => UNDERLAY_IF.to_string(),
+            Backend::Udp => UDP_DEVICE.to_string(),
         }
     }
 
@@ -91,6 +104,7 @@ impl NetConf {
         match self.backend {
             Backend::Vxlan => VXLAN_OVERHEAD,
             Backend::HostGw => 0,
+            Backend::Udp => UDP_OVERHEAD,
         }
     }
 
@@ -209,9 +223,15 @@ pub fn check_leases(
     for (name, ip) in hosts {
         match by_ip.get(ip) {
             None => out.push(Finding { host: name.clone(), what: format!("no lease with PublicIP {ip} in etcd") }),
-            Some(l) if l.backend_type.as_deref() != Some(conf.backend.name()) => out.push(Finding {
+            Some(l) if l.backend_type.as_deref() != conf.backend.lease_type() => out.push(Finding {
                 host: name.clone(),
-                what: format!("lease {} has BackendType {:?}, expected \"{}\"", l.subnet, l.backend_type, conf.backend),
+                what: format!(
+                    "lease {} has BackendType {:?}, expected {:?} for {}",
+                    l.subnet,
+                    l.backend_type,
+                    conf.backend.lease_type(),
+                    conf.backend
+                ),
             }),
             Some(l) if conf.backend == Backend::Vxlan && l.vtep_mac.is_none() => {
                 out.push(Finding { host: name.clone(), what: format!("lease {} has no BackendData.VtepMAC", l.subnet) })
@@ -276,7 +296,68 @@ pub fn check_kernel(
     match conf.backend {
         Backend::Vxlan => check_vxlan(conf, host, host_ip, underlay_mtu, leases, state, out),
         Backend::HostGw => check_hostgw(conf, host, host_ip, leases, state, out),
+        Backend::Udp => check_udp(conf, host, host_ip, underlay_mtu, leases, state, out),
     }
+}
+
+/// udp: TUN `flannel0` at underlay − 28 with the subnet's `.0/32`, exactly one route (the
+/// whole network) through it, and no per-peer kernel state anywhere.
+fn check_udp(
+    conf: &NetConf,
+    host: &str,
+    host_ip: Ipv4Addr,
+    underlay_mtu: u32,
+    leases: &BTreeMap<Ipv4Addr, LeaseView>,
+    state: &HostState,
+    out: &mut Vec<Finding>,
+) -> Counts {
+    let mut bad = |what: String| out.push(Finding { host: host.into(), what });
+    for l in state.links.iter().filter(|l| l.vxlan.is_some() && l.name.starts_with("flannel.")) {
+        bad(format!("vxlan device `{}` present under the udp backend", l.name));
+    }
+    let Some(dev) = state.links.iter().find(|l| l.name == UDP_DEVICE) else {
+        bad(format!("no `{UDP_DEVICE}` device"));
+        return Counts::default();
+    };
+    if dev.kind.as_deref() != Some("tun") {
+        bad(format!("`{UDP_DEVICE}` is a {:?} device, expected tun", dev.kind));
+    }
+    let want_mtu = conf.overlay_mtu(underlay_mtu);
+    if dev.mtu != want_mtu {
+        bad(format!("`{UDP_DEVICE}` has MTU {}, expected {want_mtu}", dev.mtu));
+    }
+    if !dev.up {
+        bad(format!("`{UDP_DEVICE}` is down"));
+    }
+    if let Some(own) = leases.get(&host_ip) {
+        let addrs: Vec<&Address> = state.addresses.iter().filter(|a| a.ifindex == dev.index).collect();
+        if !addrs.iter().any(|a| a.addr == own.subnet.addr() && a.net.prefix() == 32) {
+            bad(format!(
+                "`{UDP_DEVICE}` lacks {}/32 (has {:?})",
+                own.subnet.addr(),
+                addrs.iter().map(|a| format!("{}/{}", a.addr, a.net.prefix())).collect::<Vec<_>>()
+            ));
+        }
+    }
+    let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(dev.index)).collect();
+    let whole = routes.iter().filter(|r| r.dst == conf.network && r.gateway.is_none()).count();
+    if whole != 1 || routes.len() != 1 {
+        bad(format!(
+            "{} routes through {UDP_DEVICE} ({whole} for the whole network {}), expected exactly that one",
+            routes.len(),
+            conf.network
+        ));
+    }
+    let stray: Vec<String> = state
+        .routes
+        .iter()
+        .filter(|r| r.oif != Some(dev.index) && conf.network.contains_net(&r.dst) && r.dst != conf.network && r.gateway.is_some())
+        .map(|r| format!("{} via {:?}", r.dst, r.gateway))
+        .collect();
+    if !stray.is_empty() {
+        bad(format!("per-peer routes outside {UDP_DEVICE}: {}", stray.join(", ")));
+    }
+    Counts { routes: routes.len(), neighbours: 0, fdb: 0 }
 }
 
 /// host-gw: one route `SUBNET via PUBLIC_IP dev eth0` per peer whose PublicIP is on a
@@ -300,7 +381,7 @@ fn check_hostgw(
     }
     let connected = |ip: Ipv4Addr| state.addresses.iter().any(|a| a.ifindex == eth.index && a.net.contains(ip));
     let peers: Vec<&LeaseView> =
-        leases.values().filter(|l| l.public_ip != host_ip && l.backend_type.as_deref() == Some(conf.backend.name())).collect();
+        leases.values().filter(|l| l.public_ip != host_ip && l.backend_type.as_deref() == conf.backend.lease_type()).collect();
     let want: Vec<(Ipv4Net, Ipv4Addr)> = peers.iter().filter(|p| connected(p.public_ip)).map(|p| (p.subnet, p.public_ip)).collect();
     let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(eth.index) && conf.network.contains_net(&r.dst)).collect();
     let found = routes.iter().filter(|r| r.gateway.is_some_and(|g| want.contains(&(r.dst, g)))).count();
@@ -346,7 +427,7 @@ fn check_vxlan(
     };
     let own = leases.get(&host_ip);
     let peers: Vec<&LeaseView> =
-        leases.values().filter(|l| l.public_ip != host_ip && l.backend_type.as_deref() == Some(conf.backend.name())).collect();
+        leases.values().filter(|l| l.public_ip != host_ip && l.backend_type.as_deref() == conf.backend.lease_type()).collect();
     let n = peers.len();
     let want_mtu = conf.overlay_mtu(underlay_mtu);
     if dev.mtu != want_mtu {

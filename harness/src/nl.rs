@@ -173,8 +173,9 @@ impl Nl {
     /// `ip route del DST via GW dev IFINDEX` (used by negative controls)
     pub async fn del_route(&self, r: &Route) -> Result<(), NlError> {
         let mut b = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(r.dst.addr(), r.dst.prefix());
-        if let Some(gw) = r.gateway {
-            b = b.gateway(gw);
+        match r.gateway {
+            Some(gw) => b = b.gateway(gw),
+            None => b = b.scope(netlink_packet_route::route::RouteScope::Link),
         }
         if let Some(oif) = r.oif {
             b = b.output_interface(oif);

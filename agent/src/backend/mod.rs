@@ -2,6 +2,8 @@
 //! backend package does: set up once for the local subnet, then follow lease events.
 
 pub mod hostgw;
+pub mod udp;
+pub mod udp_datapath;
 pub mod vxlan;
 
 pub use hostgw::{HostGwKernel, HostGwNetwork};
