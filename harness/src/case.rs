@@ -111,6 +111,26 @@ pub struct Measure {
     pub seconds: u64,
 }
 
+/// What must become of an injected datagram.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    Delivered,
+    Dropped,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InjectUdp {
+    /// The sending node: a host, or `etcd` (on the underlay, never a flannel peer).
+    pub from: String,
+    /// The host whose udp port receives it; the inner packet is addressed to its first pod.
+    pub to: HostName,
+    /// The inner source address is taken from this host's subnet.
+    pub inner_src_from: HostName,
+    pub expect: Fate,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PutKey {
@@ -166,6 +186,9 @@ pub enum Step {
     /// Benchmark: pod-to-pod TCP throughput between the first two hosts, and host-to-host
     /// over the bare underlay; logs both and their ratio (never asserts on them).
     MeasureThroughput(Measure),
+    /// udp backend: sends a crafted datagram (bare inner IPv4 echo request) to a host's
+    /// udp port and checks whether the pod behind it sees the echo.
+    InjectUdp(InjectUdp),
     PutKey(PutKey),
     Break(Sabotage),
     /// Passes only if the inner step fails: the negative control of an assertion.
@@ -223,6 +246,7 @@ single_key_enum!(Step, "step", {
     "expect_agents_exit" => ExpectAgentsExit(Within),
     "expect_agents_running" => ExpectAgentsRunning(NoArgs),
     "measure_throughput" => MeasureThroughput(Measure),
+    "inject_udp" => InjectUdp(InjectUdp),
     "put_key" => PutKey(PutKey),
     "break" => Break(Sabotage),
     "expect_failure" => ExpectFailure(Box<Step>),
@@ -240,6 +264,7 @@ impl Step {
             Step::ExpectAgentsExit(_) => "expect_agents_exit",
             Step::ExpectAgentsRunning(_) => "expect_agents_running",
             Step::MeasureThroughput(_) => "measure_throughput",
+            Step::InjectUdp(_) => "inject_udp",
             Step::PutKey(_) => "put_key",
             Step::Break(_) => "break",
             Step::ExpectFailure(_) => "expect_failure",

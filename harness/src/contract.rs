@@ -13,6 +13,7 @@ use crate::nl::{Address, FdbEntry, Link, Neighbour, Route};
 
 pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
 pub const VXLAN_DEFAULT_PORT: u16 = 8472;
+pub const UDP_DEFAULT_PORT: u16 = 8285;
 pub const VXLAN_OVERHEAD: u32 = 50;
 pub const UDP_OVERHEAD: u32 = 28;
 pub const UDP_DEVICE: &str = "flannel0";
@@ -85,6 +86,7 @@ impl NetConf {
         let vni = backend_v.and_then(|b| get(b, "VNI")).and_then(|n| n.as_u64()).unwrap_or(1) as u32;
         let port = match backend_v.and_then(|b| get(b, "Port")).and_then(|n| n.as_u64()) {
             Some(p) if p != 0 => p as u16,
+            _ if backend == Backend::Udp => UDP_DEFAULT_PORT,
             _ => VXLAN_DEFAULT_PORT,
         };
         Ok(NetConf { network, subnet_len, backend, vni, port })

@@ -186,6 +186,78 @@ fn classify(pkt: &[u8], dst: Ipv4Addr, ident: u16, seq: u16, sent_at: Instant) -
     }
 }
 
+/// An IPv4 packet carrying an ICMP echo request, as a udp-backend datagram would carry it.
+pub fn echo_packet(src: Ipv4Addr, dst: Ipv4Addr, ident: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 20 + 8 + 16];
+    let len = p.len() as u16;
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&len.to_be_bytes());
+    p[8] = 64;
+    p[9] = 1;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let ip_sum = pnet_packet::util::checksum(&p[..20], 5);
+    p[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    {
+        let mut req = MutableEchoRequestPacket::new(&mut p[20..]).expect("buffer holds an echo");
+        req.set_icmp_type(IcmpTypes::EchoRequest);
+        req.set_identifier(ident);
+        req.set_sequence_number(1);
+        let sum = pnet_packet::icmp::checksum(&IcmpPacket::new(req.packet()).expect("echo is icmp"));
+        req.set_checksum(sum);
+    }
+    p
+}
+
+/// Sends `payload` as one UDP datagram from inside `ns` to `to`.
+pub fn send_udp(ns: &Netns, to: std::net::SocketAddrV4, payload: Vec<u8>) -> Result<(), String> {
+    ns.run(move || -> Result<(), String> {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
+        sock.send_to(&payload, to).map_err(|e| format!("send to {to}: {e}"))?;
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?
+}
+
+/// Listens in `ns` for an ICMP echo request with `ident` for up to `timeout`; `ready` is
+/// signalled once the socket is open.
+pub fn saw_echo_request(ns: &Netns, ident: u16, timeout: Duration, ready: std::sync::mpsc::Sender<()>) -> Result<bool, String> {
+    ns.run(move || -> Result<bool, String> {
+        // SAFETY: plain socket syscalls on a descriptor owned by this closure.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP);
+            if fd < 0 {
+                return Err(format!("raw socket: {}", std::io::Error::last_os_error()));
+            }
+            let _close = CloseOnDrop(fd);
+            let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+            let _ = ready.send(());
+            let deadline = Instant::now() + timeout;
+            let mut buf = vec![0u8; 65536];
+            while Instant::now() < deadline {
+                let n = libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0);
+                if n < 28 {
+                    continue;
+                }
+                let ihl = ((buf[0] & 0x0f) as usize) * 4;
+                let icmp = &buf[ihl..n as usize];
+                if icmp.len() >= 8 && icmp[0] == 8 && u16::from_be_bytes([icmp[4], icmp[5]]) == ident {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+    })
+    .map_err(|e| e.to_string())?
+}
+
 /// Pings until a reply or `attempts` tries (ARP on a fresh path can eat the first one).
 pub fn ping_with_retries(ns: &Netns, dst: Ipv4Addr, attempts: u32, timeout: Duration) -> Result<PingOutcome, ProbeError> {
     let mut last = PingOutcome::Timeout;

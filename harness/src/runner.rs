@@ -154,6 +154,7 @@ impl Run<'_> {
             Step::ExpectAgentsExit(w) => self.expect_agents_exit(w.within.0).await,
             Step::ExpectAgentsRunning(_) => self.expect_agents_running(),
             Step::MeasureThroughput(m) => self.measure_throughput(Duration::from_secs(m.seconds)).await,
+            Step::InjectUdp(i) => self.inject_udp(i).await,
             Step::PutKey(k) => {
                 let key = format!("{DEFAULT_PREFIX}/{}", k.key.trim_start_matches('/'));
                 self.store.put(&key, k.value.clone()).await.map_err(|e| chain(&e))
@@ -483,6 +484,48 @@ impl Run<'_> {
             overlay.gbit_per_s() / bare.gbit_per_s()
         ));
         Ok(())
+    }
+
+    async fn inject_udp(&mut self, spec: &crate::case::InjectUdp) -> StepResult {
+        let conf = self.conf()?.clone();
+        if conf.backend != Backend::Udp {
+            return Err(format!("inject_udp applies to the udp backend, not {}", conf.backend));
+        }
+        let sender = if spec.from == "etcd" {
+            self.lab.etcd_node()
+        } else {
+            self.lab.host(&spec.from).ok_or_else(|| format!("no node `{}`", spec.from))?
+        };
+        let target = self.lab.host(spec.to.as_str()).ok_or_else(|| format!("no host `{}`", spec.to))?;
+        let pod = self.pods.iter().find(|p| p.host == target.name).ok_or("no pod on the target host: add create_pods first")?;
+        let src_host = self.lab.host(spec.inner_src_from.as_str()).ok_or_else(|| format!("no host `{}`", spec.inner_src_from))?;
+        let env = SubnetEnv::parse(
+            &std::fs::read_to_string(Agent::subnet_file_path(src_host)).map_err(|e| format!("subnet file of {}: {e}", src_host.name))?,
+        );
+        let subnet = env.subnet().ok_or("no subnet in the subnet file")?;
+        let inner_src = subnet.nth(200);
+        let ident: u16 = rand::random();
+        let packet = probe::echo_packet(inner_src, pod.addr, ident);
+        let to = std::net::SocketAddrV4::new(target.addr, conf.port);
+        let (sender_ns, pod_ns) = (sender.ns.clone(), pod.ns.clone());
+        let seen = tokio::task::spawn_blocking(move || {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let listener = std::thread::spawn(move || probe::saw_echo_request(&pod_ns, ident, Duration::from_secs(1), tx));
+            rx.recv_timeout(Duration::from_secs(5)).map_err(|_| "listener did not start".to_string())?;
+            probe::send_udp(&sender_ns, to, packet)?;
+            listener.join().map_err(|_| "listener panicked".to_string())?
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let what = format!("datagram from {} ({}) to {to} carrying {inner_src} -> {}", spec.from, sender.addr, pod.addr);
+        match (spec.expect, seen) {
+            (crate::case::Fate::Delivered, true) | (crate::case::Fate::Dropped, false) => {
+                self.log.push(format!("     {what}: {}", if seen { "delivered" } else { "dropped" }));
+                Ok(())
+            }
+            (crate::case::Fate::Delivered, false) => Err(format!("{what}: never reached the pod, expected delivery")),
+            (crate::case::Fate::Dropped, true) => Err(format!("{what}: reached the pod, expected it to be dropped")),
+        }
     }
 
     async fn sabotage(&mut self, s: &Sabotage) -> StepResult {
