@@ -104,7 +104,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         BackendConf::Udp { port } => {
             let mtu = underlay.mtu.checked_sub(udp::OVERHEAD).filter(|m| *m >= 576).context("underlay MTU too small for udp")?;
             let queues = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4);
-            let tun = crate::tun::open(UDP_DEVICE, queues).with_context(|| format!("open TUN device `{UDP_DEVICE}`"))?;
+            let (tun, offload) = crate::tun::open(UDP_DEVICE, queues).with_context(|| format!("open TUN device `{UDP_DEVICE}`"))?;
+            tracing::info!(queues, offload, "TUN device `{UDP_DEVICE}` open");
             let net = UdpNetwork {
                 kernel,
                 table: Arc::new(RwLock::new(PeerTable::new(conf.network, conf.subnet_len))),

@@ -4,6 +4,7 @@
 pub mod hostgw;
 pub mod udp;
 pub mod udp_datapath;
+pub mod udp_offload;
 pub mod vxlan;
 
 pub use hostgw::{HostGwKernel, HostGwNetwork};

@@ -1,19 +1,27 @@
 //! The udp backend's data path: per TUN queue one thread moving packets out (TUN → UDP)
-//! and one moving them in (UDP → TUN, received in batches with recvmmsg). Blocking I/O on
-//! dedicated threads, fixed buffers, no allocation per packet.
+//! and one moving them in (UDP → TUN). Blocking I/O on dedicated threads and fixed
+//! buffers. TCP super-packets from the TUN device leave as one UDP GSO send; datagrams
+//! arrive in batches (recvmmsg, UDP GRO) and are coalesced back for the TUN device
+//! ([`super::udp_offload`]).
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::udp::{accept_in, route_out, Egress, PeerTable, Rejected};
+use super::udp_offload::{finish_checksum, segment_tcp4, Coalescer, Sink, VnetHdr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, VNET_HDR_LEN};
 
-const BATCH: usize = 32;
-const BUF: usize = 65536;
+const BATCH: usize = 8;
+const BUF: usize = 65536 + VNET_HDR_LEN;
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+/// Segments per GSO send, keeping the total under 64 KiB.
+const MAX_GSO_SEGMENTS: usize = 40;
 
 /// Drop counters, logged at most every few seconds.
 #[derive(Default)]
@@ -21,7 +29,6 @@ pub struct Stats {
     pub unknown_sender: AtomicU64,
     pub foreign_source: AtomicU64,
     pub malformed: AtomicU64,
-    pub no_route: AtomicU64,
     last_log: AtomicU64,
 }
 
@@ -47,6 +54,15 @@ impl Stats {
     }
 }
 
+fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    }
+}
+
 fn udp_socket(port: u16) -> std::io::Result<UdpSocket> {
     // SAFETY: plain socket setup on a descriptor we own until it becomes a UdpSocket.
     unsafe {
@@ -62,12 +78,9 @@ fn udp_socket(port: u16) -> std::io::Result<UdpSocket> {
                 return Err(std::io::Error::last_os_error());
             }
         }
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr { s_addr: 0 },
-            sin_zero: [0; 8],
-        };
+        // GRO is an optimisation: without it every datagram arrives alone.
+        libc::setsockopt(fd, SOL_UDP, UDP_GRO, &one as *const _ as *const libc::c_void, 4);
+        let addr = sockaddr(Ipv4Addr::UNSPECIFIED, port);
         if libc::bind(fd, &addr as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32) != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -90,28 +103,86 @@ pub fn start(queues: Vec<File>, port: u16, local: Ipv4Addr, table: Arc<RwLock<Pe
     Ok(stats)
 }
 
+/// `sendmsg` of `data` to `to`; with `segment`, UDP GSO cuts it into datagrams of that size.
+fn send(fd: i32, to: &libc::sockaddr_in, data: &[u8], segment: Option<u16>) {
+    // SAFETY: the msghdr points at locals that outlive the call.
+    unsafe {
+        let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+        let mut control = [0u64; 4];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = to as *const _ as *mut libc::c_void;
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if let Some(size) = segment {
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = libc::CMSG_SPACE(2) as usize;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = SOL_UDP;
+            (*cmsg).cmsg_type = UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, size);
+        }
+        // A full socket buffer drops the packet, as a congested link would.
+        libc::sendmsg(fd, &msg, 0);
+    }
+}
+
 fn outbound(mut tun: File, sock: UdpSocket, port: u16, local: Ipv4Addr, table: Arc<RwLock<PeerTable>>) {
     let mut buf = vec![0u8; BUF];
+    let mut segs: Vec<u8> = Vec::with_capacity(2 * BUF);
+    let mut reply = Vec::with_capacity(128);
+    let fd = sock.as_raw_fd();
     loop {
         let n = match tun.read(&mut buf) {
-            Ok(n) => n,
+            Ok(n) if n > VNET_HDR_LEN => n,
+            Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::error!(error = %e, "reading the TUN device failed; outbound path stops");
                 return;
             }
         };
-        let verdict = route_out(&table.read().expect("peer table lock"), &mut buf[..n], local);
+        let hdr = VnetHdr::parse(&buf[..VNET_HDR_LEN]);
+        let pkt = &mut buf[VNET_HDR_LEN..n];
+        let verdict = route_out(&table.read().expect("peer table lock"), pkt, local);
         match verdict {
             Egress::Send(peer) => {
-                // A full socket buffer drops the packet, as a congested link would.
-                let _ = sock.send_to(&buf[..n], SocketAddrV4::new(peer, port));
+                let to = sockaddr(peer, port);
+                match hdr.gso_type {
+                    GSO_NONE => {
+                        if hdr.flags & F_NEEDS_CSUM != 0 {
+                            finish_checksum(pkt, hdr.csum_start as usize, hdr.csum_offset as usize);
+                        }
+                        send(fd, &to, pkt, None);
+                    }
+                    GSO_TCPV4 => {
+                        segs.clear();
+                        let Some(size) = segment_tcp4(pkt, hdr.gso_size as usize, &mut segs) else { continue };
+                        for batch in segs.chunks(size * MAX_GSO_SEGMENTS) {
+                            let gso = (batch.len() > size).then_some(size as u16);
+                            send(fd, &to, batch, gso);
+                        }
+                    }
+                    _ => {} // only TSO4 is enabled on the device
+                }
             }
             Egress::Reply(icmp) => {
-                let _ = tun.write(&icmp);
+                reply.clear();
+                reply.resize(VNET_HDR_LEN, 0);
+                reply.extend_from_slice(&icmp);
+                let _ = tun.write(&reply);
             }
             Egress::Drop(_) => {}
         }
+    }
+}
+
+struct Tun<'a>(&'a mut File);
+
+impl Sink for Tun<'_> {
+    fn emit(&mut self, frame: &[u8]) {
+        let _ = self.0.write(frame);
     }
 }
 
@@ -120,18 +191,23 @@ fn inbound(mut tun: File, sock: UdpSocket, table: Arc<RwLock<PeerTable>>, stats:
     // SAFETY: zeroed C structs, filled in below.
     let mut addrs: Vec<libc::sockaddr_in> = vec![unsafe { std::mem::zeroed() }; BATCH];
     let mut iovs: Vec<libc::iovec> = vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
+    let mut controls = vec![[0u64; 8]; BATCH];
     let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let mut coalescer = Coalescer::default();
     let fd = sock.as_raw_fd();
     loop {
         for i in 0..BATCH {
             iovs[i] = libc::iovec { iov_base: bufs[i * BUF..].as_mut_ptr() as *mut libc::c_void, iov_len: BUF };
-            msgs[i].msg_hdr.msg_name = &mut addrs[i] as *mut _ as *mut libc::c_void;
-            msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            msgs[i].msg_hdr.msg_iov = &mut iovs[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
+            let h = &mut msgs[i].msg_hdr;
+            h.msg_name = &mut addrs[i] as *mut _ as *mut libc::c_void;
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            h.msg_iov = &mut iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = controls[i].as_mut_ptr() as *mut libc::c_void;
+            h.msg_controllen = std::mem::size_of::<[u64; 8]>();
             msgs[i].msg_len = 0;
         }
-        // SAFETY: every mmsghdr points at a buffer and address owned by this frame.
+        // SAFETY: every mmsghdr points at buffers owned by this frame.
         let n = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), BATCH as u32, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
@@ -142,16 +218,33 @@ fn inbound(mut tun: File, sock: UdpSocket, table: Arc<RwLock<PeerTable>>, stats:
             return;
         }
         let table = table.read().expect("peer table lock");
+        let mut sink = Tun(&mut tun);
         for i in 0..n as usize {
             let len = msgs[i].msg_len as usize;
-            let pkt = &bufs[i * BUF..i * BUF + len];
             let from = Ipv4Addr::from(u32::from_be(addrs[i].sin_addr.s_addr));
-            match accept_in(&table, from, pkt) {
-                Ok(()) => {
-                    let _ = tun.write(pkt);
+            let gro = gro_size(&msgs[i].msg_hdr).unwrap_or(len).max(1);
+            for pkt in bufs[i * BUF..i * BUF + len].chunks(gro) {
+                match accept_in(&table, from, pkt) {
+                    Ok(()) => coalescer.push(pkt, &mut sink),
+                    Err(r) => stats.note(r, from),
                 }
-                Err(r) => stats.note(r, from),
             }
         }
+        coalescer.flush(&mut sink);
+    }
+}
+
+/// The datagram size UDP GRO reports for a coalesced receive, if any.
+fn gro_size(h: &libc::msghdr) -> Option<usize> {
+    // SAFETY: walking the control buffer the kernel filled, within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                return Some(std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int) as usize);
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+        None
     }
 }
