@@ -113,20 +113,7 @@ impl Kernel {
         if !ifaces.is_empty() {
             return Ok(None);
         }
-        let routes: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(ctx("list routes"))?;
-        let default_oif = routes.iter().filter(|r| r.header.destination_prefix_length == 0 && r.header.table == MAIN_TABLE).find_map(|r| {
-            r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            })
-        });
+        let default_oif = self.main_routes().await?.into_iter().find(|r| r.dst.prefix() == 0).and_then(|r| r.oif);
         Ok(default_oif.and_then(describe))
     }
 
@@ -182,6 +169,51 @@ impl Kernel {
 
     async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>, NlError> {
         Ok(self.links().await?.into_iter().find(|l| link_name(l).as_deref() == Some(name)))
+    }
+}
+
+/// One IPv4 route of the main table, decoded.
+struct MainRoute {
+    dst: Ipv4Net,
+    gateway: Option<Ipv4Addr>,
+    oif: Option<u32>,
+    onlink: bool,
+}
+
+impl Kernel {
+    /// `ip -4 route show table main`
+    async fn main_routes(&self) -> Result<Vec<MainRoute>, NlError> {
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(ctx("list routes"))?;
+        Ok(msgs
+            .iter()
+            .filter(|r| r.header.table == MAIN_TABLE)
+            .map(|r| {
+                let mut out = MainRoute {
+                    dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid"),
+                    gateway: None,
+                    oif: None,
+                    onlink: r.header.flags.contains(RouteFlags::Onlink),
+                };
+                for a in &r.attributes {
+                    match a {
+                        RouteAttribute::Destination(RouteAddress::Inet(d)) => {
+                            out.dst = Ipv4Net::new(*d, r.header.destination_prefix_length).unwrap_or(out.dst)
+                        }
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => out.gateway = Some(*g),
+                        RouteAttribute::Oif(i) => out.oif = Some(*i),
+                        _ => {}
+                    }
+                }
+                out
+            })
+            .collect())
     }
 }
 
@@ -343,28 +375,9 @@ impl VxlanKernel for Kernel {
 
     async fn installed(&mut self, ifindex: u32) -> Result<InstalledPeers, NlError> {
         let mut out = InstalledPeers::default();
-        let routes: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(ctx("list routes"))?;
-        for r in routes.iter().filter(|r| r.header.table == MAIN_TABLE && r.header.flags.contains(RouteFlags::Onlink)) {
-            let (mut dst, mut gw, mut oif) = (None, None, None);
-            for a in &r.attributes {
-                match a {
-                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Ipv4Net::new(*d, r.header.destination_prefix_length),
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    _ => {}
-                }
-            }
-            if let (Some(d), Some(g), Some(i)) = (dst, gw, oif) {
-                if i == ifindex {
-                    out.routes.push((d, g));
-                }
+        for r in self.main_routes().await?.into_iter().filter(|r| r.onlink && r.oif == Some(ifindex)) {
+            if let Some(g) = r.gateway {
+                out.routes.push((r.dst, g));
             }
         }
         let neigh: Vec<NeighbourMessage> = self
@@ -454,31 +467,13 @@ impl crate::backend::HostGwKernel for Kernel {
     }
 
     async fn routes_within(&mut self, oif: u32, network: Ipv4Net) -> Result<Vec<(Ipv4Net, Ipv4Addr)>, NlError> {
-        let routes: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(ctx("list routes"))?;
-        let mut out = Vec::new();
-        for r in routes.iter().filter(|r| r.header.table == MAIN_TABLE) {
-            let (mut dst, mut gw, mut o) = (None, None, None);
-            for a in &r.attributes {
-                match a {
-                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Ipv4Net::new(*d, r.header.destination_prefix_length),
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
-                    RouteAttribute::Oif(i) => o = Some(*i),
-                    _ => {}
-                }
-            }
-            if let (Some(d), Some(g), Some(i)) = (dst, gw, o) {
-                if i == oif && network.contains_net(&d) {
-                    out.push((d, g));
-                }
-            }
-        }
+        let out = self
+            .main_routes()
+            .await?
+            .into_iter()
+            .filter(|r| r.oif == Some(oif) && network.contains_net(&r.dst))
+            .filter_map(|r| r.gateway.map(|g| (r.dst, g)))
+            .collect();
         Ok(out)
     }
 }
