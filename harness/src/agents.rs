@@ -6,32 +6,46 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::lab::Node;
-use crate::proc::{Child, ProcError};
+use crate::proc::Child;
+use crate::profile::{expand, Profile, Ready, Values};
 
-/// How to run an implementation on a host.
+/// The implementation under test: a launch profile plus, for profiles that run it, the
+/// path of the reference agent binary.
 #[derive(Debug, Clone)]
-pub enum Implementation {
-    /// The bundled reference agent binary.
-    Reference { bin: PathBuf },
+pub struct Implementation {
+    pub profile: Profile,
+    pub reference_agent: PathBuf,
 }
 
 impl Implementation {
     pub fn name(&self) -> &str {
-        match self {
-            Implementation::Reference { .. } => "reference",
-        }
+        &self.profile.name
+    }
+
+    /// Loads a profile (bundled name or path) and, when it needs it, locates the
+    /// reference agent (building it if missing).
+    pub fn load(name_or_path: &str, build_reference: bool) -> Result<Implementation, String> {
+        let profile = Profile::find(name_or_path)?;
+        let reference_agent = if profile.uses_reference_agent() && build_reference {
+            crate::suite::reference_agent()?
+        } else {
+            PathBuf::from("flannel-agent")
+        };
+        Ok(Implementation { profile, reference_agent })
+    }
+
+    /// The implementation chosen by `FLANNEL_LAB_IMPL` (default: `reference`).
+    pub fn from_env(build_reference: bool) -> Result<Implementation, String> {
+        let chosen = std::env::var("FLANNEL_LAB_IMPL").unwrap_or_else(|_| "reference".into());
+        Implementation::load(&chosen, build_reference)
     }
 
     /// Finds the reference agent next to the running executable (`target/<profile>/`), or at
     /// `FLANNEL_LAB_AGENT`.
-    pub fn reference() -> Result<Implementation, String> {
+    pub fn find_reference_agent() -> Result<PathBuf, String> {
         if let Some(p) = std::env::var_os("FLANNEL_LAB_AGENT") {
             let bin = PathBuf::from(p);
-            return if bin.is_file() {
-                Ok(Implementation::Reference { bin })
-            } else {
-                Err(format!("FLANNEL_LAB_AGENT={} does not exist", bin.display()))
-            };
+            return if bin.is_file() { Ok(bin) } else { Err(format!("FLANNEL_LAB_AGENT={} does not exist", bin.display())) };
         }
         let exe = std::env::current_exe().map_err(|e| format!("locate own executable: {e}"))?;
         let mut dir = exe.parent().map(Path::to_path_buf);
@@ -39,7 +53,7 @@ impl Implementation {
         while let Some(d) = dir {
             let cand = d.join("flannel-agent");
             if cand.is_file() {
-                return Ok(Implementation::Reference { bin: cand });
+                return Ok(cand);
             }
             if d.file_name().is_some_and(|n| n == "target") {
                 break;
@@ -49,30 +63,15 @@ impl Implementation {
         Err("flannel-agent binary not found next to this executable: run `cargo build -p flannel-agent` or set FLANNEL_LAB_AGENT".into())
     }
 
-    fn command(&self, ctx: &LaunchContext) -> Command {
-        match self {
-            Implementation::Reference { bin } => {
-                let mut c = Command::new(bin);
-                c.arg(format!("--etcd-endpoints={}", ctx.endpoints))
-                    .arg(format!("--etcd-prefix={}", ctx.prefix))
-                    .arg(format!("--iface={}", ctx.iface))
-                    .arg(format!("--public-ip={}", ctx.public_ip))
-                    .arg(format!("--subnet-file={}", ctx.subnet_file.display()))
-                    .arg("--ip-masq=false")
-                    .env("FLANNEL_AGENT_LOG", "info");
-                c
-            }
+    fn command(&self, values: &Values) -> Result<Command, String> {
+        let argv = self.profile.argv(values)?;
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
+        for (k, v) in &self.profile.env {
+            c.env(k, expand(v, values)?);
         }
+        Ok(c)
     }
-}
-
-/// What a launch needs to know about the host and the store.
-pub struct LaunchContext {
-    pub endpoints: String,
-    pub prefix: String,
-    pub iface: String,
-    pub public_ip: std::net::Ipv4Addr,
-    pub subnet_file: PathBuf,
 }
 
 /// One host's agent.
@@ -80,6 +79,9 @@ pub struct Agent {
     pub host: String,
     pub subnet_file: PathBuf,
     pub child: Child,
+    pub profile: Profile,
+    ns: crate::netns::Netns,
+    values: Values,
 }
 
 impl Agent {
@@ -87,19 +89,64 @@ impl Agent {
         node.dir.join("subnet.env")
     }
 
-    pub fn start(imp: &Implementation, node: &Node, endpoints: &str, prefix: &str) -> Result<Agent, ProcError> {
-        let ctx = LaunchContext {
-            endpoints: endpoints.to_string(),
-            prefix: prefix.to_string(),
-            iface: "eth0".into(),
-            public_ip: node.addr,
+    /// The placeholder values for a host.
+    pub fn values(imp: &Implementation, node: &Node, endpoints: &str, prefix: &str) -> Values {
+        Values {
+            etcd_endpoints: endpoints.to_string(),
+            etcd_prefix: prefix.to_string(),
+            iface: crate::contract::UNDERLAY_IF.to_string(),
+            public_ip: node.addr.to_string(),
+            subnet_file: Self::subnet_file_path(node).display().to_string(),
+            host: node.name.clone(),
+            state_dir: node.dir.display().to_string(),
+            reference_agent: imp.reference_agent.display().to_string(),
+            profile_dir: imp.profile.dir().display().to_string(),
+        }
+    }
+
+    pub fn start(imp: &Implementation, node: &Node, endpoints: &str, prefix: &str) -> Result<Agent, String> {
+        let values = Self::values(imp, node, endpoints, prefix);
+        let cmd = imp.command(&values).map_err(|e| format!("profile `{}`: {e}", imp.name()))?;
+        let child = Child::spawn(&format!("agent@{}", node.name), &node.ns, cmd, &node.dir.join("agent.log"))
+            .map_err(|e| crate::runner::chain(&e))?;
+        Ok(Agent {
+            host: node.name.clone(),
             subnet_file: Self::subnet_file_path(node),
-        };
-        let child = Child::spawn(&format!("agent@{}", node.name), &node.ns, imp.command(&ctx), &node.dir.join("agent.log"))?;
-        Ok(Agent { host: node.name.clone(), subnet_file: ctx.subnet_file, child })
+            child,
+            profile: imp.profile.clone(),
+            ns: node.ns.clone(),
+            values,
+        })
+    }
+
+    /// Whether the profile's readiness condition holds now.
+    pub fn is_ready(&self) -> bool {
+        match &self.profile.ready {
+            Ready::SubnetFile(_) => self.subnet_file.exists(),
+            Ready::LogLine(c) => std::fs::read_to_string(self.child.log_file()).is_ok_and(|t| t.contains(&c.contains)),
+            Ready::Http(u) => match expand(&u.url, &self.values) {
+                Ok(url) => self.ns.run(move || http_ok(&url)).unwrap_or(false),
+                Err(_) => false,
+            },
+        }
     }
 
     pub fn stop(&mut self) {
-        self.child.stop(Duration::from_secs(3));
+        self.child.stop_with(self.profile.stop_signal, self.profile.grace);
     }
+}
+
+/// A plain HTTP/1.0 GET answering 200, with short timeouts.
+fn http_ok(url: &str) -> bool {
+    use std::io::{Read, Write};
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let (hostport, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let Ok(addr) = hostport.parse::<std::net::SocketAddr>() else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n").as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
 }

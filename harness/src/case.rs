@@ -199,25 +199,25 @@ pub enum Step {
 /// the style of the case files, without YAML tags.
 macro_rules! single_key_enum {
     ($ty:ident, $what:literal, { $($name:literal => $variant:ident($arg:ty)),* $(,)? }) => {
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        impl<'de> ::serde::Deserialize<'de> for $ty {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 struct V;
-                impl<'de> serde::de::Visitor<'de> for V {
+                impl<'de> ::serde::de::Visitor<'de> for V {
                     type Value = $ty;
-                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                         write!(f, "a mapping with one key naming the {}", $what)
                     }
-                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
+                    fn visit_map<A: ::serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
                         const NAMES: &[&str] = &[$($name),*];
                         let Some(k) = map.next_key::<String>()? else {
-                            return Err(serde::de::Error::custom(format!("empty mapping: name the {}", $what)));
+                            return Err(::serde::de::Error::custom(format!("empty mapping: name the {}", $what)));
                         };
                         let v = match k.as_str() {
                             $($name => $ty::$variant(map.next_value::<$arg>()?),)*
-                            other => return Err(serde::de::Error::unknown_variant(other, NAMES)),
+                            other => return Err(::serde::de::Error::unknown_variant(other, NAMES)),
                         };
                         if let Some(extra) = map.next_key::<String>()? {
-                            return Err(serde::de::Error::custom(format!("one {} per list item; `{extra}` needs its own `- ` item", $what)));
+                            return Err(::serde::de::Error::custom(format!("one {} per list item; `{extra}` needs its own `- ` item", $what)));
                         }
                         Ok(v)
                     }
@@ -227,6 +227,8 @@ macro_rules! single_key_enum {
         }
     };
 }
+
+pub(crate) use single_key_enum;
 
 single_key_enum!(Sabotage, "sabotage", {
     "delete_fdb" => DeleteFdb(OnHost),

@@ -19,12 +19,15 @@ const USAGE: &str = "\
 usage: flannel-lab <command> [options]
 
 commands:
-  run [--filter TEXT] [--junit FILE] [--cases DIR]
-        run every case (or those whose trial name contains TEXT) against the reference
-        agent and print a per-trial table; exit 1 if any trial fails
-  list  print the trial names
+  run [--impl PROFILE] [--filter TEXT] [--junit FILE] [--cases DIR]
+        run every case (or those whose trial name contains TEXT) against an
+        implementation (a profile name under harness/profiles/ or a profile file;
+        default: FLANNEL_LAB_IMPL, else `reference`) and print a per-trial table;
+        exit 1 if any trial fails
+  list [--impl PROFILE]
+        print the trial names
   check FILE...
-        validate topology and case files (errors carry file:line:col)
+        validate topology, case and profile files (errors carry file:line:col)
   gc    remove namespaces and processes left by killed runs (live runs are kept)
   bench [--seconds N]
         pod-to-pod TCP throughput per backend against the bare underlay (build with
@@ -46,7 +49,7 @@ pub fn main() -> ExitCode {
     let rest = &args[1..];
     let result = match cmd.as_str() {
         "run" => cmd_run(rest),
-        "list" => cmd_list(),
+        "list" => cmd_list(rest),
         "check" => cmd_check(rest),
         "gc" => cmd_gc(),
         "up" => cmd_up(rest),
@@ -103,14 +106,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
-    let (opts, pos) = options(args, &["filter", "junit", "cases"])?;
+    let (opts, pos) = options(args, &["filter", "junit", "cases", "impl"])?;
     if let Some(p) = pos.first() {
         return Err(format!("unexpected argument `{p}`"));
     }
     if let Some(why) = suite::lab_unavailable() {
         return Err(why);
     }
-    let imp = suite::reference_agent()?;
+    let imp = implementation(&opts, true)?;
     let cases = opt(&opts, "cases").map(PathBuf::from).unwrap_or_else(|| suite::repo_root().join("cases"));
     let mut trials = load_trials(&cases, &imp)?;
     if let Some(f) = opt(&opts, "filter") {
@@ -159,7 +162,7 @@ fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
 }
 
 fn cmd_bench(args: &[String]) -> Result<ExitCode, String> {
-    let (opts, pos) = options(args, &["seconds"])?;
+    let (opts, pos) = options(args, &["seconds", "impl"])?;
     if let Some(p) = pos.first() {
         return Err(format!("unexpected argument `{p}`"));
     }
@@ -176,7 +179,7 @@ fn cmd_bench(args: &[String]) -> Result<ExitCode, String> {
             }
         }
     }
-    let imp = suite::reference_agent()?;
+    let imp = implementation(&opts, true)?;
     let rt = runtime()?;
     let mut ok = true;
     for backend in case.backends.clone() {
@@ -194,8 +197,17 @@ fn cmd_bench(args: &[String]) -> Result<ExitCode, String> {
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn cmd_list() -> Result<ExitCode, String> {
-    let imp = Implementation::Reference { bin: "flannel-agent".into() };
+/// `--impl NAME|PATH`, else `FLANNEL_LAB_IMPL`, else the reference agent's profile.
+fn implementation(opts: &[(String, String)], build_reference: bool) -> Result<Implementation, String> {
+    match opt(opts, "impl") {
+        Some(p) => Implementation::load(p, build_reference),
+        None => Implementation::from_env(build_reference),
+    }
+}
+
+fn cmd_list(args: &[String]) -> Result<ExitCode, String> {
+    let (opts, _) = options(args, &["impl"])?;
+    let imp = implementation(&opts, false)?;
     for t in load_trials(&suite::repo_root().join("cases"), &imp)? {
         println!("{}", t.name());
     }
@@ -210,8 +222,15 @@ fn cmd_check(files: &[String]) -> Result<ExitCode, String> {
     let mut bad = 0;
     for f in files {
         let path = Path::new(f);
-        let is_case = std::fs::read_to_string(path).map(|s| s.lines().any(|l| l.starts_with("steps:"))).unwrap_or(false);
-        let result = if is_case { Case::load(path, &topologies).map(|_| "case") } else { Topology::load(path).map(|_| "topology") };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let has = |k: &str| text.lines().any(|l| l.starts_with(k));
+        let result = if has("steps:") {
+            Case::load(path, &topologies).map(|_| "case")
+        } else if has("command:") {
+            crate::profile::Profile::load(path).map(|_| "profile")
+        } else {
+            Topology::load(path).map(|_| "topology")
+        };
         match result {
             Ok(kind) => println!("{f}: valid {kind}"),
             Err(e) => {
@@ -242,7 +261,7 @@ fn cmd_gc() -> Result<ExitCode, String> {
 }
 
 fn cmd_up(args: &[String]) -> Result<ExitCode, String> {
-    let (opts, pos) = options(args, &["hosts", "backend"])?;
+    let (opts, pos) = options(args, &["hosts", "backend", "impl"])?;
     let topo = pos.first().ok_or("up needs a topology file or name")?;
     let path =
         if topo.ends_with(".yaml") { PathBuf::from(topo) } else { suite::repo_root().join("topologies").join(format!("{topo}.yaml")) };
@@ -255,7 +274,7 @@ fn cmd_up(args: &[String]) -> Result<ExitCode, String> {
     if let Some(why) = suite::lab_unavailable() {
         return Err(why);
     }
-    let imp = suite::reference_agent()?;
+    let imp = implementation(&opts, true)?;
     let rt = runtime()?;
     rt.block_on(async {
         let lab = Lab::build(topo, &suite::workdir(), "up").await.map_err(|e| e.to_string())?;
@@ -264,7 +283,7 @@ fn cmd_up(args: &[String]) -> Result<ExitCode, String> {
         store.put(&format!("{DEFAULT_PREFIX}/config"), conf.clone()).await.map_err(|e| e.to_string())?;
         let mut agents = Vec::new();
         for node in &lab.hosts {
-            agents.push(Agent::start(&imp, node, &store.endpoint, DEFAULT_PREFIX).map_err(|e| e.to_string())?);
+            agents.push(Agent::start(&imp, node, &store.endpoint, DEFAULT_PREFIX)?);
         }
         println!("lab run {} is up; work files in {}", lab.run, lab.dir.display());
         println!("etcd: {} (namespace {}), config {conf}", store.endpoint, lab.etcd_node().ns.name());

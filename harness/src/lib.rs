@@ -43,6 +43,7 @@ pub mod nl;
 pub mod pods;
 pub mod probe;
 pub mod proc;
+pub mod profile;
 pub mod report;
 pub mod runner;
 pub mod store;

@@ -101,10 +101,15 @@ impl Child {
 
     /// SIGTERM, up to `grace` to exit, then SIGKILL; returns how it ended.
     pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.stop_with(Signal::SIGTERM, grace)
+    }
+
+    /// `sig`, up to `grace` to exit, then SIGKILL.
+    pub fn stop_with(&mut self, sig: Signal, grace: Duration) -> Option<ExitStatus> {
         if let Some(s) = self.try_status() {
             return Some(s);
         }
-        self.signal(Signal::SIGTERM);
+        self.signal(sig);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Some(s) = self.try_status() {
@@ -123,6 +128,10 @@ impl Child {
             self.status = self.child.wait().ok();
         }
         self.status
+    }
+
+    pub fn log_file(&self) -> &Path {
+        &self.log
     }
 
     /// The last `n` lines of the log, for error messages.

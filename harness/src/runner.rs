@@ -127,7 +127,7 @@ async fn run_once(
     Ok(())
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -174,7 +174,7 @@ impl Run<'_> {
     fn start_agents(&mut self) -> StepResult {
         let t0 = Instant::now();
         for node in &self.lab.hosts {
-            let a = Agent::start(&self.spec.imp, node, &self.store.endpoint, DEFAULT_PREFIX).map_err(|e| chain(&e))?;
+            let a = Agent::start(&self.spec.imp, node, &self.store.endpoint, DEFAULT_PREFIX)?;
             self.agents.push(a);
         }
         let spread = t0.elapsed();
@@ -232,7 +232,15 @@ impl Run<'_> {
             if !exits.is_empty() {
                 return Err(exits.join("\n"));
             }
-            let (findings, _) = self.observe().await?;
+            let mut findings: Vec<Finding> = self
+                .agents
+                .iter()
+                .filter(|a| !a.is_ready())
+                .map(|a| Finding { host: a.host.clone(), what: format!("agent not ready ({:?})", a.profile.ready) })
+                .collect();
+            if findings.is_empty() {
+                findings = self.observe().await?.0;
+            }
             if findings.is_empty() {
                 let since_start = self.agents_started.map(|s| s.elapsed().as_millis()).unwrap_or(0);
                 let rss = self

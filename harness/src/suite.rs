@@ -24,7 +24,8 @@ pub fn workdir() -> PathBuf {
     std::env::var_os("FLANNEL_LAB_WORKDIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("flannel-lab"))
 }
 
-/// Loads every case and expands it into trials, sorted by name. All invalid files are
+/// Loads every case and expands it into trials (the backends both the case and the
+/// implementation's profile name), sorted by name. All invalid files are
 /// reported together.
 pub fn trials(cases_dir: &Path, topologies_dir: &Path, imp: &Implementation) -> Result<Vec<TrialSpec>, Vec<Diagnostics>> {
     let mut out = Vec::new();
@@ -32,7 +33,7 @@ pub fn trials(cases_dir: &Path, topologies_dir: &Path, imp: &Implementation) -> 
     for file in discover(cases_dir) {
         match Case::load(&file, topologies_dir) {
             Ok(case) => {
-                for b in &case.backends {
+                for b in case.backends.iter().filter(|b| imp.profile.backends.contains(b)) {
                     out.push(TrialSpec { case: case.clone(), backend: *b, imp: imp.clone() });
                 }
             }
@@ -53,9 +54,9 @@ pub fn lab_unavailable() -> Option<String> {
 
 /// Finds the reference agent, building it with cargo when it is missing (the case under
 /// `cargo test -p flannel-lab`, which does not build other packages' binaries).
-pub fn reference_agent() -> Result<Implementation, String> {
-    if let Ok(imp) = Implementation::reference() {
-        return Ok(imp);
+pub fn reference_agent() -> Result<PathBuf, String> {
+    if let Ok(bin) = Implementation::find_reference_agent() {
+        return Ok(bin);
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
@@ -66,5 +67,5 @@ pub fn reference_agent() -> Result<Implementation, String> {
     if !status.success() {
         return Err(format!("`cargo build -p flannel-agent` failed ({status})"));
     }
-    Implementation::reference()
+    Implementation::find_reference_agent()
 }

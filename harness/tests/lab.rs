@@ -17,16 +17,13 @@ fn main() {
     let args = Arguments::from_args();
     let root = suite::repo_root();
     let unavailable = suite::lab_unavailable();
+    // FLANNEL_LAB_IMPL picks the implementation (default: the reference agent's profile).
     // Listing must be cheap and must not build anything.
-    let imp = if args.list || unavailable.is_some() {
-        flannel_lab::agents::Implementation::Reference { bin: "flannel-agent".into() }
-    } else {
-        match suite::reference_agent() {
-            Ok(i) => i,
-            Err(e) => {
-                eprintln!("lab: {e}");
-                std::process::exit(101);
-            }
+    let imp = match flannel_lab::agents::Implementation::from_env(!args.list && unavailable.is_none()) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("lab: {e}");
+            std::process::exit(101);
         }
     };
     let specs = match suite::trials(&root.join("cases"), &root.join("topologies"), &imp) {

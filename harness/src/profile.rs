@@ -1,0 +1,345 @@
+//! Launch profiles (`harness/profiles/*.yaml`, or any file): how to run one implementation
+//! on one lab host. A command template with placeholders, environment, how readiness
+//! shows, which backends it claims, how to stop it.
+//!
+//! ```yaml
+//! name: flanneld
+//! command: [flanneld, "--etcd-endpoints={etcd_endpoints}", "--iface={iface}",
+//!           "--public-ip={public_ip}", "--subnet-file={subnet_file}", "--ip-masq=false"]
+//! env: {GODEBUG: "netdns=go"}
+//! ready: {subnet_file: {}}          # or {log_line: {contains: "…"}} or {http: {url: "…"}}
+//! backends: [vxlan, host-gw, udp]
+//! stop: {signal: TERM, grace: 10s}
+//! ```
+//!
+//! Placeholders: `{etcd_endpoints}` `{etcd_prefix}` `{iface}` `{public_ip}` `{subnet_file}`
+//! `{host}` `{state_dir}` `{reference_agent}` `{profile_dir}`; `{{` and `}}` are literal braces.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::case::Dur;
+use crate::contract::Backend;
+use crate::diag::{key, load_yaml, Collector, Diagnostics, Seg};
+
+pub const PLACEHOLDERS: [&str; 9] =
+    ["etcd_endpoints", "etcd_prefix", "iface", "public_ip", "subnet_file", "host", "state_dir", "reference_agent", "profile_dir"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    ready: Option<Ready>,
+    backends: Vec<String>,
+    #[serde(default)]
+    stop: Option<RawStop>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStop {
+    #[serde(default = "term")]
+    signal: String,
+    #[serde(default)]
+    grace: Option<Dur>,
+}
+
+fn term() -> String {
+    "TERM".into()
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Contains {
+    pub contains: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Url {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Nothing {}
+
+/// How the lab tells that an agent is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    /// The subnet file exists (flannel writes it once it holds a lease).
+    SubnetFile(Nothing),
+    /// A line of the agent's log contains this text.
+    LogLine(Contains),
+    /// An HTTP GET (from inside the host's namespace) answers 200.
+    Http(Url),
+}
+
+crate::case::single_key_enum!(Ready, "readiness check", {
+    "subnet_file" => SubnetFile(Nothing),
+    "log_line" => LogLine(Contains),
+    "http" => Http(Url),
+});
+
+/// A validated profile.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub file: PathBuf,
+    pub description: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub ready: Ready,
+    pub backends: Vec<Backend>,
+    pub stop_signal: nix::sys::signal::Signal,
+    pub grace: Duration,
+}
+
+/// The values placeholders expand to for one host.
+#[derive(Debug, Clone, Default)]
+pub struct Values {
+    pub etcd_endpoints: String,
+    pub etcd_prefix: String,
+    pub iface: String,
+    pub public_ip: String,
+    pub subnet_file: String,
+    pub host: String,
+    pub state_dir: String,
+    pub reference_agent: String,
+    pub profile_dir: String,
+}
+
+impl Values {
+    fn get(&self, name: &str) -> Option<&str> {
+        Some(match name {
+            "etcd_endpoints" => &self.etcd_endpoints,
+            "etcd_prefix" => &self.etcd_prefix,
+            "iface" => &self.iface,
+            "public_ip" => &self.public_ip,
+            "subnet_file" => &self.subnet_file,
+            "host" => &self.host,
+            "state_dir" => &self.state_dir,
+            "reference_agent" => &self.reference_agent,
+            "profile_dir" => &self.profile_dir,
+            _ => return None,
+        })
+    }
+}
+
+/// Expands `{name}` placeholders; `{{`/`}}` are literal braces. Errors name the bad part.
+pub fn expand(template: &str, values: &Values) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix("{{") {
+            out.push('{');
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix("}}") {
+            out.push('}');
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix('{') {
+            let end = t.find('}').ok_or_else(|| format!("unclosed `{{` in `{template}`"))?;
+            let name = &t[..end];
+            let v = values.get(name).ok_or_else(|| format!("unknown placeholder `{{{name}}}` (known: {})", PLACEHOLDERS.join(", ")))?;
+            out.push_str(v);
+            rest = &t[end + 1..];
+        } else {
+            return Err(format!("stray `}}` in `{template}` (write `}}}}` for a literal brace)"));
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl Profile {
+    pub fn load(file: &Path) -> Result<Profile, Diagnostics> {
+        let (raw, src): (RawProfile, String) = load_yaml(file)?;
+        validate(file, &src, raw)
+    }
+
+    /// A bundled profile by name (`reference`, `flanneld`), or a profile file by path.
+    pub fn find(name_or_path: &str) -> Result<Profile, String> {
+        let p = Path::new(name_or_path);
+        let file = if name_or_path.ends_with(".yaml") { p.to_path_buf() } else { bundled_dir().join(format!("{name_or_path}.yaml")) };
+        Profile::load(&file).map_err(|e| e.to_string())
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.file.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    /// The argv for one host.
+    pub fn argv(&self, values: &Values) -> Result<Vec<String>, String> {
+        self.command.iter().map(|a| expand(a, values)).collect()
+    }
+
+    pub fn uses_reference_agent(&self) -> bool {
+        self.command.iter().any(|a| a.contains("{reference_agent}"))
+    }
+}
+
+pub fn bundled_dir() -> PathBuf {
+    crate::suite::repo_root().join("harness/profiles")
+}
+
+fn validate(file: &Path, src: &str, raw: RawProfile) -> Result<Profile, Diagnostics> {
+    let mut c = Collector::new(file, src);
+    let ok_name = !raw.name.is_empty()
+        && raw.name.len() <= 32
+        && raw.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !ok_name {
+        c.push(
+            &[key("name")],
+            format!("`{}` is not a profile name", raw.name),
+            "use 1-32 of letters, digits, `-`, `_`, `.` (it appears in trial names)",
+        );
+    }
+    if raw.command.is_empty() {
+        c.push(&[key("command")], "empty command", "give the program and its arguments as a list");
+    }
+    let probe = Values::default();
+    for (i, a) in raw.command.iter().enumerate() {
+        if let Err(e) = expand(a, &probe) {
+            c.push(&[key("command"), Seg::Index(i)], e, "see the placeholder list in README.md");
+        }
+    }
+    for (k, v) in &raw.env {
+        if let Err(e) = expand(v, &probe) {
+            c.push(&[key("env"), key(k)], e, "see the placeholder list in README.md");
+        }
+    }
+    let mut backends = Vec::new();
+    for (i, b) in raw.backends.iter().enumerate() {
+        match Backend::parse(b) {
+            Some(b) => backends.push(b),
+            None => c.push(
+                &[key("backends"), Seg::Index(i)],
+                format!("unknown backend `{b}`"),
+                format!("known: {}", Backend::ALL.map(|b| b.name()).join(", ")),
+            ),
+        }
+    }
+    if raw.backends.is_empty() {
+        c.push(&[key("backends")], "no backends claimed", "list the backends the implementation supports");
+    }
+    let ready = raw.ready.unwrap_or(Ready::SubnetFile(Nothing {}));
+    if let Ready::Http(u) = &ready {
+        if let Err(e) = expand(&u.url, &probe) {
+            c.push(&[key("ready")], e, "see the placeholder list in README.md");
+        } else if !u.url.starts_with("http://") {
+            c.push(
+                &[key("ready")],
+                format!("`{}` is not an http:// URL", u.url),
+                "readiness probes speak plain HTTP inside the host's namespace",
+            );
+        }
+    }
+    let (sig, grace) = match &raw.stop {
+        None => ("TERM".to_string(), None),
+        Some(s) => (s.signal.clone(), s.grace),
+    };
+    let stop_signal = match sig.trim_start_matches("SIG") {
+        "TERM" => nix::sys::signal::Signal::SIGTERM,
+        "INT" => nix::sys::signal::Signal::SIGINT,
+        "QUIT" => nix::sys::signal::Signal::SIGQUIT,
+        "KILL" => nix::sys::signal::Signal::SIGKILL,
+        other => {
+            c.push(&[key("stop"), key("signal")], format!("unsupported stop signal `{other}`"), "use TERM, INT, QUIT or KILL");
+            nix::sys::signal::Signal::SIGTERM
+        }
+    };
+    c.finish()?;
+    Ok(Profile {
+        name: raw.name,
+        file: file.to_path_buf(),
+        description: raw.description,
+        command: raw.command,
+        env: raw.env,
+        ready,
+        backends,
+        stop_signal,
+        grace: grace.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> Values {
+        Values {
+            etcd_endpoints: "http://192.168.99.254:2379".into(),
+            etcd_prefix: "/coreos.com/network".into(),
+            iface: "eth0".into(),
+            public_ip: "192.168.99.1".into(),
+            subnet_file: "/tmp/x/h1/subnet.env".into(),
+            host: "h1".into(),
+            state_dir: "/tmp/x/h1".into(),
+            reference_agent: "/repo/target/debug/flannel-agent".into(),
+            profile_dir: "/repo/harness/profiles".into(),
+        }
+    }
+
+    #[test]
+    fn placeholders_expand() {
+        let v = values();
+        assert_eq!(expand("--etcd-endpoints={etcd_endpoints}", &v).unwrap(), "--etcd-endpoints=http://192.168.99.254:2379");
+        assert_eq!(expand("{state_dir}/{host}.log", &v).unwrap(), "/tmp/x/h1/h1.log");
+        assert_eq!(expand("json={{\"a\":1}}", &v).unwrap(), "json={\"a\":1}");
+        assert!(expand("{nope}", &v).unwrap_err().contains("unknown placeholder `{nope}`"));
+        assert!(expand("{host", &v).unwrap_err().contains("unclosed"));
+        assert!(expand("a}b", &v).unwrap_err().contains("stray"));
+    }
+
+    #[test]
+    fn bundled_profiles_load_and_expand() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+        let r = Profile::load(&dir.join("reference.yaml")).unwrap();
+        assert_eq!(r.name, "reference");
+        assert!(r.uses_reference_agent());
+        assert_eq!(r.backends, Backend::ALL.to_vec());
+        let argv = r.argv(&values()).unwrap();
+        assert_eq!(argv[0], "/repo/target/debug/flannel-agent");
+        assert!(argv.contains(&"--public-ip=192.168.99.1".to_string()));
+        assert!(argv.contains(&"--subnet-file=/tmp/x/h1/subnet.env".to_string()));
+        let f = Profile::load(&dir.join("flanneld.yaml")).unwrap();
+        let argv = f.argv(&values()).unwrap();
+        assert_eq!(
+            argv,
+            [
+                "flanneld",
+                "--etcd-endpoints=http://192.168.99.254:2379",
+                "--etcd-prefix=/coreos.com/network",
+                "--iface=eth0",
+                "--public-ip=192.168.99.1",
+                "--subnet-file=/tmp/x/h1/subnet.env",
+                "--ip-masq=false",
+            ]
+        );
+        assert_eq!(f.ready, Ready::SubnetFile(Nothing {}));
+    }
+
+    #[test]
+    fn invalid_profiles_are_located() {
+        let src = "name: bad name\ncommand: [x, \"{iface\"]\nbackends: [vxlan, wireguard]\nready: {log_line: {contains: up}}\nstop: {signal: HUP}\n";
+        let raw: RawProfile = crate::diag::parse_yaml(Path::new("p.yaml"), src).unwrap();
+        let e = validate(Path::new("p.yaml"), src, raw).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.0.len(), 4, "{text}");
+        assert!(text.contains("p.yaml:1:7: name"), "{text}");
+        assert!(text.contains("p.yaml:2:14: command[1]: unclosed"), "{text}");
+        assert!(text.contains("p.yaml:3:19: backends[1]: unknown backend `wireguard`"), "{text}");
+        assert!(text.contains("stop.signal: unsupported stop signal `HUP`"), "{text}");
+    }
+}
