@@ -13,6 +13,7 @@
 //!   - expect_ping: {}
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -71,6 +72,10 @@ struct RawCase {
     netconf: Option<yaml_serde::Value>,
     #[serde(default)]
     netconf_raw: Option<String>,
+    /// Hosts that run another implementation than the one under test (mixed clusters):
+    /// host name → bundled profile name or profile path (relative to the case file).
+    #[serde(default)]
+    host_profiles: BTreeMap<HostName, String>,
     steps: Vec<Step>,
 }
 
@@ -323,6 +328,8 @@ pub struct Case {
     pub hosts: Vec<u32>,
     pub repeat: u32,
     pub netconf: NetConfSpec,
+    /// Host → profile (name or resolved path) for mixed clusters.
+    pub host_profiles: BTreeMap<String, String>,
     pub steps: Vec<Step>,
 }
 
@@ -441,8 +448,29 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
             }
         }
     }
+    let mut host_profiles = BTreeMap::new();
+    for (h, p) in &raw.host_profiles {
+        let at = [key("host_profiles"), key(h.as_str())];
+        if let Some(t) = topos.iter().find(|t| t.host(h.as_str()).is_none()) {
+            c.push(
+                &at,
+                format!("no host `{h}` in topology `{}` with {} hosts", raw.topology, t.hosts.len()),
+                "name a host of the topology",
+            );
+        }
+        let resolved = if p.ends_with(".yaml") { file.parent().unwrap_or(Path::new(".")).join(p).display().to_string() } else { p.clone() };
+        if let Err(e) = crate::profile::Profile::find(&resolved) {
+            c.push(
+                &at,
+                format!("profile `{p}` is not usable: {}", e.lines().next().unwrap_or("")),
+                "name a bundled profile (harness/profiles/) or a profile file",
+            );
+        }
+        host_profiles.insert(h.to_string(), resolved);
+    }
     c.finish()?;
     Ok(Case {
+        host_profiles,
         name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
         file: file.to_path_buf(),
         description: raw.description,

@@ -171,10 +171,20 @@ impl Run<'_> {
     }
 
     /// Starts every agent back to back, as close to the same instant as spawning allows.
+    /// Hosts named in the case's `host_profiles` run that implementation instead.
     fn start_agents(&mut self) -> StepResult {
+        let mut imps = BTreeMap::new();
+        for (host, profile) in &self.spec.case.host_profiles {
+            let mut imp = Implementation::load(profile, false)?;
+            if imp.profile.uses_reference_agent() {
+                imp.reference_agent = crate::suite::reference_agent()?;
+            }
+            imps.insert(host.clone(), imp);
+        }
         let t0 = Instant::now();
         for node in &self.lab.hosts {
-            let a = Agent::start(&self.spec.imp, node, &self.store.endpoint, DEFAULT_PREFIX)?;
+            let imp = imps.get(&node.name).unwrap_or(&self.spec.imp);
+            let a = Agent::start(imp, node, &self.store.endpoint, DEFAULT_PREFIX)?;
             self.agents.push(a);
         }
         let spread = t0.elapsed();
