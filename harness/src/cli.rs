@@ -19,7 +19,7 @@ const USAGE: &str = "\
 usage: flannel-lab <command> [options]
 
 commands:
-  run [--impl PROFILE] [--filter TEXT] [--junit FILE] [--cases DIR]
+  run [--impl PROFILE] [--filter TEXT] [--junit FILE] [--markdown FILE] [--cases DIR]
         run every case (or those whose trial name contains TEXT) against an
         implementation (a profile name under harness/profiles/ or a profile file;
         default: FLANNEL_LAB_IMPL, else `reference`) and print a per-trial table;
@@ -106,7 +106,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
-    let (opts, pos) = options(args, &["filter", "junit", "cases", "impl"])?;
+    let (opts, pos) = options(args, &["filter", "junit", "markdown", "cases", "impl"])?;
     if let Some(p) = pos.first() {
         return Err(format!("unexpected argument `{p}`"));
     }
@@ -138,6 +138,9 @@ fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
     }
     rt.shutdown_background();
     print!("{}", report::table(&reports));
+    if let Some(path) = opt(&opts, "markdown") {
+        std::fs::write(path, report::markdown(&reports)).map_err(|e| format!("write Markdown to {path}: {e}"))?;
+    }
     if let Some(path) = opt(&opts, "junit") {
         let entries: Vec<JunitEntry> = reports
             .iter()

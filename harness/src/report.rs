@@ -39,6 +39,29 @@ fn first_line(s: &str) -> &str {
     }
 }
 
+/// The same report as Markdown: one row per case × backend × implementation.
+pub fn markdown(reports: &[TrialReport]) -> String {
+    let mut s = String::from("| case | backend | implementation | result | seconds | cause / detail |\n|---|---|---|---|---|---|\n");
+    for r in reports {
+        let mut parts = r.name.splitn(3, "::");
+        let (case, backend, imp) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let detail = match (&r.failure, &r.artifacts) {
+            (Some(f), Some(a)) => format!("{} (artifacts: `{}`)", first_line(f), a.display()),
+            (Some(f), None) => first_line(f).to_string(),
+            (None, _) => r.log.iter().rev().find(|l| l.starts_with("     ")).map(|l| first_line(l.trim()).to_string()).unwrap_or_default(),
+        };
+        s.push_str(&format!(
+            "| {case} | {backend} | {imp} | {} | {:.1} | {} |\n",
+            if r.passed { "pass" } else { "**FAIL**" },
+            r.elapsed.as_secs_f64(),
+            detail.replace('|', "\\|")
+        ));
+    }
+    let passed = reports.iter().filter(|r| r.passed).count();
+    s.push_str(&format!("\n{} passed, {} failed\n", passed, reports.len() - passed));
+    s
+}
+
 /// One JUnit entry per trial; a failure carries its message, log and artifact directory.
 pub struct JunitEntry {
     pub name: String,
