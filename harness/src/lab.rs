@@ -171,6 +171,11 @@ impl Lab {
         Ok(Node { name, ns, nl, addr, segment, dir })
     }
 
+    /// The namespace holding the segment bridges (where the underlay can be captured).
+    pub fn fabric_ns(&self) -> &Netns {
+        &self.fabric.as_ref().expect("fabric is built first").0
+    }
+
     pub fn host(&self, name: &str) -> Option<&Node> {
         self.hosts.iter().find(|h| h.name == name)
     }

@@ -31,6 +31,7 @@
 //! | running and reporting | [`runner`], [`suite`], [`report`], [`cli`] |
 
 pub mod agents;
+pub mod capture;
 pub mod case;
 pub mod cli;
 pub mod contract;

@@ -52,6 +52,7 @@ struct Run<'a> {
     agents_started: Option<Instant>,
     pods: Vec<Pod>,
     store: Store,
+    capture: Option<crate::capture::Capture>,
     lab: Lab,
     log: &'a mut Vec<String>,
 }
@@ -106,17 +107,33 @@ async fn run_once(
         return Err((format!("write net-conf: {}", chain(&e)), Some(dir)));
     }
     log.push(format!("lab {} ({} hosts, run {}): etcd at {}", label, lab.hosts.len(), lab.run, store.endpoint));
-    let mut run = Run { spec, conf, agents: Vec::new(), agents_started: None, pods: Vec::new(), store, lab, log };
+    let capture = match crate::capture::Capture::start(lab.fabric_ns(), &lab.dir.join("underlay.pcap")) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log.push(format!("     no underlay capture: {e}"));
+            None
+        }
+    };
+    let mut run = Run { spec, conf, agents: Vec::new(), agents_started: None, pods: Vec::new(), store, capture, lab, log };
     for (i, step) in spec.case.steps.iter().enumerate() {
         let t = Instant::now();
         if let Err(msg) = run.step(step).await {
             let msg = format!("step {} `{}`: {msg}", i + 1, step.name());
             run.log.push(format!("FAIL {msg}"));
             run.save_artifacts().await;
+            if let Some(mut c) = run.capture.take() {
+                match c.stop() {
+                    Ok(frames) => run.log.push(format!("     underlay capture: {frames} frames in {}", c.path.display())),
+                    Err(e) => run.log.push(format!("     underlay capture failed: {e}")),
+                }
+                let _ = std::fs::write(run.lab.dir.join("trial.log"), run.log.join("\n"));
+            }
             let dir = run.lab.dir.clone();
             run.stop_agents();
-            // keep the directory: the lab's teardown removes namespaces, not files
+            // keep the directory: the lab's teardown removes namespaces, not files; etcd's
+            // data (a 64 MiB preallocated WAL) goes, its keys are in etcd-keys.json
             drop(run);
+            let _ = std::fs::remove_dir_all(dir.join("etcd").join("data"));
             return Err((msg, Some(dir)));
         }
         run.log.push(format!("ok   step {} `{}` ({} ms)", i + 1, step.name(), t.elapsed().as_millis()));

@@ -68,7 +68,9 @@ fn main() {
                     None => JunitOutcome::Passed { log: log.clone() },
                     Some(f) => {
                         let artifacts = report.artifacts.as_ref().map(|a| format!("\nartifacts: {}", a.display())).unwrap_or_default();
-                        JunitOutcome::Failed { message: format!("{f}{artifacts}"), log: log.clone() }
+                        // Jenkins/GitLab convention for attaching a file or directory
+                        let attach = report.artifacts.as_ref().map(|a| format!("\n[[ATTACHMENT|{}]]", a.display())).unwrap_or_default();
+                        JunitOutcome::Failed { message: format!("{f}{artifacts}"), log: format!("{log}{attach}") }
                     }
                 };
                 let failed = match &outcome {
