@@ -134,7 +134,7 @@ fn capture_loop(path: &Path, stop: &AtomicBool, ready: std::sync::mpsc::Sender<R
         if n <= 0 {
             continue;
         }
-        if from.sll_pkttype == libc::PACKET_OUTGOING as u8 || bridges.contains(&(from.sll_ifindex as u32)) {
+        if from.sll_pkttype == libc::PACKET_OUTGOING || bridges.contains(&(from.sll_ifindex as u32)) {
             continue;
         }
         let original = n as usize;
