@@ -76,6 +76,10 @@ struct RawCase {
     /// host name → bundled profile name or profile path (relative to the case file).
     #[serde(default)]
     host_profiles: BTreeMap<HostName, String>,
+    /// Mutants (harness/tests/mutants/NAME.yaml) this case must fail on: each is the
+    /// reference agent behind a wrapper that recreates a field bug from outside.
+    #[serde(default)]
+    mutants: Vec<String>,
     steps: Vec<Step>,
 }
 
@@ -91,6 +95,13 @@ pub struct NoArgs {}
 #[serde(deny_unknown_fields)]
 pub struct Within {
     pub within: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct For {
+    #[serde(rename = "for")]
+    pub duration: Dur,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -138,6 +149,26 @@ pub struct InjectUdp {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+pub struct RestartEtcd {
+    /// How long etcd stays down (the outage being simulated).
+    pub down_for: Dur,
+    /// Start on an empty data directory (data loss); the harness then writes only the
+    /// net-conf again.
+    #[serde(default)]
+    pub wipe: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RestartAgent {
+    pub host: HostName,
+    /// Delete the host's flannel devices first, so the agent comes back with a new VTEP MAC.
+    #[serde(default)]
+    pub new_vtep_mac: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct PutKey {
     /// Relative to the etcd prefix, e.g. `subnets/junk`.
     pub key: String,
@@ -178,6 +209,9 @@ pub enum Step {
     StartAgents(NoArgs),
     /// Waits until etcd, subnet files and kernel state match the contract on every host.
     WaitConverged(Within),
+    /// The converged state must hold at every check (every 100 ms) for this long, and every
+    /// agent must keep running: faults that show up late are caught.
+    StayConverged(For),
     CreatePods(PerHost),
     /// Every pod pings every pod on every other host.
     ExpectPing(PingSpec),
@@ -194,6 +228,12 @@ pub enum Step {
     /// udp backend: sends a crafted datagram (bare inner IPv4 echo request) to a host's
     /// udp port and checks whether the pod behind it sees the echo.
     InjectUdp(InjectUdp),
+    /// Stops etcd, keeps it down, starts it again (optionally wiped).
+    RestartEtcd(RestartEtcd),
+    /// Deletes the host's lease key from etcd behind the agent's back.
+    DeleteLease(OnHost),
+    /// Stops the host's agent with its profile's signal and starts it again.
+    RestartAgent(RestartAgent),
     PutKey(PutKey),
     Break(Sabotage),
     /// Passes only if the inner step fails: the negative control of an assertion.
@@ -246,6 +286,7 @@ single_key_enum!(Sabotage, "sabotage", {
 single_key_enum!(Step, "step", {
     "start_agents" => StartAgents(NoArgs),
     "wait_converged" => WaitConverged(Within),
+    "stay_converged" => StayConverged(For),
     "create_pods" => CreatePods(PerHost),
     "expect_ping" => ExpectPing(PingSpec),
     "expect_mtu" => ExpectMtu(NoArgs),
@@ -254,6 +295,9 @@ single_key_enum!(Step, "step", {
     "expect_agents_running" => ExpectAgentsRunning(NoArgs),
     "measure_throughput" => MeasureThroughput(Measure),
     "inject_udp" => InjectUdp(InjectUdp),
+    "restart_etcd" => RestartEtcd(RestartEtcd),
+    "delete_lease" => DeleteLease(OnHost),
+    "restart_agent" => RestartAgent(RestartAgent),
     "put_key" => PutKey(PutKey),
     "break" => Break(Sabotage),
     "expect_failure" => ExpectFailure(Box<Step>),
@@ -264,6 +308,7 @@ impl Step {
         match self {
             Step::StartAgents(_) => "start_agents",
             Step::WaitConverged(_) => "wait_converged",
+            Step::StayConverged(_) => "stay_converged",
             Step::CreatePods(_) => "create_pods",
             Step::ExpectPing(_) => "expect_ping",
             Step::ExpectMtu(_) => "expect_mtu",
@@ -272,6 +317,9 @@ impl Step {
             Step::ExpectAgentsRunning(_) => "expect_agents_running",
             Step::MeasureThroughput(_) => "measure_throughput",
             Step::InjectUdp(_) => "inject_udp",
+            Step::RestartEtcd(_) => "restart_etcd",
+            Step::DeleteLease(_) => "delete_lease",
+            Step::RestartAgent(_) => "restart_agent",
             Step::PutKey(_) => "put_key",
             Step::Break(_) => "break",
             Step::ExpectFailure(_) => "expect_failure",
@@ -285,6 +333,8 @@ impl Step {
             }
             Step::Break(Sabotage::SetPodMtu(p)) => Some(&p.host),
             Step::ExpectFailure(inner) => inner.host(),
+            Step::DeleteLease(h) => Some(&h.host),
+            Step::RestartAgent(r) => Some(&r.host),
             _ => None,
         }
     }
@@ -330,6 +380,8 @@ pub struct Case {
     pub netconf: NetConfSpec,
     /// Host → profile (name or resolved path) for mixed clusters.
     pub host_profiles: BTreeMap<String, String>,
+    /// Mutant profile files the case must fail on.
+    pub mutants: Vec<PathBuf>,
     pub steps: Vec<Step>,
 }
 
@@ -468,8 +520,26 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
         }
         host_profiles.insert(h.to_string(), resolved);
     }
+    let mut mutants = Vec::new();
+    for (i, m) in raw.mutants.iter().enumerate() {
+        let path = mutants_dir().join(format!("{m}.yaml"));
+        match crate::profile::Profile::load(&path) {
+            Ok(p) if !p.backends.iter().any(|b| backends.contains(b)) => c.push(
+                &[key("mutants"), Seg::Index(i)],
+                format!("mutant `{m}` claims none of the case's backends"),
+                "pick a mutant for one of the case's backends",
+            ),
+            Ok(_) => mutants.push(path),
+            Err(e) => c.push(
+                &[key("mutants"), Seg::Index(i)],
+                format!("mutant `{m}` is not usable: {}", e.to_string().lines().next().unwrap_or("")),
+                "mutants live in harness/tests/mutants/NAME.yaml",
+            ),
+        }
+    }
     c.finish()?;
     Ok(Case {
+        mutants,
         host_profiles,
         name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
         file: file.to_path_buf(),
@@ -481,6 +551,11 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
         netconf,
         steps: raw.steps,
     })
+}
+
+/// Where mutant profiles live.
+pub fn mutants_dir() -> PathBuf {
+    crate::suite::repo_root().join("harness/tests/mutants")
 }
 
 /// Every `*.yaml` under `dir`, sorted.

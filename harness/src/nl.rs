@@ -146,6 +146,12 @@ impl Nl {
         self.handle.link().set(msg).execute().await.map_err(self.err(format!("attach `{name}` to bridge `{bridge}`")))
     }
 
+    /// `ip link del NAME`
+    pub async fn del_link(&self, name: &str) -> Result<(), NlError> {
+        let index = self.index_of(name).await?;
+        self.handle.link().del(index).execute().await.map_err(self.err(format!("delete `{name}`")))
+    }
+
     /// `ip link set NAME mtu MTU`
     pub async fn set_mtu(&self, name: &str, mtu: u32) -> Result<(), NlError> {
         let index = self.index_of(name).await?;

@@ -47,6 +47,8 @@ pub struct TrialReport {
 /// the store before the lab.
 struct Run<'a> {
     spec: &'a TrialSpec,
+    /// The implementation each host runs (the one under test unless `host_profiles` says).
+    imps: BTreeMap<String, Implementation>,
     conf: Option<NetConf>,
     agents: Vec<Agent>,
     agents_started: Option<Instant>,
@@ -85,6 +87,24 @@ pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
     TrialReport { name: spec.name(), passed: failure.is_none(), log, failure, artifacts, elapsed: started.elapsed() }
 }
 
+/// Turns a trial run against a mutant into its verdict: the case must have failed.
+pub fn invert_for_mutant(mut r: TrialReport) -> TrialReport {
+    match r.failure.take() {
+        Some(f) => {
+            r.log.push(format!("     the case caught the mutant: {f}"));
+            if let Some(dir) = r.artifacts.take() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            r.passed = true;
+        }
+        None => {
+            r.failure = Some(format!("the case passed against mutant `{}`: it cannot catch the bug the mutant recreates", r.name));
+            r.passed = false;
+        }
+    }
+    r
+}
+
 /// Builds one lab, runs every step, tears it down. On failure the work directory is kept
 /// (with state dumps) and returned.
 async fn run_once(
@@ -114,7 +134,8 @@ async fn run_once(
             None
         }
     };
-    let mut run = Run { spec, conf, agents: Vec::new(), agents_started: None, pods: Vec::new(), store, capture, lab, log };
+    let mut run =
+        Run { spec, imps: BTreeMap::new(), conf, agents: Vec::new(), agents_started: None, pods: Vec::new(), store, capture, lab, log };
     for (i, step) in spec.case.steps.iter().enumerate() {
         let t = Instant::now();
         if let Err(msg) = run.step(step).await {
@@ -164,6 +185,7 @@ impl Run<'_> {
         match step {
             Step::StartAgents(_) => self.start_agents(),
             Step::WaitConverged(w) => self.wait_converged(w.within.0).await,
+            Step::StayConverged(f) => self.stay_converged(f.duration.0).await,
             Step::CreatePods(p) => self.create_pods(p.per_host).await,
             Step::ExpectPing(p) => self.expect_ping(p).await,
             Step::ExpectMtu(_) => self.expect_mtu().await,
@@ -172,6 +194,30 @@ impl Run<'_> {
             Step::ExpectAgentsRunning(_) => self.expect_agents_running(),
             Step::MeasureThroughput(m) => self.measure_throughput(Duration::from_secs(m.seconds)).await,
             Step::InjectUdp(i) => self.inject_udp(i).await,
+            Step::RestartEtcd(r) => {
+                self.store.stop();
+                tokio::time::sleep(r.down_for.0).await;
+                self.store.restart(r.wipe, Duration::from_secs(20)).await.map_err(|e| chain(&e))?;
+                if r.wipe {
+                    let text = self.spec.case.netconf.render(self.spec.backend);
+                    self.store.put(&format!("{DEFAULT_PREFIX}/config"), text).await.map_err(|e| chain(&e))?;
+                }
+                self.log.push(format!("     etcd down for {:?}{}, answering again", r.down_for.0, if r.wipe { " and wiped" } else { "" }));
+                Ok(())
+            }
+            Step::DeleteLease(h) => {
+                let node = self.lab.host(h.host.as_str()).ok_or_else(|| format!("no host `{}`", h.host))?;
+                let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(|e| chain(&e))?;
+                let key = raw
+                    .iter()
+                    .find(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v).is_ok_and(|l| l.public_ip == node.addr))
+                    .map(|(k, _)| k.clone())
+                    .ok_or_else(|| format!("no lease for {} ({}) in etcd", node.name, node.addr))?;
+                self.store.delete(&key).await.map_err(|e| chain(&e))?;
+                self.log.push(format!("     deleted {key}"));
+                Ok(())
+            }
+            Step::RestartAgent(r) => self.restart_agent(r).await,
             Step::PutKey(k) => {
                 let key = format!("{DEFAULT_PREFIX}/{}", k.key.trim_start_matches('/'));
                 self.store.put(&key, k.value.clone()).await.map_err(|e| chain(&e))
@@ -190,7 +236,7 @@ impl Run<'_> {
     /// Starts every agent back to back, as close to the same instant as spawning allows.
     /// Hosts named in the case's `host_profiles` run that implementation instead.
     fn start_agents(&mut self) -> StepResult {
-        let mut imps = BTreeMap::new();
+        let mut imps: BTreeMap<String, Implementation> = self.lab.hosts.iter().map(|n| (n.name.clone(), self.spec.imp.clone())).collect();
         for (host, profile) in &self.spec.case.host_profiles {
             let mut imp = Implementation::load(profile, false)?;
             if imp.profile.uses_reference_agent() {
@@ -200,10 +246,10 @@ impl Run<'_> {
         }
         let t0 = Instant::now();
         for node in &self.lab.hosts {
-            let imp = imps.get(&node.name).unwrap_or(&self.spec.imp);
-            let a = Agent::start(imp, node, &self.store.endpoint, DEFAULT_PREFIX)?;
+            let a = Agent::start(&imps[&node.name], node, &self.store.endpoint, DEFAULT_PREFIX)?;
             self.agents.push(a);
         }
+        self.imps = imps;
         let spread = t0.elapsed();
         self.agents_started = Some(t0);
         self.log.push(format!("     started {} agents within {} ms", self.agents.len(), spread.as_millis()));
@@ -292,6 +338,29 @@ impl Run<'_> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    async fn stay_converged(&mut self, duration: Duration) -> StepResult {
+        let t0 = Instant::now();
+        let mut checks = 0;
+        loop {
+            let exits = self.agent_exits();
+            if !exits.is_empty() {
+                return Err(format!("after {} ms: {}", t0.elapsed().as_millis(), exits.join("\n")));
+            }
+            let (findings, _) = self.observe().await?;
+            checks += 1;
+            if !findings.is_empty() {
+                let shown: Vec<String> = findings.iter().take(12).map(|f| f.to_string()).collect();
+                return Err(format!("converged state lost after {} ms: {}", t0.elapsed().as_millis(), shown.join("; ")));
+            }
+            if t0.elapsed() >= duration {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.log.push(format!("     stayed converged for {duration:?} ({checks} checks)"));
+        Ok(())
     }
 
     async fn create_pods(&mut self, per_host: u32) -> StepResult {
@@ -518,6 +587,25 @@ impl Run<'_> {
             bare.gbit_per_s(),
             overlay.gbit_per_s() / bare.gbit_per_s()
         ));
+        Ok(())
+    }
+
+    async fn restart_agent(&mut self, r: &crate::case::RestartAgent) -> StepResult {
+        let host = r.host.as_str();
+        let i = self.agents.iter().position(|a| a.host == host).ok_or("no agent on that host: add start_agents first")?;
+        let mut old = self.agents.remove(i);
+        old.stop();
+        drop(old);
+        let node = self.lab.host(host).ok_or_else(|| format!("no host `{host}`"))?;
+        if r.new_vtep_mac {
+            for l in node.nl.links().await.map_err(|e| chain(&e))?.iter().filter(|l| l.name.starts_with("flannel")) {
+                node.nl.del_link(&l.name).await.map_err(|e| chain(&e))?;
+            }
+        }
+        let imp = self.imps.get(host).cloned().unwrap_or_else(|| self.spec.imp.clone());
+        let a = Agent::start(&imp, node, &self.store.endpoint, DEFAULT_PREFIX)?;
+        self.agents.insert(i, a);
+        self.log.push(format!("     restarted the agent on {host}{}", if r.new_vtep_mac { " with its devices deleted" } else { "" }));
         Ok(())
     }
 

@@ -47,29 +47,59 @@ pub struct Store {
     rt: Option<tokio::runtime::Runtime>,
     client: Option<Client>,
     pub endpoint: String,
+    ns: crate::netns::Netns,
+    dir: std::path::PathBuf,
 }
 
 impl Store {
     /// Starts etcd on the lab's etcd node and waits until it answers.
     pub async fn start_process(lab: &Lab, ready_within: Duration) -> Result<Store, StoreError> {
-        let bin = etcd_binary().ok_or(StoreError::NoBinary)?;
         let node = lab.etcd_node();
         let endpoint = format!("http://{}:{ETCD_PORT}", node.addr);
-        let data = node.dir.join("data");
+        let rt = node.ns.runtime()?;
+        let mut store = Store { child: None, rt: Some(rt), client: None, endpoint, ns: node.ns.clone(), dir: node.dir.clone() };
+        store.spawn()?;
+        store.wait_ready(ready_within).await?;
+        Ok(store)
+    }
+
+    /// Starts the etcd process on the existing data directory (a fresh one the first time).
+    fn spawn(&mut self) -> Result<(), StoreError> {
+        let bin = etcd_binary().ok_or(StoreError::NoBinary)?;
         let mut cmd = Command::new(bin);
         cmd.args(["--name", "lab"])
             .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
+            .arg(self.dir.join("data"))
+            .args(["--listen-client-urls", &self.endpoint, "--advertise-client-urls", &self.endpoint])
             .args(["--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
             .args(["--initial-cluster", "lab=http://127.0.0.1:2380", "--initial-cluster-state", "new"])
             .args(["--logger", "zap", "--log-level", "warn"])
             .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
-        let child = Child::spawn("etcd", &node.ns, cmd, &node.dir.join("etcd.log"))?;
-        let rt = node.ns.runtime()?;
-        let mut store = Store { child: Some(child), rt: Some(rt), client: None, endpoint };
-        store.wait_ready(ready_within).await?;
-        Ok(store)
+        self.child = Some(Child::spawn("etcd", &self.ns, cmd, &self.dir.join("etcd.log"))?);
+        Ok(())
+    }
+
+    /// Stops etcd (SIGTERM, then SIGKILL); the data directory stays.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.stop(Duration::from_secs(3));
+        }
+    }
+
+    /// Starts etcd again after [`Store::stop`], optionally on an empty data directory (data
+    /// loss), and waits until it answers.
+    pub async fn restart(&mut self, wipe: bool, ready_within: Duration) -> Result<(), StoreError> {
+        self.stop();
+        if wipe {
+            let _ = std::fs::remove_dir_all(self.dir.join("data"));
+        }
+        self.spawn()?;
+        self.wait_ready(ready_within).await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let k = key.to_string();
+        self.call(&format!("delete {key}"), |mut c| async move { c.delete(k, None).await.map(|_| ()) }).await
     }
 
     async fn wait_ready(&mut self, within: Duration) -> Result<(), StoreError> {

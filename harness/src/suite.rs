@@ -47,6 +47,23 @@ pub fn trials(cases_dir: &Path, topologies_dir: &Path, imp: &Implementation) -> 
     Ok(out)
 }
 
+/// One trial per case × mutant: the case run against the mutant on the first backend both
+/// claim. These trials pass only when the case FAILS (the case catches the bug).
+pub fn mutant_trials(cases_dir: &Path, topologies_dir: &Path, build_reference: bool) -> Result<Vec<TrialSpec>, String> {
+    let mut out = Vec::new();
+    for file in discover(cases_dir) {
+        let case = Case::load(&file, topologies_dir).map_err(|e| e.to_string())?;
+        for m in &case.mutants {
+            let imp = Implementation::load(&m.display().to_string(), build_reference)?;
+            if let Some(b) = case.backends.iter().find(|b| imp.profile.backends.contains(b)) {
+                out.push(TrialSpec { case: case.clone(), backend: *b, imp });
+            }
+        }
+    }
+    out.sort_by_key(|t| t.name());
+    Ok(out)
+}
+
 /// Why lab trials cannot run here, if they cannot.
 pub fn lab_unavailable() -> Option<String> {
     crate::netns::can_create().err().map(|e| format!("lab trials need root with CAP_NET_ADMIN and CAP_SYS_ADMIN: {e}"))

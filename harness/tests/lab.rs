@@ -35,6 +35,21 @@ fn main() {
             std::process::exit(101);
         }
     };
+    // Mutants: the case must fail on them. Only with the reference implementation (mutants
+    // wrap it), and not when another implementation is under test.
+    let mutants = if imp.name() == "reference" {
+        match suite::mutant_trials(&root.join("cases"), &root.join("topologies"), !args.list && unavailable.is_none()) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("lab: {e}");
+                std::process::exit(101);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let expect_fail: std::collections::BTreeSet<String> = mutants.iter().map(|m| m.name()).collect();
+    let specs: Vec<_> = specs.into_iter().chain(mutants).collect();
     if let Some(reason) = &unavailable {
         eprintln!("lab: {} lab trials will be ignored: {reason}", specs.len());
     }
@@ -44,7 +59,7 @@ fn main() {
         .into_iter()
         .map(|spec| {
             let name = spec.name();
-            let (unavailable, results, workdir) = (unavailable.clone(), results.clone(), workdir.clone());
+            let (unavailable, results, workdir, expect_fail) = (unavailable.clone(), results.clone(), workdir.clone(), expect_fail.clone());
             Trial::ignorable_test(name.clone(), move || {
                 if let Some(reason) = unavailable {
                     results.lock().unwrap().push(JunitEntry {
@@ -60,8 +75,12 @@ fn main() {
                     .enable_all()
                     .build()
                     .map_err(|e| Failed::from(format!("tokio runtime: {e}")))?;
-                let report = rt.block_on(run_trial(&spec, &workdir));
+                let mut report = rt.block_on(run_trial(&spec, &workdir));
                 rt.shutdown_background();
+                if expect_fail.contains(&name) {
+                    // a mutant: the case passing would mean it cannot catch the bug
+                    report = flannel_lab::runner::invert_for_mutant(report);
+                }
                 let log = report.log.join("\n");
                 println!("{log}");
                 let outcome = match &report.failure {

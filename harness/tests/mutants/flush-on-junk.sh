@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Field bug (fixed by upstream PR #2539): one malformed key under <prefix>/subnets/ made
+# every node drop all peers. Recreated by flushing flannel.1's peer state when junk appears.
+. "$(dirname "$0")/lib.sh"
+junk() {
+  etcd get --prefix --keys-only "$MUTANT_PREFIX/subnets/" 2>/dev/null | grep -v '^$' |
+    grep -qvE "^$MUTANT_PREFIX/subnets/[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+-[0-9]+$" && return 0
+  etcd get --prefix "$MUTANT_PREFIX/subnets/" --print-value-only 2>/dev/null | grep -v '^$' | grep -qv '^{"PublicIP"'
+}
+if until_true junk; then
+  ip route flush dev flannel.1
+  ip neigh flush dev flannel.1 nud permanent
+  bridge fdb show dev flannel.1 | grep ' dst ' | while read -r mac _ _ _ dst _; do
+    bridge fdb del "$mac" dev flannel.1 dst "$dst" self
+  done
+  say "malformed lease seen: dropped every peer"
+fi
+wait "$AGENT_PID"

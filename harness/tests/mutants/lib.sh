@@ -1,0 +1,17 @@
+# Shared by the mutant wrappers. A mutant runs the reference agent (its arguments are this
+# script's arguments) and recreates one upstream field bug from outside, so the lab can show
+# that the matching case catches it. Mutants are test fixtures: they use iproute2 and
+# etcdctl directly, which the lab itself never does.
+set -u
+"$@" &
+AGENT_PID=$!
+trap 'kill -TERM "$AGENT_PID" 2>/dev/null; kill -CONT "$AGENT_PID" 2>/dev/null; wait "$AGENT_PID"; exit $?' TERM INT
+
+say() { echo "mutant: $*" >&2; }
+alive() { kill -0 "$AGENT_PID" 2>/dev/null; }
+crash() { say "$*"; kill -KILL "$AGENT_PID" 2>/dev/null; exit 1; }
+etcd() { ETCDCTL_API=3 etcdctl --endpoints="$MUTANT_ETCD" --dial-timeout=1s --command-timeout=1s "$@"; }
+etcd_up() { etcd endpoint health >/dev/null 2>&1; }
+# Polls (10 per second) until the command succeeds or the agent is gone.
+until_true() { while alive; do "$@" && return 0; sleep 0.1; done; return 1; }
+ready() { [ -s "$MUTANT_SUBNET_FILE" ]; }
