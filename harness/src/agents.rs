@@ -107,7 +107,20 @@ impl Agent {
     pub fn start(imp: &Implementation, node: &Node, endpoints: &str, prefix: &str) -> Result<Agent, String> {
         let values = Self::values(imp, node, endpoints, prefix);
         let cmd = imp.command(&values).map_err(|e| format!("profile `{}`: {e}", imp.name()))?;
-        let child = Child::spawn(&format!("agent@{}", node.name), &node.ns, cmd, &node.dir.join("agent.log"))
+        let mut mounts = Vec::new();
+        for (target, source) in &imp.profile.private_paths {
+            let target = PathBuf::from(target);
+            if !target.is_dir() {
+                let (name, t) = (imp.name(), target.display());
+                return Err(format!(
+                    "profile `{name}`: private path {t} does not exist on this machine; create it once (mkdir -p {t}) and each host gets its own copy mounted over it"
+                ));
+            }
+            let source = PathBuf::from(expand(source, &values)?);
+            std::fs::create_dir_all(&source).map_err(|e| format!("create {}: {e}", source.display()))?;
+            mounts.push((source, target));
+        }
+        let child = Child::spawn_with_mounts(&format!("agent@{}", node.name), &node.ns, cmd, &node.dir.join("agent.log"), &mounts)
             .map_err(|e| crate::runner::chain(&e))?;
         Ok(Agent {
             host: node.name.clone(),

@@ -41,7 +41,19 @@ pub struct Child {
 
 impl Child {
     /// Starts `cmd` inside `ns`, stdout and stderr appended to `log`.
-    pub fn spawn(label: &str, ns: &Netns, mut cmd: Command, log: &Path) -> Result<Child, ProcError> {
+    pub fn spawn(label: &str, ns: &Netns, cmd: Command, log: &Path) -> Result<Child, ProcError> {
+        Child::spawn_with_mounts(label, ns, cmd, log, &[])
+    }
+
+    /// Like [`Child::spawn`], and in a mount namespace of its own where each `(source,
+    /// target)` directory is bind-mounted: the child sees its own copy of `target`.
+    pub fn spawn_with_mounts(
+        label: &str,
+        ns: &Netns,
+        mut cmd: Command,
+        log: &Path,
+        mounts: &[(PathBuf, PathBuf)],
+    ) -> Result<Child, ProcError> {
         if let Some(dir) = log.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -52,6 +64,17 @@ impl Child {
             .map_err(|source| ProcError::Log { path: log.to_path_buf(), source })?;
         let err = out.try_clone().map_err(|source| ProcError::Log { path: log.to_path_buf(), source })?;
         let ns_fd = ns.fd().as_raw_fd();
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| ProcError::Spawn {
+                program: label.to_string(),
+                ns: ns.name().to_string(),
+                source: std::io::Error::other(e),
+            })
+        };
+        let mut binds = Vec::new();
+        for (src, dst) in mounts {
+            binds.push((c(src)?, c(dst)?));
+        }
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
@@ -61,6 +84,21 @@ impl Child {
                 }
                 if libc::setpgid(0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if !binds.is_empty() {
+                    // `unshare -m`, keep the host's mounts from propagating back, then bind
+                    if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null()) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    for (src, dst) in &binds {
+                        if libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
                 }
                 let mut none: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut none);

@@ -42,6 +42,8 @@ struct RawProfile {
     backends: Vec<String>,
     #[serde(default)]
     stop: Option<RawStop>,
+    #[serde(default)]
+    private_paths: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +104,9 @@ pub struct Profile {
     pub backends: Vec<Backend>,
     pub stop_signal: nix::sys::signal::Signal,
     pub grace: Duration,
+    /// Absolute paths the implementation hard-codes → the per-host directory (a template,
+    /// usually under `{state_dir}`) it sees there instead, through a private mount namespace.
+    pub private_paths: BTreeMap<String, String>,
 }
 
 /// The values placeholders expand to for one host.
@@ -259,8 +264,22 @@ fn validate(file: &Path, src: &str, raw: RawProfile) -> Result<Profile, Diagnost
             nix::sys::signal::Signal::SIGTERM
         }
     };
+    for (target, source) in &raw.private_paths {
+        let at = [key("private_paths"), key(target)];
+        if !target.starts_with('/') || target == "/" {
+            c.push(
+                &at,
+                format!("`{target}` is not an absolute path below /"),
+                "write the path the implementation hard-codes, e.g. /run/flannel",
+            );
+        }
+        if let Err(e) = expand(source, &probe) {
+            c.push(&at, e, "see the placeholder list in README.md");
+        }
+    }
     c.finish()?;
     Ok(Profile {
+        private_paths: raw.private_paths,
         name: raw.name,
         file: file.to_path_buf(),
         description: raw.description,
