@@ -25,8 +25,8 @@
 //! | input files | [`topology`], [`case`], [`diag`], [`names`] |
 //! | building and removing labs | [`lab`], [`netns`], [`nl`], [`gc`] |
 //! | etcd | [`store`] |
-//! | implementations under test | [`agents`], [`proc`] |
-//! | pods and probes | [`pods`], [`probe`] |
+//! | implementations under test | [`profile`], [`agents`], [`proc`] |
+//! | pods and probes | [`pods`], [`probe`], [`capture`], [`throughput`] |
 //! | flannel's contract | [`contract`] |
 //! | running and reporting | [`runner`], [`suite`], [`report`], [`cli`] |
 
