@@ -80,7 +80,32 @@ struct RawCase {
     /// reference agent behind a wrapper that recreates a field bug from outside.
     #[serde(default)]
     mutants: Vec<String>,
+    /// Where etcd runs: `process`, `docker` or `auto` (default: FLANNEL_LAB_STORE, else process).
+    #[serde(default)]
+    store: Option<StoreChoice>,
     steps: Vec<Step>,
+}
+
+/// A case's or the environment's choice of etcd provider.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreChoice {
+    Process,
+    Docker,
+    /// Docker when an engine answers, the process otherwise.
+    Auto,
+}
+
+impl StoreChoice {
+    /// `FLANNEL_LAB_STORE` (process, docker, auto), if set to one of those.
+    pub fn from_env() -> Option<StoreChoice> {
+        match std::env::var("FLANNEL_LAB_STORE").ok()?.as_str() {
+            "process" => Some(StoreChoice::Process),
+            "docker" => Some(StoreChoice::Docker),
+            "auto" => Some(StoreChoice::Auto),
+            _ => None,
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -382,6 +407,8 @@ pub struct Case {
     pub host_profiles: BTreeMap<String, String>,
     /// Mutant profile files the case must fail on.
     pub mutants: Vec<PathBuf>,
+    /// The case's own store choice, if it makes one.
+    pub store: Option<StoreChoice>,
     pub steps: Vec<Step>,
 }
 
@@ -539,6 +566,7 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
     }
     c.finish()?;
     Ok(Case {
+        store: raw.store,
         mutants,
         host_profiles,
         name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),

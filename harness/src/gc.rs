@@ -94,6 +94,7 @@ pub struct Sweep {
     pub skipped_live: Vec<RunId>,
     pub namespaces: Vec<String>,
     pub killed: Vec<i32>,
+    pub containers: Vec<String>,
     pub errors: Vec<String>,
 }
 
@@ -121,6 +122,10 @@ pub fn remove_run(id: RunId, sweep: &mut Sweep) {
             Err(e) => sweep.errors.push(format!("{e}: {}", e.source_text())),
         }
     }
+    match crate::container::remove_run_containers(Some(id)) {
+        Ok(names) => sweep.containers.extend(names),
+        Err(e) => sweep.errors.push(e),
+    }
     let _ = std::fs::remove_file(Path::new(LOCK_DIR).join(format!("{id}.lock")));
     sweep.runs.push(id);
 }
@@ -135,6 +140,11 @@ pub fn sweep_all() -> Sweep {
                 ids.insert(id, ());
             }
         }
+    }
+    // containers of runs whose namespaces are already gone
+    match crate::container::remove_run_containers(None) {
+        Ok(names) => sweep.containers.extend(names),
+        Err(e) => sweep.errors.push(e),
     }
     for id in ids.into_keys() {
         if is_live(id) {

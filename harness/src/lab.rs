@@ -82,7 +82,9 @@ pub fn install_signal_cleanup() {
 
 impl Lab {
     /// Builds the topology under a fresh run id. Work files go to `workdir/<run id>-<label>`.
-    pub async fn build(topo: Topology, workdir: &Path, label: &str) -> Result<Lab, LabError> {
+    /// With `etcd_ns` false the etcd node is left out: a container joins later through
+    /// [`Lab::attach_external`].
+    pub async fn build(topo: Topology, workdir: &Path, label: &str, etcd_ns: bool) -> Result<Lab, LabError> {
         let lock = RunLock::acquire().map_err(LabError::Lock)?;
         let run = lock.id;
         LIVE.lock().expect("live-run registry").push(run);
@@ -105,15 +107,17 @@ impl Lab {
             lab.hosts.push(node);
         }
         let (seg, addr) = lab.topo.etcd;
-        let etcd = lab.attach("etcd", seg, addr, false).await?;
-        lab.etcd = Some(etcd);
+        if etcd_ns {
+            let etcd = lab.attach("etcd", seg, addr, false).await?;
+            lab.etcd = Some(etcd);
+        }
         let routers = lab.topo.routers.clone();
         for (ri, r) in routers.iter().enumerate() {
             let node = lab.attach_router(ri, r).await?;
             lab.routers.push(node);
         }
         // static routes between segments, through the routers
-        for node in lab.hosts.iter().chain(lab.etcd.iter()) {
+        for node in lab.hosts.iter().chain(&lab.etcd) {
             for route in lab.topo.routes_for(&[node.segment], None) {
                 node.nl.add_route(route.dst, route.via).await?;
             }
@@ -149,6 +153,32 @@ impl Lab {
         Ok(Node { name: name.to_string(), ns, nl, addr, segment: seg, dir })
     }
 
+    /// Puts a namespace the lab did not create (a container's) on the etcd segment at the
+    /// topology's etcd address, with routes to every segment:
+    /// `ip link add p-NAME type veth peer eth0 netns PID; ip addr add …; ip route add …`.
+    /// Re-run after the container restarts (its veth dies with it).
+    pub async fn attach_external(&self, name: &str, ns: &Netns) -> Result<Nl, LabError> {
+        let (seg, addr) = self.topo.etcd;
+        let segment = &self.topo.segments[seg];
+        let nl = Nl::open(ns)?;
+        let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
+        let port = format!("p-{name}");
+        // the previous attachment survives while anything still holds the old namespace
+        if fnl.index_of(&port).await.is_ok() {
+            fnl.del_link(&port).await?;
+        }
+        // the same MAC on every attachment: peers' ARP caches stay right across restarts
+        fnl.add_veth_with_mac(&port, "eth0", ns, segment.mtu, Some(self.run.stable_mac(0xe7))).await?;
+        fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
+        nl.set_up("lo").await?;
+        nl.add_address("eth0", addr, segment.cidr.prefix()).await?;
+        nl.set_up("eth0").await?;
+        for route in self.topo.routes_for(&[seg], None) {
+            nl.add_route(route.dst, route.via).await?;
+        }
+        Ok(nl)
+    }
+
     /// A router namespace with one leg per segment: `e-SEG` inside, `xN-SEG` on the bridge.
     async fn attach_router(&self, index: usize, r: &crate::topology::Router) -> Result<Node, LabError> {
         let name = r.name.to_string();
@@ -180,8 +210,8 @@ impl Lab {
         self.hosts.iter().find(|h| h.name == name)
     }
 
-    pub fn etcd_node(&self) -> &Node {
-        self.etcd.as_ref().expect("etcd node is part of every built lab")
+    pub fn etcd_node(&self) -> Option<&Node> {
+        self.etcd.as_ref()
     }
 
     /// The underlay MTU of a host.

@@ -34,6 +34,7 @@ pub mod agents;
 pub mod capture;
 pub mod case;
 pub mod cli;
+pub mod container;
 pub mod contract;
 pub mod diag;
 pub mod gc;

@@ -21,6 +21,12 @@ impl RunId {
     pub fn netns(&self, name: &str) -> String {
         format!("{NETNS_PREFIX}{self}-{name}")
     }
+    /// A locally administered MAC that depends only on the run and `tag`.
+    pub fn stable_mac(&self, tag: u8) -> [u8; 6] {
+        let [hi, lo] = self.0.to_be_bytes();
+        [0x02, 0xf1, 0xab, hi, lo, tag]
+    }
+
     /// Parses the run id out of a lab namespace name such as `fl3a9c-h1`.
     pub fn from_netns(name: &str) -> Option<RunId> {
         let rest = name.strip_prefix(NETNS_PREFIX)?;

@@ -95,6 +95,13 @@ impl Netns {
         Netns::open(name)
     }
 
+    /// The network namespace of a running process (a container's init, say).
+    pub fn of_pid(pid: i64) -> Result<Netns, NetnsError> {
+        let name = format!("pid {pid}");
+        let file = File::open(format!("/proc/{pid}/ns/net")).map_err(|source| NetnsError::Open { name: name.clone(), source })?;
+        Ok(Netns { name, file: Arc::new(file) })
+    }
+
     /// Opens an existing namespace by name.
     pub fn open(name: &str) -> Result<Netns, NetnsError> {
         let file = File::open(path_of(name)).map_err(|source| NetnsError::Open { name: name.to_string(), source })?;

@@ -112,7 +112,16 @@ impl Nl {
 
     /// `ip link add NAME mtu MTU type veth peer name PEER mtu MTU netns PEER_NS`
     pub async fn add_veth(&self, name: &str, peer: &str, peer_ns: &Netns, mtu: u32) -> Result<(), NlError> {
-        let peer_msg = LinkMessageBuilder::<LinkUnspec>::new().name(peer).mtu(mtu).setns_by_fd(peer_ns.fd().as_raw_fd()).build();
+        self.add_veth_with_mac(name, peer, peer_ns, mtu, None).await
+    }
+
+    /// Like [`Nl::add_veth`], with the peer's MAC set in the create request.
+    pub async fn add_veth_with_mac(&self, name: &str, peer: &str, peer_ns: &Netns, mtu: u32, peer_mac: Option<Mac>) -> Result<(), NlError> {
+        let mut peer_b = LinkMessageBuilder::<LinkUnspec>::new().name(peer).mtu(mtu).setns_by_fd(peer_ns.fd().as_raw_fd());
+        if let Some(mac) = peer_mac {
+            peer_b = peer_b.address(mac.to_vec());
+        }
+        let peer_msg = peer_b.build();
         let msg = LinkVeth::new(name, peer).mtu(mtu).set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg))).build();
         self.handle
             .link()

@@ -12,6 +12,10 @@ pub fn table(reports: &[TrialReport]) -> String {
     let w = reports.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
     let mut s = format!("{:<w$}  {:<6}  {:>8}  {}\n", "trial", "result", "seconds", "detail");
     for r in reports {
+        if let Some(why) = &r.ignored {
+            s.push_str(&format!("{:<w$}  {:<6}  {:>8.1}  {}\n", r.name, "skip", r.elapsed.as_secs_f64(), first_line(why)));
+            continue;
+        }
         let detail = match (&r.failure, &r.artifacts) {
             (Some(f), Some(a)) => format!("{}  [artifacts: {}]", first_line(f), a.display()),
             (Some(f), None) => first_line(f).to_string(),
@@ -26,7 +30,8 @@ pub fn table(reports: &[TrialReport]) -> String {
         ));
     }
     let passed = reports.iter().filter(|r| r.passed).count();
-    s.push_str(&format!("{} passed, {} failed\n", passed, reports.len() - passed));
+    let skipped = reports.iter().filter(|r| r.ignored.is_some()).count();
+    s.push_str(&format!("{} passed, {} failed, {} skipped\n", passed, reports.len() - passed - skipped, skipped));
     s
 }
 

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::agents::{Agent, Implementation};
+use crate::case::StoreChoice;
 use crate::case::{Case, Sabotage, Step};
 use crate::contract::{self, Backend, Counts, Finding, NetConf, SubnetEnv, DEFAULT_PREFIX};
 use crate::lab::Lab;
 use crate::pods::{self, Pod};
 use crate::probe::{self, PingOutcome};
-use crate::store::Store;
+use crate::store::{Provider, Store};
 
 /// One trial to run.
 #[derive(Clone)]
@@ -40,6 +41,8 @@ pub struct TrialReport {
     pub failure: Option<String>,
     /// Kept work directory of the failing lab.
     pub artifacts: Option<PathBuf>,
+    /// Why the trial could not run here (reported as ignored, not passed).
+    pub ignored: Option<String>,
     pub elapsed: Duration,
 }
 
@@ -64,6 +67,20 @@ type StepResult = Result<(), String>;
 pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
     let started = Instant::now();
     let mut log = Vec::new();
+    let provider = match choose_store(&spec.case).await {
+        Ok(p) => p,
+        Err(reason) => {
+            return TrialReport {
+                name: spec.name(),
+                passed: false,
+                log,
+                failure: None,
+                artifacts: None,
+                ignored: Some(reason),
+                elapsed: started.elapsed(),
+            };
+        }
+    };
     let mut failure = None;
     let mut artifacts = None;
     'outer: for scale in spec.case.scales() {
@@ -72,7 +89,7 @@ pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
                 Some(n) => format!("{}-{}-n{n}-r{rep}", spec.case.name, spec.backend),
                 None => format!("{}-{}-r{rep}", spec.case.name, spec.backend),
             };
-            if let Err((msg, dir)) = run_once(spec, scale, &label, workdir, &mut log).await {
+            if let Err((msg, dir)) = run_once(spec, provider, scale, &label, workdir, &mut log).await {
                 let at = match scale {
                     Some(n) => format!(" (at {n} hosts, repeat {rep})"),
                     None if spec.case.repeat > 1 => format!(" (repeat {rep})"),
@@ -84,7 +101,21 @@ pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
             }
         }
     }
-    TrialReport { name: spec.name(), passed: failure.is_none(), log, failure, artifacts, elapsed: started.elapsed() }
+    TrialReport { name: spec.name(), passed: failure.is_none(), log, failure, artifacts, ignored: None, elapsed: started.elapsed() }
+}
+
+/// The case's store choice, else `FLANNEL_LAB_STORE`, else the process. `Err` carries the
+/// reason a Docker-only case cannot run here.
+async fn choose_store(case: &Case) -> Result<Provider, String> {
+    let choice = case.store.or_else(StoreChoice::from_env).unwrap_or(StoreChoice::Process);
+    match choice {
+        StoreChoice::Process => Ok(Provider::Process),
+        StoreChoice::Docker => match crate::container::engine().await {
+            Ok(_) => Ok(Provider::Docker),
+            Err(e) => Err(format!("needs etcd in Docker: {e}")),
+        },
+        StoreChoice::Auto => Ok(if crate::container::engine().await.is_ok() { Provider::Docker } else { Provider::Process }),
+    }
 }
 
 /// Turns a trial run against a mutant into its verdict: the case must have failed.
@@ -109,15 +140,17 @@ pub fn invert_for_mutant(mut r: TrialReport) -> TrialReport {
 /// (with state dumps) and returned.
 async fn run_once(
     spec: &TrialSpec,
+    provider: Provider,
     scale: Option<u32>,
     label: &str,
     workdir: &Path,
     log: &mut Vec<String>,
 ) -> Result<(), (String, Option<PathBuf>)> {
     let topo = spec.case.topology(scale).map_err(|e| (e.to_string(), None))?;
-    let lab = Lab::build(topo, workdir, label).await.map_err(|e| (format!("build lab: {}", chain(&e)), None))?;
+    let lab =
+        Lab::build(topo, workdir, label, provider == Provider::Process).await.map_err(|e| (format!("build lab: {}", chain(&e)), None))?;
     let dir = lab.dir.clone();
-    let store = match Store::start_process(&lab, Duration::from_secs(20)).await {
+    let store = match Store::start(&lab, provider, Duration::from_secs(30)).await {
         Ok(s) => s,
         Err(e) => return Err((format!("start etcd: {}", chain(&e)), Some(dir))),
     };
@@ -126,7 +159,7 @@ async fn run_once(
     if let Err(e) = store.put(&format!("{DEFAULT_PREFIX}/config"), text).await {
         return Err((format!("write net-conf: {}", chain(&e)), Some(dir)));
     }
-    log.push(format!("lab {} ({} hosts, run {}): etcd at {}", label, lab.hosts.len(), lab.run, store.endpoint));
+    log.push(format!("lab {} ({} hosts, run {}): {}", label, lab.hosts.len(), lab.run, store.describe()));
     let capture = match crate::capture::Capture::start(lab.fabric_ns(), &lab.dir.join("underlay.pcap")) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -195,9 +228,9 @@ impl Run<'_> {
             Step::MeasureThroughput(m) => self.measure_throughput(Duration::from_secs(m.seconds)).await,
             Step::InjectUdp(i) => self.inject_udp(i).await,
             Step::RestartEtcd(r) => {
-                self.store.stop();
+                self.store.stop().await.map_err(|e| chain(&e))?;
                 tokio::time::sleep(r.down_for.0).await;
-                self.store.restart(r.wipe, Duration::from_secs(20)).await.map_err(|e| chain(&e))?;
+                self.store.restart(&self.lab, r.wipe, Duration::from_secs(30)).await.map_err(|e| chain(&e))?;
                 if r.wipe {
                     let text = self.spec.case.netconf.render(self.spec.backend);
                     self.store.put(&format!("{DEFAULT_PREFIX}/config"), text).await.map_err(|e| chain(&e))?;
@@ -614,10 +647,11 @@ impl Run<'_> {
         if conf.backend != Backend::Udp {
             return Err(format!("inject_udp applies to the udp backend, not {}", conf.backend));
         }
-        let sender = if spec.from == "etcd" {
-            self.lab.etcd_node()
+        let (sender_ns, sender_addr) = if spec.from == "etcd" {
+            (self.store.netns().clone(), self.lab.topo.etcd.1)
         } else {
-            self.lab.host(&spec.from).ok_or_else(|| format!("no node `{}`", spec.from))?
+            let n = self.lab.host(&spec.from).ok_or_else(|| format!("no node `{}`", spec.from))?;
+            (n.ns.clone(), n.addr)
         };
         let target = self.lab.host(spec.to.as_str()).ok_or_else(|| format!("no host `{}`", spec.to))?;
         let pod = self.pods.iter().find(|p| p.host == target.name).ok_or("no pod on the target host: add create_pods first")?;
@@ -630,7 +664,7 @@ impl Run<'_> {
         let ident: u16 = rand::random();
         let packet = probe::echo_packet(inner_src, pod.addr, ident);
         let to = std::net::SocketAddrV4::new(target.addr, conf.port);
-        let (sender_ns, pod_ns) = (sender.ns.clone(), pod.ns.clone());
+        let pod_ns = pod.ns.clone();
         let seen = tokio::task::spawn_blocking(move || {
             let (tx, rx) = std::sync::mpsc::channel();
             let listener = std::thread::spawn(move || probe::saw_echo_request(&pod_ns, ident, Duration::from_secs(1), tx));
@@ -640,7 +674,7 @@ impl Run<'_> {
         })
         .await
         .map_err(|e| e.to_string())??;
-        let what = format!("datagram from {} ({}) to {to} carrying {inner_src} -> {}", spec.from, sender.addr, pod.addr);
+        let what = format!("datagram from {} ({sender_addr}) to {to} carrying {inner_src} -> {}", spec.from, pod.addr);
         match (spec.expect, seen) {
             (crate::case::Fate::Delivered, true) | (crate::case::Fate::Dropped, false) => {
                 self.log.push(format!("     {what}: {}", if seen { "delivered" } else { "dropped" }));

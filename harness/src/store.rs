@@ -1,7 +1,8 @@
-//! The etcd store. The default provider runs Debian's `etcd` binary as a process in the
-//! lab's etcd namespace, with a temporary data directory; readiness is a real request
-//! answered within a deadline. The harness reaches it from a runtime whose threads live in
-//! that namespace, so lab traffic never leaves the lab.
+//! The etcd store, from one of two providers: Debian's `etcd` binary as a process in the
+//! lab's etcd namespace (the default), or etcd in a Docker container started through
+//! testcontainers and attached to the underlay ([`crate::container`]). Readiness is a real
+//! request answered within a deadline. The harness reaches etcd from a runtime whose
+//! threads live in etcd's network namespace, so lab traffic never leaves the lab.
 
 use std::future::Future;
 use std::process::Command;
@@ -34,6 +35,22 @@ pub enum StoreError {
     },
     #[error("etcd request `{op}` did not finish: {reason}")]
     Aborted { op: String, reason: String },
+    #[error("{0}")]
+    Docker(String),
+    #[error(transparent)]
+    Lab(#[from] Box<crate::lab::LabError>),
+}
+
+/// Where etcd runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Process,
+    Docker,
+}
+
+enum Backing {
+    Process(Option<Child>),
+    Docker(Box<crate::container::EtcdContainer>),
 }
 
 pub fn etcd_binary() -> Option<std::path::PathBuf> {
@@ -43,7 +60,8 @@ pub fn etcd_binary() -> Option<std::path::PathBuf> {
 
 /// A running etcd plus a client for it.
 pub struct Store {
-    child: Option<Child>,
+    backing: Backing,
+    pub provider: Provider,
     rt: Option<tokio::runtime::Runtime>,
     client: Option<Client>,
     pub endpoint: String,
@@ -52,48 +70,193 @@ pub struct Store {
 }
 
 impl Store {
+    /// Starts etcd with `provider` and waits until it answers.
+    pub async fn start(lab: &Lab, provider: Provider, ready_within: Duration) -> Result<Store, StoreError> {
+        match provider {
+            Provider::Process => Store::start_process(lab, ready_within).await,
+            Provider::Docker => Store::start_docker(lab, ready_within).await,
+        }
+    }
+
     /// Starts etcd on the lab's etcd node and waits until it answers.
     pub async fn start_process(lab: &Lab, ready_within: Duration) -> Result<Store, StoreError> {
-        let node = lab.etcd_node();
+        let node = lab.etcd_node().expect("a lab built with an etcd namespace");
         let endpoint = format!("http://{}:{ETCD_PORT}", node.addr);
         let rt = node.ns.runtime()?;
-        let mut store = Store { child: None, rt: Some(rt), client: None, endpoint, ns: node.ns.clone(), dir: node.dir.clone() };
+        let mut store = Store {
+            backing: Backing::Process(None),
+            provider: Provider::Process,
+            rt: Some(rt),
+            client: None,
+            endpoint,
+            ns: node.ns.clone(),
+            dir: node.dir.clone(),
+        };
         store.spawn()?;
         store.wait_ready(ready_within).await?;
         Ok(store)
+    }
+
+    fn etcd_args(&self, data_dir: &str, listen: &str) -> Vec<String> {
+        [
+            "--name",
+            "lab",
+            "--data-dir",
+            data_dir,
+            "--listen-client-urls",
+            listen,
+            "--advertise-client-urls",
+            &self.endpoint,
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-cluster",
+            "lab=http://127.0.0.1:2380",
+            "--initial-cluster-state",
+            "new",
+            "--logger",
+            "zap",
+            "--log-level",
+            "warn",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// etcd in a container named after the run (`fl3a9c-etcd`), labelled with the run id,
+    /// on the underlay at the topology's etcd address.
+    pub async fn start_docker(lab: &Lab, ready_within: Duration) -> Result<Store, StoreError> {
+        let bin = etcd_binary().ok_or(StoreError::NoBinary)?;
+        let docker = crate::container::engine().await.map_err(StoreError::Docker)?;
+        let image = crate::container::ensure_image(&docker, &bin).await.map_err(StoreError::Docker)?;
+        let endpoint = format!("http://{}:{ETCD_PORT}", lab.topo.etcd.1);
+        let dir = lab.dir.join("etcd");
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Docker(format!("create {}: {e}", dir.display())))?;
+        // a placeholder namespace until the container's exists
+        let mut store = Store {
+            backing: Backing::Process(None),
+            provider: Provider::Docker,
+            rt: None,
+            client: None,
+            endpoint,
+            ns: crate::netns::Netns::of_pid(std::process::id() as i64)?,
+            dir,
+        };
+        // listen on every address: the underlay address only appears once the lab attaches it
+        let args = store.etcd_args("/var/lib/etcd", &format!("http://0.0.0.0:{ETCD_PORT}"));
+        let name = lab.run.netns("etcd");
+        let container = crate::container::EtcdContainer::start(&docker, &image, &name, lab.run, args).await.map_err(StoreError::Docker)?;
+        store.backing = Backing::Docker(Box::new(container));
+        store.attach(lab).await?;
+        tracing::info!(container = name, image, "etcd runs in a Docker container");
+        store.wait_ready(ready_within).await?;
+        Ok(store)
+    }
+
+    /// Connects the container to the underlay and points the client runtime at it.
+    async fn attach(&mut self, lab: &Lab) -> Result<(), StoreError> {
+        let Backing::Docker(c) = &self.backing else { return Ok(()) };
+        let pid = c.pid().await.map_err(StoreError::Docker)?;
+        let ns = crate::netns::Netns::of_pid(pid)?;
+        lab.attach_external("etcd", &ns).await.map_err(|e| StoreError::Lab(Box::new(e)))?;
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+        self.rt = Some(ns.runtime()?);
+        self.client = None;
+        self.ns = ns;
+        Ok(())
+    }
+
+    /// The network namespace etcd lives in (for probes sent from the etcd node).
+    pub fn netns(&self) -> &crate::netns::Netns {
+        &self.ns
+    }
+
+    /// A line saying where etcd runs, for trial logs.
+    pub fn describe(&self) -> String {
+        match &self.backing {
+            Backing::Process(_) => format!("etcd process at {}", self.endpoint),
+            Backing::Docker(c) => format!("etcd in Docker container {} at {}", c.name, self.endpoint),
+        }
     }
 
     /// Starts the etcd process on the existing data directory (a fresh one the first time).
     fn spawn(&mut self) -> Result<(), StoreError> {
         let bin = etcd_binary().ok_or(StoreError::NoBinary)?;
         let mut cmd = Command::new(bin);
-        cmd.args(["--name", "lab"])
-            .arg("--data-dir")
-            .arg(self.dir.join("data"))
-            .args(["--listen-client-urls", &self.endpoint, "--advertise-client-urls", &self.endpoint])
-            .args(["--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
-            .args(["--initial-cluster", "lab=http://127.0.0.1:2380", "--initial-cluster-state", "new"])
-            .args(["--logger", "zap", "--log-level", "warn"])
-            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
-        self.child = Some(Child::spawn("etcd", &self.ns, cmd, &self.dir.join("etcd.log"))?);
+        let data = self.dir.join("data").display().to_string();
+        cmd.args(self.etcd_args(&data, &self.endpoint)).env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
+        self.backing = Backing::Process(Some(Child::spawn("etcd", &self.ns, cmd, &self.dir.join("etcd.log"))?));
         Ok(())
     }
 
-    /// Stops etcd (SIGTERM, then SIGKILL); the data directory stays.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.stop(Duration::from_secs(3));
+    /// Stops etcd (SIGTERM, then SIGKILL); its data stays.
+    pub async fn stop(&mut self) -> Result<(), StoreError> {
+        match &mut self.backing {
+            Backing::Process(child) => {
+                if let Some(mut c) = child.take() {
+                    c.stop(Duration::from_secs(3));
+                }
+                Ok(())
+            }
+            Backing::Docker(c) => c.stop().await.map_err(StoreError::Docker),
+        }
+    }
+
+    /// Freezes etcd (SIGSTOP for the process, `docker pause` for the container).
+    pub async fn pause(&mut self) -> Result<(), StoreError> {
+        match &mut self.backing {
+            Backing::Process(Some(c)) => {
+                c.signal(nix::sys::signal::Signal::SIGSTOP);
+                Ok(())
+            }
+            Backing::Process(None) => Err(StoreError::Docker("etcd is not running".into())),
+            Backing::Docker(c) => c.pause().await.map_err(StoreError::Docker),
+        }
+    }
+
+    pub async fn unpause(&mut self) -> Result<(), StoreError> {
+        match &mut self.backing {
+            Backing::Process(Some(c)) => {
+                c.signal(nix::sys::signal::Signal::SIGCONT);
+                Ok(())
+            }
+            Backing::Process(None) => Err(StoreError::Docker("etcd is not running".into())),
+            Backing::Docker(c) => c.unpause().await.map_err(StoreError::Docker),
         }
     }
 
     /// Starts etcd again after [`Store::stop`], optionally on an empty data directory (data
-    /// loss), and waits until it answers.
-    pub async fn restart(&mut self, wipe: bool, ready_within: Duration) -> Result<(), StoreError> {
-        self.stop();
-        if wipe {
-            let _ = std::fs::remove_dir_all(self.dir.join("data"));
+    /// loss), and waits until it answers. A container is re-attached to the underlay.
+    pub async fn restart(&mut self, lab: &Lab, wipe: bool, ready_within: Duration) -> Result<(), StoreError> {
+        self.stop().await?;
+        match &mut self.backing {
+            Backing::Process(_) => {
+                if wipe {
+                    let _ = std::fs::remove_dir_all(self.dir.join("data"));
+                }
+                self.spawn()?;
+            }
+            Backing::Docker(c) if wipe => {
+                // data loss: a new container on the same address, with an empty data dir
+                c.remove().await.map_err(StoreError::Docker)?;
+                let (docker, name) = (c.docker.clone(), c.name.clone());
+                let bin = etcd_binary().ok_or(StoreError::NoBinary)?;
+                let image = crate::container::ensure_image(&docker, &bin).await.map_err(StoreError::Docker)?;
+                let args = self.etcd_args("/var/lib/etcd", &format!("http://0.0.0.0:{ETCD_PORT}"));
+                let fresh =
+                    crate::container::EtcdContainer::start(&docker, &image, &name, lab.run, args).await.map_err(StoreError::Docker)?;
+                self.backing = Backing::Docker(Box::new(fresh));
+                self.attach(lab).await?;
+            }
+            Backing::Docker(c) => {
+                c.start_again().await.map_err(StoreError::Docker)?;
+                self.attach(lab).await?;
+            }
         }
-        self.spawn()?;
         self.wait_ready(ready_within).await
     }
 
@@ -105,7 +268,7 @@ impl Store {
     async fn wait_ready(&mut self, within: Duration) -> Result<(), StoreError> {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(child) = self.child.as_mut() {
+            if let Backing::Process(Some(child)) = &mut self.backing {
                 if let Some(s) = child.try_status() {
                     return Err(StoreError::Exited { status: Child::describe_status(&s), log: child.log_tail(15) });
                 }
@@ -117,7 +280,10 @@ impl Store {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                let log = self.child.as_ref().map(|c| c.log_tail(15)).unwrap_or_default();
+                let log = match &self.backing {
+                    Backing::Process(Some(c)) => c.log_tail(15),
+                    _ => String::new(),
+                };
                 return Err(StoreError::NotReady { endpoint: self.endpoint.clone(), secs: within.as_secs(), log });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -167,8 +333,21 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.stop(Duration::from_secs(3));
+        match &mut self.backing {
+            Backing::Process(child) => {
+                if let Some(mut c) = child.take() {
+                    c.stop(Duration::from_secs(3));
+                }
+            }
+            Backing::Docker(c) => {
+                // removal is async; do it on a thread of its own (we may be inside a runtime)
+                let mut c = std::mem::replace(c, Box::new(crate::container::EtcdContainer::detached()));
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                    rt.block_on(c.remove()).ok()
+                })
+                .join();
+            }
         }
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();

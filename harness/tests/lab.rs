@@ -77,6 +77,14 @@ fn main() {
                     .map_err(|e| Failed::from(format!("tokio runtime: {e}")))?;
                 let mut report = rt.block_on(run_trial(&spec, &workdir));
                 rt.shutdown_background();
+                if let Some(reason) = report.ignored.take() {
+                    results.lock().unwrap().push(JunitEntry {
+                        name,
+                        elapsed: t.elapsed(),
+                        outcome: JunitOutcome::Skipped { reason: reason.clone() },
+                    });
+                    return Ok(Completion::ignored_with(reason));
+                }
                 if expect_fail.contains(&name) {
                     // a mutant: the case passing would mean it cannot catch the bug
                     report = flannel_lab::runner::invert_for_mutant(report);

@@ -1,0 +1,248 @@
+//! etcd in a Docker container, started through testcontainers. No registry is reachable,
+//! so the image is built here from Debian's etcd binary (a minimal root filesystem:
+//! the binary and the libraries `ldd` names), tagged by etcd version and reused. The
+//! container runs with no network of its own; the lab moves a veth into its namespace
+//! (found through the PID bollard's inspect reports), so agents reach it on the underlay
+//! at the topology's etcd address, and a partition can cut it off.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use testcontainers::core::WaitFor;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+use crate::names::RunId;
+
+pub const IMAGE: &str = "flannel-lab/etcd";
+/// Every container the lab starts carries this label, with the run id as value.
+pub const RUN_LABEL: &str = "flannel-lab.run";
+
+/// Connects to the local Docker engine and checks that it answers.
+pub async fn engine() -> Result<Docker, String> {
+    let docker = Docker::connect_with_local_defaults().map_err(|e| format!("no Docker engine: {e}"))?;
+    match tokio::time::timeout(Duration::from_secs(3), docker.ping()).await {
+        Ok(Ok(_)) => Ok(docker),
+        Ok(Err(e)) => Err(format!("Docker engine does not answer: {e}")),
+        Err(_) => Err("Docker engine does not answer within 3 s".into()),
+    }
+}
+
+/// The installed etcd's version, e.g. `3.4.23`.
+pub fn etcd_version(bin: &Path) -> Result<String, String> {
+    let out = Command::new(bin).arg("--version").output().map_err(|e| format!("run {} --version: {e}", bin.display()))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd Version: ").map(|v| v.trim().to_string()))
+        .ok_or_else(|| format!("{} --version printed no version", bin.display()))
+}
+
+/// Shared libraries a binary loads, from `ldd` (a one-off at image build time).
+fn libraries(bin: &Path) -> Result<Vec<PathBuf>, String> {
+    let out = Command::new("ldd").arg(bin).output().map_err(|e| format!("run ldd: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from))
+        .collect())
+}
+
+/// A ustar archive of `files` (host path → path in the archive) plus empty directories.
+pub fn tar(files: &[(PathBuf, String)], dirs: &[&str]) -> Result<Vec<u8>, String> {
+    fn header(name: &str, size: u64, mode: u32, kind: u8) -> Result<[u8; 512], String> {
+        let mut h = [0u8; 512];
+        if name.len() > 99 {
+            return Err(format!("path `{name}` too long for ustar"));
+        }
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(format!("{mode:07o}").as_bytes());
+        h[108..115].copy_from_slice(b"0000000");
+        h[116..123].copy_from_slice(b"0000000");
+        h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+        h[136..147].copy_from_slice(b"00000000000");
+        h[156] = kind;
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| *b as u32).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        Ok(h)
+    }
+    let mut out = Vec::new();
+    for d in dirs {
+        out.extend_from_slice(&header(&format!("{}/", d.trim_matches('/')), 0, 0o1777, b'5')?);
+    }
+    for (src, dst) in files {
+        let data = std::fs::read(src).map_err(|e| format!("read {}: {e}", src.display()))?;
+        out.extend_from_slice(&header(dst.trim_start_matches('/'), data.len() as u64, 0o755, b'0')?);
+        out.extend_from_slice(&data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    Ok(out)
+}
+
+/// Builds `flannel-lab/etcd:<version>` from the host's etcd binary unless it exists.
+pub async fn ensure_image(docker: &Docker, bin: &Path) -> Result<String, String> {
+    let version = etcd_version(bin)?;
+    let reference = format!("{IMAGE}:{version}");
+    if docker.inspect_image(&reference).await.is_ok() {
+        return Ok(reference);
+    }
+    let mut files = vec![(bin.to_path_buf(), "usr/bin/etcd".to_string())];
+    for lib in libraries(bin)? {
+        files.push((lib.clone(), lib.display().to_string()));
+    }
+    let archive = tar(&files, &["tmp", "var", "var/lib", "var/lib/etcd"])?;
+    let opts = CreateImageOptionsBuilder::new()
+        .from_src("-")
+        .repo(IMAGE)
+        .tag(&version)
+        .changes(vec![r#"ENTRYPOINT ["/usr/bin/etcd"]"#.to_string()])
+        .build();
+    let mut stream = docker.create_image(Some(opts), Some(bollard::body_full(bytes::Bytes::from(archive))), None);
+    while let Some(r) = stream.next().await {
+        r.map_err(|e| format!("import etcd image {reference}: {e}"))?;
+    }
+    tracing::info!(image = reference, "built etcd image from the host's etcd binary");
+    Ok(reference)
+}
+
+/// A running etcd container.
+pub struct EtcdContainer {
+    pub docker: Docker,
+    pub name: String,
+    container: Option<ContainerAsync<GenericImage>>,
+}
+
+impl EtcdContainer {
+    /// Starts a container named `name` (no network) running etcd with `args`.
+    pub async fn start(docker: &Docker, image: &str, name: &str, run: RunId, args: Vec<String>) -> Result<EtcdContainer, String> {
+        let (repo, tag) = image.split_once(':').unwrap_or((image, "latest"));
+        let req = GenericImage::new(repo, tag)
+            .with_wait_for(WaitFor::Nothing)
+            .with_cmd(args)
+            .with_network("none")
+            .with_container_name(name)
+            .with_label(RUN_LABEL, run.to_string());
+        let container = req.start().await.map_err(|e| format!("start container {name}: {e}"))?;
+        Ok(EtcdContainer { docker: docker.clone(), name: name.to_string(), container: Some(container) })
+    }
+
+    /// A placeholder holding no container (what is left after removal).
+    pub fn detached() -> EtcdContainer {
+        EtcdContainer { docker: Docker::connect_with_local_defaults().expect("local Docker client"), name: String::new(), container: None }
+    }
+
+    /// The PID of the container's init process (its network namespace is /proc/PID/ns/net).
+    pub async fn pid(&self) -> Result<i64, String> {
+        let info = self
+            .docker
+            .inspect_container(&self.name, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| format!("inspect {}: {e}", self.name))?;
+        match info.state.and_then(|s| s.pid) {
+            Some(p) if p > 0 => Ok(p),
+            _ => Err(format!("container {} is not running", self.name)),
+        }
+    }
+
+    pub async fn stop(&self) -> Result<(), String> {
+        let c = self.container.as_ref().ok_or("container already removed")?;
+        c.stop_with_timeout(Some(3)).await.map_err(|e| format!("stop {}: {e}", self.name))
+    }
+
+    pub async fn start_again(&self) -> Result<(), String> {
+        let c = self.container.as_ref().ok_or("container already removed")?;
+        c.start().await.map_err(|e| format!("start {}: {e}", self.name))
+    }
+
+    pub async fn pause(&self) -> Result<(), String> {
+        let c = self.container.as_ref().ok_or("container already removed")?;
+        c.pause().await.map_err(|e| format!("pause {}: {e}", self.name))
+    }
+
+    pub async fn unpause(&self) -> Result<(), String> {
+        let c = self.container.as_ref().ok_or("container already removed")?;
+        c.unpause().await.map_err(|e| format!("unpause {}: {e}", self.name))
+    }
+
+    /// Removes the container (and its data).
+    pub async fn remove(&mut self) -> Result<(), String> {
+        match self.container.take() {
+            Some(c) => c.rm().await.map_err(|e| format!("remove {}: {e}", self.name)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Removes every container labelled with one of `runs` (or any lab run, with `None`).
+/// Used by `gc` and by teardown after a signal. Blocking: runs its own small runtime.
+pub fn remove_run_containers(run: Option<RunId>) -> Result<Vec<String>, String> {
+    if !Path::new("/var/run/docker.sock").exists() && std::env::var_os("DOCKER_HOST").is_none() {
+        return Ok(Vec::new());
+    }
+    // on a thread of its own: callers may be inside a tokio runtime
+    std::thread::spawn(move || remove_blocking(run)).join().map_err(|_| "container cleanup panicked".to_string())?
+}
+
+fn remove_blocking(run: Option<RunId>) -> Result<Vec<String>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let Ok(docker) = engine().await else { return Ok(Vec::new()) };
+        let label = match run {
+            Some(id) => format!("{RUN_LABEL}={id}"),
+            None => RUN_LABEL.to_string(),
+        };
+        let filters: HashMap<&str, Vec<String>> = HashMap::from([("label", vec![label])]);
+        let list = docker
+            .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
+            .await
+            .map_err(|e| format!("list containers: {e}"))?;
+        let mut removed = Vec::new();
+        for c in list {
+            let Some(id) = c.id else { continue };
+            let live =
+                c.labels.as_ref().and_then(|l| l.get(RUN_LABEL)).and_then(|v| v.parse::<RunId>().ok()).is_some_and(crate::gc::is_live);
+            if run.is_none() && live {
+                continue;
+            }
+            docker
+                .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
+                .await
+                .map_err(|e| format!("remove container {id}: {e}"))?;
+            removed.push(c.names.and_then(|n| n.first().cloned()).unwrap_or(id));
+        }
+        Ok(removed)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_headers_are_ustar_with_valid_checksums() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x");
+        std::fs::write(&f, b"hello").unwrap();
+        let t = tar(&[(f, "usr/bin/x".into())], &["tmp"]).unwrap();
+        assert_eq!(t.len() % 512, 0);
+        for h in [&t[..512], &t[512..1024]] {
+            assert_eq!(&h[257..262], b"ustar");
+            let stored = u32::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap();
+            let mut copy = h.to_vec();
+            copy[148..156].copy_from_slice(b"        ");
+            assert_eq!(stored, copy.iter().map(|b| *b as u32).sum::<u32>());
+        }
+        assert_eq!(&t[..4], b"tmp/");
+        assert_eq!(&t[512..521], b"usr/bin/x");
+        assert_eq!(&t[1024..1029], b"hello");
+    }
+}
