@@ -194,6 +194,38 @@ pub struct RestartAgent {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+pub struct StartTraffic {
+    /// The first pod on `from` pings the first pod on `to`.
+    pub from: HostName,
+    pub to: HostName,
+    #[serde(default = "ten_ms")]
+    pub interval: Dur,
+}
+
+fn ten_ms() -> Dur {
+    Dur(Duration::from_millis(10))
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StopTraffic {
+    /// The loss budget: at most this many echoes may go unanswered.
+    pub max_lost: u64,
+    /// The longest stretch without a reply allowed.
+    #[serde(default)]
+    pub max_gap: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostFor {
+    pub host: HostName,
+    #[serde(rename = "for")]
+    pub duration: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct PutKey {
     /// Relative to the etcd prefix, e.g. `subnets/junk`.
     pub key: String,
@@ -259,6 +291,19 @@ pub enum Step {
     DeleteLease(OnHost),
     /// Stops the host's agent with its profile's signal and starts it again.
     RestartAgent(RestartAgent),
+    /// Background ICMP between two pods while faults happen.
+    StartTraffic(StartTraffic),
+    /// Ends the background probe and checks it against its loss budget.
+    StopTraffic(StopTraffic),
+    /// Freezes etcd (SIGSTOP / docker pause) for a while.
+    PauseEtcd(For),
+    /// Cuts a host's underlay link at the bridge for a while, then restores it.
+    CutLink(HostFor),
+    /// Node loss: SIGKILL the host's agent and delete its lease; from then on the host is
+    /// out of the cluster and peers must drop it.
+    RemoveHost(OnHost),
+    /// Every remaining host still holds the subnet it had at the first convergence.
+    ExpectSubnetsUnchanged(NoArgs),
     PutKey(PutKey),
     Break(Sabotage),
     /// Passes only if the inner step fails: the negative control of an assertion.
@@ -324,6 +369,12 @@ single_key_enum!(Step, "step", {
     "delete_lease" => DeleteLease(OnHost),
     "restart_agent" => RestartAgent(RestartAgent),
     "put_key" => PutKey(PutKey),
+    "start_traffic" => StartTraffic(StartTraffic),
+    "stop_traffic" => StopTraffic(StopTraffic),
+    "pause_etcd" => PauseEtcd(For),
+    "cut_link" => CutLink(HostFor),
+    "remove_host" => RemoveHost(OnHost),
+    "expect_subnets_unchanged" => ExpectSubnetsUnchanged(NoArgs),
     "break" => Break(Sabotage),
     "expect_failure" => ExpectFailure(Box<Step>),
 });
@@ -346,6 +397,12 @@ impl Step {
             Step::DeleteLease(_) => "delete_lease",
             Step::RestartAgent(_) => "restart_agent",
             Step::PutKey(_) => "put_key",
+            Step::StartTraffic(_) => "start_traffic",
+            Step::StopTraffic(_) => "stop_traffic",
+            Step::PauseEtcd(_) => "pause_etcd",
+            Step::CutLink(_) => "cut_link",
+            Step::RemoveHost(_) => "remove_host",
+            Step::ExpectSubnetsUnchanged(_) => "expect_subnets_unchanged",
             Step::Break(_) => "break",
             Step::ExpectFailure(_) => "expect_failure",
         }
@@ -358,7 +415,9 @@ impl Step {
             }
             Step::Break(Sabotage::SetPodMtu(p)) => Some(&p.host),
             Step::ExpectFailure(inner) => inner.host(),
-            Step::DeleteLease(h) => Some(&h.host),
+            Step::DeleteLease(h) | Step::RemoveHost(h) => Some(&h.host),
+            Step::CutLink(h) => Some(&h.host),
+            Step::StartTraffic(t) => Some(&t.from),
             Step::RestartAgent(r) => Some(&r.host),
             _ => None,
         }

@@ -201,6 +201,18 @@ impl Lab {
         Ok(Node { name, ns, nl, addr, segment, dir })
     }
 
+    /// Cuts (`up` false) or restores a node's underlay link at its bridge port.
+    pub async fn set_link(&self, node: &str, up: bool) -> Result<(), LabError> {
+        let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
+        let port = format!("p-{node}");
+        if up {
+            fnl.set_up(&port).await?
+        } else {
+            fnl.set_down(&port).await?
+        }
+        Ok(())
+    }
+
     /// The namespace holding the segment bridges (where the underlay can be captured).
     pub fn fabric_ns(&self) -> &Netns {
         &self.fabric.as_ref().expect("fabric is built first").0

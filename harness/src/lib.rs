@@ -52,3 +52,4 @@ pub mod store;
 pub mod suite;
 pub mod throughput;
 pub mod topology;
+pub mod traffic;

@@ -147,6 +147,13 @@ impl Nl {
         self.handle.link().set(msg).execute().await.map_err(self.err(format!("set `{name}` up")))
     }
 
+    /// `ip link set NAME down`
+    pub async fn set_down(&self, name: &str) -> Result<(), NlError> {
+        let index = self.index_of(name).await?;
+        let msg = LinkUnspec::new_with_index(index).down().build();
+        self.handle.link().set(msg).execute().await.map_err(self.err(format!("set `{name}` down")))
+    }
+
     /// `ip link set NAME master BRIDGE up`
     pub async fn enslave(&self, name: &str, bridge: &str) -> Result<(), NlError> {
         let index = self.index_of(name).await?;

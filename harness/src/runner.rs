@@ -52,6 +52,11 @@ struct Run<'a> {
     spec: &'a TrialSpec,
     /// The implementation each host runs (the one under test unless `host_profiles` says).
     imps: BTreeMap<String, Implementation>,
+    /// Hosts taken out of the cluster by `remove_host`.
+    removed: std::collections::BTreeSet<String>,
+    /// Each host's subnet at the first convergence.
+    first_subnets: Option<BTreeMap<String, crate::names::Ipv4Net>>,
+    traffic: Option<(crate::traffic::Traffic, String)>,
     conf: Option<NetConf>,
     agents: Vec<Agent>,
     agents_started: Option<Instant>,
@@ -167,8 +172,21 @@ async fn run_once(
             None
         }
     };
-    let mut run =
-        Run { spec, imps: BTreeMap::new(), conf, agents: Vec::new(), agents_started: None, pods: Vec::new(), store, capture, lab, log };
+    let mut run = Run {
+        spec,
+        imps: BTreeMap::new(),
+        removed: Default::default(),
+        first_subnets: None,
+        traffic: None,
+        conf,
+        agents: Vec::new(),
+        agents_started: None,
+        pods: Vec::new(),
+        store,
+        capture,
+        lab,
+        log,
+    };
     for (i, step) in spec.case.steps.iter().enumerate() {
         let t = Instant::now();
         if let Err(msg) = run.step(step).await {
@@ -251,6 +269,74 @@ impl Run<'_> {
                 Ok(())
             }
             Step::RestartAgent(r) => self.restart_agent(r).await,
+            Step::StartTraffic(t) => {
+                let pod = |h: &str| self.pods.iter().find(|p| p.host == h).ok_or_else(|| format!("no pod on {h}: add create_pods first"));
+                let (a, b) = (pod(t.from.as_str())?, pod(t.to.as_str())?);
+                let label = format!("{} -> {} every {:?}", a.name, b.name, t.interval.0);
+                let probe = crate::traffic::Traffic::start(&a.ns, b.addr, t.interval.0)?;
+                self.traffic = Some((probe, label));
+                Ok(())
+            }
+            Step::StopTraffic(s) => {
+                let (mut probe, label) = self.traffic.take().ok_or("no traffic running: add start_traffic first")?;
+                let r = tokio::task::spawn_blocking(move || probe.stop()).await.map_err(|e| e.to_string())??;
+                let line = format!("traffic {label}: {} sent, {} lost, longest gap {} ms", r.sent, r.lost, r.longest_gap.as_millis());
+                self.log.push(format!("     {line}"));
+                if r.sent == 0 {
+                    return Err(format!("{line}: nothing was sent"));
+                }
+                if r.lost > s.max_lost {
+                    return Err(format!("{line}; budget allows {} lost", s.max_lost));
+                }
+                if let Some(g) = s.max_gap {
+                    if r.longest_gap > g.0 {
+                        return Err(format!("{line}; budget allows a {} ms gap", g.0.as_millis()));
+                    }
+                }
+                Ok(())
+            }
+            Step::PauseEtcd(f) => {
+                self.store.pause().await.map_err(|e| chain(&e))?;
+                tokio::time::sleep(f.duration.0).await;
+                self.store.unpause().await.map_err(|e| chain(&e))?;
+                self.log.push(format!("     etcd paused for {:?}", f.duration.0));
+                Ok(())
+            }
+            Step::CutLink(h) => {
+                let host = h.host.as_str();
+                self.lab.set_link(host, false).await.map_err(|e| chain(&e))?;
+                tokio::time::sleep(h.duration.0).await;
+                self.lab.set_link(host, true).await.map_err(|e| chain(&e))?;
+                self.log.push(format!("     {host}'s underlay link cut for {:?}", h.duration.0));
+                Ok(())
+            }
+            Step::RemoveHost(h) => {
+                let host = h.host.to_string();
+                if let Some(i) = self.agents.iter().position(|a| a.host == host) {
+                    let mut a = self.agents.remove(i);
+                    a.child.kill();
+                }
+                // upstream's 24 h lease cannot be shortened, so node loss is an expiry by hand
+                Box::pin(self.step(&Step::DeleteLease(crate::case::OnHost { host: h.host.clone() }))).await?;
+                self.removed.insert(host.clone());
+                self.log.push(format!("     {host} removed: agent killed, lease deleted"));
+                Ok(())
+            }
+            Step::ExpectSubnetsUnchanged(_) => {
+                let first = self.first_subnets.clone().ok_or("no earlier convergence to compare with")?;
+                let now = self.subnets().await?;
+                let changed: Vec<String> = first
+                    .iter()
+                    .filter(|(h, _)| !self.removed.contains(*h))
+                    .filter(|(h, s)| now.get(*h) != Some(s))
+                    .map(|(h, s)| format!("{h}: {s} became {:?}", now.get(h).map(|n| n.to_string())))
+                    .collect();
+                if changed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(changed.join("; "))
+                }
+            }
             Step::PutKey(k) => {
                 let key = format!("{DEFAULT_PREFIX}/{}", k.key.trim_start_matches('/'));
                 self.store.put(&key, k.value.clone()).await.map_err(|e| chain(&e))
@@ -295,17 +381,36 @@ impl Run<'_> {
         }
     }
 
+    /// Each active host's subnet, from its lease in etcd.
+    async fn subnets(&self) -> Result<BTreeMap<String, crate::names::Ipv4Net>, String> {
+        let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(|e| chain(&e))?;
+        let leases: Vec<contract::LeaseView> = raw.iter().filter_map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v).ok()).collect();
+        Ok(self.active_hosts().filter_map(|h| leases.iter().find(|l| l.public_ip == h.addr).map(|l| (h.name.clone(), l.subnet))).collect())
+    }
+
+    /// Hosts still in the cluster.
+    fn active_hosts(&self) -> impl Iterator<Item = &crate::lab::Node> {
+        self.lab.hosts.iter().filter(|h| !self.removed.contains(&h.name))
+    }
+
     /// Reads etcd and every host, and checks them against the contract.
     async fn observe(&self) -> Result<(Vec<Finding>, BTreeMap<String, Counts>), String> {
         let conf = self.conf()?;
         let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(|e| chain(&e))?;
         let leases: Vec<Result<contract::LeaseView, String>> =
             raw.iter().map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v)).collect();
-        let hosts: Vec<(String, Ipv4Addr)> = self.lab.hosts.iter().map(|h| (h.name.clone(), h.addr)).collect();
+        let active: Vec<&crate::lab::Node> = self.active_hosts().collect();
+        let hosts: Vec<(String, Ipv4Addr)> = active.iter().map(|h| (h.name.clone(), h.addr)).collect();
         let mut findings = Vec::new();
-        let by_ip = contract::check_leases(conf, &hosts, &leases, &mut findings);
+        let mut by_ip = contract::check_leases(conf, &hosts, &leases, &mut findings);
+        // a removed host's lease must be gone
+        for node in self.lab.hosts.iter().filter(|h| self.removed.contains(&h.name)) {
+            if let Some(l) = by_ip.remove(&node.addr) {
+                findings.push(Finding { host: node.name.clone(), what: format!("removed host still has lease {} in etcd", l.subnet) });
+            }
+        }
         let mut counts = BTreeMap::new();
-        for node in &self.lab.hosts {
+        for node in active {
             let state = probe::dump_host(node, &Agent::subnet_file_path(node)).await.map_err(|e| chain(&e))?;
             let mtu = self.lab.mtu_of(node);
             contract::check_subnet_file(conf, &node.name, mtu, by_ip.get(&node.addr), state.subnet_file.as_deref(), &mut findings);
@@ -346,6 +451,9 @@ impl Run<'_> {
                 .collect();
             if findings.is_empty() {
                 findings = self.observe().await?.0;
+            }
+            if findings.is_empty() && self.first_subnets.is_none() {
+                self.first_subnets = Some(self.subnets().await?);
             }
             if findings.is_empty() {
                 let since_start = self.agents_started.map(|s| s.elapsed().as_millis()).unwrap_or(0);
@@ -416,6 +524,7 @@ impl Run<'_> {
         let pairs: Vec<(usize, usize)> = (0..self.pods.len())
             .flat_map(|a| (0..self.pods.len()).map(move |b| (a, b)))
             .filter(|(a, b)| self.pods[*a].host != self.pods[*b].host)
+            .filter(|(a, b)| !self.removed.contains(&self.pods[*a].host) && !self.removed.contains(&self.pods[*b].host))
             .collect();
         if pairs.is_empty() {
             return Err("no pod pairs on different hosts: add a create_pods step and at least two hosts".into());
@@ -533,7 +642,7 @@ impl Run<'_> {
 
     async fn expect_counts(&mut self) -> StepResult {
         let (findings, counts) = self.observe().await?;
-        let n = self.lab.hosts.len();
+        let n = self.active_hosts().count();
         let summary: Vec<String> = counts.iter().map(|(h, c)| format!("{h}={}/{}/{}", c.routes, c.neighbours, c.fdb)).collect();
         if !findings.is_empty() {
             return Err(findings.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; "));
