@@ -90,6 +90,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let mut reg = connect(&flags).await;
     let text = wait_for_config(&mut reg).await;
     let conf = NetConf::parse(&text).with_context(|| format!("invalid network config at {}/config", flags.etcd_prefix))?;
+    kernel.remove_other_backends(&conf, underlay.index).await.context("remove state of other backends")?;
     let (mut net, attrs, mtu) = match conf.backend {
         BackendConf::Vxlan { vni, port } => {
             let mtu = underlay.mtu.checked_sub(VXLAN_OVERHEAD).filter(|m| *m >= 576).context("underlay MTU too small for vxlan")?;

@@ -167,6 +167,41 @@ impl Kernel {
         self.handle.route().add(route).replace().execute().await.map_err(ctx(format!("route {network} to `{name}`")))
     }
 
+    /// After a backend switch: removes what another backend left on this host — vxlan
+    /// devices other than the one in use, a leftover `flannel0`, host-gw peer routes.
+    /// (`ip link del flannel.1`, `ip route del SUBNET via IP dev eth0`)
+    pub async fn remove_other_backends(&self, conf: &crate::config::NetConf, underlay: u32) -> Result<(), NlError> {
+        use crate::config::BackendConf;
+        let keep = match conf.backend {
+            BackendConf::Vxlan { vni, .. } => Some(format!("flannel.{vni}")),
+            BackendConf::Udp { .. } => Some("flannel0".to_string()),
+            BackendConf::HostGw => None,
+        };
+        for l in self.links().await? {
+            let name = link_name(&l).unwrap_or_default();
+            let ours = name == "flannel0" || (name.starts_with("flannel.") && vxlan_settings(&l).is_some());
+            if ours && Some(&name) != keep.as_ref() {
+                tracing::info!(device = name, "removing the device of another backend");
+                gone_ok(self.handle.link().del(l.header.index).execute().await.map_err(ctx(format!("delete `{name}`"))))?;
+            }
+        }
+        if conf.backend != BackendConf::HostGw {
+            for r in self.main_routes().await? {
+                if r.oif == Some(underlay) && conf.network.contains_net(&r.dst) && r.gateway.is_some() {
+                    tracing::info!(dst = %r.dst, "removing a host-gw route of another backend");
+                    let gw = r.gateway.expect("checked");
+                    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+                        .destination_prefix(r.dst.addr(), r.dst.prefix())
+                        .gateway(gw)
+                        .output_interface(underlay)
+                        .build();
+                    gone_ok(self.handle.route().del(msg).execute().await.map_err(ctx(format!("delete route to {}", r.dst))))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>, NlError> {
         Ok(self.links().await?.into_iter().find(|l| link_name(l).as_deref() == Some(name)))
     }

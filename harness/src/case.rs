@@ -226,6 +226,19 @@ pub struct HostFor {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+pub struct SwitchBackend {
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AddHost {
+    /// A new host on the first host group's segment, with the next free address.
+    pub name: HostName,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct PutKey {
     /// Relative to the etcd prefix, e.g. `subnets/junk`.
     pub key: String,
@@ -304,6 +317,10 @@ pub enum Step {
     RemoveHost(OnHost),
     /// Every remaining host still holds the subnet it had at the first convergence.
     ExpectSubnetsUnchanged(NoArgs),
+    /// Rewrites the net-conf with another backend and restarts every agent.
+    SwitchBackend(SwitchBackend),
+    /// A host joins: namespace, underlay link, and its agent started.
+    AddHost(AddHost),
     PutKey(PutKey),
     Break(Sabotage),
     /// Passes only if the inner step fails: the negative control of an assertion.
@@ -375,6 +392,8 @@ single_key_enum!(Step, "step", {
     "cut_link" => CutLink(HostFor),
     "remove_host" => RemoveHost(OnHost),
     "expect_subnets_unchanged" => ExpectSubnetsUnchanged(NoArgs),
+    "switch_backend" => SwitchBackend(SwitchBackend),
+    "add_host" => AddHost(AddHost),
     "break" => Break(Sabotage),
     "expect_failure" => ExpectFailure(Box<Step>),
 });
@@ -403,6 +422,8 @@ impl Step {
             Step::CutLink(_) => "cut_link",
             Step::RemoveHost(_) => "remove_host",
             Step::ExpectSubnetsUnchanged(_) => "expect_subnets_unchanged",
+            Step::SwitchBackend(_) => "switch_backend",
+            Step::AddHost(_) => "add_host",
             Step::Break(_) => "break",
             Step::ExpectFailure(_) => "expect_failure",
         }
@@ -563,6 +584,15 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
         let mut inner = s;
         while let Step::ExpectFailure(x) = inner {
             inner = x;
+        }
+        if let Step::SwitchBackend(sb) = inner {
+            if Backend::parse(&sb.to).is_none() {
+                c.push(
+                    &[key("steps"), Seg::Index(i)],
+                    format!("unknown backend `{}`", sb.to),
+                    format!("known: {}", Backend::ALL.map(|b| b.name()).join(", ")),
+                );
+            }
         }
         if let Step::ExpectPing(p) = inner {
             for b in p.cross_segment_fails.iter().filter(|b| Backend::parse(b).is_none()) {

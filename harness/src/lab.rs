@@ -21,6 +21,8 @@ pub enum LabError {
     Netns(#[from] NetnsError),
     #[error(transparent)]
     Netlink(#[from] NlError),
+    #[error("segment `{segment}` has no free address for another host")]
+    Full { segment: String },
     #[error("lock a run id under {}", gc::LOCK_DIR)]
     Lock(#[source] std::io::Error),
     #[error("create work directory {path}")]
@@ -177,6 +179,24 @@ impl Lab {
             nl.add_route(route.dst, route.via).await?;
         }
         Ok(nl)
+    }
+
+    /// A host joining a running lab: on the first host's segment, at the next free address.
+    pub async fn add_host(&mut self, name: &crate::names::HostName) -> Result<(), LabError> {
+        let seg = self.topo.hosts.first().map(|h| h.segment).unwrap_or(0);
+        let cidr = self.topo.segments[seg].cidr;
+        let used: Vec<std::net::Ipv4Addr> = self.topo.hosts.iter().map(|h| h.addr).collect();
+        let addr = (1..cidr.host_capacity() as u32)
+            .map(|n| cidr.nth(n))
+            .find(|a| !used.contains(a) && *a != self.topo.etcd.1 && !self.topo.routers.iter().any(|r| r.legs.iter().any(|(_, x)| x == a)))
+            .ok_or(LabError::Full { segment: self.topo.segments[seg].name.clone() })?;
+        let node = self.attach(name.as_str(), seg, addr, true).await?;
+        for route in self.topo.routes_for(&[seg], None) {
+            node.nl.add_route(route.dst, route.via).await?;
+        }
+        self.topo.hosts.push(crate::topology::Host { name: name.clone(), segment: seg, addr });
+        self.hosts.push(node);
+        Ok(())
     }
 
     /// A router namespace with one leg per segment: `e-SEG` inside, `xN-SEG` on the bridge.

@@ -322,6 +322,34 @@ impl Run<'_> {
                 self.log.push(format!("     {host} removed: agent killed, lease deleted"));
                 Ok(())
             }
+            Step::SwitchBackend(sb) => {
+                let to = Backend::parse(&sb.to).ok_or_else(|| format!("unknown backend `{}`", sb.to))?;
+                for a in &mut self.agents {
+                    a.stop();
+                }
+                let text = self.spec.case.netconf.render(to);
+                self.store.put(&format!("{DEFAULT_PREFIX}/config"), text.clone()).await.map_err(|e| chain(&e))?;
+                self.conf = serde_json::from_str(&text).ok().and_then(|v| NetConf::from_json(&v).ok());
+                let hosts: Vec<String> = self.agents.drain(..).map(|a| a.host).collect();
+                for host in hosts {
+                    let node = self.lab.host(&host).expect("agent host");
+                    let imp = self.imps.get(&host).cloned().unwrap_or_else(|| self.spec.imp.clone());
+                    let a = Agent::start(&imp, node, &self.store.endpoint, DEFAULT_PREFIX)?;
+                    self.agents.push(a);
+                }
+                self.agents_started = Some(Instant::now());
+                self.log.push(format!("     net-conf switched to {to}; agents restarted"));
+                Ok(())
+            }
+            Step::AddHost(h) => {
+                self.lab.add_host(&h.name).await.map_err(|e| chain(&e))?;
+                let node = self.lab.host(h.name.as_str()).expect("just added");
+                let a = Agent::start(&self.spec.imp, node, &self.store.endpoint, DEFAULT_PREFIX)?;
+                self.agents.push(a);
+                self.imps.insert(h.name.to_string(), self.spec.imp.clone());
+                self.log.push(format!("     {} joined at {}", h.name, node.addr));
+                Ok(())
+            }
             Step::ExpectSubnetsUnchanged(_) => {
                 let first = self.first_subnets.clone().ok_or("no earlier convergence to compare with")?;
                 let now = self.subnets().await?;
@@ -504,8 +532,10 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Creates pods on every host that has none yet (so it can follow `add_host`).
     async fn create_pods(&mut self, per_host: u32) -> StepResult {
-        for node in &self.lab.hosts {
+        let have: std::collections::BTreeSet<String> = self.pods.iter().map(|p| p.host.clone()).collect();
+        for node in self.lab.hosts.iter().filter(|n| !have.contains(&n.name)) {
             let path = Agent::subnet_file_path(node);
             let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: read subnet file {}: {e}", node.name, path.display()))?;
             let env = SubnetEnv::parse(&text);
