@@ -187,9 +187,9 @@ impl Kernel {
         }
         if conf.backend != BackendConf::HostGw {
             for r in self.main_routes().await? {
-                if r.oif == Some(underlay) && conf.network.contains_net(&r.dst) && r.gateway.is_some() {
+                let Some(gw) = r.gateway else { continue };
+                if r.oif == Some(underlay) && conf.network.contains_net(&r.dst) {
                     tracing::info!(dst = %r.dst, "removing a host-gw route of another backend");
-                    let gw = r.gateway.expect("checked");
                     let msg = RouteMessageBuilder::<Ipv4Addr>::new()
                         .destination_prefix(r.dst.addr(), r.dst.prefix())
                         .gateway(gw)
