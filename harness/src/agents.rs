@@ -82,6 +82,9 @@ pub struct Agent {
     pub profile: Profile,
     ns: crate::netns::Netns,
     values: Values,
+    /// Restarts done under the profile's restart policy, and when the next is due.
+    pub restarts: u32,
+    pub next_restart: Option<std::time::Instant>,
 }
 
 impl Agent {
@@ -129,6 +132,8 @@ impl Agent {
             profile: imp.profile.clone(),
             ns: node.ns.clone(),
             values,
+            restarts: 0,
+            next_restart: None,
         })
     }
 

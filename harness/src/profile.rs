@@ -44,6 +44,29 @@ struct RawProfile {
     stop: Option<RawStop>,
     #[serde(default)]
     private_paths: BTreeMap<String, String>,
+    #[serde(default)]
+    restart: Option<RawRestart>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    policy: RestartPolicy,
+    #[serde(default)]
+    backoff: Option<Dur>,
+}
+
+/// What the lab does when an agent exits, like a DaemonSet's pod restart policy.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// An exit is a failure of the trial.
+    #[default]
+    Never,
+    /// Restart after a non-zero exit or a signal.
+    OnFailure,
+    /// Restart after any exit.
+    Always,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +130,9 @@ pub struct Profile {
     /// Absolute paths the implementation hard-codes → the per-host directory (a template,
     /// usually under `{state_dir}`) it sees there instead, through a private mount namespace.
     pub private_paths: BTreeMap<String, String>,
+    pub restart: RestartPolicy,
+    /// First restart delay; doubles per restart up to 10 s.
+    pub restart_backoff: Duration,
 }
 
 /// The values placeholders expand to for one host.
@@ -279,6 +305,8 @@ fn validate(file: &Path, src: &str, raw: RawProfile) -> Result<Profile, Diagnost
     }
     c.finish()?;
     Ok(Profile {
+        restart: raw.restart.as_ref().map(|r| r.policy).unwrap_or_default(),
+        restart_backoff: raw.restart.and_then(|r| r.backoff).map(|d| d.0).unwrap_or(Duration::from_secs(1)),
         private_paths: raw.private_paths,
         name: raw.name,
         file: file.to_path_buf(),

@@ -448,10 +448,44 @@ impl Run<'_> {
         Ok((findings, counts))
     }
 
+    /// Exited agents, as failure lines. Agents whose profile has a restart policy are
+    /// restarted instead (after a doubling backoff), like a DaemonSet's pods.
     fn agent_exits(&mut self) -> Vec<String> {
+        use crate::profile::RestartPolicy;
         let mut out = Vec::new();
-        for a in &mut self.agents {
-            if let Some(s) = a.child.try_status() {
+        for i in 0..self.agents.len() {
+            let a = &mut self.agents[i];
+            let Some(s) = a.child.try_status() else { continue };
+            let restart = match a.profile.restart {
+                RestartPolicy::Never => false,
+                RestartPolicy::OnFailure => !s.success(),
+                RestartPolicy::Always => true,
+            };
+            if restart {
+                let now = Instant::now();
+                let due = *a
+                    .next_restart
+                    .get_or_insert_with(|| now + (a.profile.restart_backoff * 2u32.pow(a.restarts.min(4))).min(Duration::from_secs(10)));
+                if now >= due {
+                    let host = a.host.clone();
+                    let restarts = a.restarts + 1;
+                    let node = self.lab.host(&host).expect("agent host");
+                    let imp = self.imps.get(&host).cloned().unwrap_or_else(|| self.spec.imp.clone());
+                    match Agent::start(&imp, node, &self.store.endpoint, DEFAULT_PREFIX) {
+                        Ok(mut fresh) => {
+                            fresh.restarts = restarts;
+                            self.log.push(format!(
+                                "     {host}: agent exited ({}), restarted by the restart policy (restart {restarts})",
+                                crate::proc::Child::describe_status(&s)
+                            ));
+                            self.agents[i] = fresh;
+                        }
+                        Err(e) => out.push(format!("{host}: restart failed: {e}")),
+                    }
+                }
+                continue;
+            }
+            {
                 out.push(format!(
                     "{}: agent exited ({}); log tail:\n{}",
                     a.host,
