@@ -83,6 +83,9 @@ struct RawCase {
     /// Where etcd runs: `process`, `docker` or `auto` (default: FLANNEL_LAB_STORE, else process).
     #[serde(default)]
     store: Option<StoreChoice>,
+    /// etcd cluster size (more than one needs Docker: one container per member).
+    #[serde(default = "one")]
+    etcd_members: u32,
     steps: Vec<Step>,
 }
 
@@ -317,6 +320,8 @@ pub enum Step {
     RemoveHost(OnHost),
     /// Every remaining host still holds the subnet it had at the first convergence.
     ExpectSubnetsUnchanged(NoArgs),
+    /// Stops the etcd member that currently leads (needs `etcd_members` > 1).
+    StopEtcdLeader(NoArgs),
     /// Rewrites the net-conf with another backend and restarts every agent.
     SwitchBackend(SwitchBackend),
     /// A host joins: namespace, underlay link, and its agent started.
@@ -393,6 +398,7 @@ single_key_enum!(Step, "step", {
     "remove_host" => RemoveHost(OnHost),
     "expect_subnets_unchanged" => ExpectSubnetsUnchanged(NoArgs),
     "switch_backend" => SwitchBackend(SwitchBackend),
+    "stop_etcd_leader" => StopEtcdLeader(NoArgs),
     "add_host" => AddHost(AddHost),
     "break" => Break(Sabotage),
     "expect_failure" => ExpectFailure(Box<Step>),
@@ -423,6 +429,7 @@ impl Step {
             Step::RemoveHost(_) => "remove_host",
             Step::ExpectSubnetsUnchanged(_) => "expect_subnets_unchanged",
             Step::SwitchBackend(_) => "switch_backend",
+            Step::StopEtcdLeader(_) => "stop_etcd_leader",
             Step::AddHost(_) => "add_host",
             Step::Break(_) => "break",
             Step::ExpectFailure(_) => "expect_failure",
@@ -489,6 +496,7 @@ pub struct Case {
     pub mutants: Vec<PathBuf>,
     /// The case's own store choice, if it makes one.
     pub store: Option<StoreChoice>,
+    pub etcd_members: u32,
     pub steps: Vec<Step>,
 }
 
@@ -653,8 +661,14 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
             ),
         }
     }
+    if !(1..=5).contains(&raw.etcd_members) {
+        c.push(&[key("etcd_members")], format!("{} etcd members", raw.etcd_members), "use 1 to 5 (3 for a leader-loss case)");
+    } else if raw.etcd_members > 1 && raw.store != Some(StoreChoice::Docker) {
+        c.push(&[key("etcd_members")], "an etcd cluster runs in Docker containers", "add `store: docker`");
+    }
     c.finish()?;
     Ok(Case {
+        etcd_members: raw.etcd_members,
         store: raw.store,
         mutants,
         host_profiles,

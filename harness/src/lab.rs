@@ -159,8 +159,8 @@ impl Lab {
     /// topology's etcd address, with routes to every segment:
     /// `ip link add p-NAME type veth peer eth0 netns PID; ip addr add …; ip route add …`.
     /// Re-run after the container restarts (its veth dies with it).
-    pub async fn attach_external(&self, name: &str, ns: &Netns) -> Result<Nl, LabError> {
-        let (seg, addr) = self.topo.etcd;
+    pub async fn attach_external(&self, name: &str, ns: &Netns, addr: std::net::Ipv4Addr, mac_tag: u8) -> Result<Nl, LabError> {
+        let (seg, _) = self.topo.etcd;
         let segment = &self.topo.segments[seg];
         let nl = Nl::open(ns)?;
         let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
@@ -170,7 +170,7 @@ impl Lab {
             fnl.del_link(&port).await?;
         }
         // the same MAC on every attachment: peers' ARP caches stay right across restarts
-        fnl.add_veth_with_mac(&port, "eth0", ns, segment.mtu, Some(self.run.stable_mac(0xe7))).await?;
+        fnl.add_veth_with_mac(&port, "eth0", ns, segment.mtu, Some(self.run.stable_mac(mac_tag))).await?;
         fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
         nl.set_up("lo").await?;
         nl.add_address("eth0", addr, segment.cidr.prefix()).await?;
@@ -179,6 +179,24 @@ impl Lab {
             nl.add_route(route.dst, route.via).await?;
         }
         Ok(nl)
+    }
+
+    /// `n` addresses for etcd members on etcd's segment: the topology's etcd address, then
+    /// the highest addresses no host or router uses.
+    pub fn etcd_member_addresses(&self, n: usize) -> Result<Vec<std::net::Ipv4Addr>, LabError> {
+        let (seg, first) = self.topo.etcd;
+        let cidr = self.topo.segments[seg].cidr;
+        let taken = |a: &std::net::Ipv4Addr| {
+            *a == first
+                || self.topo.hosts.iter().any(|h| h.addr == *a)
+                || self.topo.routers.iter().any(|r| r.legs.iter().any(|(_, x)| x == a))
+        };
+        let mut out = vec![first];
+        out.extend((1..cidr.host_capacity() as u32).rev().map(|k| cidr.nth(k)).filter(|a| !taken(a)).take(n.saturating_sub(1)));
+        if out.len() < n {
+            return Err(LabError::Full { segment: self.topo.segments[seg].name.clone() });
+        }
+        Ok(out)
     }
 
     /// A host joining a running lab: on the first host's segment, at the next free address.

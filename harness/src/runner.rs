@@ -155,7 +155,7 @@ async fn run_once(
     let lab =
         Lab::build(topo, workdir, label, provider == Provider::Process).await.map_err(|e| (format!("build lab: {}", chain(&e)), None))?;
     let dir = lab.dir.clone();
-    let store = match Store::start(&lab, provider, Duration::from_secs(30)).await {
+    let store = match Store::start(&lab, provider, spec.case.etcd_members as usize, Duration::from_secs(30)).await {
         Ok(s) => s,
         Err(e) => return Err((format!("start etcd: {}", chain(&e)), Some(dir))),
     };
@@ -322,6 +322,11 @@ impl Run<'_> {
                 self.log.push(format!("     {host} removed: agent killed, lease deleted"));
                 Ok(())
             }
+            Step::StopEtcdLeader(_) => {
+                let name = self.store.stop_leader().await.map_err(|e| chain(&e))?;
+                self.log.push(format!("     stopped the etcd leader, member `{name}`"));
+                Ok(())
+            }
             Step::SwitchBackend(sb) => {
                 let to = Backend::parse(&sb.to).ok_or_else(|| format!("unknown backend `{}`", sb.to))?;
                 for a in &mut self.agents {
@@ -334,7 +339,7 @@ impl Run<'_> {
                 for host in hosts {
                     let node = self.lab.host(&host).expect("agent host");
                     let imp = self.imps.get(&host).cloned().unwrap_or_else(|| self.spec.imp.clone());
-                    let a = Agent::start(&imp, node, &self.store.endpoint, DEFAULT_PREFIX)?;
+                    let a = Agent::start(&imp, node, &self.store.endpoints(), DEFAULT_PREFIX)?;
                     self.agents.push(a);
                 }
                 self.agents_started = Some(Instant::now());
@@ -344,7 +349,7 @@ impl Run<'_> {
             Step::AddHost(h) => {
                 self.lab.add_host(&h.name).await.map_err(|e| chain(&e))?;
                 let node = self.lab.host(h.name.as_str()).expect("just added");
-                let a = Agent::start(&self.spec.imp, node, &self.store.endpoint, DEFAULT_PREFIX)?;
+                let a = Agent::start(&self.spec.imp, node, &self.store.endpoints(), DEFAULT_PREFIX)?;
                 self.agents.push(a);
                 self.imps.insert(h.name.to_string(), self.spec.imp.clone());
                 self.log.push(format!("     {} joined at {}", h.name, node.addr));
@@ -393,7 +398,7 @@ impl Run<'_> {
         }
         let t0 = Instant::now();
         for node in &self.lab.hosts {
-            let a = Agent::start(&imps[&node.name], node, &self.store.endpoint, DEFAULT_PREFIX)?;
+            let a = Agent::start(&imps[&node.name], node, &self.store.endpoints(), DEFAULT_PREFIX)?;
             self.agents.push(a);
         }
         self.imps = imps;
@@ -471,7 +476,7 @@ impl Run<'_> {
                     let restarts = a.restarts + 1;
                     let node = self.lab.host(&host).expect("agent host");
                     let imp = self.imps.get(&host).cloned().unwrap_or_else(|| self.spec.imp.clone());
-                    match Agent::start(&imp, node, &self.store.endpoint, DEFAULT_PREFIX) {
+                    match Agent::start(&imp, node, &self.store.endpoints(), DEFAULT_PREFIX) {
                         Ok(mut fresh) => {
                             fresh.restarts = restarts;
                             self.log.push(format!(
@@ -809,7 +814,7 @@ impl Run<'_> {
             }
         }
         let imp = self.imps.get(host).cloned().unwrap_or_else(|| self.spec.imp.clone());
-        let a = Agent::start(&imp, node, &self.store.endpoint, DEFAULT_PREFIX)?;
+        let a = Agent::start(&imp, node, &self.store.endpoints(), DEFAULT_PREFIX)?;
         self.agents.insert(i, a);
         self.log.push(format!("     restarted the agent on {host}{}", if r.new_vtep_mac { " with its devices deleted" } else { "" }));
         Ok(())

@@ -50,7 +50,21 @@ pub enum Provider {
 
 enum Backing {
     Process(Option<Child>),
-    Docker(Box<crate::container::EtcdContainer>),
+    Docker(Vec<Member>),
+}
+
+/// One etcd container and where it sits on the underlay.
+struct Member {
+    container: crate::container::EtcdContainer,
+    /// `etcd`, `etcd2`, … (its bridge port is `p-NAME`)
+    name: String,
+    addr: std::net::Ipv4Addr,
+}
+
+impl Member {
+    fn mac_tag(index: usize) -> u8 {
+        0xe7u8.wrapping_add(index as u8)
+    }
 }
 
 pub fn etcd_binary() -> Option<std::path::PathBuf> {
@@ -71,10 +85,10 @@ pub struct Store {
 
 impl Store {
     /// Starts etcd with `provider` and waits until it answers.
-    pub async fn start(lab: &Lab, provider: Provider, ready_within: Duration) -> Result<Store, StoreError> {
+    pub async fn start(lab: &Lab, provider: Provider, members: usize, ready_within: Duration) -> Result<Store, StoreError> {
         match provider {
             Provider::Process => Store::start_process(lab, ready_within).await,
-            Provider::Docker => Store::start_docker(lab, ready_within).await,
+            Provider::Docker => Store::start_docker(lab, members, ready_within).await,
         }
     }
 
@@ -125,49 +139,111 @@ impl Store {
         .collect()
     }
 
-    /// etcd in a container named after the run (`fl3a9c-etcd`), labelled with the run id,
-    /// on the underlay at the topology's etcd address.
-    pub async fn start_docker(lab: &Lab, ready_within: Duration) -> Result<Store, StoreError> {
+    /// etcd in containers named after the run (`fl3a9c-etcd`, `fl3a9c-etcd2`, …),
+    /// labelled with the run id, on the underlay: the first at the topology's etcd address.
+    pub async fn start_docker(lab: &Lab, members: usize, ready_within: Duration) -> Result<Store, StoreError> {
         let bin = etcd_binary().ok_or(StoreError::NoBinary)?;
         let docker = crate::container::engine().await.map_err(StoreError::Docker)?;
         let image = crate::container::ensure_image(&docker, &bin).await.map_err(StoreError::Docker)?;
-        let endpoint = format!("http://{}:{ETCD_PORT}", lab.topo.etcd.1);
+        let addrs = lab.etcd_member_addresses(members).map_err(|e| StoreError::Lab(Box::new(e)))?;
+        let endpoint = format!("http://{}:{ETCD_PORT}", addrs[0]);
         let dir = lab.dir.join("etcd");
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::Docker(format!("create {}: {e}", dir.display())))?;
-        // a placeholder namespace until the container's exists
         let mut store = Store {
-            backing: Backing::Process(None),
+            backing: Backing::Docker(Vec::new()),
             provider: Provider::Docker,
             rt: None,
             client: None,
             endpoint,
+            // a placeholder namespace until the first container's exists
             ns: crate::netns::Netns::of_pid(std::process::id() as i64)?,
             dir,
         };
-        // listen on every address: the underlay address only appears once the lab attaches it
-        let args = store.etcd_args("/var/lib/etcd", &format!("http://0.0.0.0:{ETCD_PORT}"));
-        let name = lab.run.netns("etcd");
-        let container = crate::container::EtcdContainer::start(&docker, &image, &name, lab.run, args).await.map_err(StoreError::Docker)?;
-        store.backing = Backing::Docker(Box::new(container));
-        store.attach(lab).await?;
-        tracing::info!(container = name, image, "etcd runs in a Docker container");
+        let names: Vec<String> = (0..members).map(|i| if i == 0 { "etcd".to_string() } else { format!("etcd{}", i + 1) }).collect();
+        let cluster: Vec<String> = names.iter().zip(&addrs).map(|(n, a)| format!("{n}=http://{a}:2380")).collect();
+        let mut started = Vec::new();
+        for (name, addr) in names.iter().zip(&addrs) {
+            // listen on every address: the underlay address only appears once the lab attaches it
+            let args = member_args(name, *addr, &cluster.join(","));
+            let c = crate::container::EtcdContainer::start(&docker, &image, &lab.run.netns(name), lab.run, args)
+                .await
+                .map_err(StoreError::Docker)?;
+            started.push(Member { container: c, name: name.clone(), addr: *addr });
+        }
+        store.backing = Backing::Docker(started);
+        store.attach(lab, None).await?;
+        tracing::info!(members, image, "etcd runs in Docker containers");
         store.wait_ready(ready_within).await?;
         Ok(store)
     }
 
-    /// Connects the container to the underlay and points the client runtime at it.
-    async fn attach(&mut self, lab: &Lab) -> Result<(), StoreError> {
-        let Backing::Docker(c) = &self.backing else { return Ok(()) };
-        let pid = c.pid().await.map_err(StoreError::Docker)?;
-        let ns = crate::netns::Netns::of_pid(pid)?;
-        lab.attach_external("etcd", &ns).await.map_err(|e| StoreError::Lab(Box::new(e)))?;
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
+    /// Connects containers (all, or only member `only`) to the underlay and points the
+    /// client runtime at the first member's namespace.
+    async fn attach(&mut self, lab: &Lab, only: Option<usize>) -> Result<(), StoreError> {
+        let Backing::Docker(members) = &self.backing else { return Ok(()) };
+        let mut first_ns = None;
+        for (i, m) in members.iter().enumerate() {
+            if only.is_some_and(|o| o != i) {
+                continue;
+            }
+            let pid = m.container.pid().await.map_err(StoreError::Docker)?;
+            let ns = crate::netns::Netns::of_pid(pid)?;
+            lab.attach_external(&m.name, &ns, m.addr, Member::mac_tag(i)).await.map_err(|e| StoreError::Lab(Box::new(e)))?;
+            if i == 0 {
+                first_ns = Some(ns);
+            }
         }
-        self.rt = Some(ns.runtime()?);
-        self.client = None;
-        self.ns = ns;
+        if let Some(ns) = first_ns {
+            if let Some(rt) = self.rt.take() {
+                rt.shutdown_background();
+            }
+            self.rt = Some(ns.runtime()?);
+            self.client = None;
+            self.ns = ns;
+        }
         Ok(())
+    }
+
+    /// Every client URL, comma-separated (what agents get as `--etcd-endpoints`).
+    pub fn endpoints(&self) -> String {
+        match &self.backing {
+            Backing::Docker(members) if members.len() > 1 => {
+                members.iter().map(|m| format!("http://{}:{ETCD_PORT}", m.addr)).collect::<Vec<_>>().join(",")
+            }
+            _ => self.endpoint.clone(),
+        }
+    }
+
+    /// Stops the member that currently leads the cluster; returns its name.
+    pub async fn stop_leader(&mut self) -> Result<String, StoreError> {
+        let Backing::Docker(members) = &self.backing else {
+            return Err(StoreError::Docker("leader loss needs an etcd cluster in Docker".into()));
+        };
+        if members.len() < 2 {
+            return Err(StoreError::Docker("leader loss needs `etcd_members: 3`".into()));
+        }
+        let rt = self.rt.as_ref().expect("store runtime");
+        let mut leader = None;
+        for (i, m) in members.iter().enumerate() {
+            let ep = format!("http://{}:{ETCD_PORT}", m.addr);
+            let asked = rt
+                .spawn(async move {
+                    let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1)).with_timeout(Duration::from_secs(2));
+                    let mut c = Client::connect([ep], Some(opts)).await.ok()?;
+                    let st = c.status().await.ok()?;
+                    Some(st.header().map(|h| h.member_id()) == Some(st.leader()))
+                })
+                .await
+                .ok()
+                .flatten();
+            if asked == Some(true) {
+                leader = Some(i);
+                break;
+            }
+        }
+        let i = leader.ok_or_else(|| StoreError::Docker("no member says it leads".into()))?;
+        members[i].container.stop().await.map_err(StoreError::Docker)?;
+        Ok(members[i].name.clone())
     }
 
     /// The network namespace etcd lives in (for probes sent from the etcd node).
@@ -179,7 +255,8 @@ impl Store {
     pub fn describe(&self) -> String {
         match &self.backing {
             Backing::Process(_) => format!("etcd process at {}", self.endpoint),
-            Backing::Docker(c) => format!("etcd in Docker container {} at {}", c.name, self.endpoint),
+            Backing::Docker(m) if m.len() == 1 => format!("etcd in Docker container {} at {}", m[0].container.name, self.endpoint),
+            Backing::Docker(m) => format!("etcd cluster of {} Docker containers at {}", m.len(), self.endpoints()),
         }
     }
 
@@ -202,7 +279,12 @@ impl Store {
                 }
                 Ok(())
             }
-            Backing::Docker(c) => c.stop().await.map_err(StoreError::Docker),
+            Backing::Docker(members) => {
+                for m in members.iter() {
+                    m.container.stop().await.map_err(StoreError::Docker)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -214,7 +296,12 @@ impl Store {
                 Ok(())
             }
             Backing::Process(None) => Err(StoreError::Docker("etcd is not running".into())),
-            Backing::Docker(c) => c.pause().await.map_err(StoreError::Docker),
+            Backing::Docker(members) => {
+                for m in members.iter() {
+                    m.container.pause().await.map_err(StoreError::Docker)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -225,7 +312,12 @@ impl Store {
                 Ok(())
             }
             Backing::Process(None) => Err(StoreError::Docker("etcd is not running".into())),
-            Backing::Docker(c) => c.unpause().await.map_err(StoreError::Docker),
+            Backing::Docker(members) => {
+                for m in members.iter() {
+                    m.container.unpause().await.map_err(StoreError::Docker)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -240,21 +332,24 @@ impl Store {
                 }
                 self.spawn()?;
             }
-            Backing::Docker(c) if wipe => {
+            Backing::Docker(members) if members.len() > 1 => {
+                return Err(StoreError::Docker("restarting a whole etcd cluster is not supported; stop its leader instead".into()))
+            }
+            Backing::Docker(members) if wipe => {
                 // data loss: a new container on the same address, with an empty data dir
-                c.remove().await.map_err(StoreError::Docker)?;
-                let (docker, name) = (c.docker.clone(), c.name.clone());
+                let m = &mut members[0];
+                m.container.remove().await.map_err(StoreError::Docker)?;
+                let (docker, cname) = (m.container.docker.clone(), m.container.name.clone());
                 let bin = etcd_binary().ok_or(StoreError::NoBinary)?;
                 let image = crate::container::ensure_image(&docker, &bin).await.map_err(StoreError::Docker)?;
-                let args = self.etcd_args("/var/lib/etcd", &format!("http://0.0.0.0:{ETCD_PORT}"));
-                let fresh =
-                    crate::container::EtcdContainer::start(&docker, &image, &name, lab.run, args).await.map_err(StoreError::Docker)?;
-                self.backing = Backing::Docker(Box::new(fresh));
-                self.attach(lab).await?;
+                let args = member_args(&m.name, m.addr, &format!("{}=http://{}:2380", m.name, m.addr));
+                m.container =
+                    crate::container::EtcdContainer::start(&docker, &image, &cname, lab.run, args).await.map_err(StoreError::Docker)?;
+                self.attach(lab, None).await?;
             }
-            Backing::Docker(c) => {
-                c.start_again().await.map_err(StoreError::Docker)?;
-                self.attach(lab).await?;
+            Backing::Docker(members) => {
+                members[0].container.start_again().await.map_err(StoreError::Docker)?;
+                self.attach(lab, None).await?;
             }
         }
         self.wait_ready(ready_within).await
@@ -314,20 +409,29 @@ impl Store {
         self.call(&format!("put {key}"), |mut c| async move { c.put(k, v, None).await.map(|_| ()) }).await
     }
 
-    /// Every key/value under `prefix`, sorted by key.
+    /// Every key/value under `prefix`, sorted by key. In a cluster a request can land on a
+    /// member that was just stopped: it is tried again, up to 2 s, before failing.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let p = prefix.to_string();
-        let resp =
-            self.call(&format!("get {prefix}*"), |mut c| async move { c.get(p, Some(GetOptions::new().with_prefix())).await }).await?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let resp = loop {
+            let p = prefix.to_string();
+            match self.call(&format!("get {prefix}*"), |mut c| async move { c.get(p, Some(GetOptions::new().with_prefix())).await }).await {
+                Ok(r) => break r,
+                Err(StoreError::Request { .. }) if self.endpoints().contains(',') && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(resp.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec())).collect())
     }
 
     /// One connection attempt from inside the lab (etcd-client connects eagerly).
     async fn connect(&self) -> Option<Client> {
-        let ep = self.endpoint.clone();
+        let eps: Vec<String> = self.endpoints().split(',').map(str::to_string).collect();
         let rt = self.rt.as_ref()?;
         let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1)).with_timeout(Duration::from_secs(5));
-        rt.spawn(async move { Client::connect([ep.as_str()], Some(opts)).await.ok() }).await.ok().flatten()
+        rt.spawn(async move { Client::connect(eps, Some(opts)).await.ok() }).await.ok().flatten()
     }
 }
 
@@ -339,12 +443,17 @@ impl Drop for Store {
                     c.stop(Duration::from_secs(3));
                 }
             }
-            Backing::Docker(c) => {
+            Backing::Docker(members) => {
                 // removal is async; do it on a thread of its own (we may be inside a runtime)
-                let mut c = std::mem::replace(c, Box::new(crate::container::EtcdContainer::detached()));
+                let mut taken: Vec<crate::container::EtcdContainer> = members.drain(..).map(|m| m.container).collect();
                 let _ = std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                    rt.block_on(c.remove()).ok()
+                    rt.block_on(async {
+                        for c in &mut taken {
+                            let _ = c.remove().await;
+                        }
+                    });
+                    Some(())
                 })
                 .join();
             }
@@ -353,4 +462,36 @@ impl Drop for Store {
             rt.shutdown_background();
         }
     }
+}
+
+/// The command line of one etcd member in a container (data in /var/lib/etcd, listening on
+/// every address, advertising its underlay address).
+fn member_args(name: &str, addr: std::net::Ipv4Addr, cluster: &str) -> Vec<String> {
+    let client = format!("http://{addr}:{ETCD_PORT}");
+    let peer = format!("http://{addr}:2380");
+    [
+        "--name",
+        name,
+        "--data-dir",
+        "/var/lib/etcd",
+        "--listen-client-urls",
+        &format!("http://0.0.0.0:{ETCD_PORT}"),
+        "--advertise-client-urls",
+        &client,
+        "--listen-peer-urls",
+        "http://0.0.0.0:2380",
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--initial-cluster",
+        cluster,
+        "--initial-cluster-state",
+        "new",
+        "--logger",
+        "zap",
+        "--log-level",
+        "warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
