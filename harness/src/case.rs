@@ -303,8 +303,8 @@ pub enum Step {
     InjectUdp(InjectUdp),
     /// Stops etcd, keeps it down, starts it again (optionally wiped).
     RestartEtcd(RestartEtcd),
-    /// Deletes the host's lease key from etcd behind the agent's back.
-    DeleteLease(OnHost),
+    /// Revokes the host's etcd lease (deleting its subnet key) behind the agent's back.
+    RevokeLease(OnHost),
     /// Stops the host's agent with its profile's signal and starts it again.
     RestartAgent(RestartAgent),
     /// Background ICMP between two pods while faults happen.
@@ -388,7 +388,7 @@ single_key_enum!(Step, "step", {
     "measure_throughput" => MeasureThroughput(Measure),
     "inject_udp" => InjectUdp(InjectUdp),
     "restart_etcd" => RestartEtcd(RestartEtcd),
-    "delete_lease" => DeleteLease(OnHost),
+    "revoke_lease" => RevokeLease(OnHost),
     "restart_agent" => RestartAgent(RestartAgent),
     "put_key" => PutKey(PutKey),
     "start_traffic" => StartTraffic(StartTraffic),
@@ -419,7 +419,7 @@ impl Step {
             Step::MeasureThroughput(_) => "measure_throughput",
             Step::InjectUdp(_) => "inject_udp",
             Step::RestartEtcd(_) => "restart_etcd",
-            Step::DeleteLease(_) => "delete_lease",
+            Step::RevokeLease(_) => "revoke_lease",
             Step::RestartAgent(_) => "restart_agent",
             Step::PutKey(_) => "put_key",
             Step::StartTraffic(_) => "start_traffic",
@@ -443,7 +443,7 @@ impl Step {
             }
             Step::Break(Sabotage::SetPodMtu(p)) => Some(&p.host),
             Step::ExpectFailure(inner) => inner.host(),
-            Step::DeleteLease(h) | Step::RemoveHost(h) => Some(&h.host),
+            Step::RevokeLease(h) | Step::RemoveHost(h) => Some(&h.host),
             Step::CutLink(h) => Some(&h.host),
             Step::StartTraffic(t) => Some(&t.from),
             Step::RestartAgent(r) => Some(&r.host),

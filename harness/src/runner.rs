@@ -256,7 +256,7 @@ impl Run<'_> {
                 self.log.push(format!("     etcd down for {:?}{}, answering again", r.down_for.0, if r.wipe { " and wiped" } else { "" }));
                 Ok(())
             }
-            Step::DeleteLease(h) => {
+            Step::RevokeLease(h) => {
                 let node = self.lab.host(h.host.as_str()).ok_or_else(|| format!("no host `{}`", h.host))?;
                 let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(|e| chain(&e))?;
                 let key = raw
@@ -264,8 +264,10 @@ impl Run<'_> {
                     .find(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v).is_ok_and(|l| l.public_ip == node.addr))
                     .map(|(k, _)| k.clone())
                     .ok_or_else(|| format!("no lease for {} ({}) in etcd", node.name, node.addr))?;
-                self.store.delete(&key).await.map_err(|e| chain(&e))?;
-                self.log.push(format!("     deleted {key}"));
+                match self.store.revoke_key_lease(&key).await.map_err(|e| chain(&e))? {
+                    Some(id) => self.log.push(format!("     revoked lease {id:x} of {key}")),
+                    None => self.log.push(format!("     deleted {key} (it had no etcd lease)")),
+                }
                 Ok(())
             }
             Step::RestartAgent(r) => self.restart_agent(r).await,
@@ -316,10 +318,10 @@ impl Run<'_> {
                     let mut a = self.agents.remove(i);
                     a.child.kill();
                 }
-                // upstream's 24 h lease cannot be shortened, so node loss is an expiry by hand
-                Box::pin(self.step(&Step::DeleteLease(crate::case::OnHost { host: h.host.clone() }))).await?;
+                // upstream's 24 h lease cannot be shortened: node loss is a revocation
+                Box::pin(self.step(&Step::RevokeLease(crate::case::OnHost { host: h.host.clone() }))).await?;
                 self.removed.insert(host.clone());
-                self.log.push(format!("     {host} removed: agent killed, lease deleted"));
+                self.log.push(format!("     {host} removed: agent killed, lease revoked"));
                 Ok(())
             }
             Step::StopEtcdLeader(_) => {

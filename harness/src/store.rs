@@ -355,6 +355,21 @@ impl Store {
         self.wait_ready(ready_within).await
     }
 
+    /// Revokes the etcd lease `key` is attached to (which deletes the key), or deletes the
+    /// key when it has no lease. Returns the lease id revoked.
+    pub async fn revoke_key_lease(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        let k = key.to_string();
+        let resp = self.call(&format!("get {key}"), |mut c| async move { c.get(k, None).await }).await?;
+        let lease = resp.kvs().first().map(|kv| kv.lease()).filter(|l| *l != 0);
+        match lease {
+            Some(id) => {
+                self.call(&format!("revoke lease {id:x}"), move |mut c| async move { c.lease_revoke(id).await.map(|_| ()) }).await?;
+                Ok(Some(id))
+            }
+            None => self.delete(key).await.map(|_| None),
+        }
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let k = key.to_string();
         self.call(&format!("delete {key}"), |mut c| async move { c.delete(k, None).await.map(|_| ()) }).await
