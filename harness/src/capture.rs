@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -76,32 +77,16 @@ impl Drop for Capture {
 }
 
 fn capture_loop(path: &Path, stop: &AtomicBool, ready: std::sync::mpsc::Sender<Result<(), String>>) -> Result<u64, String> {
-    // SAFETY: socket syscalls on a descriptor owned by this function.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, (libc::ETH_P_ALL as u16).to_be() as i32) };
-    if fd < 0 {
-        let e = format!("open packet socket: {}", std::io::Error::last_os_error());
-        let _ = ready.send(Err(e.clone()));
-        return Err(e);
-    }
-    struct Close(i32);
-    impl Drop for Close {
-        fn drop(&mut self) {
-            // SAFETY: closing our own descriptor.
-            unsafe { libc::close(self.0) };
+    let owned = match crate::sock::open(libc::AF_PACKET, libc::SOCK_RAW, (libc::ETH_P_ALL as u16).to_be() as i32) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let e = format!("open packet socket: {e}");
+            let _ = ready.send(Err(e.clone()));
+            return Err(e);
         }
-    }
-    let _close = Close(fd);
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
-    // SAFETY: setting a timeout on our socket.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
     };
+    let fd = owned.as_raw_fd();
+    crate::sock::set_receive_timeout(fd, std::time::Duration::from_millis(100)).map_err(|e| format!("receive timeout: {e}"))?;
     let file = match File::create(path) {
         Ok(f) => f,
         Err(e) => {

@@ -48,6 +48,7 @@ pub mod proc;
 pub mod profile;
 pub mod report;
 pub mod runner;
+pub mod sock;
 pub mod store;
 pub mod suite;
 pub mod throughput;

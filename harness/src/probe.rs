@@ -2,6 +2,7 @@
 //! with or without DF, and the netlink dump of a host's overlay state.
 
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use pnet_packet::icmp::echo_request::MutableEchoRequestPacket;
@@ -74,26 +75,13 @@ fn last_err(op: &'static str) -> (&'static str, std::io::Error) {
 fn ping_here(dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Result<PingOutcome, (&'static str, std::io::Error)> {
     // SAFETY: plain socket syscalls on a descriptor owned by this function.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP);
-        if fd < 0 {
-            return Err(last_err("socket"));
-        }
-        let _close = CloseOnDrop(fd);
+        let owned = crate::sock::open(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map_err(|e| ("socket", e))?;
+        let fd = owned.as_raw_fd();
         let pmtu: libc::c_int = if df { libc::IP_PMTUDISC_DO } else { libc::IP_PMTUDISC_DONT };
         if libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &pmtu as *const _ as *const libc::c_void, 4) != 0 {
             return Err(last_err("setsockopt IP_MTU_DISCOVER"));
         }
-        let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
-        if libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        ) != 0
-        {
-            return Err(last_err("setsockopt SO_RCVTIMEO"));
-        }
+        crate::sock::set_receive_timeout(fd, Duration::from_millis(50)).map_err(|e| ("setsockopt SO_RCVTIMEO", e))?;
         let ident: u16 = rand::random();
         let seq: u16 = 1;
         let mut buf = vec![0u8; 8 + payload];
@@ -146,15 +134,6 @@ fn ping_here(dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Resu
             }
         }
         Ok(PingOutcome::Timeout)
-    }
-}
-
-struct CloseOnDrop(i32);
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        // SAFETY: closing the descriptor this guard owns.
-        unsafe { libc::close(self.0) };
     }
 }
 
@@ -225,19 +204,9 @@ pub fn saw_echo_request(ns: &Netns, ident: u16, timeout: Duration, ready: std::s
     ns.run(move || -> Result<bool, String> {
         // SAFETY: plain socket syscalls on a descriptor owned by this closure.
         unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP);
-            if fd < 0 {
-                return Err(format!("raw socket: {}", std::io::Error::last_os_error()));
-            }
-            let _close = CloseOnDrop(fd);
-            let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
+            let owned = crate::sock::open(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map_err(|e| format!("raw socket: {e}"))?;
+            let fd = owned.as_raw_fd();
+            crate::sock::set_receive_timeout(fd, Duration::from_millis(50)).map_err(|e| format!("receive timeout: {e}"))?;
             let _ = ready.send(());
             let deadline = Instant::now() + timeout;
             let mut buf = vec![0u8; 65536];

@@ -298,9 +298,9 @@ impl Run<'_> {
                 Ok(())
             }
             Step::PauseEtcd(f) => {
-                self.store.pause().await.map_err(|e| chain(&e))?;
+                self.store.freeze(true).await.map_err(|e| chain(&e))?;
                 tokio::time::sleep(f.duration.0).await;
-                self.store.unpause().await.map_err(|e| chain(&e))?;
+                self.store.freeze(false).await.map_err(|e| chain(&e))?;
                 self.log.push(format!("     etcd paused for {:?}", f.duration.0));
                 Ok(())
             }

@@ -288,33 +288,18 @@ impl Store {
         }
     }
 
-    /// Freezes etcd (SIGSTOP for the process, `docker pause` for the container).
-    pub async fn pause(&mut self) -> Result<(), StoreError> {
+    /// Freezes etcd (SIGSTOP for the process, `docker pause` for containers) or thaws it.
+    pub async fn freeze(&mut self, frozen: bool) -> Result<(), StoreError> {
         match &mut self.backing {
             Backing::Process(Some(c)) => {
-                c.signal(nix::sys::signal::Signal::SIGSTOP);
+                c.signal(if frozen { nix::sys::signal::Signal::SIGSTOP } else { nix::sys::signal::Signal::SIGCONT });
                 Ok(())
             }
             Backing::Process(None) => Err(StoreError::Docker("etcd is not running".into())),
             Backing::Docker(members) => {
                 for m in members.iter() {
-                    m.container.pause().await.map_err(StoreError::Docker)?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    pub async fn unpause(&mut self) -> Result<(), StoreError> {
-        match &mut self.backing {
-            Backing::Process(Some(c)) => {
-                c.signal(nix::sys::signal::Signal::SIGCONT);
-                Ok(())
-            }
-            Backing::Process(None) => Err(StoreError::Docker("etcd is not running".into())),
-            Backing::Docker(members) => {
-                for m in members.iter() {
-                    m.container.unpause().await.map_err(StoreError::Docker)?;
+                    let r = if frozen { m.container.pause().await } else { m.container.unpause().await };
+                    r.map_err(StoreError::Docker)?;
                 }
                 Ok(())
             }

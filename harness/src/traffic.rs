@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -73,21 +74,15 @@ fn run(
     stop: &AtomicBool,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) -> Result<TrafficReport, String> {
-    // SAFETY: socket syscalls on a descriptor owned by this function.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, libc::IPPROTO_ICMP) };
-    if fd < 0 {
-        let e = format!("raw socket: {}", std::io::Error::last_os_error());
-        let _ = ready.send(Err(e.clone()));
-        return Err(e);
-    }
-    struct Close(i32);
-    impl Drop for Close {
-        fn drop(&mut self) {
-            // SAFETY: closing our own descriptor.
-            unsafe { libc::close(self.0) };
+    let owned = match crate::sock::open(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_NONBLOCK, libc::IPPROTO_ICMP) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let e = format!("raw socket: {e}");
+            let _ = ready.send(Err(e.clone()));
+            return Err(e);
         }
-    }
-    let _close = Close(fd);
+    };
+    let fd = owned.as_raw_fd();
     let _ = ready.send(Ok(()));
     let ident: u16 = rand::random();
     let addr = libc::sockaddr_in {
