@@ -111,34 +111,6 @@ impl Store {
         Ok(store)
     }
 
-    fn etcd_args(&self, data_dir: &str, listen: &str) -> Vec<String> {
-        [
-            "--name",
-            "lab",
-            "--data-dir",
-            data_dir,
-            "--listen-client-urls",
-            listen,
-            "--advertise-client-urls",
-            &self.endpoint,
-            "--listen-peer-urls",
-            "http://127.0.0.1:2380",
-            "--initial-advertise-peer-urls",
-            "http://127.0.0.1:2380",
-            "--initial-cluster",
-            "lab=http://127.0.0.1:2380",
-            "--initial-cluster-state",
-            "new",
-            "--logger",
-            "zap",
-            "--log-level",
-            "warn",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-
     /// etcd in containers named after the run (`fl3a9c-etcd`, `fl3a9c-etcd2`, …),
     /// labelled with the run id, on the underlay: the first at the topology's etcd address.
     pub async fn start_docker(lab: &Lab, members: usize, ready_within: Duration) -> Result<Store, StoreError> {
@@ -265,7 +237,17 @@ impl Store {
         let bin = etcd_binary().ok_or(StoreError::NoBinary)?;
         let mut cmd = Command::new(bin);
         let data = self.dir.join("data").display().to_string();
-        cmd.args(self.etcd_args(&data, &self.endpoint)).env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
+        let peer = "http://127.0.0.1:2380";
+        let args = etcd_flags(&EtcdFlags {
+            name: "lab",
+            data_dir: &data,
+            listen_client: &self.endpoint,
+            advertise_client: &self.endpoint,
+            listen_peer: peer,
+            advertise_peer: peer,
+            cluster: &format!("lab={peer}"),
+        });
+        cmd.args(args).env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
         self.backing = Backing::Process(Some(Child::spawn("etcd", &self.ns, cmd, &self.dir.join("etcd.log"))?));
         Ok(())
     }
@@ -464,34 +446,46 @@ impl Drop for Store {
     }
 }
 
+/// One etcd member's command line.
+struct EtcdFlags<'a> {
+    name: &'a str,
+    data_dir: &'a str,
+    listen_client: &'a str,
+    advertise_client: &'a str,
+    listen_peer: &'a str,
+    advertise_peer: &'a str,
+    cluster: &'a str,
+}
+
+fn etcd_flags(f: &EtcdFlags) -> Vec<String> {
+    [
+        ("--name", f.name),
+        ("--data-dir", f.data_dir),
+        ("--listen-client-urls", f.listen_client),
+        ("--advertise-client-urls", f.advertise_client),
+        ("--listen-peer-urls", f.listen_peer),
+        ("--initial-advertise-peer-urls", f.advertise_peer),
+        ("--initial-cluster", f.cluster),
+        ("--initial-cluster-state", "new"),
+        ("--logger", "zap"),
+        ("--log-level", "warn"),
+    ]
+    .iter()
+    .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+    .collect()
+}
+
 /// The command line of one etcd member in a container (data in /var/lib/etcd, listening on
 /// every address, advertising its underlay address).
 fn member_args(name: &str, addr: std::net::Ipv4Addr, cluster: &str) -> Vec<String> {
-    let client = format!("http://{addr}:{ETCD_PORT}");
-    let peer = format!("http://{addr}:2380");
-    [
-        "--name",
+    let (client, peer) = (format!("http://{addr}:{ETCD_PORT}"), format!("http://{addr}:2380"));
+    etcd_flags(&EtcdFlags {
         name,
-        "--data-dir",
-        "/var/lib/etcd",
-        "--listen-client-urls",
-        &format!("http://0.0.0.0:{ETCD_PORT}"),
-        "--advertise-client-urls",
-        &client,
-        "--listen-peer-urls",
-        "http://0.0.0.0:2380",
-        "--initial-advertise-peer-urls",
-        &peer,
-        "--initial-cluster",
+        data_dir: "/var/lib/etcd",
+        listen_client: &format!("http://0.0.0.0:{ETCD_PORT}"),
+        advertise_client: &client,
+        listen_peer: "http://0.0.0.0:2380",
+        advertise_peer: &peer,
         cluster,
-        "--initial-cluster-state",
-        "new",
-        "--logger",
-        "zap",
-        "--log-level",
-        "warn",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    })
 }
