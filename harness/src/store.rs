@@ -176,6 +176,35 @@ impl Store {
         Ok(())
     }
 
+    /// One member's (member id, leader id), asked of that member alone.
+    async fn member_status(&self, addr: std::net::Ipv4Addr) -> Option<(u64, u64)> {
+        let ep = format!("http://{addr}:{ETCD_PORT}");
+        let rt = self.rt.as_ref()?;
+        rt.spawn(async move {
+            let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1)).with_timeout(Duration::from_secs(2));
+            let mut c = Client::connect([ep], Some(opts)).await.ok()?;
+            let st = c.status().await.ok()?;
+            Some((st.header()?.member_id(), st.leader()))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Whether every member of a cluster answers on its own (a single store: true).
+    async fn all_members_answer(&self) -> bool {
+        let Backing::Docker(members) = &self.backing else { return true };
+        if members.len() < 2 {
+            return true;
+        }
+        for m in members {
+            if self.member_status(m.addr).await.is_none() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Every client URL, comma-separated (what agents get as `--etcd-endpoints`).
     pub fn endpoints(&self) -> String {
         match &self.backing {
@@ -194,23 +223,13 @@ impl Store {
         if members.len() < 2 {
             return Err(StoreError::Docker("leader loss needs `etcd_members: 3`".into()));
         }
-        let rt = self.rt.as_ref().expect("store runtime");
         let mut leader = None;
         for (i, m) in members.iter().enumerate() {
-            let ep = format!("http://{}:{ETCD_PORT}", m.addr);
-            let asked = rt
-                .spawn(async move {
-                    let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1)).with_timeout(Duration::from_secs(2));
-                    let mut c = Client::connect([ep], Some(opts)).await.ok()?;
-                    let st = c.status().await.ok()?;
-                    Some(st.header().map(|h| h.member_id()) == Some(st.leader()))
-                })
-                .await
-                .ok()
-                .flatten();
-            if asked == Some(true) {
-                leader = Some(i);
-                break;
+            if let Some((id, leads)) = self.member_status(m.addr).await {
+                if id == leads {
+                    leader = Some(i);
+                    break;
+                }
             }
         }
         let i = leader.ok_or_else(|| StoreError::Docker("no member says it leads".into()))?;
@@ -353,7 +372,10 @@ impl Store {
             if self.client.is_none() {
                 self.client = self.connect().await;
             }
-            if self.client.is_some() && self.call("status", |mut c| async move { c.status().await }).await.is_ok() {
+            if self.client.is_some()
+                && self.call("status", |mut c| async move { c.status().await }).await.is_ok()
+                && self.all_members_answer().await
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
