@@ -551,22 +551,10 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
             }
         }
     }
-    let mut backends = Vec::new();
-    match &raw.backends {
-        None => backends.extend(Backend::ALL),
-        Some(list) => {
-            for (i, b) in list.iter().enumerate() {
-                match Backend::parse(b) {
-                    Some(b) => backends.push(b),
-                    None => c.push(
-                        &[key("backends"), Seg::Index(i)],
-                        format!("unknown backend `{b}`"),
-                        format!("known: {}", Backend::ALL.map(|b| b.name()).join(", ")),
-                    ),
-                }
-            }
-        }
-    }
+    let backends = match &raw.backends {
+        None => Backend::ALL.to_vec(),
+        Some(list) => Backend::parse_list(list, &mut c, &[key("backends")]),
+    };
     if raw.repeat == 0 || raw.repeat > 1000 {
         c.push(&[key("repeat")], format!("repeat {} is out of range", raw.repeat), "use 1..1000");
     }
@@ -595,20 +583,12 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
         }
         if let Step::SwitchBackend(sb) = inner {
             if Backend::parse(&sb.to).is_none() {
-                c.push(
-                    &[key("steps"), Seg::Index(i)],
-                    format!("unknown backend `{}`", sb.to),
-                    format!("known: {}", Backend::ALL.map(|b| b.name()).join(", ")),
-                );
+                c.push(&[key("steps"), Seg::Index(i)], format!("unknown backend `{}`", sb.to), Backend::known());
             }
         }
         if let Step::ExpectPing(p) = inner {
             for b in p.cross_segment_fails.iter().filter(|b| Backend::parse(b).is_none()) {
-                c.push(
-                    &[key("steps"), Seg::Index(i)],
-                    format!("unknown backend `{b}` in cross_segment_fails"),
-                    format!("known: {}", Backend::ALL.map(|b| b.name()).join(", ")),
-                );
+                c.push(&[key("steps"), Seg::Index(i)], format!("unknown backend `{b}` in cross_segment_fails"), Backend::known());
             }
         }
         if let Some(h) = s.host() {

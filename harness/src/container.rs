@@ -135,11 +135,6 @@ impl EtcdContainer {
         Ok(EtcdContainer { docker: docker.clone(), name: name.to_string(), container: Some(container) })
     }
 
-    /// A placeholder holding no container (what is left after removal).
-    pub fn detached() -> EtcdContainer {
-        EtcdContainer { docker: Docker::connect_with_local_defaults().expect("local Docker client"), name: String::new(), container: None }
-    }
-
     /// The PID of the container's init process (its network namespace is /proc/PID/ns/net).
     pub async fn pid(&self) -> Result<i64, String> {
         let info = self

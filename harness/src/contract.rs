@@ -49,6 +49,28 @@ impl Backend {
     pub fn parse(s: &str) -> Option<Backend> {
         Backend::ALL.into_iter().find(|b| b.name() == s)
     }
+
+    /// Parses a list of backend names from an input file; unknown names become located
+    /// diagnostics under `at[i]`.
+    pub fn parse_list(names: &[String], c: &mut crate::diag::Collector, at: &[crate::diag::Seg]) -> Vec<Backend> {
+        let mut out = Vec::new();
+        for (i, b) in names.iter().enumerate() {
+            match Backend::parse(b) {
+                Some(b) => out.push(b),
+                None => {
+                    let mut path = at.to_vec();
+                    path.push(crate::diag::Seg::Index(i));
+                    c.push(&path, format!("unknown backend `{b}`"), Backend::known());
+                }
+            }
+        }
+        out
+    }
+
+    /// The hint for an unknown backend name.
+    pub fn known() -> String {
+        format!("known: {}", Backend::ALL.map(|b| b.name()).join(", "))
+    }
 }
 
 impl fmt::Display for Backend {
@@ -314,9 +336,7 @@ fn check_udp(
     out: &mut Vec<Finding>,
 ) -> Counts {
     let mut bad = |what: String| out.push(Finding { host: host.into(), what });
-    for l in state.links.iter().filter(|l| l.vxlan.is_some() && l.name.starts_with("flannel.")) {
-        bad(format!("vxlan device `{}` present under the udp backend", l.name));
-    }
+    stale_vxlan_devices(state, conf.backend, &mut bad);
     let Some(dev) = state.links.iter().find(|l| l.name == UDP_DEVICE) else {
         bad(format!("no `{UDP_DEVICE}` device"));
         return Counts::default();
@@ -378,35 +398,17 @@ fn check_hostgw(
         bad(format!("no `{UNDERLAY_IF}`"));
         return Counts::default();
     };
-    for l in state.links.iter().filter(|l| l.vxlan.is_some() && l.name.starts_with("flannel.")) {
-        bad(format!("vxlan device `{}` present under the host-gw backend", l.name));
-    }
+    stale_vxlan_devices(state, conf.backend, &mut bad);
     let connected = |ip: Ipv4Addr| state.addresses.iter().any(|a| a.ifindex == eth.index && a.net.contains(ip));
     let peers: Vec<&LeaseView> =
         leases.values().filter(|l| l.public_ip != host_ip && l.backend_type.as_deref() == conf.backend.lease_type()).collect();
     let want: Vec<(Ipv4Net, Ipv4Addr)> = peers.iter().filter(|p| connected(p.public_ip)).map(|p| (p.subnet, p.public_ip)).collect();
     let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(eth.index) && conf.network.contains_net(&r.dst)).collect();
-    let found = routes.iter().filter(|r| r.gateway.is_some_and(|g| want.contains(&(r.dst, g)))).count();
-    let missing: Vec<String> = want
-        .iter()
-        .filter(|(d, g)| !routes.iter().any(|r| r.dst == *d && r.gateway == Some(*g)))
-        .map(|(d, g)| format!("{d} via {g}"))
-        .collect();
-    let extra: Vec<String> = routes
-        .iter()
-        .filter(|r| !r.gateway.is_some_and(|g| want.contains(&(r.dst, g))))
-        .map(|r| format!("{} via {:?}", r.dst, r.gateway))
-        .collect();
-    if !missing.is_empty() || !extra.is_empty() {
-        let unreachable = peers.len() - want.len();
-        let note = if unreachable > 0 { format!(" ({unreachable} peers not directly reachable)") } else { String::new() };
-        bad(format!(
-            "{found} of {} routes on {UNDERLAY_IF}{note}{}{}",
-            want.len(),
-            list(" missing", &missing),
-            list(" unexpected", &extra)
-        ));
-    }
+    let want: Vec<String> = want.iter().map(|(d, g)| format!("{d} via {g}")).collect();
+    let have: Vec<String> = routes.iter().map(|r| route_key(r)).collect();
+    let unreachable = peers.len() - want.len();
+    let note = if unreachable > 0 { format!(" ({unreachable} peers not directly reachable)") } else { String::new() };
+    compare(&mut bad, &format!("routes on {UNDERLAY_IF}"), &note, &want, &have);
     Counts { routes: routes.len(), neighbours: 0, fdb: 0 }
 }
 
@@ -430,7 +432,6 @@ fn check_vxlan(
     let own = leases.get(&host_ip);
     let peers: Vec<&LeaseView> =
         leases.values().filter(|l| l.public_ip != host_ip && l.backend_type.as_deref() == conf.backend.lease_type()).collect();
-    let n = peers.len();
     let want_mtu = conf.overlay_mtu(underlay_mtu);
     if dev.mtu != want_mtu {
         bad(format!("`{dev_name}` has MTU {}, expected {want_mtu}", dev.mtu));
@@ -463,58 +464,63 @@ fn check_vxlan(
     let idx = dev.index;
     // routes: `SUBNET via SUBNET.0 dev flannel.1 onlink`, exactly one per peer
     let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(idx)).collect();
-    let want_routes: Vec<(Ipv4Net, Ipv4Addr)> = peers.iter().map(|p| (p.subnet, p.subnet.addr())).collect();
-    let found_routes = routes.iter().filter(|r| r.onlink && r.gateway.is_some_and(|g| want_routes.contains(&(r.dst, g)))).count();
-    let missing: Vec<String> = want_routes
-        .iter()
-        .filter(|(d, g)| !routes.iter().any(|r| r.dst == *d && r.gateway == Some(*g) && r.onlink))
-        .map(|(d, g)| format!("{d} via {g}"))
-        .collect();
-    let extra: Vec<String> = routes
-        .iter()
-        .filter(|r| !r.onlink || !r.gateway.is_some_and(|g| want_routes.contains(&(r.dst, g))))
-        .map(|r| format!("{} via {:?}{}", r.dst, r.gateway, if r.onlink { " onlink" } else { "" }))
-        .collect();
-    if !missing.is_empty() || !extra.is_empty() {
-        bad(format!("{found_routes} of {n} routes on {dev_name}{}{}", list(" missing", &missing), list(" unexpected", &extra)));
-    }
+    let want: Vec<String> = peers.iter().map(|p| format!("{} via {}", p.subnet, p.subnet.addr())).collect();
+    let have: Vec<String> = routes.iter().map(|r| format!("{}{}", route_key(r), if r.onlink { "" } else { " (not onlink)" })).collect();
+    compare(&mut bad, &format!("routes on {dev_name}"), "", &want, &have);
     // neighbours: `SUBNET.0 lladdr VTEPMAC PERMANENT`
     let neigh: Vec<&Neighbour> = state.neighbours.iter().filter(|x| x.ifindex == idx).collect();
-    let want_neigh: Vec<(Ipv4Addr, String)> = peers.iter().map(|p| (p.subnet.addr(), p.vtep_mac.clone().unwrap_or_default())).collect();
-    let ok_neigh = |x: &Neighbour| x.permanent && want_neigh.iter().any(|(ip, mac)| x.ip == *ip && x.mac.as_deref() == Some(mac));
-    let found_neigh = neigh.iter().filter(|x| ok_neigh(x)).count();
-    let missing: Vec<String> = want_neigh
+    let want: Vec<String> = peers.iter().map(|p| format!("{} lladdr {}", p.subnet.addr(), p.vtep_mac.as_deref().unwrap_or("?"))).collect();
+    let have: Vec<String> = neigh
         .iter()
-        .filter(|(ip, mac)| !neigh.iter().any(|x| x.permanent && x.ip == *ip && x.mac.as_deref() == Some(mac.as_str())))
-        .map(|(ip, mac)| format!("{ip} lladdr {mac}"))
+        .map(|x| format!("{} lladdr {}{}", x.ip, x.mac.as_deref().unwrap_or("?"), if x.permanent { "" } else { " (not permanent)" }))
         .collect();
-    let extra: Vec<String> = neigh
-        .iter()
-        .filter(|x| !ok_neigh(x))
-        .map(|x| format!("{} lladdr {:?}{}", x.ip, x.mac, if x.permanent { "" } else { " (not permanent)" }))
-        .collect();
-    if !missing.is_empty() || !extra.is_empty() {
-        bad(format!("{found_neigh} of {n} neighbours on {dev_name}{}{}", list(" missing", &missing), list(" unexpected", &extra)));
-    }
+    compare(&mut bad, &format!("neighbours on {dev_name}"), "", &want, &have);
     // fdb: `VTEPMAC dst PUBLICIP self permanent`
     let fdb: Vec<&FdbEntry> = state.fdb.iter().filter(|e| e.ifindex == idx && e.dst.is_some()).collect();
-    let want_fdb: Vec<(String, Ipv4Addr)> = peers.iter().map(|p| (p.vtep_mac.clone().unwrap_or_default(), p.public_ip)).collect();
-    let ok_fdb = |e: &FdbEntry| e.permanent && want_fdb.iter().any(|(mac, ip)| e.mac == *mac && e.dst == Some(*ip));
-    let found_fdb = fdb.iter().filter(|e| ok_fdb(e)).count();
-    let missing: Vec<String> = want_fdb
+    let want: Vec<String> = peers.iter().map(|p| format!("{} dst {}", p.vtep_mac.as_deref().unwrap_or("?"), p.public_ip)).collect();
+    let have: Vec<String> = fdb
         .iter()
-        .filter(|(mac, ip)| !fdb.iter().any(|e| e.permanent && e.mac == *mac && e.dst == Some(*ip)))
-        .map(|(mac, ip)| format!("{mac} dst {ip}"))
+        .map(|e| {
+            format!(
+                "{} dst {}{}",
+                e.mac,
+                e.dst.map(|d| d.to_string()).unwrap_or_default(),
+                if e.permanent { "" } else { " (not permanent)" }
+            )
+        })
         .collect();
-    let extra: Vec<String> = fdb.iter().filter(|e| !ok_fdb(e)).map(|e| format!("{} dst {:?}", e.mac, e.dst)).collect();
-    if !missing.is_empty() || !extra.is_empty() {
-        bad(format!("{found_fdb} of {n} FDB entries on {dev_name}{}{}", list(" missing", &missing), list(" unexpected", &extra)));
-    }
+    compare(&mut bad, &format!("FDB entries on {dev_name}"), "", &want, &have);
     // no whole-network route through the device
     if state.routes.iter().any(|r| r.dst == conf.network && r.oif == Some(idx)) {
         bad(format!("a route for the whole network {} points at {dev_name}", conf.network));
     }
     Counts { routes: routes.len(), neighbours: neigh.len(), fdb: fdb.len() }
+}
+
+/// A vxlan backend's device left behind under another backend.
+fn stale_vxlan_devices(state: &HostState, backend: Backend, bad: &mut impl FnMut(String)) {
+    for l in state.links.iter().filter(|l| l.vxlan.is_some() && l.name.starts_with("flannel.")) {
+        bad(format!("vxlan device `{}` present under the {backend} backend", l.name));
+    }
+}
+
+/// `DST via GW` as entries are compared and reported.
+fn route_key(r: &Route) -> String {
+    match r.gateway {
+        Some(g) => format!("{} via {g}", r.dst),
+        None => format!("{} (no gateway)", r.dst),
+    }
+}
+
+/// Compares the entries a host must have with those it has, both written the same way;
+/// one finding names how many of the wanted ones it has, the missing and the unexpected.
+fn compare(bad: &mut impl FnMut(String), what: &str, note: &str, want: &[String], have: &[String]) {
+    let found = want.iter().filter(|w| have.contains(w)).count();
+    let missing: Vec<String> = want.iter().filter(|w| !have.contains(w)).cloned().collect();
+    let extra: Vec<String> = have.iter().filter(|h| !want.contains(h)).cloned().collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        bad(format!("{found} of {} {what}{note}{}{}", want.len(), list(" missing", &missing), list(" unexpected", &extra)));
+    }
 }
 
 fn list(label: &str, items: &[String]) -> String {

@@ -250,17 +250,7 @@ fn validate(file: &Path, src: &str, raw: RawProfile) -> Result<Profile, Diagnost
             c.push(&[key("env"), key(k)], e, "see the placeholder list in README.md");
         }
     }
-    let mut backends = Vec::new();
-    for (i, b) in raw.backends.iter().enumerate() {
-        match Backend::parse(b) {
-            Some(b) => backends.push(b),
-            None => c.push(
-                &[key("backends"), Seg::Index(i)],
-                format!("unknown backend `{b}`"),
-                format!("known: {}", Backend::ALL.map(|b| b.name()).join(", ")),
-            ),
-        }
-    }
+    let backends = Backend::parse_list(&raw.backends, &mut c, &[key("backends")]);
     if raw.backends.is_empty() {
         c.push(&[key("backends")], "no backends claimed", "list the backends the implementation supports");
     }
