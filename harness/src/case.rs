@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::contract::Backend;
+use crate::contract::{Backend, Check};
 use crate::diag::{key, load_yaml, Collector, Diagnostics, Seg};
 use crate::names::HostName;
 use crate::topology::Topology;
@@ -76,10 +76,15 @@ struct RawCase {
     /// host name → bundled profile name or profile path (relative to the case file).
     #[serde(default)]
     host_profiles: BTreeMap<HostName, String>,
-    /// Mutants (harness/tests/mutants/NAME.yaml) this case must fail on: each is the
-    /// reference agent behind a wrapper that recreates a field bug from outside.
+    /// Mutants (harness/tests/mutants/NAME.yaml) this case must fail on, each with the
+    /// finding it must fail with: the reference agent behind a wrapper that recreates a
+    /// field bug from outside.
     #[serde(default)]
-    mutants: Vec<String>,
+    mutants: Vec<RawMutant>,
+    /// A control tests the lab, not an implementation: it runs once, on the reference
+    /// agent, whatever implementation is under test.
+    #[serde(default)]
+    control: bool,
     /// Where etcd runs: `process`, `docker` or `auto` (default: FLANNEL_LAB_STORE, else process).
     #[serde(default)]
     store: Option<StoreChoice>,
@@ -115,6 +120,49 @@ fn one() -> u32 {
     1
 }
 
+/// `mutants: [{name: forget-one-peer, check: reachability, host: h2, step: 2}]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMutant {
+    name: String,
+    check: Check,
+    host: String,
+    /// The step (1-based) that must fail; any step when absent.
+    #[serde(default)]
+    step: Option<usize>,
+    /// The backends this expectation is for (default: every backend the case and the
+    /// mutant share); list one entry per backend when the finding differs.
+    #[serde(default)]
+    backends: Option<Vec<String>>,
+}
+
+/// The finding a negative control or a mutant must produce: this check, about this host
+/// (`etcd` for the store), at this step when given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub check: Check,
+    pub host: String,
+    pub step: Option<usize>,
+}
+
+impl fmt::Display for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.check, self.host)?;
+        if let Some(s) = self.step {
+            write!(f, " at step {s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A mutant the case must catch on one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MutantSpec {
+    pub profile: PathBuf,
+    pub backend: Backend,
+    pub expected: Expected,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NoArgs {}
@@ -137,6 +185,26 @@ pub struct For {
 pub struct PerHost {
     #[serde(default = "one")]
     pub per_host: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Converge {
+    pub within: Dur,
+    /// Backends under which hosts on different segments cannot reach each other's pods
+    /// (host-gw across a router): those pairs are left out of the data-plane check.
+    #[serde(default)]
+    pub cross_segment_fails: Vec<String>,
+}
+
+/// A negative control: the inner step must fail with the named finding.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectFailure {
+    pub check: Check,
+    /// The host the finding must be about (`etcd` for the store).
+    pub host: String,
+    pub step: Box<Step>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -193,6 +261,10 @@ pub struct RestartAgent {
     /// Delete the host's flannel devices first, so the agent comes back with a new VTEP MAC.
     #[serde(default)]
     pub new_vtep_mac: bool,
+    /// Come back as another implementation (bundled profile name, or a path relative to
+    /// the case file): how a control breaks one host after a passing baseline.
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -274,14 +346,30 @@ pub enum Sabotage {
     SetPodMtu(PodMtu),
     /// SIGKILLs the host's agent.
     KillAgent(OnHost),
+    /// Sets the MTU of the host's overlay device (flannel.VNI, flannel0, or eth0 for
+    /// host-gw) behind the agent's back; the subnet file stays right.
+    SetDeviceMtu(DeviceMtu),
+    /// Sets the MTU of the host's underlay port on its segment's bridge: frames larger than
+    /// that vanish on the wire (a black hole no host's state shows).
+    SetUnderlayMtu(PodMtu),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceMtu {
+    pub host: HostName,
+    /// Bytes added to (or, negative, taken from) the device's current MTU.
+    pub by: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Starts one agent per host, all at the same instant.
     StartAgents(NoArgs),
-    /// Waits until etcd, subnet files and kernel state match the contract on every host.
-    WaitConverged(Within),
+    /// Waits until etcd, subnet files and kernel state match the contract on every host,
+    /// every host reaches every peer over the overlay, and, after a restart, a canary lease
+    /// the harness adds and removes is followed everywhere.
+    WaitConverged(Converge),
     /// The converged state must hold at every check (every 100 ms) for this long, and every
     /// agent must keep running: faults that show up late are caught.
     StayConverged(For),
@@ -328,8 +416,9 @@ pub enum Step {
     AddHost(AddHost),
     PutKey(PutKey),
     Break(Sabotage),
-    /// Passes only if the inner step fails: the negative control of an assertion.
-    ExpectFailure(Box<Step>),
+    /// Passes only if the inner step fails with the named finding: the negative control of
+    /// an assertion.
+    ExpectFailure(ExpectFailure),
 }
 
 /// Reads an enum written as a single-key mapping (`- wait_converged: {within: 30s}`):
@@ -373,11 +462,13 @@ single_key_enum!(Sabotage, "sabotage", {
     "delete_neighbour" => DeleteNeighbour(OnHost),
     "set_pod_mtu" => SetPodMtu(PodMtu),
     "kill_agent" => KillAgent(OnHost),
+    "set_device_mtu" => SetDeviceMtu(DeviceMtu),
+    "set_underlay_mtu" => SetUnderlayMtu(PodMtu),
 });
 
 single_key_enum!(Step, "step", {
     "start_agents" => StartAgents(NoArgs),
-    "wait_converged" => WaitConverged(Within),
+    "wait_converged" => WaitConverged(Converge),
     "stay_converged" => StayConverged(For),
     "create_pods" => CreatePods(PerHost),
     "expect_ping" => ExpectPing(PingSpec),
@@ -401,7 +492,7 @@ single_key_enum!(Step, "step", {
     "stop_etcd_leader" => StopEtcdLeader(NoArgs),
     "add_host" => AddHost(AddHost),
     "break" => Break(Sabotage),
-    "expect_failure" => ExpectFailure(Box<Step>),
+    "expect_failure" => ExpectFailure(ExpectFailure),
 });
 
 impl Step {
@@ -441,8 +532,9 @@ impl Step {
             Step::Break(Sabotage::DeleteFdb(h) | Sabotage::DeleteRoute(h) | Sabotage::DeleteNeighbour(h) | Sabotage::KillAgent(h)) => {
                 Some(&h.host)
             }
-            Step::Break(Sabotage::SetPodMtu(p)) => Some(&p.host),
-            Step::ExpectFailure(inner) => inner.host(),
+            Step::Break(Sabotage::SetPodMtu(p) | Sabotage::SetUnderlayMtu(p)) => Some(&p.host),
+            Step::Break(Sabotage::SetDeviceMtu(p)) => Some(&p.host),
+            Step::ExpectFailure(e) => e.step.host(),
             Step::RevokeLease(h) | Step::RemoveHost(h) => Some(&h.host),
             Step::CutLink(h) => Some(&h.host),
             Step::StartTraffic(t) => Some(&t.from),
@@ -492,8 +584,10 @@ pub struct Case {
     pub netconf: NetConfSpec,
     /// Host → profile (name or resolved path) for mixed clusters.
     pub host_profiles: BTreeMap<String, String>,
-    /// Mutant profile files the case must fail on.
-    pub mutants: Vec<PathBuf>,
+    /// Mutants the case must catch, one per backend, with the finding each must produce.
+    pub mutants: Vec<MutantSpec>,
+    /// Runs once, on the reference agent: it tests the lab.
+    pub control: bool,
     /// The case's own store choice, if it makes one.
     pub store: Option<StoreChoice>,
     pub etcd_members: u32,
@@ -576,10 +670,33 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
     if raw.steps.is_empty() {
         c.push(&[key("steps")], "no steps", "add steps such as `- start_agents: {}`");
     }
+    let host_ok = |h: &str| h == "etcd" || topos.iter().all(|t| t.host(h).is_some());
     for (i, s) in raw.steps.iter().enumerate() {
         let mut inner = s;
         while let Step::ExpectFailure(x) = inner {
-            inner = x;
+            if !host_ok(&x.host) {
+                c.push(
+                    &[key("steps"), Seg::Index(i), key("expect_failure"), key("host")],
+                    format!("no host `{}` in topology `{}`", x.host, raw.topology),
+                    "name the host whose check must fail (or `etcd`)",
+                );
+            }
+            inner = &x.step;
+        }
+        if let Step::WaitConverged(w) = inner {
+            for b in w.cross_segment_fails.iter().filter(|b| Backend::parse(b).is_none()) {
+                c.push(&[key("steps"), Seg::Index(i)], format!("unknown backend `{b}` in cross_segment_fails"), Backend::known());
+            }
+        }
+        if let Step::RestartAgent(RestartAgent { profile: Some(p), .. }) = inner {
+            let resolved = resolve_profile(file, p);
+            if let Err(e) = crate::profile::Profile::find(&resolved) {
+                c.push(
+                    &[key("steps"), Seg::Index(i)],
+                    format!("profile `{p}` is not usable: {}", e.lines().next().unwrap_or("")),
+                    "name a bundled profile (harness/profiles/) or a profile file",
+                );
+            }
         }
         if let Step::SwitchBackend(sb) = inner {
             if Backend::parse(&sb.to).is_none() {
@@ -614,7 +731,7 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
                 "name a host of the topology",
             );
         }
-        let resolved = if p.ends_with(".yaml") { file.parent().unwrap_or(Path::new(".")).join(p).display().to_string() } else { p.clone() };
+        let resolved = resolve_profile(file, p);
         if let Err(e) = crate::profile::Profile::find(&resolved) {
             c.push(
                 &at,
@@ -626,19 +743,42 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
     }
     let mut mutants = Vec::new();
     for (i, m) in raw.mutants.iter().enumerate() {
-        let path = mutants_dir().join(format!("{m}.yaml"));
-        match crate::profile::Profile::load(&path) {
-            Ok(p) if !p.backends.iter().any(|b| backends.contains(b)) => c.push(
-                &[key("mutants"), Seg::Index(i)],
-                format!("mutant `{m}` claims none of the case's backends"),
-                "pick a mutant for one of the case's backends",
-            ),
-            Ok(_) => mutants.push(path),
-            Err(e) => c.push(
-                &[key("mutants"), Seg::Index(i)],
-                format!("mutant `{m}` is not usable: {}", e.to_string().lines().next().unwrap_or("")),
-                "mutants live in harness/tests/mutants/NAME.yaml",
-            ),
+        let at = [key("mutants"), Seg::Index(i)];
+        let path = mutants_dir().join(format!("{}.yaml", m.name));
+        let profile = match crate::profile::Profile::load(&path) {
+            Ok(p) => p,
+            Err(e) => {
+                c.push(
+                    &at,
+                    format!("mutant `{}` is not usable: {}", m.name, e.to_string().lines().next().unwrap_or("")),
+                    "mutants live in harness/tests/mutants/NAME.yaml",
+                );
+                continue;
+            }
+        };
+        let wanted = match &m.backends {
+            None => backends.clone(),
+            Some(list) => Backend::parse_list(list, &mut c, &[key("mutants"), Seg::Index(i), key("backends")]),
+        };
+        let shared: Vec<Backend> = wanted.into_iter().filter(|b| backends.contains(b) && profile.backends.contains(b)).collect();
+        if shared.is_empty() {
+            c.push(&at, format!("mutant `{}` shares no backend with the case", m.name), "pick a mutant for one of the case's backends");
+        }
+        if !host_ok(&m.host) {
+            c.push(&at, format!("no host `{}` in topology `{}`", m.host, raw.topology), "name the host whose check must fail (or `etcd`)");
+        }
+        if m.step.is_some_and(|s| s == 0 || s > raw.steps.len()) {
+            c.push(&at, format!("step {} is not a step of this case", m.step.unwrap_or(0)), format!("use 1..{}", raw.steps.len()));
+        }
+        for b in shared {
+            if mutants.iter().any(|x: &MutantSpec| x.profile == path && x.backend == b) {
+                c.push(&at, format!("mutant `{}` is expected twice on {b}", m.name), "give each backend one expectation");
+            }
+            mutants.push(MutantSpec {
+                profile: path.clone(),
+                backend: b,
+                expected: Expected { check: m.check, host: m.host.clone(), step: m.step },
+            });
         }
     }
     if !(1..=5).contains(&raw.etcd_members) {
@@ -648,6 +788,7 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
     }
     c.finish()?;
     Ok(Case {
+        control: raw.control,
         etcd_members: raw.etcd_members,
         store: raw.store,
         mutants,
@@ -662,6 +803,20 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
         netconf,
         steps: raw.steps,
     })
+}
+
+/// A profile named in a case: a bundled name, or a `.yaml` path relative to the case file.
+fn resolve_profile(case_file: &Path, p: &str) -> String {
+    if p.ends_with(".yaml") {
+        case_file.parent().unwrap_or(Path::new(".")).join(p).display().to_string()
+    } else {
+        p.to_string()
+    }
+}
+
+/// Resolves a profile named in a case for running it.
+pub fn profile_path(case: &Case, p: &str) -> String {
+    resolve_profile(&case.file, p)
 }
 
 /// Where mutant profiles live.
@@ -696,12 +851,15 @@ mod tests {
     #[test]
     fn steps_parse_as_single_key_maps() {
         let c = parse(
-            "topology: flat\nhosts: [2, 3]\nsteps:\n  - start_agents: {}\n  - wait_converged: {within: 20s}\n  - expect_failure: {expect_counts: {}}\n  - break: {delete_fdb: {host: h2}}\n",
+            "topology: flat\nhosts: [2, 3]\nsteps:\n  - start_agents: {}\n  - wait_converged: {within: 20s}\n  - expect_failure: {check: counts, host: h2, step: {expect_counts: {}}}\n  - break: {delete_fdb: {host: h2}}\n",
         )
         .unwrap();
         assert_eq!(c.steps.len(), 4);
-        assert_eq!(c.steps[1], Step::WaitConverged(Within { within: Dur(Duration::from_secs(20)) }));
-        assert_eq!(c.steps[2], Step::ExpectFailure(Box::new(Step::ExpectCounts(NoArgs {}))));
+        assert_eq!(c.steps[1], Step::WaitConverged(Converge { within: Dur(Duration::from_secs(20)), cross_segment_fails: vec![] }));
+        assert_eq!(
+            c.steps[2],
+            Step::ExpectFailure(ExpectFailure { check: Check::Counts, host: "h2".into(), step: Box::new(Step::ExpectCounts(NoArgs {})) })
+        );
         assert_eq!(c.backends, Backend::ALL.to_vec());
         assert_eq!(c.scales(), vec![Some(2), Some(3)]);
         assert_eq!(c.netconf.render(Backend::Vxlan), r#"{"Backend":{"Type":"vxlan"},"Network":"10.244.0.0/16"}"#);

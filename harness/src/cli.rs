@@ -9,7 +9,7 @@ use crate::agents::{Agent, Implementation};
 use crate::case::Case;
 use crate::contract::{Backend, DEFAULT_PREFIX};
 use crate::lab::Lab;
-use crate::report::{self, JunitEntry, JunitOutcome};
+use crate::report::{self, JunitEntry};
 use crate::runner::{run_trial, TrialSpec};
 use crate::store::Store;
 use crate::suite;
@@ -96,9 +96,9 @@ fn opt<'a>(opts: &'a [(String, String)], k: &str) -> Option<&'a str> {
     opts.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
-fn load_trials(cases: &Path, imp: &Implementation) -> Result<Vec<TrialSpec>, String> {
+fn load_trials(cases: &Path, imp: &Implementation, build_reference: bool) -> Result<Vec<TrialSpec>, String> {
     let root = suite::repo_root();
-    suite::trials(cases, &root.join("topologies"), imp).map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+    suite::trials(cases, &root.join("topologies"), imp, build_reference).map_err(|errs| errs.join("\n"))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -115,7 +115,7 @@ fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
     }
     let imp = implementation(&opts, true)?;
     let cases = opt(&opts, "cases").map(PathBuf::from).unwrap_or_else(|| suite::repo_root().join("cases"));
-    let mut trials = load_trials(&cases, &imp)?;
+    let mut trials = load_trials(&cases, &imp, true)?;
     if let Some(f) = opt(&opts, "filter") {
         trials.retain(|t| t.name().contains(f));
     }
@@ -130,7 +130,7 @@ fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
         let r = rt.block_on(run_trial(t, &workdir));
         eprintln!(
             "  {} in {:.1} s{}",
-            if r.passed { "pass" } else { "FAIL" },
+            report::result_word(&r),
             r.elapsed.as_secs_f64(),
             r.failure.as_ref().map(|f| format!(": {f}")).unwrap_or_default()
         );
@@ -142,23 +142,7 @@ fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
         std::fs::write(path, report::markdown(&reports)).map_err(|e| format!("write Markdown to {path}: {e}"))?;
     }
     if let Some(path) = opt(&opts, "junit") {
-        let entries: Vec<JunitEntry> = reports
-            .iter()
-            .map(|r| JunitEntry {
-                name: r.name.clone(),
-                elapsed: r.elapsed,
-                outcome: match &r.failure {
-                    None => JunitOutcome::Passed { log: r.log.join("\n") },
-                    Some(f) => JunitOutcome::Failed {
-                        message: format!(
-                            "{f}{}",
-                            r.artifacts.as_ref().map(|a| format!("\nartifacts: {}", a.display())).unwrap_or_default()
-                        ),
-                        log: r.log.join("\n"),
-                    },
-                },
-            })
-            .collect();
+        let entries: Vec<JunitEntry> = reports.iter().map(report::junit_entry).collect();
         report::write_junit(Path::new(path), "flannel-lab", &entries).map_err(|e| format!("write JUnit to {path}: {e}"))?;
     }
     Ok(if reports.iter().all(|r| r.passed || r.ignored.is_some()) { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -186,7 +170,7 @@ fn cmd_bench(args: &[String]) -> Result<ExitCode, String> {
     let rt = runtime()?;
     let mut ok = true;
     for backend in case.backends.clone() {
-        let spec = TrialSpec { case: case.clone(), backend, imp: imp.clone() };
+        let spec = TrialSpec { case: case.clone(), backend, imp: imp.clone(), verdict: crate::runner::Verdict::Pass };
         let r = rt.block_on(run_trial(&spec, &suite::workdir()));
         match &r.failure {
             None => r.log.iter().filter(|l| l.trim_start().starts_with("throughput ")).for_each(|l| println!("{}", l.trim())),
@@ -211,7 +195,7 @@ fn implementation(opts: &[(String, String)], build_reference: bool) -> Result<Im
 fn cmd_list(args: &[String]) -> Result<ExitCode, String> {
     let (opts, _) = options(args, &["impl"])?;
     let imp = implementation(&opts, false)?;
-    for t in load_trials(&suite::repo_root().join("cases"), &imp)? {
+    for t in load_trials(&suite::repo_root().join("cases"), &imp, false)? {
         println!("{}", t.name());
     }
     Ok(ExitCode::SUCCESS)

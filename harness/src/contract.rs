@@ -211,16 +211,119 @@ pub struct HostState {
     pub subnet_file: Option<String>,
 }
 
-/// One unmet expectation, phrased for a person.
+/// The kinds of check the lab makes. A finding names one; a negative control or a mutant
+/// names the one it expects to fail (`expect_failure: {check: fdb, host: h2, …}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// Leases in etcd: present, one per host, inside the network, right type and data.
+    Lease,
+    /// The subnet file's contents.
+    SubnetFile,
+    /// The overlay device: present, up, its kind, MTU, VNI, port, MAC.
+    Device,
+    Routes,
+    Neighbours,
+    Fdb,
+    /// State another backend left behind.
+    StaleState,
+    /// A per-host number of entries that is not the contract's figure.
+    Counts,
+    /// Overlay traffic between hosts (convergence shown in the data plane).
+    Reachability,
+    /// Fresh evidence after a restart: an event the harness caused afterwards, not seen.
+    Canary,
+    /// Pod-to-pod echo.
+    Ping,
+    /// A pod interface's MTU.
+    PodMtu,
+    /// DF probes at and one byte above the overlay MTU.
+    DfProbe,
+    /// An agent exited while it should run.
+    AgentExit,
+    /// An agent that should have failed did not (still running, status 0, left state).
+    AgentFailure,
+    /// The profile's readiness condition.
+    Readiness,
+    /// A host's subnet changed.
+    Subnets,
+    /// Background traffic against its loss budget.
+    Traffic,
+    /// What became of an injected datagram.
+    Delivery,
+}
+
+impl Check {
+    pub const ALL: [Check; 19] = [
+        Check::Lease,
+        Check::SubnetFile,
+        Check::Device,
+        Check::Routes,
+        Check::Neighbours,
+        Check::Fdb,
+        Check::StaleState,
+        Check::Counts,
+        Check::Reachability,
+        Check::Canary,
+        Check::Ping,
+        Check::PodMtu,
+        Check::DfProbe,
+        Check::AgentExit,
+        Check::AgentFailure,
+        Check::Readiness,
+        Check::Subnets,
+        Check::Traffic,
+        Check::Delivery,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Check::Lease => "lease",
+            Check::SubnetFile => "subnet_file",
+            Check::Device => "device",
+            Check::Routes => "routes",
+            Check::Neighbours => "neighbours",
+            Check::Fdb => "fdb",
+            Check::StaleState => "stale_state",
+            Check::Counts => "counts",
+            Check::Reachability => "reachability",
+            Check::Canary => "canary",
+            Check::Ping => "ping",
+            Check::PodMtu => "pod_mtu",
+            Check::DfProbe => "df_probe",
+            Check::AgentExit => "agent_exit",
+            Check::AgentFailure => "agent_failure",
+            Check::Readiness => "readiness",
+            Check::Subnets => "subnets",
+            Check::Traffic => "traffic",
+            Check::Delivery => "delivery",
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One unmet expectation, phrased for a person: which check, about which host (or `etcd`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
+    pub check: Check,
     pub host: String,
     pub what: String,
 }
 
+impl Finding {
+    pub fn new(check: Check, host: impl Into<String>, what: impl Into<String>) -> Finding {
+        Finding { check, host: host.into(), what: what.into() }
+    }
+}
+
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.host, self.what)
+        write!(f, "[{}] {}: {}", self.check, self.host, self.what)
     }
 }
 
@@ -235,30 +338,32 @@ pub fn check_leases(
     let mut by_ip: BTreeMap<Ipv4Addr, LeaseView> = BTreeMap::new();
     for l in leases.iter().flatten() {
         if !conf.network.contains_net(&l.subnet) || l.subnet.prefix() != conf.subnet_len {
-            out.push(Finding {
-                host: "etcd".into(),
-                what: format!("lease {} is not a /{} inside {}", l.subnet, conf.subnet_len, conf.network),
-            });
+            out.push(Finding::new(
+                Check::Lease,
+                "etcd",
+                format!("lease {} is not a /{} inside {}", l.subnet, conf.subnet_len, conf.network),
+            ));
         }
         if let Some(prev) = by_ip.insert(l.public_ip, l.clone()) {
-            out.push(Finding { host: "etcd".into(), what: format!("two leases for {}: {} and {}", l.public_ip, prev.subnet, l.subnet) });
+            out.push(Finding::new(Check::Lease, "etcd", format!("two leases for {}: {} and {}", l.public_ip, prev.subnet, l.subnet)));
         }
     }
     for (name, ip) in hosts {
         match by_ip.get(ip) {
-            None => out.push(Finding { host: name.clone(), what: format!("no lease with PublicIP {ip} in etcd") }),
-            Some(l) if l.backend_type.as_deref() != conf.backend.lease_type() => out.push(Finding {
-                host: name.clone(),
-                what: format!(
+            None => out.push(Finding::new(Check::Lease, name, format!("no lease with PublicIP {ip} in etcd"))),
+            Some(l) if l.backend_type.as_deref() != conf.backend.lease_type() => out.push(Finding::new(
+                Check::Lease,
+                name,
+                format!(
                     "lease {} has BackendType {:?}, expected {:?} for {}",
                     l.subnet,
                     l.backend_type,
                     conf.backend.lease_type(),
                     conf.backend
                 ),
-            }),
+            )),
             Some(l) if conf.backend == Backend::Vxlan && l.vtep_mac.is_none() => {
-                out.push(Finding { host: name.clone(), what: format!("lease {} has no BackendData.VtepMAC", l.subnet) })
+                out.push(Finding::new(Check::Lease, name, format!("lease {} has no BackendData.VtepMAC", l.subnet)))
             }
             Some(_) => {}
         }
@@ -276,11 +381,11 @@ pub fn check_subnet_file(
     out: &mut Vec<Finding>,
 ) {
     let Some(text) = text else {
-        out.push(Finding { host: host.into(), what: "subnet file not written".into() });
+        out.push(Finding::new(Check::SubnetFile, host, "subnet file not written"));
         return;
     };
     let env = SubnetEnv::parse(text);
-    let mut bad = |what: String| out.push(Finding { host: host.into(), what });
+    let mut bad = |what: String| out.push(Finding::new(Check::SubnetFile, host, what));
     if env.network != Some(conf.network) {
         bad(format!("subnet file FLANNEL_NETWORK is {:?}, expected {}", env.network.map(|n| n.to_string()), conf.network));
     }
@@ -335,41 +440,39 @@ fn check_udp(
     state: &HostState,
     out: &mut Vec<Finding>,
 ) -> Counts {
-    let mut bad = |what: String| out.push(Finding { host: host.into(), what });
+    let mut bad = |check: Check, what: String| out.push(Finding::new(check, host, what));
     stale_vxlan_devices(state, conf.backend, &mut bad);
     let Some(dev) = state.links.iter().find(|l| l.name == UDP_DEVICE) else {
-        bad(format!("no `{UDP_DEVICE}` device"));
+        bad(Check::Device, format!("no `{UDP_DEVICE}` device"));
         return Counts::default();
     };
     if dev.kind.as_deref() != Some("tun") {
-        bad(format!("`{UDP_DEVICE}` is a {:?} device, expected tun", dev.kind));
+        bad(Check::Device, format!("`{UDP_DEVICE}` is a {:?} device, expected tun", dev.kind));
     }
     let want_mtu = conf.overlay_mtu(underlay_mtu);
     if dev.mtu != want_mtu {
-        bad(format!("`{UDP_DEVICE}` has MTU {}, expected {want_mtu}", dev.mtu));
+        bad(Check::Device, format!("`{UDP_DEVICE}` has MTU {}, expected {want_mtu}", dev.mtu));
     }
     if !dev.up {
-        bad(format!("`{UDP_DEVICE}` is down"));
+        bad(Check::Device, format!("`{UDP_DEVICE}` is down"));
     }
     if let Some(own) = leases.get(&host_ip) {
         let addrs: Vec<&Address> = state.addresses.iter().filter(|a| a.ifindex == dev.index).collect();
         if !addrs.iter().any(|a| a.addr == own.subnet.addr() && a.net.prefix() == 32) {
-            bad(format!(
-                "`{UDP_DEVICE}` lacks {}/32 (has {:?})",
-                own.subnet.addr(),
-                addrs.iter().map(|a| format!("{}/{}", a.addr, a.net.prefix())).collect::<Vec<_>>()
-            ));
+            bad(
+                Check::Device,
+                format!(
+                    "`{UDP_DEVICE}` lacks {}/32 (has {:?})",
+                    own.subnet.addr(),
+                    addrs.iter().map(|a| format!("{}/{}", a.addr, a.net.prefix())).collect::<Vec<_>>()
+                ),
+            );
         }
     }
     let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(dev.index)).collect();
-    let whole = routes.iter().filter(|r| r.dst == conf.network && r.gateway.is_none()).count();
-    if whole != 1 || routes.len() != 1 {
-        bad(format!(
-            "{} routes through {UDP_DEVICE} ({whole} for the whole network {}), expected exactly that one",
-            routes.len(),
-            conf.network
-        ));
-    }
+    let want = vec![format!("{} (no gateway)", conf.network)];
+    let have: Vec<String> = routes.iter().map(|r| route_key(r)).collect();
+    compare(&mut |w| bad(Check::Routes, w), &format!("routes through {UDP_DEVICE}"), "", &want, &have);
     let stray: Vec<String> = state
         .routes
         .iter()
@@ -377,7 +480,7 @@ fn check_udp(
         .map(|r| format!("{} via {:?}", r.dst, r.gateway))
         .collect();
     if !stray.is_empty() {
-        bad(format!("per-peer routes outside {UDP_DEVICE}: {}", stray.join(", ")));
+        bad(Check::Routes, format!("per-peer routes outside {UDP_DEVICE}: {}", stray.join(", ")));
     }
     Counts { routes: routes.len(), neighbours: 0, fdb: 0 }
 }
@@ -393,23 +496,28 @@ fn check_hostgw(
     state: &HostState,
     out: &mut Vec<Finding>,
 ) -> Counts {
-    let mut bad = |what: String| out.push(Finding { host: host.into(), what });
+    let mut bad = |check: Check, what: String| out.push(Finding::new(check, host, what));
     let Some(eth) = state.links.iter().find(|l| l.name == UNDERLAY_IF) else {
-        bad(format!("no `{UNDERLAY_IF}`"));
+        bad(Check::Device, format!("no `{UNDERLAY_IF}`"));
         return Counts::default();
     };
     stale_vxlan_devices(state, conf.backend, &mut bad);
-    let connected = |ip: Ipv4Addr| state.addresses.iter().any(|a| a.ifindex == eth.index && a.net.contains(ip));
     let peers: Vec<&LeaseView> =
         leases.values().filter(|l| l.public_ip != host_ip && l.backend_type.as_deref() == conf.backend.lease_type()).collect();
-    let want: Vec<(Ipv4Net, Ipv4Addr)> = peers.iter().filter(|p| connected(p.public_ip)).map(|p| (p.subnet, p.public_ip)).collect();
+    let want: Vec<(Ipv4Net, Ipv4Addr)> =
+        peers.iter().filter(|p| directly_connected(state, eth.index, p.public_ip)).map(|p| (p.subnet, p.public_ip)).collect();
     let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(eth.index) && conf.network.contains_net(&r.dst)).collect();
     let want: Vec<String> = want.iter().map(|(d, g)| format!("{d} via {g}")).collect();
     let have: Vec<String> = routes.iter().map(|r| route_key(r)).collect();
     let unreachable = peers.len() - want.len();
     let note = if unreachable > 0 { format!(" ({unreachable} peers not directly reachable)") } else { String::new() };
-    compare(&mut bad, &format!("routes on {UNDERLAY_IF}"), &note, &want, &have);
+    compare(&mut |w| bad(Check::Routes, w), &format!("routes on {UNDERLAY_IF}"), &note, &want, &have);
     Counts { routes: routes.len(), neighbours: 0, fdb: 0 }
+}
+
+/// Whether `ip` is on a network the interface `ifindex` is directly connected to.
+pub fn directly_connected(state: &HostState, ifindex: u32, ip: Ipv4Addr) -> bool {
+    state.addresses.iter().any(|a| a.ifindex == ifindex && a.net.contains(ip))
 }
 
 /// vxlan: the device, and exactly one route, neighbour and FDB entry per peer lease, and
@@ -423,10 +531,10 @@ fn check_vxlan(
     state: &HostState,
     out: &mut Vec<Finding>,
 ) -> Counts {
-    let mut bad = |what: String| out.push(Finding { host: host.into(), what });
+    let mut bad = |check: Check, what: String| out.push(Finding::new(check, host, what));
     let dev_name = conf.route_device();
     let Some(dev) = state.links.iter().find(|l| l.name == dev_name) else {
-        bad(format!("no `{dev_name}` device"));
+        bad(Check::Device, format!("no `{dev_name}` device"));
         return Counts::default();
     };
     let own = leases.get(&host_ip);
@@ -434,31 +542,31 @@ fn check_vxlan(
         leases.values().filter(|l| l.public_ip != host_ip && l.backend_type.as_deref() == conf.backend.lease_type()).collect();
     let want_mtu = conf.overlay_mtu(underlay_mtu);
     if dev.mtu != want_mtu {
-        bad(format!("`{dev_name}` has MTU {}, expected {want_mtu}", dev.mtu));
+        bad(Check::Device, format!("`{dev_name}` has MTU {}, expected {want_mtu}", dev.mtu));
     }
     if !dev.up {
-        bad(format!("`{dev_name}` is down"));
+        bad(Check::Device, format!("`{dev_name}` is down"));
     }
     match &dev.vxlan {
-        None => bad(format!("`{dev_name}` is not a vxlan device (kind {:?})", dev.kind)),
+        None => bad(Check::Device, format!("`{dev_name}` is not a vxlan device (kind {:?})", dev.kind)),
         Some(v) => {
             if v.vni != Some(conf.vni) {
-                bad(format!("`{dev_name}` has VNI {:?}, expected {}", v.vni, conf.vni));
+                bad(Check::Device, format!("`{dev_name}` has VNI {:?}, expected {}", v.vni, conf.vni));
             }
             if v.port != Some(conf.port) {
-                bad(format!("`{dev_name}` uses UDP port {:?}, expected {}", v.port, conf.port));
+                bad(Check::Device, format!("`{dev_name}` uses UDP port {:?}, expected {}", v.port, conf.port));
             }
             if v.learning != Some(false) {
-                bad(format!("`{dev_name}` has learning {:?}, expected off", v.learning));
+                bad(Check::Device, format!("`{dev_name}` has learning {:?}, expected off", v.learning));
             }
             if v.local != Some(host_ip) {
-                bad(format!("`{dev_name}` has local {:?}, expected {host_ip}", v.local));
+                bad(Check::Device, format!("`{dev_name}` has local {:?}, expected {host_ip}", v.local));
             }
         }
     }
     if let (Some(own), Some(mac)) = (own, &dev.mac) {
         if own.vtep_mac.as_deref() != Some(mac.as_str()) {
-            bad(format!("`{dev_name}` MAC {mac} differs from the VtepMAC {:?} in its lease", own.vtep_mac));
+            bad(Check::Device, format!("`{dev_name}` MAC {mac} differs from the VtepMAC {:?} in its lease", own.vtep_mac));
         }
     }
     let idx = dev.index;
@@ -466,7 +574,7 @@ fn check_vxlan(
     let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(idx)).collect();
     let want: Vec<String> = peers.iter().map(|p| format!("{} via {}", p.subnet, p.subnet.addr())).collect();
     let have: Vec<String> = routes.iter().map(|r| format!("{}{}", route_key(r), if r.onlink { "" } else { " (not onlink)" })).collect();
-    compare(&mut bad, &format!("routes on {dev_name}"), "", &want, &have);
+    compare(&mut |w| bad(Check::Routes, w), &format!("routes on {dev_name}"), "", &want, &have);
     // neighbours: `SUBNET.0 lladdr VTEPMAC PERMANENT`
     let neigh: Vec<&Neighbour> = state.neighbours.iter().filter(|x| x.ifindex == idx).collect();
     let want: Vec<String> = peers.iter().map(|p| format!("{} lladdr {}", p.subnet.addr(), p.vtep_mac.as_deref().unwrap_or("?"))).collect();
@@ -474,7 +582,7 @@ fn check_vxlan(
         .iter()
         .map(|x| format!("{} lladdr {}{}", x.ip, x.mac.as_deref().unwrap_or("?"), if x.permanent { "" } else { " (not permanent)" }))
         .collect();
-    compare(&mut bad, &format!("neighbours on {dev_name}"), "", &want, &have);
+    compare(&mut |w| bad(Check::Neighbours, w), &format!("neighbours on {dev_name}"), "", &want, &have);
     // fdb: `VTEPMAC dst PUBLICIP self permanent`
     let fdb: Vec<&FdbEntry> = state.fdb.iter().filter(|e| e.ifindex == idx && e.dst.is_some()).collect();
     let want: Vec<String> = peers.iter().map(|p| format!("{} dst {}", p.vtep_mac.as_deref().unwrap_or("?"), p.public_ip)).collect();
@@ -489,18 +597,18 @@ fn check_vxlan(
             )
         })
         .collect();
-    compare(&mut bad, &format!("FDB entries on {dev_name}"), "", &want, &have);
+    compare(&mut |w| bad(Check::Fdb, w), &format!("FDB entries on {dev_name}"), "", &want, &have);
     // no whole-network route through the device
     if state.routes.iter().any(|r| r.dst == conf.network && r.oif == Some(idx)) {
-        bad(format!("a route for the whole network {} points at {dev_name}", conf.network));
+        bad(Check::Routes, format!("a route for the whole network {} points at {dev_name}", conf.network));
     }
     Counts { routes: routes.len(), neighbours: neigh.len(), fdb: fdb.len() }
 }
 
 /// A vxlan backend's device left behind under another backend.
-fn stale_vxlan_devices(state: &HostState, backend: Backend, bad: &mut impl FnMut(String)) {
+fn stale_vxlan_devices(state: &HostState, backend: Backend, bad: &mut impl FnMut(Check, String)) {
     for l in state.links.iter().filter(|l| l.vxlan.is_some() && l.name.starts_with("flannel.")) {
-        bad(format!("vxlan device `{}` present under the {backend} backend", l.name));
+        bad(Check::StaleState, format!("vxlan device `{}` present under the {backend} backend", l.name));
     }
 }
 
@@ -512,14 +620,32 @@ fn route_key(r: &Route) -> String {
     }
 }
 
-/// Compares the entries a host must have with those it has, both written the same way;
-/// one finding names how many of the wanted ones it has, the missing and the unexpected.
+/// Compares the entries a host must have with those it has, both written the same way, as
+/// multisets: an entry present twice (two routes to one subnet with other metrics) counts
+/// as a duplicate. One finding names how many of the wanted ones it has, the missing, the
+/// unexpected and the duplicated.
 fn compare(bad: &mut impl FnMut(String), what: &str, note: &str, want: &[String], have: &[String]) {
-    let found = want.iter().filter(|w| have.contains(w)).count();
-    let missing: Vec<String> = want.iter().filter(|w| !have.contains(w)).cloned().collect();
-    let extra: Vec<String> = have.iter().filter(|h| !want.contains(h)).cloned().collect();
-    if !missing.is_empty() || !extra.is_empty() {
-        bad(format!("{found} of {} {what}{note}{}{}", want.len(), list(" missing", &missing), list(" unexpected", &extra)));
+    let mut left: Vec<&String> = have.iter().collect();
+    let mut missing = Vec::new();
+    for w in want {
+        match left.iter().position(|h| *h == w) {
+            Some(i) => {
+                left.remove(i);
+            }
+            None => missing.push(w.clone()),
+        }
+    }
+    let (dup, extra): (Vec<String>, Vec<String>) = left.into_iter().cloned().partition(|h| want.contains(h));
+    if !missing.is_empty() || !extra.is_empty() || !dup.is_empty() {
+        bad(format!(
+            "{} of {} {what}{note} (found {}){}{}{}",
+            want.len() - missing.len(),
+            want.len(),
+            have.len(),
+            list(" missing", &missing),
+            list(" unexpected", &extra),
+            list(" duplicated", &dup)
+        ));
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Lab {
     pub hosts: Vec<Node>,
     pub routers: Vec<Node>,
     pub etcd: Option<Node>,
+    /// Nodes on the underlay that are not hosts (the canary), with their addresses reserved.
+    pub spares: Vec<Node>,
     fabric: Option<(Netns, Nl)>,
     _lock: RunLock,
 }
@@ -91,7 +93,17 @@ impl Lab {
         let run = lock.id;
         LIVE.lock().expect("live-run registry").push(run);
         let dir = workdir.join(format!("{run}-{label}"));
-        let mut lab = Lab { run, topo, dir: dir.clone(), hosts: Vec::new(), routers: Vec::new(), etcd: None, fabric: None, _lock: lock };
+        let mut lab = Lab {
+            run,
+            topo,
+            dir: dir.clone(),
+            hosts: Vec::new(),
+            routers: Vec::new(),
+            etcd: None,
+            spares: Vec::new(),
+            fabric: None,
+            _lock: lock,
+        };
         std::fs::create_dir_all(&dir).map_err(|source| LabError::WorkDir { path: dir.clone(), source })?;
 
         let fabric = Netns::create(&run.netns("fabric"))?;
@@ -199,15 +211,33 @@ impl Lab {
         Ok(out)
     }
 
+    /// The next address on segment `seg` that no host, router, etcd or spare node uses.
+    fn free_address(&self, seg: usize) -> Result<Ipv4Addr, LabError> {
+        let cidr = self.topo.segments[seg].cidr;
+        let used: Vec<std::net::Ipv4Addr> = self.topo.hosts.iter().map(|h| h.addr).chain(self.spares.iter().map(|s| s.addr)).collect();
+        (1..cidr.host_capacity() as u32)
+            .map(|n| cidr.nth(n))
+            .find(|a| !used.contains(a) && *a != self.topo.etcd.1 && !self.topo.routers.iter().any(|r| r.legs.iter().any(|(_, x)| x == a)))
+            .ok_or(LabError::Full { segment: self.topo.segments[seg].name.clone() })
+    }
+
+    /// A node on the first host's segment that is not a host (no agent runs there): the
+    /// canary the harness announces as a fake peer. Returns its index in `spares`.
+    pub async fn add_spare(&mut self, name: &str) -> Result<usize, LabError> {
+        let seg = self.topo.hosts.first().map(|h| h.segment).unwrap_or(0);
+        let addr = self.free_address(seg)?;
+        let node = self.attach(name, seg, addr, false).await?;
+        for route in self.topo.routes_for(&[seg], None) {
+            node.nl.add_route(route.dst, route.via).await?;
+        }
+        self.spares.push(node);
+        Ok(self.spares.len() - 1)
+    }
+
     /// A host joining a running lab: on the first host's segment, at the next free address.
     pub async fn add_host(&mut self, name: &crate::names::HostName) -> Result<(), LabError> {
         let seg = self.topo.hosts.first().map(|h| h.segment).unwrap_or(0);
-        let cidr = self.topo.segments[seg].cidr;
-        let used: Vec<std::net::Ipv4Addr> = self.topo.hosts.iter().map(|h| h.addr).collect();
-        let addr = (1..cidr.host_capacity() as u32)
-            .map(|n| cidr.nth(n))
-            .find(|a| !used.contains(a) && *a != self.topo.etcd.1 && !self.topo.routers.iter().any(|r| r.legs.iter().any(|(_, x)| x == a)))
-            .ok_or(LabError::Full { segment: self.topo.segments[seg].name.clone() })?;
+        let addr = self.free_address(seg)?;
         let node = self.attach(name.as_str(), seg, addr, true).await?;
         for route in self.topo.routes_for(&[seg], None) {
             node.nl.add_route(route.dst, route.via).await?;
@@ -251,6 +281,14 @@ impl Lab {
         Ok(())
     }
 
+    /// Sets the MTU of a node's port on its segment bridge (`ip link set p-NODE mtu MTU` in
+    /// the fabric): larger frames to or from the node are dropped there.
+    pub async fn set_port_mtu(&self, node: &str, mtu: u32) -> Result<(), LabError> {
+        let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
+        fnl.set_mtu(&format!("p-{node}"), mtu).await?;
+        Ok(())
+    }
+
     /// The namespace holding the segment bridges (where the underlay can be captured).
     pub fn fabric_ns(&self) -> &Netns {
         &self.fabric.as_ref().expect("fabric is built first").0
@@ -275,6 +313,7 @@ impl Lab {
         self.hosts.clear();
         self.routers.clear();
         self.etcd = None;
+        self.spares.clear();
         self.fabric = None;
         gc::remove_run(self.run, &mut sweep);
         if let Ok(mut live) = LIVE.lock() {

@@ -35,6 +35,10 @@ pub enum PingOutcome {
         code: u8,
     },
     Timeout,
+    /// The local stack would not send it (no route, neighbour failed): the errno.
+    NotSent {
+        errno: i32,
+    },
 }
 
 impl PingOutcome {
@@ -77,7 +81,9 @@ fn ping_here(dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Resu
     unsafe {
         let owned = crate::sock::open(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map_err(|e| ("socket", e))?;
         let fd = owned.as_raw_fd();
-        let pmtu: libc::c_int = if df { libc::IP_PMTUDISC_DO } else { libc::IP_PMTUDISC_DONT };
+        // PROBE: DF set, and the path MTU this namespace learned from earlier probes is
+        // ignored, so every probe meets the path afresh (only the interface MTU limits it)
+        let pmtu: libc::c_int = if df { libc::IP_PMTUDISC_PROBE } else { libc::IP_PMTUDISC_DONT };
         if libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &pmtu as *const _ as *const libc::c_void, 4) != 0 {
             return Err(last_err("setsockopt IP_MTU_DISCOVER"));
         }
@@ -237,6 +243,175 @@ pub fn ping_with_retries(ns: &Netns, dst: Ipv4Addr, attempts: u32, timeout: Dura
         }
     }
     Ok(last)
+}
+
+/// Sends one echo from `src` (an address of `ns`) to each of `dsts` over one raw socket and
+/// collects the replies; destinations still silent after `timeout` get another echo, up to
+/// `attempts` rounds. One outcome per destination, in order: the reply, the last ICMP error
+/// that named the echo, or `Timeout`.
+pub fn sweep(ns: &Netns, src: Ipv4Addr, dsts: Vec<Ipv4Addr>, attempts: u32, timeout: Duration) -> Result<Vec<PingOutcome>, ProbeError> {
+    let name = ns.name().to_string();
+    ns.run(move || sweep_here(src, &dsts, attempts, timeout)).map_err(ProbeError::from)?.map_err(|(op, source)| ProbeError::Socket {
+        ns: name,
+        op,
+        source,
+    })
+}
+
+fn sweep_here(
+    src: Ipv4Addr,
+    dsts: &[Ipv4Addr],
+    attempts: u32,
+    timeout: Duration,
+) -> Result<Vec<PingOutcome>, (&'static str, std::io::Error)> {
+    let mut out: Vec<PingOutcome> = vec![PingOutcome::Timeout; dsts.len()];
+    if dsts.is_empty() {
+        return Ok(out);
+    }
+    // SAFETY: plain socket syscalls on a descriptor owned by this function.
+    unsafe {
+        let owned = crate::sock::open(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map_err(|e| ("socket", e))?;
+        let fd = owned.as_raw_fd();
+        let local = sockaddr(src);
+        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32) != 0 {
+            return Err(last_err("bind"));
+        }
+        crate::sock::set_receive_timeout(fd, Duration::from_millis(20)).map_err(|e| ("setsockopt SO_RCVTIMEO", e))?;
+        let ident: u16 = rand::random();
+        let mut done = vec![false; dsts.len()];
+        let mut sent_at = vec![Instant::now(); dsts.len()];
+        let mut rbuf = vec![0u8; 65536];
+        for _ in 0..attempts.max(1) {
+            for (i, dst) in dsts.iter().enumerate().filter(|(i, _)| !done[*i]) {
+                let mut buf = vec![0u8; 8 + 56];
+                {
+                    let mut req = MutableEchoRequestPacket::new(&mut buf).expect("buffer holds an echo header");
+                    req.set_icmp_type(IcmpTypes::EchoRequest);
+                    req.set_identifier(ident);
+                    req.set_sequence_number(i as u16);
+                    let sum = pnet_packet::icmp::checksum(&IcmpPacket::new(req.packet()).expect("echo is an icmp packet"));
+                    req.set_checksum(sum);
+                }
+                let to = sockaddr(*dst);
+                sent_at[i] = Instant::now();
+                let n = libc::sendto(
+                    fd,
+                    buf.as_ptr() as *const libc::c_void,
+                    buf.len(),
+                    0,
+                    &to as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                );
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        // no route, or a neighbour that never answered: what the probe is for
+                        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EINVAL | libc::EAGAIN | libc::ENOBUFS) => {
+                            out[i] = PingOutcome::NotSent { errno: e.raw_os_error().unwrap_or(0) };
+                        }
+                        _ => return Err(("sendto", e)),
+                    }
+                }
+            }
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline && done.iter().any(|d| !d) {
+                let n = libc::recv(fd, rbuf.as_mut_ptr() as *mut libc::c_void, rbuf.len(), 0);
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
+                        _ => return Err(("recv", e)),
+                    }
+                }
+                let pkt = &rbuf[..n as usize];
+                for (i, dst) in dsts.iter().enumerate().filter(|(i, _)| !done[*i]) {
+                    if let Some(o) = classify(pkt, *dst, ident, i as u16, sent_at[i]) {
+                        done[i] = o.is_reply();
+                        out[i] = o;
+                        break;
+                    }
+                }
+            }
+            if done.iter().all(|d| *d) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn sockaddr(a: Ipv4Addr) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: u32::from(a).to_be() },
+        sin_zero: [0; 8],
+    }
+}
+
+/// A UDP listener inside a namespace, collecting `(sender, payload)` until stopped: the
+/// canary's end of the udp backend.
+pub struct UdpListener {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(Ipv4Addr, Vec<u8>)>>>,
+    thread: Option<std::thread::JoinHandle<Result<Result<(), String>, crate::netns::NetnsError>>>,
+}
+
+impl UdpListener {
+    /// Binds `0.0.0.0:port` in `ns`; returns once the socket is bound.
+    pub fn start(ns: &Netns, port: u16) -> Result<UdpListener, String> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<(Ipv4Addr, Vec<u8>)>>> = Default::default();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (ns2, stop2, seen2) = (ns.clone(), stop.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            ns2.run(move || -> Result<(), String> {
+                let sock = match std::net::UdpSocket::bind(("0.0.0.0", port)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let msg = format!("bind udp port {port}: {e}");
+                        let _ = ready_tx.send(Err(msg.clone()));
+                        return Err(msg);
+                    }
+                };
+                let _ = sock.set_read_timeout(Some(Duration::from_millis(20)));
+                let _ = ready_tx.send(Ok(()));
+                let mut buf = vec![0u8; 65536];
+                while !stop2.load(Ordering::Relaxed) {
+                    if let Ok((n, std::net::SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
+                        seen2.lock().expect("listener buffer").push((*from.ip(), buf[..n].to_vec()));
+                    }
+                }
+                Ok(())
+            })
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => Ok(UdpListener { stop, seen, thread: Some(thread) }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("udp listener on port {port} did not start within 5 s")),
+        }
+    }
+
+    /// What arrived so far.
+    pub fn seen(&self) -> Vec<(Ipv4Addr, Vec<u8>)> {
+        self.seen.lock().expect("listener buffer").clone()
+    }
+}
+
+impl Drop for UdpListener {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The inner IPv4 source and destination of a udp-backend datagram (a bare IPv4 packet).
+pub fn inner_addresses(payload: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let ip = Ipv4Packet::new(payload)?;
+    (ip.get_version() == 4).then(|| (ip.get_source(), ip.get_destination()))
 }
 
 /// Reads links, routes, neighbours, FDB entries and the subnet file of one host.

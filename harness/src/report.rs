@@ -21,16 +21,14 @@ pub fn table(reports: &[TrialReport]) -> String {
             (Some(f), None) => first_line(f).to_string(),
             (None, _) => r.log.iter().rev().find(|l| l.starts_with("     ")).map(|l| first_line(l.trim()).to_string()).unwrap_or_default(),
         };
-        s.push_str(&format!(
-            "{:<w$}  {:<6}  {:>8.1}  {}\n",
-            r.name,
-            if r.passed { "pass" } else { "FAIL" },
-            r.elapsed.as_secs_f64(),
-            detail
-        ));
+        s.push_str(&format!("{:<w$}  {:<6}  {:>8.1}  {}\n", r.name, result_word(r), r.elapsed.as_secs_f64(), detail));
     }
     let passed = reports.iter().filter(|r| r.passed).count();
     let skipped = reports.iter().filter(|r| r.ignored.is_some()).count();
+    let lab = reports.iter().filter(|r| r.lab_error).count();
+    if lab > 0 {
+        s.push_str(&format!("{lab} trial(s) failed with a lab error (the lab could not do its job; see their logs)\n"));
+    }
     s.push_str(&format!("{} passed, {} failed, {} skipped\n", passed, reports.len() - passed - skipped, skipped));
     s
 }
@@ -57,7 +55,7 @@ pub fn markdown(reports: &[TrialReport]) -> String {
         };
         s.push_str(&format!(
             "| {case} | {backend} | {imp} | {} | {:.1} | {} |\n",
-            if r.passed { "pass" } else { "**FAIL**" },
+            if r.passed { "pass".to_string() } else { format!("**{}**", result_word(r)) },
             r.elapsed.as_secs_f64(),
             detail.replace('|', "\\|")
         ));
@@ -65,6 +63,36 @@ pub fn markdown(reports: &[TrialReport]) -> String {
     let passed = reports.iter().filter(|r| r.passed).count();
     s.push_str(&format!("\n{} passed, {} failed\n", passed, reports.len() - passed));
     s
+}
+
+/// The result column: pass, FAIL (a finding), LAB (the lab failed: never a pass), skip.
+pub fn result_word(r: &TrialReport) -> &'static str {
+    match (r.ignored.is_some(), r.passed, r.lab_error) {
+        (true, _, _) => "skip",
+        (_, true, _) => "pass",
+        (_, false, true) => "LAB",
+        (_, false, false) => "FAIL",
+    }
+}
+
+/// The one mapping from a finished trial to its JUnit entry, for the CLI and the test
+/// target alike: a failure carries its message, log and artifact directory.
+pub fn junit_entry(r: &TrialReport) -> JunitEntry {
+    let log = r.log.join("\n");
+    let outcome = if let Some(reason) = &r.ignored {
+        JunitOutcome::Skipped { reason: reason.clone() }
+    } else {
+        match &r.failure {
+            None => JunitOutcome::Passed { log },
+            Some(f) => {
+                let artifacts = r.artifacts.as_ref().map(|a| format!("\nartifacts: {}", a.display())).unwrap_or_default();
+                // Jenkins/GitLab convention for attaching a file or directory
+                let attach = r.artifacts.as_ref().map(|a| format!("\n[[ATTACHMENT|{}]]", a.display())).unwrap_or_default();
+                JunitOutcome::Failed { message: format!("{f}{artifacts}"), log: format!("{log}{attach}") }
+            }
+        }
+    };
+    JunitEntry { name: r.name.clone(), elapsed: r.elapsed, outcome }
 }
 
 /// One JUnit entry per trial; a failure carries its message, log and artifact directory.

@@ -7,8 +7,7 @@ use std::process::Command;
 
 use crate::agents::Implementation;
 use crate::case::{discover, Case};
-use crate::diag::Diagnostics;
-use crate::runner::TrialSpec;
+use crate::runner::{TrialSpec, Verdict};
 
 /// The repository root (where cases/ and topologies/ live).
 pub fn repo_root() -> PathBuf {
@@ -24,41 +23,51 @@ pub fn workdir() -> PathBuf {
     std::env::var_os("FLANNEL_LAB_WORKDIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("flannel-lab"))
 }
 
-/// Loads every case and expands it into trials (the backends both the case and the
-/// implementation's profile name), sorted by name. All invalid files are
-/// reported together.
-pub fn trials(cases_dir: &Path, topologies_dir: &Path, imp: &Implementation) -> Result<Vec<TrialSpec>, Vec<Diagnostics>> {
+/// Loads every case and expands it into trials, sorted by name; all invalid files are
+/// reported together:
+/// - each case × the backends both it and the implementation's profile name;
+/// - a control case (`control: true`, it tests the lab) × its backends on the reference
+///   agent, whatever implementation is under test;
+/// - each case × mutant × backend it names: the case must fail with the stated finding.
+///
+/// `build_reference` builds the reference agent when it is missing (not for listing).
+pub fn trials(cases_dir: &Path, topologies_dir: &Path, imp: &Implementation, build_reference: bool) -> Result<Vec<TrialSpec>, Vec<String>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
+    let reference = if imp.name() == "reference" { Ok(imp.clone()) } else { Implementation::load("reference", build_reference) };
     for file in discover(cases_dir) {
-        match Case::load(&file, topologies_dir) {
-            Ok(case) => {
-                for b in case.backends.iter().filter(|b| imp.profile.backends.contains(b)) {
-                    out.push(TrialSpec { case: case.clone(), backend: *b, imp: imp.clone() });
+        let case = match Case::load(&file, topologies_dir) {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        let runs_on = if case.control {
+            match &reference {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(format!("{}: a control runs on the reference agent: {e}", file.display()));
+                    continue;
                 }
             }
-            Err(e) => errors.push(e),
+        } else {
+            imp
+        };
+        for b in case.backends.iter().filter(|b| runs_on.profile.backends.contains(b)) {
+            out.push(TrialSpec { case: case.clone(), backend: *b, imp: runs_on.clone(), verdict: Verdict::Pass });
+        }
+        for m in &case.mutants {
+            match Implementation::load(&m.profile.display().to_string(), build_reference) {
+                Ok(mimp) => {
+                    out.push(TrialSpec { case: case.clone(), backend: m.backend, imp: mimp, verdict: Verdict::Catch(m.expected.clone()) })
+                }
+                Err(e) => errors.push(format!("{}: mutant {}: {e}", file.display(), m.profile.display())),
+            }
         }
     }
     if !errors.is_empty() {
         return Err(errors);
-    }
-    out.sort_by_key(|t| t.name());
-    Ok(out)
-}
-
-/// One trial per case × mutant: the case run against the mutant on the first backend both
-/// claim. These trials pass only when the case FAILS (the case catches the bug).
-pub fn mutant_trials(cases_dir: &Path, topologies_dir: &Path, build_reference: bool) -> Result<Vec<TrialSpec>, String> {
-    let mut out = Vec::new();
-    for file in discover(cases_dir) {
-        let case = Case::load(&file, topologies_dir).map_err(|e| e.to_string())?;
-        for m in &case.mutants {
-            let imp = Implementation::load(&m.display().to_string(), build_reference)?;
-            if let Some(b) = case.backends.iter().find(|b| imp.profile.backends.contains(b)) {
-                out.push(TrialSpec { case: case.clone(), backend: *b, imp });
-            }
-        }
     }
     out.sort_by_key(|t| t.name());
     Ok(out)

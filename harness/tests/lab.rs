@@ -1,13 +1,15 @@
 //! The lab test target: one trial per case file × backend × implementation, named
-//! `CASE::BACKEND::IMPLEMENTATION`. Runs under `cargo test` and nextest (`--list`,
-//! `--exact`, `--ignored` work). Without root the lab trials are reported as ignored with
-//! the reason. `FLANNEL_LAB_JUNIT=path.xml` writes JUnit under `cargo test`.
+//! `CASE::BACKEND::IMPLEMENTATION`, plus control cases on the reference agent and mutant
+//! trials (a case that must fail with a named finding). Runs under `cargo test` and nextest
+//! (`--list`, `--exact`, `--ignored` work). Without root the lab trials are reported as
+//! ignored with the reason; with `FLANNEL_LAB_REQUIRE=1` (CI) they fail instead, as does a
+//! trial that would be ignored for a missing Docker engine. `FLANNEL_LAB_JUNIT=path.xml`
+//! writes JUnit under `cargo test`.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use flannel_lab::lab::install_signal_cleanup;
-use flannel_lab::report::{write_junit, JunitEntry, JunitOutcome};
+use flannel_lab::report::{junit_entry, write_junit, JunitEntry, JunitOutcome};
 use flannel_lab::runner::run_trial;
 use flannel_lab::suite;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
@@ -17,16 +19,18 @@ fn main() {
     let args = Arguments::from_args();
     let root = suite::repo_root();
     let unavailable = suite::lab_unavailable();
+    let require = std::env::var("FLANNEL_LAB_REQUIRE").is_ok_and(|v| v == "1");
     // FLANNEL_LAB_IMPL picks the implementation (default: the reference agent's profile).
     // Listing must be cheap and must not build anything.
-    let imp = match flannel_lab::agents::Implementation::from_env(!args.list && unavailable.is_none()) {
+    let build = !args.list && unavailable.is_none();
+    let imp = match flannel_lab::agents::Implementation::from_env(build) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("lab: {e}");
             std::process::exit(101);
         }
     };
-    let specs = match suite::trials(&root.join("cases"), &root.join("topologies"), &imp) {
+    let specs = match suite::trials(&root.join("cases"), &root.join("topologies"), &imp, build) {
         Ok(s) => s,
         Err(errs) => {
             for e in errs {
@@ -35,23 +39,9 @@ fn main() {
             std::process::exit(101);
         }
     };
-    // Mutants: the case must fail on them. Only with the reference implementation (mutants
-    // wrap it), and not when another implementation is under test.
-    let mutants = if imp.name() == "reference" {
-        match suite::mutant_trials(&root.join("cases"), &root.join("topologies"), !args.list && unavailable.is_none()) {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("lab: {e}");
-                std::process::exit(101);
-            }
-        }
-    } else {
-        Vec::new()
-    };
-    let expect_fail: std::collections::BTreeSet<String> = mutants.iter().map(|m| m.name()).collect();
-    let specs: Vec<_> = specs.into_iter().chain(mutants).collect();
     if let Some(reason) = &unavailable {
-        eprintln!("lab: {} lab trials will be ignored: {reason}", specs.len());
+        let what = if require { "fail (FLANNEL_LAB_REQUIRE=1)" } else { "be ignored" };
+        eprintln!("lab: {} lab trials will {what}: {reason}", specs.len());
     }
     let results: Arc<Mutex<Vec<JunitEntry>>> = Arc::default();
     let workdir = suite::workdir();
@@ -59,54 +49,43 @@ fn main() {
         .into_iter()
         .map(|spec| {
             let name = spec.name();
-            let (unavailable, results, workdir, expect_fail) = (unavailable.clone(), results.clone(), workdir.clone(), expect_fail.clone());
+            let (unavailable, results, workdir) = (unavailable.clone(), results.clone(), workdir.clone());
             Trial::ignorable_test(name.clone(), move || {
-                if let Some(reason) = unavailable {
+                let skip = |reason: String| -> Result<Completion, Failed> {
                     results.lock().unwrap().push(JunitEntry {
-                        name,
+                        name: name.clone(),
                         elapsed: Default::default(),
                         outcome: JunitOutcome::Skipped { reason: reason.clone() },
                     });
-                    return Ok(Completion::ignored_with(reason));
+                    if require {
+                        Err(Failed::from(format!("cannot run here, and FLANNEL_LAB_REQUIRE=1 forbids ignoring it: {reason}")))
+                    } else {
+                        Ok(Completion::ignored_with(reason))
+                    }
+                };
+                if let Some(reason) = unavailable {
+                    return skip(reason);
                 }
-                let t = Instant::now();
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
                     .build()
                     .map_err(|e| Failed::from(format!("tokio runtime: {e}")))?;
-                let mut report = rt.block_on(run_trial(&spec, &workdir));
+                let report = rt.block_on(run_trial(&spec, &workdir));
                 rt.shutdown_background();
-                if let Some(reason) = report.ignored.take() {
-                    results.lock().unwrap().push(JunitEntry {
-                        name,
-                        elapsed: t.elapsed(),
-                        outcome: JunitOutcome::Skipped { reason: reason.clone() },
-                    });
-                    return Ok(Completion::ignored_with(reason));
+                if let Some(reason) = report.ignored.clone() {
+                    return skip(reason);
                 }
-                if expect_fail.contains(&name) {
-                    // a mutant: the case passing would mean it cannot catch the bug
-                    report = flannel_lab::runner::invert_for_mutant(report);
-                }
-                let log = report.log.join("\n");
-                println!("{log}");
-                let outcome = match &report.failure {
-                    None => JunitOutcome::Passed { log: log.clone() },
-                    Some(f) => {
-                        let artifacts = report.artifacts.as_ref().map(|a| format!("\nartifacts: {}", a.display())).unwrap_or_default();
-                        // Jenkins/GitLab convention for attaching a file or directory
-                        let attach = report.artifacts.as_ref().map(|a| format!("\n[[ATTACHMENT|{}]]", a.display())).unwrap_or_default();
-                        JunitOutcome::Failed { message: format!("{f}{artifacts}"), log: format!("{log}{attach}") }
-                    }
-                };
-                let failed = match &outcome {
+                println!("{}", report.log.join("\n"));
+                let entry = junit_entry(&report);
+                let failed = match &entry.outcome {
                     JunitOutcome::Failed { message, .. } => Some(message.clone()),
                     _ => None,
                 };
-                results.lock().unwrap().push(JunitEntry { name, elapsed: t.elapsed(), outcome });
+                results.lock().unwrap().push(entry);
                 match failed {
                     None => Ok(Completion::Completed),
+                    Some(m) if report.lab_error => Err(Failed::from(format!("LAB ERROR (never a pass): {m}"))),
                     Some(m) => Err(Failed::from(m)),
                 }
             })

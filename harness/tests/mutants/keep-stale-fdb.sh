@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Field bug #1795 (and #1330, #1788): after a peer came back with a new VTEP MAC the old FDB
+# Stale FDB entries (as in #1330, #1788): after a peer came back with a new VTEP MAC the old FDB
 # entry stayed. Recreated by putting back every FDB entry the agent removes.
 . "$(dirname "$0")/lib.sh"
 declare -A seen
