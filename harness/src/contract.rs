@@ -741,7 +741,23 @@ mod tests {
         let mut out = Vec::new();
         check_kernel(&conf(), "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].to_string(), "h1: 1 of 2 FDB entries on flannel.1; missing: 02:00:00:00:00:02 dst 192.168.99.2");
+        assert_eq!(out[0].check, Check::Fdb);
+        assert_eq!(out[0].to_string(), "[fdb] h1: 1 of 2 FDB entries on flannel.1 (found 1); missing: 02:00:00:00:00:02 dst 192.168.99.2");
+    }
+
+    #[test]
+    fn duplicate_entries_are_counted() {
+        let l = leases();
+        let peers: Vec<LeaseView> = l.values().filter(|x| x.subnet.addr().octets()[2] != 1).cloned().collect();
+        let mut st = good_state(&peers);
+        // the same route twice (another metric): equal as a set, wrong as a count
+        st.routes.push(st.routes[0].clone());
+        let mut out = Vec::new();
+        let counts = check_kernel(&conf(), "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        assert_eq!(counts.routes, 3);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].check, Check::Routes);
+        assert!(out[0].what.contains("2 of 2 routes on flannel.1 (found 3); duplicated: 10.244.2.0/24 via 10.244.2.0"), "{}", out[0]);
     }
 
     #[test]
@@ -761,7 +777,7 @@ mod tests {
         let text: Vec<String> = out.iter().map(|f| f.to_string()).collect();
         assert_eq!(text.len(), 2, "{text:?}");
         assert!(text[0].contains("MTU 1500, expected 1450"));
-        assert!(text[1].contains("2 of 2 neighbours on flannel.1; unexpected: 10.244.9.0"));
+        assert!(text[1].contains("2 of 2 neighbours on flannel.1 (found 3); unexpected: 10.244.9.0"), "{text:?}");
     }
 
     #[test]
@@ -777,7 +793,7 @@ mod tests {
         let hosts = vec![("h1".to_string(), "192.168.99.1".parse().unwrap()), ("h2".to_string(), "192.168.99.2".parse().unwrap())];
         let by_ip = check_leases(&c, &hosts, &[Ok(l.clone())], &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].to_string(), "h2: no lease with PublicIP 192.168.99.2 in etcd");
+        assert_eq!(out[0].to_string(), "[lease] h2: no lease with PublicIP 192.168.99.2 in etcd");
         out.clear();
         let file = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.68.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n";
         check_subnet_file(&c, "h1", 1500, by_ip.get(&l.public_ip), Some(file), &mut out);
@@ -830,6 +846,9 @@ mod hostgw_tests {
         assert_eq!(c.routes, 1);
         state.routes.pop();
         check_kernel(&conf, "a", "192.168.1.1".parse().unwrap(), 1500, &leases, &state, &mut out);
-        assert_eq!(out[0].to_string(), "a: 0 of 1 routes on eth0 (1 peers not directly reachable); missing: 10.244.2.0/24 via 192.168.1.2");
+        assert_eq!(
+            out[0].to_string(),
+            "[routes] a: 0 of 1 routes on eth0 (1 peers not directly reachable) (found 0); missing: 10.244.2.0/24 via 192.168.1.2"
+        );
     }
 }

@@ -349,11 +349,14 @@ fn sockaddr(a: Ipv4Addr) -> libc::sockaddr_in {
     }
 }
 
+/// Datagrams a listener received: sender and payload.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(Ipv4Addr, Vec<u8>)>>>;
+
 /// A UDP listener inside a namespace, collecting `(sender, payload)` until stopped: the
 /// canary's end of the udp backend.
 pub struct UdpListener {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(Ipv4Addr, Vec<u8>)>>>,
+    seen: Received,
     thread: Option<std::thread::JoinHandle<Result<Result<(), String>, crate::netns::NetnsError>>>,
 }
 
@@ -362,7 +365,7 @@ impl UdpListener {
     pub fn start(ns: &Netns, port: u16) -> Result<UdpListener, String> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let seen: std::sync::Arc<std::sync::Mutex<Vec<(Ipv4Addr, Vec<u8>)>>> = Default::default();
+        let seen: Received = Default::default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let (ns2, stop2, seen2) = (ns.clone(), stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {

@@ -1474,3 +1474,58 @@ fn load_profile(profile: &str) -> Result<Implementation, StepError> {
     }
     Ok(imp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> TrialReport {
+        TrialReport {
+            name: "c::vxlan::m".into(),
+            passed: false,
+            log: vec![],
+            failure: None,
+            lab_error: false,
+            artifacts: None,
+            ignored: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn stopped(step: usize, error: StepError) -> Option<Stopped> {
+        Some(Stopped { step: Some(step), step_name: "wait_converged", error, at: String::new(), dir: None })
+    }
+
+    fn expected(step: Option<usize>) -> Verdict {
+        Verdict::Catch(Expected { check: Check::Fdb, host: "h2".into(), step })
+    }
+
+    #[test]
+    fn a_mutant_is_caught_only_by_its_finding() {
+        let mut r = report();
+        judge(&expected(Some(2)), stopped(2, StepError::check(Check::Fdb, "h2", "1 of 2 FDB entries")), &mut r);
+        assert!(r.passed, "{r:?}");
+        // another host, another check, another step: not caught
+        for (step, check, host) in [(2, Check::Fdb, "h1"), (2, Check::Routes, "h2"), (4, Check::Fdb, "h2")] {
+            let mut r = report();
+            judge(&expected(Some(2)), stopped(step, StepError::check(check, host, "x")), &mut r);
+            assert!(!r.passed && !r.lab_error, "{r:?}");
+            assert!(r.failure.unwrap().contains("failed for another reason"));
+        }
+        // the case passing is no catch either
+        let mut r = report();
+        judge(&expected(None), None, &mut r);
+        assert!(!r.passed);
+    }
+
+    #[test]
+    fn a_lab_error_is_never_a_pass() {
+        let mut r = report();
+        judge(&expected(None), stopped(2, StepError::Lab("start etcd: timed out".into())), &mut r);
+        assert!(!r.passed && r.lab_error, "{r:?}");
+        assert!(r.failure.unwrap().contains("a lab error is never a catch"));
+        let mut r = report();
+        judge(&Verdict::Pass, stopped(1, StepError::Lab("probe socket: EPERM".into())), &mut r);
+        assert!(!r.passed && r.lab_error);
+    }
+}
