@@ -29,10 +29,16 @@ pub struct Gateway {
     pub mtu: u32,
 }
 
-/// Makes sure `cni0` exists with `gw` (replacing a bridge set up for another subnet):
+/// Makes sure `cni0` exists with `gw`:
 /// `ip link add cni0 mtu MTU type bridge; ip addr add GW/LEN dev cni0; ip link set cni0 up`.
+/// A new MTU alone (a backend switch) is set on the bridge and leaves its pods attached; a
+/// bridge set up for another subnet is replaced.
 pub async fn ensure_bridge(host: &Node, gw: Gateway, previous: Option<Gateway>) -> Result<(), LabError> {
     if previous == Some(gw) {
+        return Ok(());
+    }
+    if previous.is_some_and(|p| p.addr == gw.addr && p.subnet == gw.subnet) {
+        host.nl.set_mtu(BRIDGE, gw.mtu).await?;
         return Ok(());
     }
     if host.nl.index_of(BRIDGE).await.is_ok() {

@@ -358,7 +358,30 @@ impl Store {
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let k = key.to_string();
-        self.call(&format!("delete {key}"), |mut c| async move { c.delete(k, None).await.map(|_| ()) }).await
+        self.call_retrying(&format!("delete {key}"), |mut c| {
+            let k = k.clone();
+            async move { c.delete(k, None).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// [`Store::call`] for requests that may be repeated: in a cluster a request can land
+    /// on a member that was just stopped, so it is tried again, up to 2 s, before failing.
+    async fn call_retrying<T, F, Fut>(&self, op: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.call(op, &f).await {
+                Err(StoreError::Request { .. }) if self.endpoints().contains(',') && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn wait_ready(&mut self, within: Duration) -> Result<(), StoreError> {
@@ -410,23 +433,22 @@ impl Store {
 
     pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<(), StoreError> {
         let (k, v) = (key.to_string(), value.into());
-        self.call(&format!("put {key}"), |mut c| async move { c.put(k, v, None).await.map(|_| ()) }).await
+        self.call_retrying(&format!("put {key}"), |mut c| {
+            let (k, v) = (k.clone(), v.clone());
+            async move { c.put(k, v, None).await.map(|_| ()) }
+        })
+        .await
     }
 
-    /// Every key/value under `prefix`, sorted by key. In a cluster a request can land on a
-    /// member that was just stopped: it is tried again, up to 2 s, before failing.
+    /// Every key/value under `prefix`, sorted by key (retried over a stopped member).
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let resp = loop {
-            let p = prefix.to_string();
-            match self.call(&format!("get {prefix}*"), |mut c| async move { c.get(p, Some(GetOptions::new().with_prefix())).await }).await {
-                Ok(r) => break r,
-                Err(StoreError::Request { .. }) if self.endpoints().contains(',') && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let p = prefix.to_string();
+        let resp = self
+            .call_retrying(&format!("get {prefix}*"), |mut c| {
+                let p = p.clone();
+                async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
         Ok(resp.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec())).collect())
     }
 
