@@ -254,28 +254,6 @@ pub enum Check {
 }
 
 impl Check {
-    pub const ALL: [Check; 19] = [
-        Check::Lease,
-        Check::SubnetFile,
-        Check::Device,
-        Check::Routes,
-        Check::Neighbours,
-        Check::Fdb,
-        Check::StaleState,
-        Check::Counts,
-        Check::Reachability,
-        Check::Canary,
-        Check::Ping,
-        Check::PodMtu,
-        Check::DfProbe,
-        Check::AgentExit,
-        Check::AgentFailure,
-        Check::Readiness,
-        Check::Subnets,
-        Check::Traffic,
-        Check::Delivery,
-    ];
-
     pub fn name(&self) -> &'static str {
         match self {
             Check::Lease => "lease",

@@ -90,33 +90,9 @@ fn ping_here(dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Resu
         crate::sock::set_receive_timeout(fd, Duration::from_millis(50)).map_err(|e| ("setsockopt SO_RCVTIMEO", e))?;
         let ident: u16 = rand::random();
         let seq: u16 = 1;
-        let mut buf = vec![0u8; 8 + payload];
-        {
-            let mut req = MutableEchoRequestPacket::new(&mut buf).expect("buffer holds an echo header");
-            req.set_icmp_type(IcmpTypes::EchoRequest);
-            req.set_identifier(ident);
-            req.set_sequence_number(seq);
-            for (i, b) in req.payload_mut().iter_mut().enumerate() {
-                *b = i as u8;
-            }
-            let sum = pnet_packet::icmp::checksum(&IcmpPacket::new(req.packet()).expect("echo is an icmp packet"));
-            req.set_checksum(sum);
-        }
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: 0,
-            sin_addr: libc::in_addr { s_addr: u32::from(dst).to_be() },
-            sin_zero: [0; 8],
-        };
+        let buf = echo_request(ident, seq, payload);
         let sent_at = Instant::now();
-        let n = libc::sendto(
-            fd,
-            buf.as_ptr() as *const libc::c_void,
-            buf.len(),
-            0,
-            &addr as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        );
+        let n = send_to(fd, &buf, dst);
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EMSGSIZE) {
@@ -183,14 +159,7 @@ pub fn echo_packet(src: Ipv4Addr, dst: Ipv4Addr, ident: u16) -> Vec<u8> {
     p[16..20].copy_from_slice(&dst.octets());
     let ip_sum = pnet_packet::util::checksum(&p[..20], 5);
     p[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-    {
-        let mut req = MutableEchoRequestPacket::new(&mut p[20..]).expect("buffer holds an echo");
-        req.set_icmp_type(IcmpTypes::EchoRequest);
-        req.set_identifier(ident);
-        req.set_sequence_number(1);
-        let sum = pnet_packet::icmp::checksum(&IcmpPacket::new(req.packet()).expect("echo is icmp"));
-        req.set_checksum(sum);
-    }
+    p[20..].copy_from_slice(&echo_request(ident, 1, 16));
     p
 }
 
@@ -283,25 +252,9 @@ fn sweep_here(
         let mut rbuf = vec![0u8; 65536];
         for _ in 0..attempts.max(1) {
             for (i, dst) in dsts.iter().enumerate().filter(|(i, _)| !done[*i]) {
-                let mut buf = vec![0u8; 8 + 56];
-                {
-                    let mut req = MutableEchoRequestPacket::new(&mut buf).expect("buffer holds an echo header");
-                    req.set_icmp_type(IcmpTypes::EchoRequest);
-                    req.set_identifier(ident);
-                    req.set_sequence_number(i as u16);
-                    let sum = pnet_packet::icmp::checksum(&IcmpPacket::new(req.packet()).expect("echo is an icmp packet"));
-                    req.set_checksum(sum);
-                }
-                let to = sockaddr(*dst);
+                let buf = echo_request(ident, i as u16, 56);
                 sent_at[i] = Instant::now();
-                let n = libc::sendto(
-                    fd,
-                    buf.as_ptr() as *const libc::c_void,
-                    buf.len(),
-                    0,
-                    &to as *const _ as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_in>() as u32,
-                );
+                let n = send_to(fd, &buf, *dst);
                 if n < 0 {
                     let e = std::io::Error::last_os_error();
                     match e.raw_os_error() {
@@ -338,6 +291,37 @@ fn sweep_here(
         }
         Ok(out)
     }
+}
+
+/// An ICMP echo request (header and `payload` bytes counting up), checksummed.
+fn echo_request(ident: u16, seq: u16, payload: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; 8 + payload];
+    let mut req = MutableEchoRequestPacket::new(&mut buf).expect("buffer holds an echo header");
+    req.set_icmp_type(IcmpTypes::EchoRequest);
+    req.set_identifier(ident);
+    req.set_sequence_number(seq);
+    for (i, b) in req.payload_mut().iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let sum = pnet_packet::icmp::checksum(&IcmpPacket::new(req.packet()).expect("echo is an icmp packet"));
+    req.set_checksum(sum);
+    buf
+}
+
+/// `sendto(2)` of `buf` to `dst` on a raw socket; the raw return value.
+///
+/// # Safety
+/// `fd` must be an open socket.
+unsafe fn send_to(fd: i32, buf: &[u8], dst: Ipv4Addr) -> isize {
+    let to = sockaddr(dst);
+    libc::sendto(
+        fd,
+        buf.as_ptr() as *const libc::c_void,
+        buf.len(),
+        0,
+        &to as *const _ as *const libc::sockaddr,
+        std::mem::size_of::<libc::sockaddr_in>() as u32,
+    )
 }
 
 fn sockaddr(a: Ipv4Addr) -> libc::sockaddr_in {

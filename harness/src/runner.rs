@@ -58,7 +58,15 @@ impl StepError {
     /// The findings, one per line, or the lab error.
     pub fn describe(&self) -> String {
         match self {
-            StepError::Check(f) => f.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; "),
+            StepError::Check(f) => {
+                // every finding stays in the error (an expectation may match any of them);
+                // the message shows the first ones
+                let mut shown: Vec<String> = f.iter().take(16).map(|f| f.to_string()).collect();
+                if f.len() > shown.len() {
+                    shown.push(format!("(+{} more findings)", f.len() - shown.len()));
+                }
+                shown.join("; ")
+            }
             StepError::Lab(m) => format!("lab error: {m}"),
         }
     }
@@ -97,6 +105,22 @@ pub struct TrialReport {
     /// Why the trial could not run here (reported as ignored, not passed).
     pub ignored: Option<String>,
     pub elapsed: Duration,
+}
+
+impl TrialReport {
+    /// A report with no verdict yet: not passed, no failure.
+    fn unjudged(name: String, log: Vec<String>, started: Instant) -> TrialReport {
+        TrialReport {
+            name,
+            passed: false,
+            log,
+            failure: None,
+            lab_error: false,
+            artifacts: None,
+            ignored: None,
+            elapsed: started.elapsed(),
+        }
+    }
 }
 
 /// Where and how a run of the case stopped.
@@ -154,16 +178,9 @@ pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
     let provider = match choose_store(&spec.case).await {
         Ok(p) => p,
         Err(reason) => {
-            return TrialReport {
-                name: spec.name(),
-                passed: false,
-                log,
-                failure: None,
-                lab_error: false,
-                artifacts: None,
-                ignored: Some(reason),
-                elapsed: started.elapsed(),
-            };
+            let mut r = TrialReport::unjudged(spec.name(), log, started);
+            r.ignored = Some(reason);
+            return r;
         }
     };
     let mut stopped = None;
@@ -184,16 +201,7 @@ pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
             }
         }
     }
-    let mut r = TrialReport {
-        name: spec.name(),
-        passed: false,
-        log,
-        failure: None,
-        lab_error: false,
-        artifacts: None,
-        ignored: None,
-        elapsed: started.elapsed(),
-    };
+    let mut r = TrialReport::unjudged(spec.name(), log, started);
     judge(&spec.verdict, stopped, &mut r);
     r
 }
@@ -767,7 +775,7 @@ impl Run<'_> {
             }
             if findings.is_empty() {
                 if self.canary_due.is_some() {
-                    self.canary_round(deadline, &w.cross_segment_fails).await?;
+                    self.canary_round(deadline).await?;
                 }
                 if self.first_subnets.is_none() {
                     self.first_subnets = Some(self.subnets().await?);
@@ -787,16 +795,11 @@ impl Run<'_> {
                 return Ok(());
             }
             if last {
-                let n = findings.len();
-                let mut shown: Vec<Finding> = findings.into_iter().take(16).collect();
-                if n > shown.len() {
-                    shown.push(Finding::new(Check::Counts, "etcd", format!("(+{} more findings)", n - 16)));
-                    shown.last_mut().expect("just pushed").check = shown[0].check;
-                }
-                if let Some(f) = shown.first_mut() {
+                let mut findings = findings;
+                if let Some(f) = findings.first_mut() {
                     f.what = format!("not converged within {within:?}: {}", f.what);
                 }
-                return Err(StepError::Check(shown));
+                return Err(StepError::Check(findings));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -807,7 +810,7 @@ impl Run<'_> {
     /// hung or stale agent cannot fake with the state it had before. vxlan and host-gw show
     /// it in the kernel (the contract counts the canary as a peer); udp keeps peers in the
     /// agent, so each host's echo to the canary's subnet must arrive at the canary's udp port.
-    async fn canary_round(&mut self, deadline: Instant, cross_segment_fails: &[String]) -> StepResult {
+    async fn canary_round(&mut self, deadline: Instant) -> StepResult {
         let (since, what) = self.canary_due.clone().expect("a canary is due");
         let conf = self.conf()?.clone();
         if self.lab.spares.is_empty() {
@@ -838,7 +841,7 @@ impl Run<'_> {
         };
         let t0 = Instant::now();
         self.store.put(&key, value.to_string()).await.map_err(lab)?;
-        let added = self.follow_canary(deadline, subnet, listener.as_ref(), cross_segment_fails).await;
+        let added = self.follow_canary(deadline, subnet, listener.as_ref()).await;
         let learned = t0.elapsed();
         // withdraw it whatever happened, so a control that goes on is not misled
         let deleted = self.store.delete(&key).await.map_err(lab);
@@ -860,7 +863,7 @@ impl Run<'_> {
             Some(findings) => return Err(fail(findings, "added then was not followed")),
             None => deleted?,
         }
-        let removed = self.follow_canary(deadline, subnet, None, cross_segment_fails).await?;
+        let removed = self.follow_canary(deadline, subnet, None).await?;
         if let Some(findings) = removed {
             return Err(fail(findings, "withdrawn then was still served"));
         }
@@ -882,7 +885,6 @@ impl Run<'_> {
         deadline: Instant,
         subnet: crate::names::Ipv4Net,
         listener: Option<&probe::UdpListener>,
-        cross_segment_fails: &[String],
     ) -> Result<Option<Vec<Finding>>, StepError> {
         loop {
             let mut findings = self.observe().await?.0;
@@ -891,7 +893,7 @@ impl Run<'_> {
                 let target = subnet.nth(1);
                 let mut jobs = Vec::new();
                 for (h, g) in &self.gateways {
-                    if self.removed.contains(h) || self.unreachable_pair(cross_segment_fails, h, "canary") {
+                    if self.removed.contains(h) {
                         continue;
                     }
                     let ns = self.lab.host(h).expect("gateway host").ns.clone();
@@ -943,7 +945,6 @@ impl Run<'_> {
                 return Err(StepError::Check(
                     findings
                         .into_iter()
-                        .take(16)
                         .map(|mut f| {
                             f.what = format!("converged state lost after {} ms: {}", t0.elapsed().as_millis(), f.what);
                             f
@@ -1480,16 +1481,7 @@ mod tests {
     use super::*;
 
     fn report() -> TrialReport {
-        TrialReport {
-            name: "c::vxlan::m".into(),
-            passed: false,
-            log: vec![],
-            failure: None,
-            lab_error: false,
-            artifacts: None,
-            ignored: None,
-            elapsed: Duration::ZERO,
-        }
+        TrialReport::unjudged("c::vxlan::m".into(), vec![], Instant::now())
     }
 
     fn stopped(step: usize, error: StepError) -> Option<Stopped> {
