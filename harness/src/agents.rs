@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::input::profile::{expand, Profile, Ready, Values};
+use crate::lab::proc::Child;
 use crate::lab::Node;
-use crate::proc::Child;
-use crate::profile::{expand, Profile, Ready, Values};
 
 /// The implementation under test: a launch profile plus, for profiles that run it, the
 /// path of the reference agent binary.
@@ -27,7 +27,7 @@ impl Implementation {
     pub fn load(name_or_path: &str, build_reference: bool) -> Result<Implementation, String> {
         let profile = Profile::find(name_or_path)?;
         let reference_agent = if profile.uses_reference_agent() && build_reference {
-            crate::suite::reference_agent()?
+            crate::agents::reference_agent()?
         } else {
             PathBuf::from("flannel-agent")
         };
@@ -80,7 +80,7 @@ pub struct Agent {
     pub subnet_file: PathBuf,
     pub child: Child,
     pub profile: Profile,
-    ns: crate::netns::Netns,
+    ns: crate::lab::netns::Netns,
     values: Values,
     /// Restarts done under the profile's restart policy, and when the next is due.
     pub restarts: u32,
@@ -97,7 +97,7 @@ impl Agent {
         Values {
             etcd_endpoints: endpoints.to_string(),
             etcd_prefix: prefix.to_string(),
-            iface: crate::contract::UNDERLAY_IF.to_string(),
+            iface: crate::lab::UNDERLAY_IF.to_string(),
             public_ip: node.addr.to_string(),
             subnet_file: Self::subnet_file_path(node).display().to_string(),
             host: node.name.clone(),
@@ -124,7 +124,7 @@ impl Agent {
             mounts.push((source, target));
         }
         let child = Child::spawn_with_mounts(&format!("agent@{}", node.name), &node.ns, cmd, &node.dir.join("agent.log"), &mounts)
-            .map_err(|e| crate::runner::chain(&e))?;
+            .map_err(|e| crate::run::chain(&e))?;
         Ok(Agent {
             host: node.name.clone(),
             subnet_file: Self::subnet_file_path(node),
@@ -167,4 +167,22 @@ fn http_ok(url: &str) -> bool {
     }
     let mut head = [0u8; 12];
     s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
+/// Finds the reference agent, building it with cargo when it is missing (the case under
+/// `cargo test -p flannel-lab`, which does not build other packages' binaries).
+pub fn reference_agent() -> Result<PathBuf, String> {
+    if let Ok(bin) = Implementation::find_reference_agent() {
+        return Ok(bin);
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "flannel-agent", "--bin", "flannel-agent"])
+        .current_dir(crate::input::repo_root())
+        .status()
+        .map_err(|e| format!("run cargo to build flannel-agent: {e}"))?;
+    if !status.success() {
+        return Err(format!("`cargo build -p flannel-agent` failed ({status})"));
+    }
+    Implementation::find_reference_agent()
 }

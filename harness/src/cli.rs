@@ -6,14 +6,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::agents::{Agent, Implementation};
-use crate::case::Case;
 use crate::contract::{Backend, DEFAULT_PREFIX};
+use crate::input::case::Case;
+use crate::input::topology::Topology;
 use crate::lab::Lab;
 use crate::report::{self, JunitEntry};
-use crate::runner::{run_trial, TrialSpec};
+use crate::run::{run_trial, TrialSpec};
 use crate::store::Store;
 use crate::suite;
-use crate::topology::Topology;
 
 const USAGE: &str = "\
 usage: flannel-lab <command> [options]
@@ -97,7 +97,7 @@ fn opt<'a>(opts: &'a [(String, String)], k: &str) -> Option<&'a str> {
 }
 
 fn load_trials(cases: &Path, imp: &Implementation, build_reference: bool) -> Result<Vec<TrialSpec>, String> {
-    let root = suite::repo_root();
+    let root = crate::input::repo_root();
     suite::trials(cases, &root.join("topologies"), imp, build_reference).map_err(|errs| errs.join("\n"))
 }
 
@@ -114,7 +114,7 @@ fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
         return Err(why);
     }
     let imp = implementation(&opts, true)?;
-    let cases = opt(&opts, "cases").map(PathBuf::from).unwrap_or_else(|| suite::repo_root().join("cases"));
+    let cases = opt(&opts, "cases").map(PathBuf::from).unwrap_or_else(|| crate::input::repo_root().join("cases"));
     let mut trials = load_trials(&cases, &imp, true)?;
     if let Some(f) = opt(&opts, "filter") {
         trials.retain(|t| t.name().contains(f));
@@ -156,12 +156,12 @@ fn cmd_bench(args: &[String]) -> Result<ExitCode, String> {
     if let Some(why) = suite::lab_unavailable() {
         return Err(why);
     }
-    let root = suite::repo_root();
+    let root = crate::input::repo_root();
     let mut case = Case::load(&root.join("harness/bench/throughput.yaml"), &root.join("topologies")).map_err(|e| e.to_string())?;
     if let Some(s) = opt(&opts, "seconds") {
         let secs: u64 = s.parse().map_err(|_| format!("--seconds `{s}` is not a number"))?;
         for step in &mut case.steps {
-            if let crate::case::Step::MeasureThroughput(m) = step {
+            if let crate::input::case::Step::MeasureThroughput(m) = step {
                 m.seconds = secs;
             }
         }
@@ -170,7 +170,7 @@ fn cmd_bench(args: &[String]) -> Result<ExitCode, String> {
     let rt = runtime()?;
     let mut ok = true;
     for backend in case.backends.clone() {
-        let spec = TrialSpec { case: case.clone(), backend, imp: imp.clone(), verdict: crate::runner::Verdict::Pass };
+        let spec = TrialSpec { case: case.clone(), backend, imp: imp.clone(), verdict: crate::run::Verdict::Pass };
         let r = rt.block_on(run_trial(&spec, &suite::workdir()));
         match &r.failure {
             None => r.log.iter().filter(|l| l.trim_start().starts_with("throughput ")).for_each(|l| println!("{}", l.trim())),
@@ -195,7 +195,7 @@ fn implementation(opts: &[(String, String)], build_reference: bool) -> Result<Im
 fn cmd_list(args: &[String]) -> Result<ExitCode, String> {
     let (opts, _) = options(args, &["impl"])?;
     let imp = implementation(&opts, false)?;
-    for t in load_trials(&suite::repo_root().join("cases"), &imp, false)? {
+    for t in load_trials(&crate::input::repo_root().join("cases"), &imp, false)? {
         println!("{}", t.name());
     }
     Ok(ExitCode::SUCCESS)
@@ -205,7 +205,7 @@ fn cmd_check(files: &[String]) -> Result<ExitCode, String> {
     if files.is_empty() {
         return Err("check needs at least one file".into());
     }
-    let topologies = suite::repo_root().join("topologies");
+    let topologies = crate::input::repo_root().join("topologies");
     let mut bad = 0;
     for f in files {
         let path = Path::new(f);
@@ -214,7 +214,7 @@ fn cmd_check(files: &[String]) -> Result<ExitCode, String> {
         let result = if has("steps:") {
             Case::load(path, &topologies).map(|_| "case")
         } else if has("command:") {
-            crate::profile::Profile::load(path).map(|_| "profile")
+            crate::input::profile::Profile::load(path).map(|_| "profile")
         } else {
             Topology::load(path).map(|_| "topology")
         };
@@ -230,7 +230,7 @@ fn cmd_check(files: &[String]) -> Result<ExitCode, String> {
 }
 
 fn cmd_gc() -> Result<ExitCode, String> {
-    let sweep = crate::gc::sweep_all();
+    let sweep = crate::lab::gc::sweep_all();
     for id in &sweep.skipped_live {
         println!("run {id}: still running, left alone");
     }
@@ -251,8 +251,11 @@ fn cmd_gc() -> Result<ExitCode, String> {
 fn cmd_up(args: &[String]) -> Result<ExitCode, String> {
     let (opts, pos) = options(args, &["hosts", "backend", "impl"])?;
     let topo = pos.first().ok_or("up needs a topology file or name")?;
-    let path =
-        if topo.ends_with(".yaml") { PathBuf::from(topo) } else { suite::repo_root().join("topologies").join(format!("{topo}.yaml")) };
+    let path = if topo.ends_with(".yaml") {
+        PathBuf::from(topo)
+    } else {
+        crate::input::repo_root().join("topologies").join(format!("{topo}.yaml"))
+    };
     let hosts = opt(&opts, "hosts").map(|h| h.parse::<u32>().map_err(|_| format!("--hosts `{h}` is not a number"))).transpose()?;
     let backend = match opt(&opts, "backend") {
         None => Backend::Vxlan,
@@ -265,9 +268,9 @@ fn cmd_up(args: &[String]) -> Result<ExitCode, String> {
     let imp = implementation(&opts, true)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let provider = match crate::case::StoreChoice::from_env() {
-            Some(crate::case::StoreChoice::Docker) => crate::store::Provider::Docker,
-            Some(crate::case::StoreChoice::Auto) if crate::container::engine().await.is_ok() => crate::store::Provider::Docker,
+        let provider = match crate::input::case::StoreChoice::from_env() {
+            Some(crate::input::case::StoreChoice::Docker) => crate::store::Provider::Docker,
+            Some(crate::input::case::StoreChoice::Auto) if crate::lab::docker::engine().await.is_ok() => crate::store::Provider::Docker,
             _ => crate::store::Provider::Process,
         };
         let lab =

@@ -8,8 +8,11 @@ use std::net::Ipv4Addr;
 
 use serde_json::Value;
 
-use crate::names::Ipv4Net;
-use crate::nl::{Address, FdbEntry, Link, Neighbour, Route};
+pub use crate::input::kinds::{Backend, Check};
+use crate::input::names::Ipv4Net;
+use crate::lab::nl::{Address, FdbEntry, Neighbour, Route};
+use crate::lab::UNDERLAY_IF;
+pub use crate::probe::HostState;
 
 pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
 pub const VXLAN_DEFAULT_PORT: u16 = 8472;
@@ -17,67 +20,6 @@ pub const UDP_DEFAULT_PORT: u16 = 8285;
 pub const VXLAN_OVERHEAD: u32 = 50;
 pub const UDP_OVERHEAD: u32 = 28;
 pub const UDP_DEVICE: &str = "flannel0";
-
-/// The backends the lab knows how to judge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Backend {
-    Vxlan,
-    HostGw,
-    Udp,
-}
-
-/// The lab names every host's underlay interface `eth0`.
-pub const UNDERLAY_IF: &str = "eth0";
-
-impl Backend {
-    pub const ALL: [Backend; 3] = [Backend::Vxlan, Backend::HostGw, Backend::Udp];
-    pub fn name(&self) -> &'static str {
-        match self {
-            Backend::Vxlan => "vxlan",
-            Backend::HostGw => "host-gw",
-            Backend::Udp => "udp",
-        }
-    }
-
-    /// The `BackendType` its leases carry: udp leases carry none (flanneld writes none).
-    pub fn lease_type(&self) -> Option<&'static str> {
-        match self {
-            Backend::Udp => None,
-            other => Some(other.name()),
-        }
-    }
-    pub fn parse(s: &str) -> Option<Backend> {
-        Backend::ALL.into_iter().find(|b| b.name() == s)
-    }
-
-    /// Parses a list of backend names from an input file; unknown names become located
-    /// diagnostics under `at[i]`.
-    pub fn parse_list(names: &[String], c: &mut crate::diag::Collector, at: &[crate::diag::Seg]) -> Vec<Backend> {
-        let mut out = Vec::new();
-        for (i, b) in names.iter().enumerate() {
-            match Backend::parse(b) {
-                Some(b) => out.push(b),
-                None => {
-                    let mut path = at.to_vec();
-                    path.push(crate::diag::Seg::Index(i));
-                    c.push(&path, format!("unknown backend `{b}`"), Backend::known());
-                }
-            }
-        }
-        out
-    }
-
-    /// The hint for an unknown backend name.
-    pub fn known() -> String {
-        format!("known: {}", Backend::ALL.map(|b| b.name()).join(", "))
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// What the harness wrote to `<prefix>/config`, read back the way flannel reads it
 /// (keys case-insensitive, defaults applied).
@@ -197,91 +139,6 @@ impl SubnetEnv {
     /// The subnet the file names (network address + length).
     pub fn subnet(&self) -> Option<Ipv4Net> {
         self.subnet_ip.and_then(|(ip, len)| Ipv4Net::new(ip, len))
-    }
-}
-
-/// Everything the lab read from one host.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct HostState {
-    pub links: Vec<Link>,
-    pub addresses: Vec<Address>,
-    pub routes: Vec<Route>,
-    pub neighbours: Vec<Neighbour>,
-    pub fdb: Vec<FdbEntry>,
-    pub subnet_file: Option<String>,
-}
-
-/// The kinds of check the lab makes. A finding names one; a negative control or a mutant
-/// names the one it expects to fail (`expect_failure: {check: fdb, host: h2, …}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Check {
-    /// Leases in etcd: present, one per host, inside the network, right type and data.
-    Lease,
-    /// The subnet file's contents.
-    SubnetFile,
-    /// The overlay device: present, up, its kind, MTU, VNI, port, MAC.
-    Device,
-    Routes,
-    Neighbours,
-    Fdb,
-    /// State another backend left behind.
-    StaleState,
-    /// A per-host number of entries that is not the contract's figure.
-    Counts,
-    /// Overlay traffic between hosts (convergence shown in the data plane).
-    Reachability,
-    /// Fresh evidence after a restart: an event the harness caused afterwards, not seen.
-    Canary,
-    /// Pod-to-pod echo.
-    Ping,
-    /// A pod interface's MTU.
-    PodMtu,
-    /// DF probes at and one byte above the overlay MTU.
-    DfProbe,
-    /// An agent exited while it should run.
-    AgentExit,
-    /// An agent that should have failed did not (still running, status 0, left state).
-    AgentFailure,
-    /// The profile's readiness condition.
-    Readiness,
-    /// A host's subnet changed.
-    Subnets,
-    /// Background traffic against its loss budget.
-    Traffic,
-    /// What became of an injected datagram.
-    Delivery,
-}
-
-impl Check {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Check::Lease => "lease",
-            Check::SubnetFile => "subnet_file",
-            Check::Device => "device",
-            Check::Routes => "routes",
-            Check::Neighbours => "neighbours",
-            Check::Fdb => "fdb",
-            Check::StaleState => "stale_state",
-            Check::Counts => "counts",
-            Check::Reachability => "reachability",
-            Check::Canary => "canary",
-            Check::Ping => "ping",
-            Check::PodMtu => "pod_mtu",
-            Check::DfProbe => "df_probe",
-            Check::AgentExit => "agent_exit",
-            Check::AgentFailure => "agent_failure",
-            Check::Readiness => "readiness",
-            Check::Subnets => "subnets",
-            Check::Traffic => "traffic",
-            Check::Delivery => "delivery",
-        }
-    }
-}
-
-impl fmt::Display for Check {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -638,7 +495,7 @@ fn list(label: &str, items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nl::VxlanInfo;
+    use crate::lab::nl::{Link, VxlanInfo};
 
     fn conf() -> NetConf {
         NetConf::from_json(&serde_json::json!({"network": "10.244.0.0/16", "backend": {"type": "vxlan"}})).unwrap()
@@ -785,7 +642,7 @@ mod tests {
 #[cfg(test)]
 mod hostgw_tests {
     use super::*;
-    use crate::nl::Address;
+    use crate::lab::nl::{Address, Link};
 
     #[test]
     fn hostgw_expects_routes_only_to_directly_reachable_peers() {

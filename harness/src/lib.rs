@@ -31,26 +31,12 @@
 //! | running and reporting | [`runner`], [`suite`], [`report`], [`cli`] |
 
 pub mod agents;
-pub mod capture;
-pub mod case;
 pub mod cli;
-pub mod container;
 pub mod contract;
-pub mod diag;
-pub mod gc;
+pub mod input;
 pub mod lab;
-pub mod names;
-pub mod netns;
-pub mod nl;
-pub mod pods;
 pub mod probe;
-pub mod proc;
-pub mod profile;
 pub mod report;
-pub mod runner;
-pub mod sock;
+pub mod run;
 pub mod store;
 pub mod suite;
-pub mod throughput;
-pub mod topology;
-pub mod traffic;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use junit_report::{Duration as JDuration, ReportBuilder, TestCase, TestSuiteBuilder};
 
-use crate::runner::TrialReport;
+use crate::run::TrialReport;
 
 /// A fixed-width table, one row per trial.
 pub fn table(reports: &[TrialReport]) -> String {

@@ -3,19 +3,10 @@
 //! directory).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::agents::Implementation;
-use crate::case::{discover, Case};
-use crate::runner::{TrialSpec, Verdict};
-
-/// The repository root (where cases/ and topologies/ live).
-pub fn repo_root() -> PathBuf {
-    if let Some(p) = std::env::var_os("FLANNEL_LAB_ROOT") {
-        return PathBuf::from(p);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("harness/ has a parent").to_path_buf()
-}
+use crate::input::case::{discover, Case};
+use crate::run::{TrialSpec, Verdict};
 
 /// Where labs keep their files: `FLANNEL_LAB_WORKDIR`, else `<tmp>/flannel-lab`. A failing
 /// trial's directory stays there as its artifacts.
@@ -75,23 +66,5 @@ pub fn trials(cases_dir: &Path, topologies_dir: &Path, imp: &Implementation, bui
 
 /// Why lab trials cannot run here, if they cannot.
 pub fn lab_unavailable() -> Option<String> {
-    crate::netns::can_create().err().map(|e| format!("lab trials need root with CAP_NET_ADMIN and CAP_SYS_ADMIN: {e}"))
-}
-
-/// Finds the reference agent, building it with cargo when it is missing (the case under
-/// `cargo test -p flannel-lab`, which does not build other packages' binaries).
-pub fn reference_agent() -> Result<PathBuf, String> {
-    if let Ok(bin) = Implementation::find_reference_agent() {
-        return Ok(bin);
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "flannel-agent", "--bin", "flannel-agent"])
-        .current_dir(repo_root())
-        .status()
-        .map_err(|e| format!("run cargo to build flannel-agent: {e}"))?;
-    if !status.success() {
-        return Err(format!("`cargo build -p flannel-agent` failed ({status})"));
-    }
-    Implementation::find_reference_agent()
+    crate::lab::netns::can_create().err().map(|e| format!("lab trials need root with CAP_NET_ADMIN and CAP_SYS_ADMIN: {e}"))
 }

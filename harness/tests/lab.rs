@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 
 use flannel_lab::lab::install_signal_cleanup;
 use flannel_lab::report::{junit_entry, write_junit, JunitEntry, JunitOutcome};
-use flannel_lab::runner::run_trial;
+use flannel_lab::run::run_trial;
 use flannel_lab::suite;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 fn main() {
     install_signal_cleanup();
     let args = Arguments::from_args();
-    let root = suite::repo_root();
+    let root = flannel_lab::input::repo_root();
     let unavailable = suite::lab_unavailable();
     let require = std::env::var("FLANNEL_LAB_REQUIRE").is_ok_and(|v| v == "1");
     // FLANNEL_LAB_IMPL picks the implementation (default: the reference agent's profile).

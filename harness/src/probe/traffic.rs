@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::netns::Netns;
+use crate::lab::netns::Netns;
 
 /// What the probe saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ fn run(
     stop: &AtomicBool,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) -> Result<TrafficReport, String> {
-    let owned = match crate::sock::open(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_NONBLOCK, libc::IPPROTO_ICMP) {
+    let owned = match crate::lab::sock::open(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_NONBLOCK, libc::IPPROTO_ICMP) {
         Ok(fd) => fd,
         Err(e) => {
             let e = format!("raw socket: {e}");

@@ -5,36 +5,20 @@
 //! (found through the PID bollard's inspect reports), so agents reach it on the underlay
 //! at the topology's etcd address, and a partition can cut it off.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use bollard::query_parameters::{
-    CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::{CreateImageOptionsBuilder, InspectContainerOptions};
 use bollard::Docker;
 use futures::StreamExt;
 use testcontainers::core::WaitFor;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use crate::names::RunId;
+use crate::input::names::RunId;
+use crate::lab::docker::RUN_LABEL;
 
 pub const IMAGE: &str = "flannel-lab/etcd";
-/// Every container the lab starts carries this label, with the run id as value.
-pub const RUN_LABEL: &str = "flannel-lab.run";
-
-/// Connects to the local Docker engine and checks that it answers.
-pub async fn engine() -> Result<Docker, String> {
-    let docker = Docker::connect_with_local_defaults().map_err(|e| format!("no Docker engine: {e}"))?;
-    match tokio::time::timeout(Duration::from_secs(3), docker.ping()).await {
-        Ok(Ok(_)) => Ok(docker),
-        Ok(Err(e)) => Err(format!("Docker engine does not answer: {e}")),
-        Err(_) => Err("Docker engine does not answer within 3 s".into()),
-    }
-}
-
 /// The installed etcd's version, e.g. `3.4.23`.
 pub fn etcd_version(bin: &Path) -> Result<String, String> {
     let out = Command::new(bin).arg("--version").output().map_err(|e| format!("run {} --version: {e}", bin.display()))?;
@@ -175,47 +159,6 @@ impl EtcdContainer {
             None => Ok(()),
         }
     }
-}
-
-/// Removes every container labelled with one of `runs` (or any lab run, with `None`).
-/// Used by `gc` and by teardown after a signal. Blocking: runs its own small runtime.
-pub fn remove_run_containers(run: Option<RunId>) -> Result<Vec<String>, String> {
-    if !Path::new("/var/run/docker.sock").exists() && std::env::var_os("DOCKER_HOST").is_none() {
-        return Ok(Vec::new());
-    }
-    // on a thread of its own: callers may be inside a tokio runtime
-    std::thread::spawn(move || remove_blocking(run)).join().map_err(|_| "container cleanup panicked".to_string())?
-}
-
-fn remove_blocking(run: Option<RunId>) -> Result<Vec<String>, String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let Ok(docker) = engine().await else { return Ok(Vec::new()) };
-        let label = match run {
-            Some(id) => format!("{RUN_LABEL}={id}"),
-            None => RUN_LABEL.to_string(),
-        };
-        let filters: HashMap<&str, Vec<String>> = HashMap::from([("label", vec![label])]);
-        let list = docker
-            .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
-            .await
-            .map_err(|e| format!("list containers: {e}"))?;
-        let mut removed = Vec::new();
-        for c in list {
-            let Some(id) = c.id else { continue };
-            let live =
-                c.labels.as_ref().and_then(|l| l.get(RUN_LABEL)).and_then(|v| v.parse::<RunId>().ok()).is_some_and(crate::gc::is_live);
-            if run.is_none() && live {
-                continue;
-            }
-            docker
-                .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
-                .await
-                .map_err(|e| format!("remove container {id}: {e}"))?;
-            removed.push(c.names.and_then(|n| n.first().cloned()).unwrap_or(id));
-        }
-        Ok(removed)
-    })
 }
 
 #[cfg(test)]

@@ -21,10 +21,10 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::contract::{Backend, Check};
-use crate::diag::{key, load_yaml, Collector, Diagnostics, Seg};
-use crate::names::HostName;
-use crate::topology::Topology;
+use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg};
+use crate::input::kinds::{Backend, Check};
+use crate::input::names::HostName;
+use crate::input::topology::Topology;
 
 /// A duration written as `250ms`, `30s` or `2m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -690,7 +690,7 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
         }
         if let Step::RestartAgent(RestartAgent { profile: Some(p), .. }) = inner {
             let resolved = resolve_profile(file, p);
-            if let Err(e) = crate::profile::Profile::find(&resolved) {
+            if let Err(e) = crate::input::profile::Profile::find(&resolved) {
                 c.push(
                     &[key("steps"), Seg::Index(i)],
                     format!("profile `{p}` is not usable: {}", e.lines().next().unwrap_or("")),
@@ -732,7 +732,7 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
             );
         }
         let resolved = resolve_profile(file, p);
-        if let Err(e) = crate::profile::Profile::find(&resolved) {
+        if let Err(e) = crate::input::profile::Profile::find(&resolved) {
             c.push(
                 &at,
                 format!("profile `{p}` is not usable: {}", e.lines().next().unwrap_or("")),
@@ -745,7 +745,7 @@ fn validate(file: &Path, src: &str, raw: RawCase, topologies: &Path) -> Result<C
     for (i, m) in raw.mutants.iter().enumerate() {
         let at = [key("mutants"), Seg::Index(i)];
         let path = mutants_dir().join(format!("{}.yaml", m.name));
-        let profile = match crate::profile::Profile::load(&path) {
+        let profile = match crate::input::profile::Profile::load(&path) {
             Ok(p) => p,
             Err(e) => {
                 c.push(
@@ -821,7 +821,7 @@ pub fn profile_path(case: &Case, p: &str) -> String {
 
 /// Where mutant profiles live.
 pub fn mutants_dir() -> PathBuf {
-    crate::suite::repo_root().join("harness/tests/mutants")
+    crate::input::repo_root().join("harness/tests/mutants")
 }
 
 /// Every `*.yaml` under `dir`, sorted.
@@ -844,7 +844,7 @@ mod tests {
 
     fn parse(src: &str) -> Result<Case, Diagnostics> {
         let (_, topos) = dirs();
-        let raw: RawCase = crate::diag::parse_yaml(Path::new("c.yaml"), src)?;
+        let raw: RawCase = crate::input::diag::parse_yaml(Path::new("c.yaml"), src)?;
         validate(Path::new("c.yaml"), src, raw, &topos)
     }
 

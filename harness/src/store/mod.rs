@@ -1,8 +1,10 @@
 //! The etcd store, from one of two providers: Debian's `etcd` binary as a process in the
 //! lab's etcd namespace (the default), or etcd in a Docker container started through
-//! testcontainers and attached to the underlay ([`crate::container`]). Readiness is a real
+//! testcontainers and attached to the underlay ([`crate::store::container`]). Readiness is a real
 //! request answered within a deadline. The harness reaches etcd from a runtime whose
 //! threads live in etcd's network namespace, so lab traffic never leaves the lab.
+
+pub mod container;
 
 use std::future::Future;
 use std::process::Command;
@@ -10,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 
+use crate::lab::proc::{Child, ProcError};
 use crate::lab::Lab;
-use crate::proc::{Child, ProcError};
 
 pub const ETCD_PORT: u16 = 2379;
 
@@ -22,7 +24,7 @@ pub enum StoreError {
     #[error(transparent)]
     Proc(#[from] ProcError),
     #[error(transparent)]
-    Netns(#[from] crate::netns::NetnsError),
+    Netns(#[from] crate::lab::netns::NetnsError),
     #[error("etcd at {endpoint} not ready within {secs} s; log tail:\n{log}")]
     NotReady { endpoint: String, secs: u64, log: String },
     #[error("etcd exited ({status}); log tail:\n{log}")]
@@ -55,7 +57,7 @@ enum Backing {
 
 /// One etcd container and where it sits on the underlay.
 struct Member {
-    container: crate::container::EtcdContainer,
+    container: crate::store::container::EtcdContainer,
     /// `etcd`, `etcd2`, … (its bridge port is `p-NAME`)
     name: String,
     addr: std::net::Ipv4Addr,
@@ -79,7 +81,7 @@ pub struct Store {
     rt: Option<tokio::runtime::Runtime>,
     client: Option<Client>,
     pub endpoint: String,
-    ns: crate::netns::Netns,
+    ns: crate::lab::netns::Netns,
     dir: std::path::PathBuf,
 }
 
@@ -115,8 +117,8 @@ impl Store {
     /// labelled with the run id, on the underlay: the first at the topology's etcd address.
     pub async fn start_docker(lab: &Lab, members: usize, ready_within: Duration) -> Result<Store, StoreError> {
         let bin = etcd_binary().ok_or(StoreError::NoBinary)?;
-        let docker = crate::container::engine().await.map_err(StoreError::Docker)?;
-        let image = crate::container::ensure_image(&docker, &bin).await.map_err(StoreError::Docker)?;
+        let docker = crate::lab::docker::engine().await.map_err(StoreError::Docker)?;
+        let image = crate::store::container::ensure_image(&docker, &bin).await.map_err(StoreError::Docker)?;
         let addrs = lab.etcd_member_addresses(members).map_err(|e| StoreError::Lab(Box::new(e)))?;
         let endpoint = format!("http://{}:{ETCD_PORT}", addrs[0]);
         let dir = lab.dir.join("etcd");
@@ -128,7 +130,7 @@ impl Store {
             client: None,
             endpoint,
             // a placeholder namespace until the first container's exists
-            ns: crate::netns::Netns::of_pid(std::process::id() as i64)?,
+            ns: crate::lab::netns::Netns::of_pid(std::process::id() as i64)?,
             dir,
         };
         let names: Vec<String> = (0..members).map(|i| if i == 0 { "etcd".to_string() } else { format!("etcd{}", i + 1) }).collect();
@@ -137,7 +139,7 @@ impl Store {
         for (name, addr) in names.iter().zip(&addrs) {
             // listen on every address: the underlay address only appears once the lab attaches it
             let args = member_args(name, *addr, &cluster.join(","));
-            let c = crate::container::EtcdContainer::start(&docker, &image, &lab.run.netns(name), lab.run, args)
+            let c = crate::store::container::EtcdContainer::start(&docker, &image, &lab.run.netns(name), lab.run, args)
                 .await
                 .map_err(StoreError::Docker)?;
             started.push(Member { container: c, name: name.clone(), addr: *addr });
@@ -159,7 +161,7 @@ impl Store {
                 continue;
             }
             let pid = m.container.pid().await.map_err(StoreError::Docker)?;
-            let ns = crate::netns::Netns::of_pid(pid)?;
+            let ns = crate::lab::netns::Netns::of_pid(pid)?;
             lab.attach_external(&m.name, &ns, m.addr, Member::mac_tag(i)).await.map_err(|e| StoreError::Lab(Box::new(e)))?;
             if i == 0 {
                 first_ns = Some(ns);
@@ -238,7 +240,7 @@ impl Store {
     }
 
     /// The network namespace etcd lives in (for probes sent from the etcd node).
-    pub fn netns(&self) -> &crate::netns::Netns {
+    pub fn netns(&self) -> &crate::lab::netns::Netns {
         &self.ns
     }
 
@@ -327,10 +329,11 @@ impl Store {
                 m.container.remove().await.map_err(StoreError::Docker)?;
                 let (docker, cname) = (m.container.docker.clone(), m.container.name.clone());
                 let bin = etcd_binary().ok_or(StoreError::NoBinary)?;
-                let image = crate::container::ensure_image(&docker, &bin).await.map_err(StoreError::Docker)?;
+                let image = crate::store::container::ensure_image(&docker, &bin).await.map_err(StoreError::Docker)?;
                 let args = member_args(&m.name, m.addr, &format!("{}=http://{}:2380", m.name, m.addr));
-                m.container =
-                    crate::container::EtcdContainer::start(&docker, &image, &cname, lab.run, args).await.map_err(StoreError::Docker)?;
+                m.container = crate::store::container::EtcdContainer::start(&docker, &image, &cname, lab.run, args)
+                    .await
+                    .map_err(StoreError::Docker)?;
                 self.attach(lab, None).await?;
             }
             Backing::Docker(members) => {
@@ -471,7 +474,7 @@ impl Drop for Store {
             }
             Backing::Docker(members) => {
                 // removal is async; do it on a thread of its own (we may be inside a runtime)
-                let mut taken: Vec<crate::container::EtcdContainer> = members.drain(..).map(|m| m.container).collect();
+                let mut taken: Vec<crate::store::container::EtcdContainer> = members.drain(..).map(|m| m.container).collect();
                 let _ = std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
                     rt.block_on(async {

@@ -1,6 +1,10 @@
 //! Probes: ICMP echo from inside a pod namespace over a raw socket (no `ping` binary),
 //! with or without DF, and the netlink dump of a host's overlay state.
 
+pub mod capture;
+pub mod throughput;
+pub mod traffic;
+
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -10,10 +14,10 @@ use pnet_packet::icmp::{IcmpPacket, IcmpTypes};
 use pnet_packet::ipv4::Ipv4Packet;
 use pnet_packet::{MutablePacket, Packet};
 
-use crate::contract::HostState;
+use crate::lab::netns::Netns;
+use crate::lab::nl::NlError;
+use crate::lab::nl::{Address, FdbEntry, Link, Neighbour, Route};
 use crate::lab::Node;
-use crate::netns::Netns;
-use crate::nl::NlError;
 
 /// What became of one echo request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,10 +51,21 @@ impl PingOutcome {
     }
 }
 
+/// Everything the lab read from one host.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HostState {
+    pub links: Vec<Link>,
+    pub addresses: Vec<Address>,
+    pub routes: Vec<Route>,
+    pub neighbours: Vec<Neighbour>,
+    pub fdb: Vec<FdbEntry>,
+    pub subnet_file: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(transparent)]
-    Netns(#[from] crate::netns::NetnsError),
+    Netns(#[from] crate::lab::netns::NetnsError),
     #[error("icmp socket in netns `{ns}`: {op}")]
     Socket {
         ns: String,
@@ -79,7 +94,7 @@ fn last_err(op: &'static str) -> (&'static str, std::io::Error) {
 fn ping_here(dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Result<PingOutcome, (&'static str, std::io::Error)> {
     // SAFETY: plain socket syscalls on a descriptor owned by this function.
     unsafe {
-        let owned = crate::sock::open(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map_err(|e| ("socket", e))?;
+        let owned = crate::lab::sock::open(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map_err(|e| ("socket", e))?;
         let fd = owned.as_raw_fd();
         // PROBE: DF set, and the path MTU this namespace learned from earlier probes is
         // ignored, so every probe meets the path afresh (only the interface MTU limits it)
@@ -87,7 +102,7 @@ fn ping_here(dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Resu
         if libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &pmtu as *const _ as *const libc::c_void, 4) != 0 {
             return Err(last_err("setsockopt IP_MTU_DISCOVER"));
         }
-        crate::sock::set_receive_timeout(fd, Duration::from_millis(50)).map_err(|e| ("setsockopt SO_RCVTIMEO", e))?;
+        crate::lab::sock::set_receive_timeout(fd, Duration::from_millis(50)).map_err(|e| ("setsockopt SO_RCVTIMEO", e))?;
         let ident: u16 = rand::random();
         let seq: u16 = 1;
         let buf = echo_request(ident, seq, payload);
@@ -179,9 +194,10 @@ pub fn saw_echo_request(ns: &Netns, ident: u16, timeout: Duration, ready: std::s
     ns.run(move || -> Result<bool, String> {
         // SAFETY: plain socket syscalls on a descriptor owned by this closure.
         unsafe {
-            let owned = crate::sock::open(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map_err(|e| format!("raw socket: {e}"))?;
+            let owned =
+                crate::lab::sock::open(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map_err(|e| format!("raw socket: {e}"))?;
             let fd = owned.as_raw_fd();
-            crate::sock::set_receive_timeout(fd, Duration::from_millis(50)).map_err(|e| format!("receive timeout: {e}"))?;
+            crate::lab::sock::set_receive_timeout(fd, Duration::from_millis(50)).map_err(|e| format!("receive timeout: {e}"))?;
             let _ = ready.send(());
             let deadline = Instant::now() + timeout;
             let mut buf = vec![0u8; 65536];
@@ -239,13 +255,13 @@ fn sweep_here(
     }
     // SAFETY: plain socket syscalls on a descriptor owned by this function.
     unsafe {
-        let owned = crate::sock::open(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map_err(|e| ("socket", e))?;
+        let owned = crate::lab::sock::open(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map_err(|e| ("socket", e))?;
         let fd = owned.as_raw_fd();
         let local = sockaddr(src);
         if libc::bind(fd, &local as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32) != 0 {
             return Err(last_err("bind"));
         }
-        crate::sock::set_receive_timeout(fd, Duration::from_millis(20)).map_err(|e| ("setsockopt SO_RCVTIMEO", e))?;
+        crate::lab::sock::set_receive_timeout(fd, Duration::from_millis(20)).map_err(|e| ("setsockopt SO_RCVTIMEO", e))?;
         let ident: u16 = rand::random();
         let mut done = vec![false; dsts.len()];
         let mut sent_at = vec![Instant::now(); dsts.len()];
@@ -341,7 +357,7 @@ type Received = std::sync::Arc<std::sync::Mutex<Vec<(Ipv4Addr, Vec<u8>)>>>;
 pub struct UdpListener {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     seen: Received,
-    thread: Option<std::thread::JoinHandle<Result<Result<(), String>, crate::netns::NetnsError>>>,
+    thread: Option<std::thread::JoinHandle<Result<Result<(), String>, crate::lab::netns::NetnsError>>>,
 }
 
 impl UdpListener {

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::agents::{Agent, Implementation};
-use crate::case::StoreChoice;
-use crate::case::{Case, Expected, Sabotage, Step};
 use crate::contract::{self, Backend, Check, Counts, Finding, NetConf, SubnetEnv, DEFAULT_PREFIX};
+use crate::input::case::StoreChoice;
+use crate::input::case::{Case, Expected, Sabotage, Step};
+use crate::lab::pods::{self, Gateway, Pod};
 use crate::lab::Lab;
-use crate::pods::{self, Gateway, Pod};
 use crate::probe::{self, PingOutcome};
 use crate::store::{Provider, Store};
 
@@ -152,8 +152,8 @@ struct Run<'a> {
     /// Hosts taken out of the cluster by `remove_host`.
     removed: std::collections::BTreeSet<String>,
     /// Each host's subnet at the first convergence.
-    first_subnets: Option<BTreeMap<String, crate::names::Ipv4Net>>,
-    traffic: Option<(crate::traffic::Traffic, String, String)>,
+    first_subnets: Option<BTreeMap<String, crate::input::names::Ipv4Net>>,
+    traffic: Option<(crate::probe::traffic::Traffic, String, String)>,
     conf: Option<NetConf>,
     agents: Vec<Agent>,
     agents_started: Option<Instant>,
@@ -165,7 +165,7 @@ struct Run<'a> {
     /// DF probe endpoints, one per host, with a larger MTU than the overlay's.
     mtu_probes: BTreeMap<String, Pod>,
     store: Store,
-    capture: Option<crate::capture::Capture>,
+    capture: Option<crate::probe::capture::Capture>,
     lab: Lab,
     log: &'a mut Vec<String>,
 }
@@ -250,11 +250,11 @@ async fn choose_store(case: &Case) -> Result<Provider, String> {
     let choice = case.store.or_else(StoreChoice::from_env).unwrap_or(StoreChoice::Process);
     match choice {
         StoreChoice::Process => Ok(Provider::Process),
-        StoreChoice::Docker => match crate::container::engine().await {
+        StoreChoice::Docker => match crate::lab::docker::engine().await {
             Ok(_) => Ok(Provider::Docker),
             Err(e) => Err(format!("needs etcd in Docker: {e}")),
         },
-        StoreChoice::Auto => Ok(if crate::container::engine().await.is_ok() { Provider::Docker } else { Provider::Process }),
+        StoreChoice::Auto => Ok(if crate::lab::docker::engine().await.is_ok() { Provider::Docker } else { Provider::Process }),
     }
 }
 
@@ -284,7 +284,7 @@ async fn run_once(
         return Err(setup(StepError::Lab(format!("write net-conf: {}", chain(&e))), Some(dir)));
     }
     log.push(format!("lab {} ({} hosts, run {}): {}", label, lab.hosts.len(), lab.run, store.describe()));
-    let capture = match crate::capture::Capture::start(lab.fabric_ns(), &lab.dir.join("underlay.pcap")) {
+    let capture = match crate::probe::capture::Capture::start(lab.fabric_ns(), &lab.dir.join("underlay.pcap")) {
         Ok(c) => Some(c),
         Err(e) => {
             log.push(format!("     no underlay capture: {e}"));
@@ -394,7 +394,7 @@ impl Run<'_> {
                 let pod = |h: &str| self.pods.iter().find(|p| p.host == h).ok_or_else(|| format!("no pod on {h}: add create_pods first"));
                 let (a, b) = (pod(t.from.as_str())?, pod(t.to.as_str())?);
                 let label = format!("{} -> {} every {:?}", a.name, b.name, t.interval.0);
-                let probe = crate::traffic::Traffic::start(&a.ns, b.addr, t.interval.0)?;
+                let probe = crate::probe::traffic::Traffic::start(&a.ns, b.addr, t.interval.0)?;
                 self.traffic = Some((probe, label, t.from.to_string()));
                 Ok(())
             }
@@ -576,7 +576,7 @@ impl Run<'_> {
     }
 
     /// Each active host's subnet, from its lease in etcd.
-    async fn subnets(&self) -> Result<BTreeMap<String, crate::names::Ipv4Net>, StepError> {
+    async fn subnets(&self) -> Result<BTreeMap<String, crate::input::names::Ipv4Net>, StepError> {
         let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(lab)?;
         let leases: Vec<contract::LeaseView> = raw.iter().filter_map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v).ok()).collect();
         Ok(self.active_hosts().filter_map(|h| leases.iter().find(|l| l.public_ip == h.addr).map(|l| (h.name.clone(), l.subnet))).collect())
@@ -623,7 +623,7 @@ impl Run<'_> {
     /// Exited agents, as findings. Agents whose profile has a restart policy are restarted
     /// instead (after a doubling backoff), like a DaemonSet's pods.
     fn agent_exits(&mut self) -> Result<Vec<Finding>, StepError> {
-        use crate::profile::RestartPolicy;
+        use crate::input::profile::RestartPolicy;
         let mut out = Vec::new();
         for i in 0..self.agents.len() {
             let a = &mut self.agents[i];
@@ -648,7 +648,7 @@ impl Run<'_> {
                     fresh.restarts = restarts;
                     self.log.push(format!(
                         "     {host}: agent exited ({}), restarted by the restart policy (restart {restarts})",
-                        crate::proc::Child::describe_status(&s)
+                        crate::lab::proc::Child::describe_status(&s)
                     ));
                     self.agents[i] = fresh;
                     self.restarted(format!("the restart policy restarting {host}"));
@@ -658,7 +658,7 @@ impl Run<'_> {
             out.push(Finding::new(
                 Check::AgentExit,
                 a.host.as_str(),
-                format!("agent exited ({}); log tail:\n{}", crate::proc::Child::describe_status(&s), a.child.log_tail(5)),
+                format!("agent exited ({}); log tail:\n{}", crate::lab::proc::Child::describe_status(&s), a.child.log_tail(5)),
             ));
         }
         Ok(out)
@@ -763,7 +763,7 @@ impl Run<'_> {
         Ok(findings)
     }
 
-    async fn wait_converged(&mut self, w: &crate::case::Converge) -> StepResult {
+    async fn wait_converged(&mut self, w: &crate::input::case::Converge) -> StepResult {
         let within = w.within.0;
         let t0 = Instant::now();
         let deadline = t0 + within;
@@ -819,13 +819,13 @@ impl Run<'_> {
         let canary = &self.lab.spares[0];
         let canary_ip = canary.addr;
         let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(lab)?;
-        let used: Vec<crate::names::Ipv4Net> =
+        let used: Vec<crate::input::names::Ipv4Net> =
             raw.iter().filter_map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v).ok()).map(|l| l.subnet).collect();
         let count = 1u32 << (conf.subnet_len - conf.network.prefix());
         let step = 1u32 << (32 - conf.subnet_len);
         let subnet = (1..count)
             .rev()
-            .filter_map(|k| crate::names::Ipv4Net::new(conf.network.nth(k * step), conf.subnet_len))
+            .filter_map(|k| crate::input::names::Ipv4Net::new(conf.network.nth(k * step), conf.subnet_len))
             .find(|s| !used.contains(s))
             .ok_or("no free subnet left for the canary lease")?;
         let key = format!("{DEFAULT_PREFIX}/subnets/{}-{}", subnet.addr(), subnet.prefix());
@@ -883,7 +883,7 @@ impl Run<'_> {
     async fn follow_canary(
         &mut self,
         deadline: Instant,
-        subnet: crate::names::Ipv4Net,
+        subnet: crate::input::names::Ipv4Net,
         listener: Option<&probe::UdpListener>,
     ) -> Result<Option<Vec<Finding>>, StepError> {
         loop {
@@ -1006,7 +1006,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn expect_ping(&mut self, spec: &crate::case::PingSpec) -> StepResult {
+    async fn expect_ping(&mut self, spec: &crate::input::case::PingSpec) -> StepResult {
         let split = spec.cross_segment_fails.iter().any(|b| b == self.spec.backend.name());
         let segment_of = |host: &str| self.lab.host(host).map(|n| n.segment);
         let pairs: Vec<(usize, usize)> = (0..self.pods.len())
@@ -1249,7 +1249,7 @@ impl Run<'_> {
                 findings.push(Finding::new(Check::AgentFailure, a.host.as_str(), "agent exited with status 0, expected a failure"));
             } else {
                 let last = a.child.log_tail(1);
-                self.log.push(format!("     {}: {} — {last}", a.host, crate::proc::Child::describe_status(&s)));
+                self.log.push(format!("     {}: {} — {last}", a.host, crate::lab::proc::Child::describe_status(&s)));
             }
         }
         for node in &self.lab.hosts {
@@ -1292,8 +1292,8 @@ impl Run<'_> {
         let (pa, pb, pb_ip) = (a.ns.clone(), b.ns.clone(), b.addr);
         let (na, nb, hb_ip) = (ha.ns.clone(), hb.ns.clone(), hb.addr);
         let (overlay, bare) = tokio::task::spawn_blocking(move || {
-            let overlay = crate::throughput::measure(&pb, pb_ip, &pa, seconds);
-            let bare = crate::throughput::measure(&nb, hb_ip, &na, seconds);
+            let overlay = crate::probe::throughput::measure(&pb, pb_ip, &pa, seconds);
+            let bare = crate::probe::throughput::measure(&nb, hb_ip, &na, seconds);
             (overlay, bare)
         })
         .await
@@ -1309,7 +1309,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn restart_agent(&mut self, r: &crate::case::RestartAgent) -> StepResult {
+    async fn restart_agent(&mut self, r: &crate::input::case::RestartAgent) -> StepResult {
         let host = r.host.as_str();
         let i = self.agents.iter().position(|a| a.host == host).ok_or("no agent on that host: add start_agents first")?;
         let mut old = self.agents.remove(i);
@@ -1323,7 +1323,7 @@ impl Run<'_> {
         }
         let imp = match &r.profile {
             Some(p) => {
-                let imp = load_profile(&crate::case::profile_path(&self.spec.case, p))?;
+                let imp = load_profile(&crate::input::case::profile_path(&self.spec.case, p))?;
                 self.imps.insert(host.to_string(), imp.clone());
                 imp
             }
@@ -1340,7 +1340,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn inject_udp(&mut self, spec: &crate::case::InjectUdp) -> StepResult {
+    async fn inject_udp(&mut self, spec: &crate::input::case::InjectUdp) -> StepResult {
         let conf = self.conf()?.clone();
         if conf.backend != Backend::Udp {
             return Err(format!("inject_udp applies to the udp backend, not {}", conf.backend).into());
@@ -1375,14 +1375,14 @@ impl Run<'_> {
         .map_err(|e| e.to_string())??;
         let what = format!("datagram from {} ({sender_addr}) to {to} carrying {inner_src} -> {}", spec.from, pod.addr);
         match (spec.expect, seen) {
-            (crate::case::Fate::Delivered, true) | (crate::case::Fate::Dropped, false) => {
+            (crate::input::case::Fate::Delivered, true) | (crate::input::case::Fate::Dropped, false) => {
                 self.log.push(format!("     {what}: {}", if seen { "delivered" } else { "dropped" }));
                 Ok(())
             }
-            (crate::case::Fate::Delivered, false) => {
+            (crate::input::case::Fate::Delivered, false) => {
                 Err(StepError::check(Check::Delivery, target_name, format!("{what}: never reached the pod, expected delivery")))
             }
-            (crate::case::Fate::Dropped, true) => {
+            (crate::input::case::Fate::Dropped, true) => {
                 Err(StepError::check(Check::Delivery, target_name, format!("{what}: reached the pod, expected it to be dropped")))
             }
         }
@@ -1471,7 +1471,7 @@ impl Run<'_> {
 fn load_profile(profile: &str) -> Result<Implementation, StepError> {
     let mut imp = Implementation::load(profile, false)?;
     if imp.profile.uses_reference_agent() {
-        imp.reference_agent = crate::suite::reference_agent()?;
+        imp.reference_agent = crate::agents::reference_agent()?;
     }
     Ok(imp)
 }

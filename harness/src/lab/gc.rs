@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::names::RunId;
-use crate::netns;
+use crate::input::names::RunId;
+use crate::lab::netns;
 
 pub const LOCK_DIR: &str = "/run/flannel-lab";
 
@@ -122,7 +122,7 @@ pub fn remove_run(id: RunId, sweep: &mut Sweep) {
             Err(e) => sweep.errors.push(format!("{e}: {}", e.source_text())),
         }
     }
-    match crate::container::remove_run_containers(Some(id)) {
+    match crate::lab::docker::remove_run_containers(Some(id), is_live) {
         Ok(names) => sweep.containers.extend(names),
         Err(e) => sweep.errors.push(e),
     }
@@ -142,7 +142,7 @@ pub fn sweep_all() -> Sweep {
         }
     }
     // containers of runs whose namespaces are already gone
-    match crate::container::remove_run_containers(None) {
+    match crate::lab::docker::remove_run_containers(None, is_live) {
         Ok(names) => sweep.containers.extend(names),
         Err(e) => sweep.errors.push(e),
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::netns::Netns;
+use crate::lab::netns::Netns;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::diag::{key, load_yaml, Collector, Diagnostics, Seg};
-use crate::names::{HostName, Ipv4Net};
+use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg};
+use crate::input::names::{HostName, Ipv4Net};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,7 +137,7 @@ impl Topology {
     }
 
     pub fn parse(file: &Path, src: &str, hosts: Option<u32>) -> Result<Topology, Diagnostics> {
-        let raw: RawTopology = crate::diag::parse_yaml(file, src)?;
+        let raw: RawTopology = crate::input::diag::parse_yaml(file, src)?;
         validate(file, src, raw, hosts)
     }
 
@@ -419,7 +419,7 @@ etcd:
         assert_eq!(big.hosts.len(), 8);
     }
 
-    fn only_error(src: &str) -> crate::diag::Diagnostic {
+    fn only_error(src: &str) -> crate::input::diag::Diagnostic {
         let e = parse(src).unwrap_err();
         assert_eq!(e.0.len(), 1, "{e}");
         e.0[0].clone()

@@ -6,10 +6,10 @@
 
 use std::net::Ipv4Addr;
 
+use crate::input::names::Ipv4Net;
+use crate::lab::netns::Netns;
+use crate::lab::nl::Nl;
 use crate::lab::{Lab, LabError, Node};
-use crate::names::Ipv4Net;
-use crate::netns::Netns;
-use crate::nl::Nl;
 
 pub const BRIDGE: &str = "cni0";
 

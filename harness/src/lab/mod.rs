@@ -3,17 +3,28 @@
 //! the run id, and dropping the [`Lab`] removes all of it, also on failure or panic;
 //! [`install_signal_cleanup`] covers Ctrl-C and SIGTERM.
 
+pub mod docker;
+pub mod gc;
+pub mod netns;
+pub mod nl;
+pub mod pods;
+pub mod proc;
+pub mod sock;
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::gc::{self, RunLock};
-use crate::names::RunId;
-use crate::netns::{Netns, NetnsError};
-use crate::nl::{Nl, NlError};
-use crate::topology::Topology;
+use crate::input::names::RunId;
+use crate::input::topology::Topology;
+use crate::lab::netns::{Netns, NetnsError};
+use crate::lab::nl::{Nl, NlError};
+use gc::RunLock;
+
+/// The lab names every host's underlay interface `eth0`.
+pub const UNDERLAY_IF: &str = "eth0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -235,20 +246,20 @@ impl Lab {
     }
 
     /// A host joining a running lab: on the first host's segment, at the next free address.
-    pub async fn add_host(&mut self, name: &crate::names::HostName) -> Result<(), LabError> {
+    pub async fn add_host(&mut self, name: &crate::input::names::HostName) -> Result<(), LabError> {
         let seg = self.topo.hosts.first().map(|h| h.segment).unwrap_or(0);
         let addr = self.free_address(seg)?;
         let node = self.attach(name.as_str(), seg, addr, true).await?;
         for route in self.topo.routes_for(&[seg], None) {
             node.nl.add_route(route.dst, route.via).await?;
         }
-        self.topo.hosts.push(crate::topology::Host { name: name.clone(), segment: seg, addr });
+        self.topo.hosts.push(crate::input::topology::Host { name: name.clone(), segment: seg, addr });
         self.hosts.push(node);
         Ok(())
     }
 
     /// A router namespace with one leg per segment: `e-SEG` inside, `xN-SEG` on the bridge.
-    async fn attach_router(&self, index: usize, r: &crate::topology::Router) -> Result<Node, LabError> {
+    async fn attach_router(&self, index: usize, r: &crate::input::topology::Router) -> Result<Node, LabError> {
         let name = r.name.to_string();
         let ns = Netns::create(&self.run.netns(&name))?;
         let nl = Nl::open(&ns)?;

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::case::Dur;
-use crate::contract::Backend;
-use crate::diag::{key, load_yaml, Collector, Diagnostics, Seg};
+use crate::input::case::Dur;
+use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg};
+use crate::input::kinds::Backend;
 
 pub const PLACEHOLDERS: [&str; 9] =
     ["etcd_endpoints", "etcd_prefix", "iface", "public_ip", "subnet_file", "host", "state_dir", "reference_agent", "profile_dir"];
@@ -109,7 +109,7 @@ pub enum Ready {
     Http(Url),
 }
 
-crate::case::single_key_enum!(Ready, "readiness check", {
+crate::input::case::single_key_enum!(Ready, "readiness check", {
     "subnet_file" => SubnetFile(Nothing),
     "log_line" => LogLine(Contains),
     "http" => Http(Url),
@@ -221,7 +221,7 @@ impl Profile {
 }
 
 pub fn bundled_dir() -> PathBuf {
-    crate::suite::repo_root().join("harness/profiles")
+    crate::input::repo_root().join("harness/profiles")
 }
 
 fn validate(file: &Path, src: &str, raw: RawProfile) -> Result<Profile, Diagnostics> {
@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn invalid_profiles_are_located() {
         let src = "name: bad name\ncommand: [x, \"{iface\"]\nbackends: [vxlan, wireguard]\nready: {log_line: {contains: up}}\nstop: {signal: HUP}\n";
-        let raw: RawProfile = crate::diag::parse_yaml(Path::new("p.yaml"), src).unwrap();
+        let raw: RawProfile = crate::input::diag::parse_yaml(Path::new("p.yaml"), src).unwrap();
         let e = validate(Path::new("p.yaml"), src, raw).unwrap_err();
         let text = e.to_string();
         assert_eq!(e.0.len(), 4, "{text}");

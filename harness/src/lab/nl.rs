@@ -14,8 +14,8 @@ use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use serde::Serialize;
 
-use crate::names::Ipv4Net;
-use crate::netns::Netns;
+use crate::input::names::Ipv4Net;
+use crate::lab::netns::Netns;
 
 pub const MAIN_TABLE: u32 = 254;
 
@@ -95,7 +95,7 @@ pub struct Address {
 }
 
 impl Nl {
-    pub fn open(ns: &Netns) -> Result<Nl, crate::netns::NetnsError> {
+    pub fn open(ns: &Netns) -> Result<Nl, crate::lab::netns::NetnsError> {
         Ok(Nl { ns: ns.name().to_string(), handle: ns.netlink()? })
     }
 

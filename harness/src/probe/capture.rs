@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::netns::Netns;
+use crate::lab::netns::Netns;
 
 pub const SNAPLEN: usize = 256;
 pub const MAX_BYTES: u64 = 64 << 20;
@@ -77,7 +77,7 @@ impl Drop for Capture {
 }
 
 fn capture_loop(path: &Path, stop: &AtomicBool, ready: std::sync::mpsc::Sender<Result<(), String>>) -> Result<u64, String> {
-    let owned = match crate::sock::open(libc::AF_PACKET, libc::SOCK_RAW, (libc::ETH_P_ALL as u16).to_be() as i32) {
+    let owned = match crate::lab::sock::open(libc::AF_PACKET, libc::SOCK_RAW, (libc::ETH_P_ALL as u16).to_be() as i32) {
         Ok(fd) => fd,
         Err(e) => {
             let e = format!("open packet socket: {e}");
@@ -86,7 +86,7 @@ fn capture_loop(path: &Path, stop: &AtomicBool, ready: std::sync::mpsc::Sender<R
         }
     };
     let fd = owned.as_raw_fd();
-    crate::sock::set_receive_timeout(fd, std::time::Duration::from_millis(100)).map_err(|e| format!("receive timeout: {e}"))?;
+    crate::lab::sock::set_receive_timeout(fd, std::time::Duration::from_millis(100)).map_err(|e| format!("receive timeout: {e}"))?;
     let file = match File::create(path) {
         Ok(f) => f,
         Err(e) => {

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::netns::Netns;
+use crate::lab::netns::Netns;
 
 const PORT: u16 = 5201;
 
