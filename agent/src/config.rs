@@ -309,7 +309,7 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
     let vni = num("VNI", 1, (1 << 24) - 1)? as u32;
     let mut port = num("Port", 0, 65535)? as u16;
     if port == 0 {
-        port = 8472; // the kernel's default VXLAN port, which flanneld keeps
+        port = crate::backend::vxlan::DEFAULT_PORT;
     }
     Ok(BackendConf::Vxlan { vni, port })
 }

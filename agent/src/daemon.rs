@@ -7,21 +7,14 @@ use anyhow::{bail, Context};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep, sleep_until, Instant};
 
-use crate::backend::udp::{self, PeerTable};
-use crate::backend::vxlan::{lease_attrs, VxlanDevice, VxlanNetwork};
-use crate::backend::HostGwNetwork;
-use std::sync::{Arc, RwLock};
-
-/// flanneld's name for the udp backend's TUN device.
-const UDP_DEVICE: &str = "flannel0";
+use crate::backend::udp::{self, UdpNetwork};
+use crate::backend::vxlan::{self, VxlanDevice, VxlanNetwork};
+use crate::backend::{hostgw, HostGwNetwork};
 use crate::config::{BackendConf, Flags, NetConf};
-use crate::lease::{event_from_watch, LeaseEvent, OwnLease, Registry, LEASE_TTL};
-use crate::lease::{Lease, LeaseEvent as Event};
+use crate::ipnet::Ipv4Net;
+use crate::lease::{event_from_watch, Lease, LeaseAttrs, LeaseError, LeaseEvent, OwnLease, Registry, LEASE_TTL};
 use crate::netlink::Kernel;
 use crate::subnet_file::{previous_subnet, SubnetEnv};
-
-/// VXLAN over IPv4 adds 50 bytes: outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14).
-const VXLAN_OVERHEAD: u32 = 50;
 
 /// Retry delays for etcd: doubling from 200 ms up to 10 s.
 struct Backoff(Duration);
@@ -93,28 +86,18 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     kernel.remove_other_backends(&conf, underlay.index).await.context("remove state of other backends")?;
     let (mut net, attrs, mtu) = match conf.backend {
         BackendConf::Vxlan { vni, port } => {
-            let mtu = underlay.mtu.checked_sub(VXLAN_OVERHEAD).filter(|m| *m >= 576).context("underlay MTU too small for vxlan")?;
-            let dev = VxlanDevice { name: format!("flannel.{vni}"), vni, port, local: public_ip, underlay_index: underlay.index, mtu };
+            let mtu = vxlan::overlay_mtu(underlay.mtu).context("underlay MTU too small for vxlan")?;
+            let dev = VxlanDevice { name: vxlan::device_name(vni), vni, port, local: public_ip, underlay_index: underlay.index, mtu };
             let (net, mac) = VxlanNetwork::open(kernel, &dev).await.with_context(|| format!("set up vxlan device `{}`", dev.name))?;
-            (Network::Vxlan(net), lease_attrs(public_ip, vni, &mac), mtu)
+            (Network::Vxlan(net), vxlan::lease_attrs(public_ip, vni, &mac), mtu)
         }
         BackendConf::HostGw => {
             let net = HostGwNetwork::new(kernel, underlay.index, conf.network);
-            (Network::HostGw(net), crate::backend::hostgw::lease_attrs(public_ip), underlay.mtu)
+            (Network::HostGw(net), hostgw::lease_attrs(public_ip), hostgw::overlay_mtu(underlay.mtu))
         }
         BackendConf::Udp { port } => {
-            let mtu = underlay.mtu.checked_sub(udp::OVERHEAD).filter(|m| *m >= 576).context("underlay MTU too small for udp")?;
-            let queues = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4);
-            let (tun, offload) = crate::tun::open(UDP_DEVICE, queues).with_context(|| format!("open TUN device `{UDP_DEVICE}`"))?;
-            tracing::info!(queues, offload, "TUN device `{UDP_DEVICE}` open");
-            let net = UdpNetwork {
-                kernel,
-                table: Arc::new(RwLock::new(PeerTable::new(conf.network, conf.subnet_len))),
-                tun: Some(tun),
-                port,
-                mtu,
-                network: conf.network,
-            };
+            let mtu = udp::overlay_mtu(underlay.mtu).context("underlay MTU too small for udp")?;
+            let net = UdpNetwork::open(kernel, conf.network, conf.subnet_len, port, mtu)?;
             (Network::Udp(net), udp::lease_attrs(public_ip), mtu)
         }
     };
@@ -200,17 +183,12 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     }
 }
 
-async fn acquire(
-    reg: &mut Registry,
-    conf: &NetConf,
-    attrs: &crate::lease::LeaseAttrs,
-    previous: Option<crate::ipnet::Ipv4Net>,
-) -> anyhow::Result<OwnLease> {
+async fn acquire(reg: &mut Registry, conf: &NetConf, attrs: &LeaseAttrs, previous: Option<Ipv4Net>) -> anyhow::Result<OwnLease> {
     let mut backoff = Backoff::new();
     loop {
         match reg.acquire(conf, attrs, previous).await {
             Ok(own) => return Ok(own),
-            Err(e @ crate::lease::LeaseError::OutOfSubnets { .. }) => return Err(e.into()),
+            Err(e @ LeaseError::OutOfSubnets(_)) => return Err(e.into()),
             Err(e) => tracing::warn!(error = %anyhow::Error::from(e), "taking a lease failed, retrying"),
         }
         backoff.wait().await;
@@ -219,7 +197,7 @@ async fn acquire(
 
 /// Takes the lease again after it vanished; the subnet must stay the same, because the
 /// device address, the subnet file and every pod on this host depend on it.
-async fn reacquire(reg: &mut Registry, conf: &NetConf, attrs: &crate::lease::LeaseAttrs, own: &OwnLease) -> anyhow::Result<OwnLease> {
+async fn reacquire(reg: &mut Registry, conf: &NetConf, attrs: &LeaseAttrs, own: &OwnLease) -> anyhow::Result<OwnLease> {
     let again = acquire(reg, conf, attrs, Some(own.lease.subnet)).await?;
     if again.lease.subnet != own.lease.subnet {
         bail!(
@@ -232,40 +210,15 @@ async fn reacquire(reg: &mut Registry, conf: &NetConf, attrs: &crate::lease::Lea
     Ok(again)
 }
 
-/// The backend chosen by the network config.
+/// The backend chosen by the network config; each arm only forwards to its module.
 enum Network {
     Vxlan(VxlanNetwork<Kernel>),
     HostGw(HostGwNetwork<Kernel>),
     Udp(UdpNetwork),
 }
 
-/// The udp backend's control side: the TUN device and the peer table its data path reads.
-struct UdpNetwork {
-    kernel: Kernel,
-    table: Arc<RwLock<PeerTable>>,
-    /// Queues not yet handed to the data path (it starts once the subnet is known).
-    tun: Option<Vec<std::fs::File>>,
-    port: u16,
-    mtu: u32,
-    network: crate::ipnet::Ipv4Net,
-}
-
-impl UdpNetwork {
-    async fn set_local_subnet(&mut self, subnet: crate::ipnet::Ipv4Net) -> anyhow::Result<()> {
-        self.table.write().expect("peer table lock").set_own(subnet);
-        self.kernel.configure_tun(UDP_DEVICE, self.mtu, subnet.addr(), self.network).await?;
-        // New TUN devices send IPv6 router solicitations; nothing here speaks IPv6.
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{UDP_DEVICE}/disable_ipv6"), "1");
-        if let Some(queues) = self.tun.take() {
-            crate::backend::udp_datapath::start(queues, self.port, subnet.addr(), self.table.clone()).context("start the udp data path")?;
-            tracing::info!(port = self.port, device = UDP_DEVICE, "udp data path running");
-        }
-        Ok(())
-    }
-}
-
 impl Network {
-    async fn set_local_subnet(&mut self, subnet: crate::ipnet::Ipv4Net) -> anyhow::Result<()> {
+    async fn set_local_subnet(&mut self, subnet: Ipv4Net) -> anyhow::Result<()> {
         match self {
             Network::Vxlan(n) => n.set_local_subnet(subnet).await?,
             Network::HostGw(n) => n.set_local_subnet(subnet),
@@ -278,20 +231,16 @@ impl Network {
         match self {
             Network::Vxlan(n) => n.resync(leases).await?,
             Network::HostGw(n) => n.resync(leases).await?,
-            Network::Udp(n) => n.table.write().expect("peer table lock").resync(leases),
+            Network::Udp(n) => n.resync(leases),
         }
         Ok(())
     }
 
-    async fn handle(&mut self, ev: &Event) -> anyhow::Result<()> {
+    async fn handle(&mut self, ev: &LeaseEvent) -> anyhow::Result<()> {
         match self {
             Network::Vxlan(n) => n.handle(ev).await?,
             Network::HostGw(n) => n.handle(ev).await?,
-            Network::Udp(n) => {
-                if n.table.write().expect("peer table lock").apply(ev) {
-                    tracing::info!(event = ?ev, "udp peer table updated");
-                }
-            }
+            Network::Udp(n) => n.handle(ev),
         }
         Ok(())
     }
@@ -300,7 +249,7 @@ impl Network {
         match self {
             Network::Vxlan(n) => n.peers().count(),
             Network::HostGw(n) => n.peer_count(),
-            Network::Udp(n) => n.table.read().expect("peer table lock").len(),
+            Network::Udp(n) => n.peer_count(),
         }
     }
 }

@@ -1,16 +1,17 @@
 //! Subnet leases in etcd, in flanneld's schema: keys `<prefix>/subnets/10.244.68.0-24`,
 //! JSON values, one etcd lease (24 h) per subnet, taken with a put-if-absent transaction.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchStream};
-use rand::seq::IndexedRandom;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::NetConf;
 use crate::ipnet::Ipv4Net;
+use crate::subnet_choice::{choose_subnet, Choice, OutOfSubnets, Taken};
 
 /// flanneld's lease lifetime; not configurable upstream.
 pub const LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -23,8 +24,8 @@ pub enum LeaseError {
         #[source]
         source: etcd_client::Error,
     },
-    #[error("out of subnets: every /{len} between {min} and {max} is leased")]
-    OutOfSubnets { len: u8, min: Ipv4Net, max: Ipv4Net },
+    #[error(transparent)]
+    OutOfSubnets(#[from] OutOfSubnets),
     #[error("could not take a subnet after {0} attempts: other agents kept taking the chosen ones")]
     Contention(u32),
 }
@@ -139,8 +140,8 @@ impl Registry {
         self.client.watch(format!("{}/subnets/", self.prefix), Some(opts)).await.map_err(etcd("watch leases"))
     }
 
-    /// Takes a subnet: the one already registered for `attrs.public_ip`, else `previous`
-    /// if free, else a random free one among the lowest.
+    /// Takes a subnet, chosen by [`choose_subnet`]: the one already registered for
+    /// `attrs.public_ip`, else `previous` if free, else a random free one among the lowest.
     pub async fn acquire(&mut self, conf: &NetConf, attrs: &LeaseAttrs, previous: Option<Ipv4Net>) -> Result<OwnLease, LeaseError> {
         const ATTEMPTS: u32 = 10;
         let value = serde_json::to_vec(attrs).expect("lease attributes serialize");
@@ -150,37 +151,20 @@ impl Registry {
                 .get(format!("{}/subnets/", self.prefix), Some(GetOptions::new().with_prefix()))
                 .await
                 .map_err(etcd("list leases"))?;
-            let mut taken = std::collections::BTreeSet::new();
-            let mut mine = None;
+            let mut taken = Vec::new();
+            let mut revisions = BTreeMap::new();
             for kv in resp.kvs() {
                 let Some(subnet) = parse_subnet_key(&self.prefix, kv.key()) else { continue };
-                taken.insert(subnet);
-                if let Ok(l) = decode(&self.prefix, kv.key(), kv.value()) {
-                    if l.attrs.public_ip == attrs.public_ip && conf.network.contains_net(&subnet) && subnet.prefix() == conf.subnet_len {
-                        mine = Some((subnet, kv.mod_revision()));
-                    }
-                }
+                let public_ip = decode(&self.prefix, kv.key(), kv.value()).ok().map(|l| l.attrs.public_ip);
+                taken.push(Taken { subnet, public_ip });
+                revisions.insert(subnet, kv.mod_revision());
             }
-            let lease_id = self.client.lease_grant(LEASE_TTL.as_secs() as i64, None).await.map_err(etcd("grant lease"))?.id();
-            let (subnet, guard) = if let Some((subnet, mod_rev)) = mine {
-                (subnet, Compare::mod_revision(subnet_key(&self.prefix, &subnet), CompareOp::Equal, mod_rev))
-            } else {
-                let in_range = |s: &Ipv4Net| *s >= conf.subnet_min && *s <= conf.subnet_max && s.prefix() == conf.subnet_len;
-                let chosen = match previous.filter(|p| in_range(p) && !taken.contains(p)) {
-                    Some(p) => p,
-                    None => {
-                        let free: Vec<Ipv4Net> = conf.subnets().filter(|s| !taken.contains(s)).take(100).collect();
-                        match free.choose(&mut rand::rng()) {
-                            Some(s) => *s,
-                            None => {
-                                let _ = self.client.lease_revoke(lease_id).await;
-                                return Err(LeaseError::OutOfSubnets { len: conf.subnet_len, min: conf.subnet_min, max: conf.subnet_max });
-                            }
-                        }
-                    }
-                };
-                (chosen, Compare::create_revision(subnet_key(&self.prefix, &chosen), CompareOp::Equal, 0))
+            let (subnet, guard) = match choose_subnet(conf, attrs.public_ip, &taken, previous, &mut rand::rng())? {
+                // a reused subnet is one of `taken`, so its revision is known
+                Choice::Reuse(s) => (s, Compare::mod_revision(subnet_key(&self.prefix, &s), CompareOp::Equal, revisions[&s])),
+                Choice::Claim(s) => (s, Compare::create_revision(subnet_key(&self.prefix, &s), CompareOp::Equal, 0)),
             };
+            let lease_id = self.client.lease_grant(LEASE_TTL.as_secs() as i64, None).await.map_err(etcd("grant lease"))?.id();
             let key = subnet_key(&self.prefix, &subnet);
             let txn = Txn::new().when([guard]).and_then([TxnOp::put(key, value.clone(), Some(PutOptions::new().with_lease(lease_id)))]);
             let ok = self.client.txn(txn).await.map_err(etcd("put lease"))?.succeeded();

@@ -2,18 +2,22 @@
 //!
 //! ```text
 //! flags ─► config ─► lease (etcd: config, acquire, snapshot+watch, renew)
+//!                      │   └ subnet_choice (which subnet, no I/O)
 //!                      │                 │
 //!                      ▼                 ▼
-//!               subnet_file      backend::vxlan ─► netlink (kernel)
+//!               subnet_file      backend::{vxlan, hostgw, udp} ─► netlink (kernel)
+//!                                                 └ tun, udp_datapath (packets)
 //! ```
 //!
 //! | stage | module |
 //! |---|---|
 //! | flags, `<prefix>/config` | [`config`] |
 //! | leases in etcd (flanneld's schema) | [`lease`] |
+//! | which subnet to lease (pure, unit-tested) | [`subnet_choice`] |
 //! | `subnet.env` | [`subnet_file`] |
-//! | peers → kernel state | [`backend`] over [`netlink`] |
-//! | the main loop | [`daemon`] |
+//! | peers → kernel state; each backend's constants (device names, ports, overhead) | [`backend`] over [`netlink`] |
+//! | udp: TUN set-up, peer table; packets | [`backend::udp`]; [`backend::udp_datapath`] over [`tun`] |
+//! | the main loop, dispatching to the configured backend | [`daemon`] |
 //!
 //! The lab judges this agent from outside, exactly like any other implementation.
 
@@ -24,5 +28,6 @@ pub mod healthz;
 pub mod ipnet;
 pub mod lease;
 pub mod netlink;
+pub mod subnet_choice;
 pub mod subnet_file;
 pub mod tun;

@@ -11,7 +11,8 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, Rout
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
-use crate::backend::vxlan::{InstalledPeers, Mac, Peer, VxlanDevice, VxlanKernel};
+use crate::backend::udp;
+use crate::backend::vxlan::{self, InstalledPeers, Mac, Peer, VxlanDevice, VxlanKernel};
 use crate::ipnet::Ipv4Net;
 
 const MAIN_TABLE: u8 = 254;
@@ -173,13 +174,13 @@ impl Kernel {
     pub async fn remove_other_backends(&self, conf: &crate::config::NetConf, underlay: u32) -> Result<(), NlError> {
         use crate::config::BackendConf;
         let keep = match conf.backend {
-            BackendConf::Vxlan { vni, .. } => Some(format!("flannel.{vni}")),
-            BackendConf::Udp { .. } => Some("flannel0".to_string()),
+            BackendConf::Vxlan { vni, .. } => Some(vxlan::device_name(vni)),
+            BackendConf::Udp { .. } => Some(udp::DEVICE.to_string()),
             BackendConf::HostGw => None,
         };
         for l in self.links().await? {
             let name = link_name(&l).unwrap_or_default();
-            let ours = name == "flannel0" || (name.starts_with("flannel.") && vxlan_settings(&l).is_some());
+            let ours = name == udp::DEVICE || (name.starts_with(vxlan::DEVICE_PREFIX) && vxlan_settings(&l).is_some());
             if ours && Some(&name) != keep.as_ref() {
                 tracing::info!(device = name, "removing the device of another backend");
                 gone_ok(self.handle.link().del(l.header.index).execute().await.map_err(ctx(format!("delete `{name}`"))))?;

@@ -20,6 +20,11 @@ pub trait HostGwKernel {
     async fn routes_within(&mut self, oif: u32, network: Ipv4Net) -> Result<Vec<(Ipv4Net, Ipv4Addr)>, Self::Error>;
 }
 
+/// Packets travel unencapsulated: pods get the underlay's MTU.
+pub fn overlay_mtu(underlay_mtu: u32) -> u32 {
+    underlay_mtu
+}
+
 pub fn lease_attrs(public_ip: Ipv4Addr) -> LeaseAttrs {
     LeaseAttrs { public_ip, public_ipv6: None, backend_type: Some("host-gw".into()), backend_data: None }
 }

@@ -9,3 +9,6 @@ pub mod vxlan;
 
 pub use hostgw::{HostGwKernel, HostGwNetwork};
 pub use vxlan::{Peer, VxlanDevice, VxlanKernel, VxlanNetwork};
+
+/// The smallest MTU every IPv4 host must accept (RFC 791); an overlay below it is refused.
+pub const MIN_MTU: u32 = 576;

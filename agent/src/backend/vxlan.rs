@@ -12,6 +12,23 @@ use crate::lease::{Lease, LeaseAttrs, LeaseEvent};
 
 pub type Mac = [u8; 6];
 
+/// The kernel's default VXLAN port, which flanneld keeps.
+pub const DEFAULT_PORT: u16 = 8472;
+/// VXLAN over IPv4 adds 50 bytes: outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14).
+pub const OVERHEAD: u32 = 50;
+/// Every vxlan device of flannel is named `flannel.<VNI>`.
+pub const DEVICE_PREFIX: &str = "flannel.";
+
+/// flanneld's name for the device of `vni`.
+pub fn device_name(vni: u32) -> String {
+    format!("{DEVICE_PREFIX}{vni}")
+}
+
+/// The MTU left for pods over an underlay of `underlay_mtu`; None when under IPv4's minimum.
+pub fn overlay_mtu(underlay_mtu: u32) -> Option<u32> {
+    underlay_mtu.checked_sub(OVERHEAD).filter(|m| *m >= super::MIN_MTU)
+}
+
 /// What one peer lease asks of this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
