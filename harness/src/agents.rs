@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::error::Result;
 use crate::input::profile::{expand, Profile, Ready, Values};
 use crate::lab::proc::Child;
 use crate::lab::Node;
+use crate::lab_err;
 
 /// The implementation under test: a launch profile plus, for profiles that run it, the
 /// path of the reference agent binary.
@@ -24,7 +26,7 @@ impl Implementation {
 
     /// Loads a profile (bundled name or path) and, when it needs it, locates the
     /// reference agent (building it if missing).
-    pub fn load(name_or_path: &str, build_reference: bool) -> Result<Implementation, String> {
+    pub fn load(name_or_path: &str, build_reference: bool) -> Result<Implementation> {
         let profile = Profile::find(name_or_path)?;
         let reference_agent = if profile.uses_reference_agent() && build_reference {
             crate::agents::reference_agent()?
@@ -35,19 +37,19 @@ impl Implementation {
     }
 
     /// The implementation chosen by `FLANNEL_LAB_IMPL` (default: `reference`).
-    pub fn from_env(build_reference: bool) -> Result<Implementation, String> {
+    pub fn from_env(build_reference: bool) -> Result<Implementation> {
         let chosen = std::env::var("FLANNEL_LAB_IMPL").unwrap_or_else(|_| "reference".into());
         Implementation::load(&chosen, build_reference)
     }
 
     /// Finds the reference agent next to the running executable (`target/<profile>/`), or at
     /// `FLANNEL_LAB_AGENT`.
-    pub fn find_reference_agent() -> Result<PathBuf, String> {
+    pub fn find_reference_agent() -> Result<PathBuf> {
         if let Some(p) = std::env::var_os("FLANNEL_LAB_AGENT") {
             let bin = PathBuf::from(p);
-            return if bin.is_file() { Ok(bin) } else { Err(format!("FLANNEL_LAB_AGENT={} does not exist", bin.display())) };
+            return if bin.is_file() { Ok(bin) } else { Err(lab_err!("FLANNEL_LAB_AGENT={} does not exist", bin.display())) };
         }
-        let exe = std::env::current_exe().map_err(|e| format!("locate own executable: {e}"))?;
+        let exe = std::env::current_exe().map_err(|e| lab_err!("locate own executable: {e}"))?;
         let mut dir = exe.parent().map(Path::to_path_buf);
         // test binaries live in target/<profile>/deps
         while let Some(d) = dir {
@@ -63,7 +65,7 @@ impl Implementation {
         Err("flannel-agent binary not found next to this executable: run `cargo build -p flannel-agent` or set FLANNEL_LAB_AGENT".into())
     }
 
-    fn command(&self, values: &Values) -> Result<Command, String> {
+    fn command(&self, values: &Values) -> Result<Command> {
         let argv = self.profile.argv(values)?;
         let mut c = Command::new(&argv[0]);
         c.args(&argv[1..]);
@@ -107,24 +109,24 @@ impl Agent {
         }
     }
 
-    pub fn start(imp: &Implementation, node: &Node, endpoints: &str, prefix: &str) -> Result<Agent, String> {
+    pub fn start(imp: &Implementation, node: &Node, endpoints: &str, prefix: &str) -> Result<Agent> {
         let values = Self::values(imp, node, endpoints, prefix);
-        let cmd = imp.command(&values).map_err(|e| format!("profile `{}`: {e}", imp.name()))?;
+        let cmd = imp.command(&values).map_err(|e| lab_err!("profile `{}`: {e}", imp.name()))?;
         let mut mounts = Vec::new();
         for (target, source) in &imp.profile.private_paths {
             let target = PathBuf::from(target);
             if !target.is_dir() {
                 let (name, t) = (imp.name(), target.display());
-                return Err(format!(
+                return Err(lab_err!(
                     "profile `{name}`: private path {t} does not exist on this machine; create it once (mkdir -p {t}) and each host gets its own copy mounted over it"
                 ));
             }
             let source = PathBuf::from(expand(source, &values)?);
-            std::fs::create_dir_all(&source).map_err(|e| format!("create {}: {e}", source.display()))?;
+            std::fs::create_dir_all(&source).map_err(|e| lab_err!("create {}: {e}", source.display()))?;
             mounts.push((source, target));
         }
         let child = Child::spawn_with_mounts(&format!("agent@{}", node.name), &node.ns, cmd, &node.dir.join("agent.log"), &mounts)
-            .map_err(|e| crate::run::chain(&e))?;
+            .map_err(|e| crate::error::chain(&e))?;
         Ok(Agent {
             host: node.name.clone(),
             subnet_file: Self::subnet_file_path(node),
@@ -171,7 +173,7 @@ fn http_ok(url: &str) -> bool {
 
 /// Finds the reference agent, building it with cargo when it is missing (the case under
 /// `cargo test -p flannel-lab`, which does not build other packages' binaries).
-pub fn reference_agent() -> Result<PathBuf, String> {
+pub fn reference_agent() -> Result<PathBuf> {
     if let Ok(bin) = Implementation::find_reference_agent() {
         return Ok(bin);
     }
@@ -180,9 +182,9 @@ pub fn reference_agent() -> Result<PathBuf, String> {
         .args(["build", "--quiet", "-p", "flannel-agent", "--bin", "flannel-agent"])
         .current_dir(crate::input::repo_root())
         .status()
-        .map_err(|e| format!("run cargo to build flannel-agent: {e}"))?;
+        .map_err(|e| lab_err!("run cargo to build flannel-agent: {e}"))?;
     if !status.success() {
-        return Err(format!("`cargo build -p flannel-agent` failed ({status})"));
+        return Err(lab_err!("`cargo build -p flannel-agent` failed ({status})"));
     }
     Implementation::find_reference_agent()
 }

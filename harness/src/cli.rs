@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use crate::agents::{Agent, Implementation};
 use crate::contract::{Backend, DEFAULT_PREFIX};
-use crate::input::case::Case;
+use crate::error::{Error, Result};
 use crate::input::topology::Topology;
 use crate::lab::Lab;
+use crate::lab_err;
 use crate::report::{self, JunitEntry};
 use crate::run::{run_trial, TrialSpec};
+use crate::steps::Case;
 use crate::store::Store;
 use crate::suite;
 
@@ -58,7 +60,7 @@ pub fn main() -> ExitCode {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
         }
-        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+        other => Err(lab_err!("unknown command `{other}`\n{USAGE}")),
     };
     match result {
         Ok(code) => code,
@@ -72,7 +74,7 @@ pub fn main() -> ExitCode {
 type Opts = Vec<(String, String)>;
 
 /// `--name value` / `--name=value` options; returns (options, positionals).
-fn options(args: &[String], known: &[&str]) -> Result<(Opts, Vec<String>), String> {
+fn options(args: &[String], known: &[&str]) -> Result<(Opts, Vec<String>)> {
     let (mut opts, mut pos) = (Vec::new(), Vec::new());
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -82,7 +84,7 @@ fn options(args: &[String], known: &[&str]) -> Result<(Opts, Vec<String>), Strin
                 None => (body.to_string(), it.next().cloned().ok_or_else(|| format!("option --{body} needs a value"))?),
             };
             if !known.contains(&k.as_str()) {
-                return Err(format!("unknown option --{k} (known: {})", known.join(", ")));
+                return Err(lab_err!("unknown option --{k} (known: {})", known.join(", ")));
             }
             opts.push((k, v));
         } else {
@@ -96,22 +98,22 @@ fn opt<'a>(opts: &'a [(String, String)], k: &str) -> Option<&'a str> {
     opts.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
-fn load_trials(cases: &Path, imp: &Implementation, build_reference: bool) -> Result<Vec<TrialSpec>, String> {
+fn load_trials(cases: &Path, imp: &Implementation, build_reference: bool) -> Result<Vec<TrialSpec>> {
     let root = crate::input::repo_root();
-    suite::trials(cases, &root.join("topologies"), imp, build_reference).map_err(|errs| errs.join("\n"))
+    suite::trials(cases, &root.join("topologies"), imp, build_reference).map_err(|errs| Error::Input(errs.join("\n")))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| format!("tokio runtime: {e}"))
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| lab_err!("tokio runtime: {e}"))
 }
 
-fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
+fn cmd_run(args: &[String]) -> Result<ExitCode> {
     let (opts, pos) = options(args, &["filter", "junit", "markdown", "cases", "impl"])?;
     if let Some(p) = pos.first() {
-        return Err(format!("unexpected argument `{p}`"));
+        return Err(lab_err!("unexpected argument `{p}`"));
     }
     if let Some(why) = suite::lab_unavailable() {
-        return Err(why);
+        return Err(why.into());
     }
     let imp = implementation(&opts, true)?;
     let cases = opt(&opts, "cases").map(PathBuf::from).unwrap_or_else(|| crate::input::repo_root().join("cases"));
@@ -139,29 +141,29 @@ fn cmd_run(args: &[String]) -> Result<ExitCode, String> {
     rt.shutdown_background();
     print!("{}", report::table(&reports));
     if let Some(path) = opt(&opts, "markdown") {
-        std::fs::write(path, report::markdown(&reports)).map_err(|e| format!("write Markdown to {path}: {e}"))?;
+        std::fs::write(path, report::markdown(&reports)).map_err(|e| lab_err!("write Markdown to {path}: {e}"))?;
     }
     if let Some(path) = opt(&opts, "junit") {
         let entries: Vec<JunitEntry> = reports.iter().map(report::junit_entry).collect();
-        report::write_junit(Path::new(path), "flannel-lab", &entries).map_err(|e| format!("write JUnit to {path}: {e}"))?;
+        report::write_junit(Path::new(path), "flannel-lab", &entries).map_err(|e| lab_err!("write JUnit to {path}: {e}"))?;
     }
     Ok(if reports.iter().all(|r| r.passed || r.ignored.is_some()) { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn cmd_bench(args: &[String]) -> Result<ExitCode, String> {
+fn cmd_bench(args: &[String]) -> Result<ExitCode> {
     let (opts, pos) = options(args, &["seconds", "impl"])?;
     if let Some(p) = pos.first() {
-        return Err(format!("unexpected argument `{p}`"));
+        return Err(lab_err!("unexpected argument `{p}`"));
     }
     if let Some(why) = suite::lab_unavailable() {
-        return Err(why);
+        return Err(why.into());
     }
     let root = crate::input::repo_root();
     let mut case = Case::load(&root.join("harness/bench/throughput.yaml"), &root.join("topologies")).map_err(|e| e.to_string())?;
     if let Some(s) = opt(&opts, "seconds") {
-        let secs: u64 = s.parse().map_err(|_| format!("--seconds `{s}` is not a number"))?;
+        let secs: u64 = s.parse().map_err(|_| lab_err!("--seconds `{s}` is not a number"))?;
         for step in &mut case.steps {
-            if let crate::input::case::Step::MeasureThroughput(m) = step {
+            if let crate::steps::Step::MeasureThroughput(m) = step {
                 m.seconds = secs;
             }
         }
@@ -185,14 +187,14 @@ fn cmd_bench(args: &[String]) -> Result<ExitCode, String> {
 }
 
 /// `--impl NAME|PATH`, else `FLANNEL_LAB_IMPL`, else the reference agent's profile.
-fn implementation(opts: &[(String, String)], build_reference: bool) -> Result<Implementation, String> {
+fn implementation(opts: &[(String, String)], build_reference: bool) -> Result<Implementation> {
     match opt(opts, "impl") {
         Some(p) => Implementation::load(p, build_reference),
         None => Implementation::from_env(build_reference),
     }
 }
 
-fn cmd_list(args: &[String]) -> Result<ExitCode, String> {
+fn cmd_list(args: &[String]) -> Result<ExitCode> {
     let (opts, _) = options(args, &["impl"])?;
     let imp = implementation(&opts, false)?;
     for t in load_trials(&crate::input::repo_root().join("cases"), &imp, false)? {
@@ -201,7 +203,7 @@ fn cmd_list(args: &[String]) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_check(files: &[String]) -> Result<ExitCode, String> {
+fn cmd_check(files: &[String]) -> Result<ExitCode> {
     if files.is_empty() {
         return Err("check needs at least one file".into());
     }
@@ -229,7 +231,7 @@ fn cmd_check(files: &[String]) -> Result<ExitCode, String> {
     Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn cmd_gc() -> Result<ExitCode, String> {
+fn cmd_gc() -> Result<ExitCode> {
     let sweep = crate::lab::gc::sweep_all();
     for id in &sweep.skipped_live {
         println!("run {id}: still running, left alone");
@@ -248,7 +250,7 @@ fn cmd_gc() -> Result<ExitCode, String> {
     Ok(if sweep.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn cmd_up(args: &[String]) -> Result<ExitCode, String> {
+fn cmd_up(args: &[String]) -> Result<ExitCode> {
     let (opts, pos) = options(args, &["hosts", "backend", "impl"])?;
     let topo = pos.first().ok_or("up needs a topology file or name")?;
     let path = if topo.ends_with(".yaml") {
@@ -256,14 +258,14 @@ fn cmd_up(args: &[String]) -> Result<ExitCode, String> {
     } else {
         crate::input::repo_root().join("topologies").join(format!("{topo}.yaml"))
     };
-    let hosts = opt(&opts, "hosts").map(|h| h.parse::<u32>().map_err(|_| format!("--hosts `{h}` is not a number"))).transpose()?;
+    let hosts = opt(&opts, "hosts").map(|h| h.parse::<u32>().map_err(|_| lab_err!("--hosts `{h}` is not a number"))).transpose()?;
     let backend = match opt(&opts, "backend") {
         None => Backend::Vxlan,
         Some(b) => Backend::parse(b).ok_or_else(|| format!("unknown backend `{b}`"))?,
     };
     let topo = Topology::load_scaled(&path, hosts).map_err(|e| e.to_string())?;
     if let Some(why) = suite::lab_unavailable() {
-        return Err(why);
+        return Err(why.into());
     }
     let imp = implementation(&opts, true)?;
     let rt = runtime()?;
@@ -280,7 +282,7 @@ fn cmd_up(args: &[String]) -> Result<ExitCode, String> {
         store.put(&format!("{DEFAULT_PREFIX}/config"), conf.clone()).await.map_err(|e| e.to_string())?;
         let mut agents = Vec::new();
         for node in &lab.hosts {
-            agents.push(Agent::start(&imp, node, &store.endpoints(), DEFAULT_PREFIX)?);
+            agents.push(Agent::start(&imp, node, &store.endpoints(), DEFAULT_PREFIX).map_err(|e| e.to_string())?);
         }
         println!("lab run {} is up; work files in {}", lab.run, lab.dir.display());
         println!("{} (namespace {}), config {conf}", store.describe(), store.netns().name());

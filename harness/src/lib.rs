@@ -33,10 +33,12 @@
 pub mod agents;
 pub mod cli;
 pub mod contract;
+pub mod error;
 pub mod input;
 pub mod lab;
 pub mod probe;
 pub mod report;
 pub mod run;
+pub mod steps;
 pub mod store;
 pub mod suite;

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::agents::Implementation;
-use crate::input::case::{discover, Case};
+use crate::input::case::discover;
 use crate::run::{TrialSpec, Verdict};
+use crate::steps::Case;
 
 /// Where labs keep their files: `FLANNEL_LAB_WORKDIR`, else `<tmp>/flannel-lab`. A failing
 /// trial's directory stays there as its artifacts.

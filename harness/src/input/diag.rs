@@ -50,6 +50,12 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+impl From<Diagnostics> for crate::error::Error {
+    fn from(d: Diagnostics) -> crate::error::Error {
+        crate::error::Error::Input(d.to_string())
+    }
+}
+
 /// A step of a key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seg {

@@ -8,17 +8,19 @@ use std::time::Duration;
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
 
+use crate::error::Result;
 use crate::input::names::RunId;
+use crate::lab_err;
 
 /// Every container the lab starts carries this label, with the run id as value.
 pub const RUN_LABEL: &str = "flannel-lab.run";
 
 /// Connects to the local Docker engine and checks that it answers.
-pub async fn engine() -> Result<Docker, String> {
-    let docker = Docker::connect_with_local_defaults().map_err(|e| format!("no Docker engine: {e}"))?;
+pub async fn engine() -> Result<Docker> {
+    let docker = Docker::connect_with_local_defaults().map_err(|e| lab_err!("no Docker engine: {e}"))?;
     match tokio::time::timeout(Duration::from_secs(3), docker.ping()).await {
         Ok(Ok(_)) => Ok(docker),
-        Ok(Err(e)) => Err(format!("Docker engine does not answer: {e}")),
+        Ok(Err(e)) => Err(lab_err!("Docker engine does not answer: {e}")),
         Err(_) => Err("Docker engine does not answer within 3 s".into()),
     }
 }
@@ -26,7 +28,7 @@ pub async fn engine() -> Result<Docker, String> {
 /// Removes every container labelled with `run` (or, with `None`, of any run `is_live` says
 /// has ended).
 /// Used by `gc` and by teardown after a signal. Blocking: runs its own small runtime.
-pub fn remove_run_containers(run: Option<RunId>, is_live: fn(RunId) -> bool) -> Result<Vec<String>, String> {
+pub fn remove_run_containers(run: Option<RunId>, is_live: fn(RunId) -> bool) -> Result<Vec<String>> {
     if !Path::new("/var/run/docker.sock").exists() && std::env::var_os("DOCKER_HOST").is_none() {
         return Ok(Vec::new());
     }
@@ -34,7 +36,7 @@ pub fn remove_run_containers(run: Option<RunId>, is_live: fn(RunId) -> bool) -> 
     std::thread::spawn(move || remove_blocking(run, is_live)).join().map_err(|_| "container cleanup panicked".to_string())?
 }
 
-fn remove_blocking(run: Option<RunId>, is_live: fn(RunId) -> bool) -> Result<Vec<String>, String> {
+fn remove_blocking(run: Option<RunId>, is_live: fn(RunId) -> bool) -> Result<Vec<String>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let Ok(docker) = engine().await else { return Ok(Vec::new()) };
@@ -46,7 +48,7 @@ fn remove_blocking(run: Option<RunId>, is_live: fn(RunId) -> bool) -> Result<Vec
         let list = docker
             .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build()))
             .await
-            .map_err(|e| format!("list containers: {e}"))?;
+            .map_err(|e| lab_err!("list containers: {e}"))?;
         let mut removed = Vec::new();
         for c in list {
             let Some(id) = c.id else { continue };
@@ -57,7 +59,7 @@ fn remove_blocking(run: Option<RunId>, is_live: fn(RunId) -> bool) -> Result<Vec
             docker
                 .remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build()))
                 .await
-                .map_err(|e| format!("remove container {id}: {e}"))?;
+                .map_err(|e| lab_err!("remove container {id}: {e}"))?;
             removed.push(c.names.and_then(|n| n.first().cloned()).unwrap_or(id));
         }
         Ok(removed)

@@ -124,7 +124,7 @@ pub fn remove_run(id: RunId, sweep: &mut Sweep) {
     }
     match crate::lab::docker::remove_run_containers(Some(id), is_live) {
         Ok(names) => sweep.containers.extend(names),
-        Err(e) => sweep.errors.push(e),
+        Err(e) => sweep.errors.push(e.to_string()),
     }
     let _ = std::fs::remove_file(Path::new(LOCK_DIR).join(format!("{id}.lock")));
     sweep.runs.push(id);
@@ -144,7 +144,7 @@ pub fn sweep_all() -> Sweep {
     // containers of runs whose namespaces are already gone
     match crate::lab::docker::remove_run_containers(None, is_live) {
         Ok(names) => sweep.containers.extend(names),
-        Err(e) => sweep.errors.push(e),
+        Err(e) => sweep.errors.push(e.to_string()),
     }
     for id in ids.into_keys() {
         if is_live(id) {

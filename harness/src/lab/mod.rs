@@ -17,32 +17,15 @@ use std::sync::Mutex;
 
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::error::Error;
 use crate::input::names::RunId;
 use crate::input::topology::Topology;
-use crate::lab::netns::{Netns, NetnsError};
-use crate::lab::nl::{Nl, NlError};
+use crate::lab::netns::Netns;
+use crate::lab::nl::Nl;
 use gc::RunLock;
 
 /// The lab names every host's underlay interface `eth0`.
 pub const UNDERLAY_IF: &str = "eth0";
-
-#[derive(Debug, thiserror::Error)]
-pub enum LabError {
-    #[error(transparent)]
-    Netns(#[from] NetnsError),
-    #[error(transparent)]
-    Netlink(#[from] NlError),
-    #[error("segment `{segment}` has no free address for another host")]
-    Full { segment: String },
-    #[error("lock a run id under {}", gc::LOCK_DIR)]
-    Lock(#[source] std::io::Error),
-    #[error("create work directory {path}")]
-    WorkDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// A namespace attached to a segment: a host or the etcd node.
 pub struct Node {
@@ -99,8 +82,8 @@ impl Lab {
     /// Builds the topology under a fresh run id. Work files go to `workdir/<run id>-<label>`.
     /// With `etcd_ns` false the etcd node is left out: a container joins later through
     /// [`Lab::attach_external`].
-    pub async fn build(topo: Topology, workdir: &Path, label: &str, etcd_ns: bool) -> Result<Lab, LabError> {
-        let lock = RunLock::acquire().map_err(LabError::Lock)?;
+    pub async fn build(topo: Topology, workdir: &Path, label: &str, etcd_ns: bool) -> Result<Lab, Error> {
+        let lock = RunLock::acquire().map_err(|source| Error::RunLock { dir: gc::LOCK_DIR, source })?;
         let run = lock.id;
         LIVE.lock().expect("live-run registry").push(run);
         let dir = workdir.join(format!("{run}-{label}"));
@@ -115,7 +98,7 @@ impl Lab {
             fabric: None,
             _lock: lock,
         };
-        std::fs::create_dir_all(&dir).map_err(|source| LabError::WorkDir { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::WorkDir { path: dir.clone(), source })?;
 
         let fabric = Netns::create(&run.netns("fabric"))?;
         let fnl = Nl::open(&fabric)?;
@@ -159,7 +142,7 @@ impl Lab {
 
     /// Creates a node namespace with `eth0` on segment `seg`:
     /// `ip netns add fl<id>-NAME; ip link add p-NAME type veth peer eth0 netns …; ip link set p-NAME master br-SEG`.
-    async fn attach(&self, name: &str, seg: usize, addr: Ipv4Addr, forwarding: bool) -> Result<Node, LabError> {
+    async fn attach(&self, name: &str, seg: usize, addr: Ipv4Addr, forwarding: bool) -> Result<Node, Error> {
         let segment = &self.topo.segments[seg];
         let ns = Netns::create(&self.run.netns(name))?;
         let nl = Nl::open(&ns)?;
@@ -174,7 +157,7 @@ impl Lab {
             ns.sysctl("net/ipv4/ip_forward", "1")?;
         }
         let dir = self.dir.join(name);
-        std::fs::create_dir_all(&dir).map_err(|source| LabError::WorkDir { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::WorkDir { path: dir.clone(), source })?;
         Ok(Node { name: name.to_string(), ns, nl, addr, segment: seg, dir })
     }
 
@@ -182,7 +165,7 @@ impl Lab {
     /// topology's etcd address, with routes to every segment:
     /// `ip link add p-NAME type veth peer eth0 netns PID; ip addr add …; ip route add …`.
     /// Re-run after the container restarts (its veth dies with it).
-    pub async fn attach_external(&self, name: &str, ns: &Netns, addr: std::net::Ipv4Addr, mac_tag: u8) -> Result<Nl, LabError> {
+    pub async fn attach_external(&self, name: &str, ns: &Netns, addr: std::net::Ipv4Addr, mac_tag: u8) -> Result<Nl, Error> {
         let (seg, _) = self.topo.etcd;
         let segment = &self.topo.segments[seg];
         let nl = Nl::open(ns)?;
@@ -206,7 +189,7 @@ impl Lab {
 
     /// `n` addresses for etcd members on etcd's segment: the topology's etcd address, then
     /// the highest addresses no host or router uses.
-    pub fn etcd_member_addresses(&self, n: usize) -> Result<Vec<std::net::Ipv4Addr>, LabError> {
+    pub fn etcd_member_addresses(&self, n: usize) -> Result<Vec<std::net::Ipv4Addr>, Error> {
         let (seg, first) = self.topo.etcd;
         let cidr = self.topo.segments[seg].cidr;
         let taken = |a: &std::net::Ipv4Addr| {
@@ -217,24 +200,24 @@ impl Lab {
         let mut out = vec![first];
         out.extend((1..cidr.host_capacity() as u32).rev().map(|k| cidr.nth(k)).filter(|a| !taken(a)).take(n.saturating_sub(1)));
         if out.len() < n {
-            return Err(LabError::Full { segment: self.topo.segments[seg].name.clone() });
+            return Err(Error::SegmentFull { segment: self.topo.segments[seg].name.clone() });
         }
         Ok(out)
     }
 
     /// The next address on segment `seg` that no host, router, etcd or spare node uses.
-    fn free_address(&self, seg: usize) -> Result<Ipv4Addr, LabError> {
+    fn free_address(&self, seg: usize) -> Result<Ipv4Addr, Error> {
         let cidr = self.topo.segments[seg].cidr;
         let used: Vec<std::net::Ipv4Addr> = self.topo.hosts.iter().map(|h| h.addr).chain(self.spares.iter().map(|s| s.addr)).collect();
         (1..cidr.host_capacity() as u32)
             .map(|n| cidr.nth(n))
             .find(|a| !used.contains(a) && *a != self.topo.etcd.1 && !self.topo.routers.iter().any(|r| r.legs.iter().any(|(_, x)| x == a)))
-            .ok_or(LabError::Full { segment: self.topo.segments[seg].name.clone() })
+            .ok_or(Error::SegmentFull { segment: self.topo.segments[seg].name.clone() })
     }
 
     /// A node on the first host's segment that is not a host (no agent runs there): the
     /// canary the harness announces as a fake peer. Returns its index in `spares`.
-    pub async fn add_spare(&mut self, name: &str) -> Result<usize, LabError> {
+    pub async fn add_spare(&mut self, name: &str) -> Result<usize, Error> {
         let seg = self.topo.hosts.first().map(|h| h.segment).unwrap_or(0);
         let addr = self.free_address(seg)?;
         let node = self.attach(name, seg, addr, false).await?;
@@ -246,7 +229,7 @@ impl Lab {
     }
 
     /// A host joining a running lab: on the first host's segment, at the next free address.
-    pub async fn add_host(&mut self, name: &crate::input::names::HostName) -> Result<(), LabError> {
+    pub async fn add_host(&mut self, name: &crate::input::names::HostName) -> Result<(), Error> {
         let seg = self.topo.hosts.first().map(|h| h.segment).unwrap_or(0);
         let addr = self.free_address(seg)?;
         let node = self.attach(name.as_str(), seg, addr, true).await?;
@@ -259,7 +242,7 @@ impl Lab {
     }
 
     /// A router namespace with one leg per segment: `e-SEG` inside, `xN-SEG` on the bridge.
-    async fn attach_router(&self, index: usize, r: &crate::input::topology::Router) -> Result<Node, LabError> {
+    async fn attach_router(&self, index: usize, r: &crate::input::topology::Router) -> Result<Node, Error> {
         let name = r.name.to_string();
         let ns = Netns::create(&self.run.netns(&name))?;
         let nl = Nl::open(&ns)?;
@@ -275,13 +258,13 @@ impl Lab {
         }
         ns.sysctl("net/ipv4/ip_forward", "1")?;
         let dir = self.dir.join(&name);
-        std::fs::create_dir_all(&dir).map_err(|source| LabError::WorkDir { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::WorkDir { path: dir.clone(), source })?;
         let (segment, addr) = r.legs[0];
         Ok(Node { name, ns, nl, addr, segment, dir })
     }
 
     /// Cuts (`up` false) or restores a node's underlay link at its bridge port.
-    pub async fn set_link(&self, node: &str, up: bool) -> Result<(), LabError> {
+    pub async fn set_link(&self, node: &str, up: bool) -> Result<(), Error> {
         let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
         let port = format!("p-{node}");
         if up {
@@ -294,7 +277,7 @@ impl Lab {
 
     /// Sets the MTU of a node's port on its segment bridge (`ip link set p-NODE mtu MTU` in
     /// the fabric): larger frames to or from the node are dropped there.
-    pub async fn set_port_mtu(&self, node: &str, mtu: u32) -> Result<(), LabError> {
+    pub async fn set_port_mtu(&self, node: &str, mtu: u32) -> Result<(), Error> {
         let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
         fnl.set_mtu(&format!("p-{node}"), mtu).await?;
         Ok(())

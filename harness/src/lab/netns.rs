@@ -9,57 +9,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::error::Error;
+use crate::error::Result;
+use crate::lab_err;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
 pub const NETNS_DIR: &str = "/run/netns";
-
-#[derive(Debug, thiserror::Error)]
-pub enum NetnsError {
-    #[error("create netns `{name}`")]
-    Create {
-        name: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("open netns `{name}`")]
-    Open {
-        name: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("enter netns `{name}`")]
-    Enter {
-        name: String,
-        #[source]
-        source: nix::Error,
-    },
-    #[error("delete netns `{name}`")]
-    Delete {
-        name: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("open netlink socket in netns `{name}`")]
-    Netlink {
-        name: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("write sysctl `{key}` in netns `{name}`")]
-    Sysctl {
-        name: String,
-        key: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("build runtime for netns `{name}`")]
-    Runtime {
-        name: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// An open handle on a named namespace. Dropping it does not delete the namespace:
 /// [`delete`] does (the lab calls it during teardown).
@@ -76,8 +32,8 @@ pub fn path_of(name: &str) -> PathBuf {
 impl Netns {
     /// `ip netns add NAME`: a new namespace pinned by a bind mount at /run/netns/NAME, with
     /// `lo` left down (the lab brings it up through netlink).
-    pub fn create(name: &str) -> Result<Netns, NetnsError> {
-        let err = |source| NetnsError::Create { name: name.to_string(), source };
+    pub fn create(name: &str) -> Result<Netns, Error> {
+        let err = |source| Error::NetnsCreate { name: name.to_string(), source };
         std::fs::create_dir_all(NETNS_DIR).map_err(err)?;
         let path = path_of(name);
         std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(err)?;
@@ -96,15 +52,15 @@ impl Netns {
     }
 
     /// The network namespace of a running process (a container's init, say).
-    pub fn of_pid(pid: i64) -> Result<Netns, NetnsError> {
+    pub fn of_pid(pid: i64) -> Result<Netns, Error> {
         let name = format!("pid {pid}");
-        let file = File::open(format!("/proc/{pid}/ns/net")).map_err(|source| NetnsError::Open { name: name.clone(), source })?;
+        let file = File::open(format!("/proc/{pid}/ns/net")).map_err(|source| Error::NetnsOpen { name: name.clone(), source })?;
         Ok(Netns { name, file: Arc::new(file) })
     }
 
     /// Opens an existing namespace by name.
-    pub fn open(name: &str) -> Result<Netns, NetnsError> {
-        let file = File::open(path_of(name)).map_err(|source| NetnsError::Open { name: name.to_string(), source })?;
+    pub fn open(name: &str) -> Result<Netns, Error> {
+        let file = File::open(path_of(name)).map_err(|source| Error::NetnsOpen { name: name.to_string(), source })?;
         Ok(Netns { name: name.to_string(), file: Arc::new(file) })
     }
 
@@ -118,11 +74,11 @@ impl Netns {
 
     /// Runs `f` on a fresh thread that has entered this namespace; the thread ends with `f`.
     /// Sockets `f` creates stay bound to the namespace wherever they are used afterwards.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, NetnsError> {
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
         let file = self.file.clone();
         let name = self.name.clone();
         std::thread::spawn(move || {
-            setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter { name, source })?;
+            setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| Error::NetnsEnter { name, source })?;
             Ok(f())
         })
         .join()
@@ -131,14 +87,14 @@ impl Netns {
 
     /// A netlink route socket bound to this namespace, driven by the caller's runtime.
     /// Must be called from within a tokio runtime.
-    pub fn netlink(&self) -> Result<rtnetlink::Handle, NetnsError> {
+    pub fn netlink(&self) -> Result<rtnetlink::Handle, Error> {
         let fd: OwnedFd = self
             .run(|| {
                 let s = netlink_sys::Socket::new(netlink_sys::constants::NETLINK_ROUTE)?;
                 // SAFETY: we take over the descriptor the socket owned.
                 Ok::<_, std::io::Error>(unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) })
             })?
-            .map_err(|source| NetnsError::Netlink { name: self.name.clone(), source })?;
+            .map_err(|source| Error::NetlinkSocket { name: self.name.clone(), source })?;
         // SAFETY: `fd` is a netlink socket we own; TokioSocket takes ownership.
         let socket = unsafe { <netlink_sys::TokioSocket as FromRawFd>::from_raw_fd(fd.into_raw_fd()) };
         let (conn, handle, _) = rtnetlink::from_socket(socket);
@@ -148,7 +104,7 @@ impl Netns {
 
     /// A one-worker tokio runtime whose threads all live in this namespace, for clients
     /// (etcd) that open sockets lazily. Shut it down with `shutdown_background`.
-    pub fn runtime(&self) -> Result<tokio::runtime::Runtime, NetnsError> {
+    pub fn runtime(&self) -> Result<tokio::runtime::Runtime, Error> {
         let file = self.file.clone();
         let name = self.name.clone();
         tokio::runtime::Builder::new_multi_thread()
@@ -162,15 +118,15 @@ impl Netns {
                 }
             })
             .build()
-            .map_err(|source| NetnsError::Runtime { name: self.name.clone(), source })
+            .map_err(|source| Error::Runtime { name: self.name.clone(), source })
     }
 
     /// Writes a sysctl under /proc/sys/net as seen from this namespace, e.g.
     /// `net/ipv4/ip_forward`. (`ip netns exec NAME sysctl -w ...`)
-    pub fn sysctl(&self, key: &str, value: &str) -> Result<(), NetnsError> {
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<(), Error> {
         let path = format!("/proc/sys/{key}");
         let value = value.to_string();
-        self.run(move || std::fs::write(&path, value))?.map_err(|source| NetnsError::Sysctl {
+        self.run(move || std::fs::write(&path, value))?.map_err(|source| Error::Sysctl {
             name: self.name.clone(),
             key: key.to_string(),
             source,
@@ -180,19 +136,19 @@ impl Netns {
 
 /// `ip netns del NAME`: unpins the namespace. It disappears once no process or open
 /// handle refers to it. Missing namespaces are not an error.
-pub fn delete(name: &str) -> Result<(), NetnsError> {
+pub fn delete(name: &str) -> Result<(), Error> {
     let path = path_of(name);
     if !path.exists() {
         return Ok(());
     }
     match umount2(&path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
-        Err(e) => return Err(NetnsError::Delete { name: name.to_string(), source: e.into() }),
+        Err(e) => return Err(Error::NetnsDelete { name: name.to_string(), source: e.into() }),
     }
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(NetnsError::Delete { name: name.to_string(), source }),
+        Err(source) => Err(Error::NetnsDelete { name: name.to_string(), source }),
     }
 }
 
@@ -212,11 +168,11 @@ pub fn inode_of(path: &Path) -> Option<u64> {
 
 /// Whether this process may create namespaces (root with CAP_SYS_ADMIN and CAP_NET_ADMIN):
 /// tried for real on a throwaway thread.
-pub fn can_create() -> Result<(), String> {
+pub fn can_create() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err("not running as root".into());
     }
-    std::thread::spawn(|| unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("cannot create a network namespace: {e}")))
+    std::thread::spawn(|| unshare(CloneFlags::CLONE_NEWNET).map_err(|e| lab_err!("cannot create a network namespace: {e}")))
         .join()
         .unwrap_or_else(|_| Err("probe thread panicked".into()))
 }

@@ -14,19 +14,11 @@ use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use serde::Serialize;
 
+use crate::error::Error;
 use crate::input::names::Ipv4Net;
 use crate::lab::netns::Netns;
 
 pub const MAIN_TABLE: u32 = 254;
-
-#[derive(Debug, thiserror::Error)]
-#[error("{op} in netns `{ns}`")]
-pub struct NlError {
-    pub op: String,
-    pub ns: String,
-    #[source]
-    pub source: rtnetlink::Error,
-}
 
 /// A netlink connection bound to one namespace.
 #[derive(Clone)]
@@ -95,28 +87,28 @@ pub struct Address {
 }
 
 impl Nl {
-    pub fn open(ns: &Netns) -> Result<Nl, crate::lab::netns::NetnsError> {
+    pub fn open(ns: &Netns) -> Result<Nl, Error> {
         Ok(Nl { ns: ns.name().to_string(), handle: ns.netlink()? })
     }
 
-    fn err(&self, op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NlError + '_ {
+    fn err(&self, op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error + '_ {
         let op = op.into();
-        move |source| NlError { op, ns: self.ns.clone(), source }
+        move |source| Error::Netlink { op, ns: self.ns.clone(), source }
     }
 
     /// `ip link add NAME mtu MTU type bridge`
-    pub async fn add_bridge(&self, name: &str, mtu: u32) -> Result<(), NlError> {
+    pub async fn add_bridge(&self, name: &str, mtu: u32) -> Result<(), Error> {
         let msg = LinkBridge::new(name).mtu(mtu).build();
         self.handle.link().add(msg).execute().await.map_err(self.err(format!("create bridge `{name}`")))
     }
 
     /// `ip link add NAME mtu MTU type veth peer name PEER mtu MTU netns PEER_NS`
-    pub async fn add_veth(&self, name: &str, peer: &str, peer_ns: &Netns, mtu: u32) -> Result<(), NlError> {
+    pub async fn add_veth(&self, name: &str, peer: &str, peer_ns: &Netns, mtu: u32) -> Result<(), Error> {
         self.add_veth_with_mac(name, peer, peer_ns, mtu, None).await
     }
 
     /// Like [`Nl::add_veth`], with the peer's MAC set in the create request.
-    pub async fn add_veth_with_mac(&self, name: &str, peer: &str, peer_ns: &Netns, mtu: u32, peer_mac: Option<Mac>) -> Result<(), NlError> {
+    pub async fn add_veth_with_mac(&self, name: &str, peer: &str, peer_ns: &Netns, mtu: u32, peer_mac: Option<Mac>) -> Result<(), Error> {
         let mut peer_b = LinkMessageBuilder::<LinkUnspec>::new().name(peer).mtu(mtu).setns_by_fd(peer_ns.fd().as_raw_fd());
         if let Some(mac) = peer_mac {
             peer_b = peer_b.address(mac.to_vec());
@@ -131,31 +123,33 @@ impl Nl {
             .map_err(self.err(format!("create veth `{name}` with peer `{peer}` in netns `{}`", peer_ns.name())))
     }
 
-    pub async fn index_of(&self, name: &str) -> Result<u32, NlError> {
+    pub async fn index_of(&self, name: &str) -> Result<u32, Error> {
         let mut s = self.handle.link().get().match_name(name.to_string()).execute();
         match s.try_next().await {
             Ok(Some(m)) => Ok(m.header.index),
-            Ok(None) => Err(NlError { op: format!("find link `{name}`"), ns: self.ns.clone(), source: rtnetlink::Error::RequestFailed }),
+            Ok(None) => {
+                Err(Error::Netlink { op: format!("find link `{name}`"), ns: self.ns.clone(), source: rtnetlink::Error::RequestFailed })
+            }
             Err(e) => Err(self.err(format!("find link `{name}`"))(e)),
         }
     }
 
     /// `ip link set NAME up`
-    pub async fn set_up(&self, name: &str) -> Result<(), NlError> {
+    pub async fn set_up(&self, name: &str) -> Result<(), Error> {
         let index = self.index_of(name).await?;
         let msg = LinkUnspec::new_with_index(index).up().build();
         self.handle.link().set(msg).execute().await.map_err(self.err(format!("set `{name}` up")))
     }
 
     /// `ip link set NAME down`
-    pub async fn set_down(&self, name: &str) -> Result<(), NlError> {
+    pub async fn set_down(&self, name: &str) -> Result<(), Error> {
         let index = self.index_of(name).await?;
         let msg = LinkUnspec::new_with_index(index).down().build();
         self.handle.link().set(msg).execute().await.map_err(self.err(format!("set `{name}` down")))
     }
 
     /// `ip link set NAME master BRIDGE up`
-    pub async fn enslave(&self, name: &str, bridge: &str) -> Result<(), NlError> {
+    pub async fn enslave(&self, name: &str, bridge: &str) -> Result<(), Error> {
         let index = self.index_of(name).await?;
         let br = self.index_of(bridge).await?;
         let msg = LinkUnspec::new_with_index(index).controller(br).up().build();
@@ -163,20 +157,20 @@ impl Nl {
     }
 
     /// `ip link del NAME`
-    pub async fn del_link(&self, name: &str) -> Result<(), NlError> {
+    pub async fn del_link(&self, name: &str) -> Result<(), Error> {
         let index = self.index_of(name).await?;
         self.handle.link().del(index).execute().await.map_err(self.err(format!("delete `{name}`")))
     }
 
     /// `ip link set NAME mtu MTU`
-    pub async fn set_mtu(&self, name: &str, mtu: u32) -> Result<(), NlError> {
+    pub async fn set_mtu(&self, name: &str, mtu: u32) -> Result<(), Error> {
         let index = self.index_of(name).await?;
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
         self.handle.link().set(msg).execute().await.map_err(self.err(format!("set mtu {mtu} on `{name}`")))
     }
 
     /// `ip addr add ADDR/LEN dev NAME`
-    pub async fn add_address(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), NlError> {
+    pub async fn add_address(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), Error> {
         let index = self.index_of(name).await?;
         self.handle
             .address()
@@ -187,13 +181,13 @@ impl Nl {
     }
 
     /// `ip route add DST via GW` (or `default via GW` for 0.0.0.0/0)
-    pub async fn add_route(&self, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), NlError> {
+    pub async fn add_route(&self, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), Error> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst.addr(), dst.prefix()).gateway(gw).build();
         self.handle.route().add(msg).execute().await.map_err(self.err(format!("add route {dst} via {gw}")))
     }
 
     /// `ip route del DST via GW dev IFINDEX` (used by negative controls)
-    pub async fn del_route(&self, r: &Route) -> Result<(), NlError> {
+    pub async fn del_route(&self, r: &Route) -> Result<(), Error> {
         let mut b = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(r.dst.addr(), r.dst.prefix());
         match r.gateway {
             Some(gw) => b = b.gateway(gw),
@@ -206,7 +200,7 @@ impl Nl {
     }
 
     /// `bridge fdb del MAC dev IFINDEX dst DST self` (used by negative controls)
-    pub async fn del_fdb(&self, e: &FdbEntry) -> Result<(), NlError> {
+    pub async fn del_fdb(&self, e: &FdbEntry) -> Result<(), Error> {
         let mut m = NeighbourMessage::default();
         m.header.family = AddressFamily::Bridge;
         m.header.ifindex = e.ifindex;
@@ -220,7 +214,7 @@ impl Nl {
     }
 
     /// `ip neigh del IP dev IFINDEX` (used by negative controls)
-    pub async fn del_neighbour(&self, n: &Neighbour) -> Result<(), NlError> {
+    pub async fn del_neighbour(&self, n: &Neighbour) -> Result<(), Error> {
         let mut m = NeighbourMessage::default();
         m.header.family = AddressFamily::Inet;
         m.header.ifindex = n.ifindex;
@@ -229,13 +223,13 @@ impl Nl {
     }
 
     /// `ip -d link show`
-    pub async fn links(&self) -> Result<Vec<Link>, NlError> {
+    pub async fn links(&self) -> Result<Vec<Link>, Error> {
         let msgs: Vec<LinkMessage> = self.handle.link().get().execute().try_collect().await.map_err(self.err("list links"))?;
         Ok(msgs.iter().map(decode_link).collect())
     }
 
     /// `ip -4 addr show`
-    pub async fn addresses(&self) -> Result<Vec<Address>, NlError> {
+    pub async fn addresses(&self) -> Result<Vec<Address>, Error> {
         let msgs: Vec<AddressMessage> = self.handle.address().get().execute().try_collect().await.map_err(self.err("list addresses"))?;
         Ok(msgs
             .iter()
@@ -251,7 +245,7 @@ impl Nl {
     }
 
     /// `ip -4 route show table main`
-    pub async fn routes(&self) -> Result<Vec<Route>, NlError> {
+    pub async fn routes(&self) -> Result<Vec<Route>, Error> {
         let msgs: Vec<RouteMessage> = self
             .handle
             .route()
@@ -296,7 +290,7 @@ impl Nl {
     }
 
     /// `ip -4 neigh show`
-    pub async fn neighbours(&self) -> Result<Vec<Neighbour>, NlError> {
+    pub async fn neighbours(&self) -> Result<Vec<Neighbour>, Error> {
         let msgs: Vec<NeighbourMessage> = self
             .handle
             .neighbours()
@@ -321,7 +315,7 @@ impl Nl {
     }
 
     /// `bridge fdb show`
-    pub async fn fdb(&self) -> Result<Vec<FdbEntry>, NlError> {
+    pub async fn fdb(&self) -> Result<Vec<FdbEntry>, Error> {
         let msgs: Vec<NeighbourMessage> = self
             .handle
             .neighbours()

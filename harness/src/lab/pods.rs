@@ -6,10 +6,11 @@
 
 use std::net::Ipv4Addr;
 
+use crate::error::Error;
 use crate::input::names::Ipv4Net;
 use crate::lab::netns::Netns;
 use crate::lab::nl::Nl;
-use crate::lab::{Lab, LabError, Node};
+use crate::lab::{Lab, Node};
 
 pub const BRIDGE: &str = "cni0";
 
@@ -33,7 +34,7 @@ pub struct Gateway {
 /// `ip link add cni0 mtu MTU type bridge; ip addr add GW/LEN dev cni0; ip link set cni0 up`.
 /// A new MTU alone (a backend switch) is set on the bridge and leaves its pods attached; a
 /// bridge set up for another subnet is replaced.
-pub async fn ensure_bridge(host: &Node, gw: Gateway, previous: Option<Gateway>) -> Result<(), LabError> {
+pub async fn ensure_bridge(host: &Node, gw: Gateway, previous: Option<Gateway>) -> Result<(), Error> {
     if previous == Some(gw) {
         return Ok(());
     }
@@ -51,7 +52,7 @@ pub async fn ensure_bridge(host: &Node, gw: Gateway, previous: Option<Gateway>) 
 }
 
 /// Creates `count` pods on `host` behind its `cni0` (see [`ensure_bridge`]).
-pub async fn create(lab: &Lab, host: &Node, gw: Gateway, count: u32) -> Result<Vec<Pod>, LabError> {
+pub async fn create(lab: &Lab, host: &Node, gw: Gateway, count: u32) -> Result<Vec<Pod>, Error> {
     let mut pods = Vec::new();
     for k in 1..=count {
         let name = format!("{}-p{k}", host.name);
@@ -64,12 +65,12 @@ pub async fn create(lab: &Lab, host: &Node, gw: Gateway, count: u32) -> Result<V
 /// A probe endpoint on `host`'s `cni0` whose interface MTU (`mtu`) is larger than the
 /// overlay's, so that DF probes one byte over the overlay MTU leave it and meet the path
 /// the overlay really offers. It takes the subnet's last address.
-pub async fn create_probe(lab: &Lab, host: &Node, gw: Gateway, mtu: u32) -> Result<Pod, LabError> {
+pub async fn create_probe(lab: &Lab, host: &Node, gw: Gateway, mtu: u32) -> Result<Pod, Error> {
     let addr = gw.subnet.nth((gw.subnet.size() - 2) as u32);
     attach(lab, host, gw, &format!("{}-mtu", host.name), "vpmtu", addr, mtu).await
 }
 
-async fn attach(lab: &Lab, host: &Node, gw: Gateway, name: &str, veth: &str, addr: Ipv4Addr, mtu: u32) -> Result<Pod, LabError> {
+async fn attach(lab: &Lab, host: &Node, gw: Gateway, name: &str, veth: &str, addr: Ipv4Addr, mtu: u32) -> Result<Pod, Error> {
     let ns = Netns::create(&lab.run.netns(name))?;
     let nl = Nl::open(&ns)?;
     host.nl.add_veth(veth, "eth0", &ns, mtu).await?;

@@ -11,24 +11,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::error::Error;
 use crate::lab::netns::Netns;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProcError {
-    #[error("open log file {path}")]
-    Log {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("start `{program}` in netns `{ns}`")]
-    Spawn {
-        program: String,
-        ns: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// A running child. Dropping it stops it.
 #[derive(Debug)]
@@ -41,19 +25,13 @@ pub struct Child {
 
 impl Child {
     /// Starts `cmd` inside `ns`, stdout and stderr appended to `log`.
-    pub fn spawn(label: &str, ns: &Netns, cmd: Command, log: &Path) -> Result<Child, ProcError> {
+    pub fn spawn(label: &str, ns: &Netns, cmd: Command, log: &Path) -> Result<Child, Error> {
         Child::spawn_with_mounts(label, ns, cmd, log, &[])
     }
 
     /// Like [`Child::spawn`], and in a mount namespace of its own where each `(source,
     /// target)` directory is bind-mounted: the child sees its own copy of `target`.
-    pub fn spawn_with_mounts(
-        label: &str,
-        ns: &Netns,
-        mut cmd: Command,
-        log: &Path,
-        mounts: &[(PathBuf, PathBuf)],
-    ) -> Result<Child, ProcError> {
+    pub fn spawn_with_mounts(label: &str, ns: &Netns, mut cmd: Command, log: &Path, mounts: &[(PathBuf, PathBuf)]) -> Result<Child, Error> {
         if let Some(dir) = log.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -61,11 +39,11 @@ impl Child {
             .create(true)
             .append(true)
             .open(log)
-            .map_err(|source| ProcError::Log { path: log.to_path_buf(), source })?;
-        let err = out.try_clone().map_err(|source| ProcError::Log { path: log.to_path_buf(), source })?;
+            .map_err(|source| Error::LogFile { path: log.to_path_buf(), source })?;
+        let err = out.try_clone().map_err(|source| Error::LogFile { path: log.to_path_buf(), source })?;
         let ns_fd = ns.fd().as_raw_fd();
         let c = |p: &Path| {
-            std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| ProcError::Spawn {
+            std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| Error::Spawn {
                 program: label.to_string(),
                 ns: ns.name().to_string(),
                 source: std::io::Error::other(e),
@@ -107,7 +85,7 @@ impl Child {
             });
         }
         let program = cmd.get_program().to_string_lossy().into_owned();
-        let child = cmd.spawn().map_err(|source| ProcError::Spawn { program, ns: ns.name().to_string(), source })?;
+        let child = cmd.spawn().map_err(|source| Error::Spawn { program, ns: ns.name().to_string(), source })?;
         tracing::debug!(label, pid = child.id(), ns = ns.name(), "started");
         Ok(Child { label: label.to_string(), child, log: log.to_path_buf(), status: None })
     }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::error::{Error, Result};
 use crate::lab::netns::Netns;
+use crate::lab_err;
 
 pub const SNAPLEN: usize = 256;
 pub const MAX_BYTES: u64 = 64 << 20;
@@ -20,7 +22,7 @@ pub const MAX_BYTES: u64 = 64 << 20;
 /// A running capture; `stop` (or drop) ends it and closes the file.
 pub struct Capture {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<u64, String>>>,
+    thread: Option<JoinHandle<Result<u64>>>,
     pub path: PathBuf,
 }
 
@@ -47,7 +49,7 @@ fn record_header(captured: usize, original: usize) -> [u8; 16] {
 
 impl Capture {
     /// Starts capturing every bridge port of the `fabric` namespace into `path`.
-    pub fn start(fabric: &Netns, path: &Path) -> Result<Capture, String> {
+    pub fn start(fabric: &Netns, path: &Path) -> Result<Capture> {
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, out) = (stop.clone(), path.to_path_buf());
         let (tx, rx) = std::sync::mpsc::channel();
@@ -55,13 +57,13 @@ impl Capture {
         let thread = std::thread::spawn(move || ns.run(move || capture_loop(&out, &flag, tx)).map_err(|e| e.to_string())?);
         match rx.recv_timeout(std::time::Duration::from_secs(5)) {
             Ok(Ok(())) => Ok(Capture { stop, thread: Some(thread), path: path.to_path_buf() }),
-            Ok(Err(e)) => Err(e),
+            Ok(Err(e)) => Err(Error::Lab(e)),
             Err(_) => Err("capture thread did not start".into()),
         }
     }
 
     /// Stops and returns how many frames were written.
-    pub fn stop(&mut self) -> Result<u64, String> {
+    pub fn stop(&mut self) -> Result<u64> {
         self.stop.store(true, Ordering::Relaxed);
         match self.thread.take() {
             Some(t) => t.join().map_err(|_| "capture thread panicked".to_string())?,
@@ -76,23 +78,23 @@ impl Drop for Capture {
     }
 }
 
-fn capture_loop(path: &Path, stop: &AtomicBool, ready: std::sync::mpsc::Sender<Result<(), String>>) -> Result<u64, String> {
+fn capture_loop(path: &Path, stop: &AtomicBool, ready: std::sync::mpsc::Sender<Result<(), String>>) -> Result<u64> {
     let owned = match crate::lab::sock::open(libc::AF_PACKET, libc::SOCK_RAW, (libc::ETH_P_ALL as u16).to_be() as i32) {
         Ok(fd) => fd,
         Err(e) => {
             let e = format!("open packet socket: {e}");
             let _ = ready.send(Err(e.clone()));
-            return Err(e);
+            return Err(Error::Lab(e));
         }
     };
     let fd = owned.as_raw_fd();
-    crate::lab::sock::set_receive_timeout(fd, std::time::Duration::from_millis(100)).map_err(|e| format!("receive timeout: {e}"))?;
+    crate::lab::sock::set_receive_timeout(fd, std::time::Duration::from_millis(100)).map_err(|e| lab_err!("receive timeout: {e}"))?;
     let file = match File::create(path) {
         Ok(f) => f,
         Err(e) => {
             let e = format!("create {}: {e}", path.display());
             let _ = ready.send(Err(e.clone()));
-            return Err(e);
+            return Err(Error::Lab(e));
         }
     };
     let mut w = BufWriter::new(file);

@@ -14,10 +14,12 @@ use pnet_packet::icmp::{IcmpPacket, IcmpTypes};
 use pnet_packet::ipv4::Ipv4Packet;
 use pnet_packet::{MutablePacket, Packet};
 
+use crate::error::Error;
+use crate::error::Result;
 use crate::lab::netns::Netns;
-use crate::lab::nl::NlError;
 use crate::lab::nl::{Address, FdbEntry, Link, Neighbour, Route};
 use crate::lab::Node;
+use crate::lab_err;
 
 /// What became of one echo request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,28 +64,11 @@ pub struct HostState {
     pub subnet_file: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    #[error(transparent)]
-    Netns(#[from] crate::lab::netns::NetnsError),
-    #[error("icmp socket in netns `{ns}`: {op}")]
-    Socket {
-        ns: String,
-        op: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 /// Sends one ICMP echo of `payload` bytes from `ns` to `dst` and waits up to `timeout`.
 /// With `df`, the packet carries Don't Fragment and may be refused locally.
-pub fn ping(ns: &Netns, dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Result<PingOutcome, ProbeError> {
+pub fn ping(ns: &Netns, dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Result<PingOutcome, Error> {
     let name = ns.name().to_string();
-    ns.run(move || ping_here(dst, payload, df, timeout)).map_err(ProbeError::from)?.map_err(|(op, source)| ProbeError::Socket {
-        ns: name,
-        op,
-        source,
-    })
+    ns.run(move || ping_here(dst, payload, df, timeout))?.map_err(|(op, source)| Error::Socket { ns: name, op, source })
 }
 
 fn last_err(op: &'static str) -> (&'static str, std::io::Error) {
@@ -179,10 +164,10 @@ pub fn echo_packet(src: Ipv4Addr, dst: Ipv4Addr, ident: u16) -> Vec<u8> {
 }
 
 /// Sends `payload` as one UDP datagram from inside `ns` to `to`.
-pub fn send_udp(ns: &Netns, to: std::net::SocketAddrV4, payload: Vec<u8>) -> Result<(), String> {
-    ns.run(move || -> Result<(), String> {
-        let sock = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
-        sock.send_to(&payload, to).map_err(|e| format!("send to {to}: {e}"))?;
+pub fn send_udp(ns: &Netns, to: std::net::SocketAddrV4, payload: Vec<u8>) -> Result<()> {
+    ns.run(move || -> Result<()> {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| lab_err!("bind: {e}"))?;
+        sock.send_to(&payload, to).map_err(|e| lab_err!("send to {to}: {e}"))?;
         Ok(())
     })
     .map_err(|e| e.to_string())?
@@ -190,14 +175,14 @@ pub fn send_udp(ns: &Netns, to: std::net::SocketAddrV4, payload: Vec<u8>) -> Res
 
 /// Listens in `ns` for an ICMP echo request with `ident` for up to `timeout`; `ready` is
 /// signalled once the socket is open.
-pub fn saw_echo_request(ns: &Netns, ident: u16, timeout: Duration, ready: std::sync::mpsc::Sender<()>) -> Result<bool, String> {
-    ns.run(move || -> Result<bool, String> {
+pub fn saw_echo_request(ns: &Netns, ident: u16, timeout: Duration, ready: std::sync::mpsc::Sender<()>) -> Result<bool> {
+    ns.run(move || -> Result<bool> {
         // SAFETY: plain socket syscalls on a descriptor owned by this closure.
         unsafe {
             let owned =
-                crate::lab::sock::open(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map_err(|e| format!("raw socket: {e}"))?;
+                crate::lab::sock::open(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map_err(|e| lab_err!("raw socket: {e}"))?;
             let fd = owned.as_raw_fd();
-            crate::lab::sock::set_receive_timeout(fd, Duration::from_millis(50)).map_err(|e| format!("receive timeout: {e}"))?;
+            crate::lab::sock::set_receive_timeout(fd, Duration::from_millis(50)).map_err(|e| lab_err!("receive timeout: {e}"))?;
             let _ = ready.send(());
             let deadline = Instant::now() + timeout;
             let mut buf = vec![0u8; 65536];
@@ -219,7 +204,7 @@ pub fn saw_echo_request(ns: &Netns, ident: u16, timeout: Duration, ready: std::s
 }
 
 /// Pings until a reply or `attempts` tries (ARP on a fresh path can eat the first one).
-pub fn ping_with_retries(ns: &Netns, dst: Ipv4Addr, attempts: u32, timeout: Duration) -> Result<PingOutcome, ProbeError> {
+pub fn ping_with_retries(ns: &Netns, dst: Ipv4Addr, attempts: u32, timeout: Duration) -> Result<PingOutcome, Error> {
     let mut last = PingOutcome::Timeout;
     for _ in 0..attempts {
         last = ping(ns, dst, 56, false, timeout)?;
@@ -234,13 +219,9 @@ pub fn ping_with_retries(ns: &Netns, dst: Ipv4Addr, attempts: u32, timeout: Dura
 /// collects the replies; destinations still silent after `timeout` get another echo, up to
 /// `attempts` rounds. One outcome per destination, in order: the reply, the last ICMP error
 /// that named the echo, or `Timeout`.
-pub fn sweep(ns: &Netns, src: Ipv4Addr, dsts: Vec<Ipv4Addr>, attempts: u32, timeout: Duration) -> Result<Vec<PingOutcome>, ProbeError> {
+pub fn sweep(ns: &Netns, src: Ipv4Addr, dsts: Vec<Ipv4Addr>, attempts: u32, timeout: Duration) -> Result<Vec<PingOutcome>, Error> {
     let name = ns.name().to_string();
-    ns.run(move || sweep_here(src, &dsts, attempts, timeout)).map_err(ProbeError::from)?.map_err(|(op, source)| ProbeError::Socket {
-        ns: name,
-        op,
-        source,
-    })
+    ns.run(move || sweep_here(src, &dsts, attempts, timeout))?.map_err(|(op, source)| Error::Socket { ns: name, op, source })
 }
 
 fn sweep_here(
@@ -357,25 +338,25 @@ type Received = std::sync::Arc<std::sync::Mutex<Vec<(Ipv4Addr, Vec<u8>)>>>;
 pub struct UdpListener {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     seen: Received,
-    thread: Option<std::thread::JoinHandle<Result<Result<(), String>, crate::lab::netns::NetnsError>>>,
+    thread: Option<std::thread::JoinHandle<Result<Result<()>, Error>>>,
 }
 
 impl UdpListener {
     /// Binds `0.0.0.0:port` in `ns`; returns once the socket is bound.
-    pub fn start(ns: &Netns, port: u16) -> Result<UdpListener, String> {
+    pub fn start(ns: &Netns, port: u16) -> Result<UdpListener> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let seen: Received = Default::default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let (ns2, stop2, seen2) = (ns.clone(), stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
-            ns2.run(move || -> Result<(), String> {
+            ns2.run(move || -> Result<()> {
                 let sock = match std::net::UdpSocket::bind(("0.0.0.0", port)) {
                     Ok(s) => s,
                     Err(e) => {
                         let msg = format!("bind udp port {port}: {e}");
                         let _ = ready_tx.send(Err(msg.clone()));
-                        return Err(msg);
+                        return Err(Error::Lab(msg));
                     }
                 };
                 let _ = sock.set_read_timeout(Some(Duration::from_millis(20)));
@@ -391,8 +372,8 @@ impl UdpListener {
         });
         match ready_rx.recv_timeout(Duration::from_secs(5)) {
             Ok(Ok(())) => Ok(UdpListener { stop, seen, thread: Some(thread) }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("udp listener on port {port} did not start within 5 s")),
+            Ok(Err(e)) => Err(Error::Lab(e)),
+            Err(_) => Err(lab_err!("udp listener on port {port} did not start within 5 s")),
         }
     }
 
@@ -418,7 +399,7 @@ pub fn inner_addresses(payload: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
 }
 
 /// Reads links, routes, neighbours, FDB entries and the subnet file of one host.
-pub async fn dump_host(node: &Node, subnet_file: &std::path::Path) -> Result<HostState, NlError> {
+pub async fn dump_host(node: &Node, subnet_file: &std::path::Path) -> Result<HostState, Error> {
     Ok(HostState {
         links: node.nl.links().await?,
         addresses: node.nl.addresses().await?,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::error::{Error, Result};
 use crate::lab::netns::Netns;
 
 /// What the probe saw.
@@ -22,11 +23,11 @@ pub struct TrafficReport {
 
 pub struct Traffic {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<TrafficReport, String>>>,
+    thread: Option<JoinHandle<Result<TrafficReport>>>,
 }
 
 impl Traffic {
-    pub fn start(ns: &Netns, dst: Ipv4Addr, interval: Duration) -> Result<Traffic, String> {
+    pub fn start(ns: &Netns, dst: Ipv4Addr, interval: Duration) -> Result<Traffic> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let ns = ns.clone();
@@ -37,7 +38,7 @@ impl Traffic {
     }
 
     /// Stops sending, waits a second for late replies, and reports.
-    pub fn stop(&mut self) -> Result<TrafficReport, String> {
+    pub fn stop(&mut self) -> Result<TrafficReport> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().ok_or("traffic probe already stopped")?.join().map_err(|_| "traffic probe panicked".to_string())?
     }
@@ -68,18 +69,13 @@ pub fn summarize(sent: &BTreeMap<u16, Instant>, replied: &std::collections::BTre
     TrafficReport { sent: sent.len() as u64, lost: (sent.len() - replied.len()) as u64, longest_gap: longest }
 }
 
-fn run(
-    dst: Ipv4Addr,
-    interval: Duration,
-    stop: &AtomicBool,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
-) -> Result<TrafficReport, String> {
+fn run(dst: Ipv4Addr, interval: Duration, stop: &AtomicBool, ready: std::sync::mpsc::Sender<Result<(), String>>) -> Result<TrafficReport> {
     let owned = match crate::lab::sock::open(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_NONBLOCK, libc::IPPROTO_ICMP) {
         Ok(fd) => fd,
         Err(e) => {
             let e = format!("raw socket: {e}");
             let _ = ready.send(Err(e.clone()));
-            return Err(e);
+            return Err(Error::Lab(e));
         }
     };
     let fd = owned.as_raw_fd();

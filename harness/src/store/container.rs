@@ -15,22 +15,24 @@ use testcontainers::core::WaitFor;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
+use crate::error::Result;
 use crate::input::names::RunId;
 use crate::lab::docker::RUN_LABEL;
+use crate::lab_err;
 
 pub const IMAGE: &str = "flannel-lab/etcd";
 /// The installed etcd's version, e.g. `3.4.23`.
-pub fn etcd_version(bin: &Path) -> Result<String, String> {
-    let out = Command::new(bin).arg("--version").output().map_err(|e| format!("run {} --version: {e}", bin.display()))?;
+pub fn etcd_version(bin: &Path) -> Result<String> {
+    let out = Command::new(bin).arg("--version").output().map_err(|e| lab_err!("run {} --version: {e}", bin.display()))?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("etcd Version: ").map(|v| v.trim().to_string()))
-        .ok_or_else(|| format!("{} --version printed no version", bin.display()))
+        .ok_or_else(|| lab_err!("{} --version printed no version", bin.display()))
 }
 
 /// Shared libraries a binary loads, from `ldd` (a one-off at image build time).
-fn libraries(bin: &Path) -> Result<Vec<PathBuf>, String> {
-    let out = Command::new("ldd").arg(bin).output().map_err(|e| format!("run ldd: {e}"))?;
+fn libraries(bin: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(bin).output().map_err(|e| lab_err!("run ldd: {e}"))?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from))
@@ -38,11 +40,11 @@ fn libraries(bin: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 /// A ustar archive of `files` (host path → path in the archive) plus empty directories.
-pub fn tar(files: &[(PathBuf, String)], dirs: &[&str]) -> Result<Vec<u8>, String> {
-    fn header(name: &str, size: u64, mode: u32, kind: u8) -> Result<[u8; 512], String> {
+pub fn tar(files: &[(PathBuf, String)], dirs: &[&str]) -> Result<Vec<u8>> {
+    fn header(name: &str, size: u64, mode: u32, kind: u8) -> Result<[u8; 512]> {
         let mut h = [0u8; 512];
         if name.len() > 99 {
-            return Err(format!("path `{name}` too long for ustar"));
+            return Err(lab_err!("path `{name}` too long for ustar"));
         }
         h[..name.len()].copy_from_slice(name.as_bytes());
         h[100..107].copy_from_slice(format!("{mode:07o}").as_bytes());
@@ -63,7 +65,7 @@ pub fn tar(files: &[(PathBuf, String)], dirs: &[&str]) -> Result<Vec<u8>, String
         out.extend_from_slice(&header(&format!("{}/", d.trim_matches('/')), 0, 0o1777, b'5')?);
     }
     for (src, dst) in files {
-        let data = std::fs::read(src).map_err(|e| format!("read {}: {e}", src.display()))?;
+        let data = std::fs::read(src).map_err(|e| lab_err!("read {}: {e}", src.display()))?;
         out.extend_from_slice(&header(dst.trim_start_matches('/'), data.len() as u64, 0o755, b'0')?);
         out.extend_from_slice(&data);
         out.resize(out.len().div_ceil(512) * 512, 0);
@@ -73,7 +75,7 @@ pub fn tar(files: &[(PathBuf, String)], dirs: &[&str]) -> Result<Vec<u8>, String
 }
 
 /// Builds `flannel-lab/etcd:<version>` from the host's etcd binary unless it exists.
-pub async fn ensure_image(docker: &Docker, bin: &Path) -> Result<String, String> {
+pub async fn ensure_image(docker: &Docker, bin: &Path) -> Result<String> {
     let version = etcd_version(bin)?;
     let reference = format!("{IMAGE}:{version}");
     if docker.inspect_image(&reference).await.is_ok() {
@@ -92,7 +94,7 @@ pub async fn ensure_image(docker: &Docker, bin: &Path) -> Result<String, String>
         .build();
     let mut stream = docker.create_image(Some(opts), Some(bollard::body_full(bytes::Bytes::from(archive))), None);
     while let Some(r) = stream.next().await {
-        r.map_err(|e| format!("import etcd image {reference}: {e}"))?;
+        r.map_err(|e| lab_err!("import etcd image {reference}: {e}"))?;
     }
     tracing::info!(image = reference, "built etcd image from the host's etcd binary");
     Ok(reference)
@@ -107,7 +109,7 @@ pub struct EtcdContainer {
 
 impl EtcdContainer {
     /// Starts a container named `name` (no network) running etcd with `args`.
-    pub async fn start(docker: &Docker, image: &str, name: &str, run: RunId, args: Vec<String>) -> Result<EtcdContainer, String> {
+    pub async fn start(docker: &Docker, image: &str, name: &str, run: RunId, args: Vec<String>) -> Result<EtcdContainer> {
         let (repo, tag) = image.split_once(':').unwrap_or((image, "latest"));
         let req = GenericImage::new(repo, tag)
             .with_wait_for(WaitFor::Nothing)
@@ -115,47 +117,47 @@ impl EtcdContainer {
             .with_network("none")
             .with_container_name(name)
             .with_label(RUN_LABEL, run.to_string());
-        let container = req.start().await.map_err(|e| format!("start container {name}: {e}"))?;
+        let container = req.start().await.map_err(|e| lab_err!("start container {name}: {e}"))?;
         Ok(EtcdContainer { docker: docker.clone(), name: name.to_string(), container: Some(container) })
     }
 
     /// The PID of the container's init process (its network namespace is /proc/PID/ns/net).
-    pub async fn pid(&self) -> Result<i64, String> {
+    pub async fn pid(&self) -> Result<i64> {
         let info = self
             .docker
             .inspect_container(&self.name, None::<InspectContainerOptions>)
             .await
-            .map_err(|e| format!("inspect {}: {e}", self.name))?;
+            .map_err(|e| lab_err!("inspect {}: {e}", self.name))?;
         match info.state.and_then(|s| s.pid) {
             Some(p) if p > 0 => Ok(p),
-            _ => Err(format!("container {} is not running", self.name)),
+            _ => Err(lab_err!("container {} is not running", self.name)),
         }
     }
 
-    pub async fn stop(&self) -> Result<(), String> {
+    pub async fn stop(&self) -> Result<()> {
         let c = self.container.as_ref().ok_or("container already removed")?;
-        c.stop_with_timeout(Some(3)).await.map_err(|e| format!("stop {}: {e}", self.name))
+        c.stop_with_timeout(Some(3)).await.map_err(|e| lab_err!("stop {}: {e}", self.name))
     }
 
-    pub async fn start_again(&self) -> Result<(), String> {
+    pub async fn start_again(&self) -> Result<()> {
         let c = self.container.as_ref().ok_or("container already removed")?;
-        c.start().await.map_err(|e| format!("start {}: {e}", self.name))
+        c.start().await.map_err(|e| lab_err!("start {}: {e}", self.name))
     }
 
-    pub async fn pause(&self) -> Result<(), String> {
+    pub async fn pause(&self) -> Result<()> {
         let c = self.container.as_ref().ok_or("container already removed")?;
-        c.pause().await.map_err(|e| format!("pause {}: {e}", self.name))
+        c.pause().await.map_err(|e| lab_err!("pause {}: {e}", self.name))
     }
 
-    pub async fn unpause(&self) -> Result<(), String> {
+    pub async fn unpause(&self) -> Result<()> {
         let c = self.container.as_ref().ok_or("container already removed")?;
-        c.unpause().await.map_err(|e| format!("unpause {}: {e}", self.name))
+        c.unpause().await.map_err(|e| lab_err!("unpause {}: {e}", self.name))
     }
 
     /// Removes the container (and its data).
-    pub async fn remove(&mut self) -> Result<(), String> {
+    pub async fn remove(&mut self) -> Result<()> {
         match self.container.take() {
-            Some(c) => c.rm().await.map_err(|e| format!("remove {}: {e}", self.name)),
+            Some(c) => c.rm().await.map_err(|e| lab_err!("remove {}: {e}", self.name)),
             None => Ok(()),
         }
     }

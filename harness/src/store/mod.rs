@@ -12,36 +12,11 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 
-use crate::lab::proc::{Child, ProcError};
+use crate::error::Error;
+use crate::lab::proc::Child;
 use crate::lab::Lab;
 
 pub const ETCD_PORT: u16 = 2379;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("`etcd` not found on PATH: run ci/setup.sh (Debian package etcd-server)")]
-    NoBinary,
-    #[error(transparent)]
-    Proc(#[from] ProcError),
-    #[error(transparent)]
-    Netns(#[from] crate::lab::netns::NetnsError),
-    #[error("etcd at {endpoint} not ready within {secs} s; log tail:\n{log}")]
-    NotReady { endpoint: String, secs: u64, log: String },
-    #[error("etcd exited ({status}); log tail:\n{log}")]
-    Exited { status: String, log: String },
-    #[error("etcd request `{op}` failed")]
-    Request {
-        op: String,
-        #[source]
-        source: etcd_client::Error,
-    },
-    #[error("etcd request `{op}` did not finish: {reason}")]
-    Aborted { op: String, reason: String },
-    #[error("{0}")]
-    Docker(String),
-    #[error(transparent)]
-    Lab(#[from] Box<crate::lab::LabError>),
-}
 
 /// Where etcd runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +62,7 @@ pub struct Store {
 
 impl Store {
     /// Starts etcd with `provider` and waits until it answers.
-    pub async fn start(lab: &Lab, provider: Provider, members: usize, ready_within: Duration) -> Result<Store, StoreError> {
+    pub async fn start(lab: &Lab, provider: Provider, members: usize, ready_within: Duration) -> Result<Store, Error> {
         match provider {
             Provider::Process => Store::start_process(lab, ready_within).await,
             Provider::Docker => Store::start_docker(lab, members, ready_within).await,
@@ -95,7 +70,7 @@ impl Store {
     }
 
     /// Starts etcd on the lab's etcd node and waits until it answers.
-    pub async fn start_process(lab: &Lab, ready_within: Duration) -> Result<Store, StoreError> {
+    pub async fn start_process(lab: &Lab, ready_within: Duration) -> Result<Store, Error> {
         let node = lab.etcd_node().expect("a lab built with an etcd namespace");
         let endpoint = format!("http://{}:{ETCD_PORT}", node.addr);
         let rt = node.ns.runtime()?;
@@ -115,14 +90,14 @@ impl Store {
 
     /// etcd in containers named after the run (`fl3a9c-etcd`, `fl3a9c-etcd2`, …),
     /// labelled with the run id, on the underlay: the first at the topology's etcd address.
-    pub async fn start_docker(lab: &Lab, members: usize, ready_within: Duration) -> Result<Store, StoreError> {
-        let bin = etcd_binary().ok_or(StoreError::NoBinary)?;
-        let docker = crate::lab::docker::engine().await.map_err(StoreError::Docker)?;
-        let image = crate::store::container::ensure_image(&docker, &bin).await.map_err(StoreError::Docker)?;
-        let addrs = lab.etcd_member_addresses(members).map_err(|e| StoreError::Lab(Box::new(e)))?;
+    pub async fn start_docker(lab: &Lab, members: usize, ready_within: Duration) -> Result<Store, Error> {
+        let bin = etcd_binary().ok_or(Error::NoEtcd)?;
+        let docker = crate::lab::docker::engine().await?;
+        let image = crate::store::container::ensure_image(&docker, &bin).await?;
+        let addrs = lab.etcd_member_addresses(members).map_err(|e| e.context("address etcd members"))?;
         let endpoint = format!("http://{}:{ETCD_PORT}", addrs[0]);
         let dir = lab.dir.join("etcd");
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Docker(format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Docker(format!("create {}: {e}", dir.display())))?;
         let mut store = Store {
             backing: Backing::Docker(Vec::new()),
             provider: Provider::Docker,
@@ -139,9 +114,7 @@ impl Store {
         for (name, addr) in names.iter().zip(&addrs) {
             // listen on every address: the underlay address only appears once the lab attaches it
             let args = member_args(name, *addr, &cluster.join(","));
-            let c = crate::store::container::EtcdContainer::start(&docker, &image, &lab.run.netns(name), lab.run, args)
-                .await
-                .map_err(StoreError::Docker)?;
+            let c = crate::store::container::EtcdContainer::start(&docker, &image, &lab.run.netns(name), lab.run, args).await?;
             started.push(Member { container: c, name: name.clone(), addr: *addr });
         }
         store.backing = Backing::Docker(started);
@@ -153,16 +126,16 @@ impl Store {
 
     /// Connects containers (all, or only member `only`) to the underlay and points the
     /// client runtime at the first member's namespace.
-    async fn attach(&mut self, lab: &Lab, only: Option<usize>) -> Result<(), StoreError> {
+    async fn attach(&mut self, lab: &Lab, only: Option<usize>) -> Result<(), Error> {
         let Backing::Docker(members) = &self.backing else { return Ok(()) };
         let mut first_ns = None;
         for (i, m) in members.iter().enumerate() {
             if only.is_some_and(|o| o != i) {
                 continue;
             }
-            let pid = m.container.pid().await.map_err(StoreError::Docker)?;
+            let pid = m.container.pid().await?;
             let ns = crate::lab::netns::Netns::of_pid(pid)?;
-            lab.attach_external(&m.name, &ns, m.addr, Member::mac_tag(i)).await.map_err(|e| StoreError::Lab(Box::new(e)))?;
+            lab.attach_external(&m.name, &ns, m.addr, Member::mac_tag(i)).await.map_err(|e| e.context("attach an etcd member"))?;
             if i == 0 {
                 first_ns = Some(ns);
             }
@@ -218,12 +191,12 @@ impl Store {
     }
 
     /// Stops the member that currently leads the cluster; returns its name.
-    pub async fn stop_leader(&mut self) -> Result<String, StoreError> {
+    pub async fn stop_leader(&mut self) -> Result<String, Error> {
         let Backing::Docker(members) = &self.backing else {
-            return Err(StoreError::Docker("leader loss needs an etcd cluster in Docker".into()));
+            return Err(Error::Docker("leader loss needs an etcd cluster in Docker".into()));
         };
         if members.len() < 2 {
-            return Err(StoreError::Docker("leader loss needs `etcd_members: 3`".into()));
+            return Err(Error::Docker("leader loss needs `etcd_members: 3`".into()));
         }
         let mut leader = None;
         for (i, m) in members.iter().enumerate() {
@@ -234,8 +207,8 @@ impl Store {
                 }
             }
         }
-        let i = leader.ok_or_else(|| StoreError::Docker("no member says it leads".into()))?;
-        members[i].container.stop().await.map_err(StoreError::Docker)?;
+        let i = leader.ok_or_else(|| Error::Docker("no member says it leads".into()))?;
+        members[i].container.stop().await?;
         Ok(members[i].name.clone())
     }
 
@@ -254,8 +227,8 @@ impl Store {
     }
 
     /// Starts the etcd process on the existing data directory (a fresh one the first time).
-    fn spawn(&mut self) -> Result<(), StoreError> {
-        let bin = etcd_binary().ok_or(StoreError::NoBinary)?;
+    fn spawn(&mut self) -> Result<(), Error> {
+        let bin = etcd_binary().ok_or(Error::NoEtcd)?;
         let mut cmd = Command::new(bin);
         let data = self.dir.join("data").display().to_string();
         let peer = "http://127.0.0.1:2380";
@@ -274,7 +247,7 @@ impl Store {
     }
 
     /// Stops etcd (SIGTERM, then SIGKILL); its data stays.
-    pub async fn stop(&mut self) -> Result<(), StoreError> {
+    pub async fn stop(&mut self) -> Result<(), Error> {
         match &mut self.backing {
             Backing::Process(child) => {
                 if let Some(mut c) = child.take() {
@@ -284,7 +257,7 @@ impl Store {
             }
             Backing::Docker(members) => {
                 for m in members.iter() {
-                    m.container.stop().await.map_err(StoreError::Docker)?;
+                    m.container.stop().await?;
                 }
                 Ok(())
             }
@@ -292,17 +265,17 @@ impl Store {
     }
 
     /// Freezes etcd (SIGSTOP for the process, `docker pause` for containers) or thaws it.
-    pub async fn freeze(&mut self, frozen: bool) -> Result<(), StoreError> {
+    pub async fn freeze(&mut self, frozen: bool) -> Result<(), Error> {
         match &mut self.backing {
             Backing::Process(Some(c)) => {
                 c.signal(if frozen { nix::sys::signal::Signal::SIGSTOP } else { nix::sys::signal::Signal::SIGCONT });
                 Ok(())
             }
-            Backing::Process(None) => Err(StoreError::Docker("etcd is not running".into())),
+            Backing::Process(None) => Err(Error::Docker("etcd is not running".into())),
             Backing::Docker(members) => {
                 for m in members.iter() {
                     let r = if frozen { m.container.pause().await } else { m.container.unpause().await };
-                    r.map_err(StoreError::Docker)?;
+                    r?;
                 }
                 Ok(())
             }
@@ -311,7 +284,7 @@ impl Store {
 
     /// Starts etcd again after [`Store::stop`], optionally on an empty data directory (data
     /// loss), and waits until it answers. A container is re-attached to the underlay.
-    pub async fn restart(&mut self, lab: &Lab, wipe: bool, ready_within: Duration) -> Result<(), StoreError> {
+    pub async fn restart(&mut self, lab: &Lab, wipe: bool, ready_within: Duration) -> Result<(), Error> {
         self.stop().await?;
         match &mut self.backing {
             Backing::Process(_) => {
@@ -321,23 +294,21 @@ impl Store {
                 self.spawn()?;
             }
             Backing::Docker(members) if members.len() > 1 => {
-                return Err(StoreError::Docker("restarting a whole etcd cluster is not supported; stop its leader instead".into()))
+                return Err(Error::Docker("restarting a whole etcd cluster is not supported; stop its leader instead".into()))
             }
             Backing::Docker(members) if wipe => {
                 // data loss: a new container on the same address, with an empty data dir
                 let m = &mut members[0];
-                m.container.remove().await.map_err(StoreError::Docker)?;
+                m.container.remove().await?;
                 let (docker, cname) = (m.container.docker.clone(), m.container.name.clone());
-                let bin = etcd_binary().ok_or(StoreError::NoBinary)?;
-                let image = crate::store::container::ensure_image(&docker, &bin).await.map_err(StoreError::Docker)?;
+                let bin = etcd_binary().ok_or(Error::NoEtcd)?;
+                let image = crate::store::container::ensure_image(&docker, &bin).await?;
                 let args = member_args(&m.name, m.addr, &format!("{}=http://{}:2380", m.name, m.addr));
-                m.container = crate::store::container::EtcdContainer::start(&docker, &image, &cname, lab.run, args)
-                    .await
-                    .map_err(StoreError::Docker)?;
+                m.container = crate::store::container::EtcdContainer::start(&docker, &image, &cname, lab.run, args).await?;
                 self.attach(lab, None).await?;
             }
             Backing::Docker(members) => {
-                members[0].container.start_again().await.map_err(StoreError::Docker)?;
+                members[0].container.start_again().await?;
                 self.attach(lab, None).await?;
             }
         }
@@ -346,7 +317,7 @@ impl Store {
 
     /// Revokes the etcd lease `key` is attached to (which deletes the key), or deletes the
     /// key when it has no lease. Returns the lease id revoked.
-    pub async fn revoke_key_lease(&self, key: &str) -> Result<Option<i64>, StoreError> {
+    pub async fn revoke_key_lease(&self, key: &str) -> Result<Option<i64>, Error> {
         let k = key.to_string();
         let resp = self.call(&format!("get {key}"), |mut c| async move { c.get(k, None).await }).await?;
         let lease = resp.kvs().first().map(|kv| kv.lease()).filter(|l| *l != 0);
@@ -359,7 +330,7 @@ impl Store {
         }
     }
 
-    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    pub async fn delete(&self, key: &str) -> Result<(), Error> {
         let k = key.to_string();
         self.call_retrying(&format!("delete {key}"), |mut c| {
             let k = k.clone();
@@ -370,7 +341,7 @@ impl Store {
 
     /// [`Store::call`] for requests that may be repeated: in a cluster a request can land
     /// on a member that was just stopped, so it is tried again, up to 2 s, before failing.
-    async fn call_retrying<T, F, Fut>(&self, op: &str, f: F) -> Result<T, StoreError>
+    async fn call_retrying<T, F, Fut>(&self, op: &str, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: Fn(Client) -> Fut,
@@ -379,7 +350,7 @@ impl Store {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             match self.call(op, &f).await {
-                Err(StoreError::Request { .. }) if self.endpoints().contains(',') && Instant::now() < deadline => {
+                Err(Error::Etcd { .. }) if self.endpoints().contains(',') && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(200)).await
                 }
                 other => return other,
@@ -387,12 +358,12 @@ impl Store {
         }
     }
 
-    async fn wait_ready(&mut self, within: Duration) -> Result<(), StoreError> {
+    async fn wait_ready(&mut self, within: Duration) -> Result<(), Error> {
         let deadline = Instant::now() + within;
         loop {
             if let Backing::Process(Some(child)) = &mut self.backing {
                 if let Some(s) = child.try_status() {
-                    return Err(StoreError::Exited { status: Child::describe_status(&s), log: child.log_tail(15) });
+                    return Err(Error::EtcdExited { status: Child::describe_status(&s), log: child.log_tail(15) });
                 }
             }
             if self.client.is_none() {
@@ -409,32 +380,32 @@ impl Store {
                     Backing::Process(Some(c)) => c.log_tail(15),
                     _ => String::new(),
                 };
-                return Err(StoreError::NotReady { endpoint: self.endpoint.clone(), secs: within.as_secs(), log });
+                return Err(Error::EtcdNotReady { endpoint: self.endpoint.clone(), secs: within.as_secs(), log });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// Runs one client request on the store's runtime (inside the lab).
-    pub async fn call<T, F, Fut>(&self, op: &str, f: F) -> Result<T, StoreError>
+    pub async fn call<T, F, Fut>(&self, op: &str, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
     {
         let rt = self.rt.as_ref().expect("store runtime");
-        let client = self.client.clone().ok_or_else(|| StoreError::Aborted { op: op.to_string(), reason: "not connected".into() })?;
+        let client = self.client.clone().ok_or_else(|| Error::EtcdAborted { op: op.to_string(), reason: "not connected".into() })?;
         let fut = f(client);
         let timed = async move { tokio::time::timeout(Duration::from_secs(5), fut).await };
         match rt.spawn(timed).await {
             Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(source))) => Err(StoreError::Request { op: op.to_string(), source }),
-            Ok(Err(_)) => Err(StoreError::Aborted { op: op.to_string(), reason: "timed out after 5 s".into() }),
-            Err(e) => Err(StoreError::Aborted { op: op.to_string(), reason: e.to_string() }),
+            Ok(Ok(Err(source))) => Err(Error::Etcd { op: op.to_string(), source }),
+            Ok(Err(_)) => Err(Error::EtcdAborted { op: op.to_string(), reason: "timed out after 5 s".into() }),
+            Err(e) => Err(Error::EtcdAborted { op: op.to_string(), reason: e.to_string() }),
         }
     }
 
-    pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<(), StoreError> {
+    pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<(), Error> {
         let (k, v) = (key.to_string(), value.into());
         self.call_retrying(&format!("put {key}"), |mut c| {
             let (k, v) = (k.clone(), v.clone());
@@ -444,7 +415,7 @@ impl Store {
     }
 
     /// Every key/value under `prefix`, sorted by key (retried over a stopped member).
-    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let p = prefix.to_string();
         let resp = self
             .call_retrying(&format!("get {prefix}*"), |mut c| {

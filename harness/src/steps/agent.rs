@@ -1,0 +1,234 @@
+//! Agent lifecycle: start, restart (possibly as another implementation), a backend switch,
+//! a host joining, and agents that must keep running or must fail.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::{load_profile, outcome, StepError, StepKind, StepResult, Trial};
+use crate::agents::{Agent, Implementation};
+use crate::contract::{Backend, Check, Finding, NetConf, DEFAULT_PREFIX};
+use crate::input::case::{Dur, Ref};
+use crate::input::names::HostName;
+
+/// Starts one agent per host, all at the same instant.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StartAgents {}
+
+impl StepKind for StartAgents {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.start_agents()
+    }
+}
+
+/// Stops the host's agent with its profile's signal and starts it again.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RestartAgent {
+    pub host: HostName,
+    /// Delete the host's flannel devices first, so the agent comes back with a new VTEP MAC.
+    #[serde(default)]
+    pub new_vtep_mac: bool,
+    /// Come back as another implementation (bundled profile name, or a path relative to
+    /// the case file): how a control breaks one host after a passing baseline.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+impl StepKind for RestartAgent {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        let mut r = vec![Ref::Host(&self.host)];
+        r.extend(self.profile.as_deref().map(Ref::Profile));
+        r
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.restart_agent(self).await
+    }
+}
+
+/// Every agent exits non-zero within the deadline and leaves no overlay device.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectAgentsExit {
+    pub within: Dur,
+}
+
+impl StepKind for ExpectAgentsExit {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.expect_agents_exit(self.within.0).await
+    }
+}
+
+/// Every agent is still running.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectAgentsRunning {}
+
+impl StepKind for ExpectAgentsRunning {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.expect_agents_running()
+    }
+}
+
+/// Rewrites the net-conf with another backend and restarts every agent.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchBackend {
+    pub to: String,
+}
+
+impl StepKind for SwitchBackend {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        vec![Ref::Backend(&self.to)]
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let sb = self;
+        let to = Backend::parse(&sb.to).ok_or_else(|| format!("unknown backend `{}`", sb.to))?;
+        for a in &mut t.agents {
+            a.stop();
+        }
+        let text = t.case.netconf.render(to);
+        t.store.put(&format!("{DEFAULT_PREFIX}/config"), text.clone()).await?;
+        t.conf = serde_json::from_str(&text).ok().and_then(|v| NetConf::from_json(&v).ok());
+        let hosts: Vec<String> = t.agents.drain(..).map(|a| a.host).collect();
+        for host in hosts {
+            let node = t.lab.host(&host).expect("agent host");
+            let imp = t.imp_of(&host);
+            let a = Agent::start(&imp, node, &t.store.endpoints(), DEFAULT_PREFIX)?;
+            t.agents.push(a);
+        }
+        t.agents_started = Some(Instant::now());
+        tracing::info!("net-conf switched to {to}; agents restarted");
+        t.restarted(format!("switch_backend to {to}"));
+        Ok(())
+    }
+}
+
+/// A host joins: namespace, underlay link, and its agent started.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AddHost {
+    /// A new host on the first host group's segment, with the next free address.
+    pub name: HostName,
+}
+
+impl StepKind for AddHost {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let h = self;
+        t.lab.add_host(&h.name).await?;
+        let node = t.lab.host(h.name.as_str()).expect("just added");
+        let a = Agent::start(t.imp, node, &t.store.endpoints(), DEFAULT_PREFIX)?;
+        t.agents.push(a);
+        t.imps.insert(h.name.to_string(), t.imp.clone());
+        tracing::info!("{} joined at {}", h.name, node.addr);
+        Ok(())
+    }
+}
+
+impl Trial<'_> {
+    /// Starts every agent back to back, as close to the same instant as spawning allows.
+    /// Hosts named in the case's `host_profiles` run that implementation instead.
+    fn start_agents(&mut self) -> StepResult {
+        let mut imps: BTreeMap<String, Implementation> = self.lab.hosts.iter().map(|n| (n.name.clone(), self.imp.clone())).collect();
+        for (host, profile) in &self.case.host_profiles {
+            imps.insert(host.clone(), load_profile(profile)?);
+        }
+        let t0 = Instant::now();
+        for node in &self.lab.hosts {
+            let a = Agent::start(&imps[&node.name], node, &self.store.endpoints(), DEFAULT_PREFIX)?;
+            self.agents.push(a);
+        }
+        self.imps = imps;
+        let spread = t0.elapsed();
+        self.agents_started = Some(t0);
+        tracing::info!("started {} agents within {} ms", self.agents.len(), spread.as_millis());
+        Ok(())
+    }
+
+    async fn restart_agent(&mut self, r: &RestartAgent) -> StepResult {
+        let host = r.host.as_str();
+        let i = self.agents.iter().position(|a| a.host == host).ok_or("no agent on that host: add start_agents first")?;
+        let mut old = self.agents.remove(i);
+        old.stop();
+        drop(old);
+        let node = self.lab.host(host).ok_or_else(|| format!("no host `{host}`"))?;
+        if r.new_vtep_mac {
+            for l in node.nl.links().await?.iter().filter(|l| l.name.starts_with("flannel")) {
+                node.nl.del_link(&l.name).await?;
+            }
+        }
+        let imp = match &r.profile {
+            Some(p) => {
+                let imp = load_profile(&crate::input::case::profile_path(self.case, p))?;
+                self.imps.insert(host.to_string(), imp.clone());
+                imp
+            }
+            None => self.imp_of(host),
+        };
+        let a = Agent::start(&imp, node, &self.store.endpoints(), DEFAULT_PREFIX)?;
+        self.agents.insert(i, a);
+        tracing::info!(
+            "restarted the agent on {host}{}{}",
+            if r.new_vtep_mac { " with its devices deleted" } else { "" },
+            r.profile.as_ref().map(|p| format!(" as profile `{p}`")).unwrap_or_default()
+        );
+        self.restarted(format!("restart_agent on {host}"));
+        Ok(())
+    }
+
+    async fn expect_agents_exit(&mut self, within: Duration) -> StepResult {
+        if self.agents.is_empty() {
+            return Err("expect_agents_exit examined nothing: no agents were started".into());
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let running: Vec<String> =
+                self.agents.iter_mut().filter_map(|a| a.child.try_status().is_none().then(|| a.host.clone())).collect();
+            if running.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(StepError::Check(
+                    running
+                        .into_iter()
+                        .map(|h| Finding::new(Check::AgentFailure, h, format!("agent still running after {within:?}")))
+                        .collect(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut findings = Vec::new();
+        for a in &mut self.agents {
+            let s = a.child.try_status().expect("exited");
+            if s.success() {
+                findings.push(Finding::new(Check::AgentFailure, a.host.as_str(), "agent exited with status 0, expected a failure"));
+            } else {
+                let last = a.child.log_tail(1);
+                tracing::info!("{}: {} — {last}", a.host, crate::lab::proc::Child::describe_status(&s));
+            }
+        }
+        for node in &self.lab.hosts {
+            let links = node.nl.links().await?;
+            let half_built: Vec<&str> = links.iter().filter(|l| l.name.starts_with("flannel")).map(|l| l.name.as_str()).collect();
+            if !half_built.is_empty() {
+                findings.push(Finding::new(Check::AgentFailure, node.name.as_str(), format!("left {half_built:?} behind after failing")));
+            }
+            if Agent::subnet_file_path(node).exists() {
+                findings.push(Finding::new(Check::AgentFailure, node.name.as_str(), "wrote a subnet file although it failed"));
+            }
+        }
+        outcome(findings)
+    }
+
+    fn expect_agents_running(&mut self) -> StepResult {
+        if self.agents.is_empty() {
+            return Err("expect_agents_running examined nothing: no agents were started".into());
+        }
+        let exits = self.agent_exits()?;
+        outcome(exits)
+    }
+}

@@ -1,0 +1,326 @@
+//! Convergence: the contract, the data plane and, after a restart, fresh evidence; staying
+//! converged; exact per-host counts; subnets kept across faults.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::{outcome, StepError, StepKind, StepResult, Trial};
+use crate::contract::{self, Backend, Check, Counts, Finding, DEFAULT_PREFIX};
+use crate::input::case::{Dur, Ref};
+use crate::probe;
+
+/// Waits until etcd, subnet files and kernel state match the contract on every host,
+/// every host reaches every peer over the overlay, and, after a restart, a canary lease
+/// the harness adds and removes is followed everywhere.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WaitConverged {
+    pub within: Dur,
+    /// Backends under which hosts on different segments cannot reach each other's pods
+    /// (host-gw across a router): those pairs are left out of the data-plane check.
+    #[serde(default)]
+    pub cross_segment_fails: Vec<String>,
+}
+
+impl StepKind for WaitConverged {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        self.cross_segment_fails.iter().map(|b| Ref::Backend(b)).collect()
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.wait_converged(self).await
+    }
+}
+
+/// The converged state must hold at every check (every 100 ms) for this long, and every
+/// agent must keep running: faults that show up late are caught.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StayConverged {
+    #[serde(rename = "for")]
+    pub duration: Dur,
+}
+
+impl StepKind for StayConverged {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.stay_converged(self.duration.0).await
+    }
+}
+
+/// Exactly one route, neighbour and FDB entry per peer on every host, right now.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectCounts {}
+
+impl StepKind for ExpectCounts {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.expect_counts().await
+    }
+}
+
+/// Every remaining host still holds the subnet it had at the first convergence.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSubnetsUnchanged {}
+
+impl StepKind for ExpectSubnetsUnchanged {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let first = t.first_subnets.clone().ok_or("no earlier convergence to compare with")?;
+        let now = t.subnets().await?;
+        let changed: Vec<Finding> = first
+            .iter()
+            .filter(|(h, _)| !t.removed.contains(*h))
+            .filter(|(h, s)| now.get(*h) != Some(s))
+            .map(|(h, s)| Finding::new(Check::Subnets, h.as_str(), format!("{s} became {:?}", now.get(h).map(|n| n.to_string()))))
+            .collect();
+        if first.is_empty() {
+            return Err("expect_subnets_unchanged examined nothing: no subnets at the first convergence".into());
+        }
+        outcome(changed)
+    }
+}
+
+impl Trial<'_> {
+    async fn wait_converged(&mut self, w: &WaitConverged) -> StepResult {
+        let within = w.within.0;
+        let t0 = Instant::now();
+        let deadline = t0 + within;
+        loop {
+            let last = Instant::now() >= deadline;
+            let findings = self.convergence_findings(&w.cross_segment_fails, last).await?;
+            if findings.iter().any(|f| f.check == Check::AgentExit) {
+                return Err(StepError::Check(findings));
+            }
+            if findings.is_empty() {
+                if self.canary_due.is_some() {
+                    self.canary_round(deadline).await?;
+                }
+                if self.first_subnets.is_none() {
+                    self.first_subnets = Some(self.subnets().await?);
+                }
+                let since_start = self.agents_started.map(|s| s.elapsed().as_millis()).unwrap_or(0);
+                let rss = self
+                    .agents
+                    .iter()
+                    .filter_map(|a| a.child.rss_kib())
+                    .max()
+                    .map(|k| format!(", largest agent RSS {k} KiB"))
+                    .unwrap_or_default();
+                tracing::info!(
+                    "converged {since_start} ms after agents started ({} ms waiting, data plane included{rss})",
+                    t0.elapsed().as_millis()
+                );
+                return Ok(());
+            }
+            if last {
+                let mut findings = findings;
+                if let Some(f) = findings.first_mut() {
+                    f.what = format!("not converged within {within:?}: {}", f.what);
+                }
+                return Err(StepError::Check(findings));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Fresh evidence after a restart: the harness announces a canary lease (a fake peer at
+    /// a spare underlay address) and then withdraws it; every host must follow both, which a
+    /// hung or stale agent cannot fake with the state it had before. vxlan and host-gw show
+    /// it in the kernel (the contract counts the canary as a peer); udp keeps peers in the
+    /// agent, so each host's echo to the canary's subnet must arrive at the canary's udp port.
+    async fn canary_round(&mut self, deadline: Instant) -> StepResult {
+        let (since, what) = self.canary_due.clone().expect("a canary is due");
+        let conf = self.conf()?.clone();
+        if self.lab.spares.is_empty() {
+            self.lab.add_spare("canary").await?;
+        }
+        let canary = &self.lab.spares[0];
+        let canary_ip = canary.addr;
+        let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await?;
+        let used: Vec<crate::input::names::Ipv4Net> =
+            raw.iter().filter_map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v).ok()).map(|l| l.subnet).collect();
+        let count = 1u32 << (conf.subnet_len - conf.network.prefix());
+        let step = 1u32 << (32 - conf.subnet_len);
+        let subnet = (1..count)
+            .rev()
+            .filter_map(|k| crate::input::names::Ipv4Net::new(conf.network.nth(k * step), conf.subnet_len))
+            .find(|s| !used.contains(s))
+            .ok_or("no free subnet left for the canary lease")?;
+        let key = format!("{DEFAULT_PREFIX}/subnets/{}-{}", subnet.addr(), subnet.prefix());
+        let value = match conf.backend {
+            Backend::Vxlan => serde_json::json!({"PublicIP": canary_ip.to_string(), "PublicIPv6": null, "BackendType": "vxlan",
+                "BackendData": {"VNI": conf.vni, "VtepMAC": "0e:ca:0a:00:00:01"}}),
+            Backend::HostGw => serde_json::json!({"PublicIP": canary_ip.to_string(), "PublicIPv6": null, "BackendType": "host-gw"}),
+            Backend::Udp => serde_json::json!({"PublicIP": canary_ip.to_string(), "PublicIPv6": null}),
+        };
+        let listener = match conf.backend {
+            Backend::Udp => Some(probe::UdpListener::start(&canary.ns, conf.port)?),
+            _ => None,
+        };
+        let t0 = Instant::now();
+        self.store.put(&key, value.to_string()).await?;
+        let added = self.follow_canary(deadline, subnet, listener.as_ref()).await;
+        let learned = t0.elapsed();
+        // withdraw it whatever happened, so a control that goes on is not misled
+        let deleted = self.store.delete(&key).await.map_err(StepError::from);
+        let fail = |findings: Vec<Finding>, phase: &str| {
+            StepError::Check(
+                findings
+                    .into_iter()
+                    .map(|f| {
+                        Finding::new(
+                            Check::Canary,
+                            f.host.as_str(),
+                            format!("after {what}, the canary lease {subnet} {phase}: [{}] {}", f.check, f.what),
+                        )
+                    })
+                    .collect(),
+            )
+        };
+        match added? {
+            Some(findings) => return Err(fail(findings, "added then was not followed")),
+            None => deleted?,
+        }
+        let removed = self.follow_canary(deadline, subnet, None).await?;
+        if let Some(findings) = removed {
+            return Err(fail(findings, "withdrawn then was still served"));
+        }
+        tracing::info!(
+            "after {what}: canary lease {subnet} learned by every host in {} ms and dropped by every host in {} ms; converged again {} ms after it",
+            learned.as_millis(),
+            (t0.elapsed() - learned).as_millis(),
+            since.elapsed().as_millis()
+        );
+        self.canary_due = None;
+        Ok(())
+    }
+
+    /// Polls until every host follows the leases as etcd has them now (canary included)
+    /// and, for udp with a `listener`, until every host's echo to the canary subnet reached
+    /// the canary through its agent. `None` when followed; else the findings at the deadline.
+    async fn follow_canary(
+        &mut self,
+        deadline: Instant,
+        subnet: crate::input::names::Ipv4Net,
+        listener: Option<&probe::UdpListener>,
+    ) -> Result<Option<Vec<Finding>>, StepError> {
+        loop {
+            let mut findings = self.observe().await?.0;
+            findings.extend(self.agent_exits()?);
+            if let Some(l) = listener {
+                let target = subnet.nth(1);
+                let mut jobs = Vec::new();
+                for (h, g) in &self.gateways {
+                    if self.removed.contains(h) {
+                        continue;
+                    }
+                    let ns = self.lab.host(h).expect("gateway host").ns.clone();
+                    let src = g.addr;
+                    jobs.push(std::thread::spawn(move || probe::sweep(&ns, src, vec![target], 1, Duration::from_millis(50))));
+                }
+                for j in jobs {
+                    j.join().expect("probe thread")?;
+                }
+                let seen = l.seen();
+                for (h, g) in &self.gateways {
+                    if self.removed.contains(h) {
+                        continue;
+                    }
+                    let node = self.lab.host(h).expect("gateway host");
+                    let arrived = seen
+                        .iter()
+                        .any(|(from, p)| *from == node.addr && probe::inner_addresses(p).is_some_and(|(s, d)| s == g.addr && d == target));
+                    if !arrived {
+                        findings.push(Finding::new(
+                            Check::Reachability,
+                            h.as_str(),
+                            format!("no datagram from {} carrying {} -> {target} reached the canary", node.addr, g.addr),
+                        ));
+                    }
+                }
+            }
+            if findings.is_empty() {
+                return Ok(None);
+            }
+            if Instant::now() >= deadline {
+                return Ok(Some(findings));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stay_converged(&mut self, duration: Duration) -> StepResult {
+        let t0 = Instant::now();
+        let mut checks = 0;
+        loop {
+            let exits = self.agent_exits()?;
+            if !exits.is_empty() {
+                return Err(StepError::Check(exits));
+            }
+            let (findings, _) = self.observe().await?;
+            checks += 1;
+            if !findings.is_empty() {
+                return Err(StepError::Check(findings).map_findings(|mut f| {
+                    f.what = format!("converged state lost after {} ms: {}", t0.elapsed().as_millis(), f.what);
+                    f
+                }));
+            }
+            if t0.elapsed() >= duration {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // the data plane once more at the end: a path that died quietly is caught too
+        let cross = self.cross_segment_fails();
+        let reach = self.reachability(&cross).await?;
+        if !reach.is_empty() {
+            return Err(StepError::Check(reach));
+        }
+        tracing::info!("stayed converged for {duration:?} ({checks} checks, data plane at the end)");
+        Ok(())
+    }
+
+    /// Exactly the contract's number of entries per host, duplicates counted: with N active
+    /// hosts, vxlan has N−1 routes, neighbours and FDB entries; host-gw one route per peer
+    /// on its segment; udp one route and nothing per peer.
+    async fn expect_counts(&mut self) -> StepResult {
+        let conf = self.conf()?.clone();
+        let (mut findings, counts) = self.observe().await?;
+        let active: Vec<&crate::lab::Node> = self.active_hosts().collect();
+        let n = active.len();
+        if counts.is_empty() {
+            return Err("expect_counts examined nothing: no host was read".into());
+        }
+        for node in &active {
+            let peers = n - 1;
+            let want = match conf.backend {
+                Backend::Vxlan => Counts { routes: peers, neighbours: peers, fdb: peers },
+                Backend::HostGw => Counts {
+                    routes: active.iter().filter(|o| o.name != node.name && o.segment == node.segment).count(),
+                    neighbours: 0,
+                    fdb: 0,
+                },
+                Backend::Udp => Counts { routes: 1, neighbours: 0, fdb: 0 },
+            };
+            let have = counts.get(&node.name).copied().unwrap_or_default();
+            if have != want {
+                findings.push(Finding::new(
+                    Check::Counts,
+                    node.name.as_str(),
+                    format!(
+                        "routes/neighbours/fdb {}/{}/{}, expected {}/{}/{} with {n} hosts",
+                        have.routes, have.neighbours, have.fdb, want.routes, want.neighbours, want.fdb
+                    ),
+                ));
+            }
+        }
+        if !findings.is_empty() {
+            return Err(StepError::Check(findings));
+        }
+        let summary: Vec<String> = counts.iter().map(|(h, c)| format!("{h}={}/{}/{}", c.routes, c.neighbours, c.fdb)).collect();
+        let total: usize = counts.values().map(|c| c.routes + c.neighbours + c.fdb).sum();
+        tracing::info!("{n} hosts: routes/neighbours/fdb per host {} (total {total})", summary.join(" "));
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! etcd operations: outages (stop, pause, leader loss, wipe), lease revocation, raw keys.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{StepError, StepKind, StepResult, Trial};
+use crate::contract::DEFAULT_PREFIX;
+use crate::input::case::{Dur, Ref};
+use crate::input::names::HostName;
+
+/// Stops etcd, keeps it down, starts it again (optionally wiped).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RestartEtcd {
+    /// How long etcd stays down (the outage being simulated).
+    pub down_for: Dur,
+    /// Start on an empty data directory (data loss); the harness then writes only the
+    /// net-conf again.
+    #[serde(default)]
+    pub wipe: bool,
+}
+
+impl StepKind for RestartEtcd {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let r = self;
+        t.store.stop().await?;
+        tokio::time::sleep(r.down_for.0).await;
+        t.store.restart(&t.lab, r.wipe, Duration::from_secs(30)).await?;
+        if r.wipe {
+            let text = t.case.netconf.render(t.backend);
+            t.store.put(&format!("{DEFAULT_PREFIX}/config"), text).await?;
+        }
+        tracing::info!("etcd down for {:?}{}, answering again", r.down_for.0, if r.wipe { " and wiped" } else { "" });
+        t.restarted("restart_etcd");
+        Ok(())
+    }
+}
+
+/// Freezes etcd (SIGSTOP / docker pause) for a while.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PauseEtcd {
+    #[serde(rename = "for")]
+    pub duration: Dur,
+}
+
+impl StepKind for PauseEtcd {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let f = self;
+        t.store.freeze(true).await?;
+        tokio::time::sleep(f.duration.0).await;
+        t.store.freeze(false).await?;
+        tracing::info!("etcd paused for {:?}", f.duration.0);
+        t.restarted("pause_etcd");
+        Ok(())
+    }
+}
+
+/// Stops the etcd member that currently leads (needs `etcd_members` > 1).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StopEtcdLeader {}
+
+impl StepKind for StopEtcdLeader {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let name = t.store.stop_leader().await?;
+        tracing::info!("stopped the etcd leader, member `{name}`");
+        t.restarted("stop_etcd_leader");
+        Ok(())
+    }
+}
+
+/// Revokes the host's etcd lease (deleting its subnet key) behind the agent's back.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeLease {
+    pub host: HostName,
+}
+
+impl StepKind for RevokeLease {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        vec![Ref::Host(&self.host)]
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let h = self;
+        t.revoke_lease(h.host.as_str()).await?;
+        t.restarted(format!("revoke_lease on {}", h.host));
+        Ok(())
+    }
+}
+
+/// Writes a raw key under the prefix (e.g. junk next to the leases).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PutKey {
+    /// Relative to the etcd prefix, e.g. `subnets/junk`.
+    pub key: String,
+    pub value: String,
+}
+
+impl StepKind for PutKey {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let k = self;
+        let key = format!("{DEFAULT_PREFIX}/{}", k.key.trim_start_matches('/'));
+        t.store.put(&key, k.value.clone()).await.map_err(StepError::from)
+    }
+}

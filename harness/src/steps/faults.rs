@@ -1,0 +1,210 @@
+//! Faults and deliberate damage: a cut link, node loss, and `break` (sabotage for the
+//! negative controls).
+
+use serde::Deserialize;
+
+use super::{StepKind, StepResult, Trial};
+use crate::input::case::{single_key_enum, Dur, Ref};
+use crate::input::names::HostName;
+
+/// Cuts a host's underlay link at the bridge for a while, then restores it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CutLink {
+    pub host: HostName,
+    #[serde(rename = "for")]
+    pub duration: Dur,
+}
+
+impl StepKind for CutLink {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        vec![Ref::Host(&self.host)]
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let h = self;
+        let host = h.host.as_str();
+        t.lab.set_link(host, false).await?;
+        tokio::time::sleep(h.duration.0).await;
+        t.lab.set_link(host, true).await?;
+        tracing::info!("{host}'s underlay link cut for {:?}", h.duration.0);
+        t.restarted(format!("cut_link on {host}"));
+        Ok(())
+    }
+}
+
+/// Node loss: SIGKILL the host's agent and delete its lease; from then on the host is
+/// out of the cluster and peers must drop it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveHost {
+    pub host: HostName,
+}
+
+impl StepKind for RemoveHost {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        vec![Ref::Host(&self.host)]
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let h = self;
+        let host = h.host.to_string();
+        if let Some(i) = t.agents.iter().position(|a| a.host == host) {
+            let mut a = t.agents.remove(i);
+            a.child.kill();
+        }
+        // upstream's 24 h lease cannot be shortened: node loss is a revocation
+        t.revoke_lease(&host).await?;
+        t.removed.insert(host.clone());
+        tracing::info!("{host} removed: agent killed, lease revoked");
+        t.restarted(format!("remove_host {host}"));
+        Ok(())
+    }
+}
+
+/// Deliberate damage, for negative controls: `- break: {delete_fdb: {host: h2}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break(pub Sabotage);
+
+impl<'de> Deserialize<'de> for Break {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Sabotage::deserialize(d).map(Break)
+    }
+}
+
+impl StepKind for Break {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        vec![Ref::Host(self.0.host())]
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.sabotage(&self.0).await
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OnHost {
+    pub host: HostName,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PodMtu {
+    pub host: HostName,
+    pub mtu: u32,
+}
+
+/// Deliberate damage, for negative controls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sabotage {
+    /// Deletes one FDB entry on the host's overlay device.
+    DeleteFdb(OnHost),
+    /// Deletes one route through the host's overlay device.
+    DeleteRoute(OnHost),
+    /// Deletes one permanent neighbour on the host's overlay device.
+    DeleteNeighbour(OnHost),
+    /// Sets `eth0` of the host's first pod to this MTU.
+    SetPodMtu(PodMtu),
+    /// SIGKILLs the host's agent.
+    KillAgent(OnHost),
+    /// Sets the MTU of the host's overlay device (flannel.VNI, flannel0, or eth0 for
+    /// host-gw) behind the agent's back; the subnet file stays right.
+    SetDeviceMtu(DeviceMtu),
+    /// Sets the MTU of the host's underlay port on its segment's bridge: frames larger than
+    /// that vanish on the wire (a black hole no host's state shows).
+    SetUnderlayMtu(PodMtu),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceMtu {
+    pub host: HostName,
+    /// Bytes added to (or, negative, taken from) the device's current MTU.
+    pub by: i32,
+}
+
+single_key_enum!(Sabotage, "sabotage", {
+    "delete_fdb" => DeleteFdb(OnHost),
+    "delete_route" => DeleteRoute(OnHost),
+    "delete_neighbour" => DeleteNeighbour(OnHost),
+    "set_pod_mtu" => SetPodMtu(PodMtu),
+    "kill_agent" => KillAgent(OnHost),
+    "set_device_mtu" => SetDeviceMtu(DeviceMtu),
+    "set_underlay_mtu" => SetUnderlayMtu(PodMtu),
+});
+
+impl Sabotage {
+    /// The host it damages.
+    pub fn host(&self) -> &HostName {
+        match self {
+            Sabotage::DeleteFdb(h) | Sabotage::DeleteRoute(h) | Sabotage::DeleteNeighbour(h) | Sabotage::KillAgent(h) => &h.host,
+            Sabotage::SetPodMtu(p) | Sabotage::SetUnderlayMtu(p) => &p.host,
+            Sabotage::SetDeviceMtu(p) => &p.host,
+        }
+    }
+}
+
+impl Trial<'_> {
+    async fn sabotage(&mut self, s: &Sabotage) -> StepResult {
+        let conf = self.conf()?.clone();
+        let host = match s {
+            Sabotage::DeleteFdb(h) | Sabotage::DeleteRoute(h) | Sabotage::DeleteNeighbour(h) | Sabotage::KillAgent(h) => h.host.as_str(),
+            Sabotage::SetPodMtu(p) | Sabotage::SetUnderlayMtu(p) => p.host.as_str(),
+            Sabotage::SetDeviceMtu(p) => p.host.as_str(),
+        };
+        let node = self.host(host)?;
+        let dev = conf.route_device();
+        let idx = match s {
+            Sabotage::SetPodMtu(_) | Sabotage::KillAgent(_) | Sabotage::SetDeviceMtu(_) | Sabotage::SetUnderlayMtu(_) => 0,
+            _ => node.nl.index_of(&dev).await?,
+        };
+        let what = match s {
+            Sabotage::DeleteFdb(_) => {
+                let fdb = node.nl.fdb().await?;
+                let e = fdb.into_iter().find(|e| e.ifindex == idx && e.dst.is_some()).ok_or("no FDB entry to delete")?;
+                node.nl.del_fdb(&e).await?;
+                format!("deleted FDB entry {} dst {:?}", e.mac, e.dst)
+            }
+            Sabotage::DeleteRoute(_) => {
+                let routes = node.nl.routes().await?;
+                let r = routes
+                    .into_iter()
+                    .find(|r| r.oif == Some(idx) && conf.network.contains_net(&r.dst))
+                    .ok_or("no peer route to delete")?;
+                node.nl.del_route(&r).await?;
+                format!("deleted route {}", r.dst)
+            }
+            Sabotage::DeleteNeighbour(_) => {
+                let neigh = node.nl.neighbours().await?;
+                let n = neigh.into_iter().find(|n| n.ifindex == idx && n.permanent).ok_or("no neighbour to delete")?;
+                node.nl.del_neighbour(&n).await?;
+                format!("deleted neighbour {}", n.ip)
+            }
+            Sabotage::SetPodMtu(p) => {
+                let pod = self.pods.iter().find(|x| x.host == host).ok_or("no pod on that host: add create_pods first")?;
+                pod.nl.set_mtu("eth0", p.mtu).await?;
+                format!("set {} eth0 MTU to {}", pod.name, p.mtu)
+            }
+            Sabotage::SetDeviceMtu(p) => {
+                let links = node.nl.links().await?;
+                let now = links.iter().find(|l| l.name == dev).map(|l| l.mtu).ok_or_else(|| format!("no `{dev}` on {host}"))?;
+                let to = now.checked_add_signed(p.by).ok_or("MTU out of range")?;
+                node.nl.set_mtu(&dev, to).await?;
+                format!("set {dev} MTU from {now} to {to} (the subnet file is unchanged)")
+            }
+            Sabotage::SetUnderlayMtu(p) => {
+                self.lab.set_port_mtu(host, p.mtu).await?;
+                format!("set the bridge port of {host}'s underlay link to MTU {}", p.mtu)
+            }
+            Sabotage::KillAgent(_) => {
+                let agent = self.agents.iter_mut().find(|a| a.host == host).ok_or("no agent on that host: add start_agents first")?;
+                let pid = agent.child.pid();
+                agent.child.kill();
+                format!("SIGKILLed agent pid {pid}")
+            }
+        };
+        tracing::info!("sabotage on {host}: {what}");
+        Ok(())
+    }
+}

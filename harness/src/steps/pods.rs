@@ -1,0 +1,260 @@
+//! Pods and the probes made from them: pods wired from each subnet file, pod-to-pod ping,
+//! and DF probes at the overlay MTU.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{StepError, StepKind, StepResult, Trial};
+use crate::agents::Agent;
+use crate::contract::{Check, Finding};
+use crate::error::chain;
+use crate::input::case::Ref;
+use crate::lab::pods as lab_pods;
+use crate::lab_err;
+use crate::probe::{self, PingOutcome};
+
+/// Creates pods on every host that has none yet (so it can follow `add_host`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePods {
+    #[serde(default = "one")]
+    pub per_host: u32,
+}
+
+impl StepKind for CreatePods {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.create_pods(self.per_host).await
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Every pod pings every pod on every other host.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectPing {
+    /// Backends under which pods on different segments must NOT reach each other (while
+    /// pods sharing a segment must): host-gw's documented limit.
+    #[serde(default)]
+    pub cross_segment_fails: Vec<String>,
+}
+
+impl StepKind for ExpectPing {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        self.cross_segment_fails.iter().map(|b| Ref::Backend(b)).collect()
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.expect_ping(self).await
+    }
+}
+
+/// DF probes: the overlay MTU passes, one byte more is refused at the host; pod MTUs match.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectMtu {}
+
+impl StepKind for ExpectMtu {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.expect_mtu().await
+    }
+}
+
+impl Trial<'_> {
+    /// Creates pods on every host that has none yet (so it can follow `add_host`).
+    async fn create_pods(&mut self, per_host: u32) -> StepResult {
+        self.ensure_gateways().await?;
+        let have: std::collections::BTreeSet<String> = self.pods.iter().map(|p| p.host.clone()).collect();
+        let mut made = 0;
+        for node in self.lab.hosts.iter().filter(|n| !have.contains(&n.name)) {
+            let gw = self.gateways.get(&node.name).copied().ok_or_else(|| {
+                let path = Agent::subnet_file_path(node);
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                StepError::check(
+                    Check::SubnetFile,
+                    node.name.as_str(),
+                    format!("no usable FLANNEL_SUBNET/FLANNEL_MTU to wire pods from:\n{text}"),
+                )
+            })?;
+            let pods = lab_pods::create(&self.lab, node, gw, per_host).await.map_err(|e| lab_err!("{}: {}", node.name, chain(&e)))?;
+            made += pods.len();
+            self.pods.extend(pods);
+        }
+        if made == 0 && self.pods.is_empty() {
+            return Err("create_pods made no pod".into());
+        }
+        Ok(())
+    }
+
+    async fn expect_ping(&mut self, spec: &ExpectPing) -> StepResult {
+        let split = spec.cross_segment_fails.iter().any(|b| b == self.backend.name());
+        let segment_of = |host: &str| self.lab.host(host).map(|n| n.segment);
+        let pairs: Vec<(usize, usize)> = (0..self.pods.len())
+            .flat_map(|a| (0..self.pods.len()).map(move |b| (a, b)))
+            .filter(|(a, b)| self.pods[*a].host != self.pods[*b].host)
+            .filter(|(a, b)| !self.removed.contains(&self.pods[*a].host) && !self.removed.contains(&self.pods[*b].host))
+            .collect();
+        if pairs.is_empty() {
+            return Err("expect_ping examined nothing: no pod pairs on different hosts (add create_pods and a second host)".into());
+        }
+        let jobs: Vec<_> = pairs
+            .iter()
+            .map(|&(a, b)| {
+                let (src, dst) = (&self.pods[a], &self.pods[b]);
+                let (ns, to) = (src.ns.clone(), dst.addr);
+                let label = format!("{} -> {} ({})", src.name, dst.name, dst.addr);
+                let reachable = !split || segment_of(&src.host) == segment_of(&dst.host);
+                (
+                    src.host.clone(),
+                    label,
+                    reachable,
+                    std::thread::spawn(move || probe::ping_with_retries(&ns, to, 3, Duration::from_secs(1))),
+                )
+            })
+            .collect();
+        let results = tokio::task::spawn_blocking(move || {
+            jobs.into_iter().map(|(h, l, reach, j)| (h, l, reach, j.join().expect("ping thread"))).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut failed = Vec::new();
+        let mut worst = Duration::ZERO;
+        let mut blocked = 0;
+        for (host, label, reachable, r) in results {
+            match (reachable, r?) {
+                (true, PingOutcome::Reply { rtt }) => worst = worst.max(rtt),
+                (true, other) => failed.push(Finding::new(Check::Ping, host, format!("{label}: {other:?}"))),
+                (false, PingOutcome::Reply { .. }) => failed.push(Finding::new(
+                    Check::Ping,
+                    host,
+                    format!(
+                        "{label}: replied, but the case expects pods on different segments not to reach each other under {}",
+                        self.backend
+                    ),
+                )),
+                (false, _) => blocked += 1,
+            }
+        }
+        if !failed.is_empty() {
+            let n = failed.len();
+            if let Some(f) = failed.first_mut() {
+                f.what = format!("{n} of {} pod pairs did not behave as expected; {}", pairs.len(), f.what);
+            }
+            return Err(StepError::Check(failed));
+        }
+        let note =
+            if split { format!("; {blocked} cross-segment pairs fail, as the case expects for {}", self.backend) } else { String::new() };
+        tracing::info!("{} pod pairs ping (slowest reply {} us){note}", pairs.len() - blocked, worst.as_micros());
+        Ok(())
+    }
+
+    /// Pods' interface MTU equals the overlay MTU, and DF probes from an endpoint whose own
+    /// MTU is larger than the overlay's (so nothing is refused before the overlay) find the
+    /// path the overlay offers: a packet of exactly the overlay MTU reaches the next host,
+    /// one byte more is refused at this host's overlay device with that MTU as next hop.
+    async fn expect_mtu(&mut self) -> StepResult {
+        let conf = self.conf()?.clone();
+        self.ensure_gateways().await?;
+        let mut findings = Vec::new();
+        for pod in &self.pods {
+            let node = self.lab.host(&pod.host).expect("pod host");
+            let mtu = conf.overlay_mtu(self.lab.mtu_of(node));
+            let links = pod.nl.links().await?;
+            match links.iter().find(|l| l.name == "eth0") {
+                Some(l) if l.mtu != mtu => findings.push(Finding::new(
+                    Check::PodMtu,
+                    pod.host.as_str(),
+                    format!("{}: eth0 MTU {} but the overlay MTU is {mtu}", pod.name, l.mtu),
+                )),
+                Some(_) => {}
+                None => return Err(lab_err!("{}: no eth0", pod.name).into()),
+            }
+        }
+        let cross = self.cross_segment_fails();
+        let hosts: Vec<String> = self.active_hosts().filter(|h| self.gateways.contains_key(&h.name)).map(|h| h.name.clone()).collect();
+        let mut probes = Vec::new();
+        for (i, h) in hosts.iter().enumerate() {
+            // the next host in ring order that this one is meant to reach
+            let Some(next) = (1..hosts.len()).map(|k| &hosts[(i + k) % hosts.len()]).find(|n| !self.unreachable_pair(&cross, h, n)) else {
+                continue;
+            };
+            let node = self.lab.host(h).expect("active host");
+            let underlay = self.lab.mtu_of(node);
+            let overlay = conf.overlay_mtu(underlay);
+            let gw = self.gateways[h];
+            if !self.mtu_probes.contains_key(h) {
+                let p = lab_pods::create_probe(&self.lab, node, gw, underlay + 100).await.map_err(|e| lab_err!("{h}: {}", chain(&e)))?;
+                self.mtu_probes.insert(h.clone(), p);
+            }
+            let probe_ns = self.mtu_probes[h].ns.clone();
+            probes.push((h.clone(), next.clone(), probe_ns, gw.addr, self.gateways[next].addr, overlay));
+        }
+        if probes.is_empty() {
+            return Err("expect_mtu examined nothing: no host has a peer to probe".into());
+        }
+        let results = tokio::task::spawn_blocking(move || {
+            let jobs: Vec<_> = probes
+                .into_iter()
+                .map(|(h, n, ns, own_gw, dst, mtu)| {
+                    std::thread::spawn(move || {
+                        let fits = (mtu - 28) as usize;
+                        // the first DF probe may be eaten by ARP on a fresh path: retry it
+                        let mut small = probe::ping(&ns, dst, fits, true, Duration::from_secs(1));
+                        for _ in 0..2 {
+                            if matches!(small, Ok(PingOutcome::Timeout)) {
+                                small = probe::ping(&ns, dst, fits, true, Duration::from_secs(1));
+                            }
+                        }
+                        let big = probe::ping(&ns, dst, fits + 1, true, Duration::from_secs(1));
+                        (h, n, own_gw, dst, mtu, small, big)
+                    })
+                })
+                .collect();
+            jobs.into_iter().map(|j| j.join().expect("mtu probe thread")).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut lines = Vec::new();
+        for (h, n, own_gw, dst, mtu, small, big) in results {
+            let (small, big) = (small?, big?);
+            let what = format!("{h} -> {n} ({dst})");
+            if !small.is_reply() {
+                findings.push(Finding::new(
+                    Check::DfProbe,
+                    h.as_str(),
+                    format!("{what}: a DF packet of {mtu} bytes (the overlay MTU) should pass, got {small:?}"),
+                ));
+            }
+            match big {
+                PingOutcome::FragNeeded { from, mtu: m } if from == own_gw && u32::from(m) == mtu => {
+                    lines.push(format!("{what}: {} bytes pass, {} refused at {h} with next-hop MTU {m}", mtu, mtu + 1))
+                }
+                PingOutcome::FragNeeded { from, mtu: m } => findings.push(Finding::new(
+                    Check::DfProbe,
+                    h.as_str(),
+                    format!("{what}: a DF packet of {} bytes was refused by {from} with next-hop MTU {m}, expected {own_gw} ({h}'s overlay) with {mtu}", mtu + 1),
+                )),
+                PingOutcome::Reply { .. } => findings.push(Finding::new(
+                    Check::DfProbe,
+                    h.as_str(),
+                    format!("{what}: a DF packet of {} bytes passed, but the overlay MTU is {mtu}", mtu + 1),
+                )),
+                other => findings.push(Finding::new(
+                    Check::DfProbe,
+                    h.as_str(),
+                    format!("{what}: a DF packet of {} bytes vanished ({other:?}): neither a reply nor a frag-needed error (a black hole)", mtu + 1),
+                )),
+            }
+        }
+        if !findings.is_empty() {
+            return Err(StepError::Check(findings));
+        }
+        for l in lines {
+            tracing::info!("{l}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,201 @@
+//! Traffic: background ICMP against a loss budget, crafted udp datagrams, throughput.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{StepError, StepKind, StepResult, Trial};
+use crate::agents::Agent;
+use crate::contract::{Backend, Check, SubnetEnv};
+use crate::input::case::{Dur, Ref};
+use crate::input::names::HostName;
+use crate::lab_err;
+use crate::probe;
+
+/// Background ICMP between two pods while faults happen.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StartTraffic {
+    /// The first pod on `from` pings the first pod on `to`.
+    pub from: HostName,
+    pub to: HostName,
+    #[serde(default = "ten_ms")]
+    pub interval: Dur,
+}
+
+impl StepKind for StartTraffic {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        vec![Ref::Host(&self.from), Ref::Host(&self.to)]
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let pod = |h: &str| t.pods.iter().find(|p| p.host == h).ok_or_else(|| format!("no pod on {h}: add create_pods first"));
+        let (a, b) = (pod(self.from.as_str())?, pod(self.to.as_str())?);
+        let label = format!("{} -> {} every {:?}", a.name, b.name, self.interval.0);
+        let probe = crate::probe::traffic::Traffic::start(&a.ns, b.addr, self.interval.0)?;
+        t.traffic = Some((probe, label, self.from.to_string()));
+        Ok(())
+    }
+}
+
+fn ten_ms() -> Dur {
+    Dur(Duration::from_millis(10))
+}
+
+/// Ends the background probe and checks it against its loss budget.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StopTraffic {
+    /// The loss budget: at most this many echoes may go unanswered.
+    pub max_lost: u64,
+    /// The longest stretch without a reply allowed.
+    #[serde(default)]
+    pub max_gap: Option<Dur>,
+}
+
+impl StepKind for StopTraffic {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let s = self;
+        let (mut probe, label, host) = t.traffic.take().ok_or("no traffic running: add start_traffic first")?;
+        let r = tokio::task::spawn_blocking(move || probe.stop()).await.map_err(|e| e.to_string())??;
+        let line = format!("traffic {label}: {} sent, {} lost, longest gap {} ms", r.sent, r.lost, r.longest_gap.as_millis());
+        tracing::info!("{line}");
+        if r.sent == 0 {
+            return Err(StepError::Lab(crate::lab_err!("{line}: nothing was sent, so the budget examined nothing")));
+        }
+        if r.lost > s.max_lost {
+            return Err(StepError::check(Check::Traffic, host, format!("{line}; budget allows {} lost", s.max_lost)));
+        }
+        if let Some(g) = s.max_gap {
+            if r.longest_gap > g.0 {
+                return Err(StepError::check(Check::Traffic, host, format!("{line}; budget allows a {} ms gap", g.0.as_millis())));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What must become of an injected datagram.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    Delivered,
+    Dropped,
+}
+
+/// udp backend: sends a crafted datagram (bare inner IPv4 echo request) to a host's
+/// udp port and checks whether the pod behind it sees the echo.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InjectUdp {
+    /// The sending node: a host, or `etcd` (on the underlay, never a flannel peer).
+    pub from: String,
+    /// The host whose udp port receives it; the inner packet is addressed to its first pod.
+    pub to: HostName,
+    /// The inner source address is taken from this host's subnet.
+    pub inner_src_from: HostName,
+    pub expect: Fate,
+}
+
+impl StepKind for InjectUdp {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        vec![Ref::Subject(&self.from), Ref::Host(&self.to), Ref::Host(&self.inner_src_from)]
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.inject_udp(self).await
+    }
+}
+
+/// Benchmark: pod-to-pod TCP throughput between the first two hosts, and host-to-host
+/// over the bare underlay; logs both and their ratio (never asserts on them).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureThroughput {
+    /// How long each direction of traffic runs.
+    pub seconds: u64,
+}
+
+impl StepKind for MeasureThroughput {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.measure_throughput(Duration::from_secs(self.seconds)).await
+    }
+}
+
+impl Trial<'_> {
+    async fn inject_udp(&mut self, spec: &InjectUdp) -> StepResult {
+        let conf = self.conf()?.clone();
+        if conf.backend != Backend::Udp {
+            return Err(lab_err!("inject_udp applies to the udp backend, not {}", conf.backend).into());
+        }
+        let (sender_ns, sender_addr) = if spec.from == "etcd" {
+            (self.store.netns().clone(), self.lab.topo.etcd.1)
+        } else {
+            let n = self.lab.host(&spec.from).ok_or_else(|| format!("no node `{}`", spec.from))?;
+            (n.ns.clone(), n.addr)
+        };
+        let target = self.lab.host(spec.to.as_str()).ok_or_else(|| format!("no host `{}`", spec.to))?;
+        let pod = self.pods.iter().find(|p| p.host == target.name).ok_or("no pod on the target host: add create_pods first")?;
+        let src_host = self.lab.host(spec.inner_src_from.as_str()).ok_or_else(|| format!("no host `{}`", spec.inner_src_from))?;
+        let env = SubnetEnv::parse(
+            &std::fs::read_to_string(Agent::subnet_file_path(src_host)).map_err(|e| lab_err!("subnet file of {}: {e}", src_host.name))?,
+        );
+        let subnet = env.subnet().ok_or("no subnet in the subnet file")?;
+        let inner_src = subnet.nth(200);
+        let ident: u16 = rand::random();
+        let packet = probe::echo_packet(inner_src, pod.addr, ident);
+        let to = std::net::SocketAddrV4::new(target.addr, conf.port);
+        let pod_ns = pod.ns.clone();
+        let target_name = target.name.clone();
+        let seen = tokio::task::spawn_blocking(move || {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let listener = std::thread::spawn(move || probe::saw_echo_request(&pod_ns, ident, Duration::from_secs(1), tx));
+            rx.recv_timeout(Duration::from_secs(5)).map_err(|_| "listener did not start".to_string())?;
+            probe::send_udp(&sender_ns, to, packet)?;
+            listener.join().map_err(|_| "listener panicked".to_string())?
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let what = format!("datagram from {} ({sender_addr}) to {to} carrying {inner_src} -> {}", spec.from, pod.addr);
+        match (spec.expect, seen) {
+            (Fate::Delivered, true) | (Fate::Dropped, false) => {
+                tracing::info!("{what}: {}", if seen { "delivered" } else { "dropped" });
+                Ok(())
+            }
+            (Fate::Delivered, false) => {
+                Err(StepError::check(Check::Delivery, target_name, format!("{what}: never reached the pod, expected delivery")))
+            }
+            (Fate::Dropped, true) => {
+                Err(StepError::check(Check::Delivery, target_name, format!("{what}: reached the pod, expected it to be dropped")))
+            }
+        }
+    }
+
+    async fn measure_throughput(&mut self, seconds: Duration) -> StepResult {
+        let hosts: Vec<String> = self.lab.hosts.iter().take(2).map(|h| h.name.clone()).collect();
+        if hosts.len() < 2 {
+            return Err("needs two hosts".into());
+        }
+        let pod = |h: &str| self.pods.iter().find(|p| p.host == h).ok_or_else(|| format!("no pod on {h}: add create_pods first"));
+        let (a, b) = (pod(&hosts[0])?, pod(&hosts[1])?);
+        let (ha, hb) = (self.lab.host(&hosts[0]).expect("host"), self.lab.host(&hosts[1]).expect("host"));
+        let (pa, pb, pb_ip) = (a.ns.clone(), b.ns.clone(), b.addr);
+        let (na, nb, hb_ip) = (ha.ns.clone(), hb.ns.clone(), hb.addr);
+        let (overlay, bare) = tokio::task::spawn_blocking(move || {
+            let overlay = crate::probe::throughput::measure(&pb, pb_ip, &pa, seconds);
+            let bare = crate::probe::throughput::measure(&nb, hb_ip, &na, seconds);
+            (overlay, bare)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let (overlay, bare) = (overlay.map_err(|e| lab_err!("pod to pod: {e}"))?, bare.map_err(|e| lab_err!("host to host: {e}"))?);
+        tracing::info!(
+            "throughput {}: pod-to-pod {:.2} Gbit/s, bare underlay {:.2} Gbit/s, ratio {:.3}",
+            self.backend,
+            overlay.gbit_per_s(),
+            bare.gbit_per_s(),
+            overlay.gbit_per_s() / bare.gbit_per_s()
+        );
+        Ok(())
+    }
+}
