@@ -1,34 +1,39 @@
 //! flannel-lab: a conformance lab for flannel-style pod networking.
 //!
+//! Folders follow the data flow; no module imports one further down this list.
+//!
 //! ```text
-//! topologies/*.yaml ─┐
-//! cases/*.yaml ──────┴─► topology, case (raw serde → validate, diag: file:line:col)
-//!                               │
-//!                               ▼
-//!              lab: namespaces, bridges, veths (netns, nl); gc after kills
-//!                               │
-//!              store: etcd process inside the lab, client on an in-namespace runtime
-//!                               │
-//!              agents: one implementation process per host (proc)
-//!                               │
-//!              pods: cni0 + pod namespaces from each subnet file
-//!                               │
-//!              probe: ICMP / DF echoes, netlink dumps
-//!                               │
-//!              contract: what flannel state must be (independent of agent/)
-//!                               │
-//!              runner: steps with deadlines ─► report: table, JUnit; artifacts
+//! input/     topologies, cases, profiles (YAML → checked values, file:line:col)
+//!   │
+//! lab/       namespaces, bridges, veths, netlink, pods, processes, udev emulation, gc
+//!   │
+//! store/     etcd: a process in the lab, or Docker containers
+//!   │
+//! agents     one implementation process per host, from its launch profile
+//!   │
+//! probe/     ICMP/DF echoes, sweeps, udp datagrams, state dumps, traffic, capture
+//!   │
+//! contract   what flannel state must be (pure checks → findings)
+//!   │
+//! steps/     step kinds (one type each) acting on the trial state → pass / findings / lab error
+//!   │
+//! run/       trials: scales × repeats, verdicts (mutants), artifacts, the trial log (tracing)
+//!   │
+//! suite, report, cli
 //! ```
 //!
 //! | stage | module |
 //! |---|---|
-//! | input files | [`topology`], [`case`], [`diag`], [`names`] |
-//! | building and removing labs | [`lab`], [`netns`], [`nl`], [`gc`] |
+//! | errors of the lab's own machinery | [`error`] |
+//! | input files | [`input`] |
+//! | building and removing labs | [`lab`] |
 //! | etcd | [`store`] |
-//! | implementations under test | [`profile`], [`agents`], [`proc`] |
-//! | pods and probes | [`pods`], [`probe`], [`capture`], [`throughput`] |
+//! | implementations under test | [`agents`] |
+//! | probes | [`probe`] |
 //! | flannel's contract | [`contract`] |
-//! | running and reporting | [`runner`], [`suite`], [`report`], [`cli`] |
+//! | steps | [`steps`] |
+//! | running trials | [`run`] |
+//! | the suite, reports, the CLI | [`suite`], [`report`], [`cli`] |
 
 pub mod agents;
 pub mod cli;

@@ -16,6 +16,7 @@ use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 fn main() {
     install_signal_cleanup();
+    flannel_lab::run::log::init();
     let args = Arguments::from_args();
     let root = flannel_lab::input::repo_root();
     let unavailable = suite::lab_unavailable();

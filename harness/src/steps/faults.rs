@@ -4,8 +4,10 @@
 use serde::Deserialize;
 
 use super::{StepKind, StepResult, Trial};
+use crate::agents::Agent;
 use crate::input::case::{single_key_enum, Dur, Ref};
 use crate::input::names::HostName;
+use crate::lab::udev::MacPolicy;
 
 /// Cuts a host's underlay link at the bridge for a while, then restores it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -58,6 +60,24 @@ impl StepKind for RemoveHost {
         t.removed.insert(host.clone());
         tracing::info!("{host} removed: agent killed, lease revoked");
         t.restarted(format!("remove_host {host}"));
+        Ok(())
+    }
+}
+
+/// Emulates udev's `MACAddressPolicy=persistent` on every host from now on: a `flannel.*`
+/// device whose MAC the kernel chose at random gets another MAC once the host's subnet
+/// file exists (after the agent published its lease). Upstream #1795's trigger.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UdevMacPolicy {}
+
+impl StepKind for UdevMacPolicy {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        for node in &t.lab.hosts {
+            let policy = MacPolicy::start(&node.ns, &node.name, Agent::subnet_file_path(node))?;
+            t.udev.push(policy);
+        }
+        tracing::info!("udev MAC policy emulated on {} hosts", t.lab.hosts.len());
         Ok(())
     }
 }

@@ -1,0 +1,319 @@
+//! The lab: a topology made real. A fabric namespace holds one bridge per segment; every
+//! host (and etcd) is a namespace with `eth0` on its segment's bridge. Everything carries
+//! the run id, and dropping the [`Lab`] removes all of it, also on failure or panic;
+//! [`install_signal_cleanup`] covers Ctrl-C and SIGTERM.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::error::Error;
+use crate::input::names::RunId;
+use crate::input::topology::Topology;
+use crate::lab::gc::{self, RunLock};
+use crate::lab::netns::Netns;
+use crate::lab::nl::Nl;
+
+/// The lab names every host's underlay interface `eth0`.
+pub const UNDERLAY_IF: &str = "eth0";
+
+/// A namespace attached to a segment: a host or the etcd node.
+pub struct Node {
+    pub name: String,
+    pub ns: Netns,
+    pub nl: Nl,
+    pub addr: Ipv4Addr,
+    pub segment: usize,
+    /// This node's own directory under the run's work directory.
+    pub dir: PathBuf,
+}
+
+pub struct Lab {
+    pub run: RunId,
+    pub topo: Topology,
+    pub dir: PathBuf,
+    pub hosts: Vec<Node>,
+    pub routers: Vec<Node>,
+    pub etcd: Option<Node>,
+    /// Nodes on the underlay that are not hosts (the canary), with their addresses reserved.
+    pub spares: Vec<Node>,
+    fabric: Option<(Netns, Nl)>,
+    _lock: RunLock,
+}
+
+/// Runs alive in this process, for the signal handler.
+static LIVE: Mutex<Vec<RunId>> = Mutex::new(Vec::new());
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (call it first thing in `main`,
+/// before other threads exist, so they inherit the mask) and handles them on a thread of
+/// its own: every live run is torn down, then the process exits with 128+signal.
+pub fn install_signal_cleanup() {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        if let Ok(sig) = set.wait() {
+            let runs: Vec<RunId> = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+            eprintln!("flannel-lab: {sig}: removing {} live run(s)", runs.len());
+            let mut sweep = gc::Sweep::default();
+            for id in runs {
+                gc::remove_run(id, &mut sweep);
+            }
+            std::process::exit(128 + sig as i32);
+        }
+    });
+}
+
+impl Lab {
+    /// Builds the topology under a fresh run id. Work files go to `workdir/<run id>-<label>`.
+    /// With `etcd_ns` false the etcd node is left out: a container joins later through
+    /// [`Lab::attach_external`].
+    pub async fn build(topo: Topology, workdir: &Path, label: &str, etcd_ns: bool) -> Result<Lab, Error> {
+        let lock = RunLock::acquire().map_err(|source| Error::RunLock { dir: gc::LOCK_DIR, source })?;
+        let run = lock.id;
+        LIVE.lock().expect("live-run registry").push(run);
+        let dir = workdir.join(format!("{run}-{label}"));
+        let mut lab = Lab {
+            run,
+            topo,
+            dir: dir.clone(),
+            hosts: Vec::new(),
+            routers: Vec::new(),
+            etcd: None,
+            spares: Vec::new(),
+            fabric: None,
+            _lock: lock,
+        };
+        std::fs::create_dir_all(&dir).map_err(|source| Error::WorkDir { path: dir.clone(), source })?;
+
+        let fabric = Netns::create(&run.netns("fabric"))?;
+        let fnl = Nl::open(&fabric)?;
+        fnl.set_up("lo").await?;
+        for seg in &lab.topo.segments {
+            let br = format!("br-{}", seg.name);
+            fnl.add_bridge(&br, seg.mtu).await?;
+            fnl.set_up(&br).await?;
+        }
+        lab.fabric = Some((fabric, fnl));
+        let hosts: Vec<(String, usize, Ipv4Addr)> = lab.topo.hosts.iter().map(|h| (h.name.to_string(), h.segment, h.addr)).collect();
+        for (name, seg, addr) in hosts {
+            let node = lab.attach(&name, seg, addr, true).await?;
+            lab.hosts.push(node);
+        }
+        let (seg, addr) = lab.topo.etcd;
+        if etcd_ns {
+            let etcd = lab.attach("etcd", seg, addr, false).await?;
+            lab.etcd = Some(etcd);
+        }
+        let routers = lab.topo.routers.clone();
+        for (ri, r) in routers.iter().enumerate() {
+            let node = lab.attach_router(ri, r).await?;
+            lab.routers.push(node);
+        }
+        // static routes between segments, through the routers
+        for node in lab.hosts.iter().chain(&lab.etcd) {
+            for route in lab.topo.routes_for(&[node.segment], None) {
+                node.nl.add_route(route.dst, route.via).await?;
+            }
+        }
+        for (node, r) in lab.routers.iter().zip(&routers) {
+            let segs: Vec<usize> = r.legs.iter().map(|(s, _)| *s).collect();
+            for route in lab.topo.routes_for(&segs, Some(&r.name)) {
+                node.nl.add_route(route.dst, route.via).await?;
+            }
+        }
+        tracing::info!(run = %run, hosts = lab.hosts.len(), dir = %lab.dir.display(), "lab built");
+        Ok(lab)
+    }
+
+    /// Creates a node namespace with `eth0` on segment `seg`:
+    /// `ip netns add fl<id>-NAME; ip link add p-NAME type veth peer eth0 netns …; ip link set p-NAME master br-SEG`.
+    async fn attach(&self, name: &str, seg: usize, addr: Ipv4Addr, forwarding: bool) -> Result<Node, Error> {
+        let segment = &self.topo.segments[seg];
+        let ns = Netns::create(&self.run.netns(name))?;
+        let nl = Nl::open(&ns)?;
+        let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
+        let port = format!("p-{name}");
+        fnl.add_veth(&port, "eth0", &ns, segment.mtu).await?;
+        fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
+        nl.set_up("lo").await?;
+        nl.add_address("eth0", addr, segment.cidr.prefix()).await?;
+        nl.set_up("eth0").await?;
+        if forwarding {
+            ns.sysctl("net/ipv4/ip_forward", "1")?;
+        }
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).map_err(|source| Error::WorkDir { path: dir.clone(), source })?;
+        Ok(Node { name: name.to_string(), ns, nl, addr, segment: seg, dir })
+    }
+
+    /// Puts a namespace the lab did not create (a container's) on the etcd segment at the
+    /// topology's etcd address, with routes to every segment:
+    /// `ip link add p-NAME type veth peer eth0 netns PID; ip addr add …; ip route add …`.
+    /// Re-run after the container restarts (its veth dies with it).
+    pub async fn attach_external(&self, name: &str, ns: &Netns, addr: std::net::Ipv4Addr, mac_tag: u8) -> Result<Nl, Error> {
+        let (seg, _) = self.topo.etcd;
+        let segment = &self.topo.segments[seg];
+        let nl = Nl::open(ns)?;
+        let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
+        let port = format!("p-{name}");
+        // the previous attachment survives while anything still holds the old namespace
+        if fnl.index_of(&port).await.is_ok() {
+            fnl.del_link(&port).await?;
+        }
+        // the same MAC on every attachment: peers' ARP caches stay right across restarts
+        fnl.add_veth_with_mac(&port, "eth0", ns, segment.mtu, Some(self.run.stable_mac(mac_tag))).await?;
+        fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
+        nl.set_up("lo").await?;
+        nl.add_address("eth0", addr, segment.cidr.prefix()).await?;
+        nl.set_up("eth0").await?;
+        for route in self.topo.routes_for(&[seg], None) {
+            nl.add_route(route.dst, route.via).await?;
+        }
+        Ok(nl)
+    }
+
+    /// `n` addresses for etcd members on etcd's segment: the topology's etcd address, then
+    /// the highest addresses no host or router uses.
+    pub fn etcd_member_addresses(&self, n: usize) -> Result<Vec<std::net::Ipv4Addr>, Error> {
+        let (seg, first) = self.topo.etcd;
+        let cidr = self.topo.segments[seg].cidr;
+        let taken = |a: &std::net::Ipv4Addr| {
+            *a == first
+                || self.topo.hosts.iter().any(|h| h.addr == *a)
+                || self.topo.routers.iter().any(|r| r.legs.iter().any(|(_, x)| x == a))
+        };
+        let mut out = vec![first];
+        out.extend((1..cidr.host_capacity() as u32).rev().map(|k| cidr.nth(k)).filter(|a| !taken(a)).take(n.saturating_sub(1)));
+        if out.len() < n {
+            return Err(Error::SegmentFull { segment: self.topo.segments[seg].name.clone() });
+        }
+        Ok(out)
+    }
+
+    /// The next address on segment `seg` that no host, router, etcd or spare node uses.
+    fn free_address(&self, seg: usize) -> Result<Ipv4Addr, Error> {
+        let cidr = self.topo.segments[seg].cidr;
+        let used: Vec<std::net::Ipv4Addr> = self.topo.hosts.iter().map(|h| h.addr).chain(self.spares.iter().map(|s| s.addr)).collect();
+        (1..cidr.host_capacity() as u32)
+            .map(|n| cidr.nth(n))
+            .find(|a| !used.contains(a) && *a != self.topo.etcd.1 && !self.topo.routers.iter().any(|r| r.legs.iter().any(|(_, x)| x == a)))
+            .ok_or(Error::SegmentFull { segment: self.topo.segments[seg].name.clone() })
+    }
+
+    /// A node on the first host's segment that is not a host (no agent runs there): the
+    /// canary the harness announces as a fake peer. Returns its index in `spares`.
+    pub async fn add_spare(&mut self, name: &str) -> Result<usize, Error> {
+        let seg = self.topo.hosts.first().map(|h| h.segment).unwrap_or(0);
+        let addr = self.free_address(seg)?;
+        let node = self.attach(name, seg, addr, false).await?;
+        for route in self.topo.routes_for(&[seg], None) {
+            node.nl.add_route(route.dst, route.via).await?;
+        }
+        self.spares.push(node);
+        Ok(self.spares.len() - 1)
+    }
+
+    /// A host joining a running lab: on the first host's segment, at the next free address.
+    pub async fn add_host(&mut self, name: &crate::input::names::HostName) -> Result<(), Error> {
+        let seg = self.topo.hosts.first().map(|h| h.segment).unwrap_or(0);
+        let addr = self.free_address(seg)?;
+        let node = self.attach(name.as_str(), seg, addr, true).await?;
+        for route in self.topo.routes_for(&[seg], None) {
+            node.nl.add_route(route.dst, route.via).await?;
+        }
+        self.topo.hosts.push(crate::input::topology::Host { name: name.clone(), segment: seg, addr });
+        self.hosts.push(node);
+        Ok(())
+    }
+
+    /// A router namespace with one leg per segment: `e-SEG` inside, `xN-SEG` on the bridge.
+    async fn attach_router(&self, index: usize, r: &crate::input::topology::Router) -> Result<Node, Error> {
+        let name = r.name.to_string();
+        let ns = Netns::create(&self.run.netns(&name))?;
+        let nl = Nl::open(&ns)?;
+        let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
+        nl.set_up("lo").await?;
+        for (seg, addr) in &r.legs {
+            let segment = &self.topo.segments[*seg];
+            let (port, leg) = (format!("x{index}-{}", segment.name), format!("e-{}", segment.name));
+            fnl.add_veth(&port, &leg, &ns, segment.mtu).await?;
+            fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
+            nl.add_address(&leg, *addr, segment.cidr.prefix()).await?;
+            nl.set_up(&leg).await?;
+        }
+        ns.sysctl("net/ipv4/ip_forward", "1")?;
+        let dir = self.dir.join(&name);
+        std::fs::create_dir_all(&dir).map_err(|source| Error::WorkDir { path: dir.clone(), source })?;
+        let (segment, addr) = r.legs[0];
+        Ok(Node { name, ns, nl, addr, segment, dir })
+    }
+
+    /// Cuts (`up` false) or restores a node's underlay link at its bridge port.
+    pub async fn set_link(&self, node: &str, up: bool) -> Result<(), Error> {
+        let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
+        let port = format!("p-{node}");
+        if up {
+            fnl.set_up(&port).await?
+        } else {
+            fnl.set_down(&port).await?
+        }
+        Ok(())
+    }
+
+    /// Sets the MTU of a node's port on its segment bridge (`ip link set p-NODE mtu MTU` in
+    /// the fabric): larger frames to or from the node are dropped there.
+    pub async fn set_port_mtu(&self, node: &str, mtu: u32) -> Result<(), Error> {
+        let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
+        fnl.set_mtu(&format!("p-{node}"), mtu).await?;
+        Ok(())
+    }
+
+    /// The namespace holding the segment bridges (where the underlay can be captured).
+    pub fn fabric_ns(&self) -> &Netns {
+        &self.fabric.as_ref().expect("fabric is built first").0
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Node> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    pub fn etcd_node(&self) -> Option<&Node> {
+        self.etcd.as_ref()
+    }
+
+    /// The underlay MTU of a host.
+    pub fn mtu_of(&self, host: &Node) -> u32 {
+        self.topo.segments[host.segment].mtu
+    }
+
+    /// Removes every namespace of this run and any process still inside one.
+    pub fn teardown(&mut self) -> gc::Sweep {
+        let mut sweep = gc::Sweep::default();
+        self.hosts.clear();
+        self.routers.clear();
+        self.etcd = None;
+        self.spares.clear();
+        self.fabric = None;
+        gc::remove_run(self.run, &mut sweep);
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|r| *r != self.run);
+        }
+        for e in &sweep.errors {
+            tracing::warn!(run = %self.run, error = e, "teardown problem");
+        }
+        sweep
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}

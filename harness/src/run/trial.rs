@@ -1,0 +1,302 @@
+//! Running a trial: one case × backend × implementation, at each of the case's host
+//! counts and repeats, each on a freshly built lab, its steps in order (see `steps`), and
+//! the verdict: the case passes, or, for a mutant, fails with the finding it names. A lab
+//! error is never a pass.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use crate::agents::Implementation;
+use crate::contract::{Backend, NetConf, DEFAULT_PREFIX};
+use crate::error::Context;
+use crate::input::case::{Expected, StepSyntax, StoreChoice};
+use crate::lab::Lab;
+use crate::steps::{Case, StepError, Trial};
+use crate::store::{Provider, Store};
+
+use super::log;
+
+/// What a trial must show: the case passes, or (a mutant) the case fails with a named finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Catch(Expected),
+}
+
+/// One trial to run.
+#[derive(Clone)]
+pub struct TrialSpec {
+    pub case: Case,
+    pub backend: Backend,
+    pub imp: Implementation,
+    pub verdict: Verdict,
+}
+
+impl TrialSpec {
+    pub fn name(&self) -> String {
+        format!("{}::{}::{}", self.case.name, self.backend, self.imp.name())
+    }
+}
+
+/// What a finished trial says.
+#[derive(Debug)]
+pub struct TrialReport {
+    pub name: String,
+    pub passed: bool,
+    /// One line per step and measurement.
+    pub log: Vec<String>,
+    /// Why it failed.
+    pub failure: Option<String>,
+    /// The failure was the lab's, not a finding about the implementation.
+    pub lab_error: bool,
+    /// Kept work directory of the failing lab.
+    pub artifacts: Option<PathBuf>,
+    /// Why the trial could not run here (reported as ignored, not passed).
+    pub ignored: Option<String>,
+    pub elapsed: Duration,
+}
+
+impl TrialReport {
+    /// A report with no verdict yet: not passed, no failure.
+    fn unjudged(name: String, log: Vec<String>, started: Instant) -> TrialReport {
+        TrialReport {
+            name,
+            passed: false,
+            log,
+            failure: None,
+            lab_error: false,
+            artifacts: None,
+            ignored: None,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// Where and how a run of the case stopped.
+struct Stopped {
+    /// 1-based step index; None before the first step (building the lab, etcd, net-conf).
+    step: Option<usize>,
+    step_name: &'static str,
+    error: StepError,
+    at: String,
+    dir: Option<PathBuf>,
+}
+
+impl Stopped {
+    fn message(&self) -> String {
+        let what = match self.step {
+            Some(i) => format!("step {i} `{}`", self.step_name),
+            None => "setting up".to_string(),
+        };
+        format!("{what}{}: {}", self.at, self.error.describe())
+    }
+}
+
+pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
+    let started = Instant::now();
+    let trial_log = log::TrialLog::new();
+    let provider = match choose_store(&spec.case).await {
+        Ok(p) => p,
+        Err(reason) => {
+            let mut r = TrialReport::unjudged(spec.name(), Vec::new(), started);
+            r.ignored = Some(reason);
+            return r;
+        }
+    };
+    let mut stopped = None;
+    let span = trial_log.span(&spec.name());
+    'outer: for scale in spec.case.scales() {
+        for rep in 1..=spec.case.repeat {
+            let label = match scale {
+                Some(n) => format!("{}-{}-n{n}-r{rep}", spec.case.name, spec.backend),
+                None => format!("{}-{}-r{rep}", spec.case.name, spec.backend),
+            };
+            let once = run_once(spec, provider, scale, &label, workdir, &trial_log).instrument(span.clone()).await;
+            if let Err(mut s) = once {
+                s.at = match scale {
+                    Some(n) => format!(" (at {n} hosts, repeat {rep})"),
+                    None if spec.case.repeat > 1 => format!(" (repeat {rep})"),
+                    None => String::new(),
+                };
+                stopped = Some(s);
+                break 'outer;
+            }
+        }
+    }
+    let mut r = TrialReport::unjudged(spec.name(), trial_log.lines(), started);
+    judge(&spec.verdict, stopped, &mut r);
+    r
+}
+
+/// Turns how the case ended into the trial's verdict. A lab error fails whatever was
+/// expected; a mutant is caught only by the finding its case names.
+fn judge(verdict: &Verdict, stopped: Option<Stopped>, r: &mut TrialReport) {
+    match (verdict, stopped) {
+        (Verdict::Pass, None) => r.passed = true,
+        (Verdict::Pass, Some(s)) => {
+            r.lab_error = matches!(s.error, StepError::Lab(_));
+            r.failure = Some(s.message());
+            r.artifacts = s.dir;
+        }
+        (Verdict::Catch(exp), None) => {
+            r.log.push(format!("     expected the case to fail with {exp}; it passed"));
+            r.failure = Some(format!("the case passed against this mutant (expected it to fail with {exp}): it cannot catch the bug"));
+        }
+        (Verdict::Catch(exp), Some(s)) => {
+            r.log.push(format!("     expected: {exp}"));
+            r.log.push(format!("     seen:     {}", s.message()));
+            let step_ok = exp.step.is_none() || exp.step == s.step;
+            let matched = match &s.error {
+                StepError::Check(findings) => step_ok && findings.iter().any(|f| f.check == exp.check && f.host == exp.host),
+                StepError::Lab(_) => false,
+            };
+            if matched {
+                r.passed = true;
+                r.log.push("     the case caught the mutant with the expected finding".into());
+                if let Some(dir) = s.dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            } else {
+                r.lab_error = matches!(s.error, StepError::Lab(_));
+                let why = if r.lab_error { "a lab error is never a catch" } else { "the case failed for another reason" };
+                r.failure = Some(format!("expected {exp}, {why}: {}", s.message()));
+                r.artifacts = s.dir;
+            }
+        }
+    }
+}
+
+/// The case's store choice, else `FLANNEL_LAB_STORE`, else the process. `Err` carries the
+/// reason a Docker-only case cannot run here.
+async fn choose_store(case: &Case) -> std::result::Result<Provider, String> {
+    let choice = case.store.or_else(StoreChoice::from_env).unwrap_or(StoreChoice::Process);
+    match choice {
+        StoreChoice::Process => Ok(Provider::Process),
+        StoreChoice::Docker => match crate::lab::docker::engine().await {
+            Ok(_) => Ok(Provider::Docker),
+            Err(e) => Err(format!("needs etcd in Docker: {e}")),
+        },
+        StoreChoice::Auto => Ok(if crate::lab::docker::engine().await.is_ok() { Provider::Docker } else { Provider::Process }),
+    }
+}
+
+/// Builds one lab, runs every step (each in its own `step` span), tears it down. On
+/// failure the work directory is kept (with state dumps) and returned.
+async fn run_once(
+    spec: &TrialSpec,
+    provider: Provider,
+    scale: Option<u32>,
+    label: &str,
+    workdir: &Path,
+    trial_log: &log::TrialLog,
+) -> Result<(), Stopped> {
+    let setup = |error: crate::error::Error, dir: Option<PathBuf>| Stopped {
+        step: None,
+        step_name: "",
+        error: StepError::Lab(error),
+        at: String::new(),
+        dir,
+    };
+    let topo = spec.case.topology(scale).map_err(|e| setup(e.into(), None))?;
+    let lab = Lab::build(topo, workdir, label, provider == Provider::Process).await.context("build lab").map_err(|e| setup(e, None))?;
+    let dir = lab.dir.clone();
+    let store = match Store::start(&lab, provider, spec.case.etcd_members as usize, Duration::from_secs(30)).await.context("start etcd") {
+        Ok(s) => s,
+        Err(e) => return Err(setup(e, Some(dir))),
+    };
+    let text = spec.case.netconf.render(spec.backend);
+    let conf = serde_json::from_str(&text).ok().and_then(|v| NetConf::from_json(&v).ok());
+    if let Err(e) = store.put(&format!("{DEFAULT_PREFIX}/config"), text).await.context("write net-conf") {
+        return Err(setup(e, Some(dir)));
+    }
+    tracing::info!("lab {} ({} hosts, run {}): {}", label, lab.hosts.len(), lab.run, store.describe());
+    let capture = match crate::probe::capture::Capture::start(lab.fabric_ns(), &lab.dir.join("underlay.pcap")) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::info!("no underlay capture: {e}");
+            None
+        }
+    };
+    let mut trial = Trial::new(&spec.case, spec.backend, &spec.imp, conf, store, capture, lab);
+    for (i, step) in spec.case.steps.iter().enumerate() {
+        let t = Instant::now();
+        let outcome = step.run(&mut trial).instrument(tracing::info_span!("step", n = i + 1, kind = step.name())).await;
+        if let Err(error) = outcome {
+            let kind = if matches!(error, StepError::Lab(_)) { "LAB ERROR" } else { "FAIL" };
+            tracing::info!("{kind} step {} `{}`: {}", i + 1, step.name(), error.describe());
+            trial.save_artifacts(&trial_log.lines()).await;
+            if let Some(mut c) = trial.capture.take() {
+                match c.stop() {
+                    Ok(frames) => tracing::info!("underlay capture: {frames} frames in {}", c.path.display()),
+                    Err(e) => tracing::info!("underlay capture failed: {e}"),
+                }
+                let _ = std::fs::write(trial.lab.dir.join("trial.log"), trial_log.lines().join("\n"));
+            }
+            let dir = trial.lab.dir.clone();
+            trial.stop_agents();
+            // keep the directory: the lab's teardown removes namespaces, not files; etcd's
+            // data (a 64 MiB preallocated WAL) goes, its keys are in etcd-keys.json
+            drop(trial);
+            let _ = std::fs::remove_dir_all(dir.join("etcd").join("data"));
+            return Err(Stopped { step: Some(i + 1), step_name: step.name(), error, at: String::new(), dir: Some(dir) });
+        }
+        tracing::info!("ok   step {} `{}` ({} ms)", i + 1, step.name(), t.elapsed().as_millis());
+    }
+    trial.stop_agents();
+    drop(trial);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Check;
+
+    fn report() -> TrialReport {
+        TrialReport::unjudged("c::vxlan::m".into(), vec![], Instant::now())
+    }
+
+    fn lab_error(m: &str) -> StepError {
+        StepError::Lab(crate::error::Error::Lab(m.into()))
+    }
+
+    fn stopped(step: usize, error: StepError) -> Option<Stopped> {
+        Some(Stopped { step: Some(step), step_name: "wait_converged", error, at: String::new(), dir: None })
+    }
+
+    fn expected(step: Option<usize>) -> Verdict {
+        Verdict::Catch(Expected { check: crate::contract::Check::Fdb, host: "h2".into(), step })
+    }
+
+    #[test]
+    fn a_mutant_is_caught_only_by_its_finding() {
+        let mut r = report();
+        judge(&expected(Some(2)), stopped(2, StepError::check(Check::Fdb, "h2", "1 of 2 FDB entries")), &mut r);
+        assert!(r.passed, "{r:?}");
+        // another host, another check, another step: not caught
+        for (step, check, host) in [(2, Check::Fdb, "h1"), (2, Check::Routes, "h2"), (4, Check::Fdb, "h2")] {
+            let mut r = report();
+            judge(&expected(Some(2)), stopped(step, StepError::check(check, host, "x")), &mut r);
+            assert!(!r.passed && !r.lab_error, "{r:?}");
+            assert!(r.failure.unwrap().contains("failed for another reason"));
+        }
+        // the case passing is no catch either
+        let mut r = report();
+        judge(&expected(None), None, &mut r);
+        assert!(!r.passed);
+    }
+
+    #[test]
+    fn a_lab_error_is_never_a_pass() {
+        let mut r = report();
+        judge(&expected(None), stopped(2, lab_error("start etcd: timed out")), &mut r);
+        assert!(!r.passed && r.lab_error, "{r:?}");
+        assert!(r.failure.unwrap().contains("a lab error is never a catch"));
+        let mut r = report();
+        judge(&Verdict::Pass, stopped(1, lab_error("probe socket: EPERM")), &mut r);
+        assert!(!r.passed && r.lab_error);
+    }
+}

@@ -1,0 +1,348 @@
+//! The trial state steps act on: the lab, etcd, the agents, pods and probes, and what the
+//! steps learned so far (first subnets, removed hosts, a due canary); plus the checks
+//! several steps share (observe the contract, agent exits, readiness, reachability).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::{Case, Step, StepError, StepResult};
+use crate::agents::{Agent, Implementation};
+use crate::contract::{self, Backend, Check, Counts, Finding, NetConf, SubnetEnv, DEFAULT_PREFIX};
+use crate::error::chain;
+use crate::input::names::Ipv4Net;
+use crate::lab::pods::{self as lab_pods, Gateway, Pod};
+use crate::lab::{Lab, Node};
+use crate::probe;
+use crate::store::Store;
+
+/// A lab while a case's steps run on it. Field order is drop order: agents before the
+/// store, the store before the lab.
+pub struct Trial<'a> {
+    pub case: &'a Case,
+    pub backend: Backend,
+    /// The implementation under test.
+    pub imp: &'a Implementation,
+    /// The implementation each host runs (the one under test unless `host_profiles` says).
+    pub(super) imps: BTreeMap<String, Implementation>,
+    /// Hosts taken out of the cluster by `remove_host`.
+    pub(super) removed: BTreeSet<String>,
+    /// Each host's subnet at the first convergence.
+    pub(super) first_subnets: Option<BTreeMap<String, Ipv4Net>>,
+    pub(super) traffic: Option<(probe::traffic::Traffic, String, String)>,
+    pub(super) conf: Option<NetConf>,
+    pub agents: Vec<Agent>,
+    pub(super) agents_started: Option<Instant>,
+    /// A restart (or another fault) after which only fresh evidence counts: when, and what.
+    pub(super) canary_due: Option<(Instant, String)>,
+    /// Each host's `cni0`, set up from its subnet file.
+    pub(super) gateways: BTreeMap<String, Gateway>,
+    pub(super) pods: Vec<Pod>,
+    /// DF probe endpoints, one per host, with a larger MTU than the overlay's.
+    pub(super) mtu_probes: BTreeMap<String, Pod>,
+    /// udev's MAC policy, emulated per host (`udev_mac_policy`).
+    pub(super) udev: Vec<crate::lab::udev::MacPolicy>,
+    pub store: Store,
+    pub capture: Option<probe::capture::Capture>,
+    pub lab: Lab,
+}
+
+impl<'a> Trial<'a> {
+    pub fn new(
+        case: &'a Case,
+        backend: Backend,
+        imp: &'a Implementation,
+        conf: Option<NetConf>,
+        store: Store,
+        capture: Option<probe::capture::Capture>,
+        lab: Lab,
+    ) -> Trial<'a> {
+        Trial {
+            case,
+            backend,
+            imp,
+            imps: BTreeMap::new(),
+            removed: BTreeSet::new(),
+            first_subnets: None,
+            traffic: None,
+            conf,
+            agents: Vec::new(),
+            agents_started: None,
+            canary_due: None,
+            gateways: BTreeMap::new(),
+            pods: Vec::new(),
+            mtu_probes: BTreeMap::new(),
+            udev: Vec::new(),
+            store,
+            capture,
+            lab,
+        }
+    }
+
+    pub(super) fn conf(&self) -> Result<&NetConf, StepError> {
+        self.conf.as_ref().ok_or_else(|| StepError::from("this step needs a valid net-conf, and the case's is not one"))
+    }
+
+    pub(super) fn host(&self, name: &str) -> Result<&Node, StepError> {
+        self.lab.host(name).ok_or_else(|| StepError::from(format!("no host `{name}`")))
+    }
+
+    /// From now on only evidence produced after `what` counts (see `converge::canary_round`).
+    pub(super) fn restarted(&mut self, what: impl Into<String>) {
+        self.canary_due = Some((Instant::now(), what.into()));
+    }
+
+    /// The implementation a host runs.
+    pub(super) fn imp_of(&self, host: &str) -> Implementation {
+        self.imps.get(host).cloned().unwrap_or_else(|| self.imp.clone())
+    }
+
+    pub fn stop_agents(&mut self) {
+        for a in &mut self.agents {
+            a.stop();
+        }
+    }
+
+    /// Each active host's subnet, from its lease in etcd.
+    pub(super) async fn subnets(&self) -> Result<BTreeMap<String, crate::input::names::Ipv4Net>, StepError> {
+        let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(StepError::from)?;
+        let leases: Vec<contract::LeaseView> = raw.iter().filter_map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v).ok()).collect();
+        Ok(self.active_hosts().filter_map(|h| leases.iter().find(|l| l.public_ip == h.addr).map(|l| (h.name.clone(), l.subnet))).collect())
+    }
+
+    /// Hosts still in the cluster.
+    pub(super) fn active_hosts(&self) -> impl Iterator<Item = &crate::lab::Node> {
+        self.lab.hosts.iter().filter(|h| !self.removed.contains(&h.name))
+    }
+
+    /// Reads etcd and every host, and checks them against the contract. The hosts are read
+    /// concurrently.
+    pub(super) async fn observe(&self) -> Result<(Vec<Finding>, BTreeMap<String, Counts>), StepError> {
+        let conf = self.conf()?;
+        let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(StepError::from)?;
+        let leases: Vec<std::result::Result<contract::LeaseView, String>> =
+            raw.iter().map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v)).collect();
+        let active: Vec<&crate::lab::Node> = self.active_hosts().collect();
+        if active.is_empty() {
+            return Err("no active hosts: the contract examined nothing".into());
+        }
+        let hosts: Vec<(String, Ipv4Addr)> = active.iter().map(|h| (h.name.clone(), h.addr)).collect();
+        let mut findings = Vec::new();
+        let mut by_ip = contract::check_leases(conf, &hosts, &leases, &mut findings);
+        // a removed host's lease must be gone
+        for node in self.lab.hosts.iter().filter(|h| self.removed.contains(&h.name)) {
+            if let Some(l) = by_ip.remove(&node.addr) {
+                findings.push(Finding::new(Check::Lease, node.name.as_str(), format!("removed host still has lease {} in etcd", l.subnet)));
+            }
+        }
+        let paths: Vec<PathBuf> = active.iter().map(|n| Agent::subnet_file_path(n)).collect();
+        let states = futures::future::join_all(active.iter().zip(&paths).map(|(n, p)| probe::dump_host(n, p))).await;
+        let mut counts = BTreeMap::new();
+        for (node, state) in active.into_iter().zip(states) {
+            let state = state.map_err(StepError::from)?;
+            let mtu = self.lab.mtu_of(node);
+            contract::check_subnet_file(conf, &node.name, mtu, by_ip.get(&node.addr), state.subnet_file.as_deref(), &mut findings);
+            let c = contract::check_kernel(conf, &node.name, node.addr, mtu, &by_ip, &state, &mut findings);
+            counts.insert(node.name.clone(), c);
+        }
+        Ok((findings, counts))
+    }
+
+    /// Exited agents, as findings. Agents whose profile has a restart policy are restarted
+    /// instead (after a doubling backoff), like a DaemonSet's pods.
+    pub(super) fn agent_exits(&mut self) -> Result<Vec<Finding>, StepError> {
+        use crate::input::profile::RestartPolicy;
+        let mut out = Vec::new();
+        for i in 0..self.agents.len() {
+            let a = &mut self.agents[i];
+            let Some(s) = a.child.try_status() else { continue };
+            let restart = match a.profile.restart {
+                RestartPolicy::Never => false,
+                RestartPolicy::OnFailure => !s.success(),
+                RestartPolicy::Always => true,
+            };
+            if restart {
+                let now = Instant::now();
+                let due = *a
+                    .next_restart
+                    .get_or_insert_with(|| now + (a.profile.restart_backoff * 2u32.pow(a.restarts.min(4))).min(Duration::from_secs(10)));
+                if now >= due {
+                    let host = a.host.clone();
+                    let restarts = a.restarts + 1;
+                    let node = self.lab.host(&host).expect("agent host");
+                    let imp = self.imp_of(&host);
+                    let mut fresh = Agent::start(&imp, node, &self.store.endpoints(), DEFAULT_PREFIX)
+                        .map_err(|e| e.context(format!("{host}: restart under the restart policy")))?;
+                    fresh.restarts = restarts;
+                    tracing::info!(
+                        "{host}: agent exited ({}), restarted by the restart policy (restart {restarts})",
+                        crate::lab::proc::Child::describe_status(&s)
+                    );
+                    self.agents[i] = fresh;
+                    self.restarted(format!("the restart policy restarting {host}"));
+                }
+                continue;
+            }
+            out.push(Finding::new(
+                Check::AgentExit,
+                a.host.as_str(),
+                format!("agent exited ({}); log tail:\n{}", crate::lab::proc::Child::describe_status(&s), a.child.log_tail(5)),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Agents whose profile's readiness condition does not hold.
+    pub(super) fn not_ready(&self) -> Vec<Finding> {
+        self.agents
+            .iter()
+            .filter(|a| !a.is_ready())
+            .map(|a| Finding::new(Check::Readiness, a.host.as_str(), format!("agent not ready ({:?})", a.profile.ready)))
+            .collect()
+    }
+
+    /// Sets up each active host's `cni0` from its subnet file (as a CNI plugin would at the
+    /// first pod), so every host has an address in its own subnet to probe from and to.
+    /// Hosts without a usable subnet file are left out (the contract reports them).
+    pub(super) async fn ensure_gateways(&mut self) -> StepResult {
+        let hosts: Vec<String> = self.active_hosts().map(|h| h.name.clone()).collect();
+        for h in hosts {
+            let node = self.lab.host(&h).expect("active host");
+            let Ok(text) = std::fs::read_to_string(Agent::subnet_file_path(node)) else { continue };
+            let env = SubnetEnv::parse(&text);
+            let (Some((gw, _)), Some(subnet), Some(mtu)) = (env.subnet_ip, env.subnet(), env.mtu) else { continue };
+            let want = Gateway { addr: gw, subnet, mtu };
+            let previous = self.gateways.get(&h).copied();
+            if previous != Some(want) {
+                lab_pods::ensure_bridge(node, want, previous).await.map_err(|e| StepError::Lab(crate::lab_err!("{h}: {}", chain(&e))))?;
+                self.gateways.insert(h, want);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether traffic between these two hosts is expected not to flow (host-gw across a
+    /// router, as the case states).
+    pub(super) fn unreachable_pair(&self, cross_segment_fails: &[String], a: &str, b: &str) -> bool {
+        let backend = self.conf.as_ref().map(|c| c.backend).unwrap_or(self.backend);
+        cross_segment_fails.iter().any(|x| x == backend.name())
+            && self.lab.host(a).map(|n| n.segment) != self.lab.host(b).map(|n| n.segment)
+    }
+
+    /// The data plane: from every active host's `cni0` address, every peer's `cni0` address
+    /// answers an echo, over the backend's own path (for udp through the agents). One probe
+    /// thread per host, all in parallel. Returns one finding per host that misses peers.
+    pub(super) async fn reachability(&mut self, cross_segment_fails: &[String]) -> Result<Vec<Finding>, StepError> {
+        self.ensure_gateways().await?;
+        let hosts: Vec<(String, Ipv4Addr)> =
+            self.active_hosts().filter_map(|h| self.gateways.get(&h.name).map(|g| (h.name.clone(), g.addr))).collect();
+        let mut jobs = Vec::new();
+        for (src, src_gw) in &hosts {
+            let peers: Vec<(String, Ipv4Addr)> =
+                hosts.iter().filter(|(d, _)| d != src && !self.unreachable_pair(cross_segment_fails, src, d)).cloned().collect();
+            if peers.is_empty() {
+                continue;
+            }
+            let ns = self.lab.host(src).expect("active host").ns.clone();
+            let (src, src_gw) = (src.clone(), *src_gw);
+            jobs.push(std::thread::spawn(move || {
+                let r = probe::sweep(&ns, src_gw, peers.iter().map(|p| p.1).collect(), 3, Duration::from_millis(300));
+                (src, peers, r)
+            }));
+        }
+        let results = tokio::task::spawn_blocking(move || jobs.into_iter().map(|j| j.join().expect("probe thread")).collect::<Vec<_>>())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut findings = Vec::new();
+        for (src, peers, r) in results {
+            let outcomes = r.map_err(StepError::from)?;
+            let missed: Vec<String> = peers
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| !o.is_reply())
+                .map(|((name, addr), o)| format!("{name} ({addr}): {o:?}"))
+                .collect();
+            if !missed.is_empty() {
+                findings.push(Finding::new(
+                    Check::Reachability,
+                    src.as_str(),
+                    format!("{} of {} peers do not answer over the overlay: {}", missed.len(), peers.len(), missed.join(", ")),
+                ));
+            }
+        }
+        Ok(findings)
+    }
+
+    /// Everything convergence needs, each check on its own: agents alive and ready, the
+    /// contract, and the data plane (skipped while the control plane is still moving,
+    /// unless `all` asks for every check, as at the deadline).
+    pub(super) async fn convergence_findings(&mut self, cross_segment_fails: &[String], all: bool) -> Result<Vec<Finding>, StepError> {
+        let exits = self.agent_exits()?;
+        if !exits.is_empty() {
+            return Ok(exits);
+        }
+        let mut findings = self.not_ready();
+        if findings.is_empty() || all {
+            findings.extend(self.observe().await?.0);
+        }
+        if findings.is_empty() || all {
+            findings.extend(self.reachability(cross_segment_fails).await?);
+        }
+        Ok(findings)
+    }
+
+    /// The case's own statement of which backends cannot cross segments, taken from its
+    /// first wait_converged (so later checks skip the same pairs).
+    pub(super) fn cross_segment_fails(&self) -> Vec<String> {
+        self.case
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::WaitConverged(w) => Some(w.cross_segment_fails.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Revokes the etcd lease holding the host's subnet key (deleting the key).
+    pub(super) async fn revoke_lease(&mut self, host: &str) -> StepResult {
+        let node = self.host(host)?;
+        let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(StepError::from)?;
+        let key = raw
+            .iter()
+            .find(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v).is_ok_and(|l| l.public_ip == node.addr))
+            .map(|(k, _)| k.clone())
+            .ok_or_else(|| format!("no lease for {} ({}) in etcd to revoke", node.name, node.addr))?;
+        match self.store.revoke_key_lease(&key).await.map_err(StepError::from)? {
+            Some(id) => tracing::info!("revoked lease {id:x} of {key}"),
+            None => tracing::info!("deleted {key} (it had no etcd lease)"),
+        }
+        Ok(())
+    }
+
+    /// Writes what a person needs to see why the trial failed into the work directory.
+    pub async fn save_artifacts(&mut self, log: &[String]) {
+        for node in &self.lab.hosts {
+            if let Ok(state) = probe::dump_host(node, &Agent::subnet_file_path(node)).await {
+                let _ = std::fs::write(node.dir.join("state.json"), serde_json::to_string_pretty(&state).unwrap_or_default());
+            }
+        }
+        if let Ok(kvs) = self.store.list(&format!("{DEFAULT_PREFIX}/")).await {
+            let dump: BTreeMap<String, String> = kvs.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect();
+            let _ = std::fs::write(self.lab.dir.join("etcd-keys.json"), serde_json::to_string_pretty(&dump).unwrap_or_default());
+        }
+        let _ = std::fs::write(self.lab.dir.join("trial.log"), log.join("\n"));
+        let _ = std::fs::copy(&self.case.file, self.lab.dir.join("case.yaml"));
+        let _ = std::fs::copy(&self.lab.topo.file, self.lab.dir.join("topology.yaml"));
+    }
+}
+
+/// Loads a profile named by a case (mixed clusters, restarts as another implementation).
+pub(crate) fn load_profile(profile: &str) -> Result<Implementation, StepError> {
+    let mut imp = Implementation::load(profile, false)?;
+    if imp.profile.uses_reference_agent() {
+        imp.reference_agent = crate::agents::reference_agent()?;
+    }
+    Ok(imp)
+}
