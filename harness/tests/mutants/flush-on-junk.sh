@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Field bug (fixed by upstream PR #2539): one malformed key under <prefix>/subnets/ made
-# every node drop all peers. Recreated by flushing flannel.1's peer state when junk appears.
+# every node drop all peers. Recreated by flushing flannel.1's peer state when junk appears,
+# on one host (MUTANT_FAULT_HOST), so the finding the case must produce names a host that
+# certainly has the fault (on every host, whichever flushed first would be reported).
 . "$(dirname "$0")/lib.sh"
+[ "$MUTANT_HOST" = "$MUTANT_FAULT_HOST" ] || { wait "$AGENT_PID"; exit $?; }
 junk() {
   etcd get --prefix --keys-only "$MUTANT_PREFIX/subnets/" 2>/dev/null | grep -v '^$' |
     grep -qvE "^$MUTANT_PREFIX/subnets/[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+-[0-9]+$" && return 0
