@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -31,6 +31,8 @@ const NET_ADDR_RANDOM: &str = "1";
 /// The watcher on one host; stops when dropped.
 pub struct MacPolicy {
     stop: Arc<AtomicBool>,
+    /// What the emulation could not do: a lab error, never to be read as "udev left it".
+    failure: Arc<Mutex<Option<String>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -38,7 +40,8 @@ impl MacPolicy {
     /// Starts watching `ns`. Changes are logged in the caller's tracing span.
     pub fn start(ns: &Netns, host: &str, subnet_file: PathBuf) -> Result<MacPolicy> {
         let stop = Arc::new(AtomicBool::new(false));
-        let (flag, name, host) = (stop.clone(), ns.name().to_string(), host.to_string());
+        let failure = Arc::new(Mutex::new(None));
+        let (flag, failed, name, host) = (stop.clone(), failure.clone(), ns.name().to_string(), host.to_string());
         let ns = ns.clone();
         let span = tracing::Span::current();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -54,14 +57,23 @@ impl MacPolicy {
                     return;
                 }
             };
-            watch(&sys.path, &host, &subnet_file, &flag);
+            if let Err(e) = watch(&sys.path, &host, &subnet_file, &flag) {
+                *failed.lock().expect("udev failure") = Some(e);
+            }
             drop(sys);
         });
         match rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => Ok(MacPolicy { stop, thread: Some(thread) }),
+            Ok(Ok(())) => Ok(MacPolicy { stop, failure, thread: Some(thread) }),
             Ok(Err(e)) => Err(lab_err!("udev emulation on {name}: {e}")),
             Err(_) => Err(lab_err!("udev emulation on {name} did not start within 5 s")),
         }
+    }
+}
+
+impl MacPolicy {
+    /// Why the emulation stopped doing its job, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("udev failure").clone()
     }
 }
 
@@ -97,7 +109,9 @@ fn private_sysfs(ns: &Netns) -> std::result::Result<Sysfs, String> {
     Ok(Sysfs { path, _dir: dir })
 }
 
-fn watch(sys: &Path, host: &str, subnet_file: &Path, stop: &AtomicBool) {
+/// Applies the policy until stopped; `Err` when a MAC could not be set (the emulation then
+/// stops: what it was asked to do did not happen).
+fn watch(sys: &Path, host: &str, subnet_file: &Path, stop: &AtomicBool) -> std::result::Result<(), String> {
     let mut done = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {
         if subnet_file.exists() {
@@ -114,14 +128,13 @@ fn watch(sys: &Path, host: &str, subnet_file: &Path, stop: &AtomicBool) {
                     continue;
                 }
                 let (old, mac) = (read("address"), persistent_mac(host, &dev));
-                match set_mac(&dev, mac) {
-                    Ok(()) => tracing::info!("udev: {host} `{dev}` had a random MAC {old}; now {}", format_mac(&mac)),
-                    Err(e) => tracing::warn!("udev: {host} `{dev}`: setting MAC failed: {e}"),
-                }
+                set_mac(&dev, mac).map_err(|e| format!("udev emulation: set MAC of {host} `{dev}`: {e}"))?;
+                tracing::info!("udev: {host} `{dev}` had a random MAC {old}; now {}", format_mac(&mac));
             }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    Ok(())
 }
 
 fn flannel_devices(sys: &Path) -> Vec<String> {

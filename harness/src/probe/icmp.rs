@@ -87,15 +87,8 @@ fn ping_here(dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Resu
         let deadline = sent_at + timeout;
         let mut rbuf = vec![0u8; 65536];
         while Instant::now() < deadline {
-            let n = libc::recv(fd, rbuf.as_mut_ptr() as *mut libc::c_void, rbuf.len(), 0);
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
-                    _ => return Err(("recv", e)),
-                }
-            }
-            if let Some(out) = classify(&rbuf[..n as usize], dst, ident, seq, sent_at) {
+            let Some(n) = recv_some(fd, &mut rbuf)? else { continue };
+            if let Some(out) = classify(&rbuf[..n], dst, ident, seq, sent_at) {
                 return Ok(out);
             }
         }
@@ -249,15 +242,8 @@ fn sweep_here(
             }
             let deadline = Instant::now() + timeout;
             while Instant::now() < deadline && done.iter().any(|d| !d) {
-                let n = libc::recv(fd, rbuf.as_mut_ptr() as *mut libc::c_void, rbuf.len(), 0);
-                if n < 0 {
-                    let e = std::io::Error::last_os_error();
-                    match e.raw_os_error() {
-                        Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
-                        _ => return Err(("recv", e)),
-                    }
-                }
-                let pkt = &rbuf[..n as usize];
+                let Some(n) = recv_some(fd, &mut rbuf)? else { continue };
+                let pkt = &rbuf[..n];
                 for (i, dst) in dsts.iter().enumerate().filter(|(i, _)| !done[*i]) {
                     if let Some(o) = classify(pkt, *dst, ident, i as u16, sent_at[i]) {
                         done[i] = o.is_reply();
@@ -271,6 +257,21 @@ fn sweep_here(
             }
         }
         Ok(out)
+    }
+}
+
+/// One datagram from a socket with a receive timeout: its length, or `None` when the
+/// timeout passed (or a signal came) first.
+fn recv_some(fd: std::os::fd::RawFd, buf: &mut [u8]) -> Result<Option<usize>, (&'static str, std::io::Error)> {
+    // SAFETY: `buf` is valid for writes of its length for the duration of the call
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+        _ => Err(("recv", e)),
     }
 }
 

@@ -3,7 +3,7 @@
 //! indented under the step's own line. The same events go to stderr, filtered by
 //! `RUST_LOG` (default `warn`), with their spans as context.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
@@ -16,7 +16,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-static LOGS: Mutex<Option<HashMap<u64, Vec<String>>>> = Mutex::new(None);
+static LOGS: Mutex<BTreeMap<u64, Vec<String>>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
 /// Installs the subscriber: stderr (filtered by `RUST_LOG`) and the trial logs. Once per
@@ -39,7 +39,7 @@ pub struct TrialLog {
 impl TrialLog {
     pub fn new() -> TrialLog {
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        LOGS.lock().expect("trial logs").get_or_insert_with(HashMap::new).insert(id, Vec::new());
+        LOGS.lock().expect("trial logs").insert(id, Vec::new());
         TrialLog { id }
     }
 
@@ -49,7 +49,7 @@ impl TrialLog {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        LOGS.lock().expect("trial logs").as_ref().and_then(|m| m.get(&self.id)).cloned().unwrap_or_default()
+        LOGS.lock().expect("trial logs").get(&self.id).cloned().unwrap_or_default()
     }
 }
 
@@ -61,9 +61,7 @@ impl Default for TrialLog {
 
 impl Drop for TrialLog {
     fn drop(&mut self) {
-        if let Some(m) = LOGS.lock().expect("trial logs").as_mut() {
-            m.remove(&self.id);
-        }
+        LOGS.lock().expect("trial logs").remove(&self.id);
     }
 }
 
@@ -99,7 +97,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for TrialLogLayer {
         let mut v = Fields::default();
         event.record(&mut v);
         let line = if in_step { format!("     {}", v.text) } else { v.text };
-        if let Some(lines) = LOGS.lock().expect("trial logs").as_mut().and_then(|m| m.get_mut(&id)) {
+        if let Some(lines) = LOGS.lock().expect("trial logs").get_mut(&id) {
             lines.push(line);
         }
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::{outcome, StepError, StepKind, StepResult, Trial};
-use crate::contract::{self, Backend, Check, Counts, Finding, DEFAULT_PREFIX};
+use crate::contract::{Backend, Check, Counts, Finding, DEFAULT_PREFIX};
 use crate::input::case::{Dur, Ref};
 use crate::probe;
 
@@ -137,9 +137,8 @@ impl Trial<'_> {
         }
         let canary = &self.lab.spares[0];
         let canary_ip = canary.addr;
-        let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await?;
         let used: Vec<crate::input::names::Ipv4Net> =
-            raw.iter().filter_map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v).ok()).map(|l| l.subnet).collect();
+            self.leases().await?.into_iter().filter_map(|(_, l)| l.ok()).map(|l| l.subnet).collect();
         let count = 1u32 << (conf.subnet_len - conf.network.prefix());
         let step = 1u32 << (32 - conf.subnet_len);
         let subnet = (1..count)

@@ -104,10 +104,16 @@ impl<'a> Trial<'a> {
         }
     }
 
+    /// Every key under `<prefix>/subnets/` in etcd, each with its lease as the contract
+    /// reads it (or why it is not one).
+    pub(super) async fn leases(&self) -> Result<Vec<(String, Result<contract::LeaseView, String>)>, StepError> {
+        let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await?;
+        Ok(raw.iter().map(|(k, v)| (k.clone(), contract::parse_lease(DEFAULT_PREFIX, k, v))).collect())
+    }
+
     /// Each active host's subnet, from its lease in etcd.
-    pub(super) async fn subnets(&self) -> Result<BTreeMap<String, crate::input::names::Ipv4Net>, StepError> {
-        let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(StepError::from)?;
-        let leases: Vec<contract::LeaseView> = raw.iter().filter_map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v).ok()).collect();
+    pub(super) async fn subnets(&self) -> Result<BTreeMap<String, Ipv4Net>, StepError> {
+        let leases: Vec<contract::LeaseView> = self.leases().await?.into_iter().filter_map(|(_, l)| l.ok()).collect();
         Ok(self.active_hosts().filter_map(|h| leases.iter().find(|l| l.public_ip == h.addr).map(|l| (h.name.clone(), l.subnet))).collect())
     }
 
@@ -120,9 +126,11 @@ impl<'a> Trial<'a> {
     /// concurrently.
     pub(super) async fn observe(&self) -> Result<(Vec<Finding>, BTreeMap<String, Counts>), StepError> {
         let conf = self.conf()?;
-        let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(StepError::from)?;
-        let leases: Vec<std::result::Result<contract::LeaseView, String>> =
-            raw.iter().map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v)).collect();
+        // a fault the lab emulates that stopped working leaves the lab unable to judge
+        if let Some(e) = self.udev.iter().find_map(|u| u.failure()) {
+            return Err(e.into());
+        }
+        let leases: Vec<Result<contract::LeaseView, String>> = self.leases().await?.into_iter().map(|(_, l)| l).collect();
         let active: Vec<&crate::lab::Node> = self.active_hosts().collect();
         if active.is_empty() {
             return Err("no active hosts: the contract examined nothing".into());
@@ -140,7 +148,7 @@ impl<'a> Trial<'a> {
         let states = futures::future::join_all(active.iter().zip(&paths).map(|(n, p)| probe::dump_host(n, p))).await;
         let mut counts = BTreeMap::new();
         for (node, state) in active.into_iter().zip(states) {
-            let state = state.map_err(StepError::from)?;
+            let state = state?;
             let mtu = self.lab.mtu_of(node);
             contract::check_subnet_file(conf, &node.name, mtu, by_ip.get(&node.addr), state.subnet_file.as_deref(), &mut findings);
             let c = contract::check_kernel(conf, &node.name, node.addr, mtu, &by_ip, &state, &mut findings);
@@ -256,7 +264,7 @@ impl<'a> Trial<'a> {
             .map_err(|e| e.to_string())?;
         let mut findings = Vec::new();
         for (src, peers, r) in results {
-            let outcomes = r.map_err(StepError::from)?;
+            let outcomes = r?;
             let missed: Vec<String> = peers
                 .iter()
                 .zip(&outcomes)
@@ -308,13 +316,15 @@ impl<'a> Trial<'a> {
     /// Revokes the etcd lease holding the host's subnet key (deleting the key).
     pub(super) async fn revoke_lease(&mut self, host: &str) -> StepResult {
         let node = self.host(host)?;
-        let raw = self.store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await.map_err(StepError::from)?;
-        let key = raw
-            .iter()
-            .find(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v).is_ok_and(|l| l.public_ip == node.addr))
-            .map(|(k, _)| k.clone())
-            .ok_or_else(|| format!("no lease for {} ({}) in etcd to revoke", node.name, node.addr))?;
-        match self.store.revoke_key_lease(&key).await.map_err(StepError::from)? {
+        let (name, addr) = (node.name.clone(), node.addr);
+        let key = self
+            .leases()
+            .await?
+            .into_iter()
+            .find(|(_, l)| l.as_ref().is_ok_and(|l| l.public_ip == addr))
+            .map(|(k, _)| k)
+            .ok_or_else(|| format!("no lease for {name} ({addr}) in etcd to revoke"))?;
+        match self.store.revoke_key_lease(&key).await? {
             Some(id) => tracing::info!("revoked lease {id:x} of {key}"),
             None => tracing::info!("deleted {key} (it had no etcd lease)"),
         }
