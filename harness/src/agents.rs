@@ -10,6 +10,7 @@ use crate::input::profile::{expand, Profile, Ready, Values};
 use crate::lab::proc::Child;
 use crate::lab::Node;
 use crate::lab_err;
+use crate::store::tls::ClientFiles;
 
 /// The implementation under test: a launch profile plus, for profiles that run it, the
 /// path of the reference agent binary.
@@ -76,6 +77,37 @@ impl Implementation {
     }
 }
 
+/// What every agent of a trial is told: where etcd is, with which TLS files, and the
+/// case's ip-masq choice.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub endpoints: String,
+    pub prefix: String,
+    pub tls: ClientFiles,
+    pub ip_masq: bool,
+}
+
+impl Launch {
+    /// Refuses a profile that cannot be told what the case asks for (a TLS store, ip-masq
+    /// on): without the placeholder, the agent would silently run another configuration.
+    fn check(&self, imp: &Implementation) -> Result<()> {
+        let name = imp.name();
+        if !self.tls.ca.is_empty() {
+            for (ph, flag) in [("etcd_cafile", "--etcd-cafile"), ("etcd_certfile", "--etcd-certfile"), ("etcd_keyfile", "--etcd-keyfile")] {
+                if !imp.profile.mentions(ph) {
+                    return Err(lab_err!(
+                        "profile `{name}` does not pass etcd's TLS files but this case runs etcd over TLS: add \"{flag}={{{ph}}}\" to its command"
+                    ));
+                }
+            }
+        }
+        if self.ip_masq && !imp.profile.mentions("ip_masq") {
+            return Err(lab_err!("profile `{name}` does not take the case's ip-masq choice: use \"--ip-masq={{ip_masq}}\" in its command"));
+        }
+        Ok(())
+    }
+}
+
 /// One host's agent.
 pub struct Agent {
     pub host: String,
@@ -84,6 +116,8 @@ pub struct Agent {
     pub profile: Profile,
     ns: crate::lab::netns::Netns,
     values: Values,
+    /// When it was started (etcd's log times are wall-clock times).
+    pub started: std::time::SystemTime,
     /// Restarts done under the profile's restart policy, and when the next is due.
     pub restarts: u32,
     pub next_restart: Option<std::time::Instant>,
@@ -95,10 +129,14 @@ impl Agent {
     }
 
     /// The placeholder values for a host.
-    pub fn values(imp: &Implementation, node: &Node, endpoints: &str, prefix: &str) -> Values {
+    pub fn values(imp: &Implementation, node: &Node, launch: &Launch) -> Values {
         Values {
-            etcd_endpoints: endpoints.to_string(),
-            etcd_prefix: prefix.to_string(),
+            etcd_endpoints: launch.endpoints.clone(),
+            etcd_prefix: launch.prefix.clone(),
+            etcd_cafile: launch.tls.ca.clone(),
+            etcd_certfile: launch.tls.cert.clone(),
+            etcd_keyfile: launch.tls.key.clone(),
+            ip_masq: launch.ip_masq.to_string(),
             iface: crate::lab::UNDERLAY_IF.to_string(),
             public_ip: node.addr.to_string(),
             subnet_file: Self::subnet_file_path(node).display().to_string(),
@@ -109,8 +147,9 @@ impl Agent {
         }
     }
 
-    pub fn start(imp: &Implementation, node: &Node, endpoints: &str, prefix: &str) -> Result<Agent> {
-        let values = Self::values(imp, node, endpoints, prefix);
+    pub fn start(imp: &Implementation, node: &Node, launch: &Launch) -> Result<Agent> {
+        launch.check(imp)?;
+        let values = Self::values(imp, node, launch);
         let cmd = imp.command(&values).map_err(|e| lab_err!("profile `{}`: {e}", imp.name()))?;
         let mut mounts = Vec::new();
         for (target, source) in &imp.profile.private_paths {
@@ -134,6 +173,7 @@ impl Agent {
             profile: imp.profile.clone(),
             ns: node.ns.clone(),
             values,
+            started: std::time::SystemTime::now(),
             restarts: 0,
             next_restart: None,
         })

@@ -277,12 +277,18 @@ fn cmd_up(args: &[String]) -> Result<ExitCode> {
         };
         let lab =
             Lab::build(topo, &suite::workdir(), "up", provider == crate::store::Provider::Process).await.map_err(|e| e.to_string())?;
-        let store = Store::start(&lab, provider, 1, Duration::from_secs(30)).await.map_err(|e| e.to_string())?;
+        let store = Store::start(&lab, provider, 1, false, Duration::from_secs(30)).await.map_err(|e| e.to_string())?;
         let conf = format!(r#"{{"Network":"10.244.0.0/16","Backend":{{"Type":"{backend}"}}}}"#);
         store.put(&format!("{DEFAULT_PREFIX}/config"), conf.clone()).await.map_err(|e| e.to_string())?;
+        let launch = crate::agents::Launch {
+            endpoints: store.endpoints(),
+            prefix: DEFAULT_PREFIX.to_string(),
+            tls: Default::default(),
+            ip_masq: false,
+        };
         let mut agents = Vec::new();
         for node in &lab.hosts {
-            agents.push(Agent::start(&imp, node, &store.endpoints(), DEFAULT_PREFIX).map_err(|e| e.to_string())?);
+            agents.push(Agent::start(&imp, node, &launch).map_err(|e| e.to_string())?);
         }
         println!("lab run {} is up; work files in {}", lab.run, lab.dir.display());
         println!("{} (namespace {}), config {conf}", store.describe(), store.netns().name());

@@ -30,6 +30,12 @@ pub struct NetConf {
     pub backend: Backend,
     pub vni: u32,
     pub port: u16,
+    /// vxlan `DirectRouting`: peers on a directly connected network get an underlay route.
+    pub direct_routing: bool,
+    /// vxlan `MTU`: the device's MTU instead of underlay − 50.
+    pub mtu: Option<u32>,
+    /// vxlan `Learning`: the kernel learns FDB entries (flannel still installs its own).
+    pub learning: bool,
 }
 
 fn get<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
@@ -53,7 +59,19 @@ impl NetConf {
             _ if backend == Backend::Udp => UDP_DEFAULT_PORT,
             _ => VXLAN_DEFAULT_PORT,
         };
-        Ok(NetConf { network, subnet_len, backend, vni, port })
+        let flag = |name: &str| backend_v.and_then(|b| get(b, name)).and_then(|n| n.as_bool()).unwrap_or(false);
+        let vxlan = backend == Backend::Vxlan;
+        let mtu = backend_v.and_then(|b| get(b, "MTU")).and_then(|n| n.as_u64()).filter(|m| vxlan && *m != 0).map(|m| m as u32);
+        Ok(NetConf {
+            network,
+            subnet_len,
+            backend,
+            vni,
+            port,
+            direct_routing: vxlan && flag("DirectRouting"),
+            mtu,
+            learning: vxlan && flag("Learning"),
+        })
     }
 
     /// The device peer routes go through: `flannel.<VNI>` for vxlan, the underlay for host-gw.
@@ -74,9 +92,9 @@ impl NetConf {
         }
     }
 
-    /// The pod MTU for an underlay MTU.
+    /// The pod MTU for an underlay MTU (vxlan's `MTU` option wins when given).
     pub fn overlay_mtu(&self, underlay_mtu: u32) -> u32 {
-        underlay_mtu - self.overhead()
+        self.mtu.unwrap_or(underlay_mtu - self.overhead())
     }
 }
 
@@ -206,9 +224,10 @@ pub fn check_leases(
     by_ip
 }
 
-/// Checks one host's subnet file against its lease.
+/// Checks one host's subnet file against its lease and the agent's `--ip-masq`.
 pub fn check_subnet_file(
     conf: &NetConf,
+    ip_masq: bool,
     host: &str,
     underlay_mtu: u32,
     lease: Option<&LeaseView>,
@@ -234,17 +253,20 @@ pub fn check_subnet_file(
     if env.mtu != Some(mtu) {
         bad(format!("subnet file FLANNEL_MTU is {:?}, expected {mtu} (underlay {underlay_mtu} - {})", env.mtu, conf.overhead()));
     }
-    if env.ipmasq != Some(false) {
-        bad(format!("subnet file FLANNEL_IPMASQ is {:?}, expected false", env.ipmasq));
+    if env.ipmasq != Some(ip_masq) {
+        bad(format!("subnet file FLANNEL_IPMASQ is {:?}, expected {ip_masq} (--ip-masq={ip_masq})", env.ipmasq));
     }
 }
 
 /// Per-host counts of overlay entries, for reports and linear-growth checks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Routes through the overlay device (host-gw: through the underlay).
     pub routes: usize,
     pub neighbours: usize,
     pub fdb: usize,
+    /// vxlan DirectRouting: `SUBNET via PUBLIC_IP` routes on the underlay.
+    pub direct: usize,
 }
 
 /// Checks the kernel state of one host against the backend's contract.
@@ -317,7 +339,7 @@ fn check_udp(
     if !stray.is_empty() {
         bad(Check::Routes, format!("per-peer routes outside {UDP_DEVICE}: {}", stray.join(", ")));
     }
-    Counts { routes: routes.len(), neighbours: 0, fdb: 0 }
+    Counts { routes: routes.len(), ..Counts::default() }
 }
 
 /// host-gw: one route `SUBNET via PUBLIC_IP dev eth0` per peer whose PublicIP is on a
@@ -347,7 +369,7 @@ fn check_hostgw(
     let unreachable = peers.len() - want.len();
     let note = if unreachable > 0 { format!(" ({unreachable} peers not directly reachable)") } else { String::new() };
     compare(&mut |w| bad(Check::Routes, w), &format!("routes on {UNDERLAY_IF}"), &note, &want, &have);
-    Counts { routes: routes.len(), neighbours: 0, fdb: 0 }
+    Counts { routes: routes.len(), ..Counts::default() }
 }
 
 /// Whether `ip` is on a network the interface `ifindex` is directly connected to.
@@ -373,8 +395,21 @@ fn check_vxlan(
         return Counts::default();
     };
     let own = leases.get(&host_ip);
-    let peers: Vec<&LeaseView> =
+    let all_peers: Vec<&LeaseView> =
         leases.values().filter(|l| l.public_ip != host_ip && l.backend_type.as_deref() == conf.backend.lease_type()).collect();
+    // DirectRouting: peers on a directly connected network get an underlay route instead
+    let eth = state.links.iter().find(|l| l.name == UNDERLAY_IF).map(|l| l.index);
+    let is_direct = |p: &LeaseView| conf.direct_routing && eth.is_some_and(|i| directly_connected(state, i, p.public_ip));
+    let (direct, peers): (Vec<&LeaseView>, Vec<&LeaseView>) = all_peers.into_iter().partition(|p| is_direct(p));
+    let mut direct_routes = 0;
+    if let Some(eth) = eth.filter(|_| conf.direct_routing) {
+        let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(eth) && conf.network.contains_net(&r.dst)).collect();
+        let want: Vec<String> = direct.iter().map(|p| format!("{} via {}", p.subnet, p.public_ip)).collect();
+        let have: Vec<String> = routes.iter().map(|r| route_key(r)).collect();
+        let note = format!(" (DirectRouting: {} of {} peers directly connected)", direct.len(), direct.len() + peers.len());
+        compare(&mut |w| bad(Check::Routes, w), &format!("direct routes on {UNDERLAY_IF}"), &note, &want, &have);
+        direct_routes = routes.len();
+    }
     let want_mtu = conf.overlay_mtu(underlay_mtu);
     if dev.mtu != want_mtu {
         bad(Check::Device, format!("`{dev_name}` has MTU {}, expected {want_mtu}", dev.mtu));
@@ -391,8 +426,9 @@ fn check_vxlan(
             if v.port != Some(conf.port) {
                 bad(Check::Device, format!("`{dev_name}` uses UDP port {:?}, expected {}", v.port, conf.port));
             }
-            if v.learning != Some(false) {
-                bad(Check::Device, format!("`{dev_name}` has learning {:?}, expected off", v.learning));
+            if v.learning != Some(conf.learning) {
+                let want = if conf.learning { "on (Learning: true)" } else { "off" };
+                bad(Check::Device, format!("`{dev_name}` has learning {:?}, expected {want}", v.learning));
             }
             if v.local != Some(host_ip) {
                 bad(Check::Device, format!("`{dev_name}` has local {:?}, expected {host_ip}", v.local));
@@ -419,7 +455,8 @@ fn check_vxlan(
         .collect();
     compare(&mut |w| bad(Check::Neighbours, w), &format!("neighbours on {dev_name}"), "", &want, &have);
     // fdb: `VTEPMAC dst PUBLICIP self permanent`
-    let fdb: Vec<&FdbEntry> = state.fdb.iter().filter(|e| e.ifindex == idx && e.dst.is_some()).collect();
+    // with Learning on, entries the kernel learned from traffic are its own business
+    let fdb: Vec<&FdbEntry> = state.fdb.iter().filter(|e| e.ifindex == idx && e.dst.is_some() && (e.permanent || !conf.learning)).collect();
     let want: Vec<String> = peers.iter().map(|p| format!("{} dst {}", p.vtep_mac.as_deref().unwrap_or("?"), p.public_ip)).collect();
     let have: Vec<String> = fdb
         .iter()
@@ -437,7 +474,7 @@ fn check_vxlan(
     if state.routes.iter().any(|r| r.dst == conf.network && r.oif == Some(idx)) {
         bad(Check::Routes, format!("a route for the whole network {} points at {dev_name}", conf.network));
     }
-    Counts { routes: routes.len(), neighbours: neigh.len(), fdb: fdb.len() }
+    Counts { routes: routes.len(), neighbours: neigh.len(), fdb: fdb.len(), direct: direct_routes }
 }
 
 /// A vxlan backend's device left behind under another backend.
@@ -564,7 +601,7 @@ mod tests {
         let mut out = Vec::new();
         let counts = check_kernel(&conf(), "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &good_state(&peers), &mut out);
         assert!(out.is_empty(), "{out:?}");
-        assert_eq!(counts, Counts { routes: 2, neighbours: 2, fdb: 2 });
+        assert_eq!(counts, Counts { routes: 2, neighbours: 2, fdb: 2, direct: 0 });
     }
 
     #[test]
@@ -631,9 +668,9 @@ mod tests {
         assert_eq!(out[0].to_string(), "[lease] h2: no lease with PublicIP 192.168.99.2 in etcd");
         out.clear();
         let file = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.68.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n";
-        check_subnet_file(&c, "h1", 1500, by_ip.get(&l.public_ip), Some(file), &mut out);
+        check_subnet_file(&c, false, "h1", 1500, by_ip.get(&l.public_ip), Some(file), &mut out);
         assert!(out.is_empty(), "{out:?}");
-        check_subnet_file(&c, "h1", 1500, by_ip.get(&l.public_ip), Some(&file.replace("1450", "1500")), &mut out);
+        check_subnet_file(&c, false, "h1", 1500, by_ip.get(&l.public_ip), Some(&file.replace("1450", "1500")), &mut out);
         assert_eq!(out.len(), 1);
         assert!(out[0].what.contains("FLANNEL_MTU is Some(1500), expected 1450"));
     }

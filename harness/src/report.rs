@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use junit_report::{Duration as JDuration, ReportBuilder, TestCase, TestSuiteBuilder};
 
+use crate::input::case::Level;
 use crate::run::TrialReport;
 
 /// A fixed-width table, one row per trial.
@@ -17,7 +18,7 @@ pub fn table(reports: &[TrialReport]) -> String {
             continue;
         }
         let detail = match (&r.failure, &r.artifacts) {
-            (Some(f), Some(a)) => format!("{}  [artifacts: {}]", first_line(f), a.display()),
+            (Some(f), Some(a)) => format!("{}{}  [artifacts: {}]", level_tag(r), first_line(f), a.display()),
             (Some(f), None) => first_line(f).to_string(),
             (None, _) => r.log.iter().rev().find(|l| l.starts_with("     ")).map(|l| first_line(l.trim()).to_string()).unwrap_or_default(),
         };
@@ -29,8 +30,26 @@ pub fn table(reports: &[TrialReport]) -> String {
     if lab > 0 {
         s.push_str(&format!("{lab} trial(s) failed with a lab error (the lab could not do its job; see their logs)\n"));
     }
-    s.push_str(&format!("{} passed, {} failed, {} skipped\n", passed, reports.len() - passed - skipped, skipped));
+    s.push_str(&format!("{} passed, {} failed{}, {} skipped\n", passed, reports.len() - passed - skipped, should_note(reports), skipped));
     s
+}
+
+/// `[should] ` before the failure of a should-level case.
+fn level_tag(r: &TrialReport) -> &'static str {
+    match r.level {
+        Level::Should => "[should] ",
+        Level::Must => "",
+    }
+}
+
+/// ` (N of them should-level)` when some failures are hardening, not flannel's contract.
+fn should_note(reports: &[TrialReport]) -> String {
+    let n = reports.iter().filter(|r| !r.passed && r.ignored.is_none() && r.level == Level::Should).count();
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} of them should-level: hardening beyond flannel's contract)")
+    }
 }
 
 fn first_line(s: &str) -> &str {
@@ -49,7 +68,7 @@ pub fn markdown(reports: &[TrialReport]) -> String {
         let mut parts = r.name.splitn(3, "::");
         let (case, backend, imp) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let detail = match (&r.failure, &r.artifacts) {
-            (Some(f), Some(a)) => format!("{} (artifacts: `{}`)", first_line(f), a.display()),
+            (Some(f), Some(a)) => format!("{}{} (artifacts: `{}`)", level_tag(r), first_line(f), a.display()),
             (Some(f), None) => first_line(f).to_string(),
             (None, _) => r.log.iter().rev().find(|l| l.starts_with("     ")).map(|l| first_line(l.trim()).to_string()).unwrap_or_default(),
         };
@@ -61,7 +80,7 @@ pub fn markdown(reports: &[TrialReport]) -> String {
         ));
     }
     let passed = reports.iter().filter(|r| r.passed).count();
-    s.push_str(&format!("\n{} passed, {} failed\n", passed, reports.len() - passed));
+    s.push_str(&format!("\n{} passed, {} failed{}\n", passed, reports.len() - passed, should_note(reports)));
     s
 }
 

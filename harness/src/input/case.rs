@@ -92,7 +92,27 @@ struct RawCase<S> {
     /// etcd cluster size (more than one needs Docker: one container per member).
     #[serde(default = "one")]
     etcd_members: u32,
+    /// etcd speaks TLS only and requires client certificates from a per-run CA; agents get
+    /// them through `{etcd_cafile}`, `{etcd_certfile}`, `{etcd_keyfile}`.
+    #[serde(default)]
+    etcd_tls: bool,
+    /// What agents get as `{ip_masq}` (flanneld's `--ip-masq`).
+    #[serde(default)]
+    ip_masq: bool,
+    /// `must` (flannel's contract, the default) or `should` (hardening beyond it).
+    #[serde(default)]
+    level: Level,
     steps: Vec<S>,
+}
+
+/// How binding a case is: `must` is flannel's contract; `should` is hardening beyond it
+/// (upstream flanneld fails some), reported apart.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    #[default]
+    Must,
+    Should,
 }
 
 /// A case's or the environment's choice of etcd provider.
@@ -267,6 +287,9 @@ pub struct Case<S> {
     /// The case's own store choice, if it makes one.
     pub store: Option<StoreChoice>,
     pub etcd_members: u32,
+    pub etcd_tls: bool,
+    pub ip_masq: bool,
+    pub level: Level,
     pub steps: Vec<S>,
 }
 
@@ -453,6 +476,9 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
     Ok(Case {
         control: raw.control,
         etcd_members: raw.etcd_members,
+        etcd_tls: raw.etcd_tls,
+        ip_masq: raw.ip_masq,
+        level: raw.level,
         store: raw.store,
         mutants,
         host_profiles,

@@ -103,6 +103,11 @@ pub enum Check {
     Traffic,
     /// What became of an injected datagram.
     Delivery,
+    /// Whether etcd admitted a host's agent: refused when it should be admitted (a TLS
+    /// handshake etcd rejected), admitted when it should be refused.
+    EtcdAccess,
+    /// The source address a pod's traffic arrives with (ip-masq).
+    SourceAddress,
 }
 
 impl Check {
@@ -127,6 +132,8 @@ impl Check {
             Check::Subnets => "subnets",
             Check::Traffic => "traffic",
             Check::Delivery => "delivery",
+            Check::EtcdAccess => "etcd_access",
+            Check::SourceAddress => "source_address",
         }
     }
 }

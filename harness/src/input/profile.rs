@@ -12,8 +12,10 @@
 //! stop: {signal: TERM, grace: 10s}
 //! ```
 //!
-//! Placeholders: `{etcd_endpoints}` `{etcd_prefix}` `{iface}` `{public_ip}` `{subnet_file}`
-//! `{host}` `{state_dir}` `{reference_agent}` `{profile_dir}`; `{{` and `}}` are literal braces.
+//! Placeholders: `{etcd_endpoints}` `{etcd_prefix}` `{etcd_cafile}` `{etcd_certfile}`
+//! `{etcd_keyfile}` (empty when etcd is plaintext) `{ip_masq}` (`true`/`false`, the case's
+//! choice) `{iface}` `{public_ip}` `{subnet_file}` `{host}` `{state_dir}` `{reference_agent}`
+//! `{profile_dir}`; `{{` and `}}` are literal braces.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,8 +27,21 @@ use crate::input::case::Dur;
 use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg};
 use crate::input::kinds::Backend;
 
-pub const PLACEHOLDERS: [&str; 9] =
-    ["etcd_endpoints", "etcd_prefix", "iface", "public_ip", "subnet_file", "host", "state_dir", "reference_agent", "profile_dir"];
+pub const PLACEHOLDERS: [&str; 13] = [
+    "etcd_endpoints",
+    "etcd_prefix",
+    "etcd_cafile",
+    "etcd_certfile",
+    "etcd_keyfile",
+    "ip_masq",
+    "iface",
+    "public_ip",
+    "subnet_file",
+    "host",
+    "state_dir",
+    "reference_agent",
+    "profile_dir",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +155,10 @@ pub struct Profile {
 pub struct Values {
     pub etcd_endpoints: String,
     pub etcd_prefix: String,
+    pub etcd_cafile: String,
+    pub etcd_certfile: String,
+    pub etcd_keyfile: String,
+    pub ip_masq: String,
     pub iface: String,
     pub public_ip: String,
     pub subnet_file: String,
@@ -154,6 +173,10 @@ impl Values {
         Some(match name {
             "etcd_endpoints" => &self.etcd_endpoints,
             "etcd_prefix" => &self.etcd_prefix,
+            "etcd_cafile" => &self.etcd_cafile,
+            "etcd_certfile" => &self.etcd_certfile,
+            "etcd_keyfile" => &self.etcd_keyfile,
+            "ip_masq" => &self.ip_masq,
             "iface" => &self.iface,
             "public_ip" => &self.public_ip,
             "subnet_file" => &self.subnet_file,
@@ -216,7 +239,13 @@ impl Profile {
     }
 
     pub fn uses_reference_agent(&self) -> bool {
-        self.command.iter().any(|a| a.contains("{reference_agent}"))
+        self.mentions("reference_agent")
+    }
+
+    /// Whether the command or the environment uses placeholder `{name}`.
+    pub fn mentions(&self, name: &str) -> bool {
+        let p = format!("{{{name}}}");
+        self.command.iter().chain(self.env.values()).any(|a| a.contains(&p))
     }
 }
 
@@ -325,6 +354,8 @@ mod tests {
             state_dir: "/tmp/x/h1".into(),
             reference_agent: "/repo/target/debug/flannel-agent".into(),
             profile_dir: "/repo/harness/profiles".into(),
+            ip_masq: "false".into(),
+            ..Values::default()
         }
     }
 
@@ -335,6 +366,7 @@ mod tests {
         assert_eq!(expand("{state_dir}/{host}.log", &v).unwrap(), "/tmp/x/h1/h1.log");
         assert_eq!(expand("json={{\"a\":1}}", &v).unwrap(), "json={\"a\":1}");
         assert!(expand("{nope}", &v).unwrap_err().contains("unknown placeholder `{nope}`"));
+        assert_eq!(expand("--etcd-certfile={etcd_certfile} --ip-masq={ip_masq}", &v).unwrap(), "--etcd-certfile= --ip-masq=false");
         assert!(expand("{host", &v).unwrap_err().contains("unclosed"));
         assert!(expand("a}b", &v).unwrap_err().contains("stray"));
     }
@@ -358,6 +390,9 @@ mod tests {
                 "flanneld",
                 "--etcd-endpoints=http://192.168.99.254:2379",
                 "--etcd-prefix=/coreos.com/network",
+                "--etcd-cafile=",
+                "--etcd-certfile=",
+                "--etcd-keyfile=",
                 "--iface=eth0",
                 "--public-ip=192.168.99.1",
                 "--subnet-file=/tmp/x/h1/subnet.env",

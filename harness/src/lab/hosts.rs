@@ -267,6 +267,21 @@ impl Lab {
         Ok(())
     }
 
+    /// Takes a host's own underlay interface down for `down_for` and up again, as an
+    /// operator or a flapping NIC does: the kernel deletes every route through it, and the
+    /// machine's network configuration puts back its static routes to other segments (the
+    /// agent's routes are the agent's to restore).
+    pub async fn flap_host_link(&self, name: &str, down_for: std::time::Duration) -> Result<(), Error> {
+        let node = self.host(name).ok_or_else(|| Error::Lab(format!("no host `{name}`")))?;
+        node.nl.set_down(UNDERLAY_IF).await?;
+        tokio::time::sleep(down_for).await;
+        node.nl.set_up(UNDERLAY_IF).await?;
+        for route in self.topo.routes_for(&[node.segment], None) {
+            node.nl.add_route(route.dst, route.via).await?;
+        }
+        Ok(())
+    }
+
     /// Sets the MTU of a node's port on its segment bridge (`ip link set p-NODE mtu MTU` in
     /// the fabric): larger frames to or from the node are dropped there.
     pub async fn set_port_mtu(&self, node: &str, mtu: u32) -> Result<(), Error> {

@@ -56,6 +56,8 @@ pub struct TrialReport {
     /// Why the trial could not run here (reported as ignored, not passed).
     pub ignored: Option<String>,
     pub elapsed: Duration,
+    /// The case's level (`should` failures are hardening, reported apart).
+    pub level: crate::input::case::Level,
 }
 
 impl TrialReport {
@@ -70,6 +72,7 @@ impl TrialReport {
             artifacts: None,
             ignored: None,
             elapsed: started.elapsed(),
+            level: Default::default(),
         }
     }
 }
@@ -101,6 +104,7 @@ pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
         Ok(p) => p,
         Err(reason) => {
             let mut r = TrialReport::unjudged(spec.name(), Vec::new(), started);
+            r.level = spec.case.level;
             r.ignored = Some(reason);
             return r;
         }
@@ -126,6 +130,7 @@ pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
         }
     }
     let mut r = TrialReport::unjudged(spec.name(), trial_log.lines(), started);
+    r.level = spec.case.level;
     judge(&spec.verdict, stopped, &mut r);
     r
 }
@@ -202,7 +207,10 @@ async fn run_once(
     let topo = spec.case.topology(scale).map_err(|e| setup(e.into(), None))?;
     let lab = Lab::build(topo, workdir, label, provider == Provider::Process).await.context("build lab").map_err(|e| setup(e, None))?;
     let dir = lab.dir.clone();
-    let store = match Store::start(&lab, provider, spec.case.etcd_members as usize, Duration::from_secs(30)).await.context("start etcd") {
+    let store = match Store::start(&lab, provider, spec.case.etcd_members as usize, spec.case.etcd_tls, Duration::from_secs(30))
+        .await
+        .context("start etcd")
+    {
         Ok(s) => s,
         Err(e) => return Err(setup(e, Some(dir))),
     };

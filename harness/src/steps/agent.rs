@@ -11,15 +11,28 @@ use crate::agents::{Agent, Implementation};
 use crate::contract::{Backend, Check, Finding, NetConf, DEFAULT_PREFIX};
 use crate::input::case::{Dur, Ref};
 use crate::input::names::HostName;
+use crate::store::tls::Credentials;
 
 /// Starts one agent per host, all at the same instant.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct StartAgents {}
+pub struct StartAgents {
+    /// Hosts whose agents get other etcd client credentials than the run's valid ones
+    /// (`none`: no client certificate; `foreign_ca`: one signed by a CA etcd does not trust).
+    #[serde(default)]
+    pub credentials: BTreeMap<HostName, Credentials>,
+}
 
 impl StepKind for StartAgents {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        self.credentials.keys().map(Ref::Host).collect()
+    }
+
     async fn run(&self, t: &mut Trial<'_>) -> StepResult {
-        t.start_agents()
+        if !self.credentials.is_empty() && t.store.pki.is_none() {
+            return Err("start_agents: `credentials` needs a case with `etcd_tls: true`".into());
+        }
+        t.start_agents(&self.credentials)
     }
 }
 
@@ -98,7 +111,7 @@ impl StepKind for SwitchBackend {
         for host in hosts {
             let node = t.lab.host(&host).expect("agent host");
             let imp = t.imp_of(&host);
-            let a = Agent::start(&imp, node, &t.store.endpoints(), DEFAULT_PREFIX)?;
+            let a = Agent::start(&imp, node, &t.launch(Credentials::Valid))?;
             t.agents.push(a);
         }
         t.agents_started = Some(Instant::now());
@@ -121,7 +134,7 @@ impl StepKind for AddHost {
         let h = self;
         t.lab.add_host(&h.name).await?;
         let node = t.lab.host(h.name.as_str()).expect("just added");
-        let a = Agent::start(t.imp, node, &t.store.endpoints(), DEFAULT_PREFIX)?;
+        let a = Agent::start(t.imp, node, &t.launch(Credentials::Valid))?;
         t.agents.push(a);
         t.imps.insert(h.name.to_string(), t.imp.clone());
         tracing::info!("{} joined at {}", h.name, node.addr);
@@ -132,14 +145,18 @@ impl StepKind for AddHost {
 impl Trial<'_> {
     /// Starts every agent back to back, as close to the same instant as spawning allows.
     /// Hosts named in the case's `host_profiles` run that implementation instead.
-    fn start_agents(&mut self) -> StepResult {
+    fn start_agents(&mut self, credentials: &BTreeMap<HostName, Credentials>) -> StepResult {
         let mut imps: BTreeMap<String, Implementation> = self.lab.hosts.iter().map(|n| (n.name.clone(), self.imp.clone())).collect();
         for (host, profile) in &self.case.host_profiles {
             imps.insert(host.clone(), load_profile(profile)?);
         }
         let t0 = Instant::now();
         for node in &self.lab.hosts {
-            let a = Agent::start(&imps[&node.name], node, &self.store.endpoints(), DEFAULT_PREFIX)?;
+            let creds = credentials.iter().find(|(h, _)| h.as_str() == node.name).map(|(_, c)| *c).unwrap_or_default();
+            let a = Agent::start(&imps[&node.name], node, &self.launch(creds))?;
+            if creds != Credentials::Valid {
+                tracing::info!("{}: agent started with etcd credentials `{}`", node.name, creds.name());
+            }
             self.agents.push(a);
         }
         self.imps = imps;
@@ -169,7 +186,7 @@ impl Trial<'_> {
             }
             None => self.imp_of(host),
         };
-        let a = Agent::start(&imp, node, &self.store.endpoints(), DEFAULT_PREFIX)?;
+        let a = Agent::start(&imp, node, &self.launch(Credentials::Valid))?;
         self.agents.insert(i, a);
         tracing::info!(
             "restarted the agent on {host}{}{}",

@@ -301,33 +301,41 @@ impl Trial<'_> {
         }
         for node in &active {
             let peers = n - 1;
+            let same_segment = active.iter().filter(|o| o.name != node.name && o.segment == node.segment).count();
             let want = match conf.backend {
-                Backend::Vxlan => Counts { routes: peers, neighbours: peers, fdb: peers },
-                Backend::HostGw => Counts {
-                    routes: active.iter().filter(|o| o.name != node.name && o.segment == node.segment).count(),
-                    neighbours: 0,
-                    fdb: 0,
-                },
-                Backend::Udp => Counts { routes: 1, neighbours: 0, fdb: 0 },
+                Backend::Vxlan if conf.direct_routing => {
+                    let far = peers - same_segment;
+                    Counts { routes: far, neighbours: far, fdb: far, direct: same_segment }
+                }
+                Backend::Vxlan => Counts { routes: peers, neighbours: peers, fdb: peers, direct: 0 },
+                Backend::HostGw => Counts { routes: same_segment, ..Counts::default() },
+                Backend::Udp => Counts { routes: 1, ..Counts::default() },
             };
             let have = counts.get(&node.name).copied().unwrap_or_default();
             if have != want {
                 findings.push(Finding::new(
                     Check::Counts,
                     node.name.as_str(),
-                    format!(
-                        "routes/neighbours/fdb {}/{}/{}, expected {}/{}/{} with {n} hosts",
-                        have.routes, have.neighbours, have.fdb, want.routes, want.neighbours, want.fdb
-                    ),
+                    format!("{}, expected {} with {n} hosts", count_text(&have, &conf), count_text(&want, &conf)),
                 ));
             }
         }
         if !findings.is_empty() {
             return Err(StepError::Check(findings));
         }
-        let summary: Vec<String> = counts.iter().map(|(h, c)| format!("{h}={}/{}/{}", c.routes, c.neighbours, c.fdb)).collect();
-        let total: usize = counts.values().map(|c| c.routes + c.neighbours + c.fdb).sum();
-        tracing::info!("{n} hosts: routes/neighbours/fdb per host {} (total {total})", summary.join(" "));
+        let summary: Vec<String> = counts.iter().map(|(h, c)| format!("{h}={}", count_text(c, &conf))).collect();
+        let total: usize = counts.values().map(|c| c.routes + c.neighbours + c.fdb + c.direct).sum();
+        tracing::info!("{n} hosts: per host {} (total {total})", summary.join(" "));
         Ok(())
+    }
+}
+
+/// `routes/neighbours/fdb 3/3/3`, with `direct 2` under DirectRouting.
+fn count_text(c: &Counts, conf: &crate::contract::NetConf) -> String {
+    let base = format!("routes/neighbours/fdb {}/{}/{}", c.routes, c.neighbours, c.fdb);
+    if conf.direct_routing {
+        format!("{base} direct {}", c.direct)
+    } else {
+        base
     }
 }

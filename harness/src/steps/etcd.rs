@@ -1,11 +1,11 @@
 //! etcd operations: outages (stop, pause, leader loss, wipe), lease revocation, raw keys.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use super::{StepError, StepKind, StepResult, Trial};
-use crate::contract::DEFAULT_PREFIX;
+use crate::contract::{Check, Finding, DEFAULT_PREFIX};
 use crate::input::case::{Dur, Ref};
 use crate::input::names::HostName;
 
@@ -105,5 +105,58 @@ impl StepKind for PutKey {
         let k = self;
         let key = format!("{DEFAULT_PREFIX}/{}", k.key.trim_start_matches('/'));
         t.store.put(&key, k.value.clone()).await.map_err(StepError::from)
+    }
+}
+
+/// The host's agent is refused by etcd (a TLS etcd that requires client certificates,
+/// started with `start_agents: {credentials: {HOST: none}}` or `foreign_ca`): etcd logs a
+/// refused handshake from the host after its agent started, and the host holds no lease.
+/// The step ends as soon as that is settled; the host then leaves the cluster (its agent
+/// is stopped) so later steps judge the admitted hosts.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectRefused {
+    pub host: HostName,
+    pub within: Dur,
+}
+
+impl StepKind for ExpectRefused {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        vec![Ref::Host(&self.host)]
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let host = self.host.as_str();
+        if t.store.pki.is_none() {
+            return Err("expect_refused needs a case with `etcd_tls: true`".into());
+        }
+        if !t.agents.iter().any(|a| a.host == host) {
+            return Err(format!("expect_refused: no agent runs on {host}; start it first").into());
+        }
+        let addr = t.host(host)?.addr;
+        let deadline = Instant::now() + self.within.0;
+        loop {
+            if let Some((key, _)) = t.leases().await?.into_iter().find(|(_, l)| l.as_ref().is_ok_and(|l| l.public_ip == addr)) {
+                let what = format!("etcd admitted the agent: it holds lease {key}");
+                return Err(StepError::Check(vec![Finding::new(Check::EtcdAccess, host, what)]));
+            }
+            if let Some((n, why)) = t.refusals().await?.remove(host) {
+                tracing::info!("etcd refused {host} ({addr}) {n} time(s): {why}");
+                let i = t.agents.iter().position(|a| a.host == host).expect("checked above");
+                let mut a = t.agents.remove(i);
+                a.stop();
+                t.removed.insert(host.to_string());
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let tail = t.agents.iter().find(|a| a.host == host).map(|a| a.child.log_tail(3)).unwrap_or_default();
+                let what = format!(
+                    "etcd logged no refused handshake from {addr} within {:?}, and the host holds no lease; agent log tail:\n{tail}",
+                    self.within.0
+                );
+                return Err(StepError::Check(vec![Finding::new(Check::EtcdAccess, host, what)]));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

@@ -8,6 +8,7 @@ use crate::agents::Agent;
 use crate::input::case::{single_key_enum, Dur, Ref};
 use crate::input::names::HostName;
 use crate::lab::udev::MacPolicy;
+use crate::lab_err;
 
 /// Cuts a host's underlay link at the bridge for a while, then restores it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -31,6 +32,110 @@ impl StepKind for CutLink {
         t.lab.set_link(host, true).await?;
         tracing::info!("{host}'s underlay link cut for {:?}", h.duration.0);
         t.restarted(format!("cut_link on {host}"));
+        Ok(())
+    }
+}
+
+/// Takes a host's own underlay interface down and up again (upstream #1070: routes through
+/// it vanish with it, and the agent must put its own back).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FlapLink {
+    pub host: HostName,
+    pub down_for: Dur,
+}
+
+impl StepKind for FlapLink {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        vec![Ref::Host(&self.host)]
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let host = self.host.as_str();
+        t.lab.flap_host_link(host, self.down_for.0).await?;
+        tracing::info!("{host}'s underlay interface was down for {:?} and is up again", self.down_for.0);
+        t.restarted(format!("flap_link on {host}"));
+        Ok(())
+    }
+}
+
+/// What an operator's host firewall does, in every host namespace or the named ones:
+/// `forward_policy: drop` (Docker's default, upstream #609/#799), `drop_udp_port: N` (a
+/// firewall dropping inbound UDP to N, e.g. vxlan's 8472, upstream #2388). Applied with
+/// the `iptables` command (the operator's tool); the rules die with the namespaces.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Firewall {
+    #[serde(default)]
+    pub hosts: Vec<HostName>,
+    #[serde(default)]
+    pub forward_policy: Option<Policy>,
+    #[serde(default)]
+    pub drop_udp_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    Accept,
+    Drop,
+}
+
+impl StepKind for Firewall {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        self.hosts.iter().map(Ref::Host).collect()
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let mut rules: Vec<Vec<String>> = Vec::new();
+        if let Some(p) = self.forward_policy {
+            rules.push(vec!["-P".into(), "FORWARD".into(), if p == Policy::Drop { "DROP" } else { "ACCEPT" }.into()]);
+        }
+        if let Some(port) = self.drop_udp_port {
+            rules.push(["-I", "INPUT", "-p", "udp", "--dport", &port.to_string(), "-j", "DROP"].map(String::from).to_vec());
+        }
+        if rules.is_empty() {
+            return Err("firewall: give `forward_policy` or `drop_udp_port`".into());
+        }
+        let hosts: Vec<&crate::lab::Node> = if self.hosts.is_empty() {
+            t.lab.hosts.iter().collect()
+        } else {
+            self.hosts.iter().map(|h| t.host(h.as_str())).collect::<Result<_, _>>()?
+        };
+        for node in hosts {
+            for args in &rules {
+                let a = args.clone();
+                let out = node
+                    .ns
+                    .run(move || std::process::Command::new("iptables").arg("-w").args(&a).output())?
+                    .map_err(|e| lab_err!("run iptables (install it: ci/setup.sh): {e}"))?;
+                if !out.status.success() {
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    return Err(lab_err!("iptables {} on {}: {}", args.join(" "), node.name, err.trim()).into());
+                }
+            }
+            tracing::info!("{}: firewall {}", node.name, rules.iter().map(|r| r.join(" ")).collect::<Vec<_>>().join("; "));
+        }
+        Ok(())
+    }
+}
+
+/// Stops every agent the way its profile says (a node drained, flanneld stopped): the
+/// agents must clean up what they own on exit. Later steps judge what is left.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StopAgents {}
+
+impl StepKind for StopAgents {
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        if t.agents.is_empty() {
+            return Err("stop_agents: no agents run".into());
+        }
+        for a in &mut t.agents {
+            a.stop();
+        }
+        let hosts: Vec<String> = t.agents.drain(..).map(|a| a.host).collect();
+        tracing::info!("stopped the agents on {}", hosts.join(", "));
         Ok(())
     }
 }

@@ -26,15 +26,15 @@ mod trial;
 
 pub use agent::{AddHost, ExpectAgentsExit, ExpectAgentsRunning, RestartAgent, StartAgents, SwitchBackend};
 pub use converge::{ExpectCounts, ExpectSubnetsUnchanged, StayConverged, WaitConverged};
-pub use etcd::{PauseEtcd, PutKey, RestartEtcd, RevokeLease, StopEtcdLeader};
-pub use faults::{Break, CutLink, RemoveHost, Sabotage, UdevMacPolicy};
+pub use etcd::{ExpectRefused, PauseEtcd, PutKey, RestartEtcd, RevokeLease, StopEtcdLeader};
+pub use faults::{Break, CutLink, Firewall, FlapLink, Policy, RemoveHost, Sabotage, StopAgents, UdevMacPolicy};
 pub use kinds::Step;
 pub(crate) use kinds::StepKind;
 pub use negation::ExpectFailure;
 pub(crate) use outcome::outcome;
 pub use outcome::{StepError, StepResult};
 pub use pods::{CreatePods, ExpectMtu, ExpectPing};
-pub use traffic::{Fate, InjectUdp, MeasureThroughput, StartTraffic, StopTraffic};
+pub use traffic::{ExpectSource, Fate, InjectUdp, InjectVxlan, MeasureThroughput, SeenAs, StartTraffic, StopTraffic};
 pub(crate) use trial::load_profile;
 pub use trial::Trial;
 

@@ -1,6 +1,7 @@
 //! Traffic: background ICMP against a loss budget, crafted udp datagrams, throughput.
 
-use std::time::Duration;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -103,8 +104,85 @@ impl StepKind for InjectUdp {
     }
 
     async fn run(&self, t: &mut Trial<'_>) -> StepResult {
-        t.inject_udp(self).await
+        t.inject(self, Backend::Udp).await
     }
+}
+
+/// vxlan backend: sends a crafted VXLAN frame (the configured VNI, the target's VTEP MAC
+/// from its lease, an inner IPv4 echo request) to a host's vxlan port and checks whether
+/// the pod behind it sees the echo. Same fields as `inject_udp`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InjectVxlan {
+    pub from: String,
+    pub to: HostName,
+    pub inner_src_from: HostName,
+    pub expect: Fate,
+}
+
+impl StepKind for InjectVxlan {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        vec![Ref::Subject(&self.from), Ref::Host(&self.to), Ref::Host(&self.inner_src_from)]
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let spec =
+            InjectUdp { from: self.from.clone(), to: self.to.clone(), inner_src_from: self.inner_src_from.clone(), expect: self.expect };
+        t.inject(&spec, Backend::Vxlan).await
+    }
+}
+
+/// The address a pod's traffic must arrive with.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SeenAs {
+    /// The sending host's own address: masqueraded (`--ip-masq` for traffic leaving the
+    /// pod network).
+    Node,
+    /// The pod's own address: not rewritten.
+    Pod,
+}
+
+/// Sends UDP datagrams from the first pod on `from` to `to` (`etcd`: a lab node off the pod
+/// network; a host: its first pod) and judges the source address they arrive with: the
+/// effect of ip-masq, not the rule text.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSource {
+    pub from: HostName,
+    pub to: String,
+    pub seen_as: SeenAs,
+}
+
+impl StepKind for ExpectSource {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        vec![Ref::Host(&self.from), Ref::Subject(&self.to)]
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        t.expect_source(self).await
+    }
+}
+
+/// A VXLAN datagram's payload: the 8-byte header (I flag, VNI) and an Ethernet frame to
+/// `dst_mac` carrying `ip`.
+fn vxlan_frame(vni: u32, dst_mac: [u8; 6], ip: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x08, 0, 0, 0];
+    f.extend_from_slice(&(vni << 8).to_be_bytes());
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&[0x02, 0x00, 0x5e, 0x1a, 0xb0, 0x01]); // a locally administered source
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(ip);
+    f
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in out.iter_mut() {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 /// Benchmark: pod-to-pod TCP throughput between the first two hosts, and host-to-host
@@ -123,10 +201,12 @@ impl StepKind for MeasureThroughput {
 }
 
 impl Trial<'_> {
-    async fn inject_udp(&mut self, spec: &InjectUdp) -> StepResult {
+    /// Injects one encapsulated echo request as `backend` carries it (udp: the bare IPv4
+    /// packet; vxlan: a VXLAN frame) and judges whether the target's pod saw it.
+    async fn inject(&mut self, spec: &InjectUdp, backend: Backend) -> StepResult {
         let conf = self.conf()?.clone();
-        if conf.backend != Backend::Udp {
-            return Err(lab_err!("inject_udp applies to the udp backend, not {}", conf.backend).into());
+        if conf.backend != backend {
+            return Err(lab_err!("inject_{} applies to the {backend} backend, not {}", backend.name(), conf.backend).into());
         }
         let (sender_ns, sender_addr) = if spec.from == "etcd" {
             (self.store.netns().clone(), self.lab.topo.etcd.1)
@@ -143,7 +223,15 @@ impl Trial<'_> {
         let subnet = env.subnet().ok_or("no subnet in the subnet file")?;
         let inner_src = subnet.nth(200);
         let ident: u16 = rand::random();
-        let packet = probe::echo_packet(inner_src, pod.addr, ident);
+        let mut packet = probe::echo_packet(inner_src, pod.addr, ident);
+        if backend == Backend::Vxlan {
+            let lease = self.leases().await?.into_iter().find_map(|(_, l)| l.ok().filter(|l| l.public_ip == target.addr));
+            let mac = lease
+                .and_then(|l| l.vtep_mac)
+                .and_then(|m| parse_mac(&m))
+                .ok_or_else(|| format!("no lease with a VtepMAC for {} in etcd: converge first", target.name))?;
+            packet = vxlan_frame(conf.vni, mac, &packet);
+        }
         let to = std::net::SocketAddrV4::new(target.addr, conf.port);
         let pod_ns = pod.ns.clone();
         let target_name = target.name.clone();
@@ -156,7 +244,7 @@ impl Trial<'_> {
         })
         .await
         .map_err(|e| e.to_string())??;
-        let what = format!("datagram from {} ({sender_addr}) to {to} carrying {inner_src} -> {}", spec.from, pod.addr);
+        let what = format!("{backend} datagram from {} ({sender_addr}) to {to} carrying {inner_src} -> {}", spec.from, pod.addr);
         match (spec.expect, seen) {
             (Fate::Delivered, true) | (Fate::Dropped, false) => {
                 tracing::info!("{what}: {}", if seen { "delivered" } else { "dropped" });
@@ -169,6 +257,61 @@ impl Trial<'_> {
                 Err(StepError::check(Check::Delivery, target_name, format!("{what}: reached the pod, expected it to be dropped")))
             }
         }
+    }
+
+    async fn expect_source(&mut self, spec: &ExpectSource) -> StepResult {
+        let from = spec.from.as_str();
+        let node_addr = self.host(from)?.addr;
+        let pod = self.pods.iter().find(|p| p.host == from).ok_or_else(|| format!("no pod on {from}: add create_pods first"))?;
+        let (dst_ns, dst_addr, dst_label) = if spec.to == "etcd" {
+            (self.store.netns().clone(), self.lab.topo.etcd.1, "etcd (off the pod network)".to_string())
+        } else {
+            let p = self.pods.iter().find(|p| p.host == spec.to).ok_or_else(|| format!("no pod on {}: add create_pods first", spec.to))?;
+            (p.ns.clone(), p.addr, format!("pod {} on {}", p.name, spec.to))
+        };
+        let want = match spec.seen_as {
+            SeenAs::Node => node_addr,
+            SeenAs::Pod => pod.addr,
+        };
+        let (pod_ns, pod_addr) = (pod.ns.clone(), pod.addr);
+        let port: u16 = 40000 + rand::random::<u16>() % 20000;
+        let tag: u64 = rand::random();
+        const SENT: usize = 5;
+        let seen = tokio::task::spawn_blocking(move || -> Result<Vec<Ipv4Addr>, crate::error::Error> {
+            let listener = probe::UdpListener::start(&dst_ns, port)?;
+            let to = std::net::SocketAddrV4::new(dst_addr, port);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut sent = 0;
+            loop {
+                let mine: Vec<Ipv4Addr> =
+                    listener.seen().into_iter().filter(|(_, p)| p.as_slice() == tag.to_be_bytes()).map(|(a, _)| a).collect();
+                if mine.len() >= SENT || Instant::now() >= deadline {
+                    return Ok(mine);
+                }
+                if sent < SENT {
+                    probe::send_udp(&pod_ns, to, tag.to_be_bytes().to_vec())?;
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let what = format!("UDP from pod {pod_addr} on {from} to {dst_label} ({dst_addr}:{port})");
+        let wrong: Vec<String> = seen.iter().filter(|a| **a != want).map(|a| a.to_string()).collect();
+        let expected = match spec.seen_as {
+            SeenAs::Node => format!("{want}, the node's address (masqueraded)"),
+            SeenAs::Pod => format!("{want}, the pod's own address (not rewritten)"),
+        };
+        if seen.is_empty() {
+            return Err(StepError::check(Check::SourceAddress, from, format!("{what}: none of {SENT} datagrams arrived")));
+        }
+        if !wrong.is_empty() {
+            let what = format!("{what}: {} of {} arrived from {}, expected {expected}", wrong.len(), seen.len(), wrong.join(", "));
+            return Err(StepError::check(Check::SourceAddress, from, what));
+        }
+        tracing::info!("{what}: {} of {SENT} arrived from {expected}", seen.len());
+        Ok(())
     }
 
     async fn measure_throughput(&mut self, seconds: Duration) -> StepResult {
@@ -197,5 +340,21 @@ impl Trial<'_> {
             overlay.gbit_per_s() / bare.gbit_per_s()
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vxlan_frames_carry_vni_and_vtep_mac() {
+        let f = vxlan_frame(0x00ab_cdef, [2, 0, 0, 0, 0, 9], &[0x45, 0]);
+        assert_eq!(&f[..8], &[0x08, 0, 0, 0, 0xab, 0xcd, 0xef, 0]);
+        assert_eq!(&f[8..14], &[2, 0, 0, 0, 0, 9]);
+        assert_eq!(&f[20..22], &[0x08, 0x00]);
+        assert_eq!(&f[22..], &[0x45, 0]);
+        assert_eq!(parse_mac("0e:ca:0a:00:00:01"), Some([0x0e, 0xca, 0x0a, 0, 0, 1]));
+        assert_eq!(parse_mac("0e:ca"), None);
     }
 }

@@ -8,13 +8,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::{Case, Step, StepError, StepResult};
-use crate::agents::{Agent, Implementation};
+use crate::agents::{Agent, Implementation, Launch};
 use crate::contract::{self, Backend, Check, Counts, Finding, NetConf, SubnetEnv, DEFAULT_PREFIX};
 use crate::error::chain;
 use crate::input::names::Ipv4Net;
 use crate::lab::pods::{self as lab_pods, Gateway, Pod};
 use crate::lab::{Lab, Node};
 use crate::probe;
+use crate::store::tls::Credentials;
 use crate::store::Store;
 
 /// A lab while a case's steps run on it. Field order is drop order: agents before the
@@ -93,6 +94,50 @@ impl<'a> Trial<'a> {
         self.canary_due = Some((Instant::now(), what.into()));
     }
 
+    /// What an agent is told at start, given client credentials `creds` (which matter only
+    /// when etcd speaks TLS).
+    pub(super) fn launch(&self, creds: Credentials) -> Launch {
+        Launch {
+            endpoints: self.store.endpoints(),
+            prefix: DEFAULT_PREFIX.to_string(),
+            tls: self.store.pki.as_ref().map(|p| p.client_files(creds)).unwrap_or_default(),
+            ip_masq: self.case.ip_masq,
+        }
+    }
+
+    /// Hosts etcd refused TLS handshakes from since their agent started, each with how
+    /// often and the last reason etcd gave.
+    pub(super) async fn refusals(&self) -> Result<BTreeMap<String, (usize, String)>, StepError> {
+        if self.store.pki.is_none() {
+            return Ok(BTreeMap::new());
+        }
+        let all = self.store.refused_connections().await?;
+        let mut out = BTreeMap::new();
+        for a in &self.agents {
+            let Some(node) = self.lab.host(&a.host) else { continue };
+            let since = a.started - Duration::from_secs(1);
+            let mine: Vec<_> = all.iter().filter(|r| r.from.ip() == node.addr && r.at.is_none_or(|t| t >= since)).collect();
+            if let Some(last) = mine.last() {
+                out.insert(a.host.clone(), (mine.len(), last.reason.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A finding for every host whose agent etcd refused (said when a wait runs out, so a
+    /// refused agent reads as refused, not as a hang).
+    pub(super) async fn refusal_findings(&self) -> Result<Vec<Finding>, StepError> {
+        Ok(self
+            .refusals()
+            .await?
+            .into_iter()
+            .map(|(h, (n, why))| {
+                let what = format!("etcd refused this host's agent ({n} TLS handshake(s) since it started): {why}");
+                Finding::new(Check::EtcdAccess, h, what)
+            })
+            .collect())
+    }
+
     /// The implementation a host runs.
     pub(super) fn imp_of(&self, host: &str) -> Implementation {
         self.imps.get(host).cloned().unwrap_or_else(|| self.imp.clone())
@@ -150,7 +195,15 @@ impl<'a> Trial<'a> {
         for (node, state) in active.into_iter().zip(states) {
             let state = state?;
             let mtu = self.lab.mtu_of(node);
-            contract::check_subnet_file(conf, &node.name, mtu, by_ip.get(&node.addr), state.subnet_file.as_deref(), &mut findings);
+            contract::check_subnet_file(
+                conf,
+                self.case.ip_masq,
+                &node.name,
+                mtu,
+                by_ip.get(&node.addr),
+                state.subnet_file.as_deref(),
+                &mut findings,
+            );
             let c = contract::check_kernel(conf, &node.name, node.addr, mtu, &by_ip, &state, &mut findings);
             counts.insert(node.name.clone(), c);
         }
@@ -180,7 +233,7 @@ impl<'a> Trial<'a> {
                     let restarts = a.restarts + 1;
                     let node = self.lab.host(&host).expect("agent host");
                     let imp = self.imp_of(&host);
-                    let mut fresh = Agent::start(&imp, node, &self.store.endpoints(), DEFAULT_PREFIX)
+                    let mut fresh = Agent::start(&imp, node, &self.launch(Credentials::Valid))
                         .map_err(|e| e.context(format!("{host}: restart under the restart policy")))?;
                     fresh.restarts = restarts;
                     tracing::info!(
@@ -296,6 +349,12 @@ impl<'a> Trial<'a> {
         }
         if findings.is_empty() || all {
             findings.extend(self.reachability(cross_segment_fails).await?);
+        }
+        if all && !findings.is_empty() {
+            // a refused agent reads as refused, first, not as a hang
+            let mut refused = self.refusal_findings().await?;
+            refused.append(&mut findings);
+            findings = refused;
         }
         Ok(findings)
     }

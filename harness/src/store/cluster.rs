@@ -13,6 +13,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 use crate::error::Error;
 use crate::lab::proc::Child;
 use crate::lab::Lab;
+use crate::store::tls::Pki;
 
 pub const ETCD_PORT: u16 = 2379;
 
@@ -56,21 +57,34 @@ pub struct Store {
     pub endpoint: String,
     ns: crate::lab::netns::Netns,
     dir: std::path::PathBuf,
+    /// The run's certificates when etcd speaks TLS and asks clients for certificates.
+    pub pki: Option<Pki>,
+}
+
+/// `http` or `https`.
+fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 impl Store {
-    /// Starts etcd with `provider` and waits until it answers.
-    pub async fn start(lab: &Lab, provider: Provider, members: usize, ready_within: Duration) -> Result<Store, Error> {
+    /// Starts etcd with `provider` (over TLS with client certificates when `tls`) and waits
+    /// until it answers.
+    pub async fn start(lab: &Lab, provider: Provider, members: usize, tls: bool, ready_within: Duration) -> Result<Store, Error> {
         match provider {
-            Provider::Process => Store::start_process(lab, ready_within).await,
-            Provider::Docker => Store::start_docker(lab, members, ready_within).await,
+            Provider::Process => Store::start_process(lab, tls, ready_within).await,
+            Provider::Docker => Store::start_docker(lab, members, tls, ready_within).await,
         }
     }
 
     /// Starts etcd on the lab's etcd node and waits until it answers.
-    pub async fn start_process(lab: &Lab, ready_within: Duration) -> Result<Store, Error> {
+    pub async fn start_process(lab: &Lab, tls: bool, ready_within: Duration) -> Result<Store, Error> {
         let node = lab.etcd_node().expect("a lab built with an etcd namespace");
-        let endpoint = format!("http://{}:{ETCD_PORT}", node.addr);
+        let endpoint = format!("{}://{}:{ETCD_PORT}", scheme(tls), node.addr);
+        let pki = if tls { Some(Pki::generate(&node.dir.join("pki"), &[node.addr])?) } else { None };
         let rt = node.ns.runtime()?;
         let mut store = Store {
             backing: Backing::Process(None),
@@ -80,6 +94,7 @@ impl Store {
             endpoint,
             ns: node.ns.clone(),
             dir: node.dir.clone(),
+            pki,
         };
         store.spawn()?;
         store.wait_ready(ready_within).await?;
@@ -88,14 +103,15 @@ impl Store {
 
     /// etcd in containers named after the run (`fl3a9c-etcd`, `fl3a9c-etcd2`, …),
     /// labelled with the run id, on the underlay: the first at the topology's etcd address.
-    pub async fn start_docker(lab: &Lab, members: usize, ready_within: Duration) -> Result<Store, Error> {
+    pub async fn start_docker(lab: &Lab, members: usize, tls: bool, ready_within: Duration) -> Result<Store, Error> {
         let bin = etcd_binary().ok_or(Error::NoEtcd)?;
         let docker = crate::lab::docker::engine().await?;
         let image = crate::store::container::ensure_image(&docker, &bin).await?;
         let addrs = lab.etcd_member_addresses(members).map_err(|e| e.context("address etcd members"))?;
-        let endpoint = format!("http://{}:{ETCD_PORT}", addrs[0]);
+        let endpoint = format!("{}://{}:{ETCD_PORT}", scheme(tls), addrs[0]);
         let dir = lab.dir.join("etcd");
         std::fs::create_dir_all(&dir).map_err(|e| Error::Docker(format!("create {}: {e}", dir.display())))?;
+        let pki = if tls { Some(Pki::generate(&dir.join("pki"), &addrs)?) } else { None };
         let mut store = Store {
             backing: Backing::Docker(Vec::new()),
             provider: Provider::Docker,
@@ -105,14 +121,16 @@ impl Store {
             // a placeholder namespace until the first container's exists
             ns: crate::lab::netns::Netns::of_pid(std::process::id() as i64)?,
             dir,
+            pki,
         };
         let names: Vec<String> = (0..members).map(|i| if i == 0 { "etcd".to_string() } else { format!("etcd{}", i + 1) }).collect();
         let cluster: Vec<String> = names.iter().zip(&addrs).map(|(n, a)| format!("{n}=http://{a}:2380")).collect();
         let mut started = Vec::new();
         for (name, addr) in names.iter().zip(&addrs) {
             // listen on every address: the underlay address only appears once the lab attaches it
-            let args = member_args(name, *addr, &cluster.join(","));
-            let c = crate::store::container::EtcdContainer::start(&docker, &image, &lab.run.netns(name), lab.run, args).await?;
+            let args = member_args(name, *addr, &cluster.join(","), store.pki.as_ref());
+            let c = crate::store::container::EtcdContainer::start(&docker, &image, &lab.run.netns(name), lab.run, args, store.pki_mount())
+                .await?;
             started.push(Member { container: c, name: name.clone(), addr: *addr });
         }
         store.backing = Backing::Docker(started);
@@ -151,10 +169,13 @@ impl Store {
 
     /// One member's (member id, leader id), asked of that member alone.
     async fn member_status(&self, addr: std::net::Ipv4Addr) -> Option<(u64, u64)> {
-        let ep = format!("http://{addr}:{ETCD_PORT}");
+        let ep = format!("{}://{addr}:{ETCD_PORT}", scheme(self.pki.is_some()));
         let rt = self.rt.as_ref()?;
+        let mut opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1)).with_timeout(Duration::from_secs(2));
+        if let Some(pki) = &self.pki {
+            opts = opts.with_tls(pki.client_tls().ok()?);
+        }
         rt.spawn(async move {
-            let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1)).with_timeout(Duration::from_secs(2));
             let mut c = Client::connect([ep], Some(opts)).await.ok()?;
             let st = c.status().await.ok()?;
             Some((st.header()?.member_id(), st.leader()))
@@ -182,7 +203,8 @@ impl Store {
     pub fn endpoints(&self) -> String {
         match &self.backing {
             Backing::Docker(members) if members.len() > 1 => {
-                members.iter().map(|m| format!("http://{}:{ETCD_PORT}", m.addr)).collect::<Vec<_>>().join(",")
+                let s = scheme(self.pki.is_some());
+                members.iter().map(|m| format!("{s}://{}:{ETCD_PORT}", m.addr)).collect::<Vec<_>>().join(",")
             }
             _ => self.endpoint.clone(),
         }
@@ -217,11 +239,35 @@ impl Store {
 
     /// A line saying where etcd runs, for trial logs.
     pub fn describe(&self) -> String {
+        let tls = if self.pki.is_some() { " (TLS, client certificates required)" } else { "" };
         match &self.backing {
-            Backing::Process(_) => format!("etcd process at {}", self.endpoint),
-            Backing::Docker(m) if m.len() == 1 => format!("etcd in Docker container {} at {}", m[0].container.name, self.endpoint),
-            Backing::Docker(m) => format!("etcd cluster of {} Docker containers at {}", m.len(), self.endpoints()),
+            Backing::Process(_) => format!("etcd process at {}{tls}", self.endpoint),
+            Backing::Docker(m) if m.len() == 1 => format!("etcd in Docker container {} at {}{tls}", m[0].container.name, self.endpoint),
+            Backing::Docker(m) => format!("etcd cluster of {} Docker containers at {}{tls}", m.len(), self.endpoints()),
         }
+    }
+
+    /// Where a container sees the run's certificates: (host directory, container directory).
+    fn pki_mount(&self) -> Option<(std::path::PathBuf, String)> {
+        self.pki.as_ref().map(|p| (p.dir.clone(), CONTAINER_PKI.to_string()))
+    }
+
+    /// Every TLS connection etcd refused so far, from its log.
+    pub async fn refused_connections(&self) -> Result<Vec<Refusal>, Error> {
+        let text = match &self.backing {
+            Backing::Process(_) => {
+                let f = self.dir.join("etcd.log");
+                std::fs::read_to_string(&f).map_err(|e| crate::lab_err!("read {}: {e}", f.display()))?
+            }
+            Backing::Docker(members) => {
+                let mut all = String::new();
+                for m in members {
+                    all.push_str(&m.container.log().await?);
+                }
+                all
+            }
+        };
+        Ok(parse_refusals(&text))
     }
 
     /// Starts the etcd process on the existing data directory (a fresh one the first time).
@@ -230,7 +276,7 @@ impl Store {
         let mut cmd = Command::new(bin);
         let data = self.dir.join("data").display().to_string();
         let peer = "http://127.0.0.1:2380";
-        let args = etcd_flags(&EtcdFlags {
+        let mut args = etcd_flags(&EtcdFlags {
             name: "lab",
             data_dir: &data,
             listen_client: &self.endpoint,
@@ -239,6 +285,9 @@ impl Store {
             advertise_peer: peer,
             cluster: &format!("lab={peer}"),
         });
+        if let Some(pki) = &self.pki {
+            args.extend(pki.server_flags(&pki.dir));
+        }
         cmd.args(args).env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
         self.backing = Backing::Process(Some(Child::spawn("etcd", &self.ns, cmd, &self.dir.join("etcd.log"))?));
         Ok(())
@@ -301,8 +350,9 @@ impl Store {
                 let (docker, cname) = (m.container.docker.clone(), m.container.name.clone());
                 let bin = etcd_binary().ok_or(Error::NoEtcd)?;
                 let image = crate::store::container::ensure_image(&docker, &bin).await?;
-                let args = member_args(&m.name, m.addr, &format!("{}=http://{}:2380", m.name, m.addr));
-                m.container = crate::store::container::EtcdContainer::start(&docker, &image, &cname, lab.run, args).await?;
+                let args = member_args(&m.name, m.addr, &format!("{}=http://{}:2380", m.name, m.addr), self.pki.as_ref());
+                let mount = self.pki.as_ref().map(|p| (p.dir.clone(), CONTAINER_PKI.to_string()));
+                m.container = crate::store::container::EtcdContainer::start(&docker, &image, &cname, lab.run, args, mount).await?;
                 self.attach(lab, None).await?;
             }
             Backing::Docker(members) => {
@@ -428,7 +478,10 @@ impl Store {
     async fn connect(&self) -> Option<Client> {
         let eps: Vec<String> = self.endpoints().split(',').map(str::to_string).collect();
         let rt = self.rt.as_ref()?;
-        let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1)).with_timeout(Duration::from_secs(5));
+        let mut opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1)).with_timeout(Duration::from_secs(5));
+        if let Some(pki) = &self.pki {
+            opts = opts.with_tls(pki.client_tls().ok()?);
+        }
         rt.spawn(async move { Client::connect(eps, Some(opts)).await.ok() }).await.ok().flatten()
     }
 }
@@ -491,17 +544,111 @@ fn etcd_flags(f: &EtcdFlags) -> Vec<String> {
     .collect()
 }
 
+/// Where a container finds the run's certificates (a read-only bind mount).
+const CONTAINER_PKI: &str = "/etc/flannel-lab/pki";
+
 /// The command line of one etcd member in a container (data in /var/lib/etcd, listening on
-/// every address, advertising its underlay address).
-fn member_args(name: &str, addr: std::net::Ipv4Addr, cluster: &str) -> Vec<String> {
-    let (client, peer) = (format!("http://{addr}:{ETCD_PORT}"), format!("http://{addr}:2380"));
-    etcd_flags(&EtcdFlags {
+/// every address, advertising its underlay address). Peers talk plain HTTP between
+/// themselves; clients get TLS when `pki` is given.
+fn member_args(name: &str, addr: std::net::Ipv4Addr, cluster: &str, pki: Option<&Pki>) -> Vec<String> {
+    let s = scheme(pki.is_some());
+    let (client, peer) = (format!("{s}://{addr}:{ETCD_PORT}"), format!("http://{addr}:2380"));
+    let mut args = etcd_flags(&EtcdFlags {
         name,
         data_dir: "/var/lib/etcd",
-        listen_client: &format!("http://0.0.0.0:{ETCD_PORT}"),
+        listen_client: &format!("{s}://0.0.0.0:{ETCD_PORT}"),
         advertise_client: &client,
         listen_peer: "http://0.0.0.0:2380",
         advertise_peer: &peer,
         cluster,
-    })
+    });
+    if let Some(pki) = pki {
+        args.extend(pki.server_flags(std::path::Path::new(CONTAINER_PKI)));
+    }
+    args
+}
+
+/// A TLS handshake etcd refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// When etcd logged it (None when its timestamp did not parse).
+    pub at: Option<std::time::SystemTime>,
+    pub from: std::net::SocketAddr,
+    pub reason: String,
+}
+
+/// etcd's (zap, JSON) log lines for refused TLS handshakes:
+/// `{"level":"warn","ts":"2026-11-26T14:34:30.248Z",…,"msg":"rejected connection","remote-addr":"192.168.99.3:41234",…,"error":"tls: …"}`.
+fn parse_refusals(log: &str) -> Vec<Refusal> {
+    log.lines()
+        .filter(|l| l.contains("rejected connection"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["msg"] == "rejected connection")
+        .filter_map(|v| {
+            Some(Refusal {
+                at: v["ts"].as_str().and_then(parse_utc),
+                from: v["remote-addr"].as_str()?.parse().ok()?,
+                reason: v["error"].as_str().unwrap_or("no reason given").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` (zap's ISO 8601 in UTC) as a time.
+fn parse_utc(ts: &str) -> Option<std::time::SystemTime> {
+    let ts = ts.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>());
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    // days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = u64::try_from(days * 86400 + hh * 3600 + mm * 60 + ss).ok()?;
+    let nanos = format!("{frac:0<9}").get(..9)?.parse::<u32>().ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_come_from_etcd_log_lines() {
+        let log = concat!(
+            r#"{"level":"warn","ts":"2026-11-26T14:34:30.248Z","caller":"embed/config_logging.go:287","msg":"rejected connection","remote-addr":"192.168.99.3:53268","server-name":"","error":"tls: client didn't provide a certificate"}"#,
+            "\n",
+            r#"{"level":"warn","msg":"slow request","took":"1s"}"#,
+            "\nnot json: rejected connection\n",
+            r#"{"level":"warn","msg":"rejected connection","remote-addr":"192.168.99.4:1","error":"tls: failed to verify client certificate: x509: certificate signed by unknown authority"}"#,
+        );
+        let r = parse_refusals(log);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].from, "192.168.99.3:53268".parse().unwrap());
+        assert!(r[0].reason.contains("didn't provide a certificate"));
+        assert!(r[1].reason.contains("unknown authority"));
+        assert_eq!(r[0].at, Some(std::time::UNIX_EPOCH + Duration::from_millis(1_795_703_670_248)));
+        assert_eq!(r[1].at, None);
+        assert_eq!(parse_utc("1970-01-01T00:00:00Z"), Some(std::time::UNIX_EPOCH));
+        assert_eq!(parse_utc("2000-03-01T00:00:01.5Z"), Some(std::time::UNIX_EPOCH + Duration::from_millis(951_868_801_500)));
+    }
+
+    #[test]
+    fn container_members_get_tls_flags_for_clients_only() {
+        let d = tempfile::tempdir().unwrap();
+        let pki = Pki::generate(d.path(), &[]).unwrap();
+        let a = member_args("etcd", "192.168.99.254".parse().unwrap(), "etcd=http://192.168.99.254:2380", Some(&pki));
+        let text = a.join(" ");
+        assert!(text.contains("--listen-client-urls https://0.0.0.0:2379"), "{text}");
+        assert!(text.contains("--listen-peer-urls http://0.0.0.0:2380"), "{text}");
+        assert!(text.contains("--trusted-ca-file /etc/flannel-lab/pki/ca.pem --client-cert-auth"), "{text}");
+        let plain = member_args("etcd", "192.168.99.254".parse().unwrap(), "etcd=http://192.168.99.254:2380", None).join(" ");
+        assert!(!plain.contains("https") && !plain.contains("--client-cert-auth"), "{plain}");
+    }
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 use bollard::query_parameters::{CreateImageOptionsBuilder, InspectContainerOptions};
 use bollard::Docker;
 use futures::StreamExt;
-use testcontainers::core::WaitFor;
+use testcontainers::core::{AccessMode, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
@@ -108,15 +108,26 @@ pub struct EtcdContainer {
 }
 
 impl EtcdContainer {
-    /// Starts a container named `name` (no network) running etcd with `args`.
-    pub async fn start(docker: &Docker, image: &str, name: &str, run: RunId, args: Vec<String>) -> Result<EtcdContainer> {
+    /// Starts a container named `name` (no network) running etcd with `args`; `mount`
+    /// (host directory, container directory) is bound read-only when given.
+    pub async fn start(
+        docker: &Docker,
+        image: &str,
+        name: &str,
+        run: RunId,
+        args: Vec<String>,
+        mount: Option<(PathBuf, String)>,
+    ) -> Result<EtcdContainer> {
         let (repo, tag) = image.split_once(':').unwrap_or((image, "latest"));
-        let req = GenericImage::new(repo, tag)
+        let mut req = GenericImage::new(repo, tag)
             .with_wait_for(WaitFor::Nothing)
             .with_cmd(args)
             .with_network("none")
             .with_container_name(name)
             .with_label(RUN_LABEL, run.to_string());
+        if let Some((host, inside)) = mount {
+            req = req.with_mount(Mount::bind_mount(host.display().to_string(), inside).with_access_mode(AccessMode::ReadOnly));
+        }
         let container = req.start().await.map_err(|e| lab_err!("start container {name}: {e}"))?;
         Ok(EtcdContainer { docker: docker.clone(), name: name.to_string(), container: Some(container) })
     }
@@ -152,6 +163,14 @@ impl EtcdContainer {
     pub async fn unpause(&self) -> Result<()> {
         let c = self.container.as_ref().ok_or("container already removed")?;
         c.unpause().await.map_err(|e| lab_err!("unpause {}: {e}", self.name))
+    }
+
+    /// What etcd wrote to stdout and stderr so far.
+    pub async fn log(&self) -> Result<String> {
+        let c = self.container.as_ref().ok_or("container already removed")?;
+        let out = c.stdout_to_vec().await.map_err(|e| lab_err!("read the log of {}: {e}", self.name))?;
+        let err = c.stderr_to_vec().await.map_err(|e| lab_err!("read the log of {}: {e}", self.name))?;
+        Ok(format!("{}{}", String::from_utf8_lossy(&out), String::from_utf8_lossy(&err)))
     }
 
     /// Removes the container (and its data).
