@@ -604,6 +604,62 @@ mod tests {
         assert_eq!(counts, Counts { routes: 2, neighbours: 2, fdb: 2, direct: 0 });
     }
 
+    /// h1 (192.168.99.1/24 on eth0) with DirectRouting: h2 is on its segment, h3 (10.0.0.3)
+    /// across a router.
+    fn direct_routing_case() -> (NetConf, BTreeMap<Ipv4Addr, LeaseView>, HostState) {
+        let c = NetConf::from_json(&serde_json::json!({"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}))
+            .unwrap();
+        let mut far = lease(3, "02:00:00:00:00:03");
+        far.public_ip = "10.0.0.3".parse().unwrap();
+        let near = lease(2, "02:00:00:00:00:02");
+        let l: BTreeMap<Ipv4Addr, LeaseView> =
+            [lease(1, "02:00:00:00:00:01"), near.clone(), far.clone()].into_iter().map(|l| (l.public_ip, l)).collect();
+        let mut st = good_state(&[far]);
+        st.links.push(Link {
+            index: 2,
+            name: UNDERLAY_IF.into(),
+            mtu: 1500,
+            up: true,
+            kind: Some("veth".into()),
+            mac: None,
+            controller: None,
+            vxlan: None,
+        });
+        st.addresses.push(Address { ifindex: 2, addr: "192.168.99.1".parse().unwrap(), net: "192.168.99.0/24".parse().unwrap() });
+        st.routes.push(Route { dst: near.subnet, gateway: Some(near.public_ip), oif: Some(2), onlink: false });
+        (c, l, st)
+    }
+
+    #[test]
+    fn direct_routing_counts_both_kinds() {
+        let (c, l, st) = direct_routing_case();
+        let mut out = Vec::new();
+        let counts = check_kernel(&c, "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(counts, Counts { routes: 1, neighbours: 1, fdb: 1, direct: 1 });
+    }
+
+    #[test]
+    fn direct_routing_findings_name_the_missing_kind() {
+        // the direct route lost (upstream #1070)
+        let (c, l, mut st) = direct_routing_case();
+        st.routes.retain(|r| r.oif != Some(2));
+        let mut out = Vec::new();
+        check_kernel(&c, "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].check, Check::Routes);
+        assert!(out[0].what.contains("0 of 1 direct routes on eth0"), "{}", out[0]);
+        // the near peer served over vxlan instead of directly
+        let (c, l, mut st) = direct_routing_case();
+        st.routes.retain(|r| r.oif != Some(2));
+        let near = l.values().find(|p| p.subnet.addr().octets()[2] == 2).unwrap();
+        st.routes.push(Route { dst: near.subnet, gateway: Some(near.subnet.addr()), oif: Some(5), onlink: true });
+        let mut out = Vec::new();
+        check_kernel(&c, "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        let text: Vec<String> = out.iter().map(|f| f.to_string()).collect();
+        assert!(text.iter().any(|t| t.contains("unexpected: 10.244.2.0/24 via 10.244.2.0")), "{text:?}");
+    }
+
     #[test]
     fn missing_fdb_entry_is_named() {
         let l = leases();
