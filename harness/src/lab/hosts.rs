@@ -282,6 +282,30 @@ impl Lab {
         Ok(())
     }
 
+    /// Deletes a host's underlay interface and creates it again with the same name, MAC,
+    /// address and static routes, as when a NIC driver reloads or a VM's interface is
+    /// re-plugged. Everything bound to the old interface goes with it, among them a vxlan
+    /// device created on top of it and every route through it.
+    pub async fn recreate_host_link(&self, name: &str) -> Result<(), Error> {
+        let node = self.host(name).ok_or_else(|| Error::Lab(format!("no host `{name}`")))?;
+        let segment = &self.topo.segments[node.segment];
+        let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
+        let mac = node.nl.links().await?.into_iter().find(|l| l.name == UNDERLAY_IF).and_then(|l| l.mac).and_then(|m| {
+            let b: Vec<u8> = m.split(':').filter_map(|x| u8::from_str_radix(x, 16).ok()).collect();
+            <[u8; 6]>::try_from(b).ok()
+        });
+        let port = format!("p-{name}");
+        fnl.del_link(&port).await?;
+        fnl.add_veth_with_mac(&port, UNDERLAY_IF, &node.ns, segment.mtu, mac).await?;
+        fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
+        node.nl.add_address(UNDERLAY_IF, node.addr, segment.cidr.prefix()).await?;
+        node.nl.set_up(UNDERLAY_IF).await?;
+        for route in self.topo.routes_for(&[node.segment], None) {
+            node.nl.add_route(route.dst, route.via).await?;
+        }
+        Ok(())
+    }
+
     /// Sets the MTU of a node's port on its segment bridge (`ip link set p-NODE mtu MTU` in
     /// the fabric): larger frames to or from the node are dropped there.
     pub async fn set_port_mtu(&self, node: &str, mtu: u32) -> Result<(), Error> {

@@ -213,6 +213,51 @@ impl Nl {
         self.handle.neighbours().del(m).execute().await.map_err(self.err(format!("delete fdb entry {}", e.mac)))
     }
 
+    /// `tc qdisc replace dev LINK root netem delay D jitter J reorder R% gap 5 rate RATE`,
+    /// or `tc qdisc del dev LINK root` when `n` impairs nothing. Kernels built without
+    /// sch_netem answer ENOENT, reported as such. netem's options are
+    /// a raw `tc_netem_qopt` followed by its own attributes, built here by hand.
+    pub async fn set_netem(&self, link: &str, n: &Netem) -> Result<(), Error> {
+        use futures::StreamExt;
+        use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage};
+        use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST};
+        let index = self.index_of(link).await?;
+        let op = format!("set netem {n:?} on {link}");
+        if n.is_none() {
+            let h = self.handle.clone();
+            let mut del = h.qdisc().del(index as i32);
+            del.message_mut().header.parent = TcHandle::ROOT;
+            return match del.execute().await {
+                Ok(()) => Ok(()),
+                // nothing to delete: the link has its default qdisc already
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENOENT || e.raw_code() == -libc::EINVAL => Ok(()),
+                Err(source) => Err(Error::Netlink { op, ns: self.ns.clone(), source }),
+            };
+        }
+        let mut msg = TcMessage::with_index(index as i32);
+        msg.header.parent = TcHandle::ROOT;
+        msg.attributes.push(TcAttribute::Kind("netem".into()));
+        msg.attributes
+            .push(TcAttribute::Other(rtnetlink::packet_core::DefaultNla::new(2 /* TCA_OPTIONS */, n.options(psched_ticks_per_us()))));
+        let mut req = NetlinkMessage::from(netlink_packet_route::RouteNetlinkMessage::NewQueueDiscipline(msg));
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        let mut h = self.handle.clone();
+        let mut resp = h.request(req).map_err(|source| Error::Netlink { op: op.clone(), ns: self.ns.clone(), source })?;
+        while let Some(m) = resp.next().await {
+            if let NetlinkPayload::Error(e) = m.payload {
+                if e.raw_code() == -libc::ENOENT {
+                    return Err(Error::Lab(format!(
+                        "{op}: this kernel has no netem qdisc (sch_netem), so delay, jitter, reordering and rate limits cannot be emulated here"
+                    )));
+                }
+                if e.code.is_some() {
+                    return Err(Error::Netlink { op, ns: self.ns.clone(), source: rtnetlink::Error::NetlinkError(e) });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `ip neigh del IP dev IFINDEX` (used by negative controls)
     pub async fn del_neighbour(&self, n: &Neighbour) -> Result<(), Error> {
         let mut m = NeighbourMessage::default();
@@ -402,5 +447,83 @@ fn kind_name(k: &InfoKind) -> String {
         InfoKind::Veth => "veth".into(),
         InfoKind::Tun => "tun".into(),
         other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// What netem does to a link's outgoing packets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Netem {
+    pub delay_us: u32,
+    pub jitter_us: u32,
+    pub reorder_percent: u32,
+    pub rate_kbit: u32,
+}
+
+impl Netem {
+    pub fn is_none(&self) -> bool {
+        *self == Netem::default()
+    }
+
+    /// `TCA_OPTIONS` of netem: `struct tc_netem_qopt { latency, limit, loss (0: loss is
+    /// done with nftables, which every kernel here has), gap, duplicate,
+    /// jitter }` (times in scheduler ticks, probabilities scaled to u32), then
+    /// `TCA_NETEM_REORDER {probability, correlation}` and `TCA_NETEM_RATE {rate (bytes/s),
+    /// packet_overhead, cell_size, cell_overhead}` when asked for.
+    pub fn options(&self, ticks_per_us: f64) -> Vec<u8> {
+        let prob = |pct: u32| ((pct.min(100) as u64 * u32::MAX as u64) / 100) as u32;
+        let ticks = |us: u32| (us as f64 * ticks_per_us) as u32;
+        let gap = if self.reorder_percent > 0 { 5 } else { 0 };
+        let mut out = Vec::new();
+        for v in [ticks(self.delay_us), 1000, 0, gap, 0, ticks(self.jitter_us)] {
+            out.extend_from_slice(&v.to_ne_bytes());
+        }
+        let mut nla = |kind: u16, words: &[u32]| {
+            out.extend_from_slice(&(4 + 4 * words.len() as u16).to_ne_bytes());
+            out.extend_from_slice(&kind.to_ne_bytes());
+            for w in words {
+                out.extend_from_slice(&w.to_ne_bytes());
+            }
+        };
+        if self.reorder_percent > 0 {
+            nla(3 /* TCA_NETEM_REORDER */, &[prob(self.reorder_percent), 0]);
+        }
+        if self.rate_kbit > 0 {
+            nla(6 /* TCA_NETEM_RATE */, &[self.rate_kbit.saturating_mul(125), 0, 0, 0]);
+        }
+        out
+    }
+}
+
+/// Packet scheduler ticks per microsecond, from /proc/net/psched (`t2us us2t …`); 15.625 on
+/// today's kernels.
+fn psched_ticks_per_us() -> f64 {
+    let text = std::fs::read_to_string("/proc/net/psched").unwrap_or_default();
+    let mut it = text.split_whitespace().map(|w| u32::from_str_radix(w, 16).ok());
+    match (it.next().flatten(), it.next().flatten()) {
+        (Some(t2us), Some(us2t)) if us2t > 0 => t2us as f64 / us2t as f64,
+        _ => 15.625,
+    }
+}
+
+#[cfg(test)]
+mod netem_tests {
+    use super::*;
+
+    #[test]
+    fn netem_options_are_qopt_then_attributes() {
+        let n = Netem { delay_us: 100_000, jitter_us: 0, reorder_percent: 25, rate_kbit: 8000 };
+        let o = n.options(15.625);
+        let word = |i: usize| u32::from_ne_bytes(o[4 * i..4 * i + 4].try_into().unwrap());
+        assert_eq!(word(0), 1_562_500, "100 ms in ticks");
+        assert_eq!(word(1), 1000);
+        assert_eq!(word(2), 0, "loss is nftables' job");
+        assert_eq!(word(3), 5, "a gap makes reordering possible");
+        assert_eq!(&o[24..26], &12u16.to_ne_bytes());
+        assert_eq!(&o[26..28], &3u16.to_ne_bytes());
+        assert_eq!(&o[36..38], &20u16.to_ne_bytes());
+        assert_eq!(&o[38..40], &6u16.to_ne_bytes());
+        assert_eq!(word(10), 1_000_000, "8000 kbit/s in bytes/s");
+        assert_eq!(o.len(), 56);
+        assert!(Netem::default().is_none());
     }
 }

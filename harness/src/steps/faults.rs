@@ -7,6 +7,7 @@ use super::{StepKind, StepResult, Trial};
 use crate::agents::Agent;
 use crate::input::case::{single_key_enum, Dur, Ref};
 use crate::input::names::HostName;
+use crate::lab::nl::Netem;
 use crate::lab::udev::MacPolicy;
 use crate::lab_err;
 
@@ -57,6 +58,115 @@ impl StepKind for FlapLink {
         t.restarted(format!("flap_link on {host}"));
         Ok(())
     }
+}
+
+/// Deletes a host's underlay interface and creates it again (same name, MAC, address):
+/// upstream #869/#1348/#2247, where flannel.1, created on top of it, vanished with it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RecreateLink {
+    pub host: HostName,
+}
+
+impl StepKind for RecreateLink {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        vec![Ref::Host(&self.host)]
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let host = self.host.as_str();
+        t.lab.recreate_host_link(host).await?;
+        tracing::info!("{host}'s underlay interface was deleted and created again");
+        t.restarted(format!("recreate_link on {host}"));
+        Ok(())
+    }
+}
+
+/// Impairs the named hosts' (default: every host's) outgoing underlay traffic with netem on
+/// their eth0: added delay and jitter, loss, reordering, a rate limit. All zero (`{}` with
+/// only `hosts`) removes the impairment.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImpairLink {
+    #[serde(default)]
+    pub hosts: Vec<HostName>,
+    #[serde(default)]
+    pub delay: Option<Dur>,
+    #[serde(default)]
+    pub jitter: Option<Dur>,
+    #[serde(default)]
+    pub loss_percent: u32,
+    #[serde(default)]
+    pub reorder_percent: u32,
+    #[serde(default)]
+    pub rate_mbit: u32,
+}
+
+impl StepKind for ImpairLink {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        self.hosts.iter().map(Ref::Host).collect()
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let us = |d: &Option<Dur>| d.as_ref().map(|d| d.0.as_micros().min(u32::MAX as u128) as u32).unwrap_or(0);
+        if self.loss_percent > 100 || self.reorder_percent > 100 {
+            return Err("impair_link: percentages are 0..100".into());
+        }
+        if self.reorder_percent > 0 && self.delay.is_none() {
+            return Err("impair_link: reordering needs a delay (netem reorders by sending some packets early)".into());
+        }
+        let n = Netem {
+            delay_us: us(&self.delay),
+            jitter_us: us(&self.jitter),
+            reorder_percent: self.reorder_percent,
+            rate_kbit: self.rate_mbit.saturating_mul(1000),
+        };
+        let hosts: Vec<&crate::lab::Node> = if self.hosts.is_empty() {
+            t.lab.hosts.iter().collect()
+        } else {
+            self.hosts.iter().map(|h| t.host(h.as_str())).collect::<Result<_, _>>()?
+        };
+        for node in hosts {
+            node.nl.set_netem(crate::lab::UNDERLAY_IF, &n).await?;
+            set_loss(node, self.loss_percent)?;
+        }
+        let on = if self.hosts.is_empty() {
+            "every host".to_string()
+        } else {
+            self.hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ")
+        };
+        tracing::info!("underlay impairment on {on}: {n:?}, loss {}%", self.loss_percent);
+        Ok(())
+    }
+}
+
+/// Random loss of a host's outgoing underlay frames: an nftables netdev table with an
+/// egress chain on eth0 (`numgen random mod 100 < N drop`), or none when `percent` is 0.
+fn set_loss(node: &crate::lab::Node, percent: u32) -> Result<(), crate::error::Error> {
+    const TABLE: &str = "flannel-lab-impair";
+    let dev = crate::lab::UNDERLAY_IF;
+    let mut script = format!("table netdev {TABLE}\ndelete table netdev {TABLE}\n");
+    let rule = if percent >= 100 { "drop".to_string() } else { format!("numgen random mod 100 < {percent} drop") };
+    if percent > 0 {
+        script.push_str(&format!(
+            "table netdev {TABLE} {{\n  chain egress {{ type filter hook egress device \"{dev}\" priority 0; {rule}; }}\n}}\n"
+        ));
+    }
+    let out = node.ns.run(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child.stdin.take().expect("piped").write_all(script.as_bytes())?;
+        child.wait_with_output()
+    })?;
+    let out = out.map_err(|e| lab_err!("run nft (install it: ci/setup.sh): {e}"))?;
+    if !out.status.success() {
+        return Err(lab_err!("nft on {}: {}", node.name, String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
 }
 
 /// What an operator's host firewall does, in every host namespace or the named ones:

@@ -77,6 +77,8 @@ step_kinds! {
     "pause_etcd" => PauseEtcd,
     "cut_link" => CutLink,
     "flap_link" => FlapLink,
+    "impair_link" => ImpairLink,
+    "recreate_link" => RecreateLink,
     "firewall" => Firewall,
     "stop_agents" => StopAgents,
     "remove_host" => RemoveHost,

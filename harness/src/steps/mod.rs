@@ -27,7 +27,7 @@ mod trial;
 pub use agent::{AddHost, ExpectAgentsExit, ExpectAgentsRunning, RestartAgent, StartAgents, SwitchBackend};
 pub use converge::{ExpectCounts, ExpectSubnetsUnchanged, StayConverged, WaitConverged};
 pub use etcd::{ExpectRefused, PauseEtcd, PutKey, RestartEtcd, RevokeLease, StopEtcdLeader};
-pub use faults::{Break, CutLink, Firewall, FlapLink, Policy, RemoveHost, Sabotage, StopAgents, UdevMacPolicy};
+pub use faults::{Break, CutLink, Firewall, FlapLink, ImpairLink, Policy, RecreateLink, RemoveHost, Sabotage, StopAgents, UdevMacPolicy};
 pub use kinds::Step;
 pub(crate) use kinds::StepKind;
 pub use negation::ExpectFailure;
