@@ -39,6 +39,9 @@ pub struct Lab {
     pub etcd: Option<Node>,
     /// Nodes on the underlay that are not hosts (the canary), with their addresses reserved.
     pub spares: Vec<Node>,
+    /// Addresses hosts gave up (`change_host_addr`): kept out of reuse, since a lease in
+    /// etcd may still name them.
+    retired: Vec<Ipv4Addr>,
     fabric: Option<(Netns, Nl)>,
     _lock: RunLock,
 }
@@ -87,6 +90,7 @@ impl Lab {
             routers: Vec::new(),
             etcd: None,
             spares: Vec::new(),
+            retired: Vec::new(),
             fabric: None,
             _lock: lock,
         };
@@ -200,7 +204,8 @@ impl Lab {
     /// The next address on segment `seg` that no host, router, etcd or spare node uses.
     fn free_address(&self, seg: usize) -> Result<Ipv4Addr, Error> {
         let cidr = self.topo.segments[seg].cidr;
-        let used: Vec<std::net::Ipv4Addr> = self.topo.hosts.iter().map(|h| h.addr).chain(self.spares.iter().map(|s| s.addr)).collect();
+        let used: Vec<std::net::Ipv4Addr> =
+            self.topo.hosts.iter().map(|h| h.addr).chain(self.spares.iter().map(|s| s.addr)).chain(self.retired.iter().copied()).collect();
         (1..cidr.host_capacity() as u32)
             .map(|n| cidr.nth(n))
             .find(|a| !used.contains(a) && *a != self.topo.etcd.1 && !self.topo.routers.iter().any(|r| r.legs.iter().any(|(_, x)| x == a)))
@@ -280,6 +285,31 @@ impl Lab {
             node.nl.add_route(route.dst, route.via).await?;
         }
         Ok(())
+    }
+
+    /// Moves a host to the next free address on its segment (a DHCP lease changed, a VM
+    /// moved), putting back its static routes. Returns (old, new).
+    pub async fn change_host_addr(&mut self, name: &str) -> Result<(Ipv4Addr, Ipv4Addr), Error> {
+        let i = self.hosts.iter().position(|h| h.name == name).ok_or_else(|| Error::Lab(format!("no host `{name}`")))?;
+        let seg = self.hosts[i].segment;
+        let prefix = self.topo.segments[seg].cidr.prefix();
+        let new = self.free_address(seg)?;
+        let old = self.hosts[i].addr;
+        let node = &self.hosts[i];
+        // deleting a primary address takes its secondaries along: old first, then new
+        node.nl.del_address(UNDERLAY_IF, old, prefix).await?;
+        node.nl.add_address(UNDERLAY_IF, new, prefix).await?;
+        for route in self.topo.routes_for(&[seg], None) {
+            if !node.nl.routes().await?.iter().any(|r| r.dst == route.dst) {
+                node.nl.add_route(route.dst, route.via).await?;
+            }
+        }
+        self.hosts[i].addr = new;
+        if let Some(h) = self.topo.hosts.iter_mut().find(|h| h.name.as_str() == name) {
+            h.addr = new;
+        }
+        self.retired.push(old);
+        Ok((old, new))
     }
 
     /// Deletes a host's underlay interface and creates it again with the same name, MAC,

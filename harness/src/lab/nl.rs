@@ -180,6 +180,20 @@ impl Nl {
             .map_err(self.err(format!("add {addr}/{prefix} to `{name}`")))
     }
 
+    /// `ip addr del ADDR/PREFIX dev NAME`
+    pub async fn del_address(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), Error> {
+        let index = self.index_of(name).await?;
+        let op = format!("delete {addr}/{prefix} from `{name}`");
+        let mut dump = self.handle.address().get().set_link_index_filter(index).execute();
+        while let Some(m) = dump.try_next().await.map_err(self.err(op.clone()))? {
+            let has = m.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(a)) if *a == addr));
+            if has && m.header.prefix_len == prefix {
+                return self.handle.address().del(m).execute().await.map_err(self.err(op));
+            }
+        }
+        Err(Error::Lab(format!("{op}: no such address")))
+    }
+
     /// `ip route add DST via GW` (or `default via GW` for 0.0.0.0/0)
     pub async fn add_route(&self, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), Error> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst.addr(), dst.prefix()).gateway(gw).build();

@@ -62,6 +62,33 @@ impl StepKind for RestartAgent {
     }
 }
 
+/// The host's underlay address changes (next free one on its segment) and its agent is
+/// restarted with the new `{public_ip}`, as an operator does after a DHCP change: peers
+/// must reach it at the new address. Its old lease may stay in etcd until it expires
+/// (flanneld's 24 h), and peers keep serving it like any lease.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePublicIp {
+    pub host: HostName,
+}
+
+impl StepKind for ChangePublicIp {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        vec![Ref::Host(&self.host)]
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let host = self.host.as_str();
+        if !t.agents.iter().any(|a| a.host == host) {
+            return Err(format!("change_public_ip: no agent runs on {host}").into());
+        }
+        let (old, new) = t.lab.change_host_addr(host).await?;
+        tracing::info!("{host}'s underlay address changed from {old} to {new}");
+        t.first_subnets = None;
+        t.restart_agent(&RestartAgent { host: self.host.clone(), new_vtep_mac: false, profile: None }).await
+    }
+}
+
 /// Every agent exits non-zero within the deadline and leaves no overlay device.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

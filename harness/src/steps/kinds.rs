@@ -79,6 +79,7 @@ step_kinds! {
     "flap_link" => FlapLink,
     "impair_link" => ImpairLink,
     "recreate_link" => RecreateLink,
+    "change_public_ip" => ChangePublicIp,
     "firewall" => Firewall,
     "stop_agents" => StopAgents,
     "remove_host" => RemoveHost,

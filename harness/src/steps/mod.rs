@@ -24,7 +24,7 @@ pub mod pods;
 pub mod traffic;
 mod trial;
 
-pub use agent::{AddHost, ExpectAgentsExit, ExpectAgentsRunning, RestartAgent, StartAgents, SwitchBackend};
+pub use agent::{AddHost, ChangePublicIp, ExpectAgentsExit, ExpectAgentsRunning, RestartAgent, StartAgents, SwitchBackend};
 pub use converge::{ExpectCounts, ExpectSubnetsUnchanged, StayConverged, WaitConverged};
 pub use etcd::{ExpectRefused, PauseEtcd, PutKey, RestartEtcd, RevokeLease, StopEtcdLeader};
 pub use faults::{Break, CutLink, Firewall, FlapLink, ImpairLink, Policy, RecreateLink, RemoveHost, Sabotage, StopAgents, UdevMacPolicy};
