@@ -18,8 +18,14 @@ pub enum ConfigError {
     BadValue { flag: String, value: String, expected: &'static str },
     #[error("unexpected argument `{0}`: flags take the form --name=value")]
     Positional(String),
-    #[error("flag `--{0}` is not supported by the reference agent: {1}")]
-    Unsupported(String, &'static str),
+    #[error("flag `--{0}`: {1}")]
+    Conflict(String, &'static str),
+    #[error("environment variable `{var}`")]
+    Env {
+        var: String,
+        #[source]
+        source: Box<ConfigError>,
+    },
     #[error("network config is not valid JSON: {0}")]
     Json(#[source] serde_json::Error),
     #[error("network config: {0}")]
@@ -31,12 +37,22 @@ pub enum ConfigError {
 pub struct Flags {
     pub etcd_endpoints: Vec<String>,
     pub etcd_prefix: String,
+    /// `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`; an empty value is "not given".
+    pub etcd_cafile: Option<PathBuf>,
+    pub etcd_certfile: Option<PathBuf>,
+    pub etcd_keyfile: Option<PathBuf>,
+    pub etcd_username: Option<String>,
+    pub etcd_password: Option<String>,
     pub ifaces: Vec<String>,
     pub public_ip: Option<Ipv4Addr>,
     pub subnet_file: PathBuf,
     pub renew_margin_minutes: u64,
     pub ip_masq: bool,
     pub iptables_forward_rules: bool,
+    /// `--iptables-resync`: seconds between checks of the agent's iptables rules.
+    pub iptables_resync_secs: u64,
+    /// `--vxlan-source-filter`; None = not given (on, but a missing `nft` only warns).
+    pub vxlan_source_filter: Option<bool>,
     pub healthz_ip: Ipv4Addr,
     pub healthz_port: u16,
 }
@@ -46,12 +62,19 @@ impl Default for Flags {
         Flags {
             etcd_endpoints: vec!["http://127.0.0.1:4001".into(), "http://127.0.0.1:2379".into()],
             etcd_prefix: "/coreos.com/network".into(),
+            etcd_cafile: None,
+            etcd_certfile: None,
+            etcd_keyfile: None,
+            etcd_username: None,
+            etcd_password: None,
             ifaces: Vec::new(),
             public_ip: None,
             subnet_file: PathBuf::from("/run/flannel/subnet.env"),
             renew_margin_minutes: 60,
             ip_masq: false,
             iptables_forward_rules: true,
+            iptables_resync_secs: 5,
+            vxlan_source_filter: None,
             healthz_ip: Ipv4Addr::UNSPECIFIED,
             healthz_port: 0,
         }
@@ -64,14 +87,26 @@ usage: flannel-agent [flags]
 flags (flanneld's names; -name and --name, =value or a separate value):
   --etcd-endpoints=URLS            comma-separated etcd client URLs (default http://127.0.0.1:4001,http://127.0.0.1:2379)
   --etcd-prefix=PATH               etcd prefix (default /coreos.com/network)
+  --etcd-cafile=PEM                CA certificate(s) to verify etcd's server certificate (https:// endpoints)
+  --etcd-certfile=PEM              client certificate for etcd (with --etcd-keyfile)
+  --etcd-keyfile=PEM               private key of --etcd-certfile
+  --etcd-username=NAME             etcd user (with --etcd-password)
+  --etcd-password=SECRET           password of --etcd-username
   --iface=NAME|IP                  interface to use for inter-host traffic (repeatable; default: default-route interface)
   --public-ip=IP                   IP address other hosts reach this one at (default: the interface's address)
   --subnet-file=PATH               where to write the subnet environment (default /run/flannel/subnet.env)
   --subnet-lease-renew-margin=MIN  renew the lease this many minutes before it expires (default 60)
-  --ip-masq=BOOL                   only false is supported
-  --iptables-forward-rules=BOOL    accepted; this agent installs no iptables rules
+  --ip-masq=BOOL                   masquerade traffic leaving the network (nat chain FLANNEL-POSTRTG; default false)
+  --iptables-forward-rules=BOOL    accept forwarded traffic of the network (filter chain FLANNEL-FWD; default true)
+  --iptables-resync=SECONDS        re-check the iptables rules this often (default 5)
+  --vxlan-source-filter=BOOL       vxlan: accept VXLAN datagrams only from current peers
+                                   (nftables table `ip flannel-agent-vxlan`; default true)
   --healthz-ip=IP --healthz-port=N serve GET /healthz on this address (port 0: off, the default)
   --help, --version
+
+An empty value means \"not given\". Every flag can also be set in the environment as
+FLANNELD_<NAME> (FLANNELD_ETCD_CAFILE, FLANNELD_IP_MASQ, ...); the command line wins.
+iptables rules and the vxlan source filter are removed when the agent exits on SIGTERM/SIGINT.
 ";
 
 pub enum Command {
@@ -80,11 +115,45 @@ pub enum Command {
     Version,
 }
 
-/// Parses arguments the way Go's `flag` package does: `-x=v`, `--x=v`, `-x v`; booleans
-/// take no separate value (`--ip-masq` means true).
+/// Flags that take no separate value (`--ip-masq` alone means true).
+const BOOL_FLAGS: &[&str] = &["ip-masq", "iptables-forward-rules", "vxlan-source-filter"];
+/// Every flag that can also come from the environment.
+const VALUE_FLAGS: &[&str] = &[
+    "etcd-endpoints",
+    "etcd-prefix",
+    "etcd-cafile",
+    "etcd-certfile",
+    "etcd-keyfile",
+    "etcd-username",
+    "etcd-password",
+    "iface",
+    "public-ip",
+    "subnet-file",
+    "subnet-lease-renew-margin",
+    "iptables-resync",
+    "healthz-ip",
+    "healthz-port",
+];
+
+/// `etcd-cafile` → `FLANNELD_ETCD_CAFILE`, as flanneld names its environment variables.
+pub fn env_name(flag: &str) -> String {
+    format!("FLANNELD_{}", flag.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Parses the process's arguments, with `FLANNELD_*` environment variables as fallback.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
-    let mut flags = Flags::default();
-    let mut ifaces_given = false;
+    parse_args_env(args, |k| std::env::var(k).ok())
+}
+
+/// Parses arguments the way Go's `flag` package does: `-x=v`, `--x=v`, `-x v`; booleans
+/// take no separate value (`--ip-masq` means true). A flag not on the command line is
+/// taken from `env(FLANNELD_<NAME>)` when that is set and not empty.
+pub fn parse_args_env<I, E>(args: I, env: E) -> Result<Command, ConfigError>
+where
+    I: IntoIterator<Item = String>,
+    E: Fn(&str) -> Option<String>,
+{
+    let mut given: Vec<(String, Option<String>)> = Vec::new();
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
@@ -97,62 +166,98 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
         match name.as_str() {
             "help" | "h" => return Ok(Command::Help),
             "version" => return Ok(Command::Version),
-            "ip-masq" | "iptables-forward-rules" => {
-                let v = match inline.as_deref() {
-                    None => true,
-                    Some(s) => parse_bool(&name, s)?,
+            n if BOOL_FLAGS.contains(&n) => given.push((name, inline)),
+            n if VALUE_FLAGS.contains(&n) => {
+                let value = match inline {
+                    Some(v) => v,
+                    None => it.next().ok_or_else(|| ConfigError::MissingValue(name.clone()))?,
                 };
-                if name == "ip-masq" {
-                    if v {
-                        return Err(ConfigError::Unsupported(name, "IP masquerading needs iptables, which the lab does not use"));
-                    }
-                    flags.ip_masq = v;
-                } else {
-                    flags.iptables_forward_rules = v;
-                }
-                continue;
+                given.push((name, Some(value)));
             }
-            _ => {}
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => it.next().ok_or_else(|| ConfigError::MissingValue(name.clone()))?,
-        };
-        let bad = |expected| ConfigError::BadValue { flag: name.clone(), value: value.clone(), expected };
-        match name.as_str() {
-            "etcd-endpoints" => {
-                flags.etcd_endpoints = value.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
-                if flags.etcd_endpoints.is_empty() {
-                    return Err(bad("a comma-separated list of URLs"));
-                }
-            }
-            "etcd-prefix" => flags.etcd_prefix = value.trim_end_matches('/').to_string(),
-            "etcd-cafile" | "etcd-certfile" | "etcd-keyfile" => {
-                if !value.is_empty() {
-                    return Err(ConfigError::Unsupported(name, "TLS to etcd is not built in"));
-                }
-            }
-            "iface" => {
-                if !ifaces_given {
-                    flags.ifaces.clear();
-                    ifaces_given = true;
-                }
-                flags.ifaces.push(value);
-            }
-            "public-ip" => flags.public_ip = Some(value.parse().map_err(|_| bad("an IPv4 address"))?),
-            "subnet-file" => flags.subnet_file = PathBuf::from(value),
-            "subnet-lease-renew-margin" => {
-                flags.renew_margin_minutes = value.parse().map_err(|_| bad("a number of minutes"))?;
-                if flags.renew_margin_minutes >= 24 * 60 {
-                    return Err(bad("less than the 24 h lease (1440 minutes)"));
-                }
-            }
-            "healthz-ip" => flags.healthz_ip = value.parse().map_err(|_| bad("an IPv4 address"))?,
-            "healthz-port" => flags.healthz_port = value.parse().map_err(|_| bad("a port number"))?,
             _ => return Err(ConfigError::UnknownFlag(arg)),
         }
     }
+    let mut flags = Flags::default();
+    let mut ifaces_given = false;
+    for name in BOOL_FLAGS.iter().chain(VALUE_FLAGS) {
+        if given.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        let var = env_name(name);
+        if let Some(value) = env(&var).filter(|v| !v.is_empty()) {
+            apply(&mut flags, &mut ifaces_given, name, Some(value)).map_err(|e| ConfigError::Env { var, source: Box::new(e) })?;
+        }
+    }
+    for (name, value) in given {
+        apply(&mut flags, &mut ifaces_given, &name, value)?;
+    }
+    match (&flags.etcd_certfile, &flags.etcd_keyfile) {
+        (Some(_), None) => return Err(ConfigError::Conflict("etcd-certfile".into(), "needs --etcd-keyfile too")),
+        (None, Some(_)) => return Err(ConfigError::Conflict("etcd-keyfile".into(), "needs --etcd-certfile too")),
+        _ => {}
+    }
+    if flags.etcd_password.is_some() && flags.etcd_username.is_none() {
+        return Err(ConfigError::Conflict("etcd-password".into(), "needs --etcd-username too"));
+    }
     Ok(Command::Run(Box::new(flags)))
+}
+
+fn non_empty(value: String) -> Option<String> {
+    (!value.is_empty()).then_some(value)
+}
+
+/// Sets one flag. `value` is None only for a boolean given without `=`.
+fn apply(flags: &mut Flags, ifaces_given: &mut bool, name: &str, value: Option<String>) -> Result<(), ConfigError> {
+    if BOOL_FLAGS.contains(&name) {
+        let v = match value.as_deref() {
+            None => true,
+            Some(s) => parse_bool(name, s)?,
+        };
+        match name {
+            "ip-masq" => flags.ip_masq = v,
+            "iptables-forward-rules" => flags.iptables_forward_rules = v,
+            _ => flags.vxlan_source_filter = Some(v),
+        }
+        return Ok(());
+    }
+    let value = value.unwrap_or_default();
+    let bad = |expected| ConfigError::BadValue { flag: name.to_string(), value: value.clone(), expected };
+    match name {
+        "etcd-endpoints" => {
+            flags.etcd_endpoints = value.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+            if flags.etcd_endpoints.is_empty() {
+                return Err(bad("a comma-separated list of URLs"));
+            }
+        }
+        "etcd-prefix" => flags.etcd_prefix = value.trim_end_matches('/').to_string(),
+        "etcd-cafile" => flags.etcd_cafile = non_empty(value).map(PathBuf::from),
+        "etcd-certfile" => flags.etcd_certfile = non_empty(value).map(PathBuf::from),
+        "etcd-keyfile" => flags.etcd_keyfile = non_empty(value).map(PathBuf::from),
+        "etcd-username" => flags.etcd_username = non_empty(value),
+        "etcd-password" => flags.etcd_password = non_empty(value),
+        "iface" => {
+            if !*ifaces_given {
+                flags.ifaces.clear();
+                *ifaces_given = true;
+            }
+            flags.ifaces.push(value);
+        }
+        "public-ip" => flags.public_ip = Some(value.parse().map_err(|_| bad("an IPv4 address"))?),
+        "subnet-file" => flags.subnet_file = PathBuf::from(value),
+        "subnet-lease-renew-margin" => {
+            flags.renew_margin_minutes = value.parse().map_err(|_| bad("a number of minutes"))?;
+            if flags.renew_margin_minutes >= 24 * 60 {
+                return Err(bad("less than the 24 h lease (1440 minutes)"));
+            }
+        }
+        "iptables-resync" => {
+            flags.iptables_resync_secs = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| bad("a positive number of seconds"))?
+        }
+        "healthz-ip" => flags.healthz_ip = value.parse().map_err(|_| bad("an IPv4 address"))?,
+        "healthz-port" => flags.healthz_port = value.parse().map_err(|_| bad("a port number"))?,
+        _ => unreachable!("flag `{name}` is listed but not handled"),
+    }
+    Ok(())
 }
 
 fn parse_bool(flag: &str, s: &str) -> Result<bool, ConfigError> {
@@ -166,7 +271,7 @@ fn parse_bool(flag: &str, s: &str) -> Result<bool, ConfigError> {
 /// The backend named in the network config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendConf {
-    Vxlan { vni: u32, port: u16 },
+    Vxlan { vni: u32, port: u16, direct_routing: bool },
     HostGw,
     Udp { port: u16 },
 }
@@ -300,7 +405,15 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
         };
         return Ok(BackendConf::Udp { port });
     }
-    for unsupported in ["GBP", "Learning", "DirectRouting", "MTU", "MacPrefix"] {
+    let flag = |name: &str| -> Result<bool, ConfigError> {
+        match field(obj, name) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(invalid(format!("`Backend.{name}` must be true or false, found {other}"))),
+        }
+    };
+    let direct_routing = flag("DirectRouting")?;
+    for unsupported in ["GBP", "Learning", "MTU", "MacPrefix"] {
         match field(obj, unsupported) {
             None | Some(Value::Bool(false)) => {}
             Some(_) => return Err(invalid(format!("`Backend.{unsupported}` is not supported by this version of the reference agent"))),
@@ -311,7 +424,7 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
     if port == 0 {
         port = crate::backend::vxlan::DEFAULT_PORT;
     }
-    Ok(BackendConf::Vxlan { vni, port })
+    Ok(BackendConf::Vxlan { vni, port, direct_routing })
 }
 
 #[cfg(test)]
@@ -343,8 +456,63 @@ mod tests {
         assert!(matches!(parse_args(args("--bogus=1")), Err(ConfigError::UnknownFlag(_))));
         assert!(matches!(parse_args(args("--iface")), Err(ConfigError::MissingValue(_))));
         assert!(matches!(parse_args(args("--public-ip=nope")), Err(ConfigError::BadValue { .. })));
-        assert!(matches!(parse_args(args("--ip-masq")), Err(ConfigError::Unsupported(..))));
+        assert!(matches!(parse_args(args("--ip-masq=maybe")), Err(ConfigError::BadValue { .. })));
+        assert!(matches!(parse_args(args("--iptables-resync=0")), Err(ConfigError::BadValue { .. })));
+        assert!(matches!(parse_args(args("--etcd-certfile=/c.pem")), Err(ConfigError::Conflict(..))));
+        assert!(matches!(parse_args(args("--etcd-password=x")), Err(ConfigError::Conflict(..))));
         assert!(matches!(parse_args(args("eth0")), Err(ConfigError::Positional(_))));
+    }
+
+    fn run(args: Vec<String>, env: &[(&str, &str)]) -> Result<Flags, ConfigError> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        match parse_args_env(args, |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))? {
+            Command::Run(f) => Ok(*f),
+            _ => panic!("expected run"),
+        }
+    }
+
+    #[test]
+    fn tls_auth_and_firewall_flags() {
+        let f = run(
+            args("--etcd-cafile=/ca.pem --etcd-certfile /c.pem --etcd-keyfile=/k.pem --etcd-username=flannel --etcd-password=s3cret --ip-masq --iptables-resync=9 --vxlan-source-filter=false"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(f.etcd_cafile, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(f.etcd_certfile, Some(PathBuf::from("/c.pem")));
+        assert_eq!(f.etcd_keyfile, Some(PathBuf::from("/k.pem")));
+        assert_eq!((f.etcd_username.as_deref(), f.etcd_password.as_deref()), (Some("flannel"), Some("s3cret")));
+        assert!(f.ip_masq && f.iptables_forward_rules);
+        assert_eq!(f.iptables_resync_secs, 9);
+        assert_eq!(f.vxlan_source_filter, Some(false));
+        // profiles expand unset placeholders to "": that is "not given"
+        let f = run(args("--etcd-cafile= --etcd-certfile= --etcd-keyfile= --etcd-username="), &[]).unwrap();
+        assert_eq!((f.etcd_cafile, f.etcd_certfile, f.etcd_keyfile, f.etcd_username), (None, None, None, None));
+        assert_eq!(f.vxlan_source_filter, None);
+        assert_eq!(f.iptables_resync_secs, 5);
+    }
+
+    #[test]
+    fn environment_fills_in_and_command_line_wins() {
+        assert_eq!(env_name("etcd-cafile"), "FLANNELD_ETCD_CAFILE");
+        assert_eq!(env_name("ip-masq"), "FLANNELD_IP_MASQ");
+        let env = [
+            ("FLANNELD_ETCD_CAFILE", "/env/ca.pem"),
+            ("FLANNELD_IP_MASQ", "true"),
+            ("FLANNELD_ETCD_PREFIX", "/env/prefix"),
+            ("FLANNELD_IFACE", "eth9"),
+            ("FLANNELD_PUBLIC_IP", ""),
+        ];
+        let f = run(args("--etcd-prefix=/cli --iface eth1"), &env).unwrap();
+        assert_eq!(f.etcd_cafile, Some(PathBuf::from("/env/ca.pem")));
+        assert!(f.ip_masq);
+        assert_eq!(f.etcd_prefix, "/cli");
+        assert_eq!(f.ifaces, vec!["eth1"]);
+        assert_eq!(f.public_ip, None, "an empty variable is not set");
+        let f = run(args("--ip-masq=false"), &env).unwrap();
+        assert!(!f.ip_masq);
+        let err = run(vec![], &[("FLANNELD_IPTABLES_RESYNC", "soon")]).unwrap_err();
+        assert!(matches!(&err, ConfigError::Env { var, .. } if var == "FLANNELD_IPTABLES_RESYNC"), "{err:?}");
     }
 
     #[test]
@@ -353,16 +521,18 @@ mod tests {
         assert_eq!(c.subnet_len, 24);
         assert_eq!(c.subnet_min.to_string(), "10.244.1.0/24");
         assert_eq!(c.subnet_max.to_string(), "10.244.255.0/24");
-        assert_eq!(c.backend, BackendConf::Vxlan { vni: 1, port: 8472 });
+        assert_eq!(c.backend, BackendConf::Vxlan { vni: 1, port: 8472, direct_routing: false });
         assert_eq!(c.subnets().count(), 255);
         let small = NetConf::parse(r#"{"network":"10.5.0.0/28","backend":{"type":"VXLAN","vni":7}}"#).unwrap();
         assert_eq!(small.subnet_len, 30);
         assert_eq!(small.subnets().count(), 3);
-        assert_eq!(small.backend, BackendConf::Vxlan { vni: 7, port: 8472 });
+        assert_eq!(small.backend, BackendConf::Vxlan { vni: 7, port: 8472, direct_routing: false });
         let udp = NetConf::parse(r#"{"Network":"10.244.0.0/16"}"#).unwrap();
         assert_eq!(udp.backend, BackendConf::Udp { port: 8285 }, "no Backend: udp, as flanneld's code does");
         let udp = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":9000}}"#).unwrap();
         assert_eq!(udp.backend, BackendConf::Udp { port: 9000 });
+        let dr = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#).unwrap();
+        assert_eq!(dr.backend, BackendConf::Vxlan { vni: 1, port: 8472, direct_routing: true });
         let hostgw = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#).unwrap();
         assert_eq!(hostgw.backend, BackendConf::HostGw);
     }
@@ -374,7 +544,7 @@ mod tests {
             r#"{"Backend":{"Type":"vxlan"}}"#,
             r#"{"Network":"10.244.0.1/16","Backend":{"Type":"vxlan"}}"#,
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"geneve"}}"#,
-            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":"yes"}}"#,
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Bogus":1}}"#,
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","VNI":1}}"#,
             r#"{"Network":"10.244.0.0/16","SubnetLen":16,"Backend":{"Type":"vxlan"}}"#,

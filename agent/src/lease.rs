@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchStream};
+use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchStream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::NetConf;
+use crate::etcd_access::EtcdAccess;
 use crate::ipnet::Ipv4Net;
 use crate::subnet_choice::{choose_subnet, Choice, OutOfSubnets, Taken};
 
@@ -92,16 +93,19 @@ pub struct OwnLease {
 pub struct Registry {
     client: Client,
     prefix: String,
+    tls: bool,
 }
 
 impl Registry {
-    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, LeaseError> {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(5))
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
-        let client = Client::connect(endpoints, Some(opts)).await.map_err(etcd("connect"))?;
-        Ok(Registry { client, prefix: prefix.to_string() })
+    /// Connects with options from [`crate::etcd_access::connect_options`].
+    pub async fn connect(endpoints: &[String], prefix: &str, access: &EtcdAccess) -> Result<Self, LeaseError> {
+        let client = Client::connect(endpoints, Some(access.options.clone())).await.map_err(etcd("connect"))?;
+        Ok(Registry { client, prefix: prefix.to_string(), tls: access.tls() })
+    }
+
+    /// Whether the connection to etcd uses TLS.
+    pub fn tls(&self) -> bool {
+        self.tls
     }
 
     pub fn prefix(&self) -> &str {
@@ -175,6 +179,15 @@ impl Registry {
             tracing::debug!(%subnet, "subnet was taken concurrently, choosing again");
         }
         Err(LeaseError::Contention(ATTEMPTS))
+    }
+
+    /// Rewrites the value of our own lease (same key, same etcd lease), e.g. after the
+    /// vxlan device had to be recreated with another MAC.
+    pub async fn republish(&mut self, own: &OwnLease, attrs: &LeaseAttrs) -> Result<(), LeaseError> {
+        let value = serde_json::to_vec(attrs).expect("lease attributes serialize");
+        let key = subnet_key(&self.prefix, &own.lease.subnet);
+        self.client.put(key, value, Some(PutOptions::new().with_lease(own.etcd_lease_id))).await.map_err(etcd("update lease"))?;
+        Ok(())
     }
 
     /// Extends the etcd lease to a full TTL again. Returns false when etcd no longer

@@ -12,6 +12,7 @@
 //! | stage | module |
 //! |---|---|
 //! | flags, `<prefix>/config` | [`config`] |
+//! | how etcd is reached: TLS files, user | [`etcd_access`] |
 //! | leases in etcd (flanneld's schema) | [`lease`] |
 //! | which subnet to lease (pure, unit-tested) | [`subnet_choice`] |
 //! | `subnet.env` | [`subnet_file`] |
@@ -24,6 +25,7 @@
 pub mod backend;
 pub mod config;
 pub mod daemon;
+pub mod etcd_access;
 pub mod healthz;
 pub mod ipnet;
 pub mod lease;

@@ -12,7 +12,7 @@ fn main() {
             return;
         }
         Err(e) => {
-            eprintln!("flannel-agent: {e}");
+            eprintln!("flannel-agent: {}", flannel_agent::etcd_access::chain(&e));
             std::process::exit(2);
         }
     };

@@ -12,7 +12,7 @@ use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 use crate::backend::udp;
-use crate::backend::vxlan::{self, InstalledPeers, Mac, Peer, VxlanDevice, VxlanKernel};
+use crate::backend::vxlan::{self, DeviceState, InstalledPeers, Mac, Peer, RouteTo, VxlanDevice, VxlanKernel};
 use crate::ipnet::Ipv4Net;
 
 const MAIN_TABLE: u8 = 254;
@@ -56,8 +56,18 @@ pub struct Underlay {
     pub addr: Ipv4Addr,
 }
 
+#[derive(Clone)]
 pub struct Kernel {
     handle: Handle,
+}
+
+/// A change to a network interface, from the kernel's link notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkChange {
+    pub index: u32,
+    pub name: Option<String>,
+    pub deleted: bool,
+    pub up: bool,
 }
 
 impl Kernel {
@@ -66,6 +76,36 @@ impl Kernel {
         let (conn, handle, _) = rtnetlink::new_connection()?;
         tokio::spawn(conn);
         Ok(Kernel { handle })
+    }
+
+    /// `ip monitor link`: every link notification of this namespace, on a connection of
+    /// its own, until the receiver is dropped.
+    pub fn link_changes() -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<LinkChange>> {
+        use netlink_packet_route::RouteNetlinkMessage;
+        use rtnetlink::packet_core::NetlinkPayload;
+        let (mut conn, _handle, mut messages) = rtnetlink::new_connection()?;
+        use rtnetlink::sys::AsyncSocket;
+        conn.socket_mut().socket_mut().bind(&rtnetlink::sys::SocketAddr::new(0, rtnetlink::constants::RTMGRP_LINK))?;
+        tokio::spawn(conn);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            // _handle must live as long as the connection is read
+            let _keep = _handle;
+            while let Some((msg, _)) = futures::StreamExt::next(&mut messages).await {
+                let (link, deleted) = match msg.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => (l, false),
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => (l, true),
+                    _ => continue,
+                };
+                let up = link.header.flags.contains(netlink_packet_route::link::LinkFlags::Up)
+                    && link.header.flags.contains(netlink_packet_route::link::LinkFlags::LowerUp);
+                let change = LinkChange { index: link.header.index, name: link_name(&link), deleted, up };
+                if tx.send(change).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(rx)
     }
 
     /// `ip link show`
@@ -186,7 +226,8 @@ impl Kernel {
                 gone_ok(self.handle.link().del(l.header.index).execute().await.map_err(ctx(format!("delete `{name}`"))))?;
             }
         }
-        if conf.backend != BackendConf::HostGw {
+        let keeps_gateway_routes = matches!(conf.backend, BackendConf::HostGw | BackendConf::Vxlan { direct_routing: true, .. });
+        if !keeps_gateway_routes {
             for r in self.main_routes().await? {
                 let Some(gw) = r.gateway else { continue };
                 if r.oif == Some(underlay) && conf.network.contains_net(&r.dst) {
@@ -323,22 +364,28 @@ fn fdb_msg(ifindex: u32, mac: Mac, dst: Ipv4Addr) -> NeighbourMessage {
 impl VxlanKernel for Kernel {
     type Error = NlError;
 
-    /// `ip link add flannel.1 address MAC mtu M type vxlan id 1 local IP dev eth0 dstport 8472 nolearning`
-    async fn ensure_device(&mut self, dev: &VxlanDevice) -> Result<(u32, Mac), NlError> {
+    /// `ip link add flannel.1 address MAC mtu M type vxlan id 1 local IP dev eth0 dstport 8472 nolearning [gbp]`
+    async fn ensure_device(&mut self, dev: &VxlanDevice) -> Result<DeviceState, NlError> {
         if let Some(existing) = self.link_by_name(&dev.name).await? {
             let reusable = vxlan_settings(&existing).is_some_and(|s| {
                 s.contains(&InfoVxlan::Id(dev.vni))
                     && s.contains(&InfoVxlan::Port(dev.port))
                     && s.contains(&InfoVxlan::Local(dev.local))
                     && s.contains(&InfoVxlan::Link(dev.underlay_index))
-                    && s.contains(&InfoVxlan::Learning(false))
+                    && s.contains(&InfoVxlan::Learning(dev.learning))
+                    && s.contains(&InfoVxlan::Gbp) == dev.gbp
+            });
+            let mtu = existing.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
             });
             match (reusable, link_mac(&existing)) {
                 (true, Some(mac)) => {
-                    tracing::info!(device = dev.name, "reusing existing vxlan device");
-                    let msg = LinkUnspec::new_with_index(existing.header.index).mtu(dev.mtu).build();
-                    self.handle.link().set(msg).execute().await.map_err(ctx(format!("set mtu of `{}`", dev.name)))?;
-                    return Ok((existing.header.index, mac));
+                    if mtu != Some(dev.mtu) {
+                        let msg = LinkUnspec::new_with_index(existing.header.index).mtu(dev.mtu).build();
+                        self.handle.link().set(msg).execute().await.map_err(ctx(format!("set mtu of `{}`", dev.name)))?;
+                    }
+                    return Ok(DeviceState { ifindex: existing.header.index, mac, created: false });
                 }
                 _ => {
                     tracing::warn!(device = dev.name, "existing device has other settings, recreating it");
@@ -351,21 +398,18 @@ impl VxlanKernel for Kernel {
                 }
             }
         }
-        let mac = random_mac();
-        let msg = LinkVxlan::new(&dev.name, dev.vni)
-            .dev(dev.underlay_index)
-            .local(dev.local)
-            .port(dev.port)
-            .learning(false)
-            .mtu(dev.mtu)
-            .address(mac.to_vec())
-            .build();
+        let mac = dev.mac.unwrap_or_else(random_mac);
+        let mut msg = LinkVxlan::new(&dev.name, dev.vni).dev(dev.underlay_index).local(dev.local).port(dev.port).learning(dev.learning);
+        if dev.gbp {
+            msg = msg.gbp();
+        }
+        let msg = msg.mtu(dev.mtu).address(mac.to_vec()).build();
         self.handle.link().add(msg).execute().await.map_err(ctx(format!("create vxlan device `{}`", dev.name)))?;
         let link = self
             .link_by_name(&dev.name)
             .await?
             .ok_or_else(|| NlError { op: format!("find `{}` after creating it", dev.name), source: rtnetlink::Error::RequestFailed })?;
-        Ok((link.header.index, link_mac(&link).unwrap_or(mac)))
+        Ok(DeviceState { ifindex: link.header.index, mac: link_mac(&link).unwrap_or(mac), created: true })
     }
 
     async fn configure_device(&mut self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NlError> {
@@ -403,17 +447,48 @@ impl VxlanKernel for Kernel {
             .map_err(ctx(format!("add route to {}", p.subnet)))
     }
 
-    async fn del_peer(&mut self, ifindex: u32, p: &Peer) -> Result<(), NlError> {
-        self.del_route(ifindex, p.subnet, p.gateway()).await?;
-        self.del_neighbour(ifindex, p.gateway(), p.vtep_mac).await?;
-        self.del_fdb(ifindex, p.vtep_mac, p.public_ip).await
+    /// `ip route get IP`
+    async fn route_to(&mut self, ip: Ipv4Addr) -> Result<Option<RouteTo>, NlError> {
+        let req = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(ip, 32).build();
+        let r: Result<Vec<RouteMessage>, NlError> =
+            self.handle.route().get(req).execute().try_collect().await.map_err(ctx(format!("look up the route to {ip}")));
+        let msgs = match r {
+            Err(e) if matches!(e.errno(), Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) | Some(libc::ENETDOWN)) => return Ok(None),
+            other => other?,
+        };
+        Ok(msgs.first().map(|m| {
+            let mut out = RouteTo { gateway: None, oif: None };
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => out.gateway = Some(*g),
+                    RouteAttribute::Oif(i) => out.oif = Some(*i),
+                    _ => {}
+                }
+            }
+            out
+        }))
     }
 
-    async fn installed(&mut self, ifindex: u32) -> Result<InstalledPeers, NlError> {
+    /// `ip route replace SUBNET via PUBLIC_IP dev UNDERLAY`
+    async fn add_direct(&mut self, underlay: u32, subnet: Ipv4Net, via: Ipv4Addr) -> Result<(), NlError> {
+        crate::backend::HostGwKernel::add_route(self, underlay, subnet, via).await
+    }
+
+    /// `ip route del SUBNET via PUBLIC_IP dev UNDERLAY`
+    async fn del_direct(&mut self, underlay: u32, subnet: Ipv4Net, via: Ipv4Addr) -> Result<(), NlError> {
+        crate::backend::HostGwKernel::del_route(self, underlay, subnet, via).await
+    }
+
+    async fn installed(&mut self, ifindex: u32, direct: Option<(u32, Ipv4Net)>) -> Result<InstalledPeers, NlError> {
         let mut out = InstalledPeers::default();
-        for r in self.main_routes().await?.into_iter().filter(|r| r.onlink && r.oif == Some(ifindex)) {
-            if let Some(g) = r.gateway {
+        for r in self.main_routes().await? {
+            let Some(g) = r.gateway else { continue };
+            if r.onlink && r.oif == Some(ifindex) {
                 out.routes.push((r.dst, g));
+            } else if let Some((underlay, network)) = direct {
+                if r.oif == Some(underlay) && network.contains_net(&r.dst) {
+                    out.direct.push((r.dst, g));
+                }
             }
         }
         let neigh: Vec<NeighbourMessage> = self
@@ -447,7 +522,8 @@ impl VxlanKernel for Kernel {
             .try_collect()
             .await
             .map_err(ctx("list fdb"))?;
-        for n in fdb.iter().filter(|n| n.header.ifindex == ifindex) {
+        // learned entries (with Learning on) are the kernel's, not ours
+        for n in fdb.iter().filter(|n| n.header.ifindex == ifindex && n.header.state == NeighbourState::Permanent) {
             let dst = n.attributes.iter().find_map(|a| match a {
                 NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
                 NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => Some(Ipv4Addr::new(b[0], b[1], b[2], b[3])),

@@ -23,7 +23,8 @@ fn bad_flags_exit_2_with_a_message() {
     for (args, needle) in [
         (vec!["--no-such-flag=1"], "unknown flag"),
         (vec!["--public-ip=300.1.1.1"], "not an IPv4 address"),
-        (vec!["--ip-masq=true"], "not supported"),
+        (vec!["--etcd-certfile=/tmp/c.pem"], "needs --etcd-keyfile too"),
+        (vec!["--iptables-resync=0"], "positive number of seconds"),
         (vec!["--subnet-lease-renew-margin=2000"], "less than the 24 h lease"),
     ] {
         let out = agent().args(&args).output().unwrap();

@@ -103,6 +103,37 @@ impl<K: HostGwKernel> HostGwNetwork<K> {
         }
     }
 
+    /// The underlay was recreated under a new ifindex.
+    pub fn set_underlay(&mut self, oif: u32) {
+        self.oif = oif;
+    }
+
+    /// Re-adds peer routes the kernel lost (it deletes them when the underlay goes down)
+    /// and retries peers that could not be routed before. Failures wait for the next call.
+    pub async fn reconcile(&mut self) -> Result<(), K::Error> {
+        let present = self.kernel.routes_within(self.oif, self.network).await?;
+        let peers: Vec<(Ipv4Net, Ipv4Addr, bool)> = self.peers.iter().map(|(s, (gw, ok))| (*s, *gw, *ok)).collect();
+        for (subnet, gw, was_installed) in peers {
+            if was_installed && present.contains(&(subnet, gw)) {
+                continue;
+            }
+            match self.kernel.add_route(self.oif, subnet, gw).await {
+                Ok(()) => {
+                    match was_installed {
+                        true => tracing::info!(%subnet, via = %gw, "host-gw route to peer re-installed"),
+                        false => tracing::info!(%subnet, via = %gw, "peer route added"),
+                    }
+                    self.peers.insert(subnet, (gw, true));
+                }
+                Err(e) => {
+                    tracing::debug!(%subnet, via = %gw, error = %e, "peer route still cannot be added");
+                    self.peers.insert(subnet, (gw, false));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn remove(&mut self, subnet: Ipv4Net) -> Result<(), K::Error> {
         if let Some((gw, installed)) = self.peers.remove(&subnet) {
             if installed {
@@ -172,6 +203,19 @@ mod tests {
             n.handle(&LeaseEvent::Removed("10.244.2.0/24".parse().unwrap())).await.unwrap();
         });
         assert_eq!(fake.routes, vec![("10.244.3.0/24".parse().unwrap(), "192.168.99.33".parse().unwrap())]);
+    }
+
+    #[test]
+    fn reconcile_restores_lost_routes() {
+        let mut fake = Fake::default();
+        rt().block_on(async {
+            let mut n = HostGwNetwork::new(&mut fake, 2, "10.244.0.0/16".parse().unwrap());
+            n.set_local_subnet("10.244.1.0/24".parse().unwrap());
+            n.resync(&[lease("10.244.2.0/24", "192.168.99.2"), lease("10.244.3.0/24", "192.168.99.3")]).await.unwrap();
+            n.kernel.routes.clear(); // the underlay went down and up
+            n.reconcile().await.unwrap();
+        });
+        assert_eq!(fake.routes.len(), 2);
     }
 
     #[test]

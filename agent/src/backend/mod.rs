@@ -6,6 +6,7 @@ pub mod udp;
 pub mod udp_datapath;
 pub mod udp_offload;
 pub mod vxlan;
+pub mod vxlan_plan;
 
 pub use hostgw::{HostGwKernel, HostGwNetwork};
 pub use vxlan::{Peer, VxlanDevice, VxlanKernel, VxlanNetwork};

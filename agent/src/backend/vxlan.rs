@@ -1,12 +1,20 @@
 //! The vxlan backend: device `flannel.<VNI>`, and for every peer lease one onlink route,
-//! one permanent neighbour and one FDB entry. Kernel access goes through [`VxlanKernel`],
-//! so the bookkeeping here is tested against a recording fake.
+//! one permanent neighbour and one FDB entry, or with DirectRouting one route through the
+//! underlay for peers on a directly connected network ([`Path`]). Kernel access goes
+//! through [`VxlanKernel`], so the bookkeeping here is tested against a recording fake.
+//!
+//! [`VxlanNetwork::reconcile`] brings back what the kernel lost: routes deleted when the
+//! underlay went down (upstream #1070), the device itself when the underlay was deleted
+//! and recreated (the kernel deletes a vxlan device with its lower device), entries
+//! removed by hand.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use serde_json::json;
 
+use super::vxlan_plan::{choose_path, plan};
+pub use super::vxlan_plan::{InstalledPeers, Path, RouteTo};
 use crate::ipnet::Ipv4Net;
 use crate::lease::{Lease, LeaseAttrs, LeaseEvent};
 
@@ -53,30 +61,42 @@ pub struct VxlanDevice {
     pub local: Ipv4Addr,
     pub underlay_index: u32,
     pub mtu: u32,
+    /// Kernel GBP extension (`gbp`).
+    pub gbp: bool,
+    /// Kernel learning of source MACs (`learning`); flannel's default is off.
+    pub learning: bool,
+    /// The MAC to create the device with; None = a random one. Set once the device exists,
+    /// so a device recreated later keeps the MAC peers know.
+    pub mac: Option<Mac>,
 }
 
-/// Peer state found on the device (for reconciling after a restart).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct InstalledPeers {
-    pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
-    pub neighbours: Vec<(Ipv4Addr, Mac)>,
-    pub fdb: Vec<(Mac, Ipv4Addr)>,
+/// The device as [`VxlanKernel::ensure_device`] left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceState {
+    pub ifindex: u32,
+    pub mac: Mac,
+    /// Whether it was created (or recreated) by this call.
+    pub created: bool,
 }
 
 #[allow(async_fn_in_trait)]
 pub trait VxlanKernel {
     type Error: std::error::Error + Send + Sync + 'static;
     /// Creates the device, or reuses an existing one with the same settings (keeping its
-    /// MAC). Returns its ifindex and MAC.
-    async fn ensure_device(&mut self, dev: &VxlanDevice) -> Result<(u32, Mac), Self::Error>;
+    /// MAC and setting the MTU).
+    async fn ensure_device(&mut self, dev: &VxlanDevice) -> Result<DeviceState, Self::Error>;
     /// Puts `addr/32` on the device (removing other IPv4 addresses) and sets it up.
     async fn configure_device(&mut self, ifindex: u32, addr: Ipv4Addr) -> Result<(), Self::Error>;
+    /// `ip route get IP`; None when the kernel has no route now.
+    async fn route_to(&mut self, ip: Ipv4Addr) -> Result<Option<RouteTo>, Self::Error>;
     async fn add_peer(&mut self, ifindex: u32, peer: &Peer) -> Result<(), Self::Error>;
-    async fn del_peer(&mut self, ifindex: u32, peer: &Peer) -> Result<(), Self::Error>;
-    async fn installed(&mut self, ifindex: u32) -> Result<InstalledPeers, Self::Error>;
+    async fn add_direct(&mut self, underlay: u32, subnet: Ipv4Net, via: Ipv4Addr) -> Result<(), Self::Error>;
+    /// Peer entries on the device, and direct routes on `underlay` inside `network` when given.
+    async fn installed(&mut self, ifindex: u32, direct: Option<(u32, Ipv4Net)>) -> Result<InstalledPeers, Self::Error>;
     async fn del_route(&mut self, ifindex: u32, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), Self::Error>;
     async fn del_neighbour(&mut self, ifindex: u32, ip: Ipv4Addr, mac: Mac) -> Result<(), Self::Error>;
     async fn del_fdb(&mut self, ifindex: u32, mac: Mac, dst: Ipv4Addr) -> Result<(), Self::Error>;
+    async fn del_direct(&mut self, underlay: u32, dst: Ipv4Net, via: Ipv4Addr) -> Result<(), Self::Error>;
 }
 
 pub fn format_mac(m: &Mac) -> String {
@@ -122,61 +142,157 @@ fn peer_of(lease: &Lease) -> Result<Peer, String> {
 /// The vxlan network of one host: the device plus the peers programmed on it.
 pub struct VxlanNetwork<K: VxlanKernel> {
     kernel: K,
+    dev: VxlanDevice,
     ifindex: u32,
-    own: Ipv4Net,
-    peers: BTreeMap<Ipv4Net, Peer>,
+    network: Ipv4Net,
+    direct_routing: bool,
+    own: Option<Ipv4Net>,
+    peers: BTreeMap<Ipv4Net, (Peer, Path)>,
 }
 
 impl<K: VxlanKernel> VxlanNetwork<K> {
     /// Creates or reuses the device. Returns the network and the device MAC to publish.
-    pub async fn open(mut kernel: K, dev: &VxlanDevice) -> Result<(Self, Mac), K::Error> {
-        let (ifindex, mac) = kernel.ensure_device(dev).await?;
-        let own = Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 32).expect("valid");
-        Ok((VxlanNetwork { kernel, ifindex, own, peers: BTreeMap::new() }, mac))
+    pub async fn open(mut kernel: K, dev: &VxlanDevice, network: Ipv4Net, direct_routing: bool) -> Result<(Self, Mac), K::Error> {
+        let state = kernel.ensure_device(dev).await?;
+        if !state.created {
+            tracing::info!(device = dev.name, "reusing existing vxlan device");
+        }
+        let dev = VxlanDevice { mac: Some(state.mac), ..dev.clone() };
+        Ok((VxlanNetwork { kernel, dev, ifindex: state.ifindex, network, direct_routing, own: None, peers: BTreeMap::new() }, state.mac))
     }
 
     /// Gives the device its address once the local subnet is known.
     pub async fn set_local_subnet(&mut self, subnet: Ipv4Net) -> Result<(), K::Error> {
-        self.own = subnet;
+        self.own = Some(subnet);
         self.peers.remove(&subnet);
         self.kernel.configure_device(self.ifindex, subnet.addr()).await
     }
 
     pub fn peers(&self) -> impl Iterator<Item = &Peer> {
-        self.peers.values()
+        self.peers.values().map(|(p, _)| p)
+    }
+
+    /// The PublicIPs of every current peer (for the source filter).
+    pub fn peer_ips(&self) -> BTreeSet<Ipv4Addr> {
+        self.peers().map(|p| p.public_ip).collect()
+    }
+
+    pub fn device_name(&self) -> &str {
+        &self.dev.name
+    }
+
+    /// The underlay was recreated under a new ifindex: the device must follow it.
+    pub fn set_underlay(&mut self, index: u32) {
+        self.dev.underlay_index = index;
+    }
+
+    fn direct_scope(&self) -> Option<(u32, Ipv4Net)> {
+        self.direct_routing.then_some((self.dev.underlay_index, self.network))
+    }
+
+    /// The path for `p` now; when the kernel has no route to it (the underlay is down),
+    /// the path it already has, and false.
+    async fn path_for(&mut self, p: &Peer, current: Option<Path>) -> (Path, bool) {
+        if !self.direct_routing {
+            return (Path::Vxlan, true);
+        }
+        let route = match self.kernel.route_to(p.public_ip).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(peer = %p.public_ip, error = %e, "route lookup failed");
+                None
+            }
+        };
+        match choose_path(true, route, self.dev.underlay_index) {
+            Some(path) => (path, true),
+            None => (current.unwrap_or(Path::Vxlan), false),
+        }
     }
 
     /// Brings the kernel in line with a complete list of leases: peers not in the list
-    /// go, including entries a previous run left on the device.
+    /// go, including entries a previous run left behind.
     pub async fn resync(&mut self, leases: &[Lease]) -> Result<(), K::Error> {
         let mut desired = BTreeMap::new();
-        for l in leases.iter().filter(|l| l.subnet != self.own) {
+        let own = self.own;
+        for l in leases.iter().filter(|l| Some(l.subnet) != own) {
             match peer_of(l) {
                 Ok(p) => {
-                    desired.insert(p.subnet, p);
+                    let current = self.peers.get(&p.subnet).map(|(_, path)| *path);
+                    let (path, _) = self.path_for(&p, current).await;
+                    desired.insert(p.subnet, (p, path));
                 }
                 Err(why) => tracing::debug!(subnet = %l.subnet, why, "lease ignored"),
             }
         }
-        let installed = self.kernel.installed(self.ifindex).await?;
-        let wanted_route = |d: &Ipv4Net, gw: &Ipv4Addr| desired.get(d).is_some_and(|p| p.gateway() == *gw);
-        for (dst, gw) in installed.routes.iter().filter(|(d, g)| !wanted_route(d, g)) {
-            self.kernel.del_route(self.ifindex, *dst, *gw).await?;
+        self.peers = desired;
+        self.converge(false, &BTreeSet::new()).await
+    }
+
+    /// Checks the device and every peer's entries and restores what is missing; logs each
+    /// restoration. Returns the device's MAC when it had to change (to be republished).
+    pub async fn reconcile(&mut self) -> Result<Option<Mac>, K::Error> {
+        let before = self.dev.mac;
+        let state = self.kernel.ensure_device(&self.dev).await?;
+        if state.created || state.ifindex != self.ifindex {
+            tracing::warn!(device = self.dev.name, ifindex = state.ifindex, mac = format_mac(&state.mac), "vxlan device re-created");
+            self.ifindex = state.ifindex;
         }
-        for (ip, mac) in &installed.neighbours {
-            if !desired.values().any(|p| p.gateway() == *ip && p.vtep_mac == *mac) {
-                self.kernel.del_neighbour(self.ifindex, *ip, *mac).await?;
+        if let Some(own) = self.own {
+            self.kernel.configure_device(self.ifindex, own.addr()).await?;
+        }
+        self.dev.mac = Some(state.mac);
+        let peers: Vec<(Peer, Path)> = self.peers.values().copied().collect();
+        let mut unreachable = BTreeSet::new();
+        for (p, path) in peers {
+            let (now, reachable) = self.path_for(&p, Some(path)).await;
+            if !reachable {
+                unreachable.insert(p.subnet);
+            }
+            if now != path {
+                tracing::info!(subnet = %p.subnet, from = path.name(), to = now.name(), "peer path changed");
+                self.peers.insert(p.subnet, (p, now));
             }
         }
-        for (mac, dst) in &installed.fdb {
-            if !desired.values().any(|p| p.vtep_mac == *mac && p.public_ip == *dst) {
-                self.kernel.del_fdb(self.ifindex, *mac, *dst).await?;
-            }
+        self.converge(true, &unreachable).await?;
+        Ok((before != Some(state.mac)).then_some(state.mac))
+    }
+
+    /// Removes stale entries and adds missing ones, except direct routes of peers in
+    /// `unreachable` (the kernel has no route to them while the underlay is down). A failing
+    /// entry is logged and left for the next reconcile.
+    async fn converge(&mut self, report_missing: bool, unreachable: &BTreeSet<Ipv4Net>) -> Result<(), K::Error> {
+        let installed = self.kernel.installed(self.ifindex, self.direct_scope()).await?;
+        let wanted: Vec<(Peer, Path)> = self.peers.values().copied().collect();
+        let p = plan(&wanted, &installed);
+        let (ifindex, underlay) = (self.ifindex, self.dev.underlay_index);
+        let k = &mut self.kernel;
+        for (dst, gw) in &p.stale.routes {
+            warn_on(k.del_route(ifindex, *dst, *gw).await, "delete stale route", dst);
         }
-        self.peers.clear();
-        for p in desired.into_values() {
-            self.kernel.add_peer(self.ifindex, &p).await?;
-            self.peers.insert(p.subnet, p);
+        for (ip, mac) in &p.stale.neighbours {
+            warn_on(k.del_neighbour(ifindex, *ip, *mac).await, "delete stale neighbour", ip);
+        }
+        for (mac, dst) in &p.stale.fdb {
+            warn_on(k.del_fdb(ifindex, *mac, *dst).await, "delete stale fdb entry", dst);
+        }
+        for (dst, via) in &p.stale.direct {
+            warn_on(k.del_direct(underlay, *dst, *via).await, "delete stale direct route", dst);
+        }
+        for (peer, path) in p.missing {
+            if path == Path::Direct && unreachable.contains(&peer.subnet) {
+                continue;
+            }
+            let r = match path {
+                Path::Vxlan => k.add_peer(ifindex, &peer).await,
+                Path::Direct => k.add_direct(underlay, peer.subnet, peer.public_ip).await,
+            };
+            let ok = warn_on(r, "install peer entries", &peer.subnet);
+            if ok && report_missing {
+                match path {
+                    Path::Direct => tracing::info!(subnet = %peer.subnet, via = %peer.public_ip, "direct route to peer re-installed"),
+                    Path::Vxlan => tracing::info!(subnet = %peer.subnet, public_ip = %peer.public_ip, "vxlan peer entries re-installed"),
+                }
+            }
         }
         Ok(())
     }
@@ -184,7 +300,7 @@ impl<K: VxlanKernel> VxlanNetwork<K> {
     /// Follows one lease change.
     pub async fn handle(&mut self, ev: &LeaseEvent) -> Result<(), K::Error> {
         match ev {
-            LeaseEvent::Added(l) if l.subnet == self.own => Ok(()),
+            LeaseEvent::Added(l) if Some(l.subnet) == self.own => Ok(()),
             LeaseEvent::Added(l) => match peer_of(l) {
                 Err(why) => {
                     tracing::debug!(subnet = %l.subnet, why, "lease ignored");
@@ -192,19 +308,26 @@ impl<K: VxlanKernel> VxlanNetwork<K> {
                     self.remove(l.subnet).await
                 }
                 Ok(p) => {
-                    match self.peers.get(&p.subnet) {
-                        Some(old) if *old == p => return Ok(()),
-                        Some(old) => {
-                            let old = *old;
-                            if old.vtep_mac != p.vtep_mac {
-                                self.kernel.del_fdb(self.ifindex, old.vtep_mac, old.public_ip).await?;
-                            }
+                    let current = self.peers.get(&p.subnet).copied();
+                    let (path, _) = self.path_for(&p, current.map(|(_, path)| path)).await;
+                    match current {
+                        Some(old) if old == (p, path) => return Ok(()),
+                        // vxlan to vxlan: replaced in place below; only a changed MAC or
+                        // address leaves an FDB entry behind
+                        Some((old, Path::Vxlan)) if path == Path::Vxlan && (old.vtep_mac, old.public_ip) != (p.vtep_mac, p.public_ip) => {
+                            self.kernel.del_fdb(self.ifindex, old.vtep_mac, old.public_ip).await?
                         }
+                        Some((_, Path::Vxlan)) if path == Path::Vxlan => {}
+                        Some((old, old_path)) => self.del_entries(&old, old_path).await?,
                         None => {}
                     }
-                    tracing::info!(subnet = %p.subnet, public_ip = %p.public_ip, mac = format_mac(&p.vtep_mac), "peer added");
-                    self.kernel.add_peer(self.ifindex, &p).await?;
-                    self.peers.insert(p.subnet, p);
+                    tracing::info!(subnet = %p.subnet, public_ip = %p.public_ip, mac = format_mac(&p.vtep_mac), path = path.name(), "peer added");
+                    let r = match path {
+                        Path::Vxlan => self.kernel.add_peer(self.ifindex, &p).await,
+                        Path::Direct => self.kernel.add_direct(self.dev.underlay_index, p.subnet, p.public_ip).await,
+                    };
+                    self.peers.insert(p.subnet, (p, path));
+                    warn_on(r, "install peer entries", &p.subnet);
                     Ok(())
                 }
             },
@@ -212,12 +335,34 @@ impl<K: VxlanKernel> VxlanNetwork<K> {
         }
     }
 
+    async fn del_entries(&mut self, p: &Peer, path: Path) -> Result<(), K::Error> {
+        match path {
+            Path::Vxlan => {
+                self.kernel.del_route(self.ifindex, p.subnet, p.gateway()).await?;
+                self.kernel.del_neighbour(self.ifindex, p.gateway(), p.vtep_mac).await?;
+                self.kernel.del_fdb(self.ifindex, p.vtep_mac, p.public_ip).await
+            }
+            Path::Direct => self.kernel.del_direct(self.dev.underlay_index, p.subnet, p.public_ip).await,
+        }
+    }
+
     async fn remove(&mut self, subnet: Ipv4Net) -> Result<(), K::Error> {
-        if let Some(p) = self.peers.remove(&subnet) {
-            tracing::info!(subnet = %p.subnet, public_ip = %p.public_ip, "peer removed");
-            self.kernel.del_peer(self.ifindex, &p).await?;
+        if let Some((p, path)) = self.peers.remove(&subnet) {
+            tracing::info!(subnet = %p.subnet, public_ip = %p.public_ip, path = path.name(), "peer removed");
+            self.del_entries(&p, path).await?;
         }
         Ok(())
+    }
+}
+
+/// Logs a failed kernel change as a warning (the next reconcile retries); true on success.
+fn warn_on<E: std::error::Error + 'static>(r: Result<(), E>, what: &str, object: &dyn std::fmt::Display) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = crate::etcd_access::chain(&e), "{what} for {object} failed; retrying at the next reconcile");
+            false
+        }
     }
 }
 
@@ -228,51 +373,87 @@ mod tests {
     #[derive(Debug, Clone, PartialEq)]
     enum Op {
         Add(Ipv4Net, Mac),
-        Del(Ipv4Net),
+        Direct(Ipv4Net, Ipv4Addr),
         DelRoute(Ipv4Net),
         DelNeigh(Ipv4Addr),
         DelFdb(Mac),
+        DelDirect(Ipv4Net),
+        Create(u32, Option<Mac>),
     }
 
+    /// Records changes; keeps `installed` in step so reconcile sees its own work.
     #[derive(Default)]
     struct Fake {
         ops: Vec<Op>,
         installed: InstalledPeers,
+        /// PublicIPs reachable without a gateway through ifindex 2
+        on_link: Vec<Ipv4Addr>,
+        link_down: bool,
+        device_gone: bool,
+        next_mac: Option<Mac>,
     }
 
     #[derive(Debug, thiserror::Error)]
-    #[error("fake")]
+    #[error("fake: network is down")]
     struct FakeError;
 
     impl VxlanKernel for &mut Fake {
         type Error = FakeError;
-        async fn ensure_device(&mut self, _: &VxlanDevice) -> Result<(u32, Mac), FakeError> {
-            Ok((7, [2, 0, 0, 0, 0, 1]))
+        async fn ensure_device(&mut self, dev: &VxlanDevice) -> Result<DeviceState, FakeError> {
+            if self.device_gone {
+                self.device_gone = false;
+                self.ops.push(Op::Create(dev.underlay_index, dev.mac));
+                let mac = dev.mac.or(self.next_mac).unwrap_or([2, 0, 0, 0, 0, 1]);
+                return Ok(DeviceState { ifindex: 8, mac, created: true });
+            }
+            Ok(DeviceState { ifindex: 7, mac: dev.mac.unwrap_or([2, 0, 0, 0, 0, 1]), created: false })
         }
         async fn configure_device(&mut self, _: u32, _: Ipv4Addr) -> Result<(), FakeError> {
             Ok(())
         }
+        async fn route_to(&mut self, ip: Ipv4Addr) -> Result<Option<RouteTo>, FakeError> {
+            if self.link_down {
+                return Ok(None);
+            }
+            let gateway = (!self.on_link.contains(&ip)).then(|| "192.168.99.254".parse().unwrap());
+            Ok(Some(RouteTo { gateway, oif: Some(2) }))
+        }
         async fn add_peer(&mut self, _: u32, p: &Peer) -> Result<(), FakeError> {
             self.ops.push(Op::Add(p.subnet, p.vtep_mac));
+            self.installed.routes.push((p.subnet, p.gateway()));
+            self.installed.neighbours.push((p.gateway(), p.vtep_mac));
+            self.installed.fdb.push((p.vtep_mac, p.public_ip));
             Ok(())
         }
-        async fn del_peer(&mut self, _: u32, p: &Peer) -> Result<(), FakeError> {
-            self.ops.push(Op::Del(p.subnet));
+        async fn add_direct(&mut self, _: u32, subnet: Ipv4Net, via: Ipv4Addr) -> Result<(), FakeError> {
+            if self.link_down {
+                return Err(FakeError);
+            }
+            self.ops.push(Op::Direct(subnet, via));
+            self.installed.direct.push((subnet, via));
             Ok(())
         }
-        async fn installed(&mut self, _: u32) -> Result<InstalledPeers, FakeError> {
+        async fn installed(&mut self, _: u32, _: Option<(u32, Ipv4Net)>) -> Result<InstalledPeers, FakeError> {
             Ok(self.installed.clone())
         }
         async fn del_route(&mut self, _: u32, d: Ipv4Net, _: Ipv4Addr) -> Result<(), FakeError> {
             self.ops.push(Op::DelRoute(d));
+            self.installed.routes.retain(|(r, _)| *r != d);
             Ok(())
         }
         async fn del_neighbour(&mut self, _: u32, ip: Ipv4Addr, _: Mac) -> Result<(), FakeError> {
             self.ops.push(Op::DelNeigh(ip));
+            self.installed.neighbours.retain(|(n, _)| *n != ip);
             Ok(())
         }
         async fn del_fdb(&mut self, _: u32, mac: Mac, _: Ipv4Addr) -> Result<(), FakeError> {
             self.ops.push(Op::DelFdb(mac));
+            self.installed.fdb.retain(|(m, _)| *m != mac);
+            Ok(())
+        }
+        async fn del_direct(&mut self, _: u32, d: Ipv4Net, _: Ipv4Addr) -> Result<(), FakeError> {
+            self.ops.push(Op::DelDirect(d));
+            self.installed.direct.retain(|(r, _)| *r != d);
             Ok(())
         }
     }
@@ -286,18 +467,35 @@ mod tests {
     }
 
     fn dev() -> VxlanDevice {
-        VxlanDevice { name: "flannel.1".into(), vni: 1, port: 8472, local: "192.168.99.1".parse().unwrap(), underlay_index: 2, mtu: 1450 }
+        VxlanDevice {
+            name: "flannel.1".into(),
+            vni: 1,
+            port: 8472,
+            local: "192.168.99.1".parse().unwrap(),
+            underlay_index: 2,
+            mtu: 1450,
+            gbp: false,
+            learning: false,
+            mac: None,
+        }
     }
+
+    const NETWORK: &str = "10.244.0.0/16";
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    /// Collapses what a test did into the ops and drops the add/del bookkeeping.
+    fn del_peer_ops(subnet: Ipv4Net, p: &Peer) -> Vec<Op> {
+        vec![Op::DelRoute(subnet), Op::DelNeigh(p.gateway()), Op::DelFdb(p.vtep_mac)]
     }
 
     #[test]
     fn follows_add_change_and_remove() {
         let mut fake = Fake::default();
         block_on(async {
-            let (mut n, _) = VxlanNetwork::open(&mut fake, &dev()).await.unwrap();
+            let (mut n, _) = VxlanNetwork::open(&mut fake, &dev(), net(NETWORK), false).await.unwrap();
             n.set_local_subnet(net("10.244.1.0/24")).await.unwrap();
             n.handle(&LeaseEvent::Added(lease("10.244.1.0/24", "192.168.99.1", [2, 0, 0, 0, 0, 1]))).await.unwrap();
             n.handle(&LeaseEvent::Added(lease("10.244.2.0/24", "192.168.99.2", [2, 0, 0, 0, 0, 2]))).await.unwrap();
@@ -306,22 +504,21 @@ mod tests {
             n.handle(&LeaseEvent::Removed(net("10.244.2.0/24"))).await.unwrap();
             n.handle(&LeaseEvent::Removed(net("10.244.3.0/24"))).await.unwrap();
         });
-        assert_eq!(
-            fake.ops,
-            vec![
-                Op::Add(net("10.244.2.0/24"), [2, 0, 0, 0, 0, 2]),
-                Op::DelFdb([2, 0, 0, 0, 0, 2]),
-                Op::Add(net("10.244.2.0/24"), [2, 0, 0, 0, 0, 9]),
-                Op::Del(net("10.244.2.0/24")),
-            ]
-        );
+        let p9 = Peer { subnet: net("10.244.2.0/24"), public_ip: "192.168.99.2".parse().unwrap(), vtep_mac: [2, 0, 0, 0, 0, 9] };
+        let mut want = vec![
+            Op::Add(net("10.244.2.0/24"), [2, 0, 0, 0, 0, 2]),
+            Op::DelFdb([2, 0, 0, 0, 0, 2]),
+            Op::Add(net("10.244.2.0/24"), [2, 0, 0, 0, 0, 9]),
+        ];
+        want.extend(del_peer_ops(net("10.244.2.0/24"), &p9));
+        assert_eq!(fake.ops, want);
     }
 
     #[test]
     fn ignores_other_backends_and_malformed_data() {
         let mut fake = Fake::default();
         block_on(async {
-            let (mut n, _) = VxlanNetwork::open(&mut fake, &dev()).await.unwrap();
+            let (mut n, _) = VxlanNetwork::open(&mut fake, &dev(), net(NETWORK), false).await.unwrap();
             n.set_local_subnet(net("10.244.1.0/24")).await.unwrap();
             let mut hostgw = lease("10.244.4.0/24", "192.168.99.4", [2, 0, 0, 0, 0, 4]);
             hostgw.attrs.backend_type = Some("host-gw".into());
@@ -338,15 +535,16 @@ mod tests {
     #[test]
     fn resync_removes_leftovers_and_installs_every_peer() {
         let mut fake = Fake {
-            ops: Vec::new(),
             installed: InstalledPeers {
                 routes: vec![(net("10.244.2.0/24"), "10.244.2.0".parse().unwrap()), (net("10.244.9.0/24"), "10.244.9.0".parse().unwrap())],
                 neighbours: vec![("10.244.9.0".parse().unwrap(), [2, 0, 0, 0, 0, 9])],
                 fdb: vec![([2, 0, 0, 0, 0, 9], "192.168.99.9".parse().unwrap())],
+                direct: vec![],
             },
+            ..Fake::default()
         };
         block_on(async {
-            let (mut n, _) = VxlanNetwork::open(&mut fake, &dev()).await.unwrap();
+            let (mut n, _) = VxlanNetwork::open(&mut fake, &dev(), net(NETWORK), false).await.unwrap();
             n.set_local_subnet(net("10.244.1.0/24")).await.unwrap();
             let leases = [
                 lease("10.244.1.0/24", "192.168.99.1", [2, 0, 0, 0, 0, 1]),
@@ -366,6 +564,67 @@ mod tests {
                 Op::Add(net("10.244.3.0/24"), [2, 0, 0, 0, 0, 3]),
             ]
         );
+    }
+
+    #[test]
+    fn direct_routing_picks_a_path_per_peer_and_removes_the_right_kind() {
+        let mut fake = Fake { on_link: vec!["192.168.99.2".parse().unwrap()], ..Fake::default() };
+        block_on(async {
+            let (mut n, _) = VxlanNetwork::open(&mut fake, &dev(), net(NETWORK), true).await.unwrap();
+            n.set_local_subnet(net("10.244.1.0/24")).await.unwrap();
+            let leases =
+                [lease("10.244.2.0/24", "192.168.99.2", [2, 0, 0, 0, 0, 2]), lease("10.244.3.0/24", "10.9.0.3", [2, 0, 0, 0, 0, 3])];
+            n.resync(&leases).await.unwrap();
+            n.handle(&LeaseEvent::Removed(net("10.244.2.0/24"))).await.unwrap();
+            n.handle(&LeaseEvent::Removed(net("10.244.3.0/24"))).await.unwrap();
+        });
+        let p3 = Peer { subnet: net("10.244.3.0/24"), public_ip: "10.9.0.3".parse().unwrap(), vtep_mac: [2, 0, 0, 0, 0, 3] };
+        let mut want = vec![
+            Op::Direct(net("10.244.2.0/24"), "192.168.99.2".parse().unwrap()),
+            Op::Add(net("10.244.3.0/24"), [2, 0, 0, 0, 0, 3]),
+            Op::DelDirect(net("10.244.2.0/24")),
+        ];
+        want.extend(del_peer_ops(net("10.244.3.0/24"), &p3));
+        assert_eq!(fake.ops, want);
+        assert_eq!(fake.installed, InstalledPeers::default());
+    }
+
+    #[test]
+    fn routes_lost_in_a_link_flap_come_back() {
+        let mut fake = Fake { on_link: vec!["192.168.99.2".parse().unwrap()], ..Fake::default() };
+        block_on(async {
+            let (mut n, _) = VxlanNetwork::open(&mut fake, &dev(), net(NETWORK), true).await.unwrap();
+            n.set_local_subnet(net("10.244.1.0/24")).await.unwrap();
+            n.resync(&[lease("10.244.2.0/24", "192.168.99.2", [2, 0, 0, 0, 0, 2])]).await.unwrap();
+            // link goes down: the kernel drops the route, and there is no route to the peer
+            n.kernel.installed.direct.clear();
+            n.kernel.link_down = true;
+            assert_eq!(n.reconcile().await.unwrap(), None);
+            assert!(n.kernel.installed.direct.is_empty(), "cannot add while down, and stays direct");
+            n.kernel.link_down = false;
+            n.reconcile().await.unwrap();
+            assert_eq!(n.kernel.installed.direct, vec![(net("10.244.2.0/24"), "192.168.99.2".parse().unwrap())]);
+            let before = n.kernel.ops.len();
+            n.reconcile().await.unwrap();
+            assert_eq!(n.kernel.ops.len(), before, "nothing to do when complete");
+        });
+    }
+
+    #[test]
+    fn recreated_device_keeps_its_mac_and_gets_every_peer_back() {
+        let mut fake = Fake::default();
+        block_on(async {
+            let (mut n, mac) = VxlanNetwork::open(&mut fake, &dev(), net(NETWORK), false).await.unwrap();
+            n.set_local_subnet(net("10.244.1.0/24")).await.unwrap();
+            n.resync(&[lease("10.244.2.0/24", "192.168.99.2", [2, 0, 0, 0, 0, 2])]).await.unwrap();
+            // underlay deleted and recreated as ifindex 12: the kernel took flannel.1 with it
+            n.kernel.installed = InstalledPeers::default();
+            n.kernel.device_gone = true;
+            n.set_underlay(12);
+            assert_eq!(n.reconcile().await.unwrap(), None, "same MAC: nothing to republish");
+            assert_eq!(n.kernel.ops[n.kernel.ops.len() - 2], Op::Create(12, Some(mac)));
+            assert_eq!(n.kernel.installed.fdb, vec![([2, 0, 0, 0, 0, 2], "192.168.99.2".parse().unwrap())]);
+        });
     }
 
     #[test]

@@ -1,0 +1,164 @@
+//! Which kernel entries the vxlan backend's peers need, compared with what the kernel
+//! holds. One pure function serves the resync after a snapshot, the periodic reconcile
+//! (entries lost to a link flap or deleted by hand) and the clean-up after a restart.
+//!
+//! A peer is reached one of two ways ([`Path`]):
+//! - `Vxlan`: `ip route SUBNET via SUBNET.0 dev flannel.N onlink`, a permanent neighbour
+//!   `SUBNET.0 lladdr VTEP_MAC` and an FDB entry `VTEP_MAC dst PUBLIC_IP`;
+//! - `Direct` (DirectRouting, peer on a directly connected network): one route
+//!   `SUBNET via PUBLIC_IP dev UNDERLAY`, and nothing on the vxlan device.
+
+use std::net::Ipv4Addr;
+
+use super::vxlan::{Mac, Peer};
+use crate::ipnet::Ipv4Net;
+
+/// How a peer's subnet is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Vxlan,
+    Direct,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Vxlan => "vxlan",
+            Path::Direct => "direct",
+        }
+    }
+}
+
+/// The kernel's answer to "how do I reach this address" (`ip route get IP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTo {
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+}
+
+/// flanneld's rule: a peer whose PublicIP is reached without a gateway is routed directly.
+/// This agent also wants that route to leave through the underlay, since the direct route
+/// names the underlay as its device.
+pub fn choose_path(direct_routing: bool, route: Option<RouteTo>, underlay: u32) -> Option<Path> {
+    if !direct_routing {
+        return Some(Path::Vxlan);
+    }
+    let r = route?;
+    Some(if r.gateway.is_none() && r.oif == Some(underlay) { Path::Direct } else { Path::Vxlan })
+}
+
+/// Peer entries found in the kernel: on the vxlan device (routes, permanent neighbours,
+/// permanent FDB entries) and, with DirectRouting, gateway routes on the underlay that
+/// lie inside the network.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InstalledPeers {
+    pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
+    pub neighbours: Vec<(Ipv4Addr, Mac)>,
+    pub fdb: Vec<(Mac, Ipv4Addr)>,
+    pub direct: Vec<(Ipv4Net, Ipv4Addr)>,
+}
+
+/// What to change: entries no wanted peer explains, and peers missing some entry.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub stale: InstalledPeers,
+    pub missing: Vec<(Peer, Path)>,
+}
+
+pub fn plan(wanted: &[(Peer, Path)], installed: &InstalledPeers) -> Plan {
+    let vxlan = || wanted.iter().filter(|(_, path)| *path == Path::Vxlan).map(|(p, _)| p);
+    let direct = || wanted.iter().filter(|(_, path)| *path == Path::Direct).map(|(p, _)| p);
+    let stale = InstalledPeers {
+        routes: installed.routes.iter().filter(|(d, g)| !vxlan().any(|p| p.subnet == *d && p.gateway() == *g)).copied().collect(),
+        neighbours: installed
+            .neighbours
+            .iter()
+            .filter(|(ip, m)| !vxlan().any(|p| p.gateway() == *ip && p.vtep_mac == *m))
+            .copied()
+            .collect(),
+        fdb: installed.fdb.iter().filter(|(m, dst)| !vxlan().any(|p| p.vtep_mac == *m && p.public_ip == *dst)).copied().collect(),
+        direct: installed.direct.iter().filter(|(d, via)| !direct().any(|p| p.subnet == *d && p.public_ip == *via)).copied().collect(),
+    };
+    let missing = wanted
+        .iter()
+        .filter(|(p, path)| match path {
+            Path::Vxlan => {
+                !installed.routes.contains(&(p.subnet, p.gateway()))
+                    || !installed.neighbours.contains(&(p.gateway(), p.vtep_mac))
+                    || !installed.fdb.contains(&(p.vtep_mac, p.public_ip))
+            }
+            Path::Direct => !installed.direct.contains(&(p.subnet, p.public_ip)),
+        })
+        .copied()
+        .collect();
+    Plan { stale, missing }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(n: u8) -> Peer {
+        Peer {
+            subnet: format!("10.244.{n}.0/24").parse().unwrap(),
+            public_ip: Ipv4Addr::new(192, 168, 99, n),
+            vtep_mac: [2, 0, 0, 0, 0, n],
+        }
+    }
+
+    fn vxlan_entries(p: &Peer, into: &mut InstalledPeers) {
+        into.routes.push((p.subnet, p.gateway()));
+        into.neighbours.push((p.gateway(), p.vtep_mac));
+        into.fdb.push((p.vtep_mac, p.public_ip));
+    }
+
+    #[test]
+    fn direct_only_without_gateway_through_the_underlay() {
+        let on_link = RouteTo { gateway: None, oif: Some(2) };
+        let routed = RouteTo { gateway: Some(Ipv4Addr::new(192, 168, 99, 254)), oif: Some(2) };
+        let elsewhere = RouteTo { gateway: None, oif: Some(5) };
+        assert_eq!(choose_path(true, Some(on_link), 2), Some(Path::Direct));
+        assert_eq!(choose_path(true, Some(routed), 2), Some(Path::Vxlan));
+        assert_eq!(choose_path(true, Some(elsewhere), 2), Some(Path::Vxlan));
+        assert_eq!(choose_path(true, None, 2), None, "no route now (link down): keep what is installed");
+        assert_eq!(choose_path(false, Some(on_link), 2), Some(Path::Vxlan));
+    }
+
+    #[test]
+    fn complete_state_needs_nothing() {
+        let mut inst = InstalledPeers::default();
+        vxlan_entries(&peer(2), &mut inst);
+        inst.direct.push((peer(3).subnet, peer(3).public_ip));
+        assert_eq!(plan(&[(peer(2), Path::Vxlan), (peer(3), Path::Direct)], &inst), Plan::default());
+    }
+
+    #[test]
+    fn lost_routes_are_missing_and_foreign_entries_stale() {
+        let mut inst = InstalledPeers::default();
+        vxlan_entries(&peer(2), &mut inst);
+        vxlan_entries(&peer(9), &mut inst); // a peer that left while we were down
+        inst.routes.retain(|(d, _)| *d != peer(2).subnet); // lost its route
+        inst.direct.push((peer(8).subnet, peer(8).public_ip));
+        // peer 3 switched to direct: its old vxlan entries are stale
+        vxlan_entries(&peer(3), &mut inst);
+        let p = plan(&[(peer(2), Path::Vxlan), (peer(3), Path::Direct)], &inst);
+        assert_eq!(p.missing, vec![(peer(2), Path::Vxlan), (peer(3), Path::Direct)]);
+        assert_eq!(p.stale.routes, vec![(peer(9).subnet, peer(9).gateway()), (peer(3).subnet, peer(3).gateway())]);
+        assert_eq!(p.stale.neighbours, vec![(peer(9).gateway(), peer(9).vtep_mac), (peer(3).gateway(), peer(3).vtep_mac)]);
+        assert_eq!(p.stale.fdb, vec![(peer(9).vtep_mac, peer(9).public_ip), (peer(3).vtep_mac, peer(3).public_ip)]);
+        assert_eq!(p.stale.direct, vec![(peer(8).subnet, peer(8).public_ip)]);
+    }
+
+    #[test]
+    fn changed_mac_leaves_the_old_fdb_entry_stale() {
+        let mut inst = InstalledPeers::default();
+        vxlan_entries(&peer(2), &mut inst);
+        let mut moved = peer(2);
+        moved.vtep_mac = [2, 0, 0, 0, 0, 0x22];
+        let p = plan(&[(moved, Path::Vxlan)], &inst);
+        assert_eq!(p.missing, vec![(moved, Path::Vxlan)]);
+        assert_eq!(p.stale.fdb, vec![(peer(2).vtep_mac, peer(2).public_ip)]);
+        assert_eq!(p.stale.neighbours, vec![(peer(2).gateway(), peer(2).vtep_mac)]);
+        assert!(p.stale.routes.is_empty());
+    }
+}
