@@ -13,6 +13,7 @@ use crate::backend::vxlan::{self, VxlanDevice, VxlanNetwork};
 use crate::backend::{hostgw, HostGwNetwork};
 use crate::config::{BackendConf, Flags, NetConf};
 use crate::etcd_access::{chain, connect_options, failure_hint, EtcdAccess};
+use crate::firewall::Firewall;
 use crate::ipnet::Ipv4Net;
 use crate::lease::{event_from_watch, Lease, LeaseAttrs, LeaseError, LeaseEvent, OwnLease, Registry, LEASE_TTL};
 use crate::netlink::{Kernel, LinkChange};
@@ -82,20 +83,17 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
     let etcd = connect_options(&flags).context("etcd access")?;
+    let mut fw = Firewall::prepare(&flags).await?;
     let outcome = tokio::select! {
-        r = serve(&flags, &etcd) => r,
-        _ = term.recv() => { tracing::info!("SIGTERM: exiting, kernel state left in place"); Ok(()) }
-        _ = int.recv() => { tracing::info!("SIGINT: exiting, kernel state left in place"); Ok(()) }
+        r = serve(&flags, &etcd, &mut fw) => r,
+        _ = term.recv() => { tracing::info!("SIGTERM: exiting, routes and devices left in place"); Ok(()) }
+        _ = int.recv() => { tracing::info!("SIGINT: exiting, routes and devices left in place"); Ok(()) }
     };
+    fw.teardown().await;
     outcome
 }
 
-async fn serve(flags: &Flags, etcd: &EtcdAccess) -> anyhow::Result<()> {
-    if !flags.iptables_forward_rules {
-        tracing::debug!("iptables forward rules off");
-    } else {
-        tracing::info!("--iptables-forward-rules: this agent installs no iptables rules");
-    }
+async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::Result<()> {
     let kernel = Kernel::open().context("open netlink socket")?;
     let mut underlay =
         kernel.underlay(&flags.ifaces).await.context("inspect interfaces")?.with_context(|| match flags.ifaces.is_empty() {
@@ -153,6 +151,8 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess) -> anyhow::Result<()> {
     let env = SubnetEnv { network: conf.network, subnet: own.lease.subnet, mtu, ip_masq: flags.ip_masq };
     env.write(&flags.subnet_file).with_context(|| format!("write subnet file {}", flags.subnet_file.display()))?;
     tracing::info!(subnet = %own.lease.subnet, file = %flags.subnet_file.display(), "lease acquired, subnet file written");
+    fw.start(conf.network, own.lease.subnet).await.context("install iptables rules")?;
+    let mut iptables_at = Instant::now() + fw.resync_every;
 
     let renew_every = LEASE_TTL - Duration::from_secs(flags.renew_margin_minutes * 60);
     let mut renew_at = Instant::now() + renew_every;
@@ -229,6 +229,10 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess) -> anyhow::Result<()> {
                         tracing::debug!(?change, "link changed, reconciling soon");
                         reconcile_at = reconcile_at.min(Instant::now() + LINK_SETTLE);
                     }
+                }
+                _ = sleep_until(iptables_at) => {
+                    fw.resync_iptables().await;
+                    iptables_at = Instant::now() + fw.resync_every;
                 }
                 _ = sleep_until(reconcile_at) => {
                     reconcile_at = Instant::now() + RECONCILE_EVERY;

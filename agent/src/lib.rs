@@ -16,6 +16,7 @@
 //! | leases in etcd (flanneld's schema) | [`lease`] |
 //! | which subnet to lease (pure, unit-tested) | [`subnet_choice`] |
 //! | `subnet.env` | [`subnet_file`] |
+//! | iptables masquerade/forward rules; the vxlan source filter (nftables) | [`firewall`] over [`iptables`] |
 //! | peers → kernel state; each backend's constants (device names, ports, overhead) | [`backend`] over [`netlink`] |
 //! | udp: TUN set-up, peer table; packets | [`backend::udp`]; [`backend::udp_datapath`] over [`tun`] |
 //! | the main loop, dispatching to the configured backend | [`daemon`] |
@@ -26,8 +27,10 @@ pub mod backend;
 pub mod config;
 pub mod daemon;
 pub mod etcd_access;
+pub mod firewall;
 pub mod healthz;
 pub mod ipnet;
+pub mod iptables;
 pub mod lease;
 pub mod netlink;
 pub mod subnet_choice;
