@@ -127,7 +127,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
             let (net, mac) = VxlanNetwork::open(kernel.clone(), &dev, conf.network, direct_routing)
                 .await
                 .with_context(|| format!("set up vxlan device `{}`", dev.name))?;
-            (Network::Vxlan(net, vni), vxlan::lease_attrs(public_ip, vni, &mac), mtu)
+            (Network::Vxlan(net, vni, port), vxlan::lease_attrs(public_ip, vni, &mac), mtu)
         }
         BackendConf::HostGw => {
             let net = HostGwNetwork::new(kernel.clone(), underlay.index, conf.network);
@@ -177,6 +177,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
             continue 'resync;
         }
         net.resync(&leases).await.context("program peers")?;
+        net.sync_filter(fw).await;
         tracing::info!(peers = net.peer_count(), revision = rev, "peers programmed, watching for changes");
         let mut stream = match reg.watch(rev).await {
             Ok(s) => s,
@@ -215,6 +216,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                             Some(Ok(ev)) => net.handle(&ev).await.context("program peer")?,
                         }
                     }
+                    net.sync_filter(fw).await;
                 }
                 _ = sleep_until(renew_at) => {
                     match reg.renew(own.etcd_lease_id).await {
@@ -256,10 +258,11 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                         }
                         Err(e) => { tracing::warn!(error = chain(&e), "inspecting interfaces failed"); continue; }
                     }
+                    fw.check_vxlan_filter().await;
                     match net.reconcile().await {
                         Ok(None) => {}
                         Ok(Some(mac)) => {
-                            let Network::Vxlan(_, vni) = &net else { continue };
+                            let Network::Vxlan(_, vni, _) = &net else { continue };
                             attrs = vxlan::lease_attrs(public_ip, *vni, &mac);
                             match reg.republish(&own, &attrs).await {
                                 Ok(()) => {
@@ -314,8 +317,8 @@ async fn reacquire(reg: &mut Registry, conf: &NetConf, attrs: &LeaseAttrs, own: 
 
 /// The backend chosen by the network config; each arm only forwards to its module.
 enum Network {
-    /// The network and its VNI.
-    Vxlan(VxlanNetwork<Kernel>, u32),
+    /// The network, its VNI and UDP port.
+    Vxlan(VxlanNetwork<Kernel>, u32, u16),
     HostGw(HostGwNetwork<Kernel>),
     Udp(UdpNetwork),
 }
@@ -323,7 +326,7 @@ enum Network {
 impl Network {
     async fn set_local_subnet(&mut self, subnet: Ipv4Net) -> anyhow::Result<()> {
         match self {
-            Network::Vxlan(n, _) => n.set_local_subnet(subnet).await?,
+            Network::Vxlan(n, _, _) => n.set_local_subnet(subnet).await?,
             Network::HostGw(n) => n.set_local_subnet(subnet),
             Network::Udp(n) => n.set_local_subnet(subnet).await?,
         }
@@ -332,7 +335,7 @@ impl Network {
 
     async fn resync(&mut self, leases: &[Lease]) -> anyhow::Result<()> {
         match self {
-            Network::Vxlan(n, _) => n.resync(leases).await?,
+            Network::Vxlan(n, _, _) => n.resync(leases).await?,
             Network::HostGw(n) => n.resync(leases).await?,
             Network::Udp(n) => n.resync(leases),
         }
@@ -341,7 +344,7 @@ impl Network {
 
     async fn handle(&mut self, ev: &LeaseEvent) -> anyhow::Result<()> {
         match self {
-            Network::Vxlan(n, _) => n.handle(ev).await?,
+            Network::Vxlan(n, _, _) => n.handle(ev).await?,
             Network::HostGw(n) => n.handle(ev).await?,
             Network::Udp(n) => n.handle(ev),
         }
@@ -352,7 +355,7 @@ impl Network {
     /// device's MAC when it changed (to be republished).
     async fn reconcile(&mut self) -> anyhow::Result<Option<vxlan::Mac>> {
         match self {
-            Network::Vxlan(n, _) => Ok(n.reconcile().await?),
+            Network::Vxlan(n, _, _) => Ok(n.reconcile().await?),
             Network::HostGw(n) => {
                 n.reconcile().await?;
                 Ok(None)
@@ -363,23 +366,30 @@ impl Network {
 
     fn set_underlay(&mut self, index: u32) {
         match self {
-            Network::Vxlan(n, _) => n.set_underlay(index),
+            Network::Vxlan(n, _, _) => n.set_underlay(index),
             Network::HostGw(n) => n.set_underlay(index),
             Network::Udp(_) => {}
+        }
+    }
+
+    /// vxlan: admits VXLAN datagrams only from the current peers.
+    async fn sync_filter(&self, fw: &mut Firewall) {
+        if let Network::Vxlan(n, _, port) = self {
+            fw.set_vxlan_peers(*port, &n.peer_ips()).await;
         }
     }
 
     /// The backend's own device, whose link events matter.
     fn device_name(&self) -> Option<&str> {
         match self {
-            Network::Vxlan(n, _) => Some(n.device_name()),
+            Network::Vxlan(n, _, _) => Some(n.device_name()),
             _ => None,
         }
     }
 
     fn peer_count(&self) -> usize {
         match self {
-            Network::Vxlan(n, _) => n.peers().count(),
+            Network::Vxlan(n, _, _) => n.peers().count(),
             Network::HostGw(n) => n.peer_count(),
             Network::Udp(n) => n.peer_count(),
         }
