@@ -271,9 +271,21 @@ fn parse_bool(flag: &str, s: &str) -> Result<bool, ConfigError> {
 /// The backend named in the network config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendConf {
-    Vxlan { vni: u32, port: u16, direct_routing: bool },
+    Vxlan {
+        vni: u32,
+        port: u16,
+        direct_routing: bool,
+        /// `MTU`: the device MTU (and FLANNEL_MTU); None = underlay MTU − 50.
+        mtu: Option<u32>,
+        /// `GBP`: the kernel's Group Based Policy extension.
+        gbp: bool,
+        /// `Learning`: kernel learning of source MACs (the agent installs its entries anyway).
+        learning: bool,
+    },
     HostGw,
-    Udp { port: u16 },
+    Udp {
+        port: u16,
+    },
 }
 
 impl BackendConf {
@@ -413,7 +425,12 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
         }
     };
     let direct_routing = flag("DirectRouting")?;
-    for unsupported in ["GBP", "Learning", "MTU", "MacPrefix"] {
+    let (gbp, learning) = (flag("GBP")?, flag("Learning")?);
+    let mtu = match num("MTU", 0, 65535)? as u32 {
+        0 => None,
+        m => Some(m),
+    };
+    for unsupported in ["MacPrefix"] {
         match field(obj, unsupported) {
             None | Some(Value::Bool(false)) => {}
             Some(_) => return Err(invalid(format!("`Backend.{unsupported}` is not supported by this version of the reference agent"))),
@@ -424,7 +441,7 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
     if port == 0 {
         port = crate::backend::vxlan::DEFAULT_PORT;
     }
-    Ok(BackendConf::Vxlan { vni, port, direct_routing })
+    Ok(BackendConf::Vxlan { vni, port, direct_routing, mtu, gbp, learning })
 }
 
 #[cfg(test)]
@@ -521,18 +538,24 @@ mod tests {
         assert_eq!(c.subnet_len, 24);
         assert_eq!(c.subnet_min.to_string(), "10.244.1.0/24");
         assert_eq!(c.subnet_max.to_string(), "10.244.255.0/24");
-        assert_eq!(c.backend, BackendConf::Vxlan { vni: 1, port: 8472, direct_routing: false });
+        assert_eq!(c.backend, BackendConf::Vxlan { vni: 1, port: 8472, direct_routing: false, mtu: None, gbp: false, learning: false });
         assert_eq!(c.subnets().count(), 255);
         let small = NetConf::parse(r#"{"network":"10.5.0.0/28","backend":{"type":"VXLAN","vni":7}}"#).unwrap();
         assert_eq!(small.subnet_len, 30);
         assert_eq!(small.subnets().count(), 3);
-        assert_eq!(small.backend, BackendConf::Vxlan { vni: 7, port: 8472, direct_routing: false });
+        assert_eq!(small.backend, BackendConf::Vxlan { vni: 7, port: 8472, direct_routing: false, mtu: None, gbp: false, learning: false });
         let udp = NetConf::parse(r#"{"Network":"10.244.0.0/16"}"#).unwrap();
         assert_eq!(udp.backend, BackendConf::Udp { port: 8285 }, "no Backend: udp, as flanneld's code does");
         let udp = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":9000}}"#).unwrap();
         assert_eq!(udp.backend, BackendConf::Udp { port: 9000 });
         let dr = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#).unwrap();
-        assert_eq!(dr.backend, BackendConf::Vxlan { vni: 1, port: 8472, direct_routing: true });
+        assert_eq!(dr.backend, BackendConf::Vxlan { vni: 1, port: 8472, direct_routing: true, mtu: None, gbp: false, learning: false });
+        let opts =
+            NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":1400,"GBP":true,"Learning":true}}"#).unwrap();
+        assert_eq!(
+            opts.backend,
+            BackendConf::Vxlan { vni: 1, port: 8472, direct_routing: false, mtu: Some(1400), gbp: true, learning: true }
+        );
         let hostgw = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#).unwrap();
         assert_eq!(hostgw.backend, BackendConf::HostGw);
     }
@@ -546,6 +569,9 @@ mod tests {
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"geneve"}}"#,
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":"yes"}}"#,
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Bogus":1}}"#,
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MacPrefix":"0E:6A"}}"#,
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":-1}}"#,
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","GBP":1}}"#,
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","VNI":1}}"#,
             r#"{"Network":"10.244.0.0/16","SubnetLen":16,"Backend":{"Type":"vxlan"}}"#,
             r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.9.0","SubnetMax":"10.244.3.0","Backend":{"Type":"vxlan"}}"#,

@@ -111,8 +111,8 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
     let conf = NetConf::parse(&text).with_context(|| format!("invalid network config at {}/config", flags.etcd_prefix))?;
     kernel.remove_other_backends(&conf, underlay.index).await.context("remove state of other backends")?;
     let (mut net, mut attrs, mtu) = match conf.backend {
-        BackendConf::Vxlan { vni, port, direct_routing } => {
-            let mtu = vxlan::overlay_mtu(underlay.mtu).context("underlay MTU too small for vxlan")?;
+        BackendConf::Vxlan { vni, port, direct_routing, mtu, gbp, learning } => {
+            let mtu = vxlan::device_mtu(underlay.mtu, mtu).map_err(anyhow::Error::msg).context("vxlan MTU")?;
             let dev = VxlanDevice {
                 name: vxlan::device_name(vni),
                 vni,
@@ -120,8 +120,8 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                 local: public_ip,
                 underlay_index: underlay.index,
                 mtu,
-                gbp: false,
-                learning: false,
+                gbp,
+                learning,
                 mac: None,
             };
             let (net, mac) = VxlanNetwork::open(kernel.clone(), &dev, conf.network, direct_routing)

@@ -37,6 +37,22 @@ pub fn overlay_mtu(underlay_mtu: u32) -> Option<u32> {
     underlay_mtu.checked_sub(OVERHEAD).filter(|m| *m >= super::MIN_MTU)
 }
 
+/// The device MTU: `configured` (the backend's `MTU` option) when it fits in the underlay
+/// with the vxlan overhead and is at least IPv4's 68; else the underlay's less the overhead.
+pub fn device_mtu(underlay_mtu: u32, configured: Option<u32>) -> Result<u32, String> {
+    let max = underlay_mtu.saturating_sub(OVERHEAD);
+    match configured {
+        None => {
+            overlay_mtu(underlay_mtu).ok_or_else(|| format!("underlay MTU {underlay_mtu} leaves less than {} for pods", super::MIN_MTU))
+        }
+        Some(m) if m < 68 => Err(format!("`Backend.MTU` {m} is below 68, the smallest IPv4 MTU")),
+        Some(m) if m > max => {
+            Err(format!("`Backend.MTU` {m} is above the underlay MTU {underlay_mtu} less the vxlan overhead of {OVERHEAD} (at most {max})"))
+        }
+        Some(m) => Ok(m),
+    }
+}
+
 /// What one peer lease asks of this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
@@ -625,6 +641,16 @@ mod tests {
             assert_eq!(n.kernel.ops[n.kernel.ops.len() - 2], Op::Create(12, Some(mac)));
             assert_eq!(n.kernel.installed.fdb, vec![([2, 0, 0, 0, 0, 2], "192.168.99.2".parse().unwrap())]);
         });
+    }
+
+    #[test]
+    fn configured_mtu_must_fit_the_underlay() {
+        assert_eq!(device_mtu(1500, None), Ok(1450));
+        assert_eq!(device_mtu(1500, Some(1400)), Ok(1400));
+        assert_eq!(device_mtu(1500, Some(1450)), Ok(1450));
+        assert!(device_mtu(1500, Some(1451)).unwrap_err().contains("at most 1450"));
+        assert!(device_mtu(1500, Some(67)).unwrap_err().contains("below 68"));
+        assert!(device_mtu(600, None).is_err());
     }
 
     #[test]
