@@ -36,6 +36,8 @@ pub struct NetConf {
     pub mtu: Option<u32>,
     /// vxlan `Learning`: the kernel learns FDB entries (flannel still installs its own).
     pub learning: bool,
+    /// vxlan `GBP`: the device carries Group Based Policy marks.
+    pub gbp: bool,
 }
 
 fn get<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
@@ -71,6 +73,7 @@ impl NetConf {
             direct_routing: vxlan && flag("DirectRouting"),
             mtu,
             learning: vxlan && flag("Learning"),
+            gbp: vxlan && flag("GBP"),
         })
     }
 
@@ -430,6 +433,9 @@ fn check_vxlan(
                 let want = if conf.learning { "on (Learning: true)" } else { "off" };
                 bad(Check::Device, format!("`{dev_name}` has learning {:?}, expected {want}", v.learning));
             }
+            if v.gbp != conf.gbp {
+                bad(Check::Device, format!("`{dev_name}` has GBP {}, expected {} (Backend.GBP)", v.gbp, conf.gbp));
+            }
             if v.local != Some(host_ip) {
                 bad(Check::Device, format!("`{dev_name}` has local {:?}, expected {host_ip}", v.local));
             }
@@ -562,6 +568,7 @@ mod tests {
                 local: Some("192.168.99.1".parse().unwrap()),
                 learning: Some(false),
                 underlay_index: Some(2),
+                gbp: false,
             }),
         };
         HostState {

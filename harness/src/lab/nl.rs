@@ -53,6 +53,8 @@ pub struct VxlanInfo {
     pub local: Option<Ipv4Addr>,
     pub learning: Option<bool>,
     pub underlay_index: Option<u32>,
+    /// Group Based Policy extension on (a flag attribute: present or not).
+    pub gbp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -431,7 +433,7 @@ fn decode_link(m: &LinkMessage) -> Link {
                     match i {
                         LinkInfo::Kind(k) => l.kind = Some(kind_name(k)),
                         LinkInfo::Data(InfoData::Vxlan(v)) => {
-                            let mut x = VxlanInfo { vni: None, port: None, local: None, learning: None, underlay_index: None };
+                            let mut x = VxlanInfo { vni: None, port: None, local: None, learning: None, underlay_index: None, gbp: false };
                             for o in v {
                                 match o {
                                     InfoVxlan::Id(id) => x.vni = Some(*id),
@@ -439,6 +441,7 @@ fn decode_link(m: &LinkMessage) -> Link {
                                     InfoVxlan::Local(ip) => x.local = Some(*ip),
                                     InfoVxlan::Learning(b) => x.learning = Some(*b),
                                     InfoVxlan::Link(i) => x.underlay_index = Some(*i),
+                                    InfoVxlan::Gbp => x.gbp = true,
                                     _ => {}
                                 }
                             }

@@ -69,7 +69,7 @@ impl Trial<'_> {
         self.ensure_gateways().await?;
         let have: std::collections::BTreeSet<String> = self.pods.iter().map(|p| p.host.clone()).collect();
         let mut made = 0;
-        for node in self.lab.hosts.iter().filter(|n| !have.contains(&n.name)) {
+        for node in self.lab.hosts.iter().filter(|n| !have.contains(&n.name) && !self.removed.contains(&n.name)) {
             let gw = self.gateways.get(&node.name).copied().ok_or_else(|| {
                 let path = Agent::subnet_file_path(node);
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
