@@ -126,6 +126,8 @@ impl Child {
             return Some(s);
         }
         self.signal(sig);
+        // a frozen process (SIGSTOP) acts on the signal only once thawed
+        self.signal(Signal::SIGCONT);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Some(s) = self.try_status() {

@@ -121,11 +121,7 @@ impl StepKind for ImpairLink {
             reorder_percent: self.reorder_percent,
             rate_kbit: self.rate_mbit.saturating_mul(1000),
         };
-        let hosts: Vec<&crate::lab::Node> = if self.hosts.is_empty() {
-            t.lab.hosts.iter().collect()
-        } else {
-            self.hosts.iter().map(|h| t.host(h.as_str())).collect::<Result<_, _>>()?
-        };
+        let hosts = t.hosts_or_all(&self.hosts)?;
         for node in hosts {
             node.nl.set_netem(crate::lab::UNDERLAY_IF, &n).await?;
             set_loss(node, self.loss_percent)?;
@@ -140,6 +136,31 @@ impl StepKind for ImpairLink {
     }
 }
 
+/// Runs an operator's tool (`iptables`, `nft`) inside a lab namespace, `stdin` fed to it;
+/// its failure carries its stderr. Only fault steps use tools: checks read the kernel
+/// through netlink.
+fn run_tool(ns: &crate::lab::netns::Netns, tool: &'static str, args: Vec<String>, stdin: Option<String>) -> Result<(), String> {
+    let shown = format!("{tool} {}", args.join(" "));
+    let out = ns
+        .run(move || {
+            use std::io::Write;
+            let mut child = std::process::Command::new(tool)
+                .args(&args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            child.stdin.take().expect("piped").write_all(stdin.unwrap_or_default().as_bytes())?;
+            child.wait_with_output()
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("run `{tool}` (ci/setup.sh installs it): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("`{shown}`: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
 /// Random loss of a host's outgoing underlay frames: an nftables netdev table with an
 /// egress chain on eth0 (`numgen random mod 100 < N drop`), or none when `percent` is 0.
 fn set_loss(node: &crate::lab::Node, percent: u32) -> Result<(), crate::error::Error> {
@@ -152,20 +173,7 @@ fn set_loss(node: &crate::lab::Node, percent: u32) -> Result<(), crate::error::E
             "table netdev {TABLE} {{\n  chain egress {{ type filter hook egress device \"{dev}\" priority 0; {rule}; }}\n}}\n"
         ));
     }
-    let out = node.ns.run(move || {
-        use std::io::Write;
-        let mut child = std::process::Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        child.stdin.take().expect("piped").write_all(script.as_bytes())?;
-        child.wait_with_output()
-    })?;
-    let out = out.map_err(|e| lab_err!("run nft (install it: ci/setup.sh): {e}"))?;
-    if !out.status.success() {
-        return Err(lab_err!("nft on {}: {}", node.name, String::from_utf8_lossy(&out.stderr).trim()));
-    }
+    run_tool(&node.ns, "nft", vec!["-f".into(), "-".into()], Some(script)).map_err(|e| lab_err!("{}: {e}", node.name))?;
     Ok(())
 }
 
@@ -207,22 +215,12 @@ impl StepKind for Firewall {
         if rules.is_empty() {
             return Err("firewall: give `forward_policy` or `drop_udp_port`".into());
         }
-        let hosts: Vec<&crate::lab::Node> = if self.hosts.is_empty() {
-            t.lab.hosts.iter().collect()
-        } else {
-            self.hosts.iter().map(|h| t.host(h.as_str())).collect::<Result<_, _>>()?
-        };
+        let hosts = t.hosts_or_all(&self.hosts)?;
         for node in hosts {
             for args in &rules {
-                let a = args.clone();
-                let out = node
-                    .ns
-                    .run(move || std::process::Command::new("iptables").arg("-w").args(&a).output())?
-                    .map_err(|e| lab_err!("run iptables (install it: ci/setup.sh): {e}"))?;
-                if !out.status.success() {
-                    let err = String::from_utf8_lossy(&out.stderr);
-                    return Err(lab_err!("iptables {} on {}: {}", args.join(" "), node.name, err.trim()).into());
-                }
+                let mut argv = vec!["-w".to_string()];
+                argv.extend(args.iter().cloned());
+                run_tool(&node.ns, "iptables", argv, None).map_err(|e| lab_err!("{}: {e}", node.name))?;
             }
             tracing::info!("{}: firewall {}", node.name, rules.iter().map(|r| r.join(" ")).collect::<Vec<_>>().join("; "));
         }
@@ -388,6 +386,15 @@ impl Trial<'_> {
             Sabotage::SetPodMtu(p) | Sabotage::SetUnderlayMtu(p) => p.host.as_str(),
             Sabotage::SetDeviceMtu(p) => p.host.as_str(),
         };
+        // Damage to the agent's own state stays only while the agent cannot repair it (the
+        // reference reconciles within seconds): its process group is frozen first, and
+        // stays frozen to the end of the trial (stopping it thaws it).
+        if matches!(s, Sabotage::DeleteFdb(_) | Sabotage::DeleteRoute(_) | Sabotage::DeleteNeighbour(_)) {
+            if let Some(a) = self.agents.iter().find(|a| a.host == host) {
+                a.child.signal(nix::sys::signal::Signal::SIGSTOP);
+                tracing::info!("froze the agent on {host} (pid {}) so the damage stays", a.child.pid());
+            }
+        }
         let node = self.host(host)?;
         let dev = conf.route_device();
         let idx = match s {

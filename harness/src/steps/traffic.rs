@@ -112,23 +112,16 @@ impl StepKind for InjectUdp {
 /// from its lease, an inner IPv4 echo request) to a host's vxlan port and checks whether
 /// the pod behind it sees the echo. Same fields as `inject_udp`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct InjectVxlan {
-    pub from: String,
-    pub to: HostName,
-    pub inner_src_from: HostName,
-    pub expect: Fate,
-}
+#[serde(transparent)]
+pub struct InjectVxlan(pub InjectUdp);
 
 impl StepKind for InjectVxlan {
     fn refs(&self) -> Vec<Ref<'_>> {
-        vec![Ref::Subject(&self.from), Ref::Host(&self.to), Ref::Host(&self.inner_src_from)]
+        self.0.refs()
     }
 
     async fn run(&self, t: &mut Trial<'_>) -> StepResult {
-        let spec =
-            InjectUdp { from: self.from.clone(), to: self.to.clone(), inner_src_from: self.inner_src_from.clone(), expect: self.expect };
-        t.inject(&spec, Backend::Vxlan).await
+        t.inject(&self.0, Backend::Vxlan).await
     }
 }
 

@@ -89,6 +89,14 @@ impl<'a> Trial<'a> {
         self.lab.host(name).ok_or_else(|| StepError::from(format!("no host `{name}`")))
     }
 
+    /// The named hosts, or every host when none is named.
+    pub(super) fn hosts_or_all(&self, names: &[crate::input::names::HostName]) -> Result<Vec<&Node>, StepError> {
+        if names.is_empty() {
+            return Ok(self.lab.hosts.iter().collect());
+        }
+        names.iter().map(|h| self.host(h.as_str())).collect()
+    }
+
     /// From now on only evidence produced after `what` counts (see `converge::canary_round`).
     pub(super) fn restarted(&mut self, what: impl Into<String>) {
         self.canary_due = Some((Instant::now(), what.into()));
