@@ -89,11 +89,22 @@ impl Trial<'_> {
         let within = w.within.0;
         let t0 = Instant::now();
         let deadline = t0 + within;
+        let mut polls: u64 = 0;
         loop {
             let last = Instant::now() >= deadline;
             let findings = self.convergence_findings(&w.cross_segment_fails, last).await?;
             if findings.iter().any(|f| f.check == Check::AgentExit) {
                 return Err(StepError::Check(findings));
+            }
+            // settled early: etcd refused a host's agent again and again (once a second)
+            polls += 1;
+            if !last && !findings.is_empty() && self.store.pki.is_some() && polls % 10 == 0 {
+                let refused = self.refusals().await?;
+                if refused.values().any(|(n, _)| *n >= 3) {
+                    let mut all = self.refusal_findings().await?;
+                    all.extend(findings);
+                    return Err(StepError::Check(all));
+                }
             }
             if findings.is_empty() {
                 if self.canary_due.is_some() {
