@@ -102,7 +102,8 @@ async fn iptables(table: &str, args: &[String]) -> Result<(), IptablesError> {
     let mut full = vec!["-w".to_string(), "5".into(), "-t".into(), table.into()];
     full.extend_from_slice(args);
     tracing::trace!(args = full.join(" "), "iptables");
-    let out = Command::new(BINARY).args(&full).output().await.map_err(IptablesError::Spawn)?;
+    // dropped mid-call (the agent stopping), the child must not outlive the teardown
+    let out = Command::new(BINARY).args(&full).kill_on_drop(true).output().await.map_err(IptablesError::Spawn)?;
     if out.status.success() {
         return Ok(());
     }

@@ -86,6 +86,8 @@ pub fn parse_listing(json: &str) -> Option<(BTreeSet<Ipv4Addr>, bool)> {
 async fn nft(args: &[&str], script: Option<&str>) -> Result<String, NftError> {
     tracing::trace!(?args, script, "nft");
     let mut cmd = Command::new(BINARY);
+    // dropped mid-call (the agent stopping), the child must not outlive the teardown
+    cmd.kill_on_drop(true);
     cmd.args(args).stdin(if script.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(NftError::Spawn)?;
     if let (Some(script), Some(mut stdin)) = (script, child.stdin.take()) {
