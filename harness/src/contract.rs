@@ -668,6 +668,37 @@ mod tests {
     }
 
     #[test]
+    fn vxlan_options_are_judged_on_the_device() {
+        let l = leases();
+        let peers: Vec<LeaseView> = l.values().filter(|x| x.subnet.addr().octets()[2] != 1).cloned().collect();
+        let c = NetConf::from_json(
+            &serde_json::json!({"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "MTU": 1400, "GBP": true, "Learning": true}}),
+        )
+        .unwrap();
+        assert_eq!(c.overlay_mtu(1500), 1400);
+        // a device made without the options: each is named
+        let mut out = Vec::new();
+        check_kernel(&c, "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &good_state(&peers), &mut out);
+        let text: Vec<String> = out.iter().map(|f| f.to_string()).collect();
+        assert_eq!(out.len(), 3, "{text:?}");
+        assert!(out.iter().all(|f| f.check == Check::Device), "{text:?}");
+        assert!(text[0].contains("MTU 1450, expected 1400"), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("learning Some(false), expected on")), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("GBP false, expected true")), "{text:?}");
+        // the device as the options ask: nothing, and learned FDB entries are not counted
+        let mut st = good_state(&peers);
+        st.links[0].mtu = 1400;
+        let v = st.links[0].vxlan.as_mut().unwrap();
+        v.learning = Some(true);
+        v.gbp = true;
+        st.fdb.push(FdbEntry { ifindex: 5, mac: "02:00:00:00:00:77".into(), dst: Some("192.168.99.7".parse().unwrap()), permanent: false });
+        let mut out = Vec::new();
+        let counts = check_kernel(&c, "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(counts.fdb, 2);
+    }
+
+    #[test]
     fn missing_fdb_entry_is_named() {
         let l = leases();
         let peers: Vec<LeaseView> = l.values().filter(|x| x.subnet.addr().octets()[2] != 1).cloned().collect();

@@ -320,13 +320,18 @@ impl Lab {
         let node = self.host(name).ok_or_else(|| Error::Lab(format!("no host `{name}`")))?;
         let segment = &self.topo.segments[node.segment];
         let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
-        let mac = node.nl.links().await?.into_iter().find(|l| l.name == UNDERLAY_IF).and_then(|l| l.mac).and_then(|m| {
-            let b: Vec<u8> = m.split(':').filter_map(|x| u8::from_str_radix(x, 16).ok()).collect();
-            <[u8; 6]>::try_from(b).ok()
-        });
+        let mac = node
+            .nl
+            .links()
+            .await?
+            .into_iter()
+            .find(|l| l.name == UNDERLAY_IF)
+            .and_then(|l| l.mac)
+            .and_then(|m| crate::lab::nl::parse_mac(&m))
+            .ok_or_else(|| Error::Lab(format!("{name}: no `{UNDERLAY_IF}` with a MAC to recreate it with")))?;
         let port = format!("p-{name}");
         fnl.del_link(&port).await?;
-        fnl.add_veth_with_mac(&port, UNDERLAY_IF, &node.ns, segment.mtu, mac).await?;
+        fnl.add_veth_with_mac(&port, UNDERLAY_IF, &node.ns, segment.mtu, Some(mac)).await?;
         fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
         node.nl.add_address(UNDERLAY_IF, node.addr, segment.cidr.prefix()).await?;
         node.nl.set_up(UNDERLAY_IF).await?;

@@ -1,6 +1,7 @@
 //! The lab: hosts as network namespaces on bridges and routers ([`hosts`]), and what they
 //! are made of: namespaces, netlink, child processes, raw sockets, pods wired like a CNI
-//! plugin would, and the cleanup of everything a run made (gc, Docker containers).
+//! plugin would, the operator's tools for fault steps, and the cleanup of everything a run
+//! made (gc, Docker containers).
 
 pub mod docker;
 pub mod gc;
@@ -10,6 +11,7 @@ pub mod nl;
 pub mod pods;
 pub mod proc;
 pub mod sock;
+pub mod tools;
 pub mod udev;
 
 pub use hosts::{install_signal_cleanup, Lab, Node, UNDERLAY_IF};

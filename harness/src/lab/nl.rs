@@ -29,6 +29,16 @@ pub struct Nl {
 
 pub type Mac = [u8; 6];
 
+/// `aa:bb:cc:dd:ee:ff` as bytes.
+pub fn parse_mac(s: &str) -> Option<Mac> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in out.iter_mut() {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
 pub fn format_mac(m: &Mac) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
@@ -221,8 +231,8 @@ impl Nl {
         m.header.family = AddressFamily::Bridge;
         m.header.ifindex = e.ifindex;
         m.header.flags = netlink_packet_route::neighbour::NeighbourFlags::Own;
-        let mac: Vec<u8> = e.mac.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
-        m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac));
+        let mac = parse_mac(&e.mac).ok_or_else(|| Error::Lab(format!("FDB entry with a malformed MAC `{}`", e.mac)))?;
+        m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
         if let Some(dst) = e.dst {
             m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
         }
@@ -542,5 +552,8 @@ mod netem_tests {
         assert_eq!(word(10), 1_000_000, "8000 kbit/s in bytes/s");
         assert_eq!(o.len(), 56);
         assert!(Netem::default().is_none());
+        assert_eq!(parse_mac("0e:ca:0a:00:00:01"), Some([0x0e, 0xca, 0x0a, 0, 0, 1]));
+        assert_eq!(parse_mac("0e:ca"), None);
+        assert_eq!(parse_mac("0e:ca:0a:00:00:01:02"), None);
     }
 }

@@ -79,10 +79,11 @@ fn ping_here(dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Resu
         let n = send_to(fd, &buf, dst);
         if n < 0 {
             let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EMSGSIZE) {
-                return Ok(PingOutcome::Refused);
+            match e.raw_os_error() {
+                Some(libc::EMSGSIZE) => return Ok(PingOutcome::Refused),
+                errno if declined_to_send(errno) => return Ok(PingOutcome::NotSent { errno: errno.unwrap_or(0) }),
+                _ => return Err(("sendto", e)),
             }
-            return Err(("sendto", e));
         }
         let deadline = sent_at + timeout;
         let mut rbuf = vec![0u8; 65536];
@@ -232,8 +233,9 @@ fn sweep_here(
                 if n < 0 {
                     let e = std::io::Error::last_os_error();
                     match e.raw_os_error() {
-                        // no route, or a neighbour that never answered: what the probe is for
-                        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EINVAL | libc::EAGAIN | libc::ENOBUFS) => {
+                        // no route, a prohibit/blackhole route, a firewall's verdict on
+                        // output, or a neighbour that never answered: what the probe is for
+                        errno if declined_to_send(errno) => {
                             out[i] = PingOutcome::NotSent { errno: e.raw_os_error().unwrap_or(0) };
                         }
                         _ => return Err(("sendto", e)),
@@ -288,6 +290,13 @@ fn echo_request(ident: u16, seq: u16, payload: usize) -> Vec<u8> {
     let sum = pnet_packet::icmp::checksum(&IcmpPacket::new(req.packet()).expect("echo is an icmp packet"));
     req.set_checksum(sum);
     buf
+}
+
+/// The errnos with which the local stack declines to send to a destination: a finding
+/// about the host's routing (no route, `prohibit`/`blackhole`/`unreachable` routes, an
+/// output firewall, a neighbour that never answered), not a failure of the probe.
+fn declined_to_send(errno: Option<i32>) -> bool {
+    matches!(errno, Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EPERM | libc::EINVAL | libc::EAGAIN | libc::ENOBUFS))
 }
 
 /// `sendto(2)` of `buf` to `dst` on a raw socket; the raw return value.

@@ -89,19 +89,21 @@ impl Trial<'_> {
         let within = w.within.0;
         let t0 = Instant::now();
         let deadline = t0 + within;
-        let mut polls: u64 = 0;
+        let wall_start = std::time::SystemTime::now();
+        let mut next_refusal_check = t0 + Duration::from_secs(1);
         loop {
             let last = Instant::now() >= deadline;
             let findings = self.convergence_findings(&w.cross_segment_fails, last).await?;
             if findings.iter().any(|f| f.check == Check::AgentExit) {
                 return Err(StepError::Check(findings));
             }
-            // settled early: etcd refused a host's agent again and again (once a second)
-            polls += 1;
-            if !last && !findings.is_empty() && self.store.pki.is_some() && polls % 10 == 0 {
-                let refused = self.refusals().await?;
+            // settled early: during this wait etcd refused a host's certificate again and
+            // again (checked once a second)
+            if !last && !findings.is_empty() && self.store.pki.is_some() && Instant::now() >= next_refusal_check {
+                next_refusal_check = Instant::now() + Duration::from_secs(1);
+                let refused = self.refusals(Some(wall_start)).await?;
                 if refused.values().any(|(n, _)| *n >= 3) {
-                    let mut all = self.refusal_findings().await?;
+                    let mut all = super::trial::refusal_findings(refused);
                     all.extend(findings);
                     return Err(StepError::Check(all));
                 }

@@ -140,7 +140,7 @@ impl StepKind for ExpectRefused {
                 let what = format!("etcd admitted the agent: it holds lease {key}");
                 return Err(StepError::Check(vec![Finding::new(Check::EtcdAccess, host, what)]));
             }
-            if let Some((n, why)) = t.refusals().await?.remove(host) {
+            if let Some((n, why)) = t.refusals(None).await?.remove(host) {
                 tracing::info!("etcd refused {host} ({addr}) {n} time(s): {why}");
                 let i = t.agents.iter().position(|a| a.host == host).expect("checked above");
                 let mut a = t.agents.remove(i);

@@ -82,9 +82,9 @@ impl StepKind for RecreateLink {
     }
 }
 
-/// Impairs the named hosts' (default: every host's) outgoing underlay traffic with netem on
-/// their eth0: added delay and jitter, loss, reordering, a rate limit. All zero (`{}` with
-/// only `hosts`) removes the impairment.
+/// Impairs the named hosts' (default: every host's) outgoing underlay traffic on their
+/// eth0: added delay and jitter, reordering and a rate limit through netem, loss through
+/// nftables. All zero (`{}` with only `hosts`) removes the impairment.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ImpairLink {
@@ -124,7 +124,7 @@ impl StepKind for ImpairLink {
         let hosts = t.hosts_or_all(&self.hosts)?;
         for node in hosts {
             node.nl.set_netem(crate::lab::UNDERLAY_IF, &n).await?;
-            set_loss(node, self.loss_percent)?;
+            crate::lab::tools::set_loss(node, self.loss_percent)?;
         }
         let on = if self.hosts.is_empty() {
             "every host".to_string()
@@ -134,47 +134,6 @@ impl StepKind for ImpairLink {
         tracing::info!("underlay impairment on {on}: {n:?}, loss {}%", self.loss_percent);
         Ok(())
     }
-}
-
-/// Runs an operator's tool (`iptables`, `nft`) inside a lab namespace, `stdin` fed to it;
-/// its failure carries its stderr. Only fault steps use tools: checks read the kernel
-/// through netlink.
-fn run_tool(ns: &crate::lab::netns::Netns, tool: &'static str, args: Vec<String>, stdin: Option<String>) -> Result<(), String> {
-    let shown = format!("{tool} {}", args.join(" "));
-    let out = ns
-        .run(move || {
-            use std::io::Write;
-            let mut child = std::process::Command::new(tool)
-                .args(&args)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()?;
-            child.stdin.take().expect("piped").write_all(stdin.unwrap_or_default().as_bytes())?;
-            child.wait_with_output()
-        })
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("run `{tool}` (ci/setup.sh installs it): {e}"))?;
-    if !out.status.success() {
-        return Err(format!("`{shown}`: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
-}
-
-/// Random loss of a host's outgoing underlay frames: an nftables netdev table with an
-/// egress chain on eth0 (`numgen random mod 100 < N drop`), or none when `percent` is 0.
-fn set_loss(node: &crate::lab::Node, percent: u32) -> Result<(), crate::error::Error> {
-    const TABLE: &str = "flannel-lab-impair";
-    let dev = crate::lab::UNDERLAY_IF;
-    let mut script = format!("table netdev {TABLE}\ndelete table netdev {TABLE}\n");
-    let rule = if percent >= 100 { "drop".to_string() } else { format!("numgen random mod 100 < {percent} drop") };
-    if percent > 0 {
-        script.push_str(&format!(
-            "table netdev {TABLE} {{\n  chain egress {{ type filter hook egress device \"{dev}\" priority 0; {rule}; }}\n}}\n"
-        ));
-    }
-    run_tool(&node.ns, "nft", vec!["-f".into(), "-".into()], Some(script)).map_err(|e| lab_err!("{}: {e}", node.name))?;
-    Ok(())
 }
 
 /// What an operator's host firewall does, in every host namespace or the named ones:
@@ -220,7 +179,7 @@ impl StepKind for Firewall {
             for args in &rules {
                 let mut argv = vec!["-w".to_string()];
                 argv.extend(args.iter().cloned());
-                run_tool(&node.ns, "iptables", argv, None).map_err(|e| lab_err!("{}: {e}", node.name))?;
+                crate::lab::tools::run_tool(&node.ns, "iptables", argv, None).map_err(|e| lab_err!("{}: {e}", node.name))?;
             }
             tracing::info!("{}: firewall {}", node.name, rules.iter().map(|r| r.join(" ")).collect::<Vec<_>>().join("; "));
         }
@@ -387,9 +346,13 @@ impl Trial<'_> {
             Sabotage::SetDeviceMtu(p) => p.host.as_str(),
         };
         // Damage to the agent's own state stays only while the agent cannot repair it (the
-        // reference reconciles within seconds): its process group is frozen first, and
-        // stays frozen to the end of the trial (stopping it thaws it).
-        if matches!(s, Sabotage::DeleteFdb(_) | Sabotage::DeleteRoute(_) | Sabotage::DeleteNeighbour(_)) {
+        // reference reconciles within seconds, its device's MTU too): its process group is
+        // frozen first, and stays frozen to the end of the trial (stopping it thaws it).
+        // Not under udp, whose data path runs inside the agent (and which reconciles
+        // nothing): a frozen udp agent would break more than the control means to.
+        let repairable =
+            matches!(s, Sabotage::DeleteFdb(_) | Sabotage::DeleteRoute(_) | Sabotage::DeleteNeighbour(_) | Sabotage::SetDeviceMtu(_));
+        if repairable && conf.backend != crate::contract::Backend::Udp {
             if let Some(a) = self.agents.iter().find(|a| a.host == host) {
                 a.child.signal(nix::sys::signal::Signal::SIGSTOP);
                 tracing::info!("froze the agent on {host} (pid {}) so the damage stays", a.child.pid());

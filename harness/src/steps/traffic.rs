@@ -169,15 +169,6 @@ fn vxlan_frame(vni: u32, dst_mac: [u8; 6], ip: &[u8]) -> Vec<u8> {
     f
 }
 
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in out.iter_mut() {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
 /// Benchmark: pod-to-pod TCP throughput between the first two hosts, and host-to-host
 /// over the bare underlay; logs both and their ratio (never asserts on them).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -221,19 +212,36 @@ impl Trial<'_> {
             let lease = self.leases().await?.into_iter().find_map(|(_, l)| l.ok().filter(|l| l.public_ip == target.addr));
             let mac = lease
                 .and_then(|l| l.vtep_mac)
-                .and_then(|m| parse_mac(&m))
+                .and_then(|m| crate::lab::nl::parse_mac(&m))
                 .ok_or_else(|| format!("no lease with a VtepMAC for {} in etcd: converge first", target.name))?;
             packet = vxlan_frame(conf.vni, mac, &packet);
         }
         let to = std::net::SocketAddrV4::new(target.addr, conf.port);
         let pod_ns = pod.ns.clone();
         let target_name = target.name.clone();
+        let (target_ns, target_addr) = (target.ns.clone(), target.addr);
         let seen = tokio::task::spawn_blocking(move || {
+            // first show that the sender's UDP reaches the target host at all, so that a
+            // frame not seen by the pod was dropped at the target, not lost on the way
+            let port: u16 = 40000 + rand::random::<u16>() % 20000;
+            let tag = rand::random::<u64>().to_be_bytes().to_vec();
+            let on_path = probe::UdpListener::start(&target_ns, port)?;
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !on_path.seen().iter().any(|(_, p)| *p == tag) {
+                if Instant::now() >= deadline {
+                    return Err(crate::error::Error::Lab(format!(
+                        "plain UDP from the sender to {target_addr}:{port} did not arrive within 2 s: the underlay path is broken, so a drop could not be judged"
+                    )));
+                }
+                probe::send_udp(&sender_ns, std::net::SocketAddrV4::new(target_addr, port), tag.clone())?;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            drop(on_path);
             let (tx, rx) = std::sync::mpsc::channel();
             let listener = std::thread::spawn(move || probe::saw_echo_request(&pod_ns, ident, Duration::from_secs(1), tx));
-            rx.recv_timeout(Duration::from_secs(5)).map_err(|_| "listener did not start".to_string())?;
+            rx.recv_timeout(Duration::from_secs(5)).map_err(|_| crate::lab_err!("listener did not start"))?;
             probe::send_udp(&sender_ns, to, packet)?;
-            listener.join().map_err(|_| "listener panicked".to_string())?
+            listener.join().map_err(|_| crate::lab_err!("listener panicked"))?
         })
         .await
         .map_err(|e| e.to_string())??;
@@ -297,7 +305,8 @@ impl Trial<'_> {
             SeenAs::Pod => format!("{want}, the pod's own address (not rewritten)"),
         };
         if seen.is_empty() {
-            return Err(StepError::check(Check::SourceAddress, from, format!("{what}: none of {SENT} datagrams arrived")));
+            // not a statement about the source address: the traffic did not get there at all
+            return Err(StepError::check(Check::Reachability, from, format!("{what}: none of {SENT} datagrams arrived")));
         }
         if !wrong.is_empty() {
             let what = format!("{what}: {} of {} arrived from {}, expected {expected}", wrong.len(), seen.len(), wrong.join(", "));
@@ -347,7 +356,5 @@ mod tests {
         assert_eq!(&f[8..14], &[2, 0, 0, 0, 0, 9]);
         assert_eq!(&f[20..22], &[0x08, 0x00]);
         assert_eq!(&f[22..], &[0x45, 0]);
-        assert_eq!(parse_mac("0e:ca:0a:00:00:01"), Some([0x0e, 0xca, 0x0a, 0, 0, 1]));
-        assert_eq!(parse_mac("0e:ca"), None);
     }
 }

@@ -113,20 +113,33 @@ impl<'a> Trial<'a> {
         }
     }
 
-    /// Hosts etcd refused TLS handshakes from since their agent started, each with how
-    /// often and the last reason etcd gave.
-    pub(super) async fn refusals(&self) -> Result<BTreeMap<String, (usize, String)>, StepError> {
+    /// Hosts without a lease whose client certificate etcd refused since their agent
+    /// started (and since `since`, when given), each with how often and the last reason
+    /// etcd gave. Handshakes a client merely broke off (etcd logs `EOF`) do not count.
+    pub(super) async fn refusals(&self, since: Option<std::time::SystemTime>) -> Result<BTreeMap<String, (usize, String)>, StepError> {
         if self.store.pki.is_none() {
             return Ok(BTreeMap::new());
         }
         let all = self.store.refused_connections().await?;
+        let leased: BTreeSet<Ipv4Addr> = self.leases().await?.into_iter().filter_map(|(_, l)| l.ok().map(|l| l.public_ip)).collect();
         let mut out = BTreeMap::new();
         for a in &self.agents {
             let Some(node) = self.lab.host(&a.host) else { continue };
-            let since = a.started - Duration::from_secs(1);
-            let mine: Vec<_> = all.iter().filter(|r| r.from.ip() == node.addr && r.at.is_none_or(|t| t >= since)).collect();
+            if leased.contains(&node.addr) {
+                continue;
+            }
+            let started = a.started - Duration::from_secs(1);
+            let from = since.map_or(started, |s| s.max(started));
+            let mine: Vec<_> = all
+                .iter()
+                .filter(|r| r.from.ip() == node.addr && r.reason.contains("certificate") && r.at.is_none_or(|t| t >= from))
+                .collect();
             if let Some(last) = mine.last() {
-                out.insert(a.host.clone(), (mine.len(), last.reason.clone()));
+                let mut why = last.reason.clone();
+                if !a.profile.mentions("etcd_certfile") {
+                    why.push_str(&format!(" (profile `{}` passes no {{etcd_certfile}})", a.profile.name));
+                }
+                out.insert(a.host.clone(), (mine.len(), why));
             }
         }
         Ok(out)
@@ -134,16 +147,8 @@ impl<'a> Trial<'a> {
 
     /// A finding for every host whose agent etcd refused (said when a wait runs out, so a
     /// refused agent reads as refused, not as a hang).
-    pub(super) async fn refusal_findings(&self) -> Result<Vec<Finding>, StepError> {
-        Ok(self
-            .refusals()
-            .await?
-            .into_iter()
-            .map(|(h, (n, why))| {
-                let what = format!("etcd refused this host's agent ({n} TLS handshake(s) since it started): {why}");
-                Finding::new(Check::EtcdAccess, h, what)
-            })
-            .collect())
+    pub(super) async fn refusal_findings(&self, since: Option<std::time::SystemTime>) -> Result<Vec<Finding>, StepError> {
+        Ok(refusal_findings(self.refusals(since).await?))
     }
 
     /// The implementation a host runs.
@@ -360,7 +365,7 @@ impl<'a> Trial<'a> {
         }
         if all && !findings.is_empty() {
             // a refused agent reads as refused, first, not as a hang
-            let mut refused = self.refusal_findings().await?;
+            let mut refused = self.refusal_findings(None).await?;
             refused.append(&mut findings);
             findings = refused;
         }
@@ -422,4 +427,15 @@ pub(crate) fn load_profile(profile: &str) -> Result<Implementation, StepError> {
         imp.reference_agent = crate::agents::reference_agent()?;
     }
     Ok(imp)
+}
+
+/// One `etcd_access` finding per refused host.
+pub(super) fn refusal_findings(refused: BTreeMap<String, (usize, String)>) -> Vec<Finding> {
+    refused
+        .into_iter()
+        .map(|(h, (n, why))| {
+            let what = format!("etcd refused this host's agent {n} time(s), and it holds no lease: {why}");
+            Finding::new(Check::EtcdAccess, h, what)
+        })
+        .collect()
 }
