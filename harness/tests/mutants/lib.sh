@@ -2,10 +2,16 @@
 # script's arguments) and recreates one upstream field bug from outside, so the lab can show
 # that the matching case catches it. Mutants are test fixtures: they use iproute2 and
 # etcdctl directly, which the lab itself never does.
+# A wrapper that sets MUTANT_DEFER_START=1 before sourcing this file prepares its fault
+# first and then calls `start_agent "$@"` itself.
 set -u
-"$@" &
-AGENT_PID=$!
-trap 'kill -TERM "$AGENT_PID" 2>/dev/null; kill -CONT "$AGENT_PID" 2>/dev/null; wait "$AGENT_PID"; exit $?' TERM INT
+AGENT_PID=""
+start_agent() {
+  "$@" &
+  AGENT_PID=$!
+}
+[ "${MUTANT_DEFER_START:-0}" = 1 ] || start_agent "$@"
+trap '[ -n "$AGENT_PID" ] || exit 143; kill -TERM "$AGENT_PID" 2>/dev/null; kill -CONT "$AGENT_PID" 2>/dev/null; wait "$AGENT_PID"; exit $?' TERM INT
 
 say() { echo "mutant: $*" >&2; }
 alive() { kill -0 "$AGENT_PID" 2>/dev/null; }
