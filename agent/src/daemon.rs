@@ -164,6 +164,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
             Ok(s) => s,
             Err(e) => {
                 etcd_warning(&e, reg.tls(), "listing leases failed, retrying");
+                reg.refresh().await;
                 backoff.wait().await;
                 continue;
             }
@@ -294,7 +295,10 @@ async fn acquire(reg: &mut Registry, conf: &NetConf, attrs: &LeaseAttrs, previou
         match reg.acquire(conf, attrs, previous).await {
             Ok(own) => return Ok(own),
             Err(e @ LeaseError::OutOfSubnets(_)) => return Err(e.into()),
-            Err(e) => etcd_warning(&e, reg.tls(), "taking a lease failed, retrying"),
+            Err(e) => {
+                etcd_warning(&e, reg.tls(), "taking a lease failed, retrying");
+                reg.refresh().await;
+            }
         }
         backoff.wait().await;
     }

@@ -94,13 +94,37 @@ pub struct Registry {
     client: Client,
     prefix: String,
     tls: bool,
+    /// Every endpoint given, and the ones the client uses now (those that answered).
+    endpoints: Vec<String>,
+    using: Vec<String>,
+    access: EtcdAccess,
 }
 
 impl Registry {
     /// Connects with options from [`crate::etcd_access::connect_options`].
+    /// Connects to the endpoints that answer a status request within a second (all of
+    /// them when none does): the client balances requests over its endpoints and keeps a
+    /// dead one, so a stopped cluster member would fail every third request.
     pub async fn connect(endpoints: &[String], prefix: &str, access: &EtcdAccess) -> Result<Self, LeaseError> {
-        let client = Client::connect(endpoints, Some(access.options.clone())).await.map_err(etcd("connect"))?;
-        Ok(Registry { client, prefix: prefix.to_string(), tls: access.tls() })
+        let using = answering(endpoints, access).await;
+        let client = Client::connect(&using, Some(access.options.clone())).await.map_err(etcd("connect"))?;
+        Ok(Registry { client, prefix: prefix.to_string(), tls: access.tls(), endpoints: endpoints.to_vec(), using, access: access.clone() })
+    }
+
+    /// After a failed request: when several endpoints were given and the set that answers
+    /// changed (a member stopped or came back), connect again to the ones that answer.
+    pub async fn refresh(&mut self) {
+        if self.endpoints.len() < 2 {
+            return;
+        }
+        let now = answering(&self.endpoints, &self.access).await;
+        if now != self.using {
+            if let Ok(client) = Client::connect(&now, Some(self.access.options.clone())).await {
+                tracing::info!(endpoints = ?now, "etcd endpoints that answer changed: reconnected");
+                self.client = client;
+                self.using = now;
+            }
+        }
     }
 
     /// Whether the connection to etcd uses TLS.
@@ -210,6 +234,28 @@ pub fn event_from_watch(prefix: &str, ev: &etcd_client::Event) -> Option<Result<
                 .map(LeaseEvent::Removed)
                 .ok_or_else(|| format!("deleted key `{}` is not a subnet key", String::from_utf8_lossy(kv.key()))),
         ),
+    }
+}
+
+/// The endpoints (of several) that answer a status request within a second, in the order
+/// given; every endpoint when there is one, or when none answers.
+async fn answering(endpoints: &[String], access: &EtcdAccess) -> Vec<String> {
+    if endpoints.len() < 2 {
+        return endpoints.to_vec();
+    }
+    let probes = endpoints.iter().map(|ep| async move {
+        let opts = access.options.clone().with_connect_timeout(Duration::from_secs(1)).with_timeout(Duration::from_secs(1));
+        let ok = match Client::connect([ep.as_str()], Some(opts)).await {
+            Ok(mut c) => tokio::time::timeout(Duration::from_secs(1), c.status()).await.is_ok_and(|r| r.is_ok()),
+            Err(_) => false,
+        };
+        ok.then(|| ep.clone())
+    });
+    let up: Vec<String> = futures::future::join_all(probes).await.into_iter().flatten().collect();
+    if up.is_empty() {
+        endpoints.to_vec()
+    } else {
+        up
     }
 }
 
