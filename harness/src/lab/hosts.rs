@@ -63,7 +63,12 @@ pub fn install_signal_cleanup() {
     std::thread::spawn(move || {
         if let Ok(sig) = set.wait() {
             let runs: Vec<RunId> = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
-            eprintln!("flannel-lab: {sig}: removing {} live run(s)", runs.len());
+            // not eprintln!: with stderr a closed pipe (a killed `tee`) it would panic this
+            // thread and leave the runs, and the process, behind
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("flannel-lab: {sig}: removing {} live run(s)\n", runs.len()),
+            );
             let mut sweep = gc::Sweep::default();
             for id in runs {
                 gc::remove_run(id, &mut sweep);
