@@ -9,8 +9,6 @@
 
 use std::net::Ipv4Addr;
 
-use tokio::process::Command;
-
 use crate::ipnet::Ipv4Net;
 
 pub const MASQ_CHAIN: &str = "FLANNEL-POSTRTG";
@@ -21,13 +19,7 @@ const FWD_COMMENT: &str = "flanneld forward";
 const KUBE_PROXY_MARK: &str = "0x4000/0x4000";
 const BINARY: &str = "iptables";
 
-#[derive(Debug, thiserror::Error)]
-pub enum IptablesError {
-    #[error("run `{BINARY}`")]
-    Spawn(#[source] std::io::Error),
-    #[error("`{BINARY} {args}` failed ({status}): {stderr}")]
-    Failed { args: String, status: std::process::ExitStatus, stderr: String },
-}
+pub use crate::tool::ToolError as IptablesError;
 
 /// One chain of the agent's: where it is jumped from and its rules, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,15 +91,9 @@ fn all_chains() -> [(&'static str, &'static str, &'static str, Vec<String>); 2] 
 }
 
 async fn iptables(table: &str, args: &[String]) -> Result<(), IptablesError> {
-    let mut full = vec!["-w".to_string(), "5".into(), "-t".into(), table.into()];
-    full.extend_from_slice(args);
-    tracing::trace!(args = full.join(" "), "iptables");
-    // dropped mid-call (the agent stopping), the child must not outlive the teardown
-    let out = Command::new(BINARY).args(&full).kill_on_drop(true).output().await.map_err(IptablesError::Spawn)?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(IptablesError::Failed { args: full.join(" "), status: out.status, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() })
+    let mut full = vec!["-w", "5", "-t", table];
+    full.extend(args.iter().map(String::as_str));
+    crate::tool::run(BINARY, &full, None).await.map(|_| ())
 }
 
 fn with(op: &str, chain: &str, spec: &[String]) -> Vec<String> {
@@ -118,13 +104,7 @@ fn with(op: &str, chain: &str, spec: &[String]) -> Vec<String> {
 
 /// Whether the `iptables` binary can be run; the error says why not.
 pub async fn available() -> Result<(), IptablesError> {
-    let out = Command::new(BINARY).arg("--version").output().await.map_err(IptablesError::Spawn)?;
-    match out.status.success() {
-        true => Ok(()),
-        false => {
-            Err(IptablesError::Failed { args: "--version".into(), status: out.status, stderr: String::from_utf8_lossy(&out.stderr).into() })
-        }
-    }
+    crate::tool::run(BINARY, &["--version"], None).await.map(|_| ())
 }
 
 /// The agent's installed chains.

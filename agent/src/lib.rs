@@ -16,7 +16,7 @@
 //! | leases in etcd (flanneld's schema) | [`lease`] |
 //! | which subnet to lease (pure, unit-tested) | [`subnet_choice`] |
 //! | `subnet.env` | [`subnet_file`] |
-//! | iptables masquerade/forward rules; the vxlan source filter (nftables) | [`firewall`] over [`iptables`], [`vxlan_filter`] |
+//! | iptables masquerade/forward rules; the vxlan source filter (nftables) | [`firewall`] over [`iptables`], [`vxlan_filter`], both running [`tool`] |
 //! | peers → kernel state; each backend's constants (device names, ports, overhead) | [`backend`] over [`netlink`] |
 //! | udp: TUN set-up, peer table; packets | [`backend::udp`]; [`backend::udp_datapath`] over [`tun`] |
 //! | the main loop, dispatching to the configured backend | [`daemon`] |
@@ -35,5 +35,6 @@ pub mod lease;
 pub mod netlink;
 pub mod subnet_choice;
 pub mod subnet_file;
+pub mod tool;
 pub mod tun;
 pub mod vxlan_filter;

@@ -15,24 +15,15 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::process::Stdio;
 
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 pub const TABLE: &str = "flannel-agent-vxlan";
 pub const SET: &str = "peers";
 pub const CHAIN: &str = "input";
 const BINARY: &str = "nft";
 
-#[derive(Debug, thiserror::Error)]
-pub enum NftError {
-    #[error("run `{BINARY}`")]
-    Spawn(#[source] std::io::Error),
-    #[error("`{BINARY} {args}` failed ({status}): {stderr}")]
-    Failed { args: String, status: std::process::ExitStatus, stderr: String },
-}
+pub use crate::tool::ToolError as NftError;
 
 fn elements(peers: &BTreeSet<Ipv4Addr>) -> String {
     peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
@@ -84,24 +75,7 @@ pub fn parse_listing(json: &str) -> Option<(BTreeSet<Ipv4Addr>, bool)> {
 }
 
 async fn nft(args: &[&str], script: Option<&str>) -> Result<String, NftError> {
-    tracing::trace!(?args, script, "nft");
-    let mut cmd = Command::new(BINARY);
-    // dropped mid-call (the agent stopping), the child must not outlive the teardown
-    cmd.kill_on_drop(true);
-    cmd.args(args).stdin(if script.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(NftError::Spawn)?;
-    if let (Some(script), Some(mut stdin)) = (script, child.stdin.take()) {
-        stdin.write_all(script.as_bytes()).await.map_err(NftError::Spawn)?;
-    }
-    let out = child.wait_with_output().await.map_err(NftError::Spawn)?;
-    if !out.status.success() {
-        return Err(NftError::Failed {
-            args: args.join(" "),
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::tool::run(BINARY, args, script).await
 }
 
 /// Whether the `nft` binary can be run; the error says why not.

@@ -587,6 +587,20 @@ mod tests {
         }
     }
 
+    /// The underlay `eth0` at ifindex 2.
+    pub(super) fn eth0_link() -> Link {
+        Link {
+            index: 2,
+            name: UNDERLAY_IF.into(),
+            mtu: 1500,
+            up: true,
+            kind: Some("veth".into()),
+            mac: None,
+            controller: None,
+            vxlan: None,
+        }
+    }
+
     fn leases() -> BTreeMap<Ipv4Addr, LeaseView> {
         [lease(1, "02:00:00:00:00:01"), lease(2, "02:00:00:00:00:02"), lease(3, "02:00:00:00:00:03")]
             .into_iter()
@@ -622,16 +636,7 @@ mod tests {
         let l: BTreeMap<Ipv4Addr, LeaseView> =
             [lease(1, "02:00:00:00:00:01"), near.clone(), far.clone()].into_iter().map(|l| (l.public_ip, l)).collect();
         let mut st = good_state(&[far]);
-        st.links.push(Link {
-            index: 2,
-            name: UNDERLAY_IF.into(),
-            mtu: 1500,
-            up: true,
-            kind: Some("veth".into()),
-            mac: None,
-            controller: None,
-            vxlan: None,
-        });
+        st.links.push(eth0_link());
         st.addresses.push(Address { ifindex: 2, addr: "192.168.99.1".parse().unwrap(), net: "192.168.99.0/24".parse().unwrap() });
         st.routes.push(Route { dst: near.subnet, gateway: Some(near.public_ip), oif: Some(2), onlink: false });
         (c, l, st)
@@ -773,7 +778,7 @@ mod tests {
 #[cfg(test)]
 mod hostgw_tests {
     use super::*;
-    use crate::lab::nl::{Address, Link};
+    use crate::lab::nl::Address;
 
     #[test]
     fn hostgw_expects_routes_only_to_directly_reachable_peers() {
@@ -787,16 +792,7 @@ mod hostgw_tests {
         };
         let leases: BTreeMap<Ipv4Addr, LeaseView> =
             [lease(1, "192.168.1.1"), lease(2, "192.168.1.2"), lease(3, "192.168.2.3")].into_iter().map(|l| (l.public_ip, l)).collect();
-        let eth = Link {
-            index: 2,
-            name: "eth0".into(),
-            mtu: 1500,
-            up: true,
-            kind: Some("veth".into()),
-            mac: None,
-            controller: None,
-            vxlan: None,
-        };
+        let eth = super::tests::eth0_link();
         let mut state = HostState {
             links: vec![eth],
             addresses: vec![Address { ifindex: 2, net: "192.168.1.0/24".parse().unwrap(), addr: "192.168.1.1".parse().unwrap() }],

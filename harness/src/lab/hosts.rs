@@ -304,8 +304,9 @@ impl Lab {
         // deleting a primary address takes its secondaries along: old first, then new
         node.nl.del_address(UNDERLAY_IF, old, prefix).await?;
         node.nl.add_address(UNDERLAY_IF, new, prefix).await?;
+        let have = node.nl.routes().await?;
         for route in self.topo.routes_for(&[seg], None) {
-            if !node.nl.routes().await?.iter().any(|r| r.dst == route.dst) {
+            if !have.iter().any(|r| r.dst == route.dst) {
                 node.nl.add_route(route.dst, route.via).await?;
             }
         }

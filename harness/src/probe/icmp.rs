@@ -386,6 +386,28 @@ impl Drop for UdpListener {
     }
 }
 
+/// Sends `count` tagged UDP datagrams, 50 ms apart, from `from` to a listener bound in
+/// `to` on a random port at `dst`, and returns the source address of each that arrived
+/// (waiting until all did or `within` ran out) and the port used.
+pub fn udp_sources(from: &Netns, to: &Netns, dst: Ipv4Addr, count: usize, within: Duration) -> Result<(Vec<Ipv4Addr>, u16)> {
+    let port: u16 = 40000 + rand::random::<u16>() % 20000;
+    let tag = rand::random::<u64>().to_be_bytes();
+    let listener = UdpListener::start(to, port)?;
+    let deadline = Instant::now() + within;
+    let mut sent = 0;
+    loop {
+        let arrived: Vec<Ipv4Addr> = listener.seen().into_iter().filter(|(_, p)| p.as_slice() == tag).map(|(a, _)| a).collect();
+        if arrived.len() >= count || Instant::now() >= deadline {
+            return Ok((arrived, port));
+        }
+        if sent < count {
+            send_udp(from, std::net::SocketAddrV4::new(dst, port), tag.to_vec())?;
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The inner IPv4 source and destination of a udp-backend datagram (a bare IPv4 packet).
 pub fn inner_addresses(payload: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
     let ip = Ipv4Packet::new(payload)?;

@@ -9,4 +9,6 @@ pub mod throughput;
 pub mod traffic;
 
 pub use dump::{dump_host, HostState};
-pub use icmp::{echo_packet, inner_addresses, ping, ping_with_retries, saw_echo_request, send_udp, sweep, PingOutcome, UdpListener};
+pub use icmp::{
+    echo_packet, inner_addresses, ping, ping_with_retries, saw_echo_request, send_udp, sweep, udp_sources, PingOutcome, UdpListener,
+};

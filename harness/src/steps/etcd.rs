@@ -136,11 +136,13 @@ impl StepKind for ExpectRefused {
         let addr = t.host(host)?.addr;
         let deadline = Instant::now() + self.within.0;
         loop {
-            if let Some((key, _)) = t.leases().await?.into_iter().find(|(_, l)| l.as_ref().is_ok_and(|l| l.public_ip == addr)) {
+            let leases = t.leases().await?;
+            if let Some((key, _)) = leases.iter().find(|(_, l)| l.as_ref().is_ok_and(|l| l.public_ip == addr)) {
                 let what = format!("etcd admitted the agent: it holds lease {key}");
                 return Err(StepError::Check(vec![Finding::new(Check::EtcdAccess, host, what)]));
             }
-            if let Some((n, why)) = t.refusals(None).await?.remove(host) {
+            let leased = leases.into_iter().filter_map(|(_, l)| l.ok().map(|l| l.public_ip)).collect();
+            if let Some((n, why)) = t.refusals_of_unleased(None, &leased).await?.remove(host) {
                 tracing::info!("etcd refused {host} ({addr}) {n} time(s): {why}");
                 let i = t.agents.iter().position(|a| a.host == host).expect("checked above");
                 let mut a = t.agents.remove(i);

@@ -1,7 +1,6 @@
 //! Traffic: background ICMP against a loss budget, crafted udp datagrams, throughput.
 
-use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -223,20 +222,12 @@ impl Trial<'_> {
         let seen = tokio::task::spawn_blocking(move || {
             // first show that the sender's UDP reaches the target host at all, so that a
             // frame not seen by the pod was dropped at the target, not lost on the way
-            let port: u16 = 40000 + rand::random::<u16>() % 20000;
-            let tag = rand::random::<u64>().to_be_bytes().to_vec();
-            let on_path = probe::UdpListener::start(&target_ns, port)?;
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while !on_path.seen().iter().any(|(_, p)| *p == tag) {
-                if Instant::now() >= deadline {
-                    return Err(crate::error::Error::Lab(format!(
-                        "plain UDP from the sender to {target_addr}:{port} did not arrive within 2 s: the underlay path is broken, so a drop could not be judged"
-                    )));
-                }
-                probe::send_udp(&sender_ns, std::net::SocketAddrV4::new(target_addr, port), tag.clone())?;
-                std::thread::sleep(Duration::from_millis(100));
+            let (arrived, port) = probe::udp_sources(&sender_ns, &target_ns, target_addr, 5, Duration::from_secs(2))?;
+            if arrived.is_empty() {
+                return Err(crate::error::Error::Lab(format!(
+                    "plain UDP from the sender to {target_addr}:{port} did not arrive within 2 s: the underlay path is broken, so a drop could not be judged"
+                )));
             }
-            drop(on_path);
             let (tx, rx) = std::sync::mpsc::channel();
             let listener = std::thread::spawn(move || probe::saw_echo_request(&pod_ns, ident, Duration::from_secs(1), tx));
             rx.recv_timeout(Duration::from_secs(5)).map_err(|_| crate::lab_err!("listener did not start"))?;
@@ -275,29 +266,11 @@ impl Trial<'_> {
             SeenAs::Pod => pod.addr,
         };
         let (pod_ns, pod_addr) = (pod.ns.clone(), pod.addr);
-        let port: u16 = 40000 + rand::random::<u16>() % 20000;
-        let tag: u64 = rand::random();
         const SENT: usize = 5;
-        let seen = tokio::task::spawn_blocking(move || -> Result<Vec<Ipv4Addr>, crate::error::Error> {
-            let listener = probe::UdpListener::start(&dst_ns, port)?;
-            let to = std::net::SocketAddrV4::new(dst_addr, port);
-            let deadline = Instant::now() + Duration::from_secs(3);
-            let mut sent = 0;
-            loop {
-                let mine: Vec<Ipv4Addr> =
-                    listener.seen().into_iter().filter(|(_, p)| p.as_slice() == tag.to_be_bytes()).map(|(a, _)| a).collect();
-                if mine.len() >= SENT || Instant::now() >= deadline {
-                    return Ok(mine);
-                }
-                if sent < SENT {
-                    probe::send_udp(&pod_ns, to, tag.to_be_bytes().to_vec())?;
-                    sent += 1;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let (seen, port) =
+            tokio::task::spawn_blocking(move || probe::udp_sources(&pod_ns, &dst_ns, dst_addr, SENT, Duration::from_secs(3)))
+                .await
+                .map_err(|e| e.to_string())??;
         let what = format!("UDP from pod {pod_addr} on {from} to {dst_label} ({dst_addr}:{port})");
         let wrong: Vec<String> = seen.iter().filter(|a| **a != want).map(|a| a.to_string()).collect();
         let expected = match spec.seen_as {

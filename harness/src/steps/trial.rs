@@ -120,8 +120,17 @@ impl<'a> Trial<'a> {
         if self.store.pki.is_none() {
             return Ok(BTreeMap::new());
         }
-        let all = self.store.refused_connections().await?;
         let leased: BTreeSet<Ipv4Addr> = self.leases().await?.into_iter().filter_map(|(_, l)| l.ok().map(|l| l.public_ip)).collect();
+        self.refusals_of_unleased(since, &leased).await
+    }
+
+    /// [`Trial::refusals`] with the leased addresses already read.
+    pub(super) async fn refusals_of_unleased(
+        &self,
+        since: Option<std::time::SystemTime>,
+        leased: &BTreeSet<Ipv4Addr>,
+    ) -> Result<BTreeMap<String, (usize, String)>, StepError> {
+        let all = self.store.refused_connections().await?;
         let mut out = BTreeMap::new();
         for a in &self.agents {
             let Some(node) = self.lab.host(&a.host) else { continue };
