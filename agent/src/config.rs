@@ -1,12 +1,12 @@
 //! Command-line flags (spelled as flanneld spells them) and the network configuration
 //! read from `<prefix>/config`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::ipnet::Ipv4Net;
+use crate::ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -45,6 +45,11 @@ pub struct Flags {
     pub etcd_password: Option<String>,
     pub ifaces: Vec<String>,
     pub public_ip: Option<Ipv4Addr>,
+    /// `--public-ipv6`: used only when the network config enables IPv6.
+    pub public_ipv6: Option<Ipv6Addr>,
+    /// `--disable-ipv6` (lab control): ignore the network config's IPv6 settings, as an
+    /// implementation from before dual-stack would.
+    pub disable_ipv6: bool,
     pub subnet_file: PathBuf,
     pub renew_margin_minutes: u64,
     pub ip_masq: bool,
@@ -69,6 +74,8 @@ impl Default for Flags {
             etcd_password: None,
             ifaces: Vec::new(),
             public_ip: None,
+            public_ipv6: None,
+            disable_ipv6: false,
             subnet_file: PathBuf::from("/run/flannel/subnet.env"),
             renew_margin_minutes: 60,
             ip_masq: false,
@@ -94,14 +101,20 @@ flags (flanneld's names; -name and --name, =value or a separate value):
   --etcd-password=SECRET           password of --etcd-username
   --iface=NAME|IP                  interface to use for inter-host traffic (repeatable; default: default-route interface)
   --public-ip=IP                   IP address other hosts reach this one at (default: the interface's address)
+  --public-ipv6=IP                 IPv6 address other hosts reach this one at, when the network config enables
+                                   IPv6 (default: the interface's first global-scope IPv6 address)
   --subnet-file=PATH               where to write the subnet environment (default /run/flannel/subnet.env)
   --subnet-lease-renew-margin=MIN  renew the lease this many minutes before it expires (default 60)
-  --ip-masq=BOOL                   masquerade traffic leaving the network (nat chain FLANNEL-POSTRTG; default false)
-  --iptables-forward-rules=BOOL    accept forwarded traffic of the network (filter chain FLANNEL-FWD; default true)
+  --ip-masq=BOOL                   masquerade traffic leaving the network (nat chain FLANNEL-POSTRTG; IPv4 only;
+                                   default false)
+  --iptables-forward-rules=BOOL    accept forwarded traffic of the network (filter chain FLANNEL-FWD, with ip6tables
+                                   too for an IPv6 network; default true)
   --iptables-resync=SECONDS        re-check the iptables rules this often (default 5)
   --vxlan-source-filter=BOOL       vxlan: accept VXLAN datagrams only from current peers
-                                   (nftables table `ip flannel-agent-vxlan`; default true)
+                                   (nftables tables `ip flannel-agent-vxlan`, `ip6 …` with IPv6; default true)
   --healthz-ip=IP --healthz-port=N serve GET /healthz on this address (port 0: off, the default)
+  --disable-ipv6=BOOL              lab control: behave like an implementation from before dual-stack: ignore
+                                   EnableIPv6/IPv6Network in the net-conf, publish IPv4 leases only (default false)
   --help, --version
 
 An empty value means \"not given\". Every flag can also be set in the environment as
@@ -116,7 +129,7 @@ pub enum Command {
 }
 
 /// Flags that take no separate value (`--ip-masq` alone means true).
-const BOOL_FLAGS: &[&str] = &["ip-masq", "iptables-forward-rules", "vxlan-source-filter"];
+const BOOL_FLAGS: &[&str] = &["ip-masq", "iptables-forward-rules", "vxlan-source-filter", "disable-ipv6"];
 /// Every flag that can also come from the environment.
 const VALUE_FLAGS: &[&str] = &[
     "etcd-endpoints",
@@ -128,6 +141,7 @@ const VALUE_FLAGS: &[&str] = &[
     "etcd-password",
     "iface",
     "public-ip",
+    "public-ipv6",
     "subnet-file",
     "subnet-lease-renew-margin",
     "iptables-resync",
@@ -216,6 +230,7 @@ fn apply(flags: &mut Flags, ifaces_given: &mut bool, name: &str, value: Option<S
         match name {
             "ip-masq" => flags.ip_masq = v,
             "iptables-forward-rules" => flags.iptables_forward_rules = v,
+            "disable-ipv6" => flags.disable_ipv6 = v,
             _ => flags.vxlan_source_filter = Some(v),
         }
         return Ok(());
@@ -243,6 +258,12 @@ fn apply(flags: &mut Flags, ifaces_given: &mut bool, name: &str, value: Option<S
             flags.ifaces.push(value);
         }
         "public-ip" => flags.public_ip = Some(value.parse().map_err(|_| bad("an IPv4 address"))?),
+        "public-ipv6" => {
+            flags.public_ipv6 = match value.as_str() {
+                "" => None,
+                v => Some(v.parse().map_err(|_| bad("an IPv6 address"))?),
+            }
+        }
         "subnet-file" => flags.subnet_file = PathBuf::from(value),
         "subnet-lease-renew-margin" => {
             flags.renew_margin_minutes = value.parse().map_err(|_| bad("a number of minutes"))?;
@@ -298,13 +319,57 @@ impl BackendConf {
     }
 }
 
-/// `<prefix>/config`, with flannel's defaults filled in.
+/// One family's address pool from `<prefix>/config`: the network and the subnets leases
+/// are taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool<N: IpNet> {
+    pub network: N,
+    pub subnet_len: u8,
+    pub subnet_min: N,
+    pub subnet_max: N,
+}
+
+impl<N: IpNet> Pool<N> {
+    /// Every subnet leases may be taken from, in order.
+    pub fn subnets(&self) -> impl Iterator<Item = N> + '_ {
+        std::iter::successors(Some(self.subnet_min), move |s| s.next().filter(|n| *n <= self.subnet_max))
+    }
+
+    /// A /`SubnetLen` inside the network: what an existing lease of this host may keep.
+    pub fn fits(&self, s: &N) -> bool {
+        self.network.contains_net(s) && s.prefix() == self.subnet_len
+    }
+
+    /// A /`SubnetLen` between `SubnetMin` and `SubnetMax`: what may be claimed.
+    pub fn in_range(&self, s: &N) -> bool {
+        s.prefix() == self.subnet_len && *s >= self.subnet_min && *s <= self.subnet_max
+    }
+}
+
+/// The keys naming one family's pool, and its defaults.
+struct PoolKeys {
+    network: &'static str,
+    len: &'static str,
+    min: &'static str,
+    max: &'static str,
+    /// The subnet length when the network leaves room for it (two bits at least).
+    default_len: u8,
+    /// The longest subnet a host can use (network address, gateway, pods).
+    max_len: u8,
+}
+
+const IPV4_KEYS: PoolKeys =
+    PoolKeys { network: "Network", len: "SubnetLen", min: "SubnetMin", max: "SubnetMax", default_len: 24, max_len: 30 };
+const IPV6_KEYS: PoolKeys =
+    PoolKeys { network: "IPv6Network", len: "IPv6SubnetLen", min: "IPv6SubnetMin", max: "IPv6SubnetMax", default_len: 64, max_len: 126 };
+
+/// `<prefix>/config`, with flannel's defaults filled in. At least one family is enabled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConf {
-    pub network: Ipv4Net,
-    pub subnet_len: u8,
-    pub subnet_min: Ipv4Net,
-    pub subnet_max: Ipv4Net,
+    /// `Network` and its subnets; None when `EnableIPv4` is false.
+    pub ipv4: Option<Pool<Ipv4Net>>,
+    /// `IPv6Network` and its subnets; None unless `EnableIPv6` is true.
+    pub ipv6: Option<Pool<Ipv6Net>>,
     pub backend: BackendConf,
 }
 
@@ -313,66 +378,130 @@ fn field<'a>(obj: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a 
     obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v).filter(|v| !v.is_null())
 }
 
+fn str_field<'a>(obj: &'a serde_json::Map<String, Value>, name: &str) -> Result<Option<&'a str>, ConfigError> {
+    match field(obj, name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ConfigError::Invalid(format!("`{name}` must be a string, found {other}"))),
+    }
+}
+
+fn bool_field(obj: &serde_json::Map<String, Value>, name: &str, default: bool) -> Result<bool, ConfigError> {
+    match field(obj, name) {
+        None => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(ConfigError::Invalid(format!("`{name}` must be true or false, found {other}"))),
+    }
+}
+
+/// One family's pool, its network given as `network`.
+fn parse_pool<N: IpNet>(obj: &serde_json::Map<String, Value>, keys: &PoolKeys, network: &str) -> Result<Pool<N>, ConfigError> {
+    let invalid = |m: String| ConfigError::Invalid(m);
+    let network: N = network.parse().map_err(|e| invalid(format!("`{}`: {e}", keys.network)))?;
+    let subnet_len = match field(obj, keys.len) {
+        None => {
+            if network.prefix() <= keys.default_len - 2 {
+                keys.default_len
+            } else {
+                network.prefix() + 2
+            }
+        }
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n <= N::BITS as u64)
+            .ok_or_else(|| invalid(format!("`{}` must be 0..{}, found {v}", keys.len, N::BITS)))? as u8,
+    };
+    if subnet_len <= network.prefix() || subnet_len > keys.max_len {
+        return Err(invalid(format!(
+            "`{}` {subnet_len} must be longer than the network's /{} and at most {}",
+            keys.len,
+            network.prefix(),
+            keys.max_len
+        )));
+    }
+    let first = N::new(network.addr(), subnet_len).expect("valid prefix");
+    let host_bits = N::BITS - subnet_len;
+    let count_bits = subnet_len - network.prefix();
+    let last_bits = N::bits(network.addr()) | (((1u128 << count_bits) - 1) << host_bits);
+    let last = N::new(N::from_bits(last_bits), subnet_len).expect("valid prefix");
+    let bound = |name: &str, default: N| -> Result<N, ConfigError> {
+        match str_field(obj, name)? {
+            None => Ok(default),
+            Some(s) => {
+                let ip: N::Addr = s.parse().map_err(|_| invalid(format!("`{name}`: `{s}` is not an {} address", N::FAMILY)))?;
+                let net = N::new(ip, subnet_len).expect("valid prefix");
+                if net.addr() != ip || !network.contains(ip) {
+                    return Err(invalid(format!("`{name}` {s} is not a /{subnet_len} subnet inside {network}")));
+                }
+                Ok(net)
+            }
+        }
+    };
+    let subnet_min = bound(keys.min, first.next().unwrap_or(first))?;
+    let subnet_max = bound(keys.max, last)?;
+    if subnet_min > subnet_max {
+        return Err(invalid(format!("`{}` {subnet_min} is above `{}` {subnet_max}", keys.min, keys.max)));
+    }
+    Ok(Pool { network, subnet_len, subnet_min, subnet_max })
+}
+
+/// The longest interface name Linux accepts.
+const IFNAMSIZ_MAX: usize = 15;
+
 impl NetConf {
     pub fn parse(text: &str) -> Result<NetConf, ConfigError> {
+        Self::parse_with(text, false)
+    }
+
+    /// Parses the config; with `ignore_ipv6` (`--disable-ipv6`) `EnableIPv6` and the
+    /// `IPv6*` keys are not read at all, as by an implementation from before dual-stack.
+    pub fn parse_with(text: &str, ignore_ipv6: bool) -> Result<NetConf, ConfigError> {
         let invalid = |m: String| ConfigError::Invalid(m);
         let v: Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
         let obj = v.as_object().ok_or_else(|| invalid("expected a JSON object".into()))?;
-        let str_field = |name: &str| -> Result<Option<&str>, ConfigError> {
-            match field(obj, name) {
-                None => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s)),
-                Some(other) => Err(invalid(format!("`{name}` must be a string, found {other}"))),
-            }
-        };
-        let network: Ipv4Net = str_field("Network")?
-            .ok_or_else(|| invalid("`Network` is missing (IPv6-only networks are not supported)".into()))?
-            .parse()
-            .map_err(|e| invalid(format!("`Network`: {e}")))?;
-        let subnet_len = match field(obj, "SubnetLen") {
-            None => {
-                if network.prefix() <= 22 {
-                    24
-                } else {
-                    network.prefix() + 2
-                }
-            }
-            Some(v) => v.as_u64().filter(|n| *n <= 32).ok_or_else(|| invalid(format!("`SubnetLen` must be 0..32, found {v}")))? as u8,
-        };
-        if subnet_len <= network.prefix() || subnet_len > 30 {
-            return Err(invalid(format!(
-                "`SubnetLen` {subnet_len} must be longer than the network's /{} and at most 30",
-                network.prefix()
-            )));
+        let enable_ipv4 = bool_field(obj, "EnableIPv4", true)?;
+        let enable_ipv6 = !ignore_ipv6 && bool_field(obj, "EnableIPv6", false)?;
+        if !enable_ipv4 && !enable_ipv6 {
+            let why = if ignore_ipv6 { "IPv6 settings are ignored (--disable-ipv6)" } else { "`EnableIPv6` is not true" };
+            return Err(invalid(format!("neither IPv4 nor IPv6 is enabled: `EnableIPv4` is false and {why}")));
         }
-        let first = Ipv4Net::new(network.addr(), subnet_len).expect("valid prefix");
-        let count = 1u64 << (subnet_len - network.prefix());
-        let last = Ipv4Net::new(network.nth(((count - 1) << (32 - subnet_len)) as u32), subnet_len).expect("valid prefix");
-        let bound = |name: &str, default: Ipv4Net| -> Result<Ipv4Net, ConfigError> {
-            match str_field(name)? {
-                None => Ok(default),
-                Some(s) => {
-                    let ip: Ipv4Addr = s.parse().map_err(|_| invalid(format!("`{name}`: `{s}` is not an IPv4 address")))?;
-                    let net = Ipv4Net::new(ip, subnet_len).expect("valid prefix");
-                    if net.addr() != ip || !network.contains(ip) {
-                        return Err(invalid(format!("`{name}` {s} is not a /{subnet_len} subnet inside {network}")));
-                    }
-                    Ok(net)
-                }
+        let ipv4 = match enable_ipv4 {
+            false => None,
+            true => {
+                let network = str_field(obj, "Network")?
+                    .ok_or_else(|| invalid("`Network` is missing (an IPv6-only network sets `EnableIPv4` to false)".into()))?;
+                Some(parse_pool::<Ipv4Net>(obj, &IPV4_KEYS, network)?)
             }
         };
-        let subnet_min = bound("SubnetMin", first.next().unwrap_or(first))?;
-        let subnet_max = bound("SubnetMax", last)?;
-        if subnet_min > subnet_max {
-            return Err(invalid(format!("`SubnetMin` {subnet_min} is above `SubnetMax` {subnet_max}")));
-        }
+        let ipv6 = match enable_ipv6 {
+            false => None,
+            true => {
+                let network =
+                    str_field(obj, "IPv6Network")?.ok_or_else(|| invalid("`EnableIPv6` is true but `IPv6Network` is missing".into()))?;
+                Some(parse_pool::<Ipv6Net>(obj, &IPV6_KEYS, network)?)
+            }
+        };
         let backend = parse_backend(field(obj, "Backend"))?;
-        Ok(NetConf { network, subnet_len, subnet_min, subnet_max, backend })
+        if ipv6.is_some() {
+            match &backend {
+                BackendConf::Udp { .. } => {
+                    return Err(invalid("the udp backend is IPv4 only: it cannot serve `EnableIPv6` (use vxlan or host-gw)".into()))
+                }
+                BackendConf::Vxlan { vni, .. } if crate::backend::vxlan::device_name_v6(*vni).len() > IFNAMSIZ_MAX => {
+                    return Err(invalid(format!(
+                        "`Backend.VNI` {vni} makes the IPv6 device name `{}` longer than {IFNAMSIZ_MAX} bytes (at most 9999 with `EnableIPv6`)",
+                        crate::backend::vxlan::device_name_v6(*vni)
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(NetConf { ipv4, ipv6, backend })
     }
 
-    /// Every subnet leases may be taken from, in order.
-    pub fn subnets(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
-        std::iter::successors(Some(self.subnet_min), move |s| s.next().filter(|n| *n <= self.subnet_max))
+    /// The IPv4 pool, for code that only runs with IPv4 enabled (the udp backend).
+    pub fn require_ipv4(&self) -> Result<&Pool<Ipv4Net>, ConfigError> {
+        self.ipv4.as_ref().ok_or_else(|| ConfigError::Invalid(format!("the {} backend needs `EnableIPv4`", self.backend.type_name())))
     }
 }
 
@@ -535,14 +664,16 @@ mod tests {
     #[test]
     fn netconf_defaults_follow_flannel() {
         let c = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#).unwrap();
-        assert_eq!(c.subnet_len, 24);
-        assert_eq!(c.subnet_min.to_string(), "10.244.1.0/24");
-        assert_eq!(c.subnet_max.to_string(), "10.244.255.0/24");
+        let v4 = c.ipv4.unwrap();
+        assert_eq!(v4.subnet_len, 24);
+        assert_eq!(v4.subnet_min.to_string(), "10.244.1.0/24");
+        assert_eq!(v4.subnet_max.to_string(), "10.244.255.0/24");
         assert_eq!(c.backend, BackendConf::Vxlan { vni: 1, port: 8472, direct_routing: false, mtu: None, gbp: false, learning: false });
-        assert_eq!(c.subnets().count(), 255);
+        assert_eq!(v4.subnets().count(), 255);
+        assert_eq!(c.ipv6, None, "IPv6 is off unless enabled");
         let small = NetConf::parse(r#"{"network":"10.5.0.0/28","backend":{"type":"VXLAN","vni":7}}"#).unwrap();
-        assert_eq!(small.subnet_len, 30);
-        assert_eq!(small.subnets().count(), 3);
+        assert_eq!(small.ipv4.unwrap().subnet_len, 30);
+        assert_eq!(small.ipv4.unwrap().subnets().count(), 3);
         assert_eq!(small.backend, BackendConf::Vxlan { vni: 7, port: 8472, direct_routing: false, mtu: None, gbp: false, learning: false });
         let udp = NetConf::parse(r#"{"Network":"10.244.0.0/16"}"#).unwrap();
         assert_eq!(udp.backend, BackendConf::Udp { port: 8285 }, "no Backend: udp, as flanneld's code does");
@@ -579,5 +710,113 @@ mod tests {
         ] {
             assert!(NetConf::parse(bad).is_err(), "accepted {bad}");
         }
+    }
+
+    const DUAL: &str = r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}"#;
+
+    #[test]
+    fn ipv6_defaults_follow_flannel() {
+        let c = NetConf::parse(DUAL).unwrap();
+        assert_eq!(c.ipv4.unwrap().network.to_string(), "10.244.0.0/16");
+        let v6 = c.ipv6.unwrap();
+        assert_eq!(v6.network.to_string(), "fd00:10:244::/56");
+        assert_eq!(v6.subnet_len, 64);
+        assert_eq!(v6.subnet_min.to_string(), "fd00:10:244:1::/64", "the second subnet");
+        assert_eq!(v6.subnet_max.to_string(), "fd00:10:244:ff::/64", "the last subnet");
+        assert_eq!(v6.subnets().count(), 255);
+        // keys in any case, explicit length and bounds
+        let c = NetConf::parse(
+            r#"{"network":"10.244.0.0/16","enableipv6":true,"ipv6network":"fd00:10:244::/56","ipv6subnetlen":60,
+                "IPV6SUBNETMIN":"fd00:10:244:20::","IPv6SubnetMax":"fd00:10:244:40::","Backend":{"Type":"host-gw"}}"#,
+        )
+        .unwrap();
+        let v6 = c.ipv6.unwrap();
+        assert_eq!(
+            (v6.subnet_len, v6.subnet_min.to_string(), v6.subnet_max.to_string()),
+            (60, "fd00:10:244:20::/60".into(), "fd00:10:244:40::/60".into())
+        );
+        assert_eq!(v6.subnets().count(), 3);
+        // a network narrower than /62 gets subnets two bits longer, as IPv4's rule for /22
+        let narrow =
+            NetConf::parse(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/64","Backend":{"Type":"vxlan"}}"#)
+                .unwrap();
+        assert_eq!(narrow.ipv6.unwrap().subnet_len, 66);
+    }
+
+    #[test]
+    fn ipv6_only_needs_no_network() {
+        let c = NetConf::parse(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}"#)
+            .unwrap();
+        assert_eq!(c.ipv4, None);
+        assert!(c.ipv6.is_some());
+        assert!(c.require_ipv4().is_err());
+        // a Network given anyway is ignored when IPv4 is off
+        let c = NetConf::parse(
+            r#"{"EnableIPv4":false,"Network":"junk","EnableIPv6":true,"IPv6Network":"fd00::/56","Backend":{"Type":"host-gw"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.ipv4, None);
+        // so is an IPv6Network without EnableIPv6
+        let c = NetConf::parse(r#"{"Network":"10.244.0.0/16","IPv6Network":"junk","Backend":{"Type":"vxlan"}}"#).unwrap();
+        assert_eq!(c.ipv6, None);
+    }
+
+    #[test]
+    fn disable_ipv6_reads_the_config_as_ipv4_only() {
+        let c = NetConf::parse_with(DUAL, true).unwrap();
+        assert_eq!(c.ipv6, None);
+        assert_eq!(c.ipv4, NetConf::parse(DUAL).unwrap().ipv4);
+        // an IPv6 setting the old implementation would not know cannot break it
+        let c = NetConf::parse_with(r#"{"Network":"10.244.0.0/16","EnableIPv6":"yes","IPv6Network":7,"Backend":{"Type":"udp"}}"#, true)
+            .unwrap();
+        assert_eq!(c.backend, BackendConf::Udp { port: 8285 });
+        let err = NetConf::parse_with(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56"}"#, true).unwrap_err().to_string();
+        assert!(err.contains("neither IPv4 nor IPv6 is enabled") && err.contains("--disable-ipv6"), "{err}");
+    }
+
+    #[test]
+    fn ipv6_errors_say_what_is_wrong() {
+        let err = |text: &str| NetConf::parse(text).unwrap_err().to_string();
+        let e = err(r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"Backend":{"Type":"vxlan"}}"#);
+        assert_eq!(e, "network config: `EnableIPv6` is true but `IPv6Network` is missing");
+        let e = err(r#"{"EnableIPv4":false,"Backend":{"Type":"vxlan"}}"#);
+        assert_eq!(e, "network config: neither IPv4 nor IPv6 is enabled: `EnableIPv4` is false and `EnableIPv6` is not true");
+        let e = err(r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"udp"}}"#);
+        assert!(e.contains("the udp backend is IPv4 only"), "{e}");
+        let e = err(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#);
+        assert!(e.contains("the udp backend is IPv4 only"), "no Backend means udp: {e}");
+        let e = err(r#"{"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}"#);
+        assert!(e.contains("`Network` is missing"), "IPv4 stays on by default: {e}");
+        let e = err(r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::1/56","Backend":{"Type":"vxlan"}}"#);
+        assert!(e.contains("`IPv6Network`") && e.contains("host bits"), "{e}");
+        let e =
+            err(r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan","VNI":10000}}"#);
+        assert!(e.contains("flannel-v6.10000") && e.contains("15 bytes"), "{e}");
+        for bad in [
+            r#"{"Network":"10.244.0.0/16","EnableIPv6":"true","IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}"#,
+            r#"{"EnableIPv4":0,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}"#,
+            r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"10.245.0.0/16","Backend":{"Type":"vxlan"}}"#,
+            r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","IPv6SubnetLen":56,"Backend":{"Type":"vxlan"}}"#,
+            r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","IPv6SubnetLen":127,"Backend":{"Type":"vxlan"}}"#,
+            r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","IPv6SubnetMin":"fd00:10:245::","Backend":{"Type":"vxlan"}}"#,
+            r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","IPv6SubnetMin":"fd00:10:244:1::1","Backend":{"Type":"vxlan"}}"#,
+            r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","IPv6SubnetMin":"fd00:10:244:9::","IPv6SubnetMax":"fd00:10:244:3::","Backend":{"Type":"vxlan"}}"#,
+            r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","IPv6SubnetMax":"10.244.3.0","Backend":{"Type":"vxlan"}}"#,
+        ] {
+            assert!(NetConf::parse(bad).is_err(), "accepted {bad}");
+        }
+    }
+
+    #[test]
+    fn ipv6_flags() {
+        let f = run(args("--public-ipv6=fd00:1::2 --disable-ipv6"), &[]).unwrap();
+        assert_eq!(f.public_ipv6, Some("fd00:1::2".parse().unwrap()));
+        assert!(f.disable_ipv6);
+        let f = run(vec![], &[("FLANNELD_PUBLIC_IPV6", "fd00:1::3"), ("FLANNELD_DISABLE_IPV6", "false")]).unwrap();
+        assert_eq!(f.public_ipv6, Some("fd00:1::3".parse().unwrap()));
+        assert!(!f.disable_ipv6);
+        let f = run(args("--public-ipv6="), &[]).unwrap();
+        assert_eq!(f.public_ipv6, None, "an empty value is not given");
+        assert!(matches!(run(args("--public-ipv6=192.168.1.2"), &[]), Err(ConfigError::BadValue { .. })));
     }
 }

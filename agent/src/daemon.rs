@@ -1,6 +1,9 @@
-//! The agent's life: find the underlay, wait for the network config, take a lease, set up
-//! the backend, then follow every lease change until told to stop.
+//! The agent's life: wait for the network config, find the underlay (which depends on the
+//! families the config enables), take a lease, set up the backend, then follow every lease
+//! change until told to stop.
 
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -14,10 +17,11 @@ use crate::backend::{hostgw, HostGwNetwork};
 use crate::config::{BackendConf, Flags, NetConf};
 use crate::etcd_access::{chain, connect_options, failure_hint, EtcdAccess};
 use crate::firewall::Firewall;
-use crate::ipnet::Ipv4Net;
-use crate::lease::{event_from_watch, Lease, LeaseAttrs, LeaseError, LeaseEvent, OwnLease, Registry, LEASE_TTL};
-use crate::netlink::{Kernel, LinkChange};
-use crate::subnet_file::{previous_subnet, SubnetEnv};
+use crate::ipnet::{Ipv4Net, Ipv6Net};
+use crate::lease::{event_from_watch, Lease, LeaseAttrs, LeaseError, LeaseEvent, OwnLease, Registry, Subnets, LEASE_TTL};
+use crate::netlink::{Families, Kernel, LinkChange};
+use crate::subnet_choice::Previous;
+use crate::subnet_file::{previous_subnets, SubnetEnv};
 
 /// Retry delays for etcd: doubling from 200 ms up to 10 s.
 struct Backoff(Duration);
@@ -95,63 +99,119 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
 
 async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::Result<()> {
     let kernel = Kernel::open().context("open netlink socket")?;
-    let mut underlay =
-        kernel.underlay(&flags.ifaces).await.context("inspect interfaces")?.with_context(|| match flags.ifaces.is_empty() {
-            true => "no interface with an IPv4 address carries the default route; pass --iface".to_string(),
-            false => format!("none of --iface {:?} exists with an IPv4 address", flags.ifaces),
-        })?;
-    let public_ip = flags.public_ip.unwrap_or(underlay.addr);
-    tracing::info!(iface = underlay.name, %public_ip, mtu = underlay.mtu, "using underlay interface");
     if flags.healthz_port != 0 {
         crate::healthz::serve(flags.healthz_ip, flags.healthz_port).await?;
     }
 
     let mut reg = connect(flags, etcd).await;
     let text = wait_for_config(&mut reg).await;
-    let conf = NetConf::parse(&text).with_context(|| format!("invalid network config at {}/config", flags.etcd_prefix))?;
+    let conf = NetConf::parse_with(&text, flags.disable_ipv6)
+        .with_context(|| format!("invalid network config at {}/config", flags.etcd_prefix))?;
+    if flags.disable_ipv6 && NetConf::parse(&text).is_ok_and(|c| c.ipv6.is_some()) {
+        tracing::warn!("the network config enables IPv6; ignored (--disable-ipv6): publishing IPv4 leases only");
+    }
+    let need = Families { ipv4: conf.ipv4.is_some(), ipv6: conf.ipv6.is_some() };
+    let mut underlay = kernel.underlay(&flags.ifaces, need).await.context("inspect interfaces")?.with_context(|| {
+        match (flags.ifaces.is_empty(), need.ipv4) {
+            (true, true) => "no interface with an IPv4 address carries the default route; pass --iface".to_string(),
+            (true, false) => "no interface carries an IPv4 or IPv6 default route; pass --iface".to_string(),
+            (false, true) => format!("none of --iface {:?} exists with an IPv4 address", flags.ifaces),
+            (false, false) => format!("none of --iface {:?} exists", flags.ifaces),
+        }
+    })?;
+    let public_ip = match need.ipv4 {
+        true => flags.public_ip.or(underlay.addr).context("the underlay has no IPv4 address")?,
+        false => Ipv4Addr::UNSPECIFIED,
+    };
+    let public_ipv6 = match need.ipv6 {
+        true => Some(flags.public_ipv6.or(underlay.addr6).with_context(|| {
+            format!(
+                "interface `{}` has no global-scope IPv6 address, and the network config enables IPv6; pass --public-ipv6",
+                underlay.name
+            )
+        })?),
+        false => None,
+    };
+    match (need.ipv4, public_ipv6) {
+        (_, None) => tracing::info!(iface = underlay.name, %public_ip, mtu = underlay.mtu, "using underlay interface"),
+        (true, Some(v6)) => {
+            tracing::info!(iface = underlay.name, %public_ip, public_ipv6 = %v6, mtu = underlay.mtu, "using underlay interface")
+        }
+        (false, Some(v6)) => tracing::info!(iface = underlay.name, public_ipv6 = %v6, mtu = underlay.mtu, "using underlay interface"),
+    }
+
     kernel.remove_other_backends(&conf, underlay.index).await.context("remove state of other backends")?;
-    let (mut net, mut attrs, mtu) = match conf.backend {
+    let (mut net, mtu) = match conf.backend {
         BackendConf::Vxlan { vni, port, direct_routing, mtu, gbp, learning } => {
-            let mtu = vxlan::device_mtu(underlay.mtu, mtu).map_err(anyhow::Error::msg).context("vxlan MTU")?;
-            let dev = VxlanDevice {
-                name: vxlan::device_name(vni),
+            let dev = |name: String, local: std::net::IpAddr, mtu: u32| VxlanDevice {
+                name,
                 vni,
                 port,
-                local: public_ip,
+                local,
                 underlay_index: underlay.index,
                 mtu,
                 gbp,
                 learning,
                 mac: None,
             };
-            let (net, mac) = VxlanNetwork::open(kernel.clone(), &dev, conf.network, direct_routing)
-                .await
-                .with_context(|| format!("set up vxlan device `{}`", dev.name))?;
-            (Network::Vxlan(net, vni, port), vxlan::lease_attrs(public_ip, vni, &mac), mtu)
+            let mut overlay_mtu = u32::MAX;
+            let v4 = match conf.ipv4 {
+                None => None,
+                Some(pool) => {
+                    let m = vxlan::device_mtu(underlay.mtu, mtu).map_err(anyhow::Error::msg).context("vxlan MTU")?;
+                    overlay_mtu = overlay_mtu.min(m);
+                    let dev = dev(vxlan::device_name(vni), public_ip.into(), m);
+                    let (net, _) = VxlanNetwork::open(kernel.clone(), &dev, pool.network, direct_routing)
+                        .await
+                        .with_context(|| format!("set up vxlan device `{}`", dev.name))?;
+                    Some(net)
+                }
+            };
+            let v6 = match (conf.ipv6, public_ipv6) {
+                (Some(pool), Some(local)) => {
+                    let m = vxlan::device_mtu_v6(underlay.mtu, mtu).map_err(anyhow::Error::msg).context("vxlan MTU (IPv6)")?;
+                    overlay_mtu = overlay_mtu.min(m);
+                    let dev = dev(vxlan::device_name_v6(vni), local.into(), m);
+                    let (net, _) = VxlanNetwork::open(kernel.clone(), &dev, pool.network, direct_routing)
+                        .await
+                        .with_context(|| format!("set up vxlan device `{}`", dev.name))?;
+                    Some(net)
+                }
+                _ => None,
+            };
+            (Network::Vxlan { v4, v6, vni, port }, overlay_mtu)
         }
         BackendConf::HostGw => {
-            let net = HostGwNetwork::new(kernel.clone(), underlay.index, conf.network);
-            (Network::HostGw(net), hostgw::lease_attrs(public_ip), hostgw::overlay_mtu(underlay.mtu))
+            let v4 = conf.ipv4.map(|p| HostGwNetwork::new(kernel.clone(), underlay.index, p.network));
+            let v6 = conf.ipv6.map(|p| HostGwNetwork::new(kernel.clone(), underlay.index, p.network));
+            (Network::HostGw { v4, v6 }, hostgw::overlay_mtu(underlay.mtu))
         }
         BackendConf::Udp { port } => {
+            let pool = conf.require_ipv4()?;
             let mtu = udp::overlay_mtu(underlay.mtu).context("underlay MTU too small for udp")?;
-            let net = UdpNetwork::open(kernel.clone(), conf.network, conf.subnet_len, port, mtu)?;
-            (Network::Udp(net), udp::lease_attrs(public_ip), mtu)
+            let net = UdpNetwork::open(kernel.clone(), pool.network, pool.subnet_len, port, mtu)?;
+            (Network::Udp(net), mtu)
         }
     };
+    let mut attrs = net.lease_attrs(public_ip, public_ipv6);
     // Link notifications for the backends whose kernel state hangs on the underlay.
     let mut links = match net {
         Network::Udp(_) => None,
         _ => Some(Kernel::link_changes().context("subscribe to link notifications")?),
     };
 
-    let previous = previous_subnet(&flags.subnet_file);
+    let previous = previous_subnets(&flags.subnet_file);
     let mut own = acquire(&mut reg, &conf, &attrs, previous).await?;
-    net.set_local_subnet(own.lease.subnet).await.context("configure the backend for the local subnet")?;
-    let env = SubnetEnv { network: conf.network, subnet: own.lease.subnet, mtu, ip_masq: flags.ip_masq };
+    net.set_local_subnets(own.lease.subnets).await.context("configure the backend for the local subnet")?;
+    let env = SubnetEnv {
+        ipv4: conf.ipv4.map(|p| p.network).zip(own.lease.subnets.v4),
+        ipv6: conf.ipv6.map(|p| p.network).zip(own.lease.subnets.v6),
+        mtu,
+        ip_masq: flags.ip_masq,
+    };
     env.write(&flags.subnet_file).with_context(|| format!("write subnet file {}", flags.subnet_file.display()))?;
-    tracing::info!(subnet = %own.lease.subnet, file = %flags.subnet_file.display(), "lease acquired, subnet file written");
-    fw.start(conf.network, own.lease.subnet).await.context("install iptables rules")?;
+    tracing::info!(subnet = %own.lease.subnets, file = %flags.subnet_file.display(), "lease acquired, subnet file written");
+    fw.start(env.ipv4, env.ipv6.map(|(network, _)| network)).await.context("install iptables rules")?;
     let mut iptables_at = Instant::now() + fw.resync_every;
 
     let renew_every = LEASE_TTL - Duration::from_secs(flags.renew_margin_minutes * 60);
@@ -172,8 +232,9 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
         for m in malformed {
             tracing::warn!(entry = m, "skipping malformed lease");
         }
-        if !leases.iter().any(|l| l.subnet == own.lease.subnet && l.attrs.public_ip == public_ip) {
-            tracing::warn!(subnet = %own.lease.subnet, "own lease is gone from etcd, registering again");
+        let mine = |l: &Lease| l.subnets == own.lease.subnets && l.attrs.public_ip == public_ip && l.attrs.public_ipv6 == public_ipv6;
+        if !leases.iter().any(mine) {
+            tracing::warn!(subnet = %own.lease.subnets, "own lease is gone from etcd, registering again");
             own = reacquire(&mut reg, &conf, &attrs, &own).await?;
             continue 'resync;
         }
@@ -210,7 +271,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                         match event_from_watch(reg.prefix(), ev) {
                             None => {}
                             Some(Err(why)) => tracing::warn!(entry = why, "skipping malformed lease"),
-                            Some(Ok(LeaseEvent::Removed(s))) if s == own.lease.subnet => {
+                            Some(Ok(LeaseEvent::Removed(s))) if s == own.lease.subnets => {
                                 tracing::warn!(subnet = %s, "own lease was removed, registering again");
                                 own = reacquire(&mut reg, &conf, &attrs, &own).await?;
                             }
@@ -221,13 +282,13 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                 }
                 _ = sleep_until(renew_at) => {
                     match reg.renew(own.etcd_lease_id).await {
-                        Ok(true) => { tracing::info!(subnet = %own.lease.subnet, "lease renewed"); renew_at = Instant::now() + renew_every; }
+                        Ok(true) => { tracing::info!(subnet = %own.lease.subnets, "lease renewed"); renew_at = Instant::now() + renew_every; }
                         Ok(false) => { own = reacquire(&mut reg, &conf, &attrs, &own).await?; renew_at = Instant::now() + renew_every; }
                         Err(e) => { etcd_warning(&e, reg.tls(), "renewing the lease failed, retrying"); renew_at = Instant::now() + Duration::from_secs(5); }
                     }
                 }
                 Some(change) = next_link_change(&mut links) => {
-                    let ours = change.index == underlay.index || change.name.as_deref() == Some(underlay.name.as_str()) || change.name.as_deref() == net.device_name();
+                    let ours = change.index == underlay.index || change.name.as_deref() == Some(underlay.name.as_str()) || change.name.as_deref().is_some_and(|n| net.is_device(n));
                     if ours {
                         tracing::debug!(?change, "link changed, reconciling soon");
                         reconcile_at = reconcile_at.min(Instant::now() + LINK_SETTLE);
@@ -239,7 +300,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                 }
                 _ = sleep_until(reconcile_at) => {
                     reconcile_at = Instant::now() + RECONCILE_EVERY;
-                    match kernel.underlay(std::slice::from_ref(&underlay.name)).await {
+                    match kernel.underlay(std::slice::from_ref(&underlay.name), need).await {
                         Ok(Some(now)) => {
                             if underlay_gone || now.index != underlay.index {
                                 tracing::info!(iface = now.name, ifindex = now.index, "underlay interface is back");
@@ -260,20 +321,17 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                         Err(e) => { tracing::warn!(error = chain(&e), "inspecting interfaces failed"); continue; }
                     }
                     fw.check_vxlan_filter().await;
-                    match net.reconcile().await {
-                        Ok(None) => {}
-                        Ok(Some(mac)) => {
-                            let Network::Vxlan(_, vni, _) = &net else { continue };
-                            attrs = vxlan::lease_attrs(public_ip, *vni, &mac);
-                            match reg.republish(&own, &attrs).await {
-                                Ok(()) => {
-                                    tracing::info!(subnet = %own.lease.subnet, mac = vxlan::format_mac(&mac), "published the new VtepMAC");
-                                    own.lease.attrs = attrs.clone();
-                                }
-                                Err(e) => etcd_warning(&e, reg.tls(), "publishing the new VtepMAC failed, retrying at the next reconcile"),
+                    // a recreated vxlan device that got another MAC, or one not yet published
+                    let changed = net.reconcile().await || net.lease_attrs(public_ip, public_ipv6) != own.lease.attrs;
+                    if changed {
+                        attrs = net.lease_attrs(public_ip, public_ipv6);
+                        match reg.republish(&own, &attrs).await {
+                            Ok(()) => {
+                                tracing::info!(subnet = %own.lease.subnets, macs = net.macs(), "published the new VtepMAC");
+                                own.lease.attrs = attrs.clone();
                             }
+                            Err(e) => etcd_warning(&e, reg.tls(), "publishing the new VtepMAC failed, retrying at the next reconcile"),
                         }
-                        Err(e) => tracing::warn!(error = format!("{e:#}"), "reconciling kernel state failed, retrying"),
                     }
                 }
             }
@@ -289,7 +347,7 @@ async fn next_link_change(links: &mut Option<UnboundedReceiver<LinkChange>>) -> 
     }
 }
 
-async fn acquire(reg: &mut Registry, conf: &NetConf, attrs: &LeaseAttrs, previous: Option<Ipv4Net>) -> anyhow::Result<OwnLease> {
+async fn acquire(reg: &mut Registry, conf: &NetConf, attrs: &LeaseAttrs, previous: Previous) -> anyhow::Result<OwnLease> {
     let mut backoff = Backoff::new();
     loop {
         match reg.acquire(conf, attrs, previous).await {
@@ -304,43 +362,96 @@ async fn acquire(reg: &mut Registry, conf: &NetConf, attrs: &LeaseAttrs, previou
     }
 }
 
-/// Takes the lease again after it vanished; the subnet must stay the same, because the
-/// device address, the subnet file and every pod on this host depend on it.
+/// Takes the lease again after it vanished; the subnets must stay the same, because the
+/// device addresses, the subnet file and every pod on this host depend on them.
 async fn reacquire(reg: &mut Registry, conf: &NetConf, attrs: &LeaseAttrs, own: &OwnLease) -> anyhow::Result<OwnLease> {
-    let again = acquire(reg, conf, attrs, Some(own.lease.subnet)).await?;
-    if again.lease.subnet != own.lease.subnet {
+    let previous = Previous { v4: own.lease.subnets.v4, v6: own.lease.subnets.v6 };
+    let again = acquire(reg, conf, attrs, previous).await?;
+    if again.lease.subnets != own.lease.subnets {
         bail!(
             "lost lease on {} and the subnet was taken by another host (got {} instead); exiting so pods are recreated",
-            own.lease.subnet,
-            again.lease.subnet
+            own.lease.subnets,
+            again.lease.subnets
         );
     }
-    tracing::info!(subnet = %again.lease.subnet, "lease registered again");
+    tracing::info!(subnet = %again.lease.subnets, "lease registered again");
     Ok(again)
 }
 
-/// The backend chosen by the network config; each arm only forwards to its module.
+/// The backend chosen by the network config, with one instance per enabled family where
+/// the backend has both; each arm only forwards to its module.
 enum Network {
-    /// The network, its VNI and UDP port.
-    Vxlan(VxlanNetwork<Kernel>, u32, u16),
-    HostGw(HostGwNetwork<Kernel>),
+    Vxlan { v4: Option<VxlanNetwork<Kernel, Ipv4Net>>, v6: Option<VxlanNetwork<Kernel, Ipv6Net>>, vni: u32, port: u16 },
+    HostGw { v4: Option<HostGwNetwork<Kernel, Ipv4Net>>, v6: Option<HostGwNetwork<Kernel, Ipv6Net>> },
     Udp(UdpNetwork),
 }
 
 impl Network {
-    async fn set_local_subnet(&mut self, subnet: Ipv4Net) -> anyhow::Result<()> {
+    /// The lease value this host publishes (vxlan: with its devices' MACs).
+    fn lease_attrs(&self, public_ip: Ipv4Addr, public_ipv6: Option<Ipv6Addr>) -> LeaseAttrs {
         match self {
-            Network::Vxlan(n, _, _) => n.set_local_subnet(subnet).await?,
-            Network::HostGw(n) => n.set_local_subnet(subnet),
-            Network::Udp(n) => n.set_local_subnet(subnet).await?,
+            Network::Vxlan { v4, v6, vni, .. } => {
+                let mac = v4.as_ref().and_then(|n| n.mac());
+                let mac6 = v6.as_ref().and_then(|n| n.mac());
+                vxlan::lease_attrs_for(public_ip, public_ipv6, *vni, mac.as_ref(), mac6.as_ref())
+            }
+            Network::HostGw { .. } => hostgw::lease_attrs_for(public_ip, public_ipv6),
+            Network::Udp(_) => udp::lease_attrs(public_ip),
+        }
+    }
+
+    /// The vxlan devices' MACs, for logs.
+    fn macs(&self) -> String {
+        match self {
+            Network::Vxlan { v4, v6, .. } => {
+                let names = v4.iter().map(|n| (n.device_name(), n.mac())).chain(v6.iter().map(|n| (n.device_name(), n.mac())));
+                names.map(|(d, m)| format!("{d} {}", m.map(|m| vxlan::format_mac(&m)).unwrap_or_default())).collect::<Vec<_>>().join(", ")
+            }
+            _ => String::new(),
+        }
+    }
+
+    async fn set_local_subnets(&mut self, own: Subnets) -> anyhow::Result<()> {
+        match self {
+            Network::Vxlan { v4, v6, .. } => {
+                if let (Some(n), Some(s)) = (v4, own.v4) {
+                    n.set_local_subnet(s).await?;
+                }
+                if let (Some(n), Some(s)) = (v6, own.v6) {
+                    n.set_local_subnet(s).await?;
+                }
+            }
+            Network::HostGw { v4, v6 } => {
+                if let (Some(n), Some(s)) = (v4, own.v4) {
+                    n.set_local_subnet(s);
+                }
+                if let (Some(n), Some(s)) = (v6, own.v6) {
+                    n.set_local_subnet(s);
+                }
+            }
+            Network::Udp(n) => n.set_local_subnet(own.v4.context("the udp backend needs an IPv4 subnet")?).await?,
         }
         Ok(())
     }
 
     async fn resync(&mut self, leases: &[Lease]) -> anyhow::Result<()> {
         match self {
-            Network::Vxlan(n, _, _) => n.resync(leases).await?,
-            Network::HostGw(n) => n.resync(leases).await?,
+            Network::Vxlan { v4, v6, .. } => {
+                if let Some(n) = v4 {
+                    n.resync(leases).await?;
+                }
+                if let Some(n) = v6 {
+                    n.resync(leases).await?;
+                }
+            }
+            Network::HostGw { v4, v6 } => {
+                if let Some(n) = v4 {
+                    n.resync(leases).await?;
+                }
+                if let Some(n) = v6 {
+                    n.resync(leases).await?;
+                }
+            }
             Network::Udp(n) => n.resync(leases),
         }
         Ok(())
@@ -348,53 +459,105 @@ impl Network {
 
     async fn handle(&mut self, ev: &LeaseEvent) -> anyhow::Result<()> {
         match self {
-            Network::Vxlan(n, _, _) => n.handle(ev).await?,
-            Network::HostGw(n) => n.handle(ev).await?,
+            Network::Vxlan { v4, v6, .. } => {
+                if let Some(n) = v4 {
+                    n.handle(ev).await?;
+                }
+                if let Some(n) = v6 {
+                    n.handle(ev).await?;
+                }
+            }
+            Network::HostGw { v4, v6 } => {
+                if let Some(n) = v4 {
+                    n.handle(ev).await?;
+                }
+                if let Some(n) = v6 {
+                    n.handle(ev).await?;
+                }
+            }
             Network::Udp(n) => n.handle(ev),
         }
         Ok(())
     }
 
-    /// Restores kernel state the kernel or someone else removed. For vxlan, returns the
-    /// device's MAC when it changed (to be republished).
-    async fn reconcile(&mut self) -> anyhow::Result<Option<vxlan::Mac>> {
-        match self {
-            Network::Vxlan(n, _, _) => Ok(n.reconcile().await?),
-            Network::HostGw(n) => {
-                n.reconcile().await?;
-                Ok(None)
-            }
-            Network::Udp(_) => Ok(None),
+    /// Restores kernel state the kernel or someone else removed, each family on its own
+    /// (a failure is logged and retried at the next reconcile). True when a vxlan device's
+    /// MAC changed (to be republished).
+    async fn reconcile(&mut self) -> bool {
+        fn failed(family: &str, e: impl std::fmt::Display) {
+            tracing::warn!(error = %e, family, "reconciling kernel state failed, retrying");
         }
+        let mut changed = false;
+        match self {
+            Network::Vxlan { v4, v6, .. } => {
+                if let Some(n) = v4 {
+                    match n.reconcile().await {
+                        Ok(mac) => changed |= mac.is_some(),
+                        Err(e) => failed("IPv4", crate::etcd_access::chain(&e)),
+                    }
+                }
+                if let Some(n) = v6 {
+                    match n.reconcile().await {
+                        Ok(mac) => changed |= mac.is_some(),
+                        Err(e) => failed("IPv6", crate::etcd_access::chain(&e)),
+                    }
+                }
+            }
+            Network::HostGw { v4, v6 } => {
+                if let Some(n) = v4 {
+                    if let Err(e) = n.reconcile().await {
+                        failed("IPv4", crate::etcd_access::chain(&e));
+                    }
+                }
+                if let Some(n) = v6 {
+                    if let Err(e) = n.reconcile().await {
+                        failed("IPv6", crate::etcd_access::chain(&e));
+                    }
+                }
+            }
+            Network::Udp(_) => {}
+        }
+        changed
     }
 
     fn set_underlay(&mut self, index: u32) {
         match self {
-            Network::Vxlan(n, _, _) => n.set_underlay(index),
-            Network::HostGw(n) => n.set_underlay(index),
+            Network::Vxlan { v4, v6, .. } => {
+                v4.iter_mut().for_each(|n| n.set_underlay(index));
+                v6.iter_mut().for_each(|n| n.set_underlay(index));
+            }
+            Network::HostGw { v4, v6 } => {
+                v4.iter_mut().for_each(|n| n.set_underlay(index));
+                v6.iter_mut().for_each(|n| n.set_underlay(index));
+            }
             Network::Udp(_) => {}
         }
     }
 
-    /// vxlan: admits VXLAN datagrams only from the current peers.
+    /// vxlan: admits VXLAN datagrams only from the current peers, per family.
     async fn sync_filter(&self, fw: &mut Firewall) {
-        if let Network::Vxlan(n, _, port) = self {
-            fw.set_vxlan_peers(*port, &n.peer_ips()).await;
+        if let Network::Vxlan { v4, v6, port, .. } = self {
+            let peers: Option<BTreeSet<Ipv4Addr>> = v4.as_ref().map(|n| n.peer_ips());
+            let peers6: Option<BTreeSet<Ipv6Addr>> = v6.as_ref().map(|n| n.peer_ips());
+            fw.set_vxlan_peers(*port, peers.as_ref(), peers6.as_ref()).await;
         }
     }
 
-    /// The backend's own device, whose link events matter.
-    fn device_name(&self) -> Option<&str> {
+    /// Whether `name` is one of the backend's own devices, whose link events matter.
+    fn is_device(&self, name: &str) -> bool {
         match self {
-            Network::Vxlan(n, _, _) => Some(n.device_name()),
-            _ => None,
+            Network::Vxlan { v4, v6, .. } => {
+                v4.as_ref().is_some_and(|n| n.device_name() == name) || v6.as_ref().is_some_and(|n| n.device_name() == name)
+            }
+            _ => false,
         }
     }
 
     fn peer_count(&self) -> usize {
         match self {
-            Network::Vxlan(n, _, _) => n.peers().count(),
-            Network::HostGw(n) => n.peer_count(),
+            // hosts, not entries: a dual-stack peer is in both families
+            Network::Vxlan { v4, v6, .. } => v4.as_ref().map_or(0, |n| n.peers().count()).max(v6.as_ref().map_or(0, |n| n.peers().count())),
+            Network::HostGw { v4, v6 } => v4.as_ref().map_or(0, |n| n.peer_count()).max(v6.as_ref().map_or(0, |n| n.peer_count())),
             Network::Udp(n) => n.peer_count(),
         }
     }

@@ -6,10 +6,14 @@
 //! As in flanneld v0.20.2, each chain is checked rule by rule (`-C`); when any rule is
 //! missing the chain is flushed and filled again in order, so order is never wrong. Unlike
 //! v0.20.2, leftovers of a previous run are removed at start and everything on exit.
+//!
+//! With IPv6 enabled the forward rules are also installed for the IPv6 network with
+//! `ip6tables` (same chain, same comment). There is no IPv6 masquerading: `--ip-masq`
+//! covers the IPv4 network only.
 
 use std::net::Ipv4Addr;
 
-use crate::ipnet::Ipv4Net;
+use crate::ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 pub const MASQ_CHAIN: &str = "FLANNEL-POSTRTG";
 pub const FWD_CHAIN: &str = "FLANNEL-FWD";
@@ -18,12 +22,15 @@ const FWD_COMMENT: &str = "flanneld forward";
 /// kube-proxy's mark for traffic it masquerades itself.
 const KUBE_PROXY_MARK: &str = "0x4000/0x4000";
 const BINARY: &str = "iptables";
+const BINARY6: &str = "ip6tables";
 
 pub use crate::tool::ToolError as IptablesError;
 
 /// One chain of the agent's: where it is jumped from and its rules, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainRules {
+    /// `iptables` or `ip6tables`.
+    pub binary: &'static str,
     pub table: &'static str,
     /// The built-in chain holding the jump (POSTROUTING, FORWARD).
     pub parent: &'static str,
@@ -48,6 +55,7 @@ pub fn masq_rules(network: Ipv4Net, own: Ipv4Net, random_fully: bool) -> ChainRu
     let masq = if random_fully { "-j MASQUERADE --random-fully" } else { "-j MASQUERADE" };
     let (n, sn) = (network.to_string(), own.to_string());
     ChainRules {
+        binary: BINARY,
         table: "nat",
         parent: "POSTROUTING",
         chain: MASQ_CHAIN,
@@ -67,9 +75,11 @@ pub fn masq_rules(network: Ipv4Net, own: Ipv4Net, random_fully: bool) -> ChainRu
     }
 }
 
-/// Accept forwarded traffic from and to `network` (for hosts whose FORWARD policy is DROP).
-pub fn forward_rules(network: Ipv4Net) -> ChainRules {
+/// Accept forwarded traffic from and to `network` (for hosts whose FORWARD policy is DROP),
+/// with `iptables` or, for an IPv6 network, `ip6tables`.
+pub fn forward_rules<N: IpNet>(network: N) -> ChainRules {
     ChainRules {
+        binary: if N::BITS == 32 { BINARY } else { BINARY6 },
         table: "filter",
         parent: "FORWARD",
         chain: FWD_CHAIN,
@@ -81,19 +91,28 @@ pub fn forward_rules(network: Ipv4Net) -> ChainRules {
     }
 }
 
-/// The chain names and jumps of every chain the agent may own (for removing leftovers,
-/// which does not depend on the network).
-fn all_chains() -> [(&'static str, &'static str, &'static str, Vec<String>); 2] {
+/// The binaries, chain names and jumps of every chain the agent may own (for removing
+/// leftovers, which does not depend on the network).
+fn all_chains() -> [(&'static str, &'static str, &'static str, &'static str, Vec<String>); 3] {
     [
-        ("nat", "POSTROUTING", MASQ_CHAIN, commented("", MASQ_COMMENT, &format!("-j {MASQ_CHAIN}"))),
-        ("filter", "FORWARD", FWD_CHAIN, commented("", FWD_COMMENT, &format!("-j {FWD_CHAIN}"))),
+        (BINARY, "nat", "POSTROUTING", MASQ_CHAIN, commented("", MASQ_COMMENT, &format!("-j {MASQ_CHAIN}"))),
+        (BINARY, "filter", "FORWARD", FWD_CHAIN, commented("", FWD_COMMENT, &format!("-j {FWD_CHAIN}"))),
+        (BINARY6, "filter", "FORWARD", FWD_CHAIN, commented("", FWD_COMMENT, &format!("-j {FWD_CHAIN}"))),
     ]
 }
 
-async fn iptables(table: &str, args: &[String]) -> Result<(), IptablesError> {
+/// A chain's name for logs: `FLANNEL-FWD`, or `FLANNEL-FWD (ip6tables)`.
+fn label(binary: &str, chain: &str) -> String {
+    match binary {
+        BINARY6 => format!("{chain} ({BINARY6})"),
+        _ => chain.to_string(),
+    }
+}
+
+async fn iptables(binary: &'static str, table: &str, args: &[String]) -> Result<(), IptablesError> {
     let mut full = vec!["-w", "5", "-t", table];
     full.extend(args.iter().map(String::as_str));
-    crate::tool::run(BINARY, &full, None).await.map(|_| ())
+    crate::tool::run(binary, &full, None).await.map(|_| ())
 }
 
 fn with(op: &str, chain: &str, spec: &[String]) -> Vec<String> {
@@ -107,71 +126,85 @@ pub async fn available() -> Result<(), IptablesError> {
     crate::tool::run(BINARY, &["--version"], None).await.map(|_| ())
 }
 
+/// Whether the `ip6tables` binary can be run; the error says why not.
+pub async fn available6() -> Result<(), IptablesError> {
+    crate::tool::run(BINARY6, &["--version"], None).await.map(|_| ())
+}
+
 /// The agent's installed chains.
 pub struct Iptables {
-    network: Ipv4Net,
-    own: Ipv4Net,
+    /// The IPv4 network and this host's subnet in it, when IPv4 is enabled.
+    ipv4: Option<(Ipv4Net, Ipv4Net)>,
+    /// The IPv6 network, when IPv6 is enabled and `ip6tables` can run.
+    ipv6: Option<Ipv6Net>,
     masq: bool,
     forward: bool,
     random_fully: bool,
 }
 
 impl Iptables {
-    pub fn new(network: Ipv4Net, own: Ipv4Net, masq: bool, forward: bool) -> Self {
-        Iptables { network, own, masq, forward, random_fully: true }
+    pub fn new(ipv4: Option<(Ipv4Net, Ipv4Net)>, ipv6: Option<Ipv6Net>, masq: bool, forward: bool) -> Self {
+        Iptables { ipv4, ipv6, masq, forward, random_fully: true }
     }
 
     fn wanted(&self) -> Vec<ChainRules> {
         let mut v = Vec::new();
-        if self.masq {
-            v.push(masq_rules(self.network, self.own, self.random_fully));
+        if let Some((network, own)) = self.ipv4 {
+            if self.masq {
+                v.push(masq_rules(network, own, self.random_fully));
+            }
+            if self.forward {
+                v.push(forward_rules(network));
+            }
         }
-        if self.forward {
-            v.push(forward_rules(self.network));
+        if let Some(network) = self.ipv6.filter(|_| self.forward) {
+            v.push(forward_rules(network));
         }
         v
     }
 
     /// Installs or repairs every chain; returns the chains that had to be (re)written.
-    pub async fn ensure(&mut self) -> Result<Vec<&'static str>, IptablesError> {
+    pub async fn ensure(&mut self) -> Result<Vec<String>, IptablesError> {
         let mut written = Vec::new();
         for c in self.wanted() {
             if self.ensure_chain(&c).await? {
-                written.push(c.chain);
+                written.push(label(c.binary, c.chain));
             }
         }
         Ok(written)
     }
 
     async fn ensure_chain(&mut self, c: &ChainRules) -> Result<bool, IptablesError> {
-        let mut complete = iptables(c.table, &["-N".into(), c.chain.into()]).await.is_err(); // exists already
+        let ipt = |args: Vec<String>| async move { iptables(c.binary, c.table, &args).await };
+        let mut complete = ipt(vec!["-N".into(), c.chain.into()]).await.is_err(); // exists already
         if complete {
             for r in &c.rules {
-                if iptables(c.table, &with("-C", c.chain, r)).await.is_err() {
+                if ipt(with("-C", c.chain, r)).await.is_err() {
                     complete = false;
                     break;
                 }
             }
         }
         if !complete {
-            iptables(c.table, &["-F".into(), c.chain.into()]).await?;
+            ipt(vec!["-F".into(), c.chain.into()]).await?;
             for r in &c.rules {
-                match iptables(c.table, &with("-A", c.chain, r)).await {
+                match ipt(with("-A", c.chain, r)).await {
                     Err(e) if self.random_fully && r.iter().any(|w| w == "--random-fully") => {
                         tracing::warn!(error = crate::etcd_access::chain(&e), "iptables rejects --random-fully; masquerading without it");
                         self.random_fully = false;
-                        let again = masq_rules(self.network, self.own, false);
+                        let Some((network, own)) = self.ipv4 else { unreachable!("masquerading rules exist only with IPv4") };
+                        let again = masq_rules(network, own, false);
                         return Box::pin(self.ensure_chain(&again)).await;
                     }
                     other => other?,
                 }
             }
         }
-        let jumped = iptables(c.table, &with("-C", c.parent, &c.jump)).await.is_ok();
+        let jumped = ipt(with("-C", c.parent, &c.jump)).await.is_ok();
         if !jumped {
             let mut insert = vec!["-I".to_string(), c.parent.into(), "1".into()];
             insert.extend_from_slice(&c.jump);
-            iptables(c.table, &insert).await?;
+            ipt(insert).await?;
         }
         Ok(!complete || !jumped)
     }
@@ -179,24 +212,24 @@ impl Iptables {
 
 /// Removes every chain the agent may have installed (this run's or a previous one's):
 /// the jumps, then the chains. Missing pieces are fine; returns the chains removed.
-pub async fn remove_all() -> Vec<&'static str> {
+pub async fn remove_all() -> Vec<String> {
     let mut removed = Vec::new();
-    for (table, parent, chain, jump) in all_chains() {
+    for (binary, table, parent, chain, jump) in all_chains() {
         let mut any = false;
         for _ in 0..16 {
-            if iptables(table, &with("-D", parent, &jump)).await.is_err() {
+            if iptables(binary, table, &with("-D", parent, &jump)).await.is_err() {
                 break;
             }
             any = true;
         }
-        if iptables(table, &["-F".into(), chain.into()]).await.is_ok() {
+        if iptables(binary, table, &["-F".into(), chain.into()]).await.is_ok() {
             any = true;
-            if let Err(e) = iptables(table, &["-X".into(), chain.into()]).await {
+            if let Err(e) = iptables(binary, table, &["-X".into(), chain.into()]).await {
                 tracing::warn!(error = crate::etcd_access::chain(&e), chain, "removing iptables chain failed");
             }
         }
         if any {
-            removed.push(chain);
+            removed.push(label(binary, chain));
         }
     }
     removed
@@ -233,7 +266,7 @@ mod tests {
 
     #[test]
     fn forward_rules_accept_the_network_both_ways() {
-        let c = forward_rules("10.244.0.0/16".parse().unwrap());
+        let c = forward_rules("10.244.0.0/16".parse::<Ipv4Net>().unwrap());
         assert_eq!((c.table, c.parent, c.chain), ("filter", "FORWARD", "FLANNEL-FWD"));
         assert_eq!(
             joined(&c),
@@ -242,5 +275,33 @@ mod tests {
                 "-d 10.244.0.0/16 -m comment --comment flanneld forward -j ACCEPT",
             ]
         );
+    }
+
+    #[test]
+    fn ipv6_forward_rules_use_ip6tables() {
+        let c = forward_rules("fd00:10:244::/56".parse::<Ipv6Net>().unwrap());
+        assert_eq!((c.binary, c.table, c.parent, c.chain), ("ip6tables", "filter", "FORWARD", "FLANNEL-FWD"));
+        assert_eq!(
+            joined(&c),
+            vec![
+                "-s fd00:10:244::/56 -m comment --comment flanneld forward -j ACCEPT",
+                "-d fd00:10:244::/56 -m comment --comment flanneld forward -j ACCEPT",
+            ]
+        );
+        assert_eq!(forward_rules("10.244.0.0/16".parse::<Ipv4Net>().unwrap()).binary, "iptables");
+    }
+
+    #[test]
+    fn chains_per_enabled_family() {
+        let v4 = Some(("10.244.0.0/16".parse().unwrap(), "10.244.5.0/24".parse().unwrap()));
+        let v6 = Some("fd00:10:244::/56".parse().unwrap());
+        let names = |ipt: &Iptables| ipt.wanted().iter().map(|c| format!("{} {}", c.binary, c.chain)).collect::<Vec<_>>();
+        assert_eq!(
+            names(&Iptables::new(v4, v6, true, true)),
+            vec!["iptables FLANNEL-POSTRTG", "iptables FLANNEL-FWD", "ip6tables FLANNEL-FWD"]
+        );
+        assert_eq!(names(&Iptables::new(None, v6, true, true)), vec!["ip6tables FLANNEL-FWD"], "no IPv6 masquerading");
+        assert_eq!(names(&Iptables::new(v4, v6, true, false)), vec!["iptables FLANNEL-POSTRTG"]);
+        assert_eq!(names(&Iptables::new(v4, None, false, true)), vec!["iptables FLANNEL-FWD"]);
     }
 }

@@ -1,8 +1,17 @@
-//! Subnet leases in etcd, in flanneld's schema: keys `<prefix>/subnets/10.244.68.0-24`,
-//! JSON values, one etcd lease (24 h) per subnet, taken with a put-if-absent transaction.
+//! Subnet leases in etcd, in flanneld's schema: JSON values, one etcd lease (24 h) per
+//! key, taken with a put-if-absent transaction. A key names the lease's subnets:
+//!
+//! | network | key under `<prefix>/subnets/` |
+//! |---|---|
+//! | IPv4 only | `10.244.1.0-24` |
+//! | dual-stack | `10.244.1.0-24&fd00:10:244:1::-64` |
+//! | IPv6 only | `0.0.0.0-0&fd00:10:244:1::-64` |
+//!
+//! The IPv6 address is in its canonical compressed form (as flanneld and Rust print it).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchStream};
@@ -11,8 +20,8 @@ use serde_json::Value;
 
 use crate::config::NetConf;
 use crate::etcd_access::EtcdAccess;
-use crate::ipnet::Ipv4Net;
-use crate::subnet_choice::{choose_subnet, Choice, OutOfSubnets, Taken};
+use crate::ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use crate::subnet_choice::{choose_subnets, Choice, OutOfSubnets, Previous, Taken};
 
 /// flanneld's lease lifetime; not configurable upstream.
 pub const LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -35,22 +44,56 @@ fn etcd(op: &'static str) -> impl FnOnce(etcd_client::Error) -> LeaseError {
     move |source| LeaseError::Etcd { op, source }
 }
 
-/// The JSON value of a lease, exactly as flanneld writes it.
+/// The JSON value of a lease, exactly as flanneld writes it. An IPv6-only lease has
+/// `PublicIP` 0.0.0.0 and no `BackendData`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeaseAttrs {
     #[serde(rename = "PublicIP")]
     pub public_ip: Ipv4Addr,
+    /// null when the host has IPv6 off.
     #[serde(rename = "PublicIPv6", default)]
-    pub public_ipv6: Option<String>,
+    pub public_ipv6: Option<Ipv6Addr>,
     #[serde(rename = "BackendType", default, skip_serializing_if = "Option::is_none")]
     pub backend_type: Option<String>,
     #[serde(rename = "BackendData", default, skip_serializing_if = "Option::is_none")]
     pub backend_data: Option<Value>,
+    #[serde(rename = "BackendV6Data", default, skip_serializing_if = "Option::is_none")]
+    pub backend_v6_data: Option<Value>,
+}
+
+/// The subnets a lease holds, which are also its key: IPv4, IPv6 or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Subnets {
+    pub v4: Option<Ipv4Net>,
+    pub v6: Option<Ipv6Net>,
+}
+
+impl Subnets {
+    /// None when both are absent: every lease holds at least one subnet.
+    pub fn new(v4: Option<Ipv4Net>, v6: Option<Ipv6Net>) -> Option<Subnets> {
+        (v4.is_some() || v6.is_some()).then_some(Subnets { v4, v6 })
+    }
+
+    pub fn v4(subnet: Ipv4Net) -> Subnets {
+        Subnets { v4: Some(subnet), v6: None }
+    }
+}
+
+/// `10.244.1.0/24`, `10.244.1.0/24+fd00:10:244:1::/64` or `fd00:10:244:1::/64`, for logs.
+impl fmt::Display for Subnets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.v4, self.v6) {
+            (Some(a), Some(b)) => write!(f, "{a}+{b}"),
+            (Some(a), None) => write!(f, "{a}"),
+            (None, Some(b)) => write!(f, "{b}"),
+            (None, None) => write!(f, "(no subnet)"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
-    pub subnet: Ipv4Net,
+    pub subnets: Subnets,
     pub attrs: LeaseAttrs,
 }
 
@@ -58,29 +101,103 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LeaseEvent {
     Added(Lease),
-    Removed(Ipv4Net),
+    Removed(Subnets),
 }
 
-pub fn subnet_key(prefix: &str, subnet: &Ipv4Net) -> String {
-    format!("{prefix}/subnets/{}-{}", subnet.addr(), subnet.prefix())
+/// One family's half of a lease, as a backend of that family sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeasePart<'a, N: IpNet> {
+    pub subnet: N,
+    /// `PublicIP` or `PublicIPv6`; None when the lease gives none for this family.
+    pub public_ip: Option<N::Addr>,
+    pub backend_type: Option<&'a str>,
+    /// `BackendData` or `BackendV6Data`.
+    pub backend_data: Option<&'a Value>,
 }
 
-/// `<prefix>/subnets/10.244.68.0-24` → `10.244.68.0/24`; anything else → None.
-pub fn parse_subnet_key(prefix: &str, key: &[u8]) -> Option<Ipv4Net> {
+/// Where each family's half of a lease lives.
+pub trait Family: IpNet {
+    fn subnet_of(subnets: &Subnets) -> Option<Self>;
+    fn part(lease: &Lease) -> Option<LeasePart<'_, Self>>;
+}
+
+impl Family for Ipv4Net {
+    fn subnet_of(subnets: &Subnets) -> Option<Self> {
+        subnets.v4
+    }
+    fn part(l: &Lease) -> Option<LeasePart<'_, Self>> {
+        Some(LeasePart {
+            subnet: l.subnets.v4?,
+            public_ip: Some(l.attrs.public_ip).filter(|ip| !ip.is_unspecified()),
+            backend_type: l.attrs.backend_type.as_deref(),
+            backend_data: l.attrs.backend_data.as_ref(),
+        })
+    }
+}
+
+impl Family for Ipv6Net {
+    fn subnet_of(subnets: &Subnets) -> Option<Self> {
+        subnets.v6
+    }
+    fn part(l: &Lease) -> Option<LeasePart<'_, Self>> {
+        Some(LeasePart {
+            subnet: l.subnets.v6?,
+            public_ip: l.attrs.public_ipv6,
+            backend_type: l.attrs.backend_type.as_deref(),
+            backend_data: l.attrs.backend_v6_data.as_ref(),
+        })
+    }
+}
+
+/// `<prefix>/subnets/<key>` for the subnets (see the module docs for the three forms).
+pub fn subnet_key(prefix: &str, subnets: &Subnets) -> String {
+    let v4 = subnets.v4.unwrap_or_else(|| Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid"));
+    match subnets.v6 {
+        None => format!("{prefix}/subnets/{}-{}", v4.addr(), v4.prefix()),
+        Some(v6) => format!("{prefix}/subnets/{}-{}&{}-{}", v4.addr(), v4.prefix(), v6.addr(), v6.prefix()),
+    }
+}
+
+/// `ADDR-LEN` as `ADDR/LEN`, only when ADDR is the network address written as `N` prints it.
+fn parse_part<N: IpNet>(text: &str) -> Option<N> {
+    let (addr, len) = text.rsplit_once('-')?;
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let net = N::new(addr.parse().ok()?, len.parse().ok()?)?;
+    (net.addr().to_string() == addr).then_some(net)
+}
+
+/// `<prefix>/subnets/10.244.68.0-24`, `…/10.244.68.0-24&fd00:10:244:44::-64` or
+/// `…/0.0.0.0-0&fd00:10:244:44::-64` → the subnets; anything else (including an IPv6 part
+/// that is not a canonical network address) → None.
+pub fn parse_subnet_key(prefix: &str, key: &[u8]) -> Option<Subnets> {
     let key = std::str::from_utf8(key).ok()?;
     let rest = key.strip_prefix(prefix)?.strip_prefix("/subnets/")?;
-    let (addr, len) = rest.split_once('-')?;
-    let net = Ipv4Net::new(addr.parse().ok()?, len.parse().ok()?)?;
-    (net.addr().to_string() == addr).then_some(net)
+    let (v4_text, v6_text) = match rest.split_once('&') {
+        Some((a, b)) => (a, Some(b)),
+        None => (rest, None),
+    };
+    let v4 = parse_part::<Ipv4Net>(v4_text)?;
+    let v4 = (v4.prefix() != 0).then_some(v4);
+    let v6 = match v6_text {
+        None => None,
+        Some(t) if t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b':' | b'-')) => Some(parse_part::<Ipv6Net>(t)?),
+        Some(_) => return None,
+    };
+    Subnets::new(v4, v6)
 }
 
 /// Decodes one key/value under `<prefix>/subnets/`. A malformed entry written by someone
 /// else is an error for that entry only: the caller logs and skips it.
 pub fn decode(prefix: &str, key: &[u8], value: &[u8]) -> Result<Lease, String> {
-    let subnet = parse_subnet_key(prefix, key).ok_or_else(|| format!("key `{}` is not a subnet key", String::from_utf8_lossy(key)))?;
+    let subnets = parse_subnet_key(prefix, key).ok_or_else(|| format!("key `{}` is not a subnet key", String::from_utf8_lossy(key)))?;
     let attrs: LeaseAttrs =
         serde_json::from_slice(value).map_err(|e| format!("value of `{}` is not a lease: {e}", String::from_utf8_lossy(key)))?;
-    Ok(Lease { subnet, attrs })
+    if subnets.v6.is_some() && attrs.public_ipv6.is_none() {
+        return Err(format!("lease `{}` has an IPv6 subnet but no `PublicIPv6`", String::from_utf8_lossy(key)));
+    }
+    Ok(Lease { subnets, attrs })
 }
 
 /// The agent's own registration.
@@ -168,9 +285,11 @@ impl Registry {
         self.client.watch(format!("{}/subnets/", self.prefix), Some(opts)).await.map_err(etcd("watch leases"))
     }
 
-    /// Takes a subnet, chosen by [`choose_subnet`]: the one already registered for
-    /// `attrs.public_ip`, else `previous` if free, else a random free one among the lowest.
-    pub async fn acquire(&mut self, conf: &NetConf, attrs: &LeaseAttrs, previous: Option<Ipv4Net>) -> Result<OwnLease, LeaseError> {
+    /// Takes subnets, chosen by [`choose_subnets`]: the ones already registered for
+    /// this host's public addresses, else `previous` if free, else random free ones among
+    /// the lowest. A lease of this host with other families than now enabled is replaced
+    /// (old key deleted, new key put) in one transaction.
+    pub async fn acquire(&mut self, conf: &NetConf, attrs: &LeaseAttrs, previous: Previous) -> Result<OwnLease, LeaseError> {
         const ATTEMPTS: u32 = 10;
         let value = serde_json::to_vec(attrs).expect("lease attributes serialize");
         for _ in 0..ATTEMPTS {
@@ -182,25 +301,43 @@ impl Registry {
             let mut taken = Vec::new();
             let mut revisions = BTreeMap::new();
             for kv in resp.kvs() {
-                let Some(subnet) = parse_subnet_key(&self.prefix, kv.key()) else { continue };
-                let public_ip = decode(&self.prefix, kv.key(), kv.value()).ok().map(|l| l.attrs.public_ip);
-                taken.push(Taken { subnet, public_ip });
-                revisions.insert(subnet, kv.mod_revision());
+                let Some(subnets) = parse_subnet_key(&self.prefix, kv.key()) else { continue };
+                let (public_ip, public_ipv6) = match decode(&self.prefix, kv.key(), kv.value()) {
+                    Ok(l) => (Some(l.attrs.public_ip), l.attrs.public_ipv6),
+                    Err(_) => (None, None),
+                };
+                taken.push(Taken { subnets, public_ip, public_ipv6 });
+                revisions.insert(subnets, kv.mod_revision());
             }
-            let (subnet, guard) = match choose_subnet(conf, attrs.public_ip, &taken, previous, &mut rand::rng())? {
-                // a reused subnet is one of `taken`, so its revision is known
-                Choice::Reuse(s) => (s, Compare::mod_revision(subnet_key(&self.prefix, &s), CompareOp::Equal, revisions[&s])),
-                Choice::Claim(s) => (s, Compare::create_revision(subnet_key(&self.prefix, &s), CompareOp::Equal, 0)),
+            let choice = choose_subnets(conf, attrs.public_ip, attrs.public_ipv6, &taken, previous, &mut rand::rng())?;
+            let key = |s: &Subnets| subnet_key(&self.prefix, s);
+            // a reused or replaced lease is one of `taken`, so its revision is known
+            let (subnets, guards, delete) = match choice {
+                Choice::Reuse(s) => (s, vec![Compare::mod_revision(key(&s), CompareOp::Equal, revisions[&s])], None),
+                Choice::Claim(s) => (s, vec![Compare::create_revision(key(&s), CompareOp::Equal, 0)], None),
+                Choice::Replace { old, new } => (
+                    new,
+                    vec![
+                        Compare::mod_revision(key(&old), CompareOp::Equal, revisions[&old]),
+                        Compare::create_revision(key(&new), CompareOp::Equal, 0),
+                    ],
+                    Some(old),
+                ),
             };
             let lease_id = self.client.lease_grant(LEASE_TTL.as_secs() as i64, None).await.map_err(etcd("grant lease"))?.id();
-            let key = subnet_key(&self.prefix, &subnet);
-            let txn = Txn::new().when([guard]).and_then([TxnOp::put(key, value.clone(), Some(PutOptions::new().with_lease(lease_id)))]);
+            let mut ops = Vec::new();
+            if let Some(old) = delete {
+                tracing::info!(old = %old, new = %subnets, "replacing this host's lease, whose families differ from the network config's");
+                ops.push(TxnOp::delete(key(&old), None));
+            }
+            ops.push(TxnOp::put(key(&subnets), value.clone(), Some(PutOptions::new().with_lease(lease_id))));
+            let txn = Txn::new().when(guards).and_then(ops);
             let ok = self.client.txn(txn).await.map_err(etcd("put lease"))?.succeeded();
             if ok {
-                return Ok(OwnLease { lease: Lease { subnet, attrs: attrs.clone() }, etcd_lease_id: lease_id });
+                return Ok(OwnLease { lease: Lease { subnets, attrs: attrs.clone() }, etcd_lease_id: lease_id });
             }
             let _ = self.client.lease_revoke(lease_id).await;
-            tracing::debug!(%subnet, "subnet was taken concurrently, choosing again");
+            tracing::debug!(%subnets, "subnet was taken concurrently, choosing again");
         }
         Err(LeaseError::Contention(ATTEMPTS))
     }
@@ -209,7 +346,7 @@ impl Registry {
     /// vxlan device had to be recreated with another MAC.
     pub async fn republish(&mut self, own: &OwnLease, attrs: &LeaseAttrs) -> Result<(), LeaseError> {
         let value = serde_json::to_vec(attrs).expect("lease attributes serialize");
-        let key = subnet_key(&self.prefix, &own.lease.subnet);
+        let key = subnet_key(&self.prefix, &own.lease.subnets);
         self.client.put(key, value, Some(PutOptions::new().with_lease(own.etcd_lease_id))).await.map_err(etcd("update lease"))?;
         Ok(())
     }
@@ -268,12 +405,59 @@ mod tests {
     #[test]
     fn keys_round_trip() {
         let s: Ipv4Net = "10.244.68.0/24".parse().unwrap();
-        let k = subnet_key(P, &s);
+        let k = subnet_key(P, &Subnets::v4(s));
         assert_eq!(k, "/coreos.com/network/subnets/10.244.68.0-24");
-        assert_eq!(parse_subnet_key(P, k.as_bytes()), Some(s));
+        assert_eq!(parse_subnet_key(P, k.as_bytes()), Some(Subnets::v4(s)));
         assert_eq!(parse_subnet_key(P, b"/coreos.com/network/subnets/10.244.68.1-24"), None);
         assert_eq!(parse_subnet_key(P, b"/coreos.com/network/subnets/junk"), None);
         assert_eq!(parse_subnet_key(P, b"/other/subnets/10.244.68.0-24"), None);
+    }
+
+    fn v6(s: &str) -> Ipv6Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn dual_stack_and_ipv6_only_keys_round_trip() {
+        let dual = Subnets { v4: Some("10.244.1.0/24".parse().unwrap()), v6: Some(v6("fd00:10:244:1::/64")) };
+        let k = subnet_key(P, &dual);
+        assert_eq!(k, "/coreos.com/network/subnets/10.244.1.0-24&fd00:10:244:1::-64");
+        assert_eq!(parse_subnet_key(P, k.as_bytes()), Some(dual));
+        let only6 = Subnets { v4: None, v6: Some(v6("fd00:10:244:1::/64")) };
+        let k = subnet_key(P, &only6);
+        assert_eq!(k, "/coreos.com/network/subnets/0.0.0.0-0&fd00:10:244:1::-64");
+        assert_eq!(parse_subnet_key(P, k.as_bytes()), Some(only6));
+        // the compressed form is the one written, also for addresses with zeros in the middle
+        let mid = Subnets { v4: None, v6: Some(v6("fd00:0:0:1::/64")) };
+        assert_eq!(subnet_key(P, &mid), "/coreos.com/network/subnets/0.0.0.0-0&fd00:0:0:1::-64");
+        assert_eq!(
+            subnet_key(P, &Subnets { v4: None, v6: Some(v6("2001:db8::/48")) }),
+            "/coreos.com/network/subnets/0.0.0.0-0&2001:db8::-48"
+        );
+    }
+
+    #[test]
+    fn malformed_ipv6_parts_are_not_keys() {
+        for junk in [
+            "0.0.0.0-0",                              // no subnet at all
+            "10.244.1.0-24&",                         // empty IPv6 part
+            "10.244.1.0-24&fd00:10:244:1::",          // no length
+            "10.244.1.0-24&fd00:10:244:1::-",         // empty length
+            "10.244.1.0-24&fd00:10:244:1::1-64",      // host bits
+            "10.244.1.0-24&fd00:10:244:1::-129",      // too long
+            "10.244.1.0-24&FD00:10:244:1::-64",       // not the canonical form
+            "10.244.1.0-24&fd00:10:244:1:0:0:0:0-64", // not compressed
+            "10.244.1.0-24&fd00:10:244:1::-+64",      // sign
+            "10.244.1.0-24&::ffff:10.0.0.0-120",      // dotted
+            "10.244.1.0-24&fd00:10:244:1::-64&x",     // trailing junk
+            "10.244.1.0-24&10.244.2.0-24",            // IPv4 twice
+            "10.244.1.1-24&fd00:10:244:1::-64",       // IPv4 host bits
+        ] {
+            let key = format!("{P}/subnets/{junk}");
+            assert_eq!(parse_subnet_key(P, key.as_bytes()), None, "{junk}");
+            let err = decode(P, key.as_bytes(), br#"{"PublicIP":"192.168.1.2","PublicIPv6":"fd00:1::2"}"#).unwrap_err();
+            assert!(err.contains("is not a subnet key"), "{err}");
+        }
     }
 
     #[test]
@@ -288,5 +472,34 @@ mod tests {
         let udp = decode(P, b"/coreos.com/network/subnets/10.244.3.0-24", br#"{"PublicIP":"192.168.99.3"}"#).unwrap();
         assert_eq!(udp.attrs.backend_type, None);
         assert!(decode(P, b"/coreos.com/network/subnets/10.244.3.0-24", b"{junk").is_err());
+    }
+
+    #[test]
+    fn dual_stack_and_ipv6_only_values_match_flanneld() {
+        let v = r#"{"PublicIP":"192.168.1.2","PublicIPv6":"fd00:1::2","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"2e:74:64:fe:4b:db"},"BackendV6Data":{"VNI":1,"VtepMAC":"2e:74:64:fe:4b:dc"}}"#;
+        let l = decode(P, b"/coreos.com/network/subnets/10.244.1.0-24&fd00:10:244:1::-64", v.as_bytes()).unwrap();
+        assert_eq!(l.attrs.public_ipv6, Some("fd00:1::2".parse().unwrap()));
+        assert_eq!(serde_json::to_string(&l.attrs).unwrap(), v);
+        let p6 = Ipv6Net::part(&l).unwrap();
+        assert_eq!((p6.subnet, p6.public_ip), (v6("fd00:10:244:1::/64"), Some("fd00:1::2".parse().unwrap())));
+        assert_eq!(p6.backend_data.unwrap()["VtepMAC"], "2e:74:64:fe:4b:dc");
+        let p4 = Ipv4Net::part(&l).unwrap();
+        assert_eq!(p4.backend_data.unwrap()["VtepMAC"], "2e:74:64:fe:4b:db");
+        let only6 = r#"{"PublicIP":"0.0.0.0","PublicIPv6":"fd00:1::2","BackendType":"host-gw"}"#;
+        let l = decode(P, b"/coreos.com/network/subnets/0.0.0.0-0&fd00:10:244:1::-64", only6.as_bytes()).unwrap();
+        assert_eq!(Ipv4Net::part(&l), None, "no IPv4 half");
+        assert_eq!(serde_json::to_string(&l.attrs).unwrap(), only6);
+        // an IPv4-only lease has no IPv6 half, whatever its value says
+        let l = decode(P, b"/coreos.com/network/subnets/10.244.1.0-24", v.as_bytes()).unwrap();
+        assert_eq!(Ipv6Net::part(&l), None);
+    }
+
+    #[test]
+    fn malformed_ipv6_values_are_errors() {
+        let key = b"/coreos.com/network/subnets/10.244.1.0-24&fd00:10:244:1::-64";
+        let err = decode(P, key, br#"{"PublicIP":"192.168.1.2","PublicIPv6":"not-an-address"}"#).unwrap_err();
+        assert!(err.contains("is not a lease"), "{err}");
+        let err = decode(P, key, br#"{"PublicIP":"192.168.1.2","PublicIPv6":null}"#).unwrap_err();
+        assert!(err.contains("no `PublicIPv6`"), "{err}");
     }
 }

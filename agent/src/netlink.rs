@@ -1,19 +1,19 @@
 //! The agent's netlink wrapper: each kernel operation once, typed, with the `ip` command
 //! it is equivalent to.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 use crate::backend::udp;
 use crate::backend::vxlan::{self, DeviceState, InstalledPeers, Mac, Peer, RouteTo, VxlanDevice, VxlanKernel};
-use crate::ipnet::Ipv4Net;
+use crate::ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 const MAIN_TABLE: u8 = 254;
 
@@ -53,7 +53,48 @@ pub struct Underlay {
     pub name: String,
     pub index: u32,
     pub mtu: u32,
-    pub addr: Ipv4Addr,
+    /// Its first IPv4 address (always present when IPv4 is needed).
+    pub addr: Option<Ipv4Addr>,
+    /// Its first global-scope IPv6 address.
+    pub addr6: Option<Ipv6Addr>,
+}
+
+/// What the network config needs of the underlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Families {
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+/// The netlink family of `N`'s addresses.
+fn family<N: IpNet>() -> AddressFamily {
+    if N::BITS == 32 {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+fn neighbour_ip(a: &NeighbourAddress) -> Option<IpAddr> {
+    match a {
+        NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        // FDB destinations come back as raw bytes
+        NeighbourAddress::Other(b) if b.len() == 4 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        NeighbourAddress::Other(b) if b.len() == 16 => {
+            let octets: [u8; 16] = b.as_slice().try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(octets)))
+        }
+        _ => None,
+    }
 }
 
 #[derive(Clone)]
@@ -127,11 +168,33 @@ impl Kernel {
             .collect())
     }
 
-    /// Picks the underlay: the first `--iface` entry (name or address) that exists, else
-    /// the interface of the IPv4 default route.
-    pub async fn underlay(&self, ifaces: &[String]) -> Result<Option<Underlay>, NlError> {
+    /// `ip -6 addr show scope global`, without addresses that failed duplicate detection.
+    pub async fn global_addresses6(&self) -> Result<Vec<(u32, Ipv6Addr, u8)>, NlError> {
+        let msgs: Vec<AddressMessage> = self.handle.address().get().execute().try_collect().await.map_err(ctx("list addresses"))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| {
+                m.header.family == AddressFamily::Inet6
+                    && m.header.scope == AddressScope::Universe
+                    && !m.header.flags.contains(AddressHeaderFlags::Dadfailed)
+            })
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(IpAddr::V6(ip)) => Some((m.header.index, *ip, m.header.prefix_len)),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    /// Picks the underlay: the first `--iface` entry (name, IPv4 or IPv6 address) that
+    /// exists (with an IPv4 address when IPv4 is needed), else the interface of the IPv4
+    /// default route, else, with IPv6 needed, that of the IPv6 default route. Its IPv6
+    /// address is looked up but not demanded here: the caller names a missing one.
+    pub async fn underlay(&self, ifaces: &[String], need: Families) -> Result<Option<Underlay>, NlError> {
         let links = self.links().await?;
         let addrs = self.addresses().await?;
+        let addrs6 = self.global_addresses6().await?;
         let describe = |index: u32| -> Option<Underlay> {
             let link = links.iter().find(|l| l.header.index == index)?;
             let name = link_name(link)?;
@@ -139,12 +202,17 @@ impl Kernel {
                 LinkAttribute::Mtu(m) => Some(*m),
                 _ => None,
             })?;
-            let addr = addrs.iter().find(|(i, _, _)| *i == index).map(|(_, a, _)| *a)?;
-            Some(Underlay { name, index, mtu, addr })
+            let addr = addrs.iter().find(|(i, _, _)| *i == index).map(|(_, a, _)| *a);
+            if need.ipv4 && addr.is_none() {
+                return None;
+            }
+            let addr6 = addrs6.iter().find(|(i, _, _)| *i == index).map(|(_, a, _)| *a);
+            Some(Underlay { name, index, mtu, addr, addr6 })
         };
         for want in ifaces {
-            let index = match want.parse::<Ipv4Addr>() {
-                Ok(ip) => addrs.iter().find(|(_, a, _)| *a == ip).map(|(i, _, _)| *i),
+            let index = match want.parse::<IpAddr>() {
+                Ok(IpAddr::V4(ip)) => addrs.iter().find(|(_, a, _)| *a == ip).map(|(i, _, _)| *i),
+                Ok(IpAddr::V6(ip)) => addrs6.iter().find(|(_, a, _)| *a == ip).map(|(i, _, _)| *i),
                 Err(_) => links.iter().find(|l| link_name(l).as_deref() == Some(want)).map(|l| l.header.index),
             };
             if let Some(u) = index.and_then(describe) {
@@ -154,12 +222,20 @@ impl Kernel {
         if !ifaces.is_empty() {
             return Ok(None);
         }
-        let default_oif = self.main_routes().await?.into_iter().find(|r| r.dst.prefix() == 0).and_then(|r| r.oif);
-        Ok(default_oif.and_then(describe))
+        let default_oif = self.main_routes::<Ipv4Net>().await?.into_iter().find(|r| r.dst.prefix() == 0).and_then(|r| r.oif);
+        if let Some(u) = default_oif.and_then(describe) {
+            return Ok(Some(u));
+        }
+        if !need.ipv6 {
+            return Ok(None);
+        }
+        let default6_oif = self.main_routes::<Ipv6Net>().await?.into_iter().find(|r| r.dst.prefix() == 0).and_then(|r| r.oif);
+        Ok(default6_oif.and_then(describe))
     }
 
-    /// `ip addr flush dev DEV; ip addr add ADDR/32 dev DEV; ip link set DEV up`
-    pub async fn set_sole_address_up(&self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NlError> {
+    /// `ip addr flush dev DEV; ip addr add ADDR/32 dev DEV; ip link set DEV up`, for the
+    /// family of `addr` (IPv6: `/128`, and link-local addresses stay).
+    pub async fn set_sole_address_up(&self, ifindex: u32, addr: IpAddr) -> Result<(), NlError> {
         let msgs: Vec<AddressMessage> = self
             .handle
             .address()
@@ -169,10 +245,14 @@ impl Kernel {
             .try_collect()
             .await
             .map_err(ctx("list device addresses"))?;
+        let (fam, len) = match addr {
+            IpAddr::V4(_) => (AddressFamily::Inet, 32),
+            IpAddr::V6(_) => (AddressFamily::Inet6, 128),
+        };
         let mut present = false;
-        for m in msgs.into_iter().filter(|m| m.header.family == AddressFamily::Inet) {
-            let this = m.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(ip)) if *ip == addr))
-                && m.header.prefix_len == 32;
+        for m in msgs.into_iter().filter(|m| m.header.family == fam && m.header.scope != AddressScope::Link) {
+            let this = m.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(ip) | AddressAttribute::Address(ip) if *ip == addr))
+                && m.header.prefix_len == len;
             if this {
                 present = true;
             } else {
@@ -180,7 +260,15 @@ impl Kernel {
             }
         }
         if !present {
-            self.handle.address().add(ifindex, IpAddr::V4(addr), 32).execute().await.map_err(ctx(format!("add {addr}/32 to device")))?;
+            let mut req = self.handle.address().add(ifindex, addr, len);
+            if addr.is_ipv6() {
+                // A /128 on a tunnel device: duplicate detection would only delay its use, and
+                // the kernel's prefix route for it would be a main-table route IPv4's /32 has not.
+                let m = req.message_mut();
+                m.header.flags |= AddressHeaderFlags::Nodad;
+                m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad | AddressFlags::Noprefixroute));
+            }
+            req.execute().await.map_err(ctx(format!("add {addr}/{len} to device")))?;
         }
         self.handle.link().set(LinkUnspec::new_with_index(ifindex).up().build()).execute().await.map_err(ctx("set device up"))
     }
@@ -199,7 +287,7 @@ impl Kernel {
             .execute()
             .await
             .map_err(ctx(format!("set mtu of `{name}`")))?;
-        self.set_sole_address_up(index, addr).await?;
+        self.set_sole_address_up(index, IpAddr::V4(addr)).await?;
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(network.addr(), network.prefix())
             .output_interface(index)
@@ -208,37 +296,54 @@ impl Kernel {
         self.handle.route().add(route).replace().execute().await.map_err(ctx(format!("route {network} to `{name}`")))
     }
 
-    /// After a backend switch: removes what another backend left on this host — vxlan
-    /// devices other than the one in use, a leftover `flannel0`, host-gw peer routes.
-    /// (`ip link del flannel.1`, `ip route del SUBNET via IP dev eth0`)
+    /// After a backend switch: removes what another backend (or another family set) left
+    /// on this host — vxlan devices other than the ones in use (`flannel.N` without IPv4,
+    /// `flannel-v6.N` without IPv6), a leftover `flannel0`, host-gw peer routes of each
+    /// enabled family. (`ip link del flannel.1`, `ip route del SUBNET via IP dev eth0`)
     pub async fn remove_other_backends(&self, conf: &crate::config::NetConf, underlay: u32) -> Result<(), NlError> {
         use crate::config::BackendConf;
-        let keep = match conf.backend {
-            BackendConf::Vxlan { vni, .. } => Some(vxlan::device_name(vni)),
-            BackendConf::Udp { .. } => Some(udp::DEVICE.to_string()),
-            BackendConf::HostGw => None,
-        };
+        let mut keep = Vec::new();
+        match conf.backend {
+            BackendConf::Vxlan { vni, .. } => {
+                if conf.ipv4.is_some() {
+                    keep.push(vxlan::device_name(vni));
+                }
+                if conf.ipv6.is_some() {
+                    keep.push(vxlan::device_name_v6(vni));
+                }
+            }
+            BackendConf::Udp { .. } => keep.push(udp::DEVICE.to_string()),
+            BackendConf::HostGw => {}
+        }
         for l in self.links().await? {
             let name = link_name(&l).unwrap_or_default();
-            let ours = name == udp::DEVICE || (name.starts_with(vxlan::DEVICE_PREFIX) && vxlan_settings(&l).is_some());
-            if ours && Some(&name) != keep.as_ref() {
+            let vxlan_name = name.starts_with(vxlan::DEVICE_PREFIX) || name.starts_with(vxlan::DEVICE_PREFIX_V6);
+            let ours = name == udp::DEVICE || (vxlan_name && vxlan_settings(&l).is_some());
+            if ours && !keep.contains(&name) {
                 tracing::info!(device = name, "removing the device of another backend");
                 gone_ok(self.handle.link().del(l.header.index).execute().await.map_err(ctx(format!("delete `{name}`"))))?;
             }
         }
         let keeps_gateway_routes = matches!(conf.backend, BackendConf::HostGw | BackendConf::Vxlan { direct_routing: true, .. });
         if !keeps_gateway_routes {
-            for r in self.main_routes().await? {
-                let Some(gw) = r.gateway else { continue };
-                if r.oif == Some(underlay) && conf.network.contains_net(&r.dst) {
-                    tracing::info!(dst = %r.dst, "removing a host-gw route of another backend");
-                    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-                        .destination_prefix(r.dst.addr(), r.dst.prefix())
-                        .gateway(gw)
-                        .output_interface(underlay)
-                        .build();
-                    gone_ok(self.handle.route().del(msg).execute().await.map_err(ctx(format!("delete route to {}", r.dst))))?;
-                }
+            if let Some(pool) = conf.ipv4 {
+                self.remove_gateway_routes(underlay, pool.network).await?;
+            }
+            if let Some(pool) = conf.ipv6 {
+                self.remove_gateway_routes(underlay, pool.network).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every gateway route through `underlay` inside `network`.
+    async fn remove_gateway_routes<N: IpNet>(&self, underlay: u32, network: N) -> Result<(), NlError> {
+        for r in self.main_routes::<N>().await? {
+            let Some(gw) = r.gateway else { continue };
+            if r.oif == Some(underlay) && network.contains_net(&r.dst) {
+                tracing::info!(dst = %r.dst, "removing a host-gw route of another backend");
+                let msg = route_msg::<N>(underlay, r.dst, gw, false, Op::Delete);
+                gone_ok(self.handle.route().del(msg).execute().await.map_err(ctx(format!("delete route to {}", r.dst))))?;
             }
         }
         Ok(())
@@ -249,41 +354,34 @@ impl Kernel {
     }
 }
 
-/// One IPv4 route of the main table, decoded.
-struct MainRoute {
-    dst: Ipv4Net,
-    gateway: Option<Ipv4Addr>,
+/// One route of the main table in `N`'s family, decoded.
+struct MainRoute<N: IpNet> {
+    dst: N,
+    gateway: Option<N::Addr>,
     oif: Option<u32>,
     onlink: bool,
 }
 
 impl Kernel {
-    /// `ip -4 route show table main`
-    async fn main_routes(&self) -> Result<Vec<MainRoute>, NlError> {
-        let msgs: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(ctx("list routes"))?;
+    /// `ip -4 route show table main` (IPv6: `ip -6 …`)
+    async fn main_routes<N: IpNet>(&self) -> Result<Vec<MainRoute<N>>, NlError> {
+        let mut query = RouteMessageBuilder::<Ipv4Addr>::new().build();
+        query.header.address_family = family::<N>();
+        let msgs: Vec<RouteMessage> = self.handle.route().get(query).execute().try_collect().await.map_err(ctx("list routes"))?;
+        let zero = N::new(N::from_bits(0), 0).expect("valid");
         Ok(msgs
             .iter()
-            .filter(|r| r.header.table == MAIN_TABLE)
+            .filter(|r| r.header.table == MAIN_TABLE && r.header.address_family == family::<N>())
             .map(|r| {
-                let mut out = MainRoute {
-                    dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid"),
-                    gateway: None,
-                    oif: None,
-                    onlink: r.header.flags.contains(RouteFlags::Onlink),
-                };
+                let mut out = MainRoute { dst: zero, gateway: None, oif: None, onlink: r.header.flags.contains(RouteFlags::Onlink) };
                 for a in &r.attributes {
                     match a {
-                        RouteAttribute::Destination(RouteAddress::Inet(d)) => {
-                            out.dst = Ipv4Net::new(*d, r.header.destination_prefix_length).unwrap_or(out.dst)
+                        RouteAttribute::Destination(d) => {
+                            if let Some(d) = route_ip(d).and_then(N::from_ip) {
+                                out.dst = N::new(d, r.header.destination_prefix_length).unwrap_or(out.dst)
+                            }
                         }
-                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => out.gateway = Some(*g),
+                        RouteAttribute::Gateway(g) => out.gateway = route_ip(g).and_then(N::from_ip),
                         RouteAttribute::Oif(i) => out.oif = Some(*i),
                         _ => {}
                     }
@@ -333,44 +431,71 @@ fn random_mac() -> Mac {
     mac
 }
 
-fn route_msg(ifindex: u32, dst: Ipv4Net, gw: Ipv4Addr) -> RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(dst.addr(), dst.prefix())
-        .gateway(gw)
-        .output_interface(ifindex)
-        .onlink()
-        .build()
+/// What a route message is for: a deletion matches routes of any protocol.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Delete,
 }
 
-fn neighbour_msg(ifindex: u32, ip: Ipv4Addr) -> NeighbourMessage {
-    let mut m = NeighbourMessage::default();
-    m.header.family = AddressFamily::Inet;
-    m.header.ifindex = ifindex;
-    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+/// `DST via GW dev OIF [onlink]` in `N`'s family.
+fn route_msg<N: IpNet>(oif: u32, dst: N, gw: N::Addr, onlink: bool, op: Op) -> RouteMessage {
+    let mut b = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(dst.addr().into(), dst.prefix())
+        .and_then(|b| b.gateway(gw.into()))
+        .expect("destination and gateway of one family")
+        .output_interface(oif);
+    if onlink {
+        b = b.onlink();
+    }
+    let mut m = b.build();
+    if op == Op::Delete {
+        m.header.protocol = RouteProtocol::Unspec;
+    }
     m
 }
 
-fn fdb_msg(ifindex: u32, mac: Mac, dst: Ipv4Addr) -> NeighbourMessage {
+fn neighbour_dst(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+        IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+    }
+}
+
+fn neighbour_msg(ifindex: u32, ip: IpAddr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    m.header.ifindex = ifindex;
+    m.attributes.push(NeighbourAttribute::Destination(neighbour_dst(ip)));
+    m
+}
+
+fn fdb_msg(ifindex: u32, mac: Mac, dst: IpAddr) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Bridge;
     m.header.ifindex = ifindex;
     m.header.flags = NeighbourFlags::Own;
     m.header.state = NeighbourState::Permanent;
     m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+    m.attributes.push(NeighbourAttribute::Destination(neighbour_dst(dst)));
     m
 }
 
-impl VxlanKernel for Kernel {
+impl<N: IpNet> VxlanKernel<N> for Kernel {
     type Error = NlError;
 
     /// `ip link add flannel.1 address MAC mtu M type vxlan id 1 local IP dev eth0 dstport 8472 nolearning [gbp]`
+    /// (IPv6: `flannel-v6.1 … local IPV6 …`)
     async fn ensure_device(&mut self, dev: &VxlanDevice) -> Result<DeviceState, NlError> {
         if let Some(existing) = self.link_by_name(&dev.name).await? {
+            let local = match dev.local {
+                IpAddr::V4(a) => InfoVxlan::Local(a),
+                IpAddr::V6(a) => InfoVxlan::Local6(a),
+            };
             let reusable = vxlan_settings(&existing).is_some_and(|s| {
                 s.contains(&InfoVxlan::Id(dev.vni))
                     && s.contains(&InfoVxlan::Port(dev.port))
-                    && s.contains(&InfoVxlan::Local(dev.local))
+                    && s.contains(&local)
                     && s.contains(&InfoVxlan::Link(dev.underlay_index))
                     && s.contains(&InfoVxlan::Learning(dev.learning))
                     && s.contains(&InfoVxlan::Gbp) == dev.gbp
@@ -399,7 +524,11 @@ impl VxlanKernel for Kernel {
             }
         }
         let mac = dev.mac.unwrap_or_else(random_mac);
-        let mut msg = LinkVxlan::new(&dev.name, dev.vni).dev(dev.underlay_index).local(dev.local).port(dev.port).learning(dev.learning);
+        let mut msg = LinkVxlan::new(&dev.name, dev.vni).dev(dev.underlay_index).port(dev.port).learning(dev.learning);
+        msg = match dev.local {
+            IpAddr::V4(a) => msg.local(a),
+            IpAddr::V6(a) => msg.local6(a),
+        };
         if dev.gbp {
             msg = msg.gbp();
         }
@@ -412,17 +541,17 @@ impl VxlanKernel for Kernel {
         Ok(DeviceState { ifindex: link.header.index, mac: link_mac(&link).unwrap_or(mac), created: true })
     }
 
-    async fn configure_device(&mut self, ifindex: u32, addr: Ipv4Addr) -> Result<(), NlError> {
-        self.set_sole_address_up(ifindex, addr).await
+    async fn configure_device(&mut self, ifindex: u32, addr: N::Addr) -> Result<(), NlError> {
+        self.set_sole_address_up(ifindex, addr.into()).await
     }
 
     /// `ip neigh replace GW lladdr MAC dev flannel.1 nud permanent`;
     /// `bridge fdb replace MAC dev flannel.1 dst PUBLIC_IP self permanent`;
-    /// `ip route replace SUBNET via GW dev flannel.1 onlink`
-    async fn add_peer(&mut self, ifindex: u32, p: &Peer) -> Result<(), NlError> {
+    /// `ip route replace SUBNET via GW dev flannel.1 onlink` (the same with `-6` on `flannel-v6.1`)
+    async fn add_peer(&mut self, ifindex: u32, p: &Peer<N>) -> Result<(), NlError> {
         self.handle
             .neighbours()
-            .add(ifindex, IpAddr::V4(p.gateway()))
+            .add(ifindex, p.gateway().into())
             .link_layer_address(&p.vtep_mac)
             .state(NeighbourState::Permanent)
             .replace()
@@ -433,14 +562,14 @@ impl VxlanKernel for Kernel {
             .neighbours()
             .add_bridge(ifindex, &p.vtep_mac)
             .flags(NeighbourFlags::Own)
-            .destination(IpAddr::V4(p.public_ip))
+            .destination(p.public_ip.into())
             .replace()
             .execute()
             .await
             .map_err(ctx(format!("add fdb entry for {} to {}", p.subnet, p.public_ip)))?;
         self.handle
             .route()
-            .add(route_msg(ifindex, p.subnet, p.gateway()))
+            .add(route_msg::<N>(ifindex, p.subnet, p.gateway(), true, Op::Add))
             .replace()
             .execute()
             .await
@@ -448,10 +577,11 @@ impl VxlanKernel for Kernel {
     }
 
     /// `ip route get IP`
-    async fn route_to(&mut self, ip: Ipv4Addr) -> Result<Option<RouteTo>, NlError> {
-        let req = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(ip, 32).build();
+    async fn route_to(&mut self, ip: N::Addr) -> Result<Option<RouteTo<N::Addr>>, NlError> {
+        let host = N::new(ip, N::BITS).expect("valid prefix");
+        let req = RouteMessageBuilder::<IpAddr>::new().destination_prefix(ip.into(), N::BITS).expect("valid prefix").build();
         let r: Result<Vec<RouteMessage>, NlError> =
-            self.handle.route().get(req).execute().try_collect().await.map_err(ctx(format!("look up the route to {ip}")));
+            self.handle.route().get(req).execute().try_collect().await.map_err(ctx(format!("look up the route to {host}")));
         let msgs = match r {
             Err(e) if matches!(e.errno(), Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) | Some(libc::ENETDOWN)) => return Ok(None),
             other => other?,
@@ -460,7 +590,7 @@ impl VxlanKernel for Kernel {
             let mut out = RouteTo { gateway: None, oif: None };
             for a in &m.attributes {
                 match a {
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => out.gateway = Some(*g),
+                    RouteAttribute::Gateway(g) => out.gateway = route_ip(g).and_then(N::from_ip),
                     RouteAttribute::Oif(i) => out.oif = Some(*i),
                     _ => {}
                 }
@@ -470,18 +600,18 @@ impl VxlanKernel for Kernel {
     }
 
     /// `ip route replace SUBNET via PUBLIC_IP dev UNDERLAY`
-    async fn add_direct(&mut self, underlay: u32, subnet: Ipv4Net, via: Ipv4Addr) -> Result<(), NlError> {
-        crate::backend::HostGwKernel::add_route(self, underlay, subnet, via).await
+    async fn add_direct(&mut self, underlay: u32, subnet: N, via: N::Addr) -> Result<(), NlError> {
+        crate::backend::HostGwKernel::<N>::add_route(self, underlay, subnet, via).await
     }
 
     /// `ip route del SUBNET via PUBLIC_IP dev UNDERLAY`
-    async fn del_direct(&mut self, underlay: u32, subnet: Ipv4Net, via: Ipv4Addr) -> Result<(), NlError> {
-        crate::backend::HostGwKernel::del_route(self, underlay, subnet, via).await
+    async fn del_direct(&mut self, underlay: u32, subnet: N, via: N::Addr) -> Result<(), NlError> {
+        crate::backend::HostGwKernel::<N>::del_route(self, underlay, subnet, via).await
     }
 
-    async fn installed(&mut self, ifindex: u32, direct: Option<(u32, Ipv4Net)>) -> Result<InstalledPeers, NlError> {
+    async fn installed(&mut self, ifindex: u32, direct: Option<(u32, N)>) -> Result<InstalledPeers<N>, NlError> {
         let mut out = InstalledPeers::default();
-        for r in self.main_routes().await? {
+        for r in self.main_routes::<N>().await? {
             let Some(g) = r.gateway else { continue };
             if r.onlink && r.oif == Some(ifindex) {
                 out.routes.push((r.dst, g));
@@ -495,14 +625,14 @@ impl VxlanKernel for Kernel {
             .handle
             .neighbours()
             .get()
-            .set_address_family(AddressFamily::Inet)
+            .set_address_family(family::<N>())
             .execute()
             .try_collect()
             .await
             .map_err(ctx("list neighbours"))?;
         for n in neigh.iter().filter(|n| n.header.ifindex == ifindex && n.header.state == NeighbourState::Permanent) {
             let ip = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+                NeighbourAttribute::Destination(d) => neighbour_ip(d).and_then(N::from_ip),
                 _ => None,
             });
             let mac = n.attributes.iter().find_map(|a| match a {
@@ -525,8 +655,7 @@ impl VxlanKernel for Kernel {
         // learned entries (with Learning on) are the kernel's, not ours
         for n in fdb.iter().filter(|n| n.header.ifindex == ifindex && n.header.state == NeighbourState::Permanent) {
             let dst = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => Some(Ipv4Addr::new(b[0], b[1], b[2], b[3])),
+                NeighbourAttribute::Destination(d) => neighbour_ip(d).and_then(N::from_ip),
                 _ => None,
             });
             let mac = n.attributes.iter().find_map(|a| match a {
@@ -541,22 +670,25 @@ impl VxlanKernel for Kernel {
     }
 
     /// `ip route del DST via GW dev flannel.1`
-    async fn del_route(&mut self, ifindex: u32, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), NlError> {
-        gone_ok(self.handle.route().del(route_msg(ifindex, dst, gw)).execute().await.map_err(ctx(format!("delete route to {dst}"))))
+    async fn del_route(&mut self, ifindex: u32, dst: N, gw: N::Addr) -> Result<(), NlError> {
+        let msg = route_msg::<N>(ifindex, dst, gw, true, Op::Delete);
+        gone_ok(self.handle.route().del(msg).execute().await.map_err(ctx(format!("delete route to {dst}"))))
     }
 
     /// `ip neigh del IP dev flannel.1`
-    async fn del_neighbour(&mut self, ifindex: u32, ip: Ipv4Addr, _mac: Mac) -> Result<(), NlError> {
-        gone_ok(self.handle.neighbours().del(neighbour_msg(ifindex, ip)).execute().await.map_err(ctx(format!("delete neighbour {ip}"))))
+    async fn del_neighbour(&mut self, ifindex: u32, ip: N::Addr, _mac: Mac) -> Result<(), NlError> {
+        let msg = neighbour_msg(ifindex, ip.into());
+        gone_ok(self.handle.neighbours().del(msg).execute().await.map_err(ctx(format!("delete neighbour {ip}"))))
     }
 
     /// `bridge fdb del MAC dev flannel.1 dst DST self`
-    async fn del_fdb(&mut self, ifindex: u32, mac: Mac, dst: Ipv4Addr) -> Result<(), NlError> {
-        gone_ok(self.handle.neighbours().del(fdb_msg(ifindex, mac, dst)).execute().await.map_err(ctx(format!("delete fdb entry to {dst}"))))
+    async fn del_fdb(&mut self, ifindex: u32, mac: Mac, dst: N::Addr) -> Result<(), NlError> {
+        let msg = fdb_msg(ifindex, mac, dst.into());
+        gone_ok(self.handle.neighbours().del(msg).execute().await.map_err(ctx(format!("delete fdb entry to {dst}"))))
     }
 }
 
-impl crate::backend::HostGwKernel for Kernel {
+impl<N: IpNet> crate::backend::HostGwKernel<N> for Kernel {
     type Error = NlError;
 
     fn is_unreachable_gateway(e: &NlError) -> bool {
@@ -565,22 +697,20 @@ impl crate::backend::HostGwKernel for Kernel {
     }
 
     /// `ip route replace DST via GW dev OIF`
-    async fn add_route(&mut self, oif: u32, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), NlError> {
-        let msg =
-            RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst.addr(), dst.prefix()).gateway(gw).output_interface(oif).build();
+    async fn add_route(&mut self, oif: u32, dst: N, gw: N::Addr) -> Result<(), NlError> {
+        let msg = route_msg::<N>(oif, dst, gw, false, Op::Add);
         self.handle.route().add(msg).replace().execute().await.map_err(ctx(format!("add route to {dst} via {gw}")))
     }
 
     /// `ip route del DST via GW dev OIF`
-    async fn del_route(&mut self, oif: u32, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), NlError> {
-        let msg =
-            RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst.addr(), dst.prefix()).gateway(gw).output_interface(oif).build();
+    async fn del_route(&mut self, oif: u32, dst: N, gw: N::Addr) -> Result<(), NlError> {
+        let msg = route_msg::<N>(oif, dst, gw, false, Op::Delete);
         gone_ok(self.handle.route().del(msg).execute().await.map_err(ctx(format!("delete route to {dst} via {gw}"))))
     }
 
-    async fn routes_within(&mut self, oif: u32, network: Ipv4Net) -> Result<Vec<(Ipv4Net, Ipv4Addr)>, NlError> {
+    async fn routes_within(&mut self, oif: u32, network: N) -> Result<Vec<(N, N::Addr)>, NlError> {
         let out = self
-            .main_routes()
+            .main_routes::<N>()
             .await?
             .into_iter()
             .filter(|r| r.oif == Some(oif) && network.contains_net(&r.dst))

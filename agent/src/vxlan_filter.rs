@@ -11,10 +11,14 @@
 //!
 //! kept in step with leases by adding and deleting set elements, checked (`nft -j list`)
 //! at every reconcile and rebuilt atomically when someone changed it, deleted on exit.
+//! With IPv6 enabled, `table ip6 flannel-agent-vxlan` does the same for `flannel-v6.<VNI>`
+//! (set type `ipv6_addr`, `ip6 saddr`) with the peers' PublicIPv6 addresses.
 //! Scripts and the listing check are pure; [`nft`] runs the binary.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::fmt::Display;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
 
 use serde_json::Value;
 
@@ -25,38 +29,58 @@ const BINARY: &str = "nft";
 
 pub use crate::tool::ToolError as NftError;
 
-fn elements(peers: &BTreeSet<Ipv4Addr>) -> String {
+/// The nftables family of one address family's filter.
+pub trait NftFamily: Copy + Ord + Display + FromStr + Send + Sync + 'static {
+    /// `ip` or `ip6`: the table family and the payload protocol of `saddr`.
+    const FAMILY: &'static str;
+    /// The set's element type.
+    const SET_TYPE: &'static str;
+}
+
+impl NftFamily for Ipv4Addr {
+    const FAMILY: &'static str = "ip";
+    const SET_TYPE: &'static str = "ipv4_addr";
+}
+
+impl NftFamily for Ipv6Addr {
+    const FAMILY: &'static str = "ip6";
+    const SET_TYPE: &'static str = "ipv6_addr";
+}
+
+fn elements<A: NftFamily>(peers: &BTreeSet<A>) -> String {
     peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// The whole table, replacing any previous one in the same transaction.
-pub fn table_script(port: u16, peers: &BTreeSet<Ipv4Addr>) -> String {
+pub fn table_script<A: NftFamily>(port: u16, peers: &BTreeSet<A>) -> String {
     let elems = match peers.is_empty() {
         true => String::new(),
         false => format!("\t\telements = {{ {} }}\n", elements(peers)),
     };
+    let (fam, ty) = (A::FAMILY, A::SET_TYPE);
     format!(
-        "add table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n\tset {SET} {{\n\t\ttype ipv4_addr\n{elems}\t}}\n\tchain {CHAIN} {{\n\t\ttype filter hook input priority filter; policy accept;\n\t\tudp dport {port} ip saddr != @{SET} counter drop\n\t}}\n}}\n"
+        "add table {fam} {TABLE}\ndelete table {fam} {TABLE}\ntable {fam} {TABLE} {{\n\tset {SET} {{\n\t\ttype {ty}\n{elems}\t}}\n\tchain {CHAIN} {{\n\t\ttype filter hook input priority filter; policy accept;\n\t\tudp dport {port} {fam} saddr != @{SET} counter drop\n\t}}\n}}\n"
     )
 }
 
 /// Element changes from `old` to `new`; empty when nothing changes.
-pub fn update_script(old: &BTreeSet<Ipv4Addr>, new: &BTreeSet<Ipv4Addr>) -> String {
-    let added: BTreeSet<Ipv4Addr> = new.difference(old).copied().collect();
-    let gone: BTreeSet<Ipv4Addr> = old.difference(new).copied().collect();
+pub fn update_script<A: NftFamily>(old: &BTreeSet<A>, new: &BTreeSet<A>) -> String {
+    let added: BTreeSet<A> = new.difference(old).copied().collect();
+    let gone: BTreeSet<A> = old.difference(new).copied().collect();
+    let fam = A::FAMILY;
     let mut s = String::new();
     if !added.is_empty() {
-        s += &format!("add element ip {TABLE} {SET} {{ {} }}\n", elements(&added));
+        s += &format!("add element {fam} {TABLE} {SET} {{ {} }}\n", elements(&added));
     }
     if !gone.is_empty() {
-        s += &format!("delete element ip {TABLE} {SET} {{ {} }}\n", elements(&gone));
+        s += &format!("delete element {fam} {TABLE} {SET} {{ {} }}\n", elements(&gone));
     }
     s
 }
 
-/// What `nft -j list table ip flannel-agent-vxlan` shows: the set's elements, and whether
-/// the input chain still holds a drop rule. None when the JSON has no such set.
-pub fn parse_listing(json: &str) -> Option<(BTreeSet<Ipv4Addr>, bool)> {
+/// What `nft -j list table ip flannel-agent-vxlan` (or `ip6`) shows: the set's elements,
+/// and whether the input chain still holds a drop rule. None when the JSON has no such set.
+pub fn parse_listing<A: NftFamily>(json: &str) -> Option<(BTreeSet<A>, bool)> {
     let v: Value = serde_json::from_str(json).ok()?;
     let items = v.get("nftables")?.as_array()?;
     let mut peers = None;
@@ -83,26 +107,26 @@ pub async fn available() -> Result<(), NftError> {
     nft(&["--version"], None).await.map(|_| ())
 }
 
-/// Deletes the table (this run's or a previous run's); true when there was one.
-pub async fn remove() -> bool {
-    nft(&["delete", "table", "ip", TABLE], None).await.is_ok()
+/// Deletes the table of family `A` (this run's or a previous run's); true when there was one.
+pub async fn remove<A: NftFamily>() -> bool {
+    nft(&["delete", "table", A::FAMILY, TABLE], None).await.is_ok()
 }
 
-/// The installed filter and the peers it admits.
-pub struct VxlanFilter {
+/// The installed filter of one family and the peers it admits.
+pub struct VxlanFilter<A: NftFamily = Ipv4Addr> {
     port: u16,
-    peers: BTreeSet<Ipv4Addr>,
+    peers: BTreeSet<A>,
 }
 
-impl VxlanFilter {
+impl<A: NftFamily> VxlanFilter<A> {
     /// Creates the table (replacing any other of the same name).
-    pub async fn create(port: u16, peers: BTreeSet<Ipv4Addr>) -> Result<Self, NftError> {
+    pub async fn create(port: u16, peers: BTreeSet<A>) -> Result<Self, NftError> {
         nft(&["-f", "-"], Some(&table_script(port, &peers))).await?;
         Ok(VxlanFilter { port, peers })
     }
 
     /// Adds and deletes set elements; rebuilds the table when that fails.
-    pub async fn set_peers(&mut self, peers: &BTreeSet<Ipv4Addr>) -> Result<(), NftError> {
+    pub async fn set_peers(&mut self, peers: &BTreeSet<A>) -> Result<(), NftError> {
         let script = update_script(&self.peers, peers);
         if script.is_empty() {
             return Ok(());
@@ -119,8 +143,8 @@ impl VxlanFilter {
     /// Rebuilds the table when it is gone, its set differs or its drop rule is missing;
     /// true when it had to.
     pub async fn check(&mut self) -> Result<bool, NftError> {
-        let listing = nft(&["-j", "list", "table", "ip", TABLE], None).await.ok();
-        let intact = listing.as_deref().and_then(parse_listing).is_some_and(|(peers, drop)| drop && peers == self.peers);
+        let listing = nft(&["-j", "list", "table", A::FAMILY, TABLE], None).await.ok();
+        let intact = listing.as_deref().and_then(parse_listing::<A>).is_some_and(|(peers, drop)| drop && peers == self.peers);
         if !intact {
             nft(&["-f", "-"], Some(&table_script(self.port, &self.peers))).await?;
         }
@@ -163,6 +187,27 @@ mod tests {
         assert_eq!(parse_listing(json), Some((set(&["192.168.77.2"]), true)));
         let flushed = r#"{"nftables": [{"set": {"name": "peers", "table": "flannel-agent-vxlan"}}, {"chain": {"name": "input"}}]}"#;
         assert_eq!(parse_listing(flushed), Some((set(&[]), false)));
-        assert_eq!(parse_listing(r#"{"nftables": []}"#), None);
+        assert_eq!(parse_listing::<Ipv4Addr>(r#"{"nftables": []}"#), None);
+    }
+
+    fn set6(ips: &[&str]) -> BTreeSet<Ipv6Addr> {
+        ips.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn ipv6_table_admits_only_ipv6_peers() {
+        let s = table_script(8472, &set6(&["fd00:1::3", "fd00:1::2"]));
+        assert!(s.starts_with("add table ip6 flannel-agent-vxlan\ndelete table ip6 flannel-agent-vxlan\n"), "{s}");
+        assert!(s.contains("type ipv6_addr"));
+        assert!(s.contains("elements = { fd00:1::2, fd00:1::3 }"));
+        assert!(s.contains("udp dport 8472 ip6 saddr != @peers counter drop"));
+        let u = update_script(&set6(&["fd00:1::2"]), &set6(&["fd00:1::3"]));
+        assert_eq!(
+            u,
+            "add element ip6 flannel-agent-vxlan peers { fd00:1::3 }\ndelete element ip6 flannel-agent-vxlan peers { fd00:1::2 }\n"
+        );
+        let json = r#"{"nftables": [{"set": {"family": "ip6", "name": "peers", "table": "flannel-agent-vxlan", "type": "ipv6_addr", "elem": ["fd00:1::2"]}},
+            {"rule": {"family": "ip6", "table": "flannel-agent-vxlan", "chain": "input", "expr": [{"drop": null}]}}]}"#;
+        assert_eq!(parse_listing(json), Some((set6(&["fd00:1::2"]), true)));
     }
 }

@@ -19,6 +19,17 @@ fn help_lists_flanneld_flags() {
 }
 
 #[test]
+fn help_lists_the_ipv6_flags() {
+    let out = agent().arg("--help").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("--public-ipv6=IP"), "{text}");
+    assert!(text.contains("--disable-ipv6=BOOL") && text.contains("behave like an implementation from before dual-stack"), "{text}");
+    let out = agent().arg("--public-ipv6=10.0.0.1").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("not an IPv6 address"));
+}
+
+#[test]
 fn bad_flags_exit_2_with_a_message() {
     for (args, needle) in [
         (vec!["--no-such-flag=1"], "unknown flag"),

@@ -1,23 +1,25 @@
 //! The host-gw backend: for every peer lease one route `<subnet> via <PublicIP>` on the
-//! underlay interface. Works only when peers share an L2 segment: the kernel refuses a
-//! gateway it cannot reach directly, and the agent then says so once per peer and goes on
-//! serving the others.
+//! underlay interface, and with IPv6 enabled one route `<IPv6 subnet> via <PublicIPv6>`
+//! for every lease with an IPv6 half (one [`HostGwNetwork`] per family). Works only when
+//! peers share an L2 segment: the kernel refuses a gateway it cannot reach directly, and
+//! the agent then says so once per peer and goes on serving the others.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::ipnet::Ipv4Net;
-use crate::lease::{Lease, LeaseAttrs, LeaseEvent};
+use crate::ipnet::{IpNet, Ipv4Net};
+use crate::lease::{Family, Lease, LeaseAttrs, LeaseEvent};
 
+/// Gateway routes of one family (`N`: [`Ipv4Net`] or [`crate::ipnet::Ipv6Net`]).
 #[allow(async_fn_in_trait)]
-pub trait HostGwKernel {
+pub trait HostGwKernel<N: IpNet = Ipv4Net> {
     type Error: std::error::Error + Send + Sync + 'static;
     /// Whether the error means "this gateway is not on a directly connected network".
     fn is_unreachable_gateway(e: &Self::Error) -> bool;
-    async fn add_route(&mut self, oif: u32, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), Self::Error>;
-    async fn del_route(&mut self, oif: u32, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), Self::Error>;
+    async fn add_route(&mut self, oif: u32, dst: N, gw: N::Addr) -> Result<(), Self::Error>;
+    async fn del_route(&mut self, oif: u32, dst: N, gw: N::Addr) -> Result<(), Self::Error>;
     /// Routes through `oif` whose destination lies inside `network`.
-    async fn routes_within(&mut self, oif: u32, network: Ipv4Net) -> Result<Vec<(Ipv4Net, Ipv4Addr)>, Self::Error>;
+    async fn routes_within(&mut self, oif: u32, network: N) -> Result<Vec<(N, N::Addr)>, Self::Error>;
 }
 
 /// Packets travel unencapsulated: pods get the underlay's MTU.
@@ -26,24 +28,33 @@ pub fn overlay_mtu(underlay_mtu: u32) -> u32 {
 }
 
 pub fn lease_attrs(public_ip: Ipv4Addr) -> LeaseAttrs {
-    LeaseAttrs { public_ip, public_ipv6: None, backend_type: Some("host-gw".into()), backend_data: None }
+    lease_attrs_for(public_ip, None)
 }
 
-pub struct HostGwNetwork<K: HostGwKernel> {
+/// host-gw leases name the backend only; an IPv6-only host has PublicIP 0.0.0.0.
+pub fn lease_attrs_for(public_ip: Ipv4Addr, public_ipv6: Option<Ipv6Addr>) -> LeaseAttrs {
+    LeaseAttrs { public_ip, public_ipv6, backend_type: Some("host-gw".into()), backend_data: None, backend_v6_data: None }
+}
+
+pub struct HostGwNetwork<K, N = Ipv4Net>
+where
+    K: HostGwKernel<N>,
+    N: Family,
+{
     kernel: K,
     oif: u32,
-    network: Ipv4Net,
-    own: Option<Ipv4Net>,
+    network: N,
+    own: Option<N>,
     /// Peers and whether their route is installed.
-    peers: BTreeMap<Ipv4Net, (Ipv4Addr, bool)>,
+    peers: BTreeMap<N, (N::Addr, bool)>,
 }
 
-impl<K: HostGwKernel> HostGwNetwork<K> {
-    pub fn new(kernel: K, oif: u32, network: Ipv4Net) -> Self {
+impl<K: HostGwKernel<N>, N: Family> HostGwNetwork<K, N> {
+    pub fn new(kernel: K, oif: u32, network: N) -> Self {
         HostGwNetwork { kernel, oif, network, own: None, peers: BTreeMap::new() }
     }
 
-    pub fn set_local_subnet(&mut self, subnet: Ipv4Net) {
+    pub fn set_local_subnet(&mut self, subnet: N) {
         self.own = Some(subnet);
         self.peers.remove(&subnet);
     }
@@ -52,11 +63,14 @@ impl<K: HostGwKernel> HostGwNetwork<K> {
         self.peers.len()
     }
 
-    fn wanted(&self, l: &Lease) -> bool {
-        Some(l.subnet) != self.own && l.attrs.backend_type.as_deref() == Some("host-gw")
+    /// The peer route a lease asks for in this family: its subnet and public address,
+    /// when it is a host-gw lease with both and not our own.
+    fn wanted(&self, l: &Lease) -> Option<(N, N::Addr)> {
+        let part = N::part(l)?;
+        (Some(part.subnet) != self.own && part.backend_type == Some("host-gw")).then_some((part.subnet, part.public_ip?))
     }
 
-    async fn install(&mut self, subnet: Ipv4Net, gw: Ipv4Addr) -> Result<(), K::Error> {
+    async fn install(&mut self, subnet: N, gw: N::Addr) -> Result<(), K::Error> {
         let ok = match self.kernel.add_route(self.oif, subnet, gw).await {
             Ok(()) => {
                 tracing::info!(%subnet, via = %gw, "peer route added");
@@ -73,8 +87,7 @@ impl<K: HostGwKernel> HostGwNetwork<K> {
     }
 
     pub async fn resync(&mut self, leases: &[Lease]) -> Result<(), K::Error> {
-        let desired: BTreeMap<Ipv4Net, Ipv4Addr> =
-            leases.iter().filter(|l| self.wanted(l)).map(|l| (l.subnet, l.attrs.public_ip)).collect();
+        let desired: BTreeMap<N, N::Addr> = leases.iter().filter_map(|l| self.wanted(l)).collect();
         for (dst, gw) in self.kernel.routes_within(self.oif, self.network).await? {
             if desired.get(&dst) != Some(&gw) {
                 self.kernel.del_route(self.oif, dst, gw).await?;
@@ -88,18 +101,25 @@ impl<K: HostGwKernel> HostGwNetwork<K> {
     }
 
     pub async fn handle(&mut self, ev: &LeaseEvent) -> Result<(), K::Error> {
+        let subnet = match ev {
+            LeaseEvent::Added(l) => N::subnet_of(&l.subnets),
+            LeaseEvent::Removed(s) => N::subnet_of(s),
+        };
+        // nothing of this family in the lease, or our own
+        let Some(subnet) = subnet.filter(|s| Some(*s) != self.own) else { return Ok(()) };
         match ev {
-            LeaseEvent::Added(l) if Some(l.subnet) == self.own => Ok(()),
-            LeaseEvent::Added(l) if !self.wanted(l) => self.remove(l.subnet).await,
-            LeaseEvent::Added(l) => {
-                match self.peers.get(&l.subnet) {
-                    Some((gw, _)) if *gw == l.attrs.public_ip => return Ok(()),
-                    Some(_) => self.remove(l.subnet).await?,
-                    None => {}
+            LeaseEvent::Added(l) => match self.wanted(l) {
+                None => self.remove(subnet).await,
+                Some((subnet, public_ip)) => {
+                    match self.peers.get(&subnet) {
+                        Some((gw, _)) if *gw == public_ip => return Ok(()),
+                        Some(_) => self.remove(subnet).await?,
+                        None => {}
+                    }
+                    self.install(subnet, public_ip).await
                 }
-                self.install(l.subnet, l.attrs.public_ip).await
-            }
-            LeaseEvent::Removed(s) => self.remove(*s).await,
+            },
+            LeaseEvent::Removed(_) => self.remove(subnet).await,
         }
     }
 
@@ -112,7 +132,7 @@ impl<K: HostGwKernel> HostGwNetwork<K> {
     /// and retries peers that could not be routed before. Failures wait for the next call.
     pub async fn reconcile(&mut self) -> Result<(), K::Error> {
         let present = self.kernel.routes_within(self.oif, self.network).await?;
-        let peers: Vec<(Ipv4Net, Ipv4Addr, bool)> = self.peers.iter().map(|(s, (gw, ok))| (*s, *gw, *ok)).collect();
+        let peers: Vec<(N, N::Addr, bool)> = self.peers.iter().map(|(s, (gw, ok))| (*s, *gw, *ok)).collect();
         for (subnet, gw, was_installed) in peers {
             if was_installed && present.contains(&(subnet, gw)) {
                 continue;
@@ -134,7 +154,7 @@ impl<K: HostGwKernel> HostGwNetwork<K> {
         Ok(())
     }
 
-    async fn remove(&mut self, subnet: Ipv4Net) -> Result<(), K::Error> {
+    async fn remove(&mut self, subnet: N) -> Result<(), K::Error> {
         if let Some((gw, installed)) = self.peers.remove(&subnet) {
             if installed {
                 self.kernel.del_route(self.oif, subnet, gw).await?;
@@ -148,6 +168,8 @@ impl<K: HostGwKernel> HostGwNetwork<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipnet::Ipv6Net;
+    use crate::lease::Subnets;
 
     #[derive(Debug, thiserror::Error)]
     enum FakeError {
@@ -155,18 +177,23 @@ mod tests {
         Unreachable,
     }
 
-    #[derive(Default)]
-    struct Fake {
-        routes: Vec<(Ipv4Net, Ipv4Addr)>,
-        reachable: Option<Ipv4Net>,
+    struct Fake<N: IpNet = Ipv4Net> {
+        routes: Vec<(N, N::Addr)>,
+        reachable: Option<N>,
     }
 
-    impl HostGwKernel for &mut Fake {
+    impl<N: IpNet> Default for Fake<N> {
+        fn default() -> Self {
+            Fake { routes: Vec::new(), reachable: None }
+        }
+    }
+
+    impl<N: IpNet> HostGwKernel<N> for &mut Fake<N> {
         type Error = FakeError;
         fn is_unreachable_gateway(_: &FakeError) -> bool {
             true
         }
-        async fn add_route(&mut self, _: u32, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), FakeError> {
+        async fn add_route(&mut self, _: u32, dst: N, gw: N::Addr) -> Result<(), FakeError> {
             if self.reachable.is_some_and(|n| !n.contains(gw)) {
                 return Err(FakeError::Unreachable);
             }
@@ -174,17 +201,17 @@ mod tests {
             self.routes.push((dst, gw));
             Ok(())
         }
-        async fn del_route(&mut self, _: u32, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), FakeError> {
+        async fn del_route(&mut self, _: u32, dst: N, gw: N::Addr) -> Result<(), FakeError> {
             self.routes.retain(|r| *r != (dst, gw));
             Ok(())
         }
-        async fn routes_within(&mut self, _: u32, network: Ipv4Net) -> Result<Vec<(Ipv4Net, Ipv4Addr)>, FakeError> {
+        async fn routes_within(&mut self, _: u32, network: N) -> Result<Vec<(N, N::Addr)>, FakeError> {
             Ok(self.routes.iter().filter(|(d, _)| network.contains_net(d)).cloned().collect())
         }
     }
 
     fn lease(subnet: &str, ip: &str) -> Lease {
-        Lease { subnet: subnet.parse().unwrap(), attrs: lease_attrs(ip.parse().unwrap()) }
+        Lease { subnets: Subnets::v4(subnet.parse().unwrap()), attrs: lease_attrs(ip.parse().unwrap()) }
     }
 
     fn rt() -> tokio::runtime::Runtime {
@@ -193,21 +220,22 @@ mod tests {
 
     #[test]
     fn one_route_per_peer_and_stale_ones_go() {
-        let mut fake = Fake { routes: vec![("10.244.9.0/24".parse().unwrap(), "192.168.99.9".parse().unwrap())], reachable: None };
+        let mut fake =
+            Fake::<Ipv4Net> { routes: vec![("10.244.9.0/24".parse().unwrap(), "192.168.99.9".parse().unwrap())], reachable: None };
         rt().block_on(async {
             let mut n = HostGwNetwork::new(&mut fake, 2, "10.244.0.0/16".parse().unwrap());
             n.set_local_subnet("10.244.1.0/24".parse().unwrap());
             n.resync(&[lease("10.244.1.0/24", "192.168.99.1"), lease("10.244.2.0/24", "192.168.99.2")]).await.unwrap();
             n.handle(&LeaseEvent::Added(lease("10.244.3.0/24", "192.168.99.3"))).await.unwrap();
             n.handle(&LeaseEvent::Added(lease("10.244.3.0/24", "192.168.99.33"))).await.unwrap();
-            n.handle(&LeaseEvent::Removed("10.244.2.0/24".parse().unwrap())).await.unwrap();
+            n.handle(&LeaseEvent::Removed(Subnets::v4("10.244.2.0/24".parse().unwrap()))).await.unwrap();
         });
         assert_eq!(fake.routes, vec![("10.244.3.0/24".parse().unwrap(), "192.168.99.33".parse().unwrap())]);
     }
 
     #[test]
     fn reconcile_restores_lost_routes() {
-        let mut fake = Fake::default();
+        let mut fake = Fake::<Ipv4Net>::default();
         rt().block_on(async {
             let mut n = HostGwNetwork::new(&mut fake, 2, "10.244.0.0/16".parse().unwrap());
             n.set_local_subnet("10.244.1.0/24".parse().unwrap());
@@ -220,7 +248,7 @@ mod tests {
 
     #[test]
     fn unreachable_peer_is_skipped_and_others_served() {
-        let mut fake = Fake { routes: vec![], reachable: Some("192.168.99.0/24".parse().unwrap()) };
+        let mut fake = Fake::<Ipv4Net> { routes: vec![], reachable: Some("192.168.99.0/24".parse().unwrap()) };
         rt().block_on(async {
             let mut n = HostGwNetwork::new(&mut fake, 2, "10.244.0.0/16".parse().unwrap());
             n.set_local_subnet("10.244.1.0/24".parse().unwrap());
@@ -228,7 +256,61 @@ mod tests {
             n.handle(&LeaseEvent::Added(lease("10.244.2.0/24", "192.168.99.2"))).await.unwrap();
             assert_eq!(n.peer_count(), 2);
             // removing the unreachable peer does not try to delete a route that never existed
-            n.handle(&LeaseEvent::Removed("10.244.5.0/24".parse().unwrap())).await.unwrap();
+            n.handle(&LeaseEvent::Removed(Subnets::v4("10.244.5.0/24".parse().unwrap()))).await.unwrap();
+        });
+        assert_eq!(fake.routes, vec![("10.244.2.0/24".parse().unwrap(), "192.168.99.2".parse().unwrap())]);
+    }
+
+    /// A lease with both halves, as a dual-stack host-gw peer writes it.
+    fn dual(v4: &str, ip: &str, v6: &str, ip6: &str) -> Lease {
+        Lease {
+            subnets: Subnets { v4: Some(v4.parse().unwrap()), v6: Some(v6.parse().unwrap()) },
+            attrs: lease_attrs_for(ip.parse().unwrap(), Some(ip6.parse().unwrap())),
+        }
+    }
+
+    #[test]
+    fn ipv6_routes_follow_the_ipv6_halves_of_leases() {
+        let mut fake =
+            Fake::<Ipv6Net> { routes: vec![("fd00:10:244:9::/64".parse().unwrap(), "fd00:1::9".parse().unwrap())], reachable: None };
+        rt().block_on(async {
+            let mut n = HostGwNetwork::new(&mut fake, 2, "fd00:10:244::/56".parse::<Ipv6Net>().unwrap());
+            n.set_local_subnet("fd00:10:244:1::/64".parse().unwrap());
+            let only6 = Lease {
+                subnets: Subnets { v4: None, v6: Some("fd00:10:244:3::/64".parse().unwrap()) },
+                attrs: lease_attrs_for(Ipv4Addr::UNSPECIFIED, Some("fd00:1::3".parse().unwrap())),
+            };
+            n.resync(&[
+                dual("10.244.1.0/24", "192.168.99.1", "fd00:10:244:1::/64", "fd00:1::1"),
+                dual("10.244.2.0/24", "192.168.99.2", "fd00:10:244:2::/64", "fd00:1::2"),
+                lease("10.244.4.0/24", "192.168.99.4"), // IPv4 only: nothing for IPv6
+                only6,
+            ])
+            .await
+            .unwrap();
+            assert_eq!(n.peer_count(), 2);
+            // an IPv4-only event does not touch IPv6 routes; removing the dual lease does
+            n.handle(&LeaseEvent::Removed(Subnets::v4("10.244.2.0/24".parse().unwrap()))).await.unwrap();
+            assert_eq!(n.peer_count(), 2);
+            let key = Subnets { v4: Some("10.244.2.0/24".parse().unwrap()), v6: Some("fd00:10:244:2::/64".parse().unwrap()) };
+            n.handle(&LeaseEvent::Removed(key)).await.unwrap();
+        });
+        assert_eq!(fake.routes, vec![("fd00:10:244:3::/64".parse().unwrap(), "fd00:1::3".parse().unwrap())]);
+    }
+
+    #[test]
+    fn ipv4_network_ignores_ipv6_only_leases() {
+        let mut fake = Fake::<Ipv4Net>::default();
+        rt().block_on(async {
+            let mut n = HostGwNetwork::new(&mut fake, 2, "10.244.0.0/16".parse().unwrap());
+            n.set_local_subnet("10.244.1.0/24".parse().unwrap());
+            let only6 = Lease {
+                subnets: Subnets { v4: None, v6: Some("fd00:10:244:3::/64".parse().unwrap()) },
+                attrs: lease_attrs_for(Ipv4Addr::UNSPECIFIED, Some("fd00:1::3".parse().unwrap())),
+            };
+            n.handle(&LeaseEvent::Added(only6)).await.unwrap();
+            n.handle(&LeaseEvent::Added(dual("10.244.2.0/24", "192.168.99.2", "fd00:10:244:2::/64", "fd00:1::2"))).await.unwrap();
+            assert_eq!(n.peer_count(), 1);
         });
         assert_eq!(fake.routes, vec![("10.244.2.0/24".parse().unwrap(), "192.168.99.2".parse().unwrap())]);
     }

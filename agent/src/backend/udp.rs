@@ -34,7 +34,7 @@ pub fn overlay_mtu(underlay_mtu: u32) -> Option<u32> {
 
 /// udp leases carry no BackendType at all (as flanneld writes them).
 pub fn lease_attrs(public_ip: Ipv4Addr) -> LeaseAttrs {
-    LeaseAttrs { public_ip, public_ipv6: None, backend_type: None, backend_data: None }
+    LeaseAttrs { public_ip, public_ipv6: None, backend_type: None, backend_data: None, backend_v6_data: None }
 }
 
 fn is_udp_lease(l: &Lease) -> bool {
@@ -89,23 +89,28 @@ impl PeerTable {
         }
     }
 
-    /// Applies one lease change; returns whether the table changed.
+    /// Applies one lease change; returns whether the table changed. Only the IPv4 half of
+    /// a lease matters (an IPv6-only lease has none).
     pub fn apply(&mut self, ev: &LeaseEvent) -> bool {
         match ev {
-            LeaseEvent::Added(l) if Some(l.subnet) == self.own => false,
-            LeaseEvent::Added(l) if !is_udp_lease(l) || l.subnet.prefix() != self.subnet_len => {
-                let had = self.by_subnet.contains_key(&u32::from(l.subnet.addr()));
-                self.remove(l.subnet);
-                had
-            }
             LeaseEvent::Added(l) => {
-                let same = self.by_subnet.get(&u32::from(l.subnet.addr())) == Some(&l.attrs.public_ip);
-                self.insert(l.subnet, l.attrs.public_ip);
+                let Some(subnet) = l.subnets.v4 else { return false };
+                if Some(subnet) == self.own {
+                    return false;
+                }
+                if !is_udp_lease(l) || subnet.prefix() != self.subnet_len {
+                    let had = self.by_subnet.contains_key(&u32::from(subnet.addr()));
+                    self.remove(subnet);
+                    return had;
+                }
+                let same = self.by_subnet.get(&u32::from(subnet.addr())) == Some(&l.attrs.public_ip);
+                self.insert(subnet, l.attrs.public_ip);
                 !same
             }
             LeaseEvent::Removed(s) => {
-                let had = self.by_subnet.contains_key(&u32::from(s.addr()));
-                self.remove(*s);
+                let Some(subnet) = s.v4 else { return false };
+                let had = self.by_subnet.contains_key(&u32::from(subnet.addr()));
+                self.remove(subnet);
                 had
             }
         }
@@ -306,7 +311,8 @@ mod tests {
     fn table() -> PeerTable {
         let mut t = PeerTable::new("10.244.0.0/16".parse().unwrap(), 24);
         t.set_own("10.244.1.0/24".parse().unwrap());
-        let lease = |s: &str, ip: &str| Lease { subnet: s.parse().unwrap(), attrs: lease_attrs(ip.parse().unwrap()) };
+        let lease =
+            |s: &str, ip: &str| Lease { subnets: crate::lease::Subnets::v4(s.parse().unwrap()), attrs: lease_attrs(ip.parse().unwrap()) };
         t.resync(&[lease("10.244.1.0/24", "192.168.99.1"), lease("10.244.2.0/24", "192.168.99.2")]);
         t
     }
@@ -361,15 +367,21 @@ mod tests {
     #[test]
     fn table_follows_events_and_ignores_other_backends() {
         let mut t = table();
-        let mut vx = Lease { subnet: "10.244.3.0/24".parse().unwrap(), attrs: lease_attrs("192.168.99.3".parse().unwrap()) };
+        let mut vx = Lease {
+            subnets: crate::lease::Subnets::v4("10.244.3.0/24".parse().unwrap()),
+            attrs: lease_attrs("192.168.99.3".parse().unwrap()),
+        };
         vx.attrs.backend_type = Some("vxlan".into());
         assert!(!t.apply(&LeaseEvent::Added(vx)));
         assert_eq!(t.len(), 1);
-        let moved = Lease { subnet: "10.244.2.0/24".parse().unwrap(), attrs: lease_attrs("192.168.99.22".parse().unwrap()) };
+        let moved = Lease {
+            subnets: crate::lease::Subnets::v4("10.244.2.0/24".parse().unwrap()),
+            attrs: lease_attrs("192.168.99.22".parse().unwrap()),
+        };
         assert!(t.apply(&LeaseEvent::Added(moved)));
         assert!(!t.accepts("192.168.99.2".parse().unwrap(), "10.244.2.5".parse().unwrap()), "old address forgotten");
         assert!(t.accepts("192.168.99.22".parse().unwrap(), "10.244.2.5".parse().unwrap()));
-        assert!(t.apply(&LeaseEvent::Removed("10.244.2.0/24".parse().unwrap())));
+        assert!(t.apply(&LeaseEvent::Removed(crate::lease::Subnets::v4("10.244.2.0/24".parse().unwrap()))));
         assert!(t.is_empty());
     }
 }

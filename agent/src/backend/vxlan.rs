@@ -3,20 +3,25 @@
 //! underlay for peers on a directly connected network ([`Path`]). Kernel access goes
 //! through [`VxlanKernel`], so the bookkeeping here is tested against a recording fake.
 //!
+//! With IPv6 enabled a second device, `flannel-v6.<VNI>`, does the same for the IPv6
+//! halves of leases over the IPv6 underlay (its VtepMAC is published as
+//! `BackendV6Data`). [`VxlanNetwork`] is generic over the family, so each device is one
+//! instance of it; with IPv4 disabled there is no `flannel.<VNI>`.
+//!
 //! [`VxlanNetwork::reconcile`] brings back what the kernel lost: routes deleted when the
 //! underlay went down (upstream #1070), the device itself when the underlay was deleted
 //! and recreated (the kernel deletes a vxlan device with its lower device), entries
 //! removed by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::vxlan_plan::{choose_path, plan};
 pub use super::vxlan_plan::{InstalledPeers, Path, RouteTo};
-use crate::ipnet::Ipv4Net;
-use crate::lease::{Lease, LeaseAttrs, LeaseEvent};
+use crate::ipnet::{IpNet, Ipv4Net};
+use crate::lease::{Family, Lease, LeaseAttrs, LeaseEvent};
 
 pub type Mac = [u8; 6];
 
@@ -24,12 +29,41 @@ pub type Mac = [u8; 6];
 pub const DEFAULT_PORT: u16 = 8472;
 /// VXLAN over IPv4 adds 50 bytes: outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14).
 pub const OVERHEAD: u32 = 50;
-/// Every vxlan device of flannel is named `flannel.<VNI>`.
+/// VXLAN over IPv6 adds 70 bytes: the outer IPv6 header is 40 bytes, not 20.
+pub const OVERHEAD_V6: u32 = 70;
+/// Every IPv4 vxlan device of flannel is named `flannel.<VNI>`.
 pub const DEVICE_PREFIX: &str = "flannel.";
+/// Every IPv6 vxlan device of flannel is named `flannel-v6.<VNI>`.
+pub const DEVICE_PREFIX_V6: &str = "flannel-v6.";
+/// IPv6 needs links of at least 1280 bytes (RFC 8200); the kernel turns IPv6 off below.
+pub const MIN_MTU_V6: u32 = 1280;
 
 /// flanneld's name for the device of `vni`.
 pub fn device_name(vni: u32) -> String {
     format!("{DEVICE_PREFIX}{vni}")
+}
+
+/// flanneld's name for the IPv6 device of `vni`.
+pub fn device_name_v6(vni: u32) -> String {
+    format!("{DEVICE_PREFIX_V6}{vni}")
+}
+
+/// The IPv6 device MTU: `configured` (the backend's `MTU` option, shared with the IPv4
+/// device) when it fits in the underlay with the 70 bytes of VXLAN over IPv6 and is at
+/// least IPv6's 1280; else the underlay's less those 70 bytes.
+pub fn device_mtu_v6(underlay_mtu: u32, configured: Option<u32>) -> Result<u32, String> {
+    let max = underlay_mtu.saturating_sub(OVERHEAD_V6);
+    match configured {
+        None if max < MIN_MTU_V6 => Err(format!(
+            "underlay MTU {underlay_mtu} leaves {max} for IPv6 pods after the {OVERHEAD_V6} bytes of vxlan over IPv6, less than IPv6's {MIN_MTU_V6}"
+        )),
+        None => Ok(max),
+        Some(m) if m < MIN_MTU_V6 => Err(format!("`Backend.MTU` {m} is below {MIN_MTU_V6}, the smallest IPv6 MTU (`EnableIPv6` is on)")),
+        Some(m) if m > max => Err(format!(
+            "`Backend.MTU` {m} is above the underlay MTU {underlay_mtu} less the vxlan-over-IPv6 overhead of {OVERHEAD_V6} (at most {max})"
+        )),
+        Some(m) => Ok(m),
+    }
 }
 
 /// The MTU left for pods over an underlay of `underlay_mtu`; None when under IPv4's minimum.
@@ -53,17 +87,17 @@ pub fn device_mtu(underlay_mtu: u32, configured: Option<u32>) -> Result<u32, Str
     }
 }
 
-/// What one peer lease asks of this host.
+/// What one peer lease asks of this host, in one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    pub subnet: Ipv4Net,
-    pub public_ip: Ipv4Addr,
+pub struct Peer<N: IpNet = Ipv4Net> {
+    pub subnet: N,
+    pub public_ip: N::Addr,
     pub vtep_mac: Mac,
 }
 
-impl Peer {
+impl<N: IpNet> Peer<N> {
     /// The peer's VTEP address: the subnet's network address, as flanneld uses it.
-    pub fn gateway(&self) -> Ipv4Addr {
+    pub fn gateway(&self) -> N::Addr {
         self.subnet.addr()
     }
 }
@@ -74,7 +108,8 @@ pub struct VxlanDevice {
     pub name: String,
     pub vni: u32,
     pub port: u16,
-    pub local: Ipv4Addr,
+    /// The public address of this host in the device's family.
+    pub local: IpAddr,
     pub underlay_index: u32,
     pub mtu: u32,
     /// Kernel GBP extension (`gbp`).
@@ -95,24 +130,27 @@ pub struct DeviceState {
     pub created: bool,
 }
 
+/// The kernel operations of one family's vxlan device (`N`: [`Ipv4Net`] or
+/// [`crate::ipnet::Ipv6Net`]).
 #[allow(async_fn_in_trait)]
-pub trait VxlanKernel {
+pub trait VxlanKernel<N: IpNet = Ipv4Net> {
     type Error: std::error::Error + Send + Sync + 'static;
     /// Creates the device, or reuses an existing one with the same settings (keeping its
     /// MAC and setting the MTU).
     async fn ensure_device(&mut self, dev: &VxlanDevice) -> Result<DeviceState, Self::Error>;
-    /// Puts `addr/32` on the device (removing other IPv4 addresses) and sets it up.
-    async fn configure_device(&mut self, ifindex: u32, addr: Ipv4Addr) -> Result<(), Self::Error>;
+    /// Puts `addr/32` (IPv6: `addr/128`) on the device, removing other addresses of the
+    /// family (not IPv6 link-local ones), and sets it up.
+    async fn configure_device(&mut self, ifindex: u32, addr: N::Addr) -> Result<(), Self::Error>;
     /// `ip route get IP`; None when the kernel has no route now.
-    async fn route_to(&mut self, ip: Ipv4Addr) -> Result<Option<RouteTo>, Self::Error>;
-    async fn add_peer(&mut self, ifindex: u32, peer: &Peer) -> Result<(), Self::Error>;
-    async fn add_direct(&mut self, underlay: u32, subnet: Ipv4Net, via: Ipv4Addr) -> Result<(), Self::Error>;
+    async fn route_to(&mut self, ip: N::Addr) -> Result<Option<RouteTo<N::Addr>>, Self::Error>;
+    async fn add_peer(&mut self, ifindex: u32, peer: &Peer<N>) -> Result<(), Self::Error>;
+    async fn add_direct(&mut self, underlay: u32, subnet: N, via: N::Addr) -> Result<(), Self::Error>;
     /// Peer entries on the device, and direct routes on `underlay` inside `network` when given.
-    async fn installed(&mut self, ifindex: u32, direct: Option<(u32, Ipv4Net)>) -> Result<InstalledPeers, Self::Error>;
-    async fn del_route(&mut self, ifindex: u32, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), Self::Error>;
-    async fn del_neighbour(&mut self, ifindex: u32, ip: Ipv4Addr, mac: Mac) -> Result<(), Self::Error>;
-    async fn del_fdb(&mut self, ifindex: u32, mac: Mac, dst: Ipv4Addr) -> Result<(), Self::Error>;
-    async fn del_direct(&mut self, underlay: u32, dst: Ipv4Net, via: Ipv4Addr) -> Result<(), Self::Error>;
+    async fn installed(&mut self, ifindex: u32, direct: Option<(u32, N)>) -> Result<InstalledPeers<N>, Self::Error>;
+    async fn del_route(&mut self, ifindex: u32, dst: N, gw: N::Addr) -> Result<(), Self::Error>;
+    async fn del_neighbour(&mut self, ifindex: u32, ip: N::Addr, mac: Mac) -> Result<(), Self::Error>;
+    async fn del_fdb(&mut self, ifindex: u32, mac: Mac, dst: N::Addr) -> Result<(), Self::Error>;
+    async fn del_direct(&mut self, underlay: u32, dst: N, via: N::Addr) -> Result<(), Self::Error>;
 }
 
 pub fn format_mac(m: &Mac) -> String {
@@ -128,47 +166,58 @@ pub fn parse_mac(s: &str) -> Option<Mac> {
     parts.next().is_none().then_some(out)
 }
 
-/// The lease attributes this host publishes.
+/// The lease attributes an IPv4-only host publishes.
 pub fn lease_attrs(public_ip: Ipv4Addr, vni: u32, mac: &Mac) -> LeaseAttrs {
-    LeaseAttrs {
-        public_ip,
-        public_ipv6: None,
-        backend_type: Some("vxlan".into()),
-        backend_data: Some(json!({"VNI": vni, "VtepMAC": format_mac(mac)})),
-    }
+    lease_attrs_for(public_ip, None, vni, Some(mac), None)
 }
 
-/// Reads a peer out of a lease; None with a reason when the lease is not for us.
-fn peer_of(lease: &Lease) -> Result<Peer, String> {
-    if lease.attrs.backend_type.as_deref() != Some("vxlan") {
-        return Err(format!("backend type {:?}, not vxlan", lease.attrs.backend_type));
-    }
-    let mac = lease
-        .attrs
-        .backend_data
-        .as_ref()
-        .and_then(|d| d.as_object())
+/// The lease attributes this host publishes: `BackendData` for `flannel.<VNI>`'s MAC,
+/// `BackendV6Data` for `flannel-v6.<VNI>`'s, each present when that device is.
+/// (An IPv6-only host has PublicIP 0.0.0.0.)
+pub fn lease_attrs_for(public_ip: Ipv4Addr, public_ipv6: Option<Ipv6Addr>, vni: u32, mac: Option<&Mac>, mac6: Option<&Mac>) -> LeaseAttrs {
+    let data = |m: &Mac| json!({"VNI": vni, "VtepMAC": format_mac(m)});
+    LeaseAttrs { public_ip, public_ipv6, backend_type: Some("vxlan".into()), backend_data: mac.map(data), backend_v6_data: mac6.map(data) }
+}
+
+/// `VtepMAC` (any case) out of `BackendData`/`BackendV6Data`.
+fn vtep_mac(data: Option<&Value>) -> Option<Mac> {
+    data.and_then(|d| d.as_object())
         .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("VtepMAC")).map(|(_, v)| v))
         .and_then(|v| v.as_str())
         .and_then(parse_mac)
-        .ok_or("no valid BackendData.VtepMAC")?;
-    Ok(Peer { subnet: lease.subnet, public_ip: lease.attrs.public_ip, vtep_mac: mac })
 }
 
-/// The vxlan network of one host: the device plus the peers programmed on it.
-pub struct VxlanNetwork<K: VxlanKernel> {
+/// Reads a peer of family `N` out of a lease; an error with a reason when the lease has
+/// nothing for this family's device.
+fn peer_of<N: Family>(lease: &Lease) -> Result<Peer<N>, String> {
+    let part = N::part(lease).ok_or_else(|| format!("no {} subnet", N::FAMILY))?;
+    if part.backend_type != Some("vxlan") {
+        return Err(format!("backend type {:?}, not vxlan", part.backend_type));
+    }
+    let data = if N::BITS == 32 { "BackendData" } else { "BackendV6Data" };
+    let mac = vtep_mac(part.backend_data).ok_or_else(|| format!("no valid {data}.VtepMAC"))?;
+    let public_ip = part.public_ip.ok_or_else(|| format!("no {} public address", N::FAMILY))?;
+    Ok(Peer { subnet: part.subnet, public_ip, vtep_mac: mac })
+}
+
+/// The vxlan network of one host in one family: the device plus the peers programmed on it.
+pub struct VxlanNetwork<K, N = Ipv4Net>
+where
+    K: VxlanKernel<N>,
+    N: Family,
+{
     kernel: K,
     dev: VxlanDevice,
     ifindex: u32,
-    network: Ipv4Net,
+    network: N,
     direct_routing: bool,
-    own: Option<Ipv4Net>,
-    peers: BTreeMap<Ipv4Net, (Peer, Path)>,
+    own: Option<N>,
+    peers: BTreeMap<N, (Peer<N>, Path)>,
 }
 
-impl<K: VxlanKernel> VxlanNetwork<K> {
+impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
     /// Creates or reuses the device. Returns the network and the device MAC to publish.
-    pub async fn open(mut kernel: K, dev: &VxlanDevice, network: Ipv4Net, direct_routing: bool) -> Result<(Self, Mac), K::Error> {
+    pub async fn open(mut kernel: K, dev: &VxlanDevice, network: N, direct_routing: bool) -> Result<(Self, Mac), K::Error> {
         let state = kernel.ensure_device(dev).await?;
         if !state.created {
             tracing::info!(device = dev.name, "reusing existing vxlan device");
@@ -178,18 +227,18 @@ impl<K: VxlanKernel> VxlanNetwork<K> {
     }
 
     /// Gives the device its address once the local subnet is known.
-    pub async fn set_local_subnet(&mut self, subnet: Ipv4Net) -> Result<(), K::Error> {
+    pub async fn set_local_subnet(&mut self, subnet: N) -> Result<(), K::Error> {
         self.own = Some(subnet);
         self.peers.remove(&subnet);
         self.kernel.configure_device(self.ifindex, subnet.addr()).await
     }
 
-    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+    pub fn peers(&self) -> impl Iterator<Item = &Peer<N>> {
         self.peers.values().map(|(p, _)| p)
     }
 
     /// The PublicIPs of every current peer (for the source filter).
-    pub fn peer_ips(&self) -> BTreeSet<Ipv4Addr> {
+    pub fn peer_ips(&self) -> BTreeSet<N::Addr> {
         self.peers().map(|p| p.public_ip).collect()
     }
 
@@ -197,18 +246,23 @@ impl<K: VxlanKernel> VxlanNetwork<K> {
         &self.dev.name
     }
 
+    /// The device's MAC, to publish as `VtepMAC`.
+    pub fn mac(&self) -> Option<Mac> {
+        self.dev.mac
+    }
+
     /// The underlay was recreated under a new ifindex: the device must follow it.
     pub fn set_underlay(&mut self, index: u32) {
         self.dev.underlay_index = index;
     }
 
-    fn direct_scope(&self) -> Option<(u32, Ipv4Net)> {
+    fn direct_scope(&self) -> Option<(u32, N)> {
         self.direct_routing.then_some((self.dev.underlay_index, self.network))
     }
 
     /// The path for `p` now; when the kernel has no route to it (the underlay is down),
     /// the path it already has, and false.
-    async fn path_for(&mut self, p: &Peer, current: Option<Path>) -> (Path, bool) {
+    async fn path_for(&mut self, p: &Peer<N>, current: Option<Path>) -> (Path, bool) {
         if !self.direct_routing {
             return (Path::Vxlan, true);
         }
@@ -230,14 +284,15 @@ impl<K: VxlanKernel> VxlanNetwork<K> {
     pub async fn resync(&mut self, leases: &[Lease]) -> Result<(), K::Error> {
         let mut desired = BTreeMap::new();
         let own = self.own;
-        for l in leases.iter().filter(|l| Some(l.subnet) != own) {
-            match peer_of(l) {
+        for l in leases {
+            let Some(subnet) = N::subnet_of(&l.subnets).filter(|s| Some(*s) != own) else { continue };
+            match peer_of::<N>(l) {
                 Ok(p) => {
                     let current = self.peers.get(&p.subnet).map(|(_, path)| *path);
                     let (path, _) = self.path_for(&p, current).await;
                     desired.insert(p.subnet, (p, path));
                 }
-                Err(why) => tracing::debug!(subnet = %l.subnet, why, "lease ignored"),
+                Err(why) => tracing::debug!(%subnet, why, "lease ignored"),
             }
         }
         self.peers = desired;
@@ -257,7 +312,7 @@ impl<K: VxlanKernel> VxlanNetwork<K> {
             self.kernel.configure_device(self.ifindex, own.addr()).await?;
         }
         self.dev.mac = Some(state.mac);
-        let peers: Vec<(Peer, Path)> = self.peers.values().copied().collect();
+        let peers: Vec<(Peer<N>, Path)> = self.peers.values().copied().collect();
         let mut unreachable = BTreeSet::new();
         for (p, path) in peers {
             let (now, reachable) = self.path_for(&p, Some(path)).await;
@@ -276,9 +331,9 @@ impl<K: VxlanKernel> VxlanNetwork<K> {
     /// Removes stale entries and adds missing ones, except direct routes of peers in
     /// `unreachable` (the kernel has no route to them while the underlay is down). A failing
     /// entry is logged and left for the next reconcile.
-    async fn converge(&mut self, report_missing: bool, unreachable: &BTreeSet<Ipv4Net>) -> Result<(), K::Error> {
+    async fn converge(&mut self, report_missing: bool, unreachable: &BTreeSet<N>) -> Result<(), K::Error> {
         let installed = self.kernel.installed(self.ifindex, self.direct_scope()).await?;
-        let wanted: Vec<(Peer, Path)> = self.peers.values().copied().collect();
+        let wanted: Vec<(Peer<N>, Path)> = self.peers.values().copied().collect();
         let p = plan(&wanted, &installed);
         let (ifindex, underlay) = (self.ifindex, self.dev.underlay_index);
         let k = &mut self.kernel;
@@ -315,13 +370,18 @@ impl<K: VxlanKernel> VxlanNetwork<K> {
 
     /// Follows one lease change.
     pub async fn handle(&mut self, ev: &LeaseEvent) -> Result<(), K::Error> {
+        let subnet = match ev {
+            LeaseEvent::Added(l) => N::subnet_of(&l.subnets),
+            LeaseEvent::Removed(s) => N::subnet_of(s),
+        };
+        // nothing of this family in the lease, or our own
+        let Some(subnet) = subnet.filter(|s| Some(*s) != self.own) else { return Ok(()) };
         match ev {
-            LeaseEvent::Added(l) if Some(l.subnet) == self.own => Ok(()),
-            LeaseEvent::Added(l) => match peer_of(l) {
+            LeaseEvent::Added(l) => match peer_of::<N>(l) {
                 Err(why) => {
-                    tracing::debug!(subnet = %l.subnet, why, "lease ignored");
+                    tracing::debug!(%subnet, why, "lease ignored");
                     // A lease that changed to something we cannot use no longer routes here.
-                    self.remove(l.subnet).await
+                    self.remove(subnet).await
                 }
                 Ok(p) => {
                     let current = self.peers.get(&p.subnet).copied();
@@ -347,11 +407,11 @@ impl<K: VxlanKernel> VxlanNetwork<K> {
                     Ok(())
                 }
             },
-            LeaseEvent::Removed(subnet) => self.remove(*subnet).await,
+            LeaseEvent::Removed(_) => self.remove(subnet).await,
         }
     }
 
-    async fn del_entries(&mut self, p: &Peer, path: Path) -> Result<(), K::Error> {
+    async fn del_entries(&mut self, p: &Peer<N>, path: Path) -> Result<(), K::Error> {
         match path {
             Path::Vxlan => {
                 self.kernel.del_route(self.ifindex, p.subnet, p.gateway()).await?;
@@ -362,7 +422,7 @@ impl<K: VxlanKernel> VxlanNetwork<K> {
         }
     }
 
-    async fn remove(&mut self, subnet: Ipv4Net) -> Result<(), K::Error> {
+    async fn remove(&mut self, subnet: N) -> Result<(), K::Error> {
         if let Some((p, path)) = self.peers.remove(&subnet) {
             tracing::info!(subnet = %p.subnet, public_ip = %p.public_ip, path = path.name(), "peer removed");
             self.del_entries(&p, path).await?;
@@ -385,35 +445,52 @@ fn warn_on<E: std::error::Error + 'static>(r: Result<(), E>, what: &str, object:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipnet::Ipv6Net;
+    use crate::lease::Subnets;
 
     #[derive(Debug, Clone, PartialEq)]
-    enum Op {
-        Add(Ipv4Net, Mac),
-        Direct(Ipv4Net, Ipv4Addr),
-        DelRoute(Ipv4Net),
-        DelNeigh(Ipv4Addr),
+    enum Op<N: IpNet = Ipv4Net> {
+        Add(N, Mac),
+        Direct(N, N::Addr),
+        DelRoute(N),
+        DelNeigh(N::Addr),
         DelFdb(Mac),
-        DelDirect(Ipv4Net),
+        DelDirect(N),
         Create(u32, Option<Mac>),
     }
 
     /// Records changes; keeps `installed` in step so reconcile sees its own work.
-    #[derive(Default)]
-    struct Fake {
-        ops: Vec<Op>,
-        installed: InstalledPeers,
+    struct Fake<N: IpNet = Ipv4Net> {
+        ops: Vec<Op<N>>,
+        installed: InstalledPeers<N>,
         /// PublicIPs reachable without a gateway through ifindex 2
-        on_link: Vec<Ipv4Addr>,
+        on_link: Vec<N::Addr>,
         link_down: bool,
         device_gone: bool,
         next_mac: Option<Mac>,
+        /// The addresses given to the device.
+        addresses: Vec<N::Addr>,
+    }
+
+    impl<N: IpNet> Default for Fake<N> {
+        fn default() -> Self {
+            Fake {
+                ops: Vec::new(),
+                installed: InstalledPeers::default(),
+                on_link: Vec::new(),
+                link_down: false,
+                device_gone: false,
+                next_mac: None,
+                addresses: Vec::new(),
+            }
+        }
     }
 
     #[derive(Debug, thiserror::Error)]
     #[error("fake: network is down")]
     struct FakeError;
 
-    impl VxlanKernel for &mut Fake {
+    impl<N: IpNet> VxlanKernel<N> for &mut Fake<N> {
         type Error = FakeError;
         async fn ensure_device(&mut self, dev: &VxlanDevice) -> Result<DeviceState, FakeError> {
             if self.device_gone {
@@ -424,24 +501,27 @@ mod tests {
             }
             Ok(DeviceState { ifindex: 7, mac: dev.mac.unwrap_or([2, 0, 0, 0, 0, 1]), created: false })
         }
-        async fn configure_device(&mut self, _: u32, _: Ipv4Addr) -> Result<(), FakeError> {
+        async fn configure_device(&mut self, _: u32, addr: N::Addr) -> Result<(), FakeError> {
+            self.addresses.push(addr);
             Ok(())
         }
-        async fn route_to(&mut self, ip: Ipv4Addr) -> Result<Option<RouteTo>, FakeError> {
+        async fn route_to(&mut self, ip: N::Addr) -> Result<Option<RouteTo<N::Addr>>, FakeError> {
             if self.link_down {
                 return Ok(None);
             }
-            let gateway = (!self.on_link.contains(&ip)).then(|| "192.168.99.254".parse().unwrap());
+            // the underlay's router, 192.168.99.254 or fd00:1::fe
+            let router = if N::BITS == 32 { 0xc0a8_63fe } else { 0xfd00_0001_0000_0000_0000_0000_0000_00fe };
+            let gateway = (!self.on_link.contains(&ip)).then(|| N::from_bits(router));
             Ok(Some(RouteTo { gateway, oif: Some(2) }))
         }
-        async fn add_peer(&mut self, _: u32, p: &Peer) -> Result<(), FakeError> {
+        async fn add_peer(&mut self, _: u32, p: &Peer<N>) -> Result<(), FakeError> {
             self.ops.push(Op::Add(p.subnet, p.vtep_mac));
             self.installed.routes.push((p.subnet, p.gateway()));
             self.installed.neighbours.push((p.gateway(), p.vtep_mac));
             self.installed.fdb.push((p.vtep_mac, p.public_ip));
             Ok(())
         }
-        async fn add_direct(&mut self, _: u32, subnet: Ipv4Net, via: Ipv4Addr) -> Result<(), FakeError> {
+        async fn add_direct(&mut self, _: u32, subnet: N, via: N::Addr) -> Result<(), FakeError> {
             if self.link_down {
                 return Err(FakeError);
             }
@@ -449,25 +529,25 @@ mod tests {
             self.installed.direct.push((subnet, via));
             Ok(())
         }
-        async fn installed(&mut self, _: u32, _: Option<(u32, Ipv4Net)>) -> Result<InstalledPeers, FakeError> {
+        async fn installed(&mut self, _: u32, _: Option<(u32, N)>) -> Result<InstalledPeers<N>, FakeError> {
             Ok(self.installed.clone())
         }
-        async fn del_route(&mut self, _: u32, d: Ipv4Net, _: Ipv4Addr) -> Result<(), FakeError> {
+        async fn del_route(&mut self, _: u32, d: N, _: N::Addr) -> Result<(), FakeError> {
             self.ops.push(Op::DelRoute(d));
             self.installed.routes.retain(|(r, _)| *r != d);
             Ok(())
         }
-        async fn del_neighbour(&mut self, _: u32, ip: Ipv4Addr, _: Mac) -> Result<(), FakeError> {
+        async fn del_neighbour(&mut self, _: u32, ip: N::Addr, _: Mac) -> Result<(), FakeError> {
             self.ops.push(Op::DelNeigh(ip));
             self.installed.neighbours.retain(|(n, _)| *n != ip);
             Ok(())
         }
-        async fn del_fdb(&mut self, _: u32, mac: Mac, _: Ipv4Addr) -> Result<(), FakeError> {
+        async fn del_fdb(&mut self, _: u32, mac: Mac, _: N::Addr) -> Result<(), FakeError> {
             self.ops.push(Op::DelFdb(mac));
             self.installed.fdb.retain(|(m, _)| *m != mac);
             Ok(())
         }
-        async fn del_direct(&mut self, _: u32, d: Ipv4Net, _: Ipv4Addr) -> Result<(), FakeError> {
+        async fn del_direct(&mut self, _: u32, d: N, _: N::Addr) -> Result<(), FakeError> {
             self.ops.push(Op::DelDirect(d));
             self.installed.direct.retain(|(r, _)| *r != d);
             Ok(())
@@ -479,7 +559,7 @@ mod tests {
     }
 
     fn lease(subnet: &str, ip: &str, mac: Mac) -> Lease {
-        Lease { subnet: net(subnet), attrs: lease_attrs(ip.parse().unwrap(), 1, &mac) }
+        Lease { subnets: Subnets::v4(net(subnet)), attrs: lease_attrs(ip.parse().unwrap(), 1, &mac) }
     }
 
     fn dev() -> VxlanDevice {
@@ -503,7 +583,7 @@ mod tests {
     }
 
     /// Collapses what a test did into the ops and drops the add/del bookkeeping.
-    fn del_peer_ops(subnet: Ipv4Net, p: &Peer) -> Vec<Op> {
+    fn del_peer_ops<N: IpNet>(subnet: N, p: &Peer<N>) -> Vec<Op<N>> {
         vec![Op::DelRoute(subnet), Op::DelNeigh(p.gateway()), Op::DelFdb(p.vtep_mac)]
     }
 
@@ -517,8 +597,8 @@ mod tests {
             n.handle(&LeaseEvent::Added(lease("10.244.2.0/24", "192.168.99.2", [2, 0, 0, 0, 0, 2]))).await.unwrap();
             n.handle(&LeaseEvent::Added(lease("10.244.2.0/24", "192.168.99.2", [2, 0, 0, 0, 0, 2]))).await.unwrap();
             n.handle(&LeaseEvent::Added(lease("10.244.2.0/24", "192.168.99.2", [2, 0, 0, 0, 0, 9]))).await.unwrap();
-            n.handle(&LeaseEvent::Removed(net("10.244.2.0/24"))).await.unwrap();
-            n.handle(&LeaseEvent::Removed(net("10.244.3.0/24"))).await.unwrap();
+            n.handle(&LeaseEvent::Removed(Subnets::v4(net("10.244.2.0/24")))).await.unwrap();
+            n.handle(&LeaseEvent::Removed(Subnets::v4(net("10.244.3.0/24")))).await.unwrap();
         });
         let p9 = Peer { subnet: net("10.244.2.0/24"), public_ip: "192.168.99.2".parse().unwrap(), vtep_mac: [2, 0, 0, 0, 0, 9] };
         let mut want = vec![
@@ -591,8 +671,8 @@ mod tests {
             let leases =
                 [lease("10.244.2.0/24", "192.168.99.2", [2, 0, 0, 0, 0, 2]), lease("10.244.3.0/24", "10.9.0.3", [2, 0, 0, 0, 0, 3])];
             n.resync(&leases).await.unwrap();
-            n.handle(&LeaseEvent::Removed(net("10.244.2.0/24"))).await.unwrap();
-            n.handle(&LeaseEvent::Removed(net("10.244.3.0/24"))).await.unwrap();
+            n.handle(&LeaseEvent::Removed(Subnets::v4(net("10.244.2.0/24")))).await.unwrap();
+            n.handle(&LeaseEvent::Removed(Subnets::v4(net("10.244.3.0/24")))).await.unwrap();
         });
         let p3 = Peer { subnet: net("10.244.3.0/24"), public_ip: "10.9.0.3".parse().unwrap(), vtep_mac: [2, 0, 0, 0, 0, 3] };
         let mut want = vec![
@@ -659,5 +739,133 @@ mod tests {
         assert_eq!(format_mac(&[0x2e, 0x74, 0x64, 0xfe, 0x4b, 0xdb]), "2e:74:64:fe:4b:db");
         assert_eq!(parse_mac("2e:74:64:fe:4b"), None);
         assert_eq!(parse_mac("2e:74:64:fe:4b:db:00"), None);
+    }
+
+    fn net6(s: &str) -> Ipv6Net {
+        s.parse().unwrap()
+    }
+
+    fn dev6() -> VxlanDevice {
+        VxlanDevice { name: "flannel-v6.1".into(), local: "fd00:1::1".parse().unwrap(), mtu: 1430, ..dev() }
+    }
+
+    /// A dual-stack vxlan lease: IPv4 MAC `[2,0,0,0,4,n]`, IPv6 MAC `[2,0,0,0,6,n]`.
+    fn dual(n: u8) -> Lease {
+        Lease {
+            subnets: Subnets { v4: Some(net(&format!("10.244.{n}.0/24"))), v6: Some(net6(&format!("fd00:10:244:{n:x}::/64"))) },
+            attrs: lease_attrs_for(
+                format!("192.168.99.{n}").parse().unwrap(),
+                Some(format!("fd00:1::{n:x}").parse().unwrap()),
+                1,
+                Some(&[2, 0, 0, 0, 4, n]),
+                Some(&[2, 0, 0, 0, 6, n]),
+            ),
+        }
+    }
+
+    /// An IPv6-only vxlan lease (PublicIP 0.0.0.0, no BackendData).
+    fn only6(n: u8) -> Lease {
+        Lease {
+            subnets: Subnets { v4: None, v6: Some(net6(&format!("fd00:10:244:{n:x}::/64"))) },
+            attrs: lease_attrs_for(
+                Ipv4Addr::UNSPECIFIED,
+                Some(format!("fd00:1::{n:x}").parse().unwrap()),
+                1,
+                None,
+                Some(&[2, 0, 0, 0, 6, n]),
+            ),
+        }
+    }
+
+    const NETWORK6: &str = "fd00:10:244::/56";
+
+    #[test]
+    fn ipv6_device_programs_the_ipv6_halves_of_leases() {
+        let mut fake = Fake::<Ipv6Net>::default();
+        block_on(async {
+            let (mut n, _) = VxlanNetwork::open(&mut fake, &dev6(), net6(NETWORK6), false).await.unwrap();
+            n.set_local_subnet(net6("fd00:10:244:1::/64")).await.unwrap();
+            let mut no_v6_data = dual(4);
+            no_v6_data.attrs.backend_v6_data = None;
+            n.resync(&[dual(1), dual(2), only6(3), no_v6_data, lease("10.244.5.0/24", "192.168.99.5", [2, 0, 0, 0, 0, 5])]).await.unwrap();
+            assert_eq!(n.peers().count(), 2, "own lease, one without BackendV6Data and an IPv4-only one are not peers");
+            assert_eq!(n.peer_ips(), ["fd00:1::2".parse().unwrap(), "fd00:1::3".parse().unwrap()].into());
+            // an IPv4-only event leaves the IPv6 peers alone
+            n.handle(&LeaseEvent::Removed(Subnets::v4(net("10.244.2.0/24")))).await.unwrap();
+            n.handle(&LeaseEvent::Removed(dual(2).subnets)).await.unwrap();
+        });
+        assert_eq!(fake.addresses, vec!["fd00:10:244:1::".parse::<Ipv6Addr>().unwrap()], "the subnet's network address, /128");
+        let p2 = Peer { subnet: net6("fd00:10:244:2::/64"), public_ip: "fd00:1::2".parse().unwrap(), vtep_mac: [2, 0, 0, 0, 6, 2] };
+        let mut want =
+            vec![Op::Add(net6("fd00:10:244:2::/64"), [2, 0, 0, 0, 6, 2]), Op::Add(net6("fd00:10:244:3::/64"), [2, 0, 0, 0, 6, 3])];
+        want.extend(del_peer_ops(p2.subnet, &p2));
+        assert_eq!(fake.ops, want);
+        assert_eq!(fake.installed.routes, vec![(net6("fd00:10:244:3::/64"), "fd00:10:244:3::".parse().unwrap())]);
+        assert_eq!(fake.installed.neighbours, vec![("fd00:10:244:3::".parse().unwrap(), [2, 0, 0, 0, 6, 3])]);
+        assert_eq!(fake.installed.fdb, vec![([2, 0, 0, 0, 6, 3], "fd00:1::3".parse().unwrap())]);
+    }
+
+    #[test]
+    fn ipv4_device_ignores_ipv6_only_leases_and_uses_backend_data() {
+        let mut fake = Fake::default();
+        block_on(async {
+            let (mut n, _) = VxlanNetwork::open(&mut fake, &dev(), net(NETWORK), false).await.unwrap();
+            n.set_local_subnet(net("10.244.1.0/24")).await.unwrap();
+            n.handle(&LeaseEvent::Added(only6(3))).await.unwrap();
+            n.handle(&LeaseEvent::Added(dual(2))).await.unwrap();
+            n.handle(&LeaseEvent::Removed(only6(3).subnets)).await.unwrap();
+        });
+        assert_eq!(fake.ops, vec![Op::Add(net("10.244.2.0/24"), [2, 0, 0, 0, 4, 2])]);
+    }
+
+    #[test]
+    fn ipv6_direct_routing_goes_via_the_public_ipv6() {
+        let mut fake = Fake::<Ipv6Net> { on_link: vec!["fd00:1::2".parse().unwrap()], ..Fake::default() };
+        block_on(async {
+            let (mut n, _) = VxlanNetwork::open(&mut fake, &dev6(), net6(NETWORK6), true).await.unwrap();
+            n.set_local_subnet(net6("fd00:10:244:1::/64")).await.unwrap();
+            n.resync(&[dual(2), only6(3)]).await.unwrap();
+            // the link flaps: routes come back at the next reconcile
+            n.kernel.installed.direct.clear();
+            n.reconcile().await.unwrap();
+        });
+        assert_eq!(
+            fake.ops,
+            vec![
+                Op::Direct(net6("fd00:10:244:2::/64"), "fd00:1::2".parse().unwrap()),
+                Op::Add(net6("fd00:10:244:3::/64"), [2, 0, 0, 0, 6, 3]),
+                Op::Direct(net6("fd00:10:244:2::/64"), "fd00:1::2".parse().unwrap()),
+            ]
+        );
+    }
+
+    #[test]
+    fn lease_values_per_family() {
+        let v = serde_json::to_string(&dual(2).attrs).unwrap();
+        assert_eq!(
+            v,
+            r#"{"PublicIP":"192.168.99.2","PublicIPv6":"fd00:1::2","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:04:02"},"BackendV6Data":{"VNI":1,"VtepMAC":"02:00:00:00:06:02"}}"#
+        );
+        let v = serde_json::to_string(&only6(3).attrs).unwrap();
+        assert_eq!(
+            v,
+            r#"{"PublicIP":"0.0.0.0","PublicIPv6":"fd00:1::3","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"02:00:00:00:06:03"}}"#
+        );
+        let v = serde_json::to_string(&lease_attrs("192.168.99.1".parse().unwrap(), 1, &[2, 0, 0, 0, 0, 1])).unwrap();
+        assert_eq!(
+            v,
+            r#"{"PublicIP":"192.168.99.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}"#
+        );
+    }
+
+    #[test]
+    fn ipv6_device_mtu_leaves_room_for_the_ipv6_header() {
+        assert_eq!(device_mtu_v6(1500, None), Ok(1430));
+        assert_eq!(device_mtu_v6(9000, None), Ok(8930));
+        assert_eq!(device_mtu_v6(1500, Some(1400)), Ok(1400));
+        assert!(device_mtu_v6(1500, Some(1431)).unwrap_err().contains("at most 1430"));
+        assert!(device_mtu_v6(1500, Some(1279)).unwrap_err().contains("below 1280"));
+        assert!(device_mtu_v6(1340, None).unwrap_err().contains("less than IPv6's 1280"));
+        assert_eq!(device_name_v6(1), "flannel-v6.1");
     }
 }

@@ -7,11 +7,14 @@
 //!   `SUBNET.0 lladdr VTEP_MAC` and an FDB entry `VTEP_MAC dst PUBLIC_IP`;
 //! - `Direct` (DirectRouting, peer on a directly connected network): one route
 //!   `SUBNET via PUBLIC_IP dev UNDERLAY`, and nothing on the vxlan device.
+//!
+//! The same holds for IPv6 on `flannel-v6.N` (gateway `SUBNET::`, the subnet's network
+//! address): everything here is generic over the family's prefix type.
 
 use std::net::Ipv4Addr;
 
 use super::vxlan::{Mac, Peer};
-use crate::ipnet::Ipv4Net;
+use crate::ipnet::{IpNet, Ipv4Net};
 
 /// How a peer's subnet is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,15 +34,15 @@ impl Path {
 
 /// The kernel's answer to "how do I reach this address" (`ip route get IP`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteTo {
-    pub gateway: Option<Ipv4Addr>,
+pub struct RouteTo<A = Ipv4Addr> {
+    pub gateway: Option<A>,
     pub oif: Option<u32>,
 }
 
 /// flanneld's rule: a peer whose PublicIP is reached without a gateway is routed directly.
 /// This agent also wants that route to leave through the underlay, since the direct route
 /// names the underlay as its device.
-pub fn choose_path(direct_routing: bool, route: Option<RouteTo>, underlay: u32) -> Option<Path> {
+pub fn choose_path<A>(direct_routing: bool, route: Option<RouteTo<A>>, underlay: u32) -> Option<Path> {
     if !direct_routing {
         return Some(Path::Vxlan);
     }
@@ -50,22 +53,34 @@ pub fn choose_path(direct_routing: bool, route: Option<RouteTo>, underlay: u32) 
 /// Peer entries found in the kernel: on the vxlan device (routes, permanent neighbours,
 /// permanent FDB entries) and, with DirectRouting, gateway routes on the underlay that
 /// lie inside the network.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct InstalledPeers {
-    pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
-    pub neighbours: Vec<(Ipv4Addr, Mac)>,
-    pub fdb: Vec<(Mac, Ipv4Addr)>,
-    pub direct: Vec<(Ipv4Net, Ipv4Addr)>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledPeers<N: IpNet = Ipv4Net> {
+    pub routes: Vec<(N, N::Addr)>,
+    pub neighbours: Vec<(N::Addr, Mac)>,
+    pub fdb: Vec<(Mac, N::Addr)>,
+    pub direct: Vec<(N, N::Addr)>,
+}
+
+impl<N: IpNet> Default for InstalledPeers<N> {
+    fn default() -> Self {
+        InstalledPeers { routes: Vec::new(), neighbours: Vec::new(), fdb: Vec::new(), direct: Vec::new() }
+    }
 }
 
 /// What to change: entries no wanted peer explains, and peers missing some entry.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Plan {
-    pub stale: InstalledPeers,
-    pub missing: Vec<(Peer, Path)>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan<N: IpNet = Ipv4Net> {
+    pub stale: InstalledPeers<N>,
+    pub missing: Vec<(Peer<N>, Path)>,
 }
 
-pub fn plan(wanted: &[(Peer, Path)], installed: &InstalledPeers) -> Plan {
+impl<N: IpNet> Default for Plan<N> {
+    fn default() -> Self {
+        Plan { stale: InstalledPeers::default(), missing: Vec::new() }
+    }
+}
+
+pub fn plan<N: IpNet>(wanted: &[(Peer<N>, Path)], installed: &InstalledPeers<N>) -> Plan<N> {
     let vxlan = || wanted.iter().filter(|(_, path)| *path == Path::Vxlan).map(|(p, _)| p);
     let direct = || wanted.iter().filter(|(_, path)| *path == Path::Direct).map(|(p, _)| p);
     let stale = InstalledPeers {
@@ -97,6 +112,7 @@ pub fn plan(wanted: &[(Peer, Path)], installed: &InstalledPeers) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipnet::Ipv6Net;
 
     fn peer(n: u8) -> Peer {
         Peer {
@@ -114,13 +130,13 @@ mod tests {
 
     #[test]
     fn direct_only_without_gateway_through_the_underlay() {
-        let on_link = RouteTo { gateway: None, oif: Some(2) };
+        let on_link: RouteTo = RouteTo { gateway: None, oif: Some(2) };
         let routed = RouteTo { gateway: Some(Ipv4Addr::new(192, 168, 99, 254)), oif: Some(2) };
-        let elsewhere = RouteTo { gateway: None, oif: Some(5) };
+        let elsewhere: RouteTo = RouteTo { gateway: None, oif: Some(5) };
         assert_eq!(choose_path(true, Some(on_link), 2), Some(Path::Direct));
         assert_eq!(choose_path(true, Some(routed), 2), Some(Path::Vxlan));
         assert_eq!(choose_path(true, Some(elsewhere), 2), Some(Path::Vxlan));
-        assert_eq!(choose_path(true, None, 2), None, "no route now (link down): keep what is installed");
+        assert_eq!(choose_path(true, None::<RouteTo>, 2), None, "no route now (link down): keep what is installed");
         assert_eq!(choose_path(false, Some(on_link), 2), Some(Path::Vxlan));
     }
 
@@ -160,5 +176,36 @@ mod tests {
         assert_eq!(p.stale.fdb, vec![(peer(2).vtep_mac, peer(2).public_ip)]);
         assert_eq!(p.stale.neighbours, vec![(peer(2).gateway(), peer(2).vtep_mac)]);
         assert!(p.stale.routes.is_empty());
+    }
+
+    fn peer6(n: u8) -> Peer<Ipv6Net> {
+        Peer {
+            subnet: format!("fd00:10:244:{n:x}::/64").parse().unwrap(),
+            public_ip: format!("fd00:1::{n:x}").parse().unwrap(),
+            vtep_mac: [2, 0, 0, 0, 6, n],
+        }
+    }
+
+    #[test]
+    fn ipv6_peers_plan_the_same_entries() {
+        let p = peer6(2);
+        assert_eq!(p.gateway().to_string(), "fd00:10:244:2::", "the subnet's network address");
+        let mut inst = InstalledPeers::<Ipv6Net>::default();
+        inst.routes.push((p.subnet, p.gateway()));
+        inst.neighbours.push((p.gateway(), p.vtep_mac));
+        inst.fdb.push((p.vtep_mac, p.public_ip));
+        assert_eq!(plan(&[(p, Path::Vxlan)], &inst), Plan::default());
+        // a peer that left, one that is new, one reached directly now
+        let gone = peer6(9);
+        inst.routes.push((gone.subnet, gone.gateway()));
+        inst.neighbours.push((gone.gateway(), gone.vtep_mac));
+        inst.fdb.push((gone.vtep_mac, gone.public_ip));
+        let p = plan(&[(peer6(2), Path::Vxlan), (peer6(3), Path::Vxlan), (peer6(4), Path::Direct)], &inst);
+        assert_eq!(p.missing, vec![(peer6(3), Path::Vxlan), (peer6(4), Path::Direct)]);
+        assert_eq!(p.stale.routes, vec![(gone.subnet, gone.gateway())]);
+        assert_eq!(p.stale.neighbours, vec![(gone.gateway(), gone.vtep_mac)]);
+        assert_eq!(p.stale.fdb, vec![(gone.vtep_mac, gone.public_ip)]);
+        let on_link = RouteTo { gateway: None::<std::net::Ipv6Addr>, oif: Some(2) };
+        assert_eq!(choose_path(true, Some(on_link), 2), Some(Path::Direct));
     }
 }
