@@ -692,8 +692,9 @@ impl<N: IpNet> crate::backend::HostGwKernel<N> for Kernel {
     type Error = NlError;
 
     fn is_unreachable_gateway(e: &NlError) -> bool {
-        // "Network is unreachable", or "Nexthop has invalid gateway" on newer kernels
-        matches!(e.errno(), Some(libc::ENETUNREACH) | Some(libc::EINVAL))
+        // "Network is unreachable", or "Nexthop has invalid gateway" on newer kernels; an
+        // IPv6 gateway off every connected prefix is "No route to host"
+        matches!(e.errno(), Some(libc::ENETUNREACH) | Some(libc::EINVAL) | Some(libc::EHOSTUNREACH))
     }
 
     /// `ip route replace DST via GW dev OIF`
