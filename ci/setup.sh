@@ -7,7 +7,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 docker.io iptables nftables)
+packages=(etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 docker.io iptables nftables containernetworking-plugins)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

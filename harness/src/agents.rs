@@ -141,6 +141,7 @@ impl Agent {
             ip_masq: launch.ip_masq.to_string(),
             iface: crate::lab::UNDERLAY_IF.to_string(),
             public_ip: node.addr.to_string(),
+            public_ipv6: node.addr6.map(|a| a.to_string()).unwrap_or_default(),
             subnet_file: Self::subnet_file_path(node).display().to_string(),
             host: node.name.clone(),
             state_dir: node.dir.display().to_string(),

@@ -102,7 +102,24 @@ struct RawCase<S> {
     /// `must` (flannel's contract, the default) or `should` (hardening beyond it).
     #[serde(default)]
     level: Level,
+    /// Who wires pods: `auto` (the CNI plugins when installed, else the lab), `cni` or `lab`.
+    #[serde(default)]
+    pod_wiring: PodWiring,
     steps: Vec<S>,
+}
+
+/// Who wires a case's pods to `cni0`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PodWiring {
+    /// The CNI `bridge` + `host-local` plugins when they are installed, else the lab.
+    #[default]
+    Auto,
+    /// The CNI plugins; their absence is a lab error.
+    Cni,
+    /// The lab's own wiring (a veth and addresses, no plugin, no plugin masquerading): for
+    /// cases about the agent's own rules, which a plugin's `ipMasq` would blur.
+    Lab,
 }
 
 /// How binding a case is: `must` is flannel's contract; `should` is hardening beyond it
@@ -290,6 +307,7 @@ pub struct Case<S> {
     pub etcd_tls: bool,
     pub ip_masq: bool,
     pub level: Level,
+    pub pod_wiring: PodWiring,
     pub steps: Vec<S>,
 }
 
@@ -479,6 +497,7 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
         etcd_tls: raw.etcd_tls,
         ip_masq: raw.ip_masq,
         level: raw.level,
+        pod_wiring: raw.pod_wiring,
         store: raw.store,
         mutants,
         host_profiles,

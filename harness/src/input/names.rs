@@ -1,7 +1,8 @@
-//! Validated names and addresses: run ids, host names, interface names, IPv4 prefixes.
+//! Validated names and addresses: run ids, host names, interface names, IPv4 and IPv6
+//! prefixes.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -169,6 +170,72 @@ impl Serialize for Ipv4Net {
     }
 }
 
+/// An IPv6 prefix; the address is the network address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv6Net {
+    addr: Ipv6Addr,
+    prefix: u8,
+}
+
+impl Ipv6Net {
+    pub fn new(addr: Ipv6Addr, prefix: u8) -> Option<Ipv6Net> {
+        if prefix > 128 {
+            return None;
+        }
+        let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix as u32) };
+        Some(Ipv6Net { addr: Ipv6Addr::from(u128::from(addr) & mask), prefix })
+    }
+    pub fn addr(&self) -> Ipv6Addr {
+        self.addr
+    }
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+    pub fn nth(&self, n: u128) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr).wrapping_add(n))
+    }
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        Ipv6Net::new(ip, self.prefix).is_some_and(|n| n.addr == self.addr)
+    }
+    pub fn contains_net(&self, other: &Ipv6Net) -> bool {
+        other.prefix >= self.prefix && self.contains(other.addr)
+    }
+}
+
+impl fmt::Display for Ipv6Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Ipv6Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not an IPv6 prefix like fd00:99::/64");
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv6Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().map_err(|_| bad())?;
+        let net = Ipv6Net::new(addr, prefix).ok_or_else(bad)?;
+        if net.addr != addr {
+            return Err(format!("`{s}` has host bits set; did you mean {net}?"));
+        }
+        Ok(net)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv6Net {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Ipv6Net {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +266,10 @@ mod tests {
         assert!("192.168.99.1/24".parse::<Ipv4Net>().unwrap_err().contains("did you mean 192.168.99.0/24"));
         assert!("192.168.99.0/40".parse::<Ipv4Net>().is_err());
         assert_eq!(Ipv4Net::new("10.0.0.0".parse().unwrap(), 0).unwrap().size(), 1 << 32);
+        let n6: Ipv6Net = "fd00:10:244::/56".parse().unwrap();
+        assert!(n6.contains_net(&"fd00:10:244:1::/64".parse().unwrap()));
+        assert!(!n6.contains("fd00:10:245::1".parse().unwrap()));
+        assert_eq!(n6.nth(1).to_string(), "fd00:10:244::1");
+        assert!("fd00::1/64".parse::<Ipv6Net>().unwrap_err().contains("did you mean fd00::/64"));
     }
 }

@@ -27,7 +27,7 @@ use crate::input::case::Dur;
 use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg};
 use crate::input::kinds::Backend;
 
-pub const PLACEHOLDERS: [&str; 13] = [
+pub const PLACEHOLDERS: [&str; 14] = [
     "etcd_endpoints",
     "etcd_prefix",
     "etcd_cafile",
@@ -36,6 +36,7 @@ pub const PLACEHOLDERS: [&str; 13] = [
     "ip_masq",
     "iface",
     "public_ip",
+    "public_ipv6",
     "subnet_file",
     "host",
     "state_dir",
@@ -161,6 +162,8 @@ pub struct Values {
     pub ip_masq: String,
     pub iface: String,
     pub public_ip: String,
+    /// The host's IPv6 underlay address; empty on an IPv4-only underlay.
+    pub public_ipv6: String,
     pub subnet_file: String,
     pub host: String,
     pub state_dir: String,
@@ -179,6 +182,7 @@ impl Values {
             "ip_masq" => &self.ip_masq,
             "iface" => &self.iface,
             "public_ip" => &self.public_ip,
+            "public_ipv6" => &self.public_ipv6,
             "subnet_file" => &self.subnet_file,
             "host" => &self.host,
             "state_dir" => &self.state_dir,

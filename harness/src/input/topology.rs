@@ -7,6 +7,7 @@
 //! segments:
 //!   - name: lan
 //!     cidr: 192.168.99.0/24
+//!     cidr6: fd00:99::/64   # optional: a dual-stack underlay (every segment or none)
 //!     mtu: 1500
 //! hosts:
 //!   - segment: lan
@@ -16,13 +17,13 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg};
-use crate::input::names::{HostName, Ipv4Net};
+use crate::input::names::{HostName, Ipv4Net, Ipv6Net};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +49,8 @@ struct RawRouter {
 struct RawSegment {
     name: String,
     cidr: Ipv4Net,
+    #[serde(default)]
+    cidr6: Option<Ipv6Net>,
     #[serde(default = "default_mtu")]
     mtu: u32,
 }
@@ -79,7 +82,18 @@ struct RawEtcd {
 pub struct Segment {
     pub name: String,
     pub cidr: Ipv4Net,
+    /// The segment's IPv6 prefix on a dual-stack underlay. A node's IPv6 address carries
+    /// the same host part as its IPv4 one (192.168.99.5 → fd00:99::5).
+    pub cidr6: Option<Ipv6Net>,
     pub mtu: u32,
+}
+
+impl Segment {
+    /// The IPv6 address that goes with `v4` on this segment, when it has a `cidr6`.
+    pub fn v6_of(&self, v4: Ipv4Addr) -> Option<Ipv6Addr> {
+        let host = u32::from(v4).wrapping_sub(u32::from(self.cidr.addr()));
+        self.cidr6.map(|n| n.nth(u128::from(host)))
+    }
 }
 
 /// A simulated host: one namespace, `eth0` on its segment.
@@ -103,6 +117,13 @@ pub struct Router {
 pub struct StaticRoute {
     pub dst: Ipv4Net,
     pub via: Ipv4Addr,
+}
+
+/// The IPv6 twin of a [`StaticRoute`] on a dual-stack underlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticRoute6 {
+    pub dst: Ipv6Net,
+    pub via: Ipv6Addr,
 }
 
 /// A validated topology with every address assigned.
@@ -196,6 +217,28 @@ impl Topology {
         }
         out
     }
+
+    /// Whether the underlay is dual-stack (every segment has a `cidr6`).
+    pub fn dual_stack(&self) -> bool {
+        !self.segments.is_empty() && self.segments.iter().all(|s| s.cidr6.is_some())
+    }
+
+    /// The IPv6 address of the node at `v4` on segment `seg`, on a dual-stack underlay.
+    pub fn v6_of(&self, seg: usize, v4: Ipv4Addr) -> Option<Ipv6Addr> {
+        self.segments.get(seg).and_then(|s| s.v6_of(v4))
+    }
+
+    /// [`Topology::routes_for`] for IPv6: the same next hops at their IPv6 addresses.
+    pub fn routes6_for(&self, segments: &[usize], me: Option<&HostName>) -> Vec<StaticRoute6> {
+        self.routes_for(segments, me)
+            .into_iter()
+            .filter_map(|r| {
+                let target = self.segments.iter().find(|s| s.cidr == r.dst)?;
+                let via_seg = self.segments.iter().find(|s| s.cidr.contains(r.via))?;
+                Some(StaticRoute6 { dst: target.cidr6?, via: via_seg.v6_of(r.via)? })
+            })
+            .collect()
+    }
 }
 
 fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Result<Topology, Diagnostics> {
@@ -226,7 +269,27 @@ fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Res
                 "segments need disjoint prefixes",
             );
         }
-        segments.push(Segment { name: s.name.clone(), cidr: s.cidr, mtu: s.mtu });
+        if let Some(c6) = s.cidr6 {
+            if u32::from(c6.prefix()) + (32 - u32::from(s.cidr.prefix())) > 128 {
+                c.push(
+                    &here("cidr6"),
+                    format!("{c6} is smaller than {}", s.cidr),
+                    "use a /64 (each node's IPv6 host part is its IPv4 one)",
+                );
+            }
+            if let Some(other) = segments.iter().find(|x: &&Segment| x.cidr6.is_some_and(|o| o.contains_net(&c6) || c6.contains_net(&o))) {
+                c.push(&here("cidr6"), format!("{c6} overlaps segment `{}`", other.name), "segments need disjoint prefixes");
+            }
+        }
+        segments.push(Segment { name: s.name.clone(), cidr: s.cidr, cidr6: s.cidr6, mtu: s.mtu });
+    }
+    if raw.segments.iter().any(|s| s.cidr6.is_some()) && raw.segments.iter().any(|s| s.cidr6.is_none()) {
+        let at = raw.segments.iter().position(|s| s.cidr6.is_none()).unwrap_or(0);
+        c.push(
+            &[key("segments"), Seg::Index(at), key("name")],
+            "some segments have a `cidr6` and this one has none",
+            "a dual-stack underlay gives every segment a `cidr6`",
+        );
     }
     let seg_index = |name: &str| segments.iter().position(|s| s.name == name);
 
@@ -519,6 +582,21 @@ etcd:
         // r1 reaches c through r2's leg on b; r2 reaches a through r1
         assert_eq!(t.routes_for(&[0, 1], Some(&t.routers[0].name)), vec![r("10.3.0.0/24", "10.2.0.252")]);
         assert_eq!(t.routes_for(&[1, 2], Some(&t.routers[1].name)), vec![r("10.1.0.0/24", "10.2.0.253")]);
+    }
+
+    #[test]
+    fn dual_stack_underlay_mirrors_host_parts() {
+        let src = ROUTED
+            .replace("10.1.0.0/24\n", "10.1.0.0/24\n    cidr6: fd00:1::/64\n")
+            .replace("10.2.0.0/24\n", "10.2.0.0/24\n    cidr6: fd00:2::/64\n")
+            .replace("10.3.0.0/24\n", "10.3.0.0/24\n    cidr6: fd00:3::/64\n");
+        let t = parse(&src).unwrap();
+        assert!(t.dual_stack());
+        assert_eq!(t.v6_of(0, t.hosts[1].addr), Some("fd00:1::2".parse().unwrap()));
+        let r6 = t.routes6_for(&[2], None);
+        assert_eq!(r6[0], StaticRoute6 { dst: "fd00:1::/64".parse().unwrap(), via: "fd00:3::fd".parse().unwrap() });
+        let half = ROUTED.replace("10.1.0.0/24\n", "10.1.0.0/24\n    cidr6: fd00:1::/64\n");
+        assert!(parse(&half).unwrap_err().to_string().contains("a dual-stack underlay gives every segment a `cidr6`"));
     }
 
     #[test]

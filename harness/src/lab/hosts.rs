@@ -3,7 +3,7 @@
 //! the run id, and dropping the [`Lab`] removes all of it, also on failure or panic;
 //! [`install_signal_cleanup`] covers Ctrl-C and SIGTERM.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -25,6 +25,8 @@ pub struct Node {
     pub ns: Netns,
     pub nl: Nl,
     pub addr: Ipv4Addr,
+    /// The node's IPv6 address on a dual-stack underlay (same host part as `addr`).
+    pub addr6: Option<Ipv6Addr>,
     pub segment: usize,
     /// This node's own directory under the run's work directory.
     pub dir: PathBuf,
@@ -127,18 +129,34 @@ impl Lab {
         }
         // static routes between segments, through the routers
         for node in lab.hosts.iter().chain(&lab.etcd) {
-            for route in lab.topo.routes_for(&[node.segment], None) {
-                node.nl.add_route(route.dst, route.via).await?;
-            }
+            lab.add_static_routes(&node.nl, &[node.segment], None).await?;
         }
         for (node, r) in lab.routers.iter().zip(&routers) {
             let segs: Vec<usize> = r.legs.iter().map(|(s, _)| *s).collect();
-            for route in lab.topo.routes_for(&segs, Some(&r.name)) {
-                node.nl.add_route(route.dst, route.via).await?;
-            }
+            lab.add_static_routes(&node.nl, &segs, Some(&r.name)).await?;
         }
         tracing::info!(run = %run, hosts = lab.hosts.len(), dir = %lab.dir.display(), "lab built");
         Ok(lab)
+    }
+
+    /// The routes a node on `segments` needs to every other segment, in both families on a
+    /// dual-stack underlay.
+    async fn add_static_routes(&self, nl: &Nl, segments: &[usize], me: Option<&crate::input::names::HostName>) -> Result<(), Error> {
+        for route in self.topo.routes_for(segments, me) {
+            nl.add_route(route.dst, route.via).await?;
+        }
+        for route in self.topo.routes6_for(segments, me) {
+            nl.add_route6(route.dst, route.via).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives `link` the node's IPv6 address on segment `seg` (dual-stack underlays only).
+    async fn add_address6(&self, nl: &Nl, link: &str, seg: usize, addr: Ipv4Addr) -> Result<Option<Ipv6Addr>, Error> {
+        let segment = &self.topo.segments[seg];
+        let (Some(a6), Some(net6)) = (segment.v6_of(addr), segment.cidr6) else { return Ok(None) };
+        nl.add_address6(link, a6, net6.prefix()).await?;
+        Ok(Some(a6))
     }
 
     /// Creates a node namespace with `eth0` on segment `seg`:
@@ -147,19 +165,28 @@ impl Lab {
         let segment = &self.topo.segments[seg];
         let ns = Netns::create(&self.run.netns(name))?;
         let nl = Nl::open(&ns)?;
+        if segment.cidr6.is_some() {
+            // a link taken down keeps its IPv6 addresses, as it keeps its IPv4 ones
+            ns.sysctl("net/ipv6/conf/default/keep_addr_on_down", "1")?;
+            ns.sysctl("net/ipv6/conf/all/keep_addr_on_down", "1")?;
+        }
         let (_, fnl) = self.fabric.as_ref().expect("fabric is built first");
         let port = format!("p-{name}");
         fnl.add_veth(&port, "eth0", &ns, segment.mtu).await?;
         fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
         nl.set_up("lo").await?;
         nl.add_address("eth0", addr, segment.cidr.prefix()).await?;
+        let addr6 = self.add_address6(&nl, "eth0", seg, addr).await?;
         nl.set_up("eth0").await?;
         if forwarding {
             ns.sysctl("net/ipv4/ip_forward", "1")?;
+            if addr6.is_some() {
+                ns.sysctl("net/ipv6/conf/all/forwarding", "1")?;
+            }
         }
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir).map_err(|source| Error::WorkDir { path: dir.clone(), source })?;
-        Ok(Node { name: name.to_string(), ns, nl, addr, segment: seg, dir })
+        Ok(Node { name: name.to_string(), ns, nl, addr, addr6, segment: seg, dir })
     }
 
     /// Puts a namespace the lab did not create (a container's) on the etcd segment at the
@@ -181,10 +208,9 @@ impl Lab {
         fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
         nl.set_up("lo").await?;
         nl.add_address("eth0", addr, segment.cidr.prefix()).await?;
+        self.add_address6(&nl, "eth0", seg, addr).await?;
         nl.set_up("eth0").await?;
-        for route in self.topo.routes_for(&[seg], None) {
-            nl.add_route(route.dst, route.via).await?;
-        }
+        self.add_static_routes(&nl, &[seg], None).await?;
         Ok(nl)
     }
 
@@ -223,9 +249,7 @@ impl Lab {
         let seg = self.topo.hosts.first().map(|h| h.segment).unwrap_or(0);
         let addr = self.free_address(seg)?;
         let node = self.attach(name, seg, addr, false).await?;
-        for route in self.topo.routes_for(&[seg], None) {
-            node.nl.add_route(route.dst, route.via).await?;
-        }
+        self.add_static_routes(&node.nl, &[seg], None).await?;
         self.spares.push(node);
         Ok(self.spares.len() - 1)
     }
@@ -235,9 +259,7 @@ impl Lab {
         let seg = self.topo.hosts.first().map(|h| h.segment).unwrap_or(0);
         let addr = self.free_address(seg)?;
         let node = self.attach(name.as_str(), seg, addr, true).await?;
-        for route in self.topo.routes_for(&[seg], None) {
-            node.nl.add_route(route.dst, route.via).await?;
-        }
+        self.add_static_routes(&node.nl, &[seg], None).await?;
         self.topo.hosts.push(crate::input::topology::Host { name: name.clone(), segment: seg, addr });
         self.hosts.push(node);
         Ok(())
@@ -256,13 +278,17 @@ impl Lab {
             fnl.add_veth(&port, &leg, &ns, segment.mtu).await?;
             fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
             nl.add_address(&leg, *addr, segment.cidr.prefix()).await?;
+            self.add_address6(&nl, &leg, *seg, *addr).await?;
             nl.set_up(&leg).await?;
         }
         ns.sysctl("net/ipv4/ip_forward", "1")?;
+        if self.topo.dual_stack() {
+            ns.sysctl("net/ipv6/conf/all/forwarding", "1")?;
+        }
         let dir = self.dir.join(&name);
         std::fs::create_dir_all(&dir).map_err(|source| Error::WorkDir { path: dir.clone(), source })?;
         let (segment, addr) = r.legs[0];
-        Ok(Node { name, ns, nl, addr, segment, dir })
+        Ok(Node { name, ns, nl, addr, addr6: self.topo.v6_of(segment, addr), segment, dir })
     }
 
     /// Cuts (`up` false) or restores a node's underlay link at its bridge port.
@@ -286,9 +312,7 @@ impl Lab {
         node.nl.set_down(UNDERLAY_IF).await?;
         tokio::time::sleep(down_for).await;
         node.nl.set_up(UNDERLAY_IF).await?;
-        for route in self.topo.routes_for(&[node.segment], None) {
-            node.nl.add_route(route.dst, route.via).await?;
-        }
+        self.add_static_routes(&node.nl, &[node.segment], None).await?;
         Ok(())
     }
 
@@ -340,10 +364,9 @@ impl Lab {
         fnl.add_veth_with_mac(&port, UNDERLAY_IF, &node.ns, segment.mtu, Some(mac)).await?;
         fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
         node.nl.add_address(UNDERLAY_IF, node.addr, segment.cidr.prefix()).await?;
+        self.add_address6(&node.nl, UNDERLAY_IF, node.segment, node.addr).await?;
         node.nl.set_up(UNDERLAY_IF).await?;
-        for route in self.topo.routes_for(&[node.segment], None) {
-            node.nl.add_route(route.dst, route.via).await?;
-        }
+        self.add_static_routes(&node.nl, &[node.segment], None).await?;
         Ok(())
     }
 

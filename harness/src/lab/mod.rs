@@ -3,6 +3,7 @@
 //! plugin would, the operator's tools for fault steps, and the cleanup of everything a run
 //! made (gc, Docker containers).
 
+pub mod cni;
 pub mod docker;
 pub mod gc;
 mod hosts;

@@ -2,7 +2,7 @@
 //! operations that build a lab, and decoded dumps of what an agent left behind. Each
 //! operation names the `ip` command it stands for.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
@@ -15,7 +15,7 @@ use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, Ro
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::input::names::Ipv4Net;
+use crate::input::names::{Ipv4Net, Ipv6Net};
 use crate::lab::netns::Netns;
 
 pub const MAIN_TABLE: u32 = 254;
@@ -61,6 +61,8 @@ pub struct VxlanInfo {
     pub vni: Option<u32>,
     pub port: Option<u16>,
     pub local: Option<Ipv4Addr>,
+    /// The local address of a vxlan device over IPv6 (`flannel-v6.N`).
+    pub local6: Option<Ipv6Addr>,
     pub learning: Option<bool>,
     pub underlay_index: Option<u32>,
     /// Group Based Policy extension on (a flag attribute: present or not).
@@ -87,8 +89,41 @@ pub struct Neighbour {
 pub struct FdbEntry {
     pub ifindex: u32,
     pub mac: String,
-    pub dst: Option<Ipv4Addr>,
+    /// The remote VTEP: IPv4 on `flannel.N`, IPv6 on `flannel-v6.N`.
+    pub dst: Option<IpAddr>,
     pub permanent: bool,
+}
+
+/// An IPv6 route of the main table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Route6 {
+    pub dst: Ipv6Net,
+    pub gateway: Option<Ipv6Addr>,
+    pub oif: Option<u32>,
+    pub onlink: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Neighbour6 {
+    pub ifindex: u32,
+    pub ip: Ipv6Addr,
+    pub mac: Option<String>,
+    pub permanent: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Address6 {
+    pub ifindex: u32,
+    pub net: Ipv6Net,
+    pub addr: Ipv6Addr,
+}
+
+/// A decoded route of either family, before it is typed.
+struct AnyRoute {
+    dst: Option<(IpAddr, u8)>,
+    gateway: Option<IpAddr>,
+    oif: Option<u32>,
+    onlink: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -111,6 +146,14 @@ impl Nl {
     /// `ip link add NAME mtu MTU type bridge`
     pub async fn add_bridge(&self, name: &str, mtu: u32) -> Result<(), Error> {
         let msg = LinkBridge::new(name).mtu(mtu).build();
+        self.handle.link().add(msg).execute().await.map_err(self.err(format!("create bridge `{name}`")))
+    }
+
+    /// `ip link add NAME mtu MTU address MAC type bridge`: a bridge whose MAC is set, so it
+    /// keeps it as ports join (a bridge without one takes its lowest port's MAC, and
+    /// neighbours that cached the old one lose it as their gateway).
+    pub async fn add_bridge_with_mac(&self, name: &str, mtu: u32, mac: Mac) -> Result<(), Error> {
+        let msg = LinkBridge::new(name).mtu(mtu).address(mac.to_vec()).build();
         self.handle.link().add(msg).execute().await.map_err(self.err(format!("create bridge `{name}`")))
     }
 
@@ -212,6 +255,33 @@ impl Nl {
         self.handle.route().add(msg).execute().await.map_err(self.err(format!("add route {dst} via {gw}")))
     }
 
+    /// `ip -6 addr add ADDR/LEN dev NAME nodad`: usable at once, with no duplicate address
+    /// detection delaying it (the lab assigns every address itself).
+    pub async fn add_address6(&self, name: &str, addr: Ipv6Addr, prefix: u8) -> Result<(), Error> {
+        let index = self.index_of(name).await?;
+        let mut req = self.handle.address().add(index, IpAddr::V6(addr), prefix);
+        req.message_mut().header.flags |= netlink_packet_route::address::AddressHeaderFlags::Nodad;
+        req.execute().await.map_err(self.err(format!("add {addr}/{prefix} to `{name}`")))
+    }
+
+    /// `ip -6 route add DST via GW` (or `default via GW` for ::/0)
+    pub async fn add_route6(&self, dst: Ipv6Net, gw: Ipv6Addr) -> Result<(), Error> {
+        let msg = RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(dst.addr(), dst.prefix()).gateway(gw).build();
+        self.handle.route().add(msg).execute().await.map_err(self.err(format!("add route {dst} via {gw}")))
+    }
+
+    /// `ip -6 route del DST via GW dev IFINDEX` (used by negative controls)
+    pub async fn del_route6(&self, r: &Route6) -> Result<(), Error> {
+        let mut b = RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(r.dst.addr(), r.dst.prefix());
+        if let Some(gw) = r.gateway {
+            b = b.gateway(gw);
+        }
+        if let Some(oif) = r.oif {
+            b = b.output_interface(oif);
+        }
+        self.handle.route().del(b.build()).execute().await.map_err(self.err(format!("delete route {}", r.dst)))
+    }
+
     /// `ip route del DST via GW dev IFINDEX` (used by negative controls)
     pub async fn del_route(&self, r: &Route) -> Result<(), Error> {
         let mut b = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(r.dst.addr(), r.dst.prefix());
@@ -233,8 +303,10 @@ impl Nl {
         m.header.flags = netlink_packet_route::neighbour::NeighbourFlags::Own;
         let mac = parse_mac(&e.mac).ok_or_else(|| Error::Lab(format!("FDB entry with a malformed MAC `{}`", e.mac)))?;
         m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-        if let Some(dst) = e.dst {
-            m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+        match e.dst {
+            Some(IpAddr::V4(dst)) => m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst))),
+            Some(IpAddr::V6(dst)) => m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet6(dst))),
+            None => {}
         }
         self.handle.neighbours().del(m).execute().await.map_err(self.err(format!("delete fdb entry {}", e.mac)))
     }
@@ -286,11 +358,28 @@ impl Nl {
 
     /// `ip neigh del IP dev IFINDEX` (used by negative controls)
     pub async fn del_neighbour(&self, n: &Neighbour) -> Result<(), Error> {
+        self.del_neighbour_any(n.ifindex, IpAddr::V4(n.ip)).await
+    }
+
+    /// `ip -6 neigh del IP dev IFINDEX` (used by negative controls)
+    pub async fn del_neighbour6(&self, n: &Neighbour6) -> Result<(), Error> {
+        self.del_neighbour_any(n.ifindex, IpAddr::V6(n.ip)).await
+    }
+
+    async fn del_neighbour_any(&self, ifindex: u32, ip: IpAddr) -> Result<(), Error> {
         let mut m = NeighbourMessage::default();
-        m.header.family = AddressFamily::Inet;
-        m.header.ifindex = n.ifindex;
-        m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(n.ip)));
-        self.handle.neighbours().del(m).execute().await.map_err(self.err(format!("delete neighbour {}", n.ip)))
+        m.header.ifindex = ifindex;
+        match ip {
+            IpAddr::V4(v4) => {
+                m.header.family = AddressFamily::Inet;
+                m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)));
+            }
+            IpAddr::V6(v6) => {
+                m.header.family = AddressFamily::Inet6;
+                m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)));
+            }
+        }
+        self.handle.neighbours().del(m).execute().await.map_err(self.err(format!("delete neighbour {ip}")))
     }
 
     /// `ip -d link show`
@@ -301,30 +390,99 @@ impl Nl {
 
     /// `ip -4 addr show`
     pub async fn addresses(&self) -> Result<Vec<Address>, Error> {
+        Ok(self
+            .addresses_any()
+            .await?
+            .into_iter()
+            .filter_map(|(ifindex, ip, plen)| match ip {
+                IpAddr::V4(addr) => Some(Address { ifindex, net: Ipv4Net::new(addr, plen)?, addr }),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// `ip -6 addr show`
+    pub async fn addresses6(&self) -> Result<Vec<Address6>, Error> {
+        Ok(self
+            .addresses_any()
+            .await?
+            .into_iter()
+            .filter_map(|(ifindex, ip, plen)| match ip {
+                IpAddr::V6(addr) => Some(Address6 { ifindex, net: Ipv6Net::new(addr, plen)?, addr }),
+                IpAddr::V4(_) => None,
+            })
+            .collect())
+    }
+
+    async fn addresses_any(&self) -> Result<Vec<(u32, IpAddr, u8)>, Error> {
         let msgs: Vec<AddressMessage> = self.handle.address().get().execute().try_collect().await.map_err(self.err("list addresses"))?;
         Ok(msgs
             .iter()
-            .filter(|m| m.header.family == AddressFamily::Inet)
             .filter_map(|m| {
-                let addr = m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                let v4 = m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(ip @ IpAddr::V4(_)) => Some(*ip),
                     _ => None,
+                });
+                let ip = v4.or_else(|| {
+                    m.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Address(ip) => Some(*ip),
+                        _ => None,
+                    })
                 })?;
-                Some(Address { ifindex: m.header.index, net: Ipv4Net::new(addr, m.header.prefix_len)?, addr })
+                Some((m.header.index, ip, m.header.prefix_len))
             })
             .collect())
     }
 
     /// `ip -4 route show table main`
     pub async fn routes(&self) -> Result<Vec<Route>, Error> {
-        let msgs: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(self.err("list routes"))?;
+        let raw = self.routes_any(RouteMessageBuilder::<Ipv4Addr>::new().build()).await?;
+        let mut out: Vec<Route> = raw
+            .into_iter()
+            .map(|r| Route {
+                dst: match r.dst {
+                    Some((IpAddr::V4(d), len)) => Ipv4Net::new(d, len),
+                    _ => None,
+                }
+                .unwrap_or(Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid")),
+                gateway: match r.gateway {
+                    Some(IpAddr::V4(g)) => Some(g),
+                    _ => None,
+                },
+                oif: r.oif,
+                onlink: r.onlink,
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// `ip -6 route show table main`
+    pub async fn routes6(&self) -> Result<Vec<Route6>, Error> {
+        let raw = self.routes_any(RouteMessageBuilder::<Ipv6Addr>::new().build()).await?;
+        let mut out: Vec<Route6> = raw
+            .into_iter()
+            .map(|r| Route6 {
+                dst: match r.dst {
+                    Some((IpAddr::V6(d), len)) => Ipv6Net::new(d, len),
+                    _ => None,
+                }
+                .unwrap_or(Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 0).expect("valid")),
+                gateway: match r.gateway {
+                    Some(IpAddr::V6(g)) => Some(g),
+                    _ => None,
+                },
+                oif: r.oif,
+                onlink: r.onlink,
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The main table's routes of the family `query` asks for.
+    async fn routes_any(&self, query: RouteMessage) -> Result<Vec<AnyRoute>, Error> {
+        let msgs: Vec<RouteMessage> = self.handle.route().get(query).execute().try_collect().await.map_err(self.err("list routes"))?;
         let mut out = Vec::new();
         for m in &msgs {
             let table = m
@@ -338,51 +496,70 @@ impl Nl {
             if table != MAIN_TABLE {
                 continue;
             }
-            let mut r = Route {
-                dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid"),
-                gateway: None,
-                oif: None,
-                onlink: m.header.flags.contains(RouteFlags::Onlink),
-            };
+            let mut r = AnyRoute { dst: None, gateway: None, oif: None, onlink: m.header.flags.contains(RouteFlags::Onlink) };
             for a in &m.attributes {
                 match a {
                     RouteAttribute::Destination(RouteAddress::Inet(d)) => {
-                        r.dst = Ipv4Net::new(*d, m.header.destination_prefix_length).unwrap_or(r.dst)
+                        r.dst = Some((IpAddr::V4(*d), m.header.destination_prefix_length))
                     }
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(*g),
+                    RouteAttribute::Destination(RouteAddress::Inet6(d)) => {
+                        r.dst = Some((IpAddr::V6(*d), m.header.destination_prefix_length))
+                    }
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(IpAddr::V4(*g)),
+                    RouteAttribute::Gateway(RouteAddress::Inet6(g)) => r.gateway = Some(IpAddr::V6(*g)),
                     RouteAttribute::Oif(i) => r.oif = Some(*i),
                     _ => {}
                 }
             }
             out.push(r);
         }
-        out.sort();
         Ok(out)
     }
 
     /// `ip -4 neigh show`
     pub async fn neighbours(&self) -> Result<Vec<Neighbour>, Error> {
-        let msgs: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(self.err("list neighbours"))?;
-        let mut out: Vec<Neighbour> = msgs
-            .iter()
-            .filter_map(|m| {
-                let ip = m.attributes.iter().find_map(|a| match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                    _ => None,
-                })?;
-                Some(Neighbour { ifindex: m.header.ifindex, ip, mac: lladdr(m), permanent: m.header.state == NeighbourState::Permanent })
+        let mut out: Vec<Neighbour> = self
+            .neighbours_any(AddressFamily::Inet)
+            .await?
+            .into_iter()
+            .filter_map(|(ifindex, ip, mac, permanent)| match ip {
+                IpAddr::V4(ip) => Some(Neighbour { ifindex, ip, mac, permanent }),
+                IpAddr::V6(_) => None,
             })
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    /// `ip -6 neigh show`
+    pub async fn neighbours6(&self) -> Result<Vec<Neighbour6>, Error> {
+        let mut out: Vec<Neighbour6> = self
+            .neighbours_any(AddressFamily::Inet6)
+            .await?
+            .into_iter()
+            .filter_map(|(ifindex, ip, mac, permanent)| match ip {
+                IpAddr::V6(ip) => Some(Neighbour6 { ifindex, ip, mac, permanent }),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn neighbours_any(&self, family: AddressFamily) -> Result<Vec<(u32, IpAddr, Option<String>, bool)>, Error> {
+        let msgs: Vec<NeighbourMessage> =
+            self.handle.neighbours().get().set_address_family(family).execute().try_collect().await.map_err(self.err("list neighbours"))?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| {
+                let ip = m.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+                    _ => None,
+                })?;
+                Some((m.header.ifindex, ip, lladdr(m), m.header.state == NeighbourState::Permanent))
+            })
+            .collect())
     }
 
     /// `bridge fdb show`
@@ -400,10 +577,13 @@ impl Nl {
             .iter()
             .filter_map(|m| {
                 let dst = m.attributes.iter().find_map(|a| match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
-                        Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => match b.len() {
+                        4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(|a| IpAddr::V4(a.into())),
+                        16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(|a| IpAddr::V6(a.into())),
+                        _ => None,
+                    },
                     _ => None,
                 });
                 Some(FdbEntry { ifindex: m.header.ifindex, mac: lladdr(m)?, dst, permanent: m.header.state == NeighbourState::Permanent })
@@ -443,12 +623,21 @@ fn decode_link(m: &LinkMessage) -> Link {
                     match i {
                         LinkInfo::Kind(k) => l.kind = Some(kind_name(k)),
                         LinkInfo::Data(InfoData::Vxlan(v)) => {
-                            let mut x = VxlanInfo { vni: None, port: None, local: None, learning: None, underlay_index: None, gbp: false };
+                            let mut x = VxlanInfo {
+                                vni: None,
+                                port: None,
+                                local: None,
+                                local6: None,
+                                learning: None,
+                                underlay_index: None,
+                                gbp: false,
+                            };
                             for o in v {
                                 match o {
                                     InfoVxlan::Id(id) => x.vni = Some(*id),
                                     InfoVxlan::Port(p) => x.port = Some(*p),
                                     InfoVxlan::Local(ip) => x.local = Some(*ip),
+                                    InfoVxlan::Local6(ip) => x.local6 = Some(*ip),
                                     InfoVxlan::Learning(b) => x.learning = Some(*b),
                                     InfoVxlan::Link(i) => x.underlay_index = Some(*i),
                                     InfoVxlan::Gbp => x.gbp = true,

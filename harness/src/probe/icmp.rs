@@ -25,13 +25,14 @@ pub enum PingOutcome {
     /// The sending stack refused it (EMSGSIZE: larger than the path MTU it knows).
     Refused,
     /// A router answered "fragmentation needed" with this next-hop MTU.
+    /// (ICMPv6: "packet too big".)
     FragNeeded {
-        from: Ipv4Addr,
+        from: std::net::IpAddr,
         mtu: u16,
     },
     /// Some other ICMP error came back.
     Unreachable {
-        from: Ipv4Addr,
+        from: std::net::IpAddr,
         icmp_type: u8,
         code: u8,
     },
@@ -55,7 +56,16 @@ pub fn ping(ns: &Netns, dst: Ipv4Addr, payload: usize, df: bool, timeout: Durati
     ns.run(move || ping_here(dst, payload, df, timeout))?.map_err(|(op, source)| Error::Socket { ns: name, op, source })
 }
 
-fn last_err(op: &'static str) -> (&'static str, std::io::Error) {
+/// [`ping`] or [`super::ping6`] by the family of `dst`; `payload` is the ICMP payload, so a
+/// packet is `payload` + 28 bytes over IPv4 and `payload` + 48 over IPv6.
+pub fn ping_any(ns: &Netns, dst: std::net::IpAddr, payload: usize, df: bool, timeout: Duration) -> Result<PingOutcome, Error> {
+    match dst {
+        std::net::IpAddr::V4(d) => ping(ns, d, payload, df, timeout),
+        std::net::IpAddr::V6(d) => super::icmp6::ping6(ns, d, payload, df, timeout),
+    }
+}
+
+pub(super) fn last_err(op: &'static str) -> (&'static str, std::io::Error) {
     (op, std::io::Error::last_os_error())
 }
 
@@ -116,9 +126,9 @@ fn classify(pkt: &[u8], dst: Ipv4Addr, ident: u16, seq: u16, sent_at: Instant) -
                 return None;
             }
             if ty == 3 && code == 4 {
-                Some(PingOutcome::FragNeeded { from: ip.get_source(), mtu: u16::from_be_bytes([icmp[6], icmp[7]]) })
+                Some(PingOutcome::FragNeeded { from: ip.get_source().into(), mtu: u16::from_be_bytes([icmp[6], icmp[7]]) })
             } else {
-                Some(PingOutcome::Unreachable { from: ip.get_source(), icmp_type: ty, code })
+                Some(PingOutcome::Unreachable { from: ip.get_source().into(), icmp_type: ty, code })
             }
         }
         _ => None,
@@ -182,10 +192,10 @@ pub fn saw_echo_request(ns: &Netns, ident: u16, timeout: Duration, ready: std::s
 }
 
 /// Pings until a reply or `attempts` tries (ARP on a fresh path can eat the first one).
-pub fn ping_with_retries(ns: &Netns, dst: Ipv4Addr, attempts: u32, timeout: Duration) -> Result<PingOutcome, Error> {
+pub fn ping_with_retries(ns: &Netns, dst: std::net::IpAddr, attempts: u32, timeout: Duration) -> Result<PingOutcome, Error> {
     let mut last = PingOutcome::Timeout;
     for _ in 0..attempts {
-        last = ping(ns, dst, 56, false, timeout)?;
+        last = ping_any(ns, dst, 56, false, timeout)?;
         if last.is_reply() {
             break;
         }
@@ -295,7 +305,7 @@ fn echo_request(ident: u16, seq: u16, payload: usize) -> Vec<u8> {
 /// The errnos with which the local stack declines to send to a destination: a finding
 /// about the host's routing (no route, `prohibit`/`blackhole`/`unreachable` routes, an
 /// output firewall, a neighbour that never answered), not a failure of the probe.
-fn declined_to_send(errno: Option<i32>) -> bool {
+pub(super) fn declined_to_send(errno: Option<i32>) -> bool {
     matches!(errno, Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EPERM | libc::EINVAL | libc::EAGAIN | libc::ENOBUFS))
 }
 
@@ -439,7 +449,10 @@ mod tests {
         let mut frag = vec![3, 4, 0, 0, 0, 0, 0x05, 0xaa];
         frag.extend_from_slice(&quoted);
         let pkt = ipv4([10, 244, 1, 1], [10, 244, 1, 2], &frag);
-        assert_eq!(classify(&pkt, dst, 0x1234, 1, t), Some(PingOutcome::FragNeeded { from: Ipv4Addr::new(10, 244, 1, 1), mtu: 1450 }));
+        assert_eq!(
+            classify(&pkt, dst, 0x1234, 1, t),
+            Some(PingOutcome::FragNeeded { from: Ipv4Addr::new(10, 244, 1, 1).into(), mtu: 1450 })
+        );
         let mut unreach = frag.clone();
         unreach[1] = 0;
         let pkt = ipv4([10, 244, 1, 1], [10, 244, 1, 2], &unreach);

@@ -5,10 +5,13 @@
 pub mod capture;
 mod dump;
 mod icmp;
+mod icmp6;
 pub mod throughput;
 pub mod traffic;
 
 pub use dump::{dump_host, HostState};
 pub use icmp::{
-    echo_packet, inner_addresses, ping, ping_with_retries, saw_echo_request, send_udp, sweep, udp_sources, PingOutcome, UdpListener,
+    echo_packet, inner_addresses, ping, ping_any, ping_with_retries, saw_echo_request, send_udp, sweep, udp_sources, PingOutcome,
+    UdpListener,
 };
+pub use icmp6::{ping6, sweep6, sweep_any};

@@ -236,7 +236,7 @@ impl Trial<'_> {
                         continue;
                     }
                     let ns = self.lab.host(h).expect("gateway host").ns.clone();
-                    let src = g.addr;
+                    let Some((src, _)) = g.v4 else { continue };
                     jobs.push(std::thread::spawn(move || probe::sweep(&ns, src, vec![target], 1, Duration::from_millis(50))));
                 }
                 for j in jobs {
@@ -248,14 +248,15 @@ impl Trial<'_> {
                         continue;
                     }
                     let node = self.lab.host(h).expect("gateway host");
+                    let Some((src, _)) = g.v4 else { continue };
                     let arrived = seen
                         .iter()
-                        .any(|(from, p)| *from == node.addr && probe::inner_addresses(p).is_some_and(|(s, d)| s == g.addr && d == target));
+                        .any(|(from, p)| *from == node.addr && probe::inner_addresses(p).is_some_and(|(s, d)| s == src && d == target));
                     if !arrived {
                         findings.push(Finding::new(
                             Check::Reachability,
                             h.as_str(),
-                            format!("no datagram from {} carrying {} -> {target} reached the canary", node.addr, g.addr),
+                            format!("no datagram from {} carrying {src} -> {target} reached the canary", node.addr),
                         ));
                     }
                 }
@@ -315,15 +316,23 @@ impl Trial<'_> {
         for node in &active {
             let peers = n - 1;
             let same_segment = active.iter().filter(|o| o.name != node.name && o.segment == node.segment).count();
-            let want = match conf.backend {
+            // (routes, neighbours, fdb, direct) of one address family
+            let (r, nb, f, d) = match conf.backend {
                 Backend::Vxlan if conf.direct_routing => {
                     let far = peers - same_segment;
-                    Counts { routes: far, neighbours: far, fdb: far, direct: same_segment }
+                    (far, far, far, same_segment)
                 }
-                Backend::Vxlan => Counts { routes: peers, neighbours: peers, fdb: peers, direct: 0 },
-                Backend::HostGw => Counts { routes: same_segment, ..Counts::default() },
-                Backend::Udp => Counts { routes: 1, ..Counts::default() },
+                Backend::Vxlan => (peers, peers, peers, 0),
+                Backend::HostGw => (same_segment, 0, 0, 0),
+                Backend::Udp => (1, 0, 0, 0),
             };
+            let mut want = Counts::default();
+            if conf.enable_ipv4 {
+                (want.routes, want.neighbours, want.fdb, want.direct) = (r, nb, f, d);
+            }
+            if conf.ipv6.is_some() && conf.backend != Backend::Udp {
+                (want.routes6, want.neighbours6, want.fdb6, want.direct6) = (r, nb, f, d);
+            }
             let have = counts.get(&node.name).copied().unwrap_or_default();
             if have != want {
                 findings.push(Finding::new(
@@ -337,18 +346,28 @@ impl Trial<'_> {
             return Err(StepError::Check(findings));
         }
         let summary: Vec<String> = counts.iter().map(|(h, c)| format!("{h}={}", count_text(c, &conf))).collect();
-        let total: usize = counts.values().map(|c| c.routes + c.neighbours + c.fdb + c.direct).sum();
+        let total: usize =
+            counts.values().map(|c| c.routes + c.neighbours + c.fdb + c.direct + c.routes6 + c.neighbours6 + c.fdb6 + c.direct6).sum();
         tracing::info!("{n} hosts: per host {} (total {total})", summary.join(" "));
         Ok(())
     }
 }
 
-/// `routes/neighbours/fdb 3/3/3`, with `direct 2` under DirectRouting.
+/// `routes/neighbours/fdb 3/3/3`, with `direct 2` under DirectRouting; per family
+/// (`v4 … v6 …`) when the net-conf enables IPv6.
 fn count_text(c: &Counts, conf: &crate::contract::NetConf) -> String {
-    let base = format!("routes/neighbours/fdb {}/{}/{}", c.routes, c.neighbours, c.fdb);
-    if conf.direct_routing {
-        format!("{base} direct {}", c.direct)
-    } else {
-        base
+    let family = |r: usize, n: usize, f: usize, d: usize| {
+        let base = format!("routes/neighbours/fdb {r}/{n}/{f}");
+        if conf.direct_routing {
+            format!("{base} direct {d}")
+        } else {
+            base
+        }
+    };
+    let v4 = family(c.routes, c.neighbours, c.fdb, c.direct);
+    match (conf.enable_ipv4, conf.ipv6.is_some()) {
+        (true, false) => v4,
+        (true, true) => format!("v4 {v4} v6 {}", family(c.routes6, c.neighbours6, c.fdb6, c.direct6)),
+        (false, _) => format!("v6 {}", family(c.routes6, c.neighbours6, c.fdb6, c.direct6)),
     }
 }

@@ -306,6 +306,11 @@ pub enum Sabotage {
     /// Sets the MTU of the host's underlay port on its segment's bridge: frames larger than
     /// that vanish on the wire (a black hole no host's state shows).
     SetUnderlayMtu(PodMtu),
+    /// The IPv6 twins of the first three: one IPv6 peer route (on `flannel-v6.VNI`, or on
+    /// eth0 for host-gw), one IPv6 neighbour, one FDB entry with an IPv6 destination.
+    DeleteRoute6(OnHost),
+    DeleteNeighbour6(OnHost),
+    DeleteFdb6(OnHost),
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -314,6 +319,9 @@ pub struct DeviceMtu {
     pub host: HostName,
     /// Bytes added to (or, negative, taken from) the device's current MTU.
     pub by: i32,
+    /// The IPv6 overlay device (`flannel-v6.VNI`) instead of the IPv4 one.
+    #[serde(default)]
+    pub ipv6: bool,
 }
 
 single_key_enum!(Sabotage, "sabotage", {
@@ -324,13 +332,22 @@ single_key_enum!(Sabotage, "sabotage", {
     "kill_agent" => KillAgent(OnHost),
     "set_device_mtu" => SetDeviceMtu(DeviceMtu),
     "set_underlay_mtu" => SetUnderlayMtu(PodMtu),
+    "delete_route6" => DeleteRoute6(OnHost),
+    "delete_neighbour6" => DeleteNeighbour6(OnHost),
+    "delete_fdb6" => DeleteFdb6(OnHost),
 });
 
 impl Sabotage {
     /// The host it damages.
     pub fn host(&self) -> &HostName {
         match self {
-            Sabotage::DeleteFdb(h) | Sabotage::DeleteRoute(h) | Sabotage::DeleteNeighbour(h) | Sabotage::KillAgent(h) => &h.host,
+            Sabotage::DeleteFdb(h)
+            | Sabotage::DeleteRoute(h)
+            | Sabotage::DeleteNeighbour(h)
+            | Sabotage::KillAgent(h)
+            | Sabotage::DeleteRoute6(h)
+            | Sabotage::DeleteNeighbour6(h)
+            | Sabotage::DeleteFdb6(h) => &h.host,
             Sabotage::SetPodMtu(p) | Sabotage::SetUnderlayMtu(p) => &p.host,
             Sabotage::SetDeviceMtu(p) => &p.host,
         }
@@ -340,18 +357,13 @@ impl Sabotage {
 impl Trial<'_> {
     async fn sabotage(&mut self, s: &Sabotage) -> StepResult {
         let conf = self.conf()?.clone();
-        let host = match s {
-            Sabotage::DeleteFdb(h) | Sabotage::DeleteRoute(h) | Sabotage::DeleteNeighbour(h) | Sabotage::KillAgent(h) => h.host.as_str(),
-            Sabotage::SetPodMtu(p) | Sabotage::SetUnderlayMtu(p) => p.host.as_str(),
-            Sabotage::SetDeviceMtu(p) => p.host.as_str(),
-        };
+        let host = s.host().as_str();
         // Damage to the agent's own state stays only while the agent cannot repair it (the
         // reference reconciles within seconds, its device's MTU too): its process group is
         // frozen first, and stays frozen to the end of the trial (stopping it thaws it).
         // Not under udp, whose data path runs inside the agent (and which reconciles
         // nothing): a frozen udp agent would break more than the control means to.
-        let repairable =
-            matches!(s, Sabotage::DeleteFdb(_) | Sabotage::DeleteRoute(_) | Sabotage::DeleteNeighbour(_) | Sabotage::SetDeviceMtu(_));
+        let repairable = !matches!(s, Sabotage::SetPodMtu(_) | Sabotage::SetUnderlayMtu(_) | Sabotage::KillAgent(_));
         if repairable && conf.backend != crate::contract::Backend::Udp {
             if let Some(a) = self.agents.iter().find(|a| a.host == host) {
                 a.child.signal(nix::sys::signal::Signal::SIGSTOP);
@@ -362,8 +374,12 @@ impl Trial<'_> {
         let dev = conf.route_device();
         let idx = match s {
             Sabotage::SetPodMtu(_) | Sabotage::KillAgent(_) | Sabotage::SetDeviceMtu(_) | Sabotage::SetUnderlayMtu(_) => 0,
+            Sabotage::DeleteRoute6(_) | Sabotage::DeleteNeighbour6(_) | Sabotage::DeleteFdb6(_) => {
+                node.nl.index_of(&conf.route_device6()).await?
+            }
             _ => node.nl.index_of(&dev).await?,
         };
+        let net6 = conf.ipv6.map(|n| n.network);
         let what = match s {
             Sabotage::DeleteFdb(_) => {
                 let fdb = node.nl.fdb().await?;
@@ -386,12 +402,48 @@ impl Trial<'_> {
                 node.nl.del_neighbour(&n).await?;
                 format!("deleted neighbour {}", n.ip)
             }
+            Sabotage::DeleteRoute6(_) => {
+                let net6 = net6.ok_or("delete_route6 needs a net-conf with EnableIPv6")?;
+                let r = node
+                    .nl
+                    .routes6()
+                    .await?
+                    .into_iter()
+                    .find(|r| r.oif == Some(idx) && net6.contains_net(&r.dst))
+                    .ok_or("no IPv6 peer route to delete")?;
+                node.nl.del_route6(&r).await?;
+                format!("deleted IPv6 route {}", r.dst)
+            }
+            Sabotage::DeleteNeighbour6(_) => {
+                let net6 = net6.ok_or("delete_neighbour6 needs a net-conf with EnableIPv6")?;
+                let n = node
+                    .nl
+                    .neighbours6()
+                    .await?
+                    .into_iter()
+                    .find(|n| n.ifindex == idx && n.permanent && net6.contains(n.ip))
+                    .ok_or("no IPv6 neighbour to delete")?;
+                node.nl.del_neighbour6(&n).await?;
+                format!("deleted IPv6 neighbour {}", n.ip)
+            }
+            Sabotage::DeleteFdb6(_) => {
+                let e = node
+                    .nl
+                    .fdb()
+                    .await?
+                    .into_iter()
+                    .find(|e| e.ifindex == idx && e.dst.is_some_and(|d| d.is_ipv6()))
+                    .ok_or("no IPv6 FDB entry to delete")?;
+                node.nl.del_fdb(&e).await?;
+                format!("deleted FDB entry {} dst {:?}", e.mac, e.dst)
+            }
             Sabotage::SetPodMtu(p) => {
                 let pod = self.pods.iter().find(|x| x.host == host).ok_or("no pod on that host: add create_pods first")?;
                 pod.nl.set_mtu("eth0", p.mtu).await?;
                 format!("set {} eth0 MTU to {}", pod.name, p.mtu)
             }
             Sabotage::SetDeviceMtu(p) => {
+                let dev = if p.ipv6 { conf.route_device6() } else { dev };
                 let links = node.nl.links().await?;
                 let now = links.iter().find(|l| l.name == dev).map(|l| l.mtu).ok_or_else(|| format!("no `{dev}` on {host}"))?;
                 let to = now.checked_add_signed(p.by).ok_or("MTU out of range")?;

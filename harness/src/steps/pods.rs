@@ -79,7 +79,9 @@ impl Trial<'_> {
                     format!("no usable FLANNEL_SUBNET/FLANNEL_MTU to wire pods from:\n{text}"),
                 )
             })?;
-            let pods = lab_pods::create(&self.lab, node, gw, per_host).await.map_err(|e| lab_err!("{}: {}", node.name, chain(&e)))?;
+            let wiring = self.pod_wiring(node)?;
+            let pods =
+                lab_pods::create(&self.lab, node, gw, per_host, &wiring).await.map_err(|e| lab_err!("{}: {}", node.name, chain(&e)))?;
             made += pods.len();
             self.pods.extend(pods);
         }
@@ -87,6 +89,43 @@ impl Trial<'_> {
             return Err("create_pods made no pod".into());
         }
         Ok(())
+    }
+
+    /// How this host's pods are wired: by the CNI plugins configured from its subnet file
+    /// as flannel's plugin would, or by the lab (the case's `pod_wiring`; under `auto` the
+    /// plugins when installed). The trial log says which.
+    fn pod_wiring(&self, node: &crate::lab::Node) -> Result<lab_pods::Wiring, StepError> {
+        use crate::input::case::PodWiring;
+        let plugins = match self.case.pod_wiring {
+            PodWiring::Lab => None,
+            PodWiring::Auto => crate::lab::cni::plugin_dir(),
+            PodWiring::Cni => Some(crate::lab::cni::plugin_dir().ok_or_else(|| {
+                lab_err!("the case asks for CNI pod wiring, but no {:?} plugins are in $FLANNEL_LAB_CNI_PATH, /usr/lib/cni or /opt/cni/bin (ci/setup.sh installs containernetworking-plugins)", crate::lab::cni::PLUGINS)
+            })?),
+        };
+        let Some(plugins) = plugins else {
+            tracing::info!("{}: pods wired by the lab (pod_wiring {:?}; CNI plugins not used)", node.name, self.case.pod_wiring);
+            return Ok(lab_pods::Wiring::Lab);
+        };
+        let text = std::fs::read_to_string(Agent::subnet_file_path(node)).unwrap_or_default();
+        let env = crate::contract::SubnetEnv::parse(&text);
+        let info = crate::lab::cni::SubnetInfo {
+            network: env.network,
+            subnet: env.subnet(),
+            network6: env.network6,
+            subnet6: env.subnet6(),
+            mtu: env.mtu,
+            ipmasq: env.ipmasq,
+        };
+        let conf = crate::lab::cni::delegate_conf(&info, &node.dir.join("cni")).ok_or_else(|| {
+            StepError::check(
+                Check::SubnetFile,
+                node.name.as_str(),
+                format!("the subnet file lacks what flannel's CNI plugin needs:\n{text}"),
+            )
+        })?;
+        tracing::info!("{}: pods wired by the CNI bridge plugin from {} with {conf}", node.name, plugins.display());
+        Ok(lab_pods::Wiring::Cni { plugins, conf })
     }
 
     async fn expect_ping(&mut self, spec: &ExpectPing) -> StepResult {
@@ -100,12 +139,21 @@ impl Trial<'_> {
         if pairs.is_empty() {
             return Err("expect_ping examined nothing: no pod pairs on different hosts (add create_pods and a second host)".into());
         }
-        let jobs: Vec<_> = pairs
+        // every pair over IPv4, and over IPv6 too when both pods have an IPv6 address
+        let targets: Vec<(usize, usize, std::net::IpAddr)> = pairs
             .iter()
-            .map(|&(a, b)| {
+            .flat_map(|&(a, b)| {
+                let dst = &self.pods[b];
+                let v4 = self.pods[a].addr.and(dst.addr).map(|d| (a, b, d.into()));
+                v4.into_iter().chain(self.pods[a].addr6.and(dst.addr6).map(|d6| (a, b, d6.into())))
+            })
+            .collect();
+        let jobs: Vec<_> = targets
+            .iter()
+            .map(|&(a, b, to)| {
                 let (src, dst) = (&self.pods[a], &self.pods[b]);
-                let (ns, to) = (src.ns.clone(), dst.addr);
-                let label = format!("{} -> {} ({})", src.name, dst.name, dst.addr);
+                let ns = src.ns.clone();
+                let label = format!("{} -> {} ({to})", src.name, dst.name);
                 let reachable = !split || segment_of(&src.host) == segment_of(&dst.host);
                 (
                     src.host.clone(),
@@ -141,13 +189,18 @@ impl Trial<'_> {
         if !failed.is_empty() {
             let n = failed.len();
             if let Some(f) = failed.first_mut() {
-                f.what = format!("{n} of {} pod pairs did not behave as expected; {}", pairs.len(), f.what);
+                f.what = format!("{n} of {} pod pings did not behave as expected; {}", targets.len(), f.what);
             }
             return Err(StepError::Check(failed));
         }
         let note =
             if split { format!("; {blocked} cross-segment pairs fail, as the case expects for {}", self.backend) } else { String::new() };
-        tracing::info!("{} pod pairs ping (slowest reply {} us){note}", pairs.len() - blocked, worst.as_micros());
+        let v6 = targets.iter().filter(|t| t.2.is_ipv6()).count();
+        tracing::info!(
+            "{} pod pings answered, {v6} of them over IPv6 (slowest reply {} us){note}",
+            targets.len() - blocked,
+            worst.as_micros()
+        );
         Ok(())
     }
 
@@ -183,14 +236,20 @@ impl Trial<'_> {
             };
             let node = self.lab.host(h).expect("active host");
             let underlay = self.lab.mtu_of(node);
-            let overlay = conf.overlay_mtu(underlay);
             let gw = self.gateways[h];
             if !self.mtu_probes.contains_key(h) {
                 let p = lab_pods::create_probe(&self.lab, node, gw, underlay + 100).await.map_err(|e| lab_err!("{h}: {}", chain(&e)))?;
                 self.mtu_probes.insert(h.clone(), p);
             }
             let probe_ns = self.mtu_probes[h].ns.clone();
-            probes.push((h.clone(), next.clone(), probe_ns, gw.addr, self.gateways[next].addr, overlay));
+            // each family meets its own overlay device's MTU (vxlan over IPv6 costs more)
+            let to = self.gateways[next];
+            if let (Some((own, _)), Some((to4, _))) = (gw.v4, to.v4) {
+                probes.push((h.clone(), next.clone(), probe_ns.clone(), own.into(), to4.into(), conf.device_mtu(underlay)));
+            }
+            if let (Some((own6, _)), Some((to6, _))) = (gw.v6, to.v6) {
+                probes.push((h.clone(), next.clone(), probe_ns, own6.into(), to6.into(), conf.device_mtu6(underlay)));
+            }
         }
         if probes.is_empty() {
             return Err("expect_mtu examined nothing: no host has a peer to probe".into());
@@ -198,17 +257,19 @@ impl Trial<'_> {
         let results = tokio::task::spawn_blocking(move || {
             let jobs: Vec<_> = probes
                 .into_iter()
-                .map(|(h, n, ns, own_gw, dst, mtu)| {
+                .map(|(h, n, ns, own_gw, dst, mtu): (String, String, crate::lab::netns::Netns, std::net::IpAddr, std::net::IpAddr, u32)| {
                     std::thread::spawn(move || {
-                        let fits = (mtu - 28) as usize;
+                        // IP and ICMP headers: 20 + 8 over IPv4, 40 + 8 over IPv6
+                        let headers = if dst.is_ipv6() { 48 } else { 28 };
+                        let fits = (mtu - headers) as usize;
                         // the first DF probe may be eaten by ARP on a fresh path: retry it
-                        let mut small = probe::ping(&ns, dst, fits, true, Duration::from_secs(1));
+                        let mut small = probe::ping_any(&ns, dst, fits, true, Duration::from_secs(1));
                         for _ in 0..2 {
                             if matches!(small, Ok(PingOutcome::Timeout)) {
-                                small = probe::ping(&ns, dst, fits, true, Duration::from_secs(1));
+                                small = probe::ping_any(&ns, dst, fits, true, Duration::from_secs(1));
                             }
                         }
-                        let big = probe::ping(&ns, dst, fits + 1, true, Duration::from_secs(1));
+                        let big = probe::ping_any(&ns, dst, fits + 1, true, Duration::from_secs(1));
                         (h, n, own_gw, dst, mtu, small, big)
                     })
                 })
@@ -225,7 +286,7 @@ impl Trial<'_> {
                 findings.push(Finding::new(
                     Check::DfProbe,
                     h.as_str(),
-                    format!("{what}: a DF packet of {mtu} bytes (the overlay MTU) should pass, got {small:?}"),
+                    format!("{what}: a DF packet of {mtu} bytes (the overlay device's MTU) should pass, got {small:?}"),
                 ));
             }
             match big {

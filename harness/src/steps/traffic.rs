@@ -32,7 +32,7 @@ impl StepKind for StartTraffic {
         let pod = |h: &str| t.pods.iter().find(|p| p.host == h).ok_or_else(|| format!("no pod on {h}: add create_pods first"));
         let (a, b) = (pod(self.from.as_str())?, pod(self.to.as_str())?);
         let label = format!("{} -> {} every {:?}", a.name, b.name, self.interval.0);
-        let probe = crate::probe::traffic::Traffic::start(&a.ns, b.addr, self.interval.0)?;
+        let probe = crate::probe::traffic::Traffic::start(&a.ns, b.v4()?, self.interval.0)?;
         t.traffic = Some((probe, label, self.from.to_string()));
         Ok(())
     }
@@ -206,7 +206,8 @@ impl Trial<'_> {
         let subnet = env.subnet().ok_or("no subnet in the subnet file")?;
         let inner_src = subnet.nth(200);
         let ident: u16 = rand::random();
-        let mut packet = probe::echo_packet(inner_src, pod.addr, ident);
+        let pod_addr = pod.v4()?;
+        let mut packet = probe::echo_packet(inner_src, pod_addr, ident);
         if backend == Backend::Vxlan {
             let lease = self.leases().await?.into_iter().find_map(|(_, l)| l.ok().filter(|l| l.public_ip == target.addr));
             let mac = lease
@@ -236,7 +237,7 @@ impl Trial<'_> {
         })
         .await
         .map_err(|e| e.to_string())??;
-        let what = format!("{backend} datagram from {} ({sender_addr}) to {to} carrying {inner_src} -> {}", spec.from, pod.addr);
+        let what = format!("{backend} datagram from {} ({sender_addr}) to {to} carrying {inner_src} -> {pod_addr}", spec.from);
         match (spec.expect, seen) {
             (Fate::Delivered, true) | (Fate::Dropped, false) => {
                 tracing::info!("{what}: {}", if seen { "delivered" } else { "dropped" });
@@ -259,13 +260,13 @@ impl Trial<'_> {
             (self.store.netns().clone(), self.lab.topo.etcd.1, "etcd (off the pod network)".to_string())
         } else {
             let p = self.pods.iter().find(|p| p.host == spec.to).ok_or_else(|| format!("no pod on {}: add create_pods first", spec.to))?;
-            (p.ns.clone(), p.addr, format!("pod {} on {}", p.name, spec.to))
+            (p.ns.clone(), p.v4()?, format!("pod {} on {}", p.name, spec.to))
         };
         let want = match spec.seen_as {
             SeenAs::Node => node_addr,
-            SeenAs::Pod => pod.addr,
+            SeenAs::Pod => pod.v4()?,
         };
-        let (pod_ns, pod_addr) = (pod.ns.clone(), pod.addr);
+        let (pod_ns, pod_addr) = (pod.ns.clone(), pod.v4()?);
         const SENT: usize = 5;
         let (seen, port) =
             tokio::task::spawn_blocking(move || probe::udp_sources(&pod_ns, &dst_ns, dst_addr, SENT, Duration::from_secs(3)))
@@ -297,7 +298,7 @@ impl Trial<'_> {
         let pod = |h: &str| self.pods.iter().find(|p| p.host == h).ok_or_else(|| format!("no pod on {h}: add create_pods first"));
         let (a, b) = (pod(&hosts[0])?, pod(&hosts[1])?);
         let (ha, hb) = (self.lab.host(&hosts[0]).expect("host"), self.lab.host(&hosts[1]).expect("host"));
-        let (pa, pb, pb_ip) = (a.ns.clone(), b.ns.clone(), b.addr);
+        let (pa, pb, pb_ip) = (a.ns.clone(), b.ns.clone(), b.v4()?);
         let (na, nb, hb_ip) = (ha.ns.clone(), hb.ns.clone(), hb.addr);
         let (overlay, bare) = tokio::task::spawn_blocking(move || {
             let overlay = crate::probe::throughput::measure(&pb, pb_ip, &pa, seconds);

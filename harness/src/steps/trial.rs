@@ -202,7 +202,7 @@ impl<'a> Trial<'a> {
         if active.is_empty() {
             return Err("no active hosts: the contract examined nothing".into());
         }
-        let hosts: Vec<(String, Ipv4Addr)> = active.iter().map(|h| (h.name.clone(), h.addr)).collect();
+        let hosts: Vec<contract::HostAddrs> = active.iter().map(|h| (h.name.clone(), h.addr, h.addr6)).collect();
         let mut findings = Vec::new();
         let mut by_ip = contract::check_leases(conf, &hosts, &leases, &mut findings);
         // a removed host's lease must be gone
@@ -212,7 +212,8 @@ impl<'a> Trial<'a> {
             }
         }
         let paths: Vec<PathBuf> = active.iter().map(|n| Agent::subnet_file_path(n)).collect();
-        let states = futures::future::join_all(active.iter().zip(&paths).map(|(n, p)| probe::dump_host(n, p))).await;
+        let ipv6 = conf.ipv6.is_some();
+        let states = futures::future::join_all(active.iter().zip(&paths).map(|(n, p)| probe::dump_host(n, p, ipv6))).await;
         let mut counts = BTreeMap::new();
         for (node, state) in active.into_iter().zip(states) {
             let state = state?;
@@ -226,7 +227,8 @@ impl<'a> Trial<'a> {
                 state.subnet_file.as_deref(),
                 &mut findings,
             );
-            let c = contract::check_kernel(conf, &node.name, node.addr, mtu, &by_ip, &state, &mut findings);
+            let mut c = contract::check_kernel(conf, &node.name, node.addr, mtu, &by_ip, &state, &mut findings);
+            contract::check_kernel6(conf, &node.name, node.addr, node.addr6, mtu, &by_ip, &state, &mut findings, &mut c);
             counts.insert(node.name.clone(), c);
         }
         Ok((findings, counts))
@@ -294,8 +296,10 @@ impl<'a> Trial<'a> {
             let node = self.lab.host(&h).expect("active host");
             let Ok(text) = std::fs::read_to_string(Agent::subnet_file_path(node)) else { continue };
             let env = SubnetEnv::parse(&text);
-            let (Some((gw, _)), Some(subnet), Some(mtu)) = (env.subnet_ip, env.subnet(), env.mtu) else { continue };
-            let want = Gateway { addr: gw, subnet, mtu };
+            let v4 = env.subnet_ip.zip(env.subnet()).map(|((a, _), s)| (a, s));
+            let v6 = env.subnet6_ip.zip(env.subnet6()).map(|((a6, _), s6)| (a6, s6));
+            let Some(mtu) = env.mtu.filter(|_| v4.is_some() || v6.is_some()) else { continue };
+            let want = Gateway { v4, v6, mtu };
             let previous = self.gateways.get(&h).copied();
             if previous != Some(want) {
                 lab_pods::ensure_bridge(node, want, previous).await.map_err(|e| StepError::Lab(crate::lab_err!("{h}: {}", chain(&e))))?;
@@ -318,27 +322,37 @@ impl<'a> Trial<'a> {
     /// thread per host, all in parallel. Returns one finding per host that misses peers.
     pub(super) async fn reachability(&mut self, cross_segment_fails: &[String]) -> Result<Vec<Finding>, StepError> {
         self.ensure_gateways().await?;
-        let hosts: Vec<(String, Ipv4Addr)> =
-            self.active_hosts().filter_map(|h| self.gateways.get(&h.name).map(|g| (h.name.clone(), g.addr))).collect();
+        // each host's cni0 addresses: IPv4, and IPv6 on a dual-stack pod network
+        let hosts: Vec<(String, Option<std::net::IpAddr>, Option<std::net::IpAddr>)> = self
+            .active_hosts()
+            .filter_map(|h| self.gateways.get(&h.name).map(|g| (h.name.clone(), g.v4.map(|(a, _)| a.into()), g.v6.map(|(a, _)| a.into()))))
+            .collect();
         let mut jobs = Vec::new();
-        for (src, src_gw) in &hosts {
-            let peers: Vec<(String, Ipv4Addr)> =
-                hosts.iter().filter(|(d, _)| d != src && !self.unreachable_pair(cross_segment_fails, src, d)).cloned().collect();
-            if peers.is_empty() {
-                continue;
+        for (family, v6) in [("", false), (" over IPv6", true)] {
+            let addr = |h: &(String, Option<std::net::IpAddr>, Option<std::net::IpAddr>)| if v6 { h.2 } else { h.1 };
+            for src in &hosts {
+                let Some(src_gw) = addr(src) else { continue };
+                let peers: Vec<(String, std::net::IpAddr)> = hosts
+                    .iter()
+                    .filter(|d| d.0 != src.0 && !self.unreachable_pair(cross_segment_fails, &src.0, &d.0))
+                    .filter_map(|d| Some((d.0.clone(), addr(d)?)))
+                    .collect();
+                if peers.is_empty() {
+                    continue;
+                }
+                let ns = self.lab.host(&src.0).expect("active host").ns.clone();
+                let src = src.0.clone();
+                jobs.push(std::thread::spawn(move || {
+                    let r = probe::sweep_any(&ns, src_gw, peers.iter().map(|p| p.1).collect(), 3, Duration::from_millis(300));
+                    (src, family, peers, r)
+                }));
             }
-            let ns = self.lab.host(src).expect("active host").ns.clone();
-            let (src, src_gw) = (src.clone(), *src_gw);
-            jobs.push(std::thread::spawn(move || {
-                let r = probe::sweep(&ns, src_gw, peers.iter().map(|p| p.1).collect(), 3, Duration::from_millis(300));
-                (src, peers, r)
-            }));
         }
         let results = tokio::task::spawn_blocking(move || jobs.into_iter().map(|j| j.join().expect("probe thread")).collect::<Vec<_>>())
             .await
             .map_err(|e| e.to_string())?;
         let mut findings = Vec::new();
-        for (src, peers, r) in results {
+        for (src, family, peers, r) in results {
             let outcomes = r?;
             let missed: Vec<String> = peers
                 .iter()
@@ -350,7 +364,7 @@ impl<'a> Trial<'a> {
                 findings.push(Finding::new(
                     Check::Reachability,
                     src.as_str(),
-                    format!("{} of {} peers do not answer over the overlay: {}", missed.len(), peers.len(), missed.join(", ")),
+                    format!("{} of {} peers do not answer over the overlay{family}: {}", missed.len(), peers.len(), missed.join(", ")),
                 ));
             }
         }
@@ -415,7 +429,7 @@ impl<'a> Trial<'a> {
     /// Writes what a person needs to see why the trial failed into the work directory.
     pub async fn save_artifacts(&mut self, log: &[String]) {
         for node in &self.lab.hosts {
-            if let Ok(state) = probe::dump_host(node, &Agent::subnet_file_path(node)).await {
+            if let Ok(state) = probe::dump_host(node, &Agent::subnet_file_path(node), self.lab.topo.dual_stack()).await {
                 let _ = std::fs::write(node.dir.join("state.json"), serde_json::to_string_pretty(&state).unwrap_or_default());
             }
         }

@@ -4,20 +4,25 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::Value;
 
 pub use crate::input::kinds::{Backend, Check};
-use crate::input::names::Ipv4Net;
+use crate::input::names::{Ipv4Net, Ipv6Net};
 use crate::lab::nl::{Address, FdbEntry, Neighbour, Route};
 use crate::lab::UNDERLAY_IF;
 pub use crate::probe::HostState;
+
+pub mod v6;
+pub use v6::check_kernel6;
 
 pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
 pub const VXLAN_DEFAULT_PORT: u16 = 8472;
 pub const UDP_DEFAULT_PORT: u16 = 8285;
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// vxlan over an IPv6 underlay: the outer IPv6 header is 20 bytes longer.
+pub const VXLAN6_OVERHEAD: u32 = 70;
 pub const UDP_OVERHEAD: u32 = 28;
 pub const UDP_DEVICE: &str = "flannel0";
 
@@ -25,6 +30,9 @@ pub const UDP_DEVICE: &str = "flannel0";
 /// (keys case-insensitive, defaults applied).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConf {
+    /// `EnableIPv4` (default true): the IPv4 pod network is in use.
+    pub enable_ipv4: bool,
+    /// Meaningless when `enable_ipv4` is false.
     pub network: Ipv4Net,
     pub subnet_len: u8,
     pub backend: Backend,
@@ -38,6 +46,15 @@ pub struct NetConf {
     pub learning: bool,
     /// vxlan `GBP`: the device carries Group Based Policy marks.
     pub gbp: bool,
+    /// `EnableIPv6` with `IPv6Network` and `IPv6SubnetLen` (default 64).
+    pub ipv6: Option<Net6>,
+}
+
+/// The IPv6 pod network of a dual-stack or IPv6-only net-conf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net6 {
+    pub network: Ipv6Net,
+    pub subnet_len: u8,
 }
 
 fn get<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
@@ -46,7 +63,26 @@ fn get<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
 
 impl NetConf {
     pub fn from_json(v: &Value) -> Result<NetConf, String> {
-        let network: Ipv4Net = get(v, "Network").and_then(|n| n.as_str()).ok_or("net-conf has no string `Network`")?.parse()?;
+        let enable_ipv4 = get(v, "EnableIPv4").and_then(|b| b.as_bool()).unwrap_or(true);
+        let ipv6 = match get(v, "EnableIPv6").and_then(|b| b.as_bool()).unwrap_or(false) {
+            false => None,
+            true => {
+                let network: Ipv6Net = get(v, "IPv6Network")
+                    .and_then(|n| n.as_str())
+                    .ok_or("net-conf sets EnableIPv6 but has no string `IPv6Network`")?
+                    .parse()?;
+                let subnet_len = get(v, "IPv6SubnetLen").and_then(|n| n.as_u64()).unwrap_or(64) as u8;
+                Some(Net6 { network, subnet_len })
+            }
+        };
+        if !enable_ipv4 && ipv6.is_none() {
+            return Err("net-conf enables neither IPv4 nor IPv6".into());
+        }
+        let network: Ipv4Net = match get(v, "Network").and_then(|n| n.as_str()) {
+            Some(n) => n.parse()?,
+            None if !enable_ipv4 => Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid"),
+            None => return Err("net-conf has no string `Network`".into()),
+        };
         let subnet_len = match get(v, "SubnetLen").and_then(|n| n.as_u64()) {
             Some(n) => n as u8,
             None if network.prefix() <= 22 => 24,
@@ -65,6 +101,7 @@ impl NetConf {
         let vxlan = backend == Backend::Vxlan;
         let mtu = backend_v.and_then(|b| get(b, "MTU")).and_then(|n| n.as_u64()).filter(|m| vxlan && *m != 0).map(|m| m as u32);
         Ok(NetConf {
+            enable_ipv4,
             network,
             subnet_len,
             backend,
@@ -74,7 +111,29 @@ impl NetConf {
             mtu,
             learning: vxlan && flag("Learning"),
             gbp: vxlan && flag("GBP"),
+            ipv6,
         })
+    }
+
+    /// The IPv6 twin of [`NetConf::route_device`]: `flannel-v6.<VNI>` for vxlan.
+    pub fn route_device6(&self) -> String {
+        match self.backend {
+            Backend::Vxlan => format!("flannel-v6.{}", self.vni),
+            _ => UNDERLAY_IF.to_string(),
+        }
+    }
+
+    /// The MTU of the IPv4 overlay device (vxlan's `MTU` option wins when given).
+    pub fn device_mtu(&self, underlay_mtu: u32) -> u32 {
+        self.mtu.unwrap_or(underlay_mtu - self.overhead())
+    }
+
+    /// The MTU of the IPv6 overlay device: vxlan over IPv6 costs 70 bytes.
+    pub fn device_mtu6(&self, underlay_mtu: u32) -> u32 {
+        match self.backend {
+            Backend::Vxlan => self.mtu.unwrap_or(underlay_mtu - VXLAN6_OVERHEAD),
+            _ => self.device_mtu(underlay_mtu),
+        }
     }
 
     /// The device peer routes go through: `flannel.<VNI>` for vxlan, the underlay for host-gw.
@@ -95,37 +154,74 @@ impl NetConf {
         }
     }
 
-    /// The pod MTU for an underlay MTU (vxlan's `MTU` option wins when given).
+    /// The pod MTU (FLANNEL_MTU) for an underlay MTU: the smallest overlay device MTU of
+    /// the families in use, so that a pod's packets fit every tunnel it may take.
     pub fn overlay_mtu(&self, underlay_mtu: u32) -> u32 {
-        self.mtu.unwrap_or(underlay_mtu - self.overhead())
+        let v4 = self.enable_ipv4.then(|| self.device_mtu(underlay_mtu));
+        let v6 = self.ipv6.map(|_| self.device_mtu6(underlay_mtu));
+        v4.into_iter().chain(v6).min().unwrap_or(underlay_mtu)
     }
 }
 
 /// One lease as found in etcd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseView {
+    /// `0.0.0.0/0` in an IPv6-only lease.
     pub subnet: Ipv4Net,
+    /// `0.0.0.0` in an IPv6-only lease.
     pub public_ip: Ipv4Addr,
     pub backend_type: Option<String>,
     pub vtep_mac: Option<String>,
+    /// The IPv6 half of a dual-stack or IPv6-only lease (`…&fd00:10:244:1::-64`).
+    pub subnet6: Option<Ipv6Net>,
+    /// `PublicIPv6`
+    pub public_ip6: Option<Ipv6Addr>,
+    /// `BackendV6Data.VtepMAC`
+    pub vtep_mac6: Option<String>,
 }
 
-/// Reads `<prefix>/subnets/A.B.C.D-LEN` with its JSON value.
+/// Reads `<prefix>/subnets/A.B.C.D-LEN` (or `A.B.C.D-LEN&V6ADDR-LEN6`, `0.0.0.0-0&…` when
+/// IPv6-only) with its JSON value.
 pub fn parse_lease(prefix: &str, key: &str, value: &[u8]) -> Result<LeaseView, String> {
     let tail = key
         .strip_prefix(prefix)
         .and_then(|k| k.strip_prefix("/subnets/"))
         .ok_or_else(|| format!("`{key}` is not under {prefix}/subnets/"))?;
-    let subnet: Ipv4Net = tail.replacen('-', "/", 1).parse().map_err(|e| format!("key `{key}`: {e}"))?;
+    let (v4, v6) = match tail.split_once('&') {
+        Some((a, b)) => (a, Some(b)),
+        None => (tail, None),
+    };
+    let subnet: Ipv4Net = v4.replacen('-', "/", 1).parse().map_err(|e| format!("key `{key}`: {e}"))?;
+    let subnet6: Option<Ipv6Net> = match v6 {
+        None => None,
+        Some(b) => {
+            let (addr, len) = b.rsplit_once('-').ok_or_else(|| format!("key `{key}`: `{b}` is not ADDR-LEN"))?;
+            Some(format!("{addr}/{len}").parse().map_err(|e| format!("key `{key}`: {e}"))?)
+        }
+    };
     let v: Value = serde_json::from_slice(value).map_err(|e| format!("value of `{key}` is not JSON: {e}"))?;
     let public_ip = v
         .get("PublicIP")
         .and_then(|p| p.as_str())
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| format!("value of `{key}` has no valid `PublicIP`"))?;
+    let public_ip6 = match v.get("PublicIPv6") {
+        None | Some(Value::Null) => None,
+        Some(p) => {
+            Some(p.as_str().and_then(|p| p.parse().ok()).ok_or_else(|| format!("value of `{key}` has an invalid `PublicIPv6` {p}"))?)
+        }
+    };
     let backend_type = v.get("BackendType").and_then(|t| t.as_str()).map(str::to_string);
-    let vtep_mac = v.get("BackendData").and_then(|d| d.get("VtepMAC")).and_then(|m| m.as_str()).map(|m| m.to_ascii_lowercase());
-    Ok(LeaseView { subnet, public_ip, backend_type, vtep_mac })
+    let mac_of = |data: &str| v.get(data).and_then(|d| d.get("VtepMAC")).and_then(|m| m.as_str()).map(|m| m.to_ascii_lowercase());
+    Ok(LeaseView {
+        subnet,
+        public_ip,
+        backend_type,
+        vtep_mac: mac_of("BackendData"),
+        subnet6,
+        public_ip6,
+        vtep_mac6: mac_of("BackendV6Data"),
+    })
 }
 
 /// The subnet file, parsed.
@@ -134,13 +230,17 @@ pub struct SubnetEnv {
     pub network: Option<Ipv4Net>,
     /// `FLANNEL_SUBNET`: the host's first address with the subnet's length.
     pub subnet_ip: Option<(Ipv4Addr, u8)>,
+    /// `FLANNEL_IPV6_NETWORK`
+    pub network6: Option<Ipv6Net>,
+    /// `FLANNEL_IPV6_SUBNET`: the host's first IPv6 address with the subnet's length.
+    pub subnet6_ip: Option<(Ipv6Addr, u8)>,
     pub mtu: Option<u32>,
     pub ipmasq: Option<bool>,
 }
 
 impl SubnetEnv {
     pub fn parse(text: &str) -> SubnetEnv {
-        let mut env = SubnetEnv { network: None, subnet_ip: None, mtu: None, ipmasq: None };
+        let mut env = SubnetEnv { network: None, subnet_ip: None, network6: None, subnet6_ip: None, mtu: None, ipmasq: None };
         for line in text.lines() {
             let Some((k, v)) = line.split_once('=') else { continue };
             let v = v.trim();
@@ -148,6 +248,10 @@ impl SubnetEnv {
                 "FLANNEL_NETWORK" => env.network = v.parse().ok(),
                 "FLANNEL_SUBNET" => {
                     env.subnet_ip = v.split_once('/').and_then(|(ip, len)| Some((ip.parse().ok()?, len.parse().ok()?)));
+                }
+                "FLANNEL_IPV6_NETWORK" => env.network6 = v.parse().ok(),
+                "FLANNEL_IPV6_SUBNET" => {
+                    env.subnet6_ip = v.split_once('/').and_then(|(ip, len)| Some((ip.parse().ok()?, len.parse().ok()?)));
                 }
                 "FLANNEL_MTU" => env.mtu = v.parse().ok(),
                 "FLANNEL_IPMASQ" => env.ipmasq = v.parse().ok(),
@@ -160,6 +264,11 @@ impl SubnetEnv {
     /// The subnet the file names (network address + length).
     pub fn subnet(&self) -> Option<Ipv4Net> {
         self.subnet_ip.and_then(|(ip, len)| Ipv4Net::new(ip, len))
+    }
+
+    /// The IPv6 subnet the file names.
+    pub fn subnet6(&self) -> Option<Ipv6Net> {
+        self.subnet6_ip.and_then(|(ip, len)| Ipv6Net::new(ip, len))
     }
 }
 
@@ -183,29 +292,56 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Checks the leases in etcd: one per host, keyed by its PublicIP, distinct subnets inside
-/// the network. Returns the leases by host address.
+/// A host as the lease checks know it: name, IPv4 underlay address (its identity in the
+/// maps below) and IPv6 underlay address on a dual-stack underlay.
+pub type HostAddrs = (String, Ipv4Addr, Option<Ipv6Addr>);
+
+/// Checks the leases in etcd: one per host, keyed by its PublicIP (an IPv6-only lease by
+/// its PublicIPv6), distinct subnets inside the network(s). Returns the leases by the
+/// host's IPv4 underlay address.
 pub fn check_leases(
     conf: &NetConf,
-    hosts: &[(String, Ipv4Addr)],
+    hosts: &[HostAddrs],
     leases: &[Result<LeaseView, String>],
     out: &mut Vec<Finding>,
 ) -> BTreeMap<Ipv4Addr, LeaseView> {
     let mut by_ip: BTreeMap<Ipv4Addr, LeaseView> = BTreeMap::new();
+    let mut subnets6: BTreeMap<Ipv6Net, Ipv4Addr> = BTreeMap::new();
     for l in leases.iter().flatten() {
-        if !conf.network.contains_net(&l.subnet) || l.subnet.prefix() != conf.subnet_len {
+        if conf.enable_ipv4 && (!conf.network.contains_net(&l.subnet) || l.subnet.prefix() != conf.subnet_len) {
             out.push(Finding::new(
                 Check::Lease,
                 "etcd",
                 format!("lease {} is not a /{} inside {}", l.subnet, conf.subnet_len, conf.network),
             ));
         }
-        if let Some(prev) = by_ip.insert(l.public_ip, l.clone()) {
-            out.push(Finding::new(Check::Lease, "etcd", format!("two leases for {}: {} and {}", l.public_ip, prev.subnet, l.subnet)));
+        // an IPv6-only lease names its host by PublicIPv6 alone
+        let id = match (l.public_ip.is_unspecified(), l.public_ip6) {
+            (true, Some(ip6)) => hosts.iter().find(|h| h.2 == Some(ip6)).map_or(l.public_ip, |h| h.1),
+            _ => l.public_ip,
+        };
+        if let (Some(net6), Some(s6)) = (conf.ipv6, l.subnet6) {
+            if !net6.network.contains_net(&s6) || s6.prefix() != net6.subnet_len {
+                out.push(Finding::new(Check::Lease, "etcd", format!("lease {s6} is not a /{} inside {}", net6.subnet_len, net6.network)));
+            }
+            if let Some(other) = subnets6.insert(s6, id) {
+                out.push(Finding::new(Check::Lease, "etcd", format!("IPv6 subnet {s6} is leased twice: to {other} and {id}")));
+            }
+        }
+        if let Some(prev) = by_ip.insert(id, l.clone()) {
+            out.push(Finding::new(Check::Lease, "etcd", format!("two leases for {id}: {} and {}", prev.subnet, l.subnet)));
         }
     }
-    for (name, ip) in hosts {
+    for (name, ip, ip6) in hosts {
         match by_ip.get(ip) {
+            None if !conf.enable_ipv4 => out.push(Finding::new(
+                Check::Lease,
+                name,
+                format!(
+                    "no lease with PublicIPv6 {} in etcd",
+                    ip6.map(|a| a.to_string()).unwrap_or_else(|| "(none: the underlay has no IPv6)".into())
+                ),
+            )),
             None => out.push(Finding::new(Check::Lease, name, format!("no lease with PublicIP {ip} in etcd"))),
             Some(l) if l.backend_type.as_deref() != conf.backend.lease_type() => out.push(Finding::new(
                 Check::Lease,
@@ -218,13 +354,41 @@ pub fn check_leases(
                     conf.backend
                 ),
             )),
-            Some(l) if conf.backend == Backend::Vxlan && l.vtep_mac.is_none() => {
+            Some(l) if conf.enable_ipv4 && conf.backend == Backend::Vxlan && l.vtep_mac.is_none() => {
                 out.push(Finding::new(Check::Lease, name, format!("lease {} has no BackendData.VtepMAC", l.subnet)))
             }
-            Some(_) => {}
+            Some(l) => {
+                if let Some(net6) = conf.ipv6 {
+                    check_lease6(conf, net6, name, *ip6, l, out);
+                }
+            }
         }
     }
     by_ip
+}
+
+/// The IPv6 half of a host's lease when the net-conf enables IPv6.
+fn check_lease6(conf: &NetConf, net6: Net6, host: &str, ip6: Option<Ipv6Addr>, l: &LeaseView, out: &mut Vec<Finding>) {
+    let mut bad = |what: String| out.push(Finding::new(Check::Lease, host, what));
+    let Some(s6) = l.subnet6 else {
+        bad(format!(
+            "lease {} carries no IPv6 subnet (its key has no `&ADDR-LEN` part), although the net-conf sets EnableIPv6 with {}: \
+             the implementation looks IPv4-only",
+            l.subnet, net6.network
+        ));
+        return;
+    };
+    if l.public_ip6 != ip6 || ip6.is_none() {
+        bad(format!(
+            "lease {s6} has PublicIPv6 {:?}, expected {}",
+            l.public_ip6.map(|a| a.to_string()),
+            ip6.map(|a| a.to_string())
+                .unwrap_or_else(|| "an IPv6 underlay address (the topology has none: give its segments a cidr6)".into())
+        ));
+    }
+    if conf.backend == Backend::Vxlan && l.vtep_mac6.is_none() {
+        bad(format!("lease {s6} has no BackendV6Data.VtepMAC"));
+    }
 }
 
 /// Checks one host's subnet file against its lease and the agent's `--ip-masq`.
@@ -243,18 +407,46 @@ pub fn check_subnet_file(
     };
     let env = SubnetEnv::parse(text);
     let mut bad = |what: String| out.push(Finding::new(Check::SubnetFile, host, what));
-    if env.network != Some(conf.network) {
+    if !conf.enable_ipv4 {
+        if env.network.is_some() || env.subnet_ip.is_some() {
+            bad(format!(
+                "subnet file names an IPv4 network ({:?}, {:?}) although the net-conf sets EnableIPv4 false",
+                env.network, env.subnet_ip
+            ));
+        }
+    } else if env.network != Some(conf.network) {
         bad(format!("subnet file FLANNEL_NETWORK is {:?}, expected {}", env.network.map(|n| n.to_string()), conf.network));
     }
-    if let Some(l) = lease {
+    if let Some(l) = lease.filter(|_| conf.enable_ipv4) {
         let want = (l.subnet.nth(1), l.subnet.prefix());
         if env.subnet_ip != Some(want) {
             bad(format!("subnet file FLANNEL_SUBNET is {:?}, expected {}/{}", env.subnet_ip, want.0, want.1));
         }
     }
+    if let Some(net6) = conf.ipv6 {
+        if env.network6 != Some(net6.network) {
+            bad(format!("subnet file FLANNEL_IPV6_NETWORK is {:?}, expected {}", env.network6.map(|n| n.to_string()), net6.network));
+        }
+        if let Some(s6) = lease.and_then(|l| l.subnet6) {
+            let want = (s6.nth(1), s6.prefix());
+            if env.subnet6_ip != Some(want) {
+                bad(format!(
+                    "subnet file FLANNEL_IPV6_SUBNET is {:?}, expected {}/{}",
+                    env.subnet6_ip.map(|(a, l)| format!("{a}/{l}")),
+                    want.0,
+                    want.1
+                ));
+            }
+        }
+    }
     let mtu = conf.overlay_mtu(underlay_mtu);
     if env.mtu != Some(mtu) {
-        bad(format!("subnet file FLANNEL_MTU is {:?}, expected {mtu} (underlay {underlay_mtu} - {})", env.mtu, conf.overhead()));
+        let why = match (conf.mtu, conf.ipv6.is_some() && conf.backend == Backend::Vxlan) {
+            (Some(m), _) => format!("Backend.MTU {m}"),
+            (None, true) => format!("underlay {underlay_mtu} - {VXLAN6_OVERHEAD}: vxlan over IPv6, the smaller of the two families"),
+            (None, false) => format!("underlay {underlay_mtu} - {}", conf.overhead()),
+        };
+        bad(format!("subnet file FLANNEL_MTU is {:?}, expected {mtu} ({why})", env.mtu));
     }
     if env.ipmasq != Some(ip_masq) {
         bad(format!("subnet file FLANNEL_IPMASQ is {:?}, expected {ip_masq} (--ip-masq={ip_masq})", env.ipmasq));
@@ -270,6 +462,11 @@ pub struct Counts {
     pub fdb: usize,
     /// vxlan DirectRouting: `SUBNET via PUBLIC_IP` routes on the underlay.
     pub direct: usize,
+    /// The same for IPv6 (dual-stack and IPv6-only net-confs).
+    pub routes6: usize,
+    pub neighbours6: usize,
+    pub fdb6: usize,
+    pub direct6: usize,
 }
 
 /// Checks the kernel state of one host against the backend's contract.
@@ -282,6 +479,13 @@ pub fn check_kernel(
     state: &HostState,
     out: &mut Vec<Finding>,
 ) -> Counts {
+    if !conf.enable_ipv4 {
+        // IPv6-only: the IPv6 checks judge this host
+        if conf.backend != Backend::Vxlan {
+            stale_vxlan_devices(state, conf.backend, &mut |check, what| out.push(Finding::new(check, host, what)));
+        }
+        return Counts::default();
+    }
     match conf.backend {
         Backend::Vxlan => check_vxlan(conf, host, host_ip, underlay_mtu, leases, state, out),
         Backend::HostGw => check_hostgw(conf, host, host_ip, leases, state, out),
@@ -309,7 +513,7 @@ fn check_udp(
     if dev.kind.as_deref() != Some("tun") {
         bad(Check::Device, format!("`{UDP_DEVICE}` is a {:?} device, expected tun", dev.kind));
     }
-    let want_mtu = conf.overlay_mtu(underlay_mtu);
+    let want_mtu = conf.device_mtu(underlay_mtu);
     if dev.mtu != want_mtu {
         bad(Check::Device, format!("`{UDP_DEVICE}` has MTU {}, expected {want_mtu}", dev.mtu));
     }
@@ -362,8 +566,7 @@ fn check_hostgw(
         return Counts::default();
     };
     stale_vxlan_devices(state, conf.backend, &mut bad);
-    let peers: Vec<&LeaseView> =
-        leases.values().filter(|l| l.public_ip != host_ip && l.backend_type.as_deref() == conf.backend.lease_type()).collect();
+    let peers: Vec<&LeaseView> = peers_of(conf, host_ip, leases).filter(|l| !l.public_ip.is_unspecified()).collect();
     let want: Vec<(Ipv4Net, Ipv4Addr)> =
         peers.iter().filter(|p| directly_connected(state, eth.index, p.public_ip)).map(|p| (p.subnet, p.public_ip)).collect();
     let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(eth.index) && conf.network.contains_net(&r.dst)).collect();
@@ -398,8 +601,7 @@ fn check_vxlan(
         return Counts::default();
     };
     let own = leases.get(&host_ip);
-    let all_peers: Vec<&LeaseView> =
-        leases.values().filter(|l| l.public_ip != host_ip && l.backend_type.as_deref() == conf.backend.lease_type()).collect();
+    let all_peers: Vec<&LeaseView> = peers_of(conf, host_ip, leases).filter(|l| !l.public_ip.is_unspecified()).collect();
     // DirectRouting: peers on a directly connected network get an underlay route instead
     let eth = state.links.iter().find(|l| l.name == UNDERLAY_IF).map(|l| l.index);
     let is_direct = |p: &LeaseView| conf.direct_routing && eth.is_some_and(|i| directly_connected(state, i, p.public_ip));
@@ -413,7 +615,7 @@ fn check_vxlan(
         compare(&mut |w| bad(Check::Routes, w), &format!("direct routes on {UNDERLAY_IF}"), &note, &want, &have);
         direct_routes = routes.len();
     }
-    let want_mtu = conf.overlay_mtu(underlay_mtu);
+    let want_mtu = conf.device_mtu(underlay_mtu);
     if dev.mtu != want_mtu {
         bad(Check::Device, format!("`{dev_name}` has MTU {}, expected {want_mtu}", dev.mtu));
     }
@@ -480,12 +682,22 @@ fn check_vxlan(
     if state.routes.iter().any(|r| r.dst == conf.network && r.oif == Some(idx)) {
         bad(Check::Routes, format!("a route for the whole network {} points at {dev_name}", conf.network));
     }
-    Counts { routes: routes.len(), neighbours: neigh.len(), fdb: fdb.len(), direct: direct_routes }
+    Counts { routes: routes.len(), neighbours: neigh.len(), fdb: fdb.len(), direct: direct_routes, ..Counts::default() }
+}
+
+/// The other hosts' leases of this backend's type (`leases` is keyed by host).
+pub fn peers_of<'a>(
+    conf: &'a NetConf,
+    host_ip: Ipv4Addr,
+    leases: &'a BTreeMap<Ipv4Addr, LeaseView>,
+) -> impl Iterator<Item = &'a LeaseView> + 'a {
+    leases.iter().filter(move |(k, l)| **k != host_ip && l.backend_type.as_deref() == conf.backend.lease_type()).map(|(_, l)| l)
 }
 
 /// A vxlan backend's device left behind under another backend.
 fn stale_vxlan_devices(state: &HostState, backend: Backend, bad: &mut impl FnMut(Check, String)) {
-    for l in state.links.iter().filter(|l| l.vxlan.is_some() && l.name.starts_with("flannel.")) {
+    let ours = |n: &str| n.starts_with("flannel.") || n.starts_with("flannel-v6.");
+    for l in state.links.iter().filter(|l| l.vxlan.is_some() && ours(&l.name)) {
         bad(Check::StaleState, format!("vxlan device `{}` present under the {backend} backend", l.name));
     }
 }
@@ -550,6 +762,9 @@ mod tests {
             public_ip: format!("192.168.99.{n}").parse().unwrap(),
             backend_type: Some("vxlan".into()),
             vtep_mac: Some(mac.into()),
+            subnet6: None,
+            public_ip6: None,
+            vtep_mac6: None,
         }
     }
 
@@ -566,6 +781,7 @@ mod tests {
                 vni: Some(1),
                 port: Some(8472),
                 local: Some("192.168.99.1".parse().unwrap()),
+                local6: None,
                 learning: Some(false),
                 underlay_index: Some(2),
                 gbp: false,
@@ -581,9 +797,10 @@ mod tests {
                 .collect(),
             fdb: peers
                 .iter()
-                .map(|p| FdbEntry { ifindex: 5, mac: p.vtep_mac.clone().unwrap(), dst: Some(p.public_ip), permanent: true })
+                .map(|p| FdbEntry { ifindex: 5, mac: p.vtep_mac.clone().unwrap(), dst: Some(p.public_ip.into()), permanent: true })
                 .collect(),
             subnet_file: None,
+            ..HostState::default()
         }
     }
 
@@ -622,7 +839,7 @@ mod tests {
         let mut out = Vec::new();
         let counts = check_kernel(&conf(), "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &good_state(&peers), &mut out);
         assert!(out.is_empty(), "{out:?}");
-        assert_eq!(counts, Counts { routes: 2, neighbours: 2, fdb: 2, direct: 0 });
+        assert_eq!(counts, Counts { routes: 2, neighbours: 2, fdb: 2, direct: 0, ..Counts::default() });
     }
 
     /// h1 (192.168.99.1/24 on eth0) with DirectRouting: h2 is on its segment, h3 (10.0.0.3)
@@ -648,7 +865,7 @@ mod tests {
         let mut out = Vec::new();
         let counts = check_kernel(&c, "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
         assert!(out.is_empty(), "{out:?}");
-        assert_eq!(counts, Counts { routes: 1, neighbours: 1, fdb: 1, direct: 1 });
+        assert_eq!(counts, Counts { routes: 1, neighbours: 1, fdb: 1, direct: 1, ..Counts::default() });
     }
 
     #[test]
@@ -761,7 +978,8 @@ mod tests {
         assert_eq!(l.vtep_mac.as_deref(), Some("2e:74:64:fe:4b:db"));
         assert!(parse_lease(DEFAULT_PREFIX, "/coreos.com/network/subnets/junk", raw).is_err());
         let mut out = Vec::new();
-        let hosts = vec![("h1".to_string(), "192.168.99.1".parse().unwrap()), ("h2".to_string(), "192.168.99.2".parse().unwrap())];
+        let hosts =
+            vec![("h1".to_string(), "192.168.99.1".parse().unwrap(), None), ("h2".to_string(), "192.168.99.2".parse().unwrap(), None)];
         let by_ip = check_leases(&c, &hosts, &[Ok(l.clone())], &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].to_string(), "[lease] h2: no lease with PublicIP 192.168.99.2 in etcd");
@@ -789,6 +1007,9 @@ mod hostgw_tests {
             public_ip: ip.parse().unwrap(),
             backend_type: Some("host-gw".into()),
             vtep_mac: None,
+            subnet6: None,
+            public_ip6: None,
+            vtep_mac6: None,
         };
         let leases: BTreeMap<Ipv4Addr, LeaseView> =
             [lease(1, "192.168.1.1"), lease(2, "192.168.1.2"), lease(3, "192.168.2.3")].into_iter().map(|l| (l.public_ip, l)).collect();

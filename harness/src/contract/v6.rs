@@ -1,0 +1,329 @@
+//! The IPv6 half of a dual-stack or IPv6-only cluster: per peer lease with an IPv6 subnet,
+//! vxlan programs `flannel-v6.<VNI>` (over the IPv6 underlay, 70 bytes of overhead) with one
+//! route, one permanent neighbour and one FDB entry; host-gw one route via the peer's
+//! PublicIPv6. Entries are judged inside the IPv6 pod network only: the kernel's own
+//! link-local routes and neighbours are not flannel's.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::{compare, peers_of, Backend, Check, Counts, Finding, HostState, LeaseView, Net6, NetConf};
+use crate::lab::nl::Route6;
+use crate::lab::UNDERLAY_IF;
+
+/// Checks the IPv6 kernel state of one host (nothing when the net-conf has no IPv6) and
+/// adds its IPv6 counts to `counts`.
+#[allow(clippy::too_many_arguments)]
+pub fn check_kernel6(
+    conf: &NetConf,
+    host: &str,
+    host_ip: Ipv4Addr,
+    host_ip6: Option<Ipv6Addr>,
+    underlay_mtu: u32,
+    leases: &BTreeMap<Ipv4Addr, LeaseView>,
+    state: &HostState,
+    out: &mut Vec<Finding>,
+    counts: &mut Counts,
+) {
+    let Some(net6) = conf.ipv6 else { return };
+    let mut bad = |check: Check, what: String| out.push(Finding::new(check, host, what));
+    let Some(eth) = state.links.iter().find(|l| l.name == UNDERLAY_IF).map(|l| l.index) else {
+        bad(Check::Device, format!("no `{UNDERLAY_IF}`"));
+        return;
+    };
+    // peers that published an IPv6 half; the lease checks name the ones that did not
+    let peers: Vec<(&LeaseView, super::Ipv6Net, Ipv6Addr)> =
+        peers_of(conf, host_ip, leases).filter_map(|l| Some((l, l.subnet6?, l.public_ip6?))).collect();
+    let connected = |ip: Ipv6Addr| state.addresses6.iter().any(|a| a.ifindex == eth && a.net.prefix() < 128 && a.net.contains(ip));
+    let in_net = |r: &&Route6| net6.network.contains_net(&r.dst);
+    match conf.backend {
+        Backend::HostGw => {
+            let want: Vec<String> = peers.iter().filter(|p| connected(p.2)).map(|(_, s6, p6)| format!("{s6} via {p6}")).collect();
+            let routes: Vec<&Route6> = state.routes6.iter().filter(|r| r.oif == Some(eth)).filter(in_net).collect();
+            let have: Vec<String> = routes.iter().map(|r| route6_key(r)).collect();
+            compare(&mut |w| bad(Check::Routes, w), &format!("IPv6 routes on {UNDERLAY_IF}"), "", &want, &have);
+            counts.routes6 = routes.len();
+        }
+        Backend::Vxlan => check_vxlan6(conf, net6, host_ip6, underlay_mtu, leases.get(&host_ip), &peers, state, eth, &mut bad, counts),
+        Backend::Udp => bad(Check::Device, "the udp backend has no IPv6 data path, but the net-conf enables IPv6".into()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_vxlan6(
+    conf: &NetConf,
+    net6: Net6,
+    host_ip6: Option<Ipv6Addr>,
+    underlay_mtu: u32,
+    own: Option<&LeaseView>,
+    all_peers: &[(&LeaseView, super::Ipv6Net, Ipv6Addr)],
+    state: &HostState,
+    eth: u32,
+    bad: &mut impl FnMut(Check, String),
+    counts: &mut Counts,
+) {
+    let dev_name = conf.route_device6();
+    let Some(dev) = state.links.iter().find(|l| l.name == dev_name) else {
+        bad(Check::Device, format!("no `{dev_name}` device (the net-conf enables IPv6)"));
+        return;
+    };
+    let connected = |ip: Ipv6Addr| state.addresses6.iter().any(|a| a.ifindex == eth && a.net.prefix() < 128 && a.net.contains(ip));
+    let (direct, peers): (Vec<_>, Vec<_>) = all_peers.iter().partition(|p| conf.direct_routing && connected(p.2));
+    let in_net = |r: &&Route6| net6.network.contains_net(&r.dst);
+    if conf.direct_routing {
+        let routes: Vec<&Route6> = state.routes6.iter().filter(|r| r.oif == Some(eth)).filter(in_net).collect();
+        let want: Vec<String> = direct.iter().map(|(_, s6, p6)| format!("{s6} via {p6}")).collect();
+        let have: Vec<String> = routes.iter().map(|r| route6_key(r)).collect();
+        compare(&mut |w| bad(Check::Routes, w), &format!("direct IPv6 routes on {UNDERLAY_IF}"), "", &want, &have);
+        counts.direct6 = routes.len();
+    }
+    let want_mtu = conf.device_mtu6(underlay_mtu);
+    if dev.mtu != want_mtu {
+        let why =
+            if conf.mtu.is_some() { "Backend.MTU".to_string() } else { format!("underlay {underlay_mtu} - {}", super::VXLAN6_OVERHEAD) };
+        bad(Check::Device, format!("`{dev_name}` has MTU {}, expected {want_mtu} ({why})", dev.mtu));
+    }
+    if !dev.up {
+        bad(Check::Device, format!("`{dev_name}` is down"));
+    }
+    match &dev.vxlan {
+        None => bad(Check::Device, format!("`{dev_name}` is not a vxlan device (kind {:?})", dev.kind)),
+        Some(v) => {
+            if v.vni != Some(conf.vni) {
+                bad(Check::Device, format!("`{dev_name}` has VNI {:?}, expected {}", v.vni, conf.vni));
+            }
+            if v.port != Some(conf.port) {
+                bad(Check::Device, format!("`{dev_name}` uses UDP port {:?}, expected {}", v.port, conf.port));
+            }
+            if host_ip6.is_some() && v.local6 != host_ip6 {
+                bad(Check::Device, format!("`{dev_name}` has local {:?}, expected {host_ip6:?}", v.local6));
+            }
+        }
+    }
+    if let (Some(own), Some(mac)) = (own, &dev.mac) {
+        if own.vtep_mac6.as_deref() != Some(mac.as_str()) {
+            bad(Check::Device, format!("`{dev_name}` MAC {mac} differs from the BackendV6Data.VtepMAC {:?} in its lease", own.vtep_mac6));
+        }
+    }
+    let idx = dev.index;
+    let mac_of = |l: &LeaseView| l.vtep_mac6.clone().unwrap_or_else(|| "?".into());
+    let routes: Vec<&Route6> = state.routes6.iter().filter(|r| r.oif == Some(idx)).filter(in_net).collect();
+    let want: Vec<String> = peers.iter().map(|(_, s6, _)| format!("{s6} via {}", s6.addr())).collect();
+    let have: Vec<String> = routes.iter().map(|r| format!("{}{}", route6_key(r), if r.onlink { "" } else { " (not onlink)" })).collect();
+    compare(&mut |w| bad(Check::Routes, w), &format!("IPv6 routes on {dev_name}"), "", &want, &have);
+    let neigh: Vec<_> = state.neighbours6.iter().filter(|x| x.ifindex == idx && net6.network.contains(x.ip)).collect();
+    let want: Vec<String> = peers.iter().map(|(l, s6, _)| format!("{} lladdr {}", s6.addr(), mac_of(l))).collect();
+    let have: Vec<String> = neigh
+        .iter()
+        .map(|x| format!("{} lladdr {}{}", x.ip, x.mac.as_deref().unwrap_or("?"), if x.permanent { "" } else { " (not permanent)" }))
+        .collect();
+    compare(&mut |w| bad(Check::Neighbours, w), &format!("IPv6 neighbours on {dev_name}"), "", &want, &have);
+    let fdb: Vec<_> =
+        state.fdb.iter().filter(|e| e.ifindex == idx && matches!(e.dst, Some(IpAddr::V6(_))) && (e.permanent || !conf.learning)).collect();
+    let want: Vec<String> = peers.iter().map(|(l, _, p6)| format!("{} dst {p6}", mac_of(l))).collect();
+    let have: Vec<String> = fdb
+        .iter()
+        .map(|e| {
+            format!(
+                "{} dst {}{}",
+                e.mac,
+                e.dst.map(|d| d.to_string()).unwrap_or_default(),
+                if e.permanent { "" } else { " (not permanent)" }
+            )
+        })
+        .collect();
+    compare(&mut |w| bad(Check::Fdb, w), &format!("IPv6 FDB entries on {dev_name}"), "", &want, &have);
+    if state.routes6.iter().any(|r| r.dst == net6.network && r.oif == Some(idx)) {
+        bad(Check::Routes, format!("a route for the whole network {} points at {dev_name}", net6.network));
+    }
+    counts.routes6 = routes.len();
+    counts.neighbours6 = neigh.len();
+    counts.fdb6 = fdb.len();
+}
+
+fn route6_key(r: &Route6) -> String {
+    match r.gateway {
+        Some(g) => format!("{} via {g}", r.dst),
+        None => format!("{} (no gateway)", r.dst),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{check_leases, parse_lease, DEFAULT_PREFIX};
+    use crate::lab::nl::{Address6, FdbEntry, Link, Neighbour6, VxlanInfo};
+
+    fn conf(backend: &str) -> NetConf {
+        NetConf::from_json(&serde_json::json!({
+            "Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:10:244::/56", "Backend": {"Type": backend}
+        }))
+        .unwrap()
+    }
+
+    fn lease(n: u8) -> LeaseView {
+        let key = format!("/coreos.com/network/subnets/10.244.{n}.0-24&fd00:10:244:{n}::-64");
+        let value = format!(
+            r#"{{"PublicIP":"192.168.99.{n}","PublicIPv6":"fd00:99::{n}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:04:0{n}"}},"BackendV6Data":{{"VNI":1,"VtepMAC":"02:00:00:00:06:0{n}"}}}}"#
+        );
+        parse_lease(DEFAULT_PREFIX, &key, value.as_bytes()).unwrap()
+    }
+
+    fn hosts() -> Vec<crate::contract::HostAddrs> {
+        (1..=3)
+            .map(|n| (format!("h{n}"), format!("192.168.99.{n}").parse().unwrap(), Some(format!("fd00:99::{n}").parse().unwrap())))
+            .collect()
+    }
+
+    /// h1's exact IPv6 state under vxlan with peers h2 and h3.
+    fn good_state() -> HostState {
+        let dev = Link {
+            index: 7,
+            name: "flannel-v6.1".into(),
+            mtu: 1430,
+            up: true,
+            kind: Some("vxlan".into()),
+            mac: Some("02:00:00:00:06:01".into()),
+            controller: None,
+            vxlan: Some(VxlanInfo {
+                vni: Some(1),
+                port: Some(8472),
+                local: None,
+                local6: Some("fd00:99::1".parse().unwrap()),
+                learning: Some(false),
+                underlay_index: Some(2),
+                gbp: false,
+            }),
+        };
+        let peers = [2u8, 3];
+        HostState {
+            links: vec![super::super::tests::eth0_link(), dev],
+            addresses6: vec![Address6 { ifindex: 2, net: "fd00:99::/64".parse().unwrap(), addr: "fd00:99::1".parse().unwrap() }],
+            routes6: peers
+                .iter()
+                .map(|n| {
+                    let dst: super::super::Ipv6Net = format!("fd00:10:244:{n}::/64").parse().unwrap();
+                    Route6 { dst, gateway: Some(dst.addr()), oif: Some(7), onlink: true }
+                })
+                .collect(),
+            neighbours6: peers
+                .iter()
+                .map(|n| Neighbour6 {
+                    ifindex: 7,
+                    ip: format!("fd00:10:244:{n}::").parse().unwrap(),
+                    mac: Some(format!("02:00:00:00:06:0{n}")),
+                    permanent: true,
+                })
+                .collect(),
+            fdb: peers
+                .iter()
+                .map(|n| FdbEntry {
+                    ifindex: 7,
+                    mac: format!("02:00:00:00:06:0{n}"),
+                    dst: Some(format!("fd00:99::{n}").parse().unwrap()),
+                    permanent: true,
+                })
+                .collect(),
+            ..HostState::default()
+        }
+    }
+
+    fn judge(state: &HostState) -> (Vec<Finding>, Counts) {
+        let c = conf("vxlan");
+        let mut out = Vec::new();
+        let leases = check_leases(&c, &hosts(), &[Ok(lease(1)), Ok(lease(2)), Ok(lease(3))], &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let mut counts = Counts::default();
+        check_kernel6(
+            &c,
+            "h1",
+            "192.168.99.1".parse().unwrap(),
+            Some("fd00:99::1".parse().unwrap()),
+            1500,
+            &leases,
+            state,
+            &mut out,
+            &mut counts,
+        );
+        (out, counts)
+    }
+
+    #[test]
+    fn dual_stack_keys_and_values_parse() {
+        let l = lease(2);
+        assert_eq!(l.subnet.to_string(), "10.244.2.0/24");
+        assert_eq!(l.subnet6.map(|s| s.to_string()).as_deref(), Some("fd00:10:244:2::/64"));
+        assert_eq!(l.vtep_mac6.as_deref(), Some("02:00:00:00:06:02"));
+        let only6 = parse_lease(
+            DEFAULT_PREFIX,
+            "/coreos.com/network/subnets/0.0.0.0-0&fd00:10:244:5::-64",
+            br#"{"PublicIP":"0.0.0.0","PublicIPv6":"fd00:99::5","BackendType":"host-gw"}"#,
+        )
+        .unwrap();
+        assert!(only6.public_ip.is_unspecified());
+        assert!(parse_lease(DEFAULT_PREFIX, "/coreos.com/network/subnets/10.244.1.0-24&junk", b"{}").is_err());
+    }
+
+    #[test]
+    fn exact_ipv6_state_passes_and_counts_per_family() {
+        let (out, counts) = judge(&good_state());
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!((counts.routes6, counts.neighbours6, counts.fdb6), (2, 2, 2));
+        assert_eq!(conf("vxlan").overlay_mtu(1500), 1430, "pods get the smaller family's MTU");
+    }
+
+    #[test]
+    fn each_missing_ipv6_entry_is_named_on_its_own() {
+        for (check, strip) in [(Check::Routes, 0), (Check::Neighbours, 1), (Check::Fdb, 2)] {
+            let mut s = good_state();
+            match strip {
+                0 => drop(s.routes6.pop()),
+                1 => drop(s.neighbours6.pop()),
+                _ => drop(s.fdb.pop()),
+            }
+            let (out, _) = judge(&s);
+            assert_eq!(out.len(), 1, "{out:?}");
+            assert_eq!(out[0].check, check);
+            assert!(out[0].what.contains("1 of 2 IPv6"), "{}", out[0]);
+        }
+        let mut s = good_state();
+        s.links[1].mtu = 1450;
+        let (out, _) = judge(&s);
+        assert!(out[0].what.contains("has MTU 1450, expected 1430 (underlay 1500 - 70)"), "{out:?}");
+    }
+
+    #[test]
+    fn an_ipv4_only_lease_is_reported_as_such() {
+        let c = conf("vxlan");
+        let v4only = parse_lease(
+            DEFAULT_PREFIX,
+            "/coreos.com/network/subnets/10.244.1.0-24",
+            br#"{"PublicIP":"192.168.99.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:04:01"}}"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        check_leases(&c, &hosts()[..1], &[Ok(v4only)], &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].check, Check::Lease);
+        assert!(out[0].to_string().starts_with("[lease] h1: lease 10.244.1.0/24 carries no IPv6 subnet"), "{}", out[0]);
+        assert!(out[0].what.contains("looks IPv4-only"));
+    }
+
+    #[test]
+    fn subnet_file_names_both_families_and_the_smaller_mtu() {
+        let c = conf("vxlan");
+        let l = lease(1);
+        let good = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fd00:10:244::/56\n\
+                    FLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n";
+        let mut out = Vec::new();
+        crate::contract::check_subnet_file(&c, false, "h1", 1500, Some(&l), Some(good), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let v4_only = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n";
+        crate::contract::check_subnet_file(&c, false, "h1", 1500, Some(&l), Some(v4_only), &mut out);
+        let text: Vec<String> = out.iter().map(|f| f.to_string()).collect();
+        assert_eq!(out.len(), 3, "{text:?}");
+        assert!(text[0].contains("FLANNEL_IPV6_NETWORK is None, expected fd00:10:244::/56"), "{text:?}");
+        assert!(text[1].contains("FLANNEL_IPV6_SUBNET is None, expected fd00:10:244:1::1/64"), "{text:?}");
+        assert!(text[2].contains("FLANNEL_MTU is Some(1450), expected 1430 (underlay 1500 - 70"), "{text:?}");
+    }
+}
