@@ -154,6 +154,19 @@ impl NetConf {
         }
     }
 
+    /// The FLANNEL_MTU values the contract accepts: [`NetConf::overlay_mtu`], and with IPv6
+    /// on under vxlan also upstream flanneld's underlay − 50 (its `MTU()` ignores the IPv6
+    /// device, so pods' IPv6 packets of the last 20 bytes meet "packet too big" at the node;
+    /// the `should` case dual-stack-pod-mtu judges that).
+    pub fn accepted_pod_mtus(&self, underlay_mtu: u32) -> Vec<u32> {
+        let mut v = vec![self.overlay_mtu(underlay_mtu)];
+        if self.ipv6.is_some() && self.backend == Backend::Vxlan {
+            v.push(self.device_mtu(underlay_mtu));
+        }
+        v.dedup();
+        v
+    }
+
     /// The pod MTU (FLANNEL_MTU) for an underlay MTU: the smallest overlay device MTU of
     /// the families in use, so that a pod's packets fit every tunnel it may take.
     pub fn overlay_mtu(&self, underlay_mtu: u32) -> u32 {
@@ -264,6 +277,18 @@ impl SubnetEnv {
     /// The subnet the file names (network address + length).
     pub fn subnet(&self) -> Option<Ipv4Net> {
         self.subnet_ip.and_then(|(ip, len)| Ipv4Net::new(ip, len))
+    }
+
+    /// What flannel's CNI plugin reads from this file.
+    pub fn cni_info(&self) -> crate::lab::cni::SubnetInfo {
+        crate::lab::cni::SubnetInfo {
+            network: self.network,
+            subnet: self.subnet(),
+            network6: self.network6,
+            subnet6: self.subnet6(),
+            mtu: self.mtu,
+            ipmasq: self.ipmasq,
+        }
     }
 
     /// The IPv6 subnet the file names.
@@ -440,10 +465,12 @@ pub fn check_subnet_file(
         }
     }
     let mtu = conf.overlay_mtu(underlay_mtu);
-    if env.mtu != Some(mtu) {
+    if !env.mtu.is_some_and(|m| conf.accepted_pod_mtus(underlay_mtu).contains(&m)) {
         let why = match (conf.mtu, conf.ipv6.is_some() && conf.backend == Backend::Vxlan) {
             (Some(m), _) => format!("Backend.MTU {m}"),
-            (None, true) => format!("underlay {underlay_mtu} - {VXLAN6_OVERHEAD}: vxlan over IPv6, the smaller of the two families"),
+            (None, true) => format!(
+                "underlay {underlay_mtu} - {VXLAN6_OVERHEAD}: vxlan over IPv6, the smaller of the families; upstream's underlay - 50 is accepted too"
+            ),
             (None, false) => format!("underlay {underlay_mtu} - {}", conf.overhead()),
         };
         bad(format!("subnet file FLANNEL_MTU is {:?}, expected {mtu} ({why})", env.mtu));
@@ -615,9 +642,56 @@ fn check_vxlan(
         compare(&mut |w| bad(Check::Routes, w), &format!("direct routes on {UNDERLAY_IF}"), &note, &want, &have);
         direct_routes = routes.len();
     }
-    let want_mtu = conf.device_mtu(underlay_mtu);
-    if dev.mtu != want_mtu {
-        bad(Check::Device, format!("`{dev_name}` has MTU {}, expected {want_mtu}", dev.mtu));
+    let want = VxlanDeviceWant {
+        mtu: conf.device_mtu(underlay_mtu),
+        mtu_why: String::new(),
+        local: Some(host_ip.into()),
+        vtep_mac: own.map(|o| o.vtep_mac.as_deref()),
+        mac_field: "VtepMAC",
+    };
+    check_vxlan_device(conf, dev, &want, &mut bad);
+    let idx = dev.index;
+    // routes: `SUBNET via SUBNET.0 dev flannel.1 onlink`, exactly one per peer
+    let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(idx)).collect();
+    let want: Vec<String> = peers.iter().map(|p| format!("{} via {}", p.subnet, p.subnet.addr())).collect();
+    let have: Vec<String> = routes.iter().map(|r| onlink_key(route_key(r), r.onlink)).collect();
+    compare(&mut |w| bad(Check::Routes, w), &format!("routes on {dev_name}"), "", &want, &have);
+    // neighbours: `SUBNET.0 lladdr VTEPMAC PERMANENT`
+    let neigh: Vec<&Neighbour> = state.neighbours.iter().filter(|x| x.ifindex == idx).collect();
+    let want: Vec<String> = peers.iter().map(|p| format!("{} lladdr {}", p.subnet.addr(), p.vtep_mac.as_deref().unwrap_or("?"))).collect();
+    let have: Vec<String> = neigh.iter().map(|x| neighbour_key(x.ip, x.mac.as_deref(), x.permanent)).collect();
+    compare(&mut |w| bad(Check::Neighbours, w), &format!("neighbours on {dev_name}"), "", &want, &have);
+    // fdb: `VTEPMAC dst PUBLICIP self permanent`
+    // with Learning on, entries the kernel learned from traffic are its own business
+    let fdb: Vec<&FdbEntry> = state.fdb.iter().filter(|e| e.ifindex == idx && e.dst.is_some() && (e.permanent || !conf.learning)).collect();
+    let want: Vec<String> = peers.iter().map(|p| format!("{} dst {}", p.vtep_mac.as_deref().unwrap_or("?"), p.public_ip)).collect();
+    let have: Vec<String> = fdb.iter().map(|e| fdb_key(e)).collect();
+    compare(&mut |w| bad(Check::Fdb, w), &format!("FDB entries on {dev_name}"), "", &want, &have);
+    // no whole-network route through the device
+    if state.routes.iter().any(|r| r.dst == conf.network && r.oif == Some(idx)) {
+        bad(Check::Routes, format!("a route for the whole network {} points at {dev_name}", conf.network));
+    }
+    Counts { routes: routes.len(), neighbours: neigh.len(), fdb: fdb.len(), direct: direct_routes, ..Counts::default() }
+}
+
+/// What one family's vxlan device must be besides the net-conf's options: its MTU (and why,
+/// when not underlay − 50), its local address, and the MAC its own lease publishes.
+pub(crate) struct VxlanDeviceWant<'a> {
+    pub mtu: u32,
+    pub mtu_why: String,
+    pub local: Option<std::net::IpAddr>,
+    /// The own lease's VtepMAC, when the host has a lease.
+    pub vtep_mac: Option<Option<&'a str>>,
+    /// Where the lease publishes it (`VtepMAC`, `BackendV6Data.VtepMAC`).
+    pub mac_field: &'static str,
+}
+
+/// A vxlan device of either family against the net-conf: MTU, up, VNI, port, learning, GBP,
+/// local address, and the MAC its lease publishes.
+pub(crate) fn check_vxlan_device(conf: &NetConf, dev: &crate::lab::nl::Link, want: &VxlanDeviceWant, bad: &mut impl FnMut(Check, String)) {
+    let dev_name = &dev.name;
+    if dev.mtu != want.mtu {
+        bad(Check::Device, format!("`{dev_name}` has MTU {}, expected {}{}", dev.mtu, want.mtu, want.mtu_why));
     }
     if !dev.up {
         bad(Check::Device, format!("`{dev_name}` is down"));
@@ -632,57 +706,43 @@ fn check_vxlan(
                 bad(Check::Device, format!("`{dev_name}` uses UDP port {:?}, expected {}", v.port, conf.port));
             }
             if v.learning != Some(conf.learning) {
-                let want = if conf.learning { "on (Learning: true)" } else { "off" };
-                bad(Check::Device, format!("`{dev_name}` has learning {:?}, expected {want}", v.learning));
+                let w = if conf.learning { "on (Learning: true)" } else { "off" };
+                bad(Check::Device, format!("`{dev_name}` has learning {:?}, expected {w}", v.learning));
             }
             if v.gbp != conf.gbp {
                 bad(Check::Device, format!("`{dev_name}` has GBP {}, expected {} (Backend.GBP)", v.gbp, conf.gbp));
             }
-            if v.local != Some(host_ip) {
-                bad(Check::Device, format!("`{dev_name}` has local {:?}, expected {host_ip}", v.local));
+            let local = v.local.map(std::net::IpAddr::V4).or(v.local6.map(std::net::IpAddr::V6));
+            if want.local.is_some() && local != want.local {
+                let w = want.local.map(|a| a.to_string()).unwrap_or_default();
+                bad(Check::Device, format!("`{dev_name}` has local {:?}, expected {w}", local.map(|a| a.to_string())));
             }
         }
     }
-    if let (Some(own), Some(mac)) = (own, &dev.mac) {
-        if own.vtep_mac.as_deref() != Some(mac.as_str()) {
-            bad(Check::Device, format!("`{dev_name}` MAC {mac} differs from the VtepMAC {:?} in its lease", own.vtep_mac));
+    if let (Some(published), Some(mac)) = (want.vtep_mac, &dev.mac) {
+        if published != Some(mac.as_str()) {
+            bad(Check::Device, format!("`{dev_name}` MAC {mac} differs from the {} {published:?} in its lease", want.mac_field));
         }
     }
-    let idx = dev.index;
-    // routes: `SUBNET via SUBNET.0 dev flannel.1 onlink`, exactly one per peer
-    let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(idx)).collect();
-    let want: Vec<String> = peers.iter().map(|p| format!("{} via {}", p.subnet, p.subnet.addr())).collect();
-    let have: Vec<String> = routes.iter().map(|r| format!("{}{}", route_key(r), if r.onlink { "" } else { " (not onlink)" })).collect();
-    compare(&mut |w| bad(Check::Routes, w), &format!("routes on {dev_name}"), "", &want, &have);
-    // neighbours: `SUBNET.0 lladdr VTEPMAC PERMANENT`
-    let neigh: Vec<&Neighbour> = state.neighbours.iter().filter(|x| x.ifindex == idx).collect();
-    let want: Vec<String> = peers.iter().map(|p| format!("{} lladdr {}", p.subnet.addr(), p.vtep_mac.as_deref().unwrap_or("?"))).collect();
-    let have: Vec<String> = neigh
-        .iter()
-        .map(|x| format!("{} lladdr {}{}", x.ip, x.mac.as_deref().unwrap_or("?"), if x.permanent { "" } else { " (not permanent)" }))
-        .collect();
-    compare(&mut |w| bad(Check::Neighbours, w), &format!("neighbours on {dev_name}"), "", &want, &have);
-    // fdb: `VTEPMAC dst PUBLICIP self permanent`
-    // with Learning on, entries the kernel learned from traffic are its own business
-    let fdb: Vec<&FdbEntry> = state.fdb.iter().filter(|e| e.ifindex == idx && e.dst.is_some() && (e.permanent || !conf.learning)).collect();
-    let want: Vec<String> = peers.iter().map(|p| format!("{} dst {}", p.vtep_mac.as_deref().unwrap_or("?"), p.public_ip)).collect();
-    let have: Vec<String> = fdb
-        .iter()
-        .map(|e| {
-            format!(
-                "{} dst {}{}",
-                e.mac,
-                e.dst.map(|d| d.to_string()).unwrap_or_default(),
-                if e.permanent { "" } else { " (not permanent)" }
-            )
-        })
-        .collect();
-    compare(&mut |w| bad(Check::Fdb, w), &format!("FDB entries on {dev_name}"), "", &want, &have);
-    // no whole-network route through the device
-    if state.routes.iter().any(|r| r.dst == conf.network && r.oif == Some(idx)) {
-        bad(Check::Routes, format!("a route for the whole network {} points at {dev_name}", conf.network));
+}
+
+/// A route as compared on a vxlan device, flagging one that is not onlink.
+pub(crate) fn onlink_key(key: String, onlink: bool) -> String {
+    if onlink {
+        key
+    } else {
+        format!("{key} (not onlink)")
     }
-    Counts { routes: routes.len(), neighbours: neigh.len(), fdb: fdb.len(), direct: direct_routes, ..Counts::default() }
+}
+
+/// `IP lladdr MAC`, flagging a neighbour that is not permanent.
+pub(crate) fn neighbour_key(ip: impl fmt::Display, mac: Option<&str>, permanent: bool) -> String {
+    format!("{ip} lladdr {}{}", mac.unwrap_or("?"), if permanent { "" } else { " (not permanent)" })
+}
+
+/// `MAC dst IP`, flagging an entry that is not permanent.
+pub(crate) fn fdb_key(e: &FdbEntry) -> String {
+    format!("{} dst {}{}", e.mac, e.dst.map(|d| d.to_string()).unwrap_or_default(), if e.permanent { "" } else { " (not permanent)" })
 }
 
 /// The other hosts' leases of this backend's type (`leases` is keyed by host).

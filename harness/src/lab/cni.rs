@@ -5,9 +5,11 @@
 //! kube-flannel's delegate defaults (`hairpinMode`, `isDefaultGateway`). Debian's
 //! `containernetworking-plugins` provides the binaries (`ci/setup.sh` installs them).
 //!
-//! The plugins run inside the host's namespace (where they make `cni0`, the veth and, with
-//! `ipMasq`, their iptables chains); each host's IPAM state lives under its own work
-//! directory. Everything dies with the run's namespaces; nothing is left on the machine.
+//! The plugins run inside the host's namespace (where they attach the pod's veth to the
+//! `cni0` the lab set up from the same subnet file, and with `ipMasq` add their iptables
+//! chains); each host's IPAM state lives under its own work directory. Everything dies with
+//! the run's namespaces; nothing is left on the machine (pods are not deleted through CNI
+//! DEL: their namespaces go with the run).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -31,6 +33,8 @@ pub struct SubnetInfo {
 
 /// The plugins a pod needs.
 pub const PLUGINS: [&str; 2] = ["bridge", "host-local"];
+/// How long one plugin call may take (its iptables calls wait on a machine-wide lock).
+const PLUGIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 /// flannel's default network name in kube-flannel's conflist.
 const NETWORK_NAME: &str = "cbr0";
 
@@ -98,6 +102,16 @@ pub fn add(plugins: &Path, host: &Netns, pod: &Netns, conf: &Value) -> Result<(O
                 .stderr(std::process::Stdio::piped())
                 .spawn()?;
             child.stdin.take().expect("piped").write_all(stdin.as_bytes())?;
+            // the plugin may wait on the machine-wide xtables lock: bounded, then killed
+            let deadline = std::time::Instant::now() + PLUGIN_DEADLINE;
+            while child.try_wait()?.is_none() {
+                if std::time::Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer within {PLUGIN_DEADLINE:?}; killed")));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             child.wait_with_output()
         })
         .map_err(|e| e.to_string())?

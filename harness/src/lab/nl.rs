@@ -101,6 +101,8 @@ pub struct Route6 {
     pub gateway: Option<Ipv6Addr>,
     pub oif: Option<u32>,
     pub onlink: bool,
+    /// Added by the kernel itself (`proto kernel`), e.g. for an address's own prefix.
+    pub by_kernel: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -124,6 +126,7 @@ struct AnyRoute {
     gateway: Option<IpAddr>,
     oif: Option<u32>,
     onlink: bool,
+    by_kernel: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -474,6 +477,7 @@ impl Nl {
                 },
                 oif: r.oif,
                 onlink: r.onlink,
+                by_kernel: r.by_kernel,
             })
             .collect();
         out.sort();
@@ -496,7 +500,13 @@ impl Nl {
             if table != MAIN_TABLE {
                 continue;
             }
-            let mut r = AnyRoute { dst: None, gateway: None, oif: None, onlink: m.header.flags.contains(RouteFlags::Onlink) };
+            let mut r = AnyRoute {
+                dst: None,
+                gateway: None,
+                oif: None,
+                onlink: m.header.flags.contains(RouteFlags::Onlink),
+                by_kernel: m.header.protocol == netlink_packet_route::route::RouteProtocol::Kernel,
+            };
             for a in &m.attributes {
                 match a {
                     RouteAttribute::Destination(RouteAddress::Inet(d)) => {

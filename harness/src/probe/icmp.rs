@@ -218,9 +218,8 @@ fn sweep_here(
     attempts: u32,
     timeout: Duration,
 ) -> Result<Vec<PingOutcome>, (&'static str, std::io::Error)> {
-    let mut out: Vec<PingOutcome> = vec![PingOutcome::Timeout; dsts.len()];
     if dsts.is_empty() {
-        return Ok(out);
+        return Ok(Vec::new());
     }
     // SAFETY: plain socket syscalls on a descriptor owned by this function.
     unsafe {
@@ -232,44 +231,72 @@ fn sweep_here(
         }
         crate::lab::sock::set_receive_timeout(fd, Duration::from_millis(20)).map_err(|e| ("setsockopt SO_RCVTIMEO", e))?;
         let ident: u16 = rand::random();
-        let mut done = vec![false; dsts.len()];
-        let mut sent_at = vec![Instant::now(); dsts.len()];
         let mut rbuf = vec![0u8; 65536];
-        for _ in 0..attempts.max(1) {
-            for (i, dst) in dsts.iter().enumerate().filter(|(i, _)| !done[*i]) {
-                let buf = echo_request(ident, i as u16, 56);
-                sent_at[i] = Instant::now();
-                let n = send_to(fd, &buf, *dst);
-                if n < 0 {
-                    let e = std::io::Error::last_os_error();
-                    match e.raw_os_error() {
-                        // no route, a prohibit/blackhole route, a firewall's verdict on
-                        // output, or a neighbour that never answered: what the probe is for
-                        errno if declined_to_send(errno) => {
-                            out[i] = PingOutcome::NotSent { errno: e.raw_os_error().unwrap_or(0) };
-                        }
-                        _ => return Err(("sendto", e)),
-                    }
+        sweep_rounds(
+            dsts,
+            attempts,
+            timeout,
+            |i, dst| {
+                let n = send_to(fd, &echo_request(ident, i as u16, 56), dst);
+                if n >= 0 {
+                    return Ok(None);
                 }
-            }
-            let deadline = Instant::now() + timeout;
-            while Instant::now() < deadline && done.iter().any(|d| !d) {
-                let Some(n) = recv_some(fd, &mut rbuf)? else { continue };
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    // no route, a prohibit/blackhole route, a firewall's verdict on output,
+                    // or a neighbour that never answered: what the probe is for
+                    errno if declined_to_send(errno) => Ok(Some(PingOutcome::NotSent { errno: errno.unwrap_or(0) })),
+                    _ => Err(("sendto", e)),
+                }
+            },
+            |matches| {
+                let Some(n) = recv_some(fd, &mut rbuf)? else { return Ok(None) };
                 let pkt = &rbuf[..n];
-                for (i, dst) in dsts.iter().enumerate().filter(|(i, _)| !done[*i]) {
-                    if let Some(o) = classify(pkt, *dst, ident, i as u16, sent_at[i]) {
-                        done[i] = o.is_reply();
-                        out[i] = o;
-                        break;
-                    }
-                }
-            }
-            if done.iter().all(|d| *d) {
-                break;
+                Ok(matches(&|dst, seq, sent_at| classify(pkt, dst, ident, seq, sent_at)))
+            },
+        )
+    }
+}
+
+/// The rounds of a sweep, for either family: each round sends one echo (sequence number =
+/// index) to every destination not yet answered, then reads what comes back for `timeout`;
+/// `recv` reads one message and matches it with the closure it is given (destination,
+/// sequence number, when that echo was sent → outcome).
+#[allow(clippy::type_complexity)]
+pub(super) fn sweep_rounds<A: Copy>(
+    dsts: &[A],
+    attempts: u32,
+    timeout: Duration,
+    mut send: impl FnMut(usize, A) -> Result<Option<PingOutcome>, (&'static str, std::io::Error)>,
+    mut recv: impl FnMut(
+        &dyn Fn(&dyn Fn(A, u16, Instant) -> Option<PingOutcome>) -> Option<(usize, PingOutcome)>,
+    ) -> Result<Option<(usize, PingOutcome)>, (&'static str, std::io::Error)>,
+) -> Result<Vec<PingOutcome>, (&'static str, std::io::Error)> {
+    let mut out: Vec<PingOutcome> = vec![PingOutcome::Timeout; dsts.len()];
+    let mut done = vec![false; dsts.len()];
+    let mut sent_at = vec![Instant::now(); dsts.len()];
+    for _ in 0..attempts.max(1) {
+        for (i, dst) in dsts.iter().enumerate().filter(|(i, _)| !done[*i]) {
+            sent_at[i] = Instant::now();
+            if let Some(o) = send(i, *dst)? {
+                out[i] = o;
             }
         }
-        Ok(out)
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && done.iter().any(|d| !d) {
+            let matcher = |classify: &dyn Fn(A, u16, Instant) -> Option<PingOutcome>| {
+                dsts.iter().enumerate().filter(|(i, _)| !done[*i]).find_map(|(i, dst)| classify(*dst, i as u16, sent_at[i]).map(|o| (i, o)))
+            };
+            if let Some((i, o)) = recv(&matcher)? {
+                done[i] = o.is_reply();
+                out[i] = o;
+            }
+        }
+        if done.iter().all(|d| *d) {
+            break;
+        }
     }
+    Ok(out)
 }
 
 /// One datagram from a socket with a receive timeout: its length, or `None` when the

@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use super::icmp::{declined_to_send, last_err, PingOutcome};
+use super::icmp::{declined_to_send, last_err, sweep_rounds, PingOutcome};
 use crate::error::Error;
 use crate::lab::netns::Netns;
 
@@ -77,9 +77,8 @@ pub fn sweep6(ns: &Netns, src: Ipv6Addr, dsts: Vec<Ipv6Addr>, attempts: u32, tim
 }
 
 fn sweep_here(src: Ipv6Addr, dsts: &[Ipv6Addr], attempts: u32, timeout: Duration) -> SockResult<Vec<PingOutcome>> {
-    let mut out = vec![PingOutcome::Timeout; dsts.len()];
     if dsts.is_empty() {
-        return Ok(out);
+        return Ok(Vec::new());
     }
     let owned = open(false)?;
     let fd = owned.as_raw_fd();
@@ -89,32 +88,18 @@ fn sweep_here(src: Ipv6Addr, dsts: &[Ipv6Addr], attempts: u32, timeout: Duration
         return Err(last_err("bind"));
     }
     let ident: u16 = rand::random();
-    let mut done = vec![false; dsts.len()];
-    let mut sent_at = vec![Instant::now(); dsts.len()];
     let mut rbuf = vec![0u8; 65536];
-    for _ in 0..attempts.max(1) {
-        for (i, dst) in dsts.iter().enumerate().filter(|(i, _)| !done[*i]) {
-            sent_at[i] = Instant::now();
-            if let Some(o) = send(fd, &echo_request(ident, i as u16, 56), *dst)? {
-                out[i] = o;
-            }
-        }
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline && done.iter().any(|d| !d) {
-            let Some((n, from)) = recv_from(fd, &mut rbuf)? else { continue };
-            for (i, dst) in dsts.iter().enumerate().filter(|(i, _)| !done[*i]) {
-                if let Some(o) = classify(&rbuf[..n], from, *dst, ident, i as u16, sent_at[i]) {
-                    done[i] = o.is_reply();
-                    out[i] = o;
-                    break;
-                }
-            }
-        }
-        if done.iter().all(|d| *d) {
-            break;
-        }
-    }
-    Ok(out)
+    sweep_rounds(
+        dsts,
+        attempts,
+        timeout,
+        |i, dst| send(fd, &echo_request(ident, i as u16, 56), dst),
+        |matches| {
+            let Some((n, from)) = recv_from(fd, &mut rbuf)? else { return Ok(None) };
+            let msg = &rbuf[..n];
+            Ok(matches(&|dst, seq, sent_at| classify(msg, from, dst, ident, seq, sent_at)))
+        },
+    )
 }
 
 /// [`super::sweep`] or [`sweep6`], by the family of `src` (the destinations must match it).

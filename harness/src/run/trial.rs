@@ -100,7 +100,16 @@ impl Stopped {
 pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
     let started = Instant::now();
     let trial_log = log::TrialLog::new();
+    // a case that needs the CNI plugins cannot run where they are not installed
+    let needs_cni = spec.case.pod_wiring == crate::input::case::PodWiring::Cni && crate::lab::cni::plugin_dir().is_none();
     let provider = match choose_store(&spec.case).await {
+        Ok(_) if needs_cni => Err(format!(
+            "the case asks for `pod_wiring: cni`, and no {:?} plugins are in $FLANNEL_LAB_CNI_PATH, /usr/lib/cni or /opt/cni/bin (ci/setup.sh installs containernetworking-plugins)",
+            crate::lab::cni::PLUGINS
+        )),
+        other => other,
+    };
+    let provider = match provider {
         Ok(p) => p,
         Err(reason) => {
             let mut r = TrialReport::unjudged(spec.name(), Vec::new(), started);

@@ -153,22 +153,59 @@ impl Trial<'_> {
         }
         let canary = &self.lab.spares[0];
         let canary_ip = canary.addr;
-        let used: Vec<crate::input::names::Ipv4Net> =
-            self.leases().await?.into_iter().filter_map(|(_, l)| l.ok()).map(|l| l.subnet).collect();
-        let count = 1u32 << (conf.subnet_len - conf.network.prefix());
-        let step = 1u32 << (32 - conf.subnet_len);
-        let subnet = (1..count)
-            .rev()
-            .filter_map(|k| crate::input::names::Ipv4Net::new(conf.network.nth(k * step), conf.subnet_len))
-            .find(|s| !used.contains(s))
-            .ok_or("no free subnet left for the canary lease")?;
-        let key = format!("{DEFAULT_PREFIX}/subnets/{}-{}", subnet.addr(), subnet.prefix());
-        let value = match conf.backend {
-            Backend::Vxlan => serde_json::json!({"PublicIP": canary_ip.to_string(), "PublicIPv6": null, "BackendType": "vxlan",
-                "BackendData": {"VNI": conf.vni, "VtepMAC": CANARY_MAC}}),
-            Backend::HostGw => serde_json::json!({"PublicIP": canary_ip.to_string(), "PublicIPv6": null, "BackendType": "host-gw"}),
-            Backend::Udp => serde_json::json!({"PublicIP": canary_ip.to_string(), "PublicIPv6": null}),
+        let canary_ip6 = canary.addr6;
+        let leases: Vec<crate::contract::LeaseView> = self.leases().await?.into_iter().filter_map(|(_, l)| l.ok()).collect();
+        let used: Vec<crate::input::names::Ipv4Net> = leases.iter().map(|l| l.subnet).collect();
+        let subnet = if conf.enable_ipv4 {
+            let count = 1u32 << (conf.subnet_len - conf.network.prefix());
+            let step = 1u32 << (32 - conf.subnet_len);
+            (1..count)
+                .rev()
+                .filter_map(|k| crate::input::names::Ipv4Net::new(conf.network.nth(k * step), conf.subnet_len))
+                .find(|s| !used.contains(s))
+                .ok_or("no free subnet left for the canary lease")?
+        } else {
+            crate::input::names::Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("valid")
         };
+        // the IPv6 half when the net-conf has one: the highest free IPv6 subnet, at the
+        // canary's IPv6 underlay address, so IPv6 peers are judged on fresh evidence too
+        let v6 = match conf.ipv6 {
+            None => None,
+            Some(net6) => {
+                let ip6 = canary_ip6
+                    .ok_or("the net-conf enables IPv6 but the topology has no IPv6 underlay for the canary (give its segments a cidr6)")?;
+                let used6: Vec<crate::input::names::Ipv6Net> = leases.iter().filter_map(|l| l.subnet6).collect();
+                let count = 1u128 << (net6.subnet_len - net6.network.prefix()).min(64);
+                let step = 1u128 << (128 - net6.subnet_len);
+                let s6 = (1..count)
+                    .rev()
+                    .take(256)
+                    .filter_map(|k| crate::input::names::Ipv6Net::new(net6.network.nth(k * step), net6.subnet_len))
+                    .find(|s| !used6.contains(s))
+                    .ok_or("no free IPv6 subnet left for the canary lease")?;
+                Some((s6, ip6))
+            }
+        };
+        let key = match v6 {
+            None => format!("{DEFAULT_PREFIX}/subnets/{}-{}", subnet.addr(), subnet.prefix()),
+            Some((s6, _)) => format!("{DEFAULT_PREFIX}/subnets/{}-{}&{}-{}", subnet.addr(), subnet.prefix(), s6.addr(), s6.prefix()),
+        };
+        let public_ip = if conf.enable_ipv4 { canary_ip } else { std::net::Ipv4Addr::UNSPECIFIED };
+        let mut value = match conf.backend {
+            Backend::Vxlan => serde_json::json!({"PublicIP": public_ip.to_string(), "PublicIPv6": null, "BackendType": "vxlan",
+                "BackendData": {"VNI": conf.vni, "VtepMAC": CANARY_MAC}}),
+            Backend::HostGw => serde_json::json!({"PublicIP": public_ip.to_string(), "PublicIPv6": null, "BackendType": "host-gw"}),
+            Backend::Udp => serde_json::json!({"PublicIP": public_ip.to_string(), "PublicIPv6": null}),
+        };
+        if !conf.enable_ipv4 {
+            value.as_object_mut().expect("object").remove("BackendData");
+        }
+        if let Some((_, ip6)) = v6 {
+            value["PublicIPv6"] = serde_json::json!(ip6.to_string());
+            if conf.backend == Backend::Vxlan {
+                value["BackendV6Data"] = serde_json::json!({"VNI": conf.vni, "VtepMAC": CANARY_MAC});
+            }
+        }
         let listener = match conf.backend {
             Backend::Udp => Some(probe::UdpListener::start(&canary.ns, conf.port)?),
             _ => None,
@@ -183,7 +220,18 @@ impl Trial<'_> {
         // listener's reachability findings) is the canary not followed; anything else (a
         // stale FDB entry, a stale device, an exited agent) is reported as itself, so it is
         // matched for what it is
-        let names = [subnet.addr().to_string(), canary_ip.to_string(), CANARY_MAC.to_string()];
+        let mut names = vec![canary_ip.to_string(), CANARY_MAC.to_string()];
+        if conf.enable_ipv4 {
+            names.push(subnet.addr().to_string());
+        }
+        if let Some((s6, ip6)) = v6 {
+            names.extend([s6.addr().to_string(), ip6.to_string()]);
+        }
+        let label = match (conf.enable_ipv4, v6) {
+            (true, Some((s6, _))) => format!("{subnet} & {s6}"),
+            (false, Some((s6, _))) => s6.to_string(),
+            _ => subnet.to_string(),
+        };
         let about_canary = |f: &Finding| f.check == Check::Reachability || names.iter().any(|n| f.what.contains(n.as_str()));
         let fail = |findings: Vec<Finding>, phase: &str| {
             StepError::Check(findings).map_findings(|f| {
@@ -191,7 +239,7 @@ impl Trial<'_> {
                     Finding::new(
                         Check::Canary,
                         f.host.as_str(),
-                        format!("after {what}, the canary lease {subnet} {phase}: [{}] {}", f.check, f.what),
+                        format!("after {what}, the canary lease {label} {phase}: [{}] {}", f.check, f.what),
                     )
                 } else {
                     f
@@ -207,7 +255,7 @@ impl Trial<'_> {
             return Err(fail(findings, "withdrawn then was still served"));
         }
         tracing::info!(
-            "after {what}: canary lease {subnet} learned by every host in {} ms and dropped by every host in {} ms; converged again {} ms after it",
+            "after {what}: canary lease {label} learned by every host in {} ms and dropped by every host in {} ms; converged again {} ms after it",
             learned.as_millis(),
             (t0.elapsed() - learned).as_millis(),
             since.elapsed().as_millis()

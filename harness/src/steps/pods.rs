@@ -55,11 +55,16 @@ impl StepKind for ExpectPing {
 /// DF probes: the overlay MTU passes, one byte more is refused at the host; pod MTUs match.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct ExpectMtu {}
+pub struct ExpectMtu {
+    /// Also: from each host's first pod, a DF packet of the pod's own MTU reaches a peer's
+    /// pod in every family (dual stack: FLANNEL_MTU must fit the IPv6 tunnel too).
+    #[serde(default)]
+    pub pods_fit_every_family: bool,
+}
 
 impl StepKind for ExpectMtu {
     async fn run(&self, t: &mut Trial<'_>) -> StepResult {
-        t.expect_mtu().await
+        t.expect_mtu(self.pods_fit_every_family).await
     }
 }
 
@@ -91,6 +96,56 @@ impl Trial<'_> {
         Ok(())
     }
 
+    /// From each host's first pod, a DF echo of exactly the pod's MTU to the first pod of the
+    /// next host, in every family both have: a pod MTU larger than a tunnel's is refused at
+    /// the node ("packet too big"), which PMTU discovery papers over but a DF sender meets.
+    async fn pods_fit(&self, pod_mtus: &std::collections::BTreeMap<String, u32>) -> Result<Vec<Finding>, StepError> {
+        let cross = self.cross_segment_fails();
+        let firsts: Vec<&crate::lab::pods::Pod> = pod_mtus.keys().filter_map(|h| self.pods.iter().find(|p| &p.host == h)).collect();
+        let mut jobs = Vec::new();
+        for (i, src) in firsts.iter().enumerate() {
+            let Some(dst) =
+                (1..firsts.len()).map(|k| firsts[(i + k) % firsts.len()]).find(|d| !self.unreachable_pair(&cross, &src.host, &d.host))
+            else {
+                continue;
+            };
+            let mtu = pod_mtus[&src.host];
+            let targets: Vec<std::net::IpAddr> =
+                [src.addr.and(dst.addr).map(Into::into), src.addr6.and(dst.addr6).map(Into::into)].into_iter().flatten().collect();
+            for to in targets {
+                let (ns, label, host) = (src.ns.clone(), format!("{} -> {} ({to})", src.name, dst.name), src.host.clone());
+                jobs.push(std::thread::spawn(move || {
+                    let payload = (mtu - if to.is_ipv6() { 48 } else { 28 }) as usize;
+                    let mut r = probe::ping_any(&ns, to, payload, true, Duration::from_secs(1));
+                    for _ in 0..2 {
+                        if matches!(r, Ok(PingOutcome::Timeout)) {
+                            r = probe::ping_any(&ns, to, payload, true, Duration::from_secs(1));
+                        }
+                    }
+                    (host, label, mtu, r)
+                }));
+            }
+        }
+        if jobs.is_empty() {
+            return Err("expect_mtu pods_fit_every_family examined nothing: no pods on two hosts".into());
+        }
+        let results = tokio::task::spawn_blocking(move || jobs.into_iter().map(|j| j.join().expect("probe thread")).collect::<Vec<_>>())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for (host, label, mtu, r) in results {
+            match r? {
+                PingOutcome::Reply { .. } => tracing::info!("{label}: a DF packet of the pod MTU {mtu} passes"),
+                other => out.push(Finding::new(
+                    Check::DfProbe,
+                    host.as_str(),
+                    format!("{label}: a DF packet of the pod's own MTU {mtu} does not fit: {other:?}"),
+                )),
+            }
+        }
+        Ok(out)
+    }
+
     /// How this host's pods are wired: by the CNI plugins configured from its subnet file
     /// as flannel's plugin would, or by the lab (the case's `pod_wiring`; under `auto` the
     /// plugins when installed). The trial log says which.
@@ -109,14 +164,7 @@ impl Trial<'_> {
         };
         let text = std::fs::read_to_string(Agent::subnet_file_path(node)).unwrap_or_default();
         let env = crate::contract::SubnetEnv::parse(&text);
-        let info = crate::lab::cni::SubnetInfo {
-            network: env.network,
-            subnet: env.subnet(),
-            network6: env.network6,
-            subnet6: env.subnet6(),
-            mtu: env.mtu,
-            ipmasq: env.ipmasq,
-        };
+        let info = env.cni_info();
         let conf = crate::lab::cni::delegate_conf(&info, &node.dir.join("cni")).ok_or_else(|| {
             StepError::check(
                 Check::SubnetFile,
@@ -138,6 +186,22 @@ impl Trial<'_> {
             .collect();
         if pairs.is_empty() {
             return Err("expect_ping examined nothing: no pod pairs on different hosts (add create_pods and a second host)".into());
+        }
+        // every family the net-conf enables is pinged: a pod without an address of it fails
+        let mut failed = Vec::new();
+        if let Some(conf) = &self.conf {
+            for p in self.pods.iter().filter(|p| !self.removed.contains(&p.host)) {
+                if conf.enable_ipv4 && p.addr.is_none() {
+                    failed.push(Finding::new(Check::Ping, p.host.as_str(), format!("{} has no IPv4 address", p.name)));
+                }
+                if conf.ipv6.is_some() && p.addr6.is_none() {
+                    failed.push(Finding::new(
+                        Check::Ping,
+                        p.host.as_str(),
+                        format!("{} has no IPv6 address although the net-conf enables IPv6", p.name),
+                    ));
+                }
+            }
         }
         // every pair over IPv4, and over IPv6 too when both pods have an IPv6 address
         let targets: Vec<(usize, usize, std::net::IpAddr)> = pairs
@@ -168,7 +232,6 @@ impl Trial<'_> {
         })
         .await
         .map_err(|e| e.to_string())?;
-        let mut failed = Vec::new();
         let mut worst = Duration::ZERO;
         let mut blocked = 0;
         for (host, label, reachable, r) in results {
@@ -208,23 +271,30 @@ impl Trial<'_> {
     /// MTU is larger than the overlay's (so nothing is refused before the overlay) find the
     /// path the overlay offers: a packet of exactly the overlay MTU reaches the next host,
     /// one byte more is refused at this host's overlay device with that MTU as next hop.
-    async fn expect_mtu(&mut self) -> StepResult {
+    async fn expect_mtu(&mut self, pods_fit_every_family: bool) -> StepResult {
         let conf = self.conf()?.clone();
         self.ensure_gateways().await?;
         let mut findings = Vec::new();
+        let mut pod_mtus = std::collections::BTreeMap::new();
         for pod in &self.pods {
             let node = self.lab.host(&pod.host).expect("pod host");
-            let mtu = conf.overlay_mtu(self.lab.mtu_of(node));
+            // what the host's subnet file says, among the values the contract accepts
+            let accepted = conf.accepted_pod_mtus(self.lab.mtu_of(node));
+            let file = self.gateways.get(&pod.host).map(|g| g.mtu);
             let links = pod.nl.links().await?;
-            match links.iter().find(|l| l.name == "eth0") {
-                Some(l) if l.mtu != mtu => findings.push(Finding::new(
+            let l = links.iter().find(|l| l.name == "eth0").ok_or_else(|| lab_err!("{}: no eth0", pod.name))?;
+            if Some(l.mtu) != file || !accepted.contains(&l.mtu) {
+                findings.push(Finding::new(
                     Check::PodMtu,
                     pod.host.as_str(),
-                    format!("{}: eth0 MTU {} but the overlay MTU is {mtu}", pod.name, l.mtu),
-                )),
-                Some(_) => {}
-                None => return Err(lab_err!("{}: no eth0", pod.name).into()),
+                    format!("{}: eth0 MTU {} but the subnet file says {file:?} and the overlay MTU is {accepted:?}", pod.name, l.mtu),
+                ));
             }
+            // the fit probe judges the MTU the pod has, right or wrong
+            pod_mtus.entry(pod.host.clone()).or_insert(l.mtu);
+        }
+        if pods_fit_every_family {
+            findings.extend(self.pods_fit(&pod_mtus).await?);
         }
         let cross = self.cross_segment_fails();
         let hosts: Vec<String> = self.active_hosts().filter(|h| self.gateways.contains_key(&h.name)).map(|h| h.name.clone()).collect();
@@ -242,8 +312,21 @@ impl Trial<'_> {
                 self.mtu_probes.insert(h.clone(), p);
             }
             let probe_ns = self.mtu_probes[h].ns.clone();
-            // each family meets its own overlay device's MTU (vxlan over IPv6 costs more)
+            // each family meets its own overlay device's MTU (vxlan over IPv6 costs more); a
+            // family the net-conf enables with no address to probe from is a finding
             let to = self.gateways[next];
+            for (enabled, have, family) in [
+                (conf.enable_ipv4, gw.v4.is_some() && to.v4.is_some(), "IPv4"),
+                (conf.ipv6.is_some(), gw.v6.is_some() && to.v6.is_some(), "IPv6"),
+            ] {
+                if enabled && !have {
+                    findings.push(Finding::new(
+                        Check::DfProbe,
+                        h.as_str(),
+                        format!("{h} -> {next}: no {family} address on cni0 to probe with (see the subnet file)"),
+                    ));
+                }
+            }
             if let (Some((own, _)), Some((to4, _))) = (gw.v4, to.v4) {
                 probes.push((h.clone(), next.clone(), probe_ns.clone(), own.into(), to4.into(), conf.device_mtu(underlay)));
             }

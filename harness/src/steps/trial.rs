@@ -327,6 +327,24 @@ impl<'a> Trial<'a> {
             .active_hosts()
             .filter_map(|h| self.gateways.get(&h.name).map(|g| (h.name.clone(), g.v4.map(|(a, _)| a.into()), g.v6.map(|(a, _)| a.into()))))
             .collect();
+        // a family the net-conf enables must be probed: a host with nothing to probe it from
+        // is a finding, not a silent pass
+        let mut findings = Vec::new();
+        if let Some(conf) = &self.conf {
+            for (h, v4, v6) in &hosts {
+                for (enabled, have, var) in
+                    [(conf.enable_ipv4, v4.is_some(), "FLANNEL_SUBNET"), (conf.ipv6.is_some(), v6.is_some(), "FLANNEL_IPV6_SUBNET")]
+                {
+                    if enabled && !have {
+                        findings.push(Finding::new(
+                            Check::Reachability,
+                            h.as_str(),
+                            format!("no {var} in the subnet file, so cni0 has no address of that family to probe from"),
+                        ));
+                    }
+                }
+            }
+        }
         let mut jobs = Vec::new();
         for (family, v6) in [("", false), (" over IPv6", true)] {
             let addr = |h: &(String, Option<std::net::IpAddr>, Option<std::net::IpAddr>)| if v6 { h.2 } else { h.1 };
@@ -351,7 +369,6 @@ impl<'a> Trial<'a> {
         let results = tokio::task::spawn_blocking(move || jobs.into_iter().map(|j| j.join().expect("probe thread")).collect::<Vec<_>>())
             .await
             .map_err(|e| e.to_string())?;
-        let mut findings = Vec::new();
         for (src, family, peers, r) in results {
             let outcomes = r?;
             let missed: Vec<String> = peers
