@@ -259,11 +259,8 @@ impl Trial<'_> {
         let note =
             if split { format!("; {blocked} cross-segment pairs fail, as the case expects for {}", self.backend) } else { String::new() };
         let v6 = targets.iter().filter(|t| t.2.is_ipv6()).count();
-        tracing::info!(
-            "{} pod pings answered, {v6} of them over IPv6 (slowest reply {} us){note}",
-            targets.len() - blocked,
-            worst.as_micros()
-        );
+        let over6 = if v6 > 0 { format!(", {v6} of them over IPv6") } else { String::new() };
+        tracing::info!("{} pod pings answered{over6} (slowest reply {} us){note}", targets.len() - blocked, worst.as_micros());
         Ok(())
     }
 
