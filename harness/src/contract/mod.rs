@@ -379,10 +379,11 @@ pub fn check_leases(
                     conf.backend
                 ),
             )),
-            Some(l) if conf.enable_ipv4 && conf.backend == Backend::Vxlan && l.vtep_mac.is_none() => {
-                out.push(Finding::new(Check::Lease, name, format!("lease {} has no BackendData.VtepMAC", l.subnet)))
-            }
             Some(l) => {
+                if conf.enable_ipv4 && conf.backend == Backend::Vxlan && l.vtep_mac.is_none() {
+                    out.push(Finding::new(Check::Lease, name, format!("lease {} has no BackendData.VtepMAC", l.subnet)));
+                }
+                // the IPv6 half is judged on its own, whatever the IPv4 half showed
                 if let Some(net6) = conf.ipv6 {
                     check_lease6(conf, net6, name, *ip6, l, out);
                 }
