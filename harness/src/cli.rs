@@ -147,7 +147,7 @@ fn cmd_run(args: &[String]) -> Result<ExitCode> {
         let entries: Vec<JunitEntry> = reports.iter().map(report::junit_entry).collect();
         report::write_junit(Path::new(path), "flannel-lab", &entries).map_err(|e| lab_err!("write JUnit to {path}: {e}"))?;
     }
-    Ok(if reports.iter().all(|r| r.passed || r.ignored.is_some()) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if reports.iter().any(|r| r.fails_run()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn cmd_bench(args: &[String]) -> Result<ExitCode> {

@@ -22,16 +22,43 @@ pub fn table(reports: &[TrialReport]) -> String {
             (Some(f), None) => first_line(f).to_string(),
             (None, _) => r.log.iter().rev().find(|l| l.starts_with("     ")).map(|l| first_line(l.trim()).to_string()).unwrap_or_default(),
         };
-        s.push_str(&format!("{:<w$}  {:<6}  {:>8.1}  {}\n", r.name, result_word(r), r.elapsed.as_secs_f64(), detail));
+        s.push_str(&format!("{:<w$}  {:<6}  {:>8.1}  {detail}{}\n", r.name, result_word(r), r.elapsed.as_secs_f64(), known_note(r)));
     }
-    let passed = reports.iter().filter(|r| r.passed).count();
     let skipped = reports.iter().filter(|r| r.ignored.is_some()).count();
     let lab = reports.iter().filter(|r| r.lab_error).count();
     if lab > 0 {
         s.push_str(&format!("{lab} trial(s) failed with a lab error (the lab could not do its job; see their logs)\n"));
     }
-    s.push_str(&format!("{} passed, {} failed{}, {} skipped\n", passed, reports.len() - passed - skipped, should_note(reports), skipped));
+    s.push_str(&summary(reports));
+    s.push_str(&format!(", {skipped} skipped\n"));
     s
+}
+
+/// `N passed, M failed (…should-level), K known failures (…), F fixed`: known failures are
+/// counted apart and do not fail the run; a known failure that passed is "fixed".
+fn summary(reports: &[TrialReport]) -> String {
+    let passed = reports.iter().filter(|r| r.passed).count();
+    let failed = reports.iter().filter(|r| r.fails_run()).count();
+    let known = reports.iter().filter(|r| r.is_known_failure()).count();
+    let fixed = reports.iter().filter(|r| r.is_fixed()).count();
+    let mut s = format!("{passed} passed, {failed} failed{}", should_note(reports));
+    if known > 0 {
+        s.push_str(&format!(", {known} known failure(s) (listed in the profile; not counted)"));
+    }
+    if fixed > 0 {
+        s.push_str(&format!(", {fixed} known failure(s) fixed (they pass now: remove them from the profile)"));
+    }
+    s
+}
+
+/// `(known: REASON, LINK)` after a known failure's detail.
+fn known_note(r: &TrialReport) -> String {
+    match &r.known {
+        Some(k) if r.is_known_failure() || r.is_fixed() => {
+            format!(" (known: {}{})", k.reason, k.link.as_deref().map(|l| format!(", {l}")).unwrap_or_default())
+        }
+        _ => String::new(),
+    }
 }
 
 /// `[should] ` before the failure of a should-level case.
@@ -74,18 +101,24 @@ pub fn markdown(reports: &[TrialReport]) -> String {
         };
         s.push_str(&format!(
             "| {case} | {backend} | {imp} | {} | {:.1} | {} |\n",
-            if r.passed { "pass".to_string() } else { format!("**{}**", result_word(r)) },
+            if r.passed && !r.is_fixed() { "pass".to_string() } else { format!("**{}**", result_word(r)) },
             r.elapsed.as_secs_f64(),
-            detail.replace('|', "\\|")
+            format!("{detail}{}", known_note(r)).replace('|', "\\|")
         ));
     }
-    let passed = reports.iter().filter(|r| r.passed).count();
-    s.push_str(&format!("\n{} passed, {} failed{}\n", passed, reports.len() - passed, should_note(reports)));
+    s.push_str(&format!("\n{}\n", summary(reports)));
     s
 }
 
-/// The result column: pass, FAIL (a finding), LAB (the lab failed: never a pass), skip.
+/// The result column: pass, FAIL (a finding), LAB (the lab failed: never a pass), skip;
+/// `known` (a known failure that failed) and `fixed` (one that passed).
 pub fn result_word(r: &TrialReport) -> &'static str {
+    if r.is_known_failure() {
+        return "known";
+    }
+    if r.is_fixed() {
+        return "fixed";
+    }
     match (r.ignored.is_some(), r.passed, r.lab_error) {
         (true, _, _) => "skip",
         (_, true, _) => "pass",
@@ -100,6 +133,10 @@ pub fn junit_entry(r: &TrialReport) -> JunitEntry {
     let log = r.log.join("\n");
     let outcome = if let Some(reason) = &r.ignored {
         JunitOutcome::Skipped { reason: reason.clone() }
+    } else if let (true, Some(k), Some(f)) = (r.is_known_failure(), &r.known, &r.failure) {
+        // not counted against the implementation: JUnit's "skipped", with why and what happened
+        let link = k.link.as_deref().map(|l| format!(", {l}")).unwrap_or_default();
+        JunitOutcome::Skipped { reason: format!("known failure: {}{link} (failed with: {})", k.reason, first_line(f)) }
     } else {
         match &r.failure {
             None => JunitOutcome::Passed { log },
@@ -148,4 +185,42 @@ pub fn write_junit(path: &Path, suite: &str, entries: &[JunitEntry]) -> std::io:
     }
     let file = std::fs::File::create(path)?;
     report.write_xml(file).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::profile::KnownFailure;
+
+    fn report(name: &str, passed: bool, lab_error: bool, known: bool) -> TrialReport {
+        TrialReport {
+            name: name.into(),
+            passed,
+            log: Vec::new(),
+            failure: (!passed).then(|| "step 2 `wait_converged`: [lease] h1: …".to_string()),
+            lab_error,
+            artifacts: None,
+            ignored: None,
+            elapsed: Duration::from_secs(1),
+            level: Level::Must,
+            known: known.then(|| KnownFailure { trials: "x::*".into(), reason: "upstream #1726".into(), link: None }),
+        }
+    }
+
+    #[test]
+    fn known_failures_are_counted_apart_and_never_hide_lab_errors() {
+        let known = report("x::vxlan::f", false, false, true);
+        let fixed = report("x::udp::f", true, false, true);
+        let lab = report("x::host-gw::f", false, true, true);
+        assert!(known.is_known_failure() && !known.fails_run());
+        assert_eq!(result_word(&known), "known");
+        assert!(fixed.is_fixed() && !fixed.fails_run());
+        assert_eq!(result_word(&fixed), "fixed");
+        assert!(lab.fails_run(), "a lab error is never excused");
+        assert_eq!(result_word(&lab), "LAB");
+        let t = table(&[known, fixed, report("y::vxlan::f", false, false, false)]);
+        assert!(t.contains("1 passed, 1 failed, 1 known failure(s)"), "{t}");
+        assert!(t.contains("1 known failure(s) fixed"), "{t}");
+        assert!(t.contains("(known: upstream #1726)"), "{t}");
+    }
 }

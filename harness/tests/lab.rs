@@ -84,7 +84,12 @@ fn main() {
                     _ => None,
                 };
                 results.lock().unwrap().push(entry);
+                if let Some(k) = report.known.as_ref().filter(|_| report.is_known_failure() || report.is_fixed()) {
+                    let word = if report.is_fixed() { "FIXED (remove it from the profile)" } else { "KNOWN FAILURE (not counted)" };
+                    println!("{word}: {}{}", k.reason, k.link.as_deref().map(|l| format!(", {l}")).unwrap_or_default());
+                }
                 match failed {
+                    _ if report.is_known_failure() => Ok(Completion::Completed),
                     None => Ok(Completion::Completed),
                     Some(m) if report.lab_error => Err(Failed::from(format!("LAB ERROR (never a pass): {m}"))),
                     Some(m) => Err(Failed::from(m)),

@@ -62,6 +62,52 @@ struct RawProfile {
     private_paths: BTreeMap<String, String>,
     #[serde(default)]
     restart: Option<RawRestart>,
+    /// Failures this implementation is known to have: they still run and are reported as
+    /// "known" (or "fixed" when they pass) without failing the run.
+    #[serde(default)]
+    known_failures: Vec<KnownFailure>,
+}
+
+/// A failure an implementation is known to have: trials whose `CASE::BACKEND` matches
+/// `trials` (`*` matches any run of characters) are still run and reported, as "known" when
+/// they fail on a finding about the implementation (a lab error still fails) and as
+/// "fixed" when they pass.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KnownFailure {
+    pub trials: String,
+    pub reason: String,
+    /// Where the bug is tracked upstream.
+    #[serde(default)]
+    pub link: Option<String>,
+}
+
+impl KnownFailure {
+    /// Whether the trial named `CASE::BACKEND[::IMPLEMENTATION]` is one of these.
+    pub fn matches(&self, trial: &str) -> bool {
+        let case_backend: String = trial.splitn(3, "::").take(2).collect::<Vec<_>>().join("::");
+        glob(&self.trials, &case_backend)
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +195,14 @@ pub struct Profile {
     pub restart: RestartPolicy,
     /// First restart delay; doubles per restart up to 10 s.
     pub restart_backoff: Duration,
+    pub known_failures: Vec<KnownFailure>,
+}
+
+impl Profile {
+    /// The known failure a trial of this implementation is, if any.
+    pub fn known_failure(&self, trial: &str) -> Option<&KnownFailure> {
+        self.known_failures.iter().find(|k| k.matches(trial))
+    }
 }
 
 /// The values placeholders expand to for one host.
@@ -326,8 +380,18 @@ fn validate(file: &Path, src: &str, raw: RawProfile) -> Result<Profile, Diagnost
             c.push(&at, e, "see the placeholder list in README.md");
         }
     }
+    for (i, k) in raw.known_failures.iter().enumerate() {
+        let at = |f: &str| [key("known_failures"), Seg::Index(i), key(f)];
+        if k.trials.trim().is_empty() || k.trials.matches("::").count() > 1 {
+            c.push(&at("trials"), format!("`{}` is not a CASE::BACKEND pattern", k.trials), "write e.g. field-1726-*::vxlan or *::udp");
+        }
+        if k.reason.trim().is_empty() {
+            c.push(&at("reason"), "a known failure needs a reason", "say what the implementation gets wrong");
+        }
+    }
     c.finish()?;
     Ok(Profile {
+        known_failures: raw.known_failures,
         restart: raw.restart.as_ref().map(|r| r.policy).unwrap_or_default(),
         restart_backoff: raw.restart.and_then(|r| r.backoff).map(|d| d.0).unwrap_or(Duration::from_secs(1)),
         private_paths: raw.private_paths,
@@ -361,6 +425,18 @@ mod tests {
             ip_masq: "false".into(),
             ..Values::default()
         }
+    }
+
+    #[test]
+    fn known_failures_match_case_and_backend() {
+        let k = |t: &str| KnownFailure { trials: t.into(), reason: "r".into(), link: None };
+        assert!(k("field-1726-*::vxlan").matches("field-1726-simultaneous-start::vxlan::flanneld"));
+        assert!(!k("field-1726-*::vxlan").matches("field-1726-simultaneous-start::udp::flanneld"));
+        assert!(k("*::udp").matches("ping::udp::x"));
+        assert!(k("ping::*").matches("ping::host-gw"));
+        assert!(!k("ping::*").matches("ping-more::host-gw"));
+        assert!(k("*strangers*").matches("negative-vxlan-strangers::vxlan::x"));
+        assert!(!k("a*b*c::vxlan").matches("ac::vxlan::x"));
     }
 
     #[test]

@@ -58,6 +58,25 @@ pub struct TrialReport {
     pub elapsed: Duration,
     /// The case's level (`should` failures are hardening, reported apart).
     pub level: crate::input::case::Level,
+    /// The implementation's profile lists this trial as a known failure.
+    pub known: Option<crate::input::profile::KnownFailure>,
+}
+
+impl TrialReport {
+    /// A known failure that failed on a finding (not a lab error): reported, not counted.
+    pub fn is_known_failure(&self) -> bool {
+        self.known.is_some() && !self.passed && self.ignored.is_none() && !self.lab_error
+    }
+
+    /// A known failure that passed.
+    pub fn is_fixed(&self) -> bool {
+        self.known.is_some() && self.passed
+    }
+
+    /// Whether this trial fails the run: it failed, and not as a known failure.
+    pub fn fails_run(&self) -> bool {
+        !self.passed && self.ignored.is_none() && !self.is_known_failure()
+    }
 }
 
 impl TrialReport {
@@ -73,6 +92,7 @@ impl TrialReport {
             ignored: None,
             elapsed: started.elapsed(),
             level: Default::default(),
+            known: None,
         }
     }
 }
@@ -97,7 +117,17 @@ impl Stopped {
     }
 }
 
+/// Runs one trial; a trial of the implementation under test (not a mutant's) that its
+/// profile lists as a known failure is marked so.
 pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
+    let mut report = run_trial_unmarked(spec, workdir).await;
+    if matches!(spec.verdict, Verdict::Pass) {
+        report.known = spec.imp.profile.known_failure(&spec.name()).cloned();
+    }
+    report
+}
+
+async fn run_trial_unmarked(spec: &TrialSpec, workdir: &Path) -> TrialReport {
     let started = Instant::now();
     let trial_log = log::TrialLog::new();
     // a case that needs the CNI plugins cannot run where they are not installed
