@@ -40,7 +40,18 @@ impl Implementation {
     /// The implementation chosen by `FLANNEL_LAB_IMPL` (default: `reference`).
     pub fn from_env(build_reference: bool) -> Result<Implementation> {
         let chosen = std::env::var("FLANNEL_LAB_IMPL").unwrap_or_else(|_| "reference".into());
-        Implementation::load(&chosen, build_reference)
+        let mut imp = Implementation::load(&chosen, build_reference)?;
+        if let Ok(v) = std::env::var("FLANNEL_LAB_START_SPREAD") {
+            imp.set_start_spread(&v)?;
+        }
+        Ok(imp)
+    }
+
+    /// Overrides the profile's `start_spread` (`--start-spread 2s`, `FLANNEL_LAB_START_SPREAD`).
+    pub fn set_start_spread(&mut self, text: &str) -> Result<()> {
+        self.profile.start_spread = crate::input::case::parse_duration(text)
+            .ok_or_else(|| crate::lab_err!("start spread `{text}` is not a duration like 2s or 500ms"))?;
+        Ok(())
     }
 
     /// Finds the reference agent next to the running executable (`target/<profile>/`), or at

@@ -22,6 +22,7 @@ usage: flannel-lab <command> [options]
 
 commands:
   run [--impl PROFILE] [--filter TEXT] [--junit FILE] [--markdown FILE] [--cases DIR]
+      [--start-spread 2s]
         run every case (or those whose trial name contains TEXT) against an
         implementation (a profile name under harness/profiles/ or a profile file;
         default: FLANNEL_LAB_IMPL, else `reference`) and print a per-trial table;
@@ -108,14 +109,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn cmd_run(args: &[String]) -> Result<ExitCode> {
-    let (opts, pos) = options(args, &["filter", "junit", "markdown", "cases", "impl"])?;
+    let (opts, pos) = options(args, &["filter", "junit", "markdown", "cases", "impl", "start-spread"])?;
     if let Some(p) = pos.first() {
         return Err(lab_err!("unexpected argument `{p}`"));
     }
     if let Some(why) = suite::lab_unavailable() {
         return Err(why.into());
     }
-    let imp = implementation(&opts, true)?;
+    let mut imp = implementation(&opts, true)?;
+    if let Some(spread) = opt(&opts, "start-spread") {
+        imp.set_start_spread(spread)?;
+    }
     let cases = opt(&opts, "cases").map(PathBuf::from).unwrap_or_else(|| crate::input::repo_root().join("cases"));
     let mut trials = load_trials(&cases, &imp, true)?;
     if let Some(f) = opt(&opts, "filter") {

@@ -105,6 +105,10 @@ struct RawCase<S> {
     /// Who wires pods: `auto` (the CNI plugins when installed, else the lab), `cni` or `lab`.
     #[serde(default)]
     pod_wiring: PodWiring,
+    /// The case is about the start-up race: its agents start at one instant even when the
+    /// implementation's profile or the run spreads starts.
+    #[serde(default)]
+    simultaneous_start: bool,
     steps: Vec<S>,
 }
 
@@ -308,6 +312,7 @@ pub struct Case<S> {
     pub ip_masq: bool,
     pub level: Level,
     pub pod_wiring: PodWiring,
+    pub simultaneous_start: bool,
     pub steps: Vec<S>,
 }
 
@@ -498,6 +503,7 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
         ip_masq: raw.ip_masq,
         level: raw.level,
         pod_wiring: raw.pod_wiring,
+        simultaneous_start: raw.simultaneous_start,
         store: raw.store,
         mutants,
         host_profiles,

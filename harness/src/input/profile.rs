@@ -66,6 +66,10 @@ struct RawProfile {
     /// "known" (or "fixed" when they pass) without failing the run.
     #[serde(default)]
     known_failures: Vec<KnownFailure>,
+    /// Agent starts spread evenly over this window instead of one instant (cases about the
+    /// start-up race keep their simultaneous start).
+    #[serde(default)]
+    start_spread: Option<Dur>,
 }
 
 /// A failure an implementation is known to have: trials whose `CASE::BACKEND` matches
@@ -196,6 +200,8 @@ pub struct Profile {
     /// First restart delay; doubles per restart up to 10 s.
     pub restart_backoff: Duration,
     pub known_failures: Vec<KnownFailure>,
+    /// Agent starts spread evenly over this window (zero: all at one instant).
+    pub start_spread: Duration,
 }
 
 impl Profile {
@@ -392,6 +398,7 @@ fn validate(file: &Path, src: &str, raw: RawProfile) -> Result<Profile, Diagnost
     c.finish()?;
     Ok(Profile {
         known_failures: raw.known_failures,
+        start_spread: raw.start_spread.map(|d| d.0).unwrap_or_default(),
         restart: raw.restart.as_ref().map(|r| r.policy).unwrap_or_default(),
         restart_backoff: raw.restart.and_then(|r| r.backoff).map(|d| d.0).unwrap_or(Duration::from_secs(1)),
         private_paths: raw.private_paths,
@@ -493,5 +500,19 @@ mod tests {
         assert!(text.contains("p.yaml:2:14: command[1]: unclosed"), "{text}");
         assert!(text.contains("p.yaml:3:19: backends[1]: unknown backend `wireguard`"), "{text}");
         assert!(text.contains("stop.signal: unsupported stop signal `HUP`"), "{text}");
+    }
+
+    #[test]
+    fn start_spread_and_known_failures_are_read_and_checked() {
+        let src = "name: up\ncommand: [x]\nbackends: [vxlan]\nstart_spread: 2s\nknown_failures:\n  - {trials: \"field-1726-*::vxlan\", reason: race, link: \"https://x\"}\n";
+        let raw: RawProfile = crate::input::diag::parse_yaml(Path::new("p.yaml"), src).unwrap();
+        let p = validate(Path::new("p.yaml"), src, raw).unwrap();
+        assert_eq!(p.start_spread, Duration::from_secs(2));
+        assert_eq!(p.known_failure("field-1726-simultaneous-start::vxlan::up").map(|k| k.reason.as_str()), Some("race"));
+        let bad = "name: up\ncommand: [x]\nbackends: [vxlan]\nknown_failures:\n  - {trials: \"a::b::c\", reason: \"\"}\n";
+        let raw: RawProfile = crate::input::diag::parse_yaml(Path::new("p.yaml"), bad).unwrap();
+        let text = validate(Path::new("p.yaml"), bad, raw).unwrap_err().to_string();
+        assert!(text.contains("known_failures[0].trials: `a::b::c` is not a CASE::BACKEND pattern"), "{text}");
+        assert!(text.contains("known_failures[0].reason: a known failure needs a reason"), "{text}");
     }
 }

@@ -32,7 +32,7 @@ impl StepKind for StartAgents {
         if !self.credentials.is_empty() && t.store.pki.is_none() {
             return Err("start_agents: `credentials` needs a case with `etcd_tls: true`".into());
         }
-        t.start_agents(&self.credentials)
+        t.start_agents(&self.credentials).await
     }
 }
 
@@ -172,13 +172,24 @@ impl StepKind for AddHost {
 impl Trial<'_> {
     /// Starts every agent back to back, as close to the same instant as spawning allows.
     /// Hosts named in the case's `host_profiles` run that implementation instead.
-    fn start_agents(&mut self, credentials: &BTreeMap<HostName, Credentials>) -> StepResult {
+    async fn start_agents(&mut self, credentials: &BTreeMap<HostName, Credentials>) -> StepResult {
         let mut imps: BTreeMap<String, Implementation> = self.lab.hosts.iter().map(|n| (n.name.clone(), self.imp.clone())).collect();
         for (host, profile) in &self.case.host_profiles {
             imps.insert(host.clone(), load_profile(profile)?);
         }
+        // spread starts evenly over the profile's window (past a known start-up race), unless
+        // the case is about that race
+        let window = if self.case.simultaneous_start { Duration::ZERO } else { self.imp.profile.start_spread };
+        let gap = window / (self.lab.hosts.len().max(2) as u32 - 1);
+        if !window.is_zero() {
+            tracing::info!("agent starts spread over {window:?} ({gap:?} apart: the profile's or the run's start_spread)");
+        }
         let t0 = Instant::now();
-        for node in &self.lab.hosts {
+        for (i, node) in self.lab.hosts.iter().enumerate() {
+            if i > 0 && !gap.is_zero() {
+                // spacing the starts is the point here, not a wait for a condition
+                tokio::time::sleep_until((t0 + gap * i as u32).into()).await;
+            }
             let creds = credentials.iter().find(|(h, _)| h.as_str() == node.name).map(|(_, c)| *c).unwrap_or_default();
             let a = Agent::start(&imps[&node.name], node, &self.launch(creds))?;
             if creds != Credentials::Valid {
