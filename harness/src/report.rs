@@ -29,6 +29,7 @@ pub fn table(reports: &[TrialReport]) -> String {
     if lab > 0 {
         s.push_str(&format!("{lab} trial(s) failed with a lab error (the lab could not do its job; see their logs)\n"));
     }
+    s.push_str(&cause_summary(reports, false));
     s.push_str(&summary(reports));
     s.push_str(&format!(", {skipped} skipped\n"));
     s
@@ -106,7 +107,82 @@ pub fn markdown(reports: &[TrialReport]) -> String {
             format!("{detail}{}", known_note(r)).replace('|', "\\|")
         ));
     }
+    s.push_str(&cause_summary(reports, true));
     s.push_str(&format!("\n{}\n", summary(reports)));
+    s
+}
+
+/// Failed trials grouped by their root cause: the failing step's kind, the first finding's
+/// check, and the shape of its message (addresses, MACs, numbers and names of hosts left
+/// out), most common first.
+pub fn root_causes(reports: &[TrialReport]) -> Vec<(String, Vec<&TrialReport>)> {
+    let mut groups: Vec<(String, Vec<&TrialReport>)> = Vec::new();
+    for r in reports.iter().filter(|r| !r.passed && r.ignored.is_none()) {
+        let key = cause_shape(r.failure.as_deref().unwrap_or("no failure recorded"), r.lab_error);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(r),
+            None => groups.push((key, vec![r])),
+        }
+    }
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+    groups
+}
+
+/// `step 2 `wait_converged` (…): [reachability] h2: not converged within 30s: 1 of 2 peers …`
+/// → `` `wait_converged` [reachability] not converged within N s: N of N peers … ``.
+fn cause_shape(failure: &str, lab_error: bool) -> String {
+    let line = failure.lines().next().unwrap_or("");
+    let step = line.split('`').nth(1).map(|k| format!("`{k}` ")).unwrap_or_default();
+    // after the step's name: `[check] host: what`, or a lab error's text
+    let after_step = line.splitn(3, '`').nth(2).unwrap_or(line);
+    let (check, what) = match after_step.find('[').map(|i| &after_step[i + 1..]).and_then(|r| r.split_once("] ")) {
+        // the host is where, not what
+        Some((check, tail)) => (format!("[{check}] "), tail.split_once(": ").map(|(_, w)| w).unwrap_or(tail)),
+        None => (
+            if lab_error { "lab error: ".to_string() } else { String::new() },
+            after_step.split_once(": ").map(|(_, w)| w).unwrap_or(after_step),
+        ),
+    };
+    // a wait that ran out says so first; the cause is what follows
+    let (waited, what) = match what.strip_prefix("not converged within ").and_then(|w| w.split_once(": ")) {
+        Some((_, w)) => ("not converged: ", w),
+        None => ("", what),
+    };
+    // the first clause is the cause; what follows names peers and addresses
+    let first = what.split(['(', ';', ':']).next().unwrap_or(what).trim_end_matches([' ', ',']);
+    let words: Vec<&str> = first
+        .split(' ')
+        .map(|w| {
+            let numeric = w.chars().any(|c| c.is_ascii_digit()) && w.chars().all(|c| c.is_ascii_hexdigit() || ".:/-_s".contains(c));
+            if numeric {
+                "N"
+            } else {
+                w
+            }
+        })
+        .collect();
+    let shape: String = words.join(" ").chars().take(100).collect();
+    format!("{step}{check}{waited}{shape}")
+}
+
+/// The root-cause summary that ends the table and the Markdown report.
+fn cause_summary(reports: &[TrialReport], markdown: bool) -> String {
+    let groups = root_causes(reports);
+    if groups.is_empty() {
+        return String::new();
+    }
+    let mut s =
+        String::from(if markdown { "\n### Root causes\n\n" } else { "root causes (failed trials grouped by their first finding):\n" });
+    for (shape, trials) in &groups {
+        let names: Vec<&str> = trials.iter().take(3).map(|r| r.name.as_str()).collect();
+        let more = if trials.len() > 3 { format!(", +{} more", trials.len() - 3) } else { String::new() };
+        let line = format!("{:>4} × {shape}  ({}{more})", trials.len(), names.join(", "));
+        if markdown {
+            s.push_str(&format!("- {}\n", line.trim_start().replace('|', "\\|")));
+        } else {
+            s.push_str(&format!("  {line}\n"));
+        }
+    }
     s
 }
 
@@ -222,5 +298,24 @@ mod tests {
         assert!(t.contains("1 passed, 1 failed, 1 known failure(s)"), "{t}");
         assert!(t.contains("1 known failure(s) fixed"), "{t}");
         assert!(t.contains("(known: upstream #1726)"), "{t}");
+    }
+
+    #[test]
+    fn failures_are_grouped_by_root_cause() {
+        let fail = |name: &str, f: &str| TrialReport { failure: Some(f.into()), ..report(name, false, false, false) };
+        let reports = vec![
+            fail("a::vxlan::f", "step 2 `wait_converged` (at 3 hosts, repeat 1): [reachability] h2: not converged within 30s: 1 of 2 peers do not answer over the overlay: h1 (10.244.3.1): Timeout"),
+            fail("b::vxlan::f", "step 4 `wait_converged` (at 8 hosts, repeat 1): [reachability] h7: not converged within 20s: 3 of 7 peers do not answer over the overlay: h1 (10.244.9.1): Timeout, …"),
+            fail("c::udp::f", "step 3 `expect_ping`: [ping] h1: 2 of 6 pod pings did not behave as expected; h1-p1 -> h2-p1 (10.244.1.2): Timeout"),
+            report("d::vxlan::f", true, false, false),
+        ];
+        let groups = root_causes(&reports);
+        assert_eq!(groups.len(), 2, "{:?}", groups.iter().map(|g| &g.0).collect::<Vec<_>>());
+        assert_eq!(groups[0].0, "`wait_converged` [reachability] not converged: N of N peers do not answer over the overlay");
+        assert_eq!(groups[0].1.len(), 2);
+        assert_eq!(groups[1].0, "`expect_ping` [ping] N of N pod pings did not behave as expected");
+        let t = table(&reports);
+        assert!(t.contains("   2 × `wait_converged` [reachability]"), "{t}");
+        assert!(markdown(&reports).contains("### Root causes"));
     }
 }
