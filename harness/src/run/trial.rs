@@ -38,6 +38,12 @@ impl TrialSpec {
     pub fn name(&self) -> String {
         format!("{}::{}::{}", self.case.name, self.backend, self.imp.name())
     }
+
+    /// Whether a finding's host is a lab host running the implementation under test (not
+    /// `etcd` or another non-host subject).
+    fn verdict_host_is_under_test(&self, host: &str) -> bool {
+        host != "etcd" && !self.case.host_profiles.contains_key(host)
+    }
 }
 
 /// What a finished trial says.
@@ -167,6 +173,20 @@ async fn run_trial_unmarked(spec: &TrialSpec, workdir: &Path) -> TrialReport {
                 break 'outer;
             }
         }
+    }
+    // in a mixed cluster every finding says which implementation its host runs
+    if let Some(st) = stopped.as_mut().filter(|_| !spec.case.host_profiles.is_empty()) {
+        let error = std::mem::replace(&mut st.error, StepError::from("placeholder"));
+        st.error = error.map_findings(|mut f| {
+            let imp = match spec.case.host_profiles.get(&f.host) {
+                Some(p) => Path::new(p).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.clone()),
+                None => spec.imp.name().to_string(),
+            };
+            if spec.case.host_profiles.contains_key(&f.host) || spec.verdict_host_is_under_test(&f.host) {
+                f.what = format!("(runs {imp}) {}", f.what);
+            }
+            f
+        });
     }
     let mut r = TrialReport::unjudged(spec.name(), trial_log.lines(), started);
     r.level = spec.case.level;
