@@ -213,24 +213,29 @@ mod tests {
         }
     }
 
-    fn judge(state: &HostState) -> (Vec<Finding>, Counts) {
-        let c = conf("vxlan");
-        let mut out = Vec::new();
-        let leases = check_leases(&c, &hosts(), &[Ok(lease(1)), Ok(lease(2)), Ok(lease(3))], &mut out);
-        assert!(out.is_empty(), "{out:?}");
-        let mut counts = Counts::default();
+    /// check_kernel6 for h1 (192.168.99.1, fd00:99::1) on a 1500-byte underlay.
+    fn on_h1(c: &NetConf, leases: &BTreeMap<Ipv4Addr, LeaseView>, state: &HostState) -> (Vec<Finding>, Counts) {
+        let (mut out, mut counts) = (Vec::new(), Counts::default());
         check_kernel6(
-            &c,
+            c,
             "h1",
             "192.168.99.1".parse().unwrap(),
             Some("fd00:99::1".parse().unwrap()),
             1500,
-            &leases,
+            leases,
             state,
             &mut out,
             &mut counts,
         );
         (out, counts)
+    }
+
+    fn judge(state: &HostState) -> (Vec<Finding>, Counts) {
+        let c = conf("vxlan");
+        let mut out = Vec::new();
+        let leases = check_leases(&c, &hosts(), &[Ok(lease(1)), Ok(lease(2)), Ok(lease(3))], &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        on_h1(&c, &leases, state)
     }
 
     #[test]
@@ -341,21 +346,7 @@ mod tests {
             routes6: vec![route(2, "fd00:99::2")],
             ..HostState::default()
         };
-        let judge = |state: &HostState| {
-            let (mut out, mut counts) = (Vec::new(), Counts::default());
-            check_kernel6(
-                &c,
-                "h1",
-                "192.168.99.1".parse().unwrap(),
-                Some("fd00:99::1".parse().unwrap()),
-                1500,
-                &leases,
-                state,
-                &mut out,
-                &mut counts,
-            );
-            (out, counts)
-        };
+        let judge = |state: &HostState| on_h1(&c, &leases, state);
         let (out, counts) = judge(&state);
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(counts.routes6, 1);
@@ -388,34 +379,13 @@ mod tests {
         hosts[2].2 = Some("fd00:98::3".parse().unwrap());
         let mut out = Vec::new();
         let leases = check_leases(&c, &hosts, &leases_v.into_iter().map(Ok).collect::<Vec<_>>(), &mut out);
-        let mut counts = Counts::default();
-        check_kernel6(
-            &c,
-            "h1",
-            "192.168.99.1".parse().unwrap(),
-            Some("fd00:99::1".parse().unwrap()),
-            1500,
-            &leases,
-            &s,
-            &mut out,
-            &mut counts,
-        );
+        assert!(out.is_empty(), "{out:?}");
+        let (out, counts) = on_h1(&c, &leases, &s);
         assert!(out.is_empty(), "{out:?}");
         assert_eq!((counts.routes6, counts.neighbours6, counts.fdb6, counts.direct6), (1, 1, 1, 1));
         // the direct route lost: named as such
         s.routes6.retain(|r| r.oif != Some(2));
-        let mut out = Vec::new();
-        check_kernel6(
-            &c,
-            "h1",
-            "192.168.99.1".parse().unwrap(),
-            Some("fd00:99::1".parse().unwrap()),
-            1500,
-            &leases,
-            &s,
-            &mut out,
-            &mut counts,
-        );
+        let (out, _) = on_h1(&c, &leases, &s);
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(out[0].what.contains("direct IPv6 routes on eth0"), "{}", out[0]);
     }

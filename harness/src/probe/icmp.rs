@@ -86,14 +86,8 @@ fn ping_here(dst: Ipv4Addr, payload: usize, df: bool, timeout: Duration) -> Resu
         let seq: u16 = 1;
         let buf = echo_request(ident, seq, payload);
         let sent_at = Instant::now();
-        let n = send_to(fd, &buf, dst);
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EMSGSIZE) => return Ok(PingOutcome::Refused),
-                errno if declined_to_send(errno) => return Ok(PingOutcome::NotSent { errno: errno.unwrap_or(0) }),
-                _ => return Err(("sendto", e)),
-            }
+        if let Some(declined) = sent_or_declined(send_to(fd, &buf, dst))? {
+            return Ok(declined);
         }
         let deadline = sent_at + timeout;
         let mut rbuf = vec![0u8; 65536];
@@ -236,19 +230,7 @@ fn sweep_here(
             dsts,
             attempts,
             timeout,
-            |i, dst| {
-                let n = send_to(fd, &echo_request(ident, i as u16, 56), dst);
-                if n >= 0 {
-                    return Ok(None);
-                }
-                let e = std::io::Error::last_os_error();
-                match e.raw_os_error() {
-                    // no route, a prohibit/blackhole route, a firewall's verdict on output,
-                    // or a neighbour that never answered: what the probe is for
-                    errno if declined_to_send(errno) => Ok(Some(PingOutcome::NotSent { errno: errno.unwrap_or(0) })),
-                    _ => Err(("sendto", e)),
-                }
-            },
+            |i, dst| sent_or_declined(send_to(fd, &echo_request(ident, i as u16, 56), dst)),
             |matches| {
                 let Some(n) = recv_some(fd, &mut rbuf)? else { return Ok(None) };
                 let pkt = &rbuf[..n];
@@ -329,10 +311,26 @@ fn echo_request(ident: u16, seq: u16, payload: usize) -> Vec<u8> {
     buf
 }
 
+/// What `sendto(2)` returning `n` means for a probe, either family: sent (`None`), refused
+/// as larger than the interface allows, or declined by the local stack (no route, a
+/// prohibit/blackhole route, an output firewall, a neighbour that never answered: what the
+/// probe is for). Any other error is the lab's. Call right after the send (reads errno).
+pub(super) fn sent_or_declined(n: isize) -> Result<Option<PingOutcome>, (&'static str, std::io::Error)> {
+    if n >= 0 {
+        return Ok(None);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EMSGSIZE) => Ok(Some(PingOutcome::Refused)),
+        errno if declined_to_send(errno) => Ok(Some(PingOutcome::NotSent { errno: errno.unwrap_or(0) })),
+        _ => Err(("sendto", e)),
+    }
+}
+
 /// The errnos with which the local stack declines to send to a destination: a finding
 /// about the host's routing (no route, `prohibit`/`blackhole`/`unreachable` routes, an
 /// output firewall, a neighbour that never answered), not a failure of the probe.
-pub(super) fn declined_to_send(errno: Option<i32>) -> bool {
+fn declined_to_send(errno: Option<i32>) -> bool {
     matches!(errno, Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EPERM | libc::EINVAL | libc::EAGAIN | libc::ENOBUFS))
 }
 

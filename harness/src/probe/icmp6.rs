@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use super::icmp::{declined_to_send, last_err, sweep_rounds, PingOutcome};
+use super::icmp::{last_err, sent_or_declined, sweep_rounds, PingOutcome};
 use crate::error::Error;
 use crate::lab::netns::Netns;
 
@@ -137,15 +137,7 @@ fn send(fd: i32, buf: &[u8], dst: Ipv6Addr) -> SockResult<Option<PingOutcome>> {
             std::mem::size_of::<libc::sockaddr_in6>() as u32,
         )
     };
-    if n >= 0 {
-        return Ok(None);
-    }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EMSGSIZE) => Ok(Some(PingOutcome::Refused)),
-        errno if declined_to_send(errno) => Ok(Some(PingOutcome::NotSent { errno: errno.unwrap_or(0) })),
-        _ => Err(("sendto", e)),
-    }
+    sent_or_declined(n)
 }
 
 /// One ICMPv6 message and its sender, or `None` when the receive timeout passed.
