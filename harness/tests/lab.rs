@@ -17,7 +17,13 @@ use libtest_mimic::{Arguments, Completion, Failed, Trial};
 fn main() {
     install_signal_cleanup();
     flannel_lab::run::log::init();
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // A trial spends most of its time waiting on kernel and agent state, not computing:
+    // run four per core unless --test-threads or RUST_TEST_THREADS says otherwise.
+    if args.test_threads.is_none() {
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        args.test_threads = Some(std::env::var("RUST_TEST_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(4 * cores));
+    }
     let root = flannel_lab::input::repo_root();
     let unavailable = suite::lab_unavailable();
     let require = std::env::var("FLANNEL_LAB_REQUIRE").is_ok_and(|v| v == "1");

@@ -289,6 +289,10 @@ async fn run_once(
     let mut trial = Trial::new(&spec.case, spec.backend, &spec.imp, conf, store, capture, lab);
     for (i, step) in spec.case.steps.iter().enumerate() {
         let t = Instant::now();
+        trial.settle_on = match &spec.verdict {
+            Verdict::Catch(exp) if exp.step.is_none_or(|s| s == i + 1) => Some(exp.clone()),
+            _ => None,
+        };
         let outcome = step.run(&mut trial).instrument(tracing::info_span!("step", n = i + 1, kind = step.name())).await;
         if let Err(error) = outcome {
             let kind = if matches!(error, StepError::Lab(_)) { "LAB ERROR" } else { "FAIL" };

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::trial::{Settle, MUTANT_SETTLE};
 use super::{outcome, StepError, StepKind, StepResult, Trial};
 use crate::contract::{Backend, Check, Counts, Finding, DEFAULT_PREFIX};
 use crate::input::case::{Dur, Ref};
@@ -91,11 +92,28 @@ impl Trial<'_> {
         let deadline = t0 + within;
         let wall_start = std::time::SystemTime::now();
         let mut next_refusal_check = t0 + Duration::from_secs(1);
+        let mut settle = Settle::default();
         loop {
             let last = Instant::now() >= deadline;
             let findings = self.convergence_findings(&w.cross_segment_fails, last).await?;
             if findings.iter().any(|f| f.check == Check::AgentExit) {
                 return Err(StepError::Check(findings));
+            }
+            // a mutant trial at its expected step: once nothing changes, every check once
+            // more, and a stop when the expected finding is among them
+            if !last && self.settle_on.is_some() && !findings.is_empty() && settle.quiet(&findings) {
+                let mut all = self.convergence_findings(&w.cross_segment_fails, true).await?;
+                if self.holds_expected(&all) {
+                    if let Some(f) = all.first_mut() {
+                        f.what = format!(
+                            "not converged after {:.1} s (a mutant trial: stopped once nothing had changed for {MUTANT_SETTLE:?}; deadline {within:?}): {}",
+                            t0.elapsed().as_secs_f64(),
+                            f.what
+                        );
+                    }
+                    return Err(StepError::Check(all));
+                }
+                settle.reset();
             }
             // settled early: during this wait etcd refused a host's certificate again and
             // again (checked once a second)
@@ -273,6 +291,8 @@ impl Trial<'_> {
         subnet: crate::input::names::Ipv4Net,
         listener: Option<&probe::UdpListener>,
     ) -> Result<Option<Vec<Finding>>, StepError> {
+        let mut settle = Settle::default();
+        let settles = self.settle_on.as_ref().is_some_and(|e| e.check == Check::Canary);
         loop {
             let mut findings = self.observe().await?.0;
             findings.extend(self.agent_exits()?);
@@ -312,7 +332,13 @@ impl Trial<'_> {
             if findings.is_empty() {
                 return Ok(None);
             }
-            if Instant::now() >= deadline {
+            // a mutant trial expecting the canary unfollowed: stop once nothing changes
+            let settled =
+                settles && settle.quiet(&findings) && findings.iter().any(|f| self.settle_on.as_ref().is_some_and(|e| e.host == f.host));
+            if settled {
+                tracing::info!("a mutant trial: the canary findings had not changed for {MUTANT_SETTLE:?}, stopped before the deadline");
+            }
+            if settled || Instant::now() >= deadline {
                 return Ok(Some(findings));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

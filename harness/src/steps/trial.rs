@@ -47,9 +47,52 @@ pub struct Trial<'a> {
     pub store: Store,
     pub capture: Option<probe::capture::Capture>,
     pub lab: Lab,
+    /// A mutant trial's expected finding, armed during the step it names: a wait there may
+    /// end once that finding has held, with nothing changing, for [`MUTANT_SETTLE`].
+    pub settle_on: Option<crate::input::case::Expected>,
+}
+
+/// How long a mutant trial's expected finding must hold, with every finding unchanged and
+/// every agent alive, before a wait stops early. Mutants are broken by construction
+/// (frozen, crashed, wrong state) and their trials only need the finding shown to hold;
+/// the implementation under test always gets the full deadline.
+pub const MUTANT_SETTLE: Duration = Duration::from_secs(8);
+
+/// Tracks whether a wait's findings stopped changing (see [`MUTANT_SETTLE`]).
+pub(super) struct Settle {
+    window: Duration,
+    seen: Option<(Vec<Finding>, Instant)>,
+}
+
+impl Default for Settle {
+    fn default() -> Settle {
+        Settle { window: MUTANT_SETTLE, seen: None }
+    }
+}
+
+impl Settle {
+    /// Feeds one poll's findings: true once they have been exactly these for the window.
+    pub(super) fn quiet(&mut self, findings: &[Finding]) -> bool {
+        match &self.seen {
+            Some((f, since)) if f.as_slice() == findings => since.elapsed() >= self.window,
+            _ => {
+                self.seen = Some((findings.to_vec(), Instant::now()));
+                false
+            }
+        }
+    }
+
+    pub(super) fn reset(&mut self) {
+        self.seen = None;
+    }
 }
 
 impl<'a> Trial<'a> {
+    /// Whether `findings` hold the finding a mutant trial expects at this step.
+    pub(super) fn holds_expected(&self, findings: &[Finding]) -> bool {
+        self.settle_on.as_ref().is_some_and(|e| findings.iter().any(|f| f.check == e.check && f.host == e.host))
+    }
+
     pub fn new(
         case: &'a Case,
         backend: Backend,
@@ -78,6 +121,7 @@ impl<'a> Trial<'a> {
             store,
             capture,
             lab,
+            settle_on: None,
         }
     }
 
@@ -478,4 +522,24 @@ pub(super) fn refusal_findings(refused: BTreeMap<String, (usize, String)>) -> Ve
             Finding::new(Check::EtcdAccess, h, what)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settles_only_on_findings_unchanged_for_the_window() {
+        let mut s = Settle { window: Duration::from_millis(40), seen: None };
+        let a = vec![Finding::new(Check::Routes, "h1", "1 of 2 routes")];
+        let b = vec![Finding::new(Check::Routes, "h1", "2 of 2 routes, 1 unexpected")];
+        assert!(!s.quiet(&a), "the first sight starts the window");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!s.quiet(&b), "a change restarts the window");
+        assert!(!s.quiet(&b));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(s.quiet(&b), "unchanged for the window");
+        s.reset();
+        assert!(!s.quiet(&b), "after a reset the window starts again");
+    }
 }
