@@ -23,7 +23,9 @@ use crate::netlink::{Families, Kernel, LinkChange};
 use crate::subnet_choice::Previous;
 use crate::subnet_file::{previous_subnets, SubnetEnv};
 
-/// Retry delays for etcd: doubling from 200 ms up to 10 s.
+/// Retry delays for etcd: doubling from 200 ms up to 10 s, each drawn from the upper half
+/// of its step so that many agents refused at once (a thousand started together) do not
+/// come back at once.
 struct Backoff(Duration);
 
 impl Backoff {
@@ -31,7 +33,7 @@ impl Backoff {
         Backoff(Duration::from_millis(200))
     }
     async fn wait(&mut self) {
-        sleep(self.0).await;
+        sleep(self.0.mul_f64(rand::random_range(0.5..=1.0))).await;
         self.0 = (self.0 * 2).min(Duration::from_secs(10));
     }
     fn reset(&mut self) {
@@ -82,6 +84,10 @@ async fn wait_for_config(reg: &mut Registry) -> String {
 const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 /// Delay between a link event and the reconcile it triggers, so a burst is handled once.
 const LINK_SETTLE: Duration = Duration::from_millis(300);
+/// Delay between a peer change and the vxlan source filter update it triggers: at size
+/// peers arrive in bursts, and every update runs `nft` (one exec per watch response made
+/// 250 hosts spend most of their start-up in `nft`).
+const FILTER_BATCH: Duration = Duration::from_millis(250);
 
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
@@ -240,6 +246,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
         }
         net.resync(&leases).await.context("program peers")?;
         net.sync_filter(fw).await;
+        let mut filter_at: Option<Instant> = None;
         tracing::info!(peers = net.peer_count(), revision = rev, "peers programmed, watching for changes");
         let mut stream = match reg.watch(rev).await {
             Ok(s) => s,
@@ -278,6 +285,10 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                             Some(Ok(ev)) => net.handle(&ev).await.context("program peer")?,
                         }
                     }
+                    filter_at.get_or_insert(Instant::now() + FILTER_BATCH);
+                }
+                _ = sleep_until(filter_at.unwrap_or_else(Instant::now)), if filter_at.is_some() => {
+                    filter_at = None;
                     net.sync_filter(fw).await;
                 }
                 _ = sleep_until(renew_at) => {

@@ -148,7 +148,7 @@ impl EtcdAccess {
 pub fn connect_options(flags: &Flags) -> Result<EtcdAccess, AccessError> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(15))
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
     let tls_flags = flags.etcd_cafile.is_some() || flags.etcd_certfile.is_some();
     // Read the files even when they end up unused, so a wrong path never goes unnoticed.
