@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::input::profile::{expand, Profile, Ready, Values};
-use crate::lab::proc::Child;
+use crate::lab::proc::{Child, Gate};
 use crate::lab::Node;
 use crate::lab_err;
 use crate::store::tls::ClientFiles;
@@ -162,6 +162,11 @@ impl Agent {
     }
 
     pub fn start(imp: &Implementation, node: &Node, launch: &Launch) -> Result<Agent> {
+        Agent::start_gated(imp, node, launch, None)
+    }
+
+    /// Starts the agent behind `gate` when given: its process waits until the gate opens.
+    pub fn start_gated(imp: &Implementation, node: &Node, launch: &Launch, gate: Option<&Gate>) -> Result<Agent> {
         launch.check(imp)?;
         let values = Self::values(imp, node, launch);
         let cmd = imp.command(&values).map_err(|e| lab_err!("profile `{}`: {e}", imp.name()))?;
@@ -178,7 +183,7 @@ impl Agent {
             std::fs::create_dir_all(&source).map_err(|e| lab_err!("create {}: {e}", source.display()))?;
             mounts.push((source, target));
         }
-        let child = Child::spawn_with_mounts(&format!("agent@{}", node.name), &node.ns, cmd, &node.dir.join("agent.log"), &mounts)
+        let child = Child::spawn_gated(&format!("agent@{}", node.name), &node.ns, cmd, &node.dir.join("agent.log"), &mounts, gate)
             .map_err(|e| crate::error::chain(&e))?;
         Ok(Agent {
             host: node.name.clone(),

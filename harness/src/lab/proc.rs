@@ -14,6 +14,65 @@ use nix::unistd::Pid;
 use crate::error::Error;
 use crate::lab::netns::Netns;
 
+/// A start gate: children spawned through it wait on a pipe until [`Gate::open`] (or the
+/// gate is dropped), so many processes start at one instant however long spawning them
+/// took. Spawning a thousand agents one after another takes seconds on a loaded machine,
+/// and the first would have raced ahead of the last.
+pub struct Gate {
+    read: std::os::fd::OwnedFd,
+    write: Option<std::os::fd::OwnedFd>,
+}
+
+/// Waits for EOF on fd 3 (the gate opening), then becomes the command. A gate that cannot
+/// be read fails the child (status 126) rather than letting it start early unseen.
+const GATE_SCRIPT: &str = "read -r _ <&3; [ $? -le 1 ] || { echo 'start gate unreadable' >&2; exit 126; }; exec 3<&-; exec \"$@\"";
+
+impl Gate {
+    pub fn new() -> Result<Gate, Error> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Spawn {
+            program: "start gate".into(),
+            ns: String::new(),
+            source: e.into(),
+        })?;
+        Ok(Gate { read, write: Some(write) })
+    }
+
+    /// Lets every waiting child go: closing the only write end gives each reader EOF.
+    pub fn open(&mut self) {
+        self.write = None;
+    }
+
+    /// `sh -c 'read <&3; exec "$@"' gate PROGRAM ARGS…` with the command's environment and
+    /// working directory.
+    fn wrap(&self, cmd: &Command) -> Command {
+        let mut w = Command::new("/bin/sh");
+        w.arg("-c").arg(GATE_SCRIPT).arg("gate").arg(cmd.get_program()).args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => w.env(k, v),
+                None => w.env_remove(k),
+            };
+        }
+        if let Some(d) = cmd.get_current_dir() {
+            w.current_dir(d);
+        }
+        w
+    }
+}
+
+/// In a forked child before exec: the gate's read end as fd 3, kept open across exec
+/// (dup2 clears close-on-exec; when it already is fd 3, clear it by hand). Only
+/// async-signal-safe calls.
+fn gate_as_fd3(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on descriptors this process owns.
+    let ok = unsafe { if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) == 0 } else { libc::dup2(fd, 3) == 3 } };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// A running child. Dropping it stops it.
 #[derive(Debug)]
 pub struct Child {
@@ -31,7 +90,24 @@ impl Child {
 
     /// Like [`Child::spawn`], and in a mount namespace of its own where each `(source,
     /// target)` directory is bind-mounted: the child sees its own copy of `target`.
-    pub fn spawn_with_mounts(label: &str, ns: &Netns, mut cmd: Command, log: &Path, mounts: &[(PathBuf, PathBuf)]) -> Result<Child, Error> {
+    pub fn spawn_with_mounts(label: &str, ns: &Netns, cmd: Command, log: &Path, mounts: &[(PathBuf, PathBuf)]) -> Result<Child, Error> {
+        Child::spawn_gated(label, ns, cmd, log, mounts, None)
+    }
+
+    /// Like [`Child::spawn_with_mounts`]; with a `gate`, the child waits (in `sh`, before
+    /// it execs the command under the same PID) until the gate opens.
+    pub fn spawn_gated(
+        label: &str,
+        ns: &Netns,
+        cmd: Command,
+        log: &Path,
+        mounts: &[(PathBuf, PathBuf)],
+        gate: Option<&Gate>,
+    ) -> Result<Child, Error> {
+        let (mut cmd, gate_fd) = match gate {
+            None => (cmd, None),
+            Some(g) => (g.wrap(&cmd), Some(g.read.as_raw_fd())),
+        };
         if let Some(dir) = log.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -62,6 +138,10 @@ impl Child {
                 }
                 if libc::setpgid(0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // the gate's read end as fd 3 for the waiting shell
+                if let Some(fd) = gate_fd {
+                    gate_as_fd3(fd)?;
                 }
                 if !binds.is_empty() {
                     // `unshare -m`, keep the host's mounts from propagating back, then bind
@@ -180,4 +260,41 @@ pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gated command, its read end as fd 3 (what `spawn_gated` does in the namespace).
+    fn spawn_behind(gate: &Gate, cmd: Command) -> std::process::Child {
+        let mut w = gate.wrap(&cmd);
+        let fd = gate.read.as_raw_fd();
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            w.pre_exec(move || gate_as_fd3(fd));
+        }
+        w.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn /bin/sh")
+    }
+
+    #[test]
+    fn gated_children_wait_until_the_gate_opens_then_run_their_command() {
+        let mut gate = Gate::new().expect("pipe");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg("echo \"$GREETING $1\"").arg("x").arg("world").env("GREETING", "hello");
+        let mut a = spawn_behind(&gate, cmd);
+        let mut b = spawn_behind(&gate, Command::new("true"));
+        std::thread::sleep(Duration::from_millis(150));
+        if let Some(st) = a.try_wait().unwrap() {
+            let mut e = String::new();
+            std::io::Read::read_to_string(a.stderr.as_mut().unwrap(), &mut e).unwrap();
+            panic!("ran before the gate opened: {st:?} {e}");
+        }
+        assert!(b.try_wait().unwrap().is_none(), "ran before the gate opened");
+        gate.open();
+        let out = a.wait_with_output().expect("wait");
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello world\n", "arguments and environment pass through");
+        assert!(b.wait().unwrap().success());
+    }
 }

@@ -184,6 +184,8 @@ impl Trial<'_> {
         if !window.is_zero() {
             tracing::info!("agent starts spread over {window:?} ({gap:?} apart: the profile's or the run's start_spread)");
         }
+        // all at once: every agent waits behind one gate until all are spawned
+        let mut gate = if window.is_zero() && self.lab.hosts.len() > 1 { Some(crate::lab::proc::Gate::new()?) } else { None };
         let t0 = Instant::now();
         for (i, node) in self.lab.hosts.iter().enumerate() {
             if i > 0 && !gap.is_zero() {
@@ -191,7 +193,7 @@ impl Trial<'_> {
                 tokio::time::sleep_until((t0 + gap * i as u32).into()).await;
             }
             let creds = credentials.iter().find(|(h, _)| h.as_str() == node.name).map(|(_, c)| *c).unwrap_or_default();
-            let a = Agent::start(&imps[&node.name], node, &self.launch(creds))?;
+            let a = Agent::start_gated(&imps[&node.name], node, &self.launch(creds), gate.as_ref())?;
             if creds != Credentials::Valid {
                 tracing::info!("{}: agent started with etcd credentials `{}`", node.name, creds.name());
             }
@@ -199,8 +201,21 @@ impl Trial<'_> {
         }
         self.imps = imps;
         let spread = t0.elapsed();
-        self.agents_started = Some(t0);
-        tracing::info!("started {} agents within {} ms", self.agents.len(), spread.as_millis());
+        match gate.as_mut() {
+            Some(g) => {
+                g.open();
+                self.agents_started = Some(Instant::now());
+                tracing::info!(
+                    "started {} agents at one instant (spawned behind a gate within {} ms)",
+                    self.agents.len(),
+                    spread.as_millis()
+                );
+            }
+            None => {
+                self.agents_started = Some(t0);
+                tracing::info!("started {} agents within {} ms", self.agents.len(), spread.as_millis());
+            }
+        }
         Ok(())
     }
 
