@@ -35,9 +35,19 @@ commands:
   bench [--seconds N]
         pod-to-pod TCP throughput per backend against the bare underlay (build with
         --release for figures worth quoting: ci/bench.sh)
-  up TOPOLOGY [--hosts N] [--backend vxlan]
+  scale [--backend vxlan,host-gw,udp] [--hosts 10,50,100,250,500,1000] [--repeats 3]
+        [--impl PROFILE] [--compare PROFILE] [--out DIR] [--topology flat-large]
+        [--network 10.128.0.0/12] [--within 60s]
+        cost curves: for each implementation, backend and host count, a fresh lab with
+        every agent started at once, watched until every host holds the contract's state
+        for every peer; prints a table (with ratios when comparing two profiles) and a
+        linear fit per figure, and writes scale.csv, scale.json and one SVG plot per
+        figure to DIR (default target/scale). Build with --release for figures at size.
+  up TOPOLOGY [--hosts N] [--backend vxlan] [--netconf JSON|FILE] [--impl PROFILE]
         build a lab, start etcd and one agent per host, print how to reach it,
-        and keep it until Ctrl-C (then remove everything)
+        and keep it until Ctrl-C (then remove everything). The net-conf is --netconf
+        (with --backend as its Backend.Type), else 10.244.0.0/16 (10.128.0.0/12 past
+        250 hosts) with vxlan
 
 environment: FLANNEL_LAB_WORKDIR (work files and artifacts, default /tmp/flannel-lab),
              FLANNEL_LAB_AGENT (reference agent binary), RUST_LOG (harness log level)
@@ -57,6 +67,7 @@ pub fn main() -> ExitCode {
         "gc" => cmd_gc(),
         "up" => cmd_up(rest),
         "bench" => cmd_bench(rest),
+        "scale" => cmd_scale(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -190,6 +201,71 @@ fn cmd_bench(args: &[String]) -> Result<ExitCode> {
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+fn cmd_scale(args: &[String]) -> Result<ExitCode> {
+    let known = ["backend", "hosts", "repeats", "impl", "compare", "out", "topology", "network", "within"];
+    let (opts, pos) = options(args, &known)?;
+    if let Some(p) = pos.first() {
+        return Err(lab_err!("unexpected argument `{p}`"));
+    }
+    let list = |k: &str, default: &str| -> Vec<String> {
+        opt(&opts, k).unwrap_or(default).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    };
+    let backends = list("backend", "vxlan,host-gw,udp")
+        .iter()
+        .map(|b| Backend::parse(b).ok_or_else(|| lab_err!("unknown backend `{b}` (vxlan, host-gw, udp)")))
+        .collect::<Result<Vec<_>>>()?;
+    let sizes = list("hosts", "10,50,100,250,500,1000")
+        .iter()
+        .map(|h| h.parse::<u32>().ok().filter(|n| *n >= 2).ok_or_else(|| lab_err!("--hosts `{h}` is not a host count of 2 or more")))
+        .collect::<Result<Vec<_>>>()?;
+    let repeats = match opt(&opts, "repeats") {
+        None => 3,
+        Some(r) => r.parse::<u32>().ok().filter(|r| *r >= 1).ok_or_else(|| lab_err!("--repeats `{r}` is not a positive number"))?,
+    };
+    let within = match opt(&opts, "within") {
+        None => Duration::from_secs(60),
+        Some(w) => crate::input::case::parse_duration(w).ok_or_else(|| lab_err!("--within `{w}` is not a duration like 60s"))?,
+    };
+    let topo = opt(&opts, "topology").unwrap_or("flat-large");
+    let topology = if topo.ends_with(".yaml") {
+        PathBuf::from(topo)
+    } else {
+        crate::input::repo_root().join("topologies").join(format!("{topo}.yaml"))
+    };
+    if let Some(why) = suite::lab_unavailable() {
+        return Err(why.into());
+    }
+    // without --impl, the reference agent with its periodic iptables checks spaced out
+    // (harness/profiles/reference-scale.yaml says why)
+    let mut imps = vec![match (opt(&opts, "impl"), std::env::var("FLANNEL_LAB_IMPL")) {
+        (None, Err(_)) => Implementation::load("reference-scale", true)?,
+        _ => implementation(&opts, true)?,
+    }];
+    if let Some(other) = opt(&opts, "compare") {
+        imps.push(Implementation::load(other, true)?);
+    }
+    let plan = crate::scale::Plan {
+        topology,
+        backends,
+        sizes,
+        repeats,
+        imps,
+        network: opt(&opts, "network").unwrap_or("10.128.0.0/12").to_string(),
+        within,
+    };
+    let out = opt(&opts, "out").map(PathBuf::from).unwrap_or_else(|| crate::input::repo_root().join("target/scale"));
+    let rt = runtime()?;
+    let points = rt.block_on(crate::scale::run(&plan, &suite::workdir()));
+    rt.shutdown_background();
+    let points = points?;
+    print!("{}", crate::scale::table(&points));
+    print!("{}", crate::scale::linearity(&points));
+    for f in crate::scale::write_files(&points, &out)? {
+        println!("wrote {}", f.display());
+    }
+    Ok(if points.iter().all(|p| p.converge_s.is_some()) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 /// `--impl NAME|PATH`, else `FLANNEL_LAB_IMPL`, else the reference agent's profile.
 fn implementation(opts: &[(String, String)], build_reference: bool) -> Result<Implementation> {
     match opt(opts, "impl") {
@@ -254,8 +330,44 @@ fn cmd_gc() -> Result<ExitCode> {
     Ok(if sweep.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// The net-conf `up` writes: `--netconf` (JSON, or a file holding it) with `--backend`
+/// filled in; else vxlan (or `--backend`) on 10.244.0.0/16, widened to 10.128.0.0/12 when
+/// a /16 of /24 subnets cannot hold every host.
+fn up_netconf(given: Option<&str>, backend: Option<Backend>, hosts: usize) -> std::result::Result<String, String> {
+    let mut v: serde_json::Value = match given {
+        Some(text) => {
+            let text = if text.trim_start().starts_with('{') {
+                text.to_string()
+            } else {
+                std::fs::read_to_string(text).map_err(|e| format!("--netconf {text}: neither JSON nor a readable file: {e}"))?
+            };
+            serde_json::from_str(&text).map_err(|e| format!("--netconf is not JSON: {e}"))?
+        }
+        None => {
+            let network = if hosts <= 250 { "10.244.0.0/16" } else { "10.128.0.0/12" };
+            serde_json::json!({"Network": network})
+        }
+    };
+    let obj = v.as_object_mut().ok_or("--netconf must be a JSON object")?;
+    match (backend, obj.contains_key("Backend")) {
+        (Some(b), true) if obj["Backend"].is_object() => {
+            obj["Backend"]["Type"] = serde_json::json!(b.to_string());
+        }
+        (Some(b), _) => {
+            obj.insert("Backend".into(), serde_json::json!({"Type": b.to_string()}));
+        }
+        (None, false) => {
+            obj.insert("Backend".into(), serde_json::json!({"Type": "vxlan"}));
+        }
+        (None, true) => {}
+    }
+    let text = v.to_string();
+    crate::contract::NetConf::from_json(&v).map_err(|e| format!("net-conf {text}: {e}"))?;
+    Ok(text)
+}
+
 fn cmd_up(args: &[String]) -> Result<ExitCode> {
-    let (opts, pos) = options(args, &["hosts", "backend", "impl"])?;
+    let (opts, pos) = options(args, &["hosts", "backend", "impl", "netconf"])?;
     let topo = pos.first().ok_or("up needs a topology file or name")?;
     let path = if topo.ends_with(".yaml") {
         PathBuf::from(topo)
@@ -264,8 +376,8 @@ fn cmd_up(args: &[String]) -> Result<ExitCode> {
     };
     let hosts = opt(&opts, "hosts").map(|h| h.parse::<u32>().map_err(|_| lab_err!("--hosts `{h}` is not a number"))).transpose()?;
     let backend = match opt(&opts, "backend") {
-        None => Backend::Vxlan,
-        Some(b) => Backend::parse(b).ok_or_else(|| format!("unknown backend `{b}`"))?,
+        None => None,
+        Some(b) => Some(Backend::parse(b).ok_or_else(|| format!("unknown backend `{b}`"))?),
     };
     let topo = Topology::load_scaled(&path, hosts).map_err(|e| e.to_string())?;
     if let Some(why) = suite::lab_unavailable() {
@@ -282,7 +394,7 @@ fn cmd_up(args: &[String]) -> Result<ExitCode> {
         let lab =
             Lab::build(topo, &suite::workdir(), "up", provider == crate::store::Provider::Process).await.map_err(|e| e.to_string())?;
         let store = Store::start(&lab, provider, 1, false, Duration::from_secs(30)).await.map_err(|e| e.to_string())?;
-        let conf = format!(r#"{{"Network":"10.244.0.0/16","Backend":{{"Type":"{backend}"}}}}"#);
+        let conf = up_netconf(opt(&opts, "netconf"), backend, lab.hosts.len())?;
         store.put(&format!("{DEFAULT_PREFIX}/config"), conf.clone()).await.map_err(|e| e.to_string())?;
         let launch = crate::agents::Launch {
             endpoints: store.endpoints(),
@@ -313,4 +425,23 @@ fn cmd_up(args: &[String]) -> Result<ExitCode> {
         Ok::<_, String>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_netconf_sizes_the_network_and_keeps_what_is_given() {
+        let small: serde_json::Value = serde_json::from_str(&up_netconf(None, None, 250).unwrap()).unwrap();
+        assert_eq!(small, serde_json::json!({"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}));
+        let large: serde_json::Value = serde_json::from_str(&up_netconf(None, Some(Backend::HostGw), 1000).unwrap()).unwrap();
+        assert_eq!(large, serde_json::json!({"Network": "10.128.0.0/12", "Backend": {"Type": "host-gw"}}));
+        let given = r#"{"Network":"10.0.0.0/8","SubnetLen":26,"Backend":{"Type":"vxlan","VNI":7}}"#;
+        let v: serde_json::Value = serde_json::from_str(&up_netconf(Some(given), Some(Backend::Udp), 3).unwrap()).unwrap();
+        assert_eq!(v["Backend"], serde_json::json!({"Type": "udp", "VNI": 7}));
+        assert_eq!(v["SubnetLen"], 26);
+        assert!(up_netconf(Some(r#"{"Network":"bogus"}"#), None, 3).unwrap_err().contains("net-conf"));
+        assert!(up_netconf(Some("/no/such/file"), None, 3).unwrap_err().contains("neither JSON nor a readable file"));
+    }
 }

@@ -19,6 +19,8 @@
 //!   │
 //! run/       trials: scales × repeats, verdicts (mutants), artifacts, the trial log (tracing)
 //!   │
+//! scale/     cost curves: labs of growing size measured, tables, CSV/JSON, SVG plots
+//!   │
 //! suite, report, cli
 //! ```
 //!
@@ -33,6 +35,7 @@
 //! | flannel's contract | [`contract`] |
 //! | steps | [`steps`] |
 //! | running trials | [`run`] |
+//! | cost curves at size | [`scale`] |
 //! | the suite, reports, the CLI | [`suite`], [`report`], [`cli`] |
 
 pub mod agents;
@@ -44,6 +47,7 @@ pub mod lab;
 pub mod probe;
 pub mod report;
 pub mod run;
+pub mod scale;
 pub mod steps;
 pub mod store;
 pub mod suite;

@@ -27,6 +27,10 @@ use crate::input::kinds::{Backend, Check};
 use crate::input::names::HostName;
 use crate::input::topology::Topology;
 
+/// The most hosts a case may ask for (several segments joined by routers; one segment
+/// holds fewer).
+pub const MAX_HOSTS: u32 = 4000;
+
 /// A duration written as `250ms`, `30s` or `2m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
@@ -357,8 +361,15 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
     }
     for (i, n) in scales.iter().enumerate() {
         let at: Vec<Seg> = if n.is_some() { vec![key("hosts"), Seg::Index(i)] } else { vec![key("topology")] };
-        if *n == Some(0) || n.is_some_and(|n| n > 64) {
-            c.push(&at, format!("host count {} is out of range", n.unwrap_or(0)), "use 1..64 hosts");
+        if *n == Some(0) || n.is_some_and(|n| n > MAX_HOSTS) {
+            c.push(
+                &at,
+                format!("host count {} is out of range", n.unwrap_or(0)),
+                format!(
+                    "use 1..{MAX_HOSTS} hosts (one segment holds at most {} hosts: see topologies/flat-large.yaml)",
+                    crate::input::topology::MAX_HOSTS_PER_SEGMENT
+                ),
+            );
             continue;
         }
         match Topology::load_scaled(&topology_file, *n) {

@@ -145,6 +145,15 @@ const RESERVED: [&str; 2] = ["etcd", "fabric"];
 /// Addresses taken from the top of each segment: etcd first, then routers downwards.
 const TOP_RESERVED: u64 = 1;
 
+/// A Linux bridge takes at most 1024 ports (BR_MAX_PORTS). A segment is one bridge: its
+/// hosts, router legs and etcd, plus ports the lab keeps for itself (etcd cluster members,
+/// the canary, hosts a case adds).
+const BRIDGE_PORTS: u64 = 1024;
+const LAB_PORTS: u64 = 8;
+
+/// The most hosts one segment can hold.
+pub const MAX_HOSTS_PER_SEGMENT: u64 = BRIDGE_PORTS - LAB_PORTS;
+
 impl Topology {
     /// Loads and validates a topology file.
     pub fn load(file: &Path) -> Result<Topology, Diagnostics> {
@@ -403,6 +412,17 @@ fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Res
     for (s, seg) in segments.iter().enumerate() {
         // hosts take .1 upwards; etcd takes the last usable address
         let need = used[s] as u64 + u64::from(etcd_seg == Some(s)) + (top_used[s] - TOP_RESERVED);
+        if need > MAX_HOSTS_PER_SEGMENT {
+            let at = raw.segments.iter().position(|r| r.name == seg.name).unwrap_or(0);
+            c.push(
+                &[key("segments"), Seg::Index(at), key("name")],
+                format!(
+                    "segment `{}` needs {need} bridge ports, and a Linux bridge takes at most {BRIDGE_PORTS} ({LAB_PORTS} are kept for the lab's own endpoints)",
+                    seg.name
+                ),
+                "spread the hosts over several segments joined by routers",
+            );
+        }
         if need > seg.cidr.host_capacity() {
             let at = raw.segments.iter().position(|r| r.name == seg.name).unwrap_or(0);
             c.push(
@@ -480,6 +500,18 @@ etcd:
         assert!(t.scalable);
         let big = Topology::parse(Path::new("t.yaml"), GOOD, Some(8)).unwrap();
         assert_eq!(big.hosts.len(), 8);
+    }
+
+    #[test]
+    fn a_segment_is_one_bridge_of_at_most_1024_ports() {
+        let large = GOOD.replace("192.168.99.0/24", "192.168.96.0/21");
+        let fits = Topology::parse(Path::new("t.yaml"), &large, Some(1000)).expect("1000 hosts and etcd fit one bridge");
+        assert_eq!(fits.hosts.len(), 1000);
+        assert_eq!(fits.hosts[999].name.as_str(), "h1000");
+        let e = Topology::parse(Path::new("t.yaml"), &large, Some(1020)).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.0[0].message.contains("needs 1021 bridge ports"), "{}", e.0[0].message);
+        assert!(e.0[0].hint.contains("several segments"), "{}", e.0[0].hint);
     }
 
     fn only_error(src: &str) -> crate::input::diag::Diagnostic {

@@ -75,6 +75,7 @@ pub fn install_signal_cleanup() {
             for id in runs {
                 gc::remove_run(id, &mut sweep);
             }
+            super::sysctl::restore();
             std::process::exit(128 + sig as i32);
         }
     });
@@ -102,6 +103,11 @@ impl Lab {
             _lock: lock,
         };
         std::fs::create_dir_all(&dir).map_err(|source| Error::WorkDir { path: dir.clone(), source })?;
+        super::sysctl::raise_open_files();
+        let nodes = (lab.topo.hosts.len() + lab.topo.routers.len() + 2) as u64;
+        if let Some(note) = super::sysctl::ensure_neighbour_room(super::sysctl::neighbours_needed(nodes))? {
+            tracing::info!("{note}");
+        }
 
         let fabric = Netns::create(&run.netns("fabric"))?;
         let fnl = Nl::open(&fabric)?;
@@ -407,6 +413,9 @@ impl Lab {
         gc::remove_run(self.run, &mut sweep);
         if let Ok(mut live) = LIVE.lock() {
             live.retain(|r| *r != self.run);
+            if live.is_empty() {
+                super::sysctl::restore();
+            }
         }
         for e in &sweep.errors {
             tracing::warn!(run = %self.run, error = e, "teardown problem");

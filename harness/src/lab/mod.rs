@@ -12,6 +12,7 @@ pub mod nl;
 pub mod pods;
 pub mod proc;
 pub mod sock;
+pub mod sysctl;
 pub mod tools;
 pub mod udev;
 

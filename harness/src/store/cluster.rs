@@ -462,6 +462,13 @@ impl Store {
         .await
     }
 
+    /// etcd's current revision: every write moves it by one, and each write is one watch
+    /// event for every agent watching the prefix.
+    pub async fn revision(&self) -> Result<i64, Error> {
+        let resp = self.call_retrying("get revision", |mut c| async move { c.get("/", None).await }).await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
     /// Every key/value under `prefix`, sorted by key (retried over a stopped member).
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let p = prefix.to_string();

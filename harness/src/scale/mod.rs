@@ -1,0 +1,560 @@
+//! Cost curves: how bring-up, convergence, kernel state, etcd traffic and agent cost grow
+//! with the number of hosts, per backend and implementation (`flannel-lab scale`).
+//!
+//! Each point is one fresh lab of N hosts on one large segment, all agents started at one
+//! instant, watched until every host holds exactly the contract's state for every peer
+//! (or a deadline). The figures come from the same places the verdicts do: the contract's
+//! kernel checks per host, the leases in etcd, the agents' `/proc` entries.
+
+pub mod plot;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::agents::{Agent, Implementation, Launch};
+use crate::contract::{self, Backend, NetConf, DEFAULT_PREFIX};
+use crate::error::{Error, Result};
+use crate::input::topology::Topology;
+use crate::lab::Lab;
+use crate::lab_err;
+use crate::probe;
+use crate::store::{Provider, Store};
+
+/// What a scale run measures.
+pub struct Plan {
+    pub topology: PathBuf,
+    pub backends: Vec<Backend>,
+    pub sizes: Vec<u32>,
+    pub repeats: u32,
+    /// The implementations to measure; with two, the report adds their ratios.
+    pub imps: Vec<Implementation>,
+    /// `Network` of the net-conf (the backend is filled in); large enough for every size.
+    pub network: String,
+    /// How long one point may take to converge, on top of a per-host allowance.
+    pub within: Duration,
+}
+
+/// One lab: one implementation, backend, size and repeat.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub implementation: String,
+    pub backend: String,
+    pub hosts: u32,
+    pub repeat: u32,
+    /// Namespaces, links, addresses and etcd up (seconds).
+    pub bring_up_s: f64,
+    /// Starting every agent process.
+    pub spawn_s: f64,
+    /// From the first agent start until every host held the contract's full state; None
+    /// when the deadline came first.
+    pub converge_s: Option<f64>,
+    pub converged_hosts: u32,
+    /// Per host, seconds from the start until its first peer entry (median, 99th pct).
+    pub first_peer_p50_s: Option<f64>,
+    /// Per host, seconds from the start until its state was complete (median, 99th pct).
+    pub last_peer_p50_s: Option<f64>,
+    pub last_peer_p99_s: Option<f64>,
+    /// Per-peer kernel entries (routes + neighbours + FDB entries) per host, and in all.
+    pub entries_per_host_max: usize,
+    pub entries_total: usize,
+    pub etcd_keys: usize,
+    /// etcd revisions from just before the agents started until convergence (every write,
+    /// each one a watch event for every agent watching the prefix).
+    pub etcd_writes: i64,
+    pub agent_rss_kib_mean: u64,
+    pub agent_rss_kib_max: u64,
+    /// CPU time (user + system) per agent from start to convergence.
+    pub agent_cpu_ms_mean: u64,
+    pub agent_cpu_ms_max: u64,
+    /// The harness's own CPU time while it waited, and its polls.
+    pub harness_cpu_s: f64,
+    pub polls: u32,
+    pub poll_ms_mean: f64,
+    pub teardown_s: f64,
+    /// Why a point did not converge, when it did not (first findings, an exited agent).
+    pub note: String,
+}
+
+/// Runs every point of the plan, printing a line per point as it ends.
+pub async fn run(plan: &Plan, workdir: &Path) -> Result<Vec<Point>> {
+    let mut out = Vec::new();
+    for imp in &plan.imps {
+        for &backend in &plan.backends {
+            for &n in &plan.sizes {
+                for rep in 1..=plan.repeats {
+                    let p = point(plan, imp, backend, n, rep, workdir).await?;
+                    eprintln!("{}", line(&p));
+                    out.push(p);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn line(p: &Point) -> String {
+    format!(
+        "{} {} n={} r{}: bring-up {:.1} s, converged {} ({} of {} hosts), entries/host {}, etcd writes {}, agent RSS {} KiB, teardown {:.1} s{}",
+        p.implementation,
+        p.backend,
+        p.hosts,
+        p.repeat,
+        p.bring_up_s,
+        p.converge_s.map(|s| format!("in {s:.2} s")).unwrap_or_else(|| "NOT".into()),
+        p.converged_hosts,
+        p.hosts,
+        p.entries_per_host_max,
+        p.etcd_writes,
+        p.agent_rss_kib_max,
+        p.teardown_s,
+        if p.note.is_empty() { String::new() } else { format!(" ({})", p.note) }
+    )
+}
+
+/// CPU time (user + system) of a process so far, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the command name may hold spaces: fields count from after its closing parenthesis
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as u64;
+    Some(Duration::from_millis(ticks * 1000 / hz.max(1)))
+}
+
+fn percentile(v: &[f64], p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let idx = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
+    Some(s[idx.min(s.len() - 1)])
+}
+
+async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep: u32, workdir: &Path) -> Result<Point> {
+    let topo = Topology::load_scaled(&plan.topology, Some(n)).map_err(|e| Error::Input(e.to_string()))?;
+    let t0 = Instant::now();
+    let label = format!("scale-{backend}-n{n}-r{rep}");
+    let mut lab = Lab::build(topo, workdir, &label, true).await?;
+    let mut store = Store::start(&lab, Provider::Process, 1, false, Duration::from_secs(30)).await?;
+    let conf_text = format!(r#"{{"Network":"{}","Backend":{{"Type":"{backend}"}}}}"#, plan.network);
+    let conf = NetConf::from_json(&serde_json::from_str(&conf_text).map_err(|e| lab_err!("net-conf: {e}"))?)
+        .map_err(|e| lab_err!("net-conf {conf_text}: {e}"))?;
+    let capacity = 1u64 << (conf.subnet_len - conf.network.prefix());
+    if u64::from(n) + 1 > capacity {
+        return Err(lab_err!(
+            "network {} holds {capacity} /{} subnets, too few for {n} hosts (pass a larger --network)",
+            conf.network,
+            conf.subnet_len
+        ));
+    }
+    store.put(&format!("{DEFAULT_PREFIX}/config"), conf_text.clone()).await?;
+    let bring_up = t0.elapsed();
+    let rev0 = store.revision().await?;
+    let launch = Launch { endpoints: store.endpoints(), prefix: DEFAULT_PREFIX.to_string(), tls: Default::default(), ip_masq: false };
+    // every agent spawned behind one gate, then let go at one instant
+    let mut gate = crate::lab::proc::Gate::new()?;
+    let spawning = Instant::now();
+    let mut agents = Vec::new();
+    for node in &lab.hosts {
+        agents.push(Agent::start_gated(imp, node, &launch, Some(&gate))?);
+    }
+    let spawn = spawning.elapsed();
+    gate.open();
+    let started = Instant::now();
+    let harness_cpu0 = cpu_time(std::process::id()).unwrap_or_default();
+    let deadline = started + plan.within + Duration::from_millis(100) * n;
+
+    let hosts: Vec<contract::HostAddrs> = lab.hosts.iter().map(|h| (h.name.clone(), h.addr, h.addr6)).collect();
+    let mut first: BTreeMap<String, f64> = BTreeMap::new();
+    let mut done: BTreeMap<String, f64> = BTreeMap::new();
+    let (mut polls, mut poll_time) = (0u32, Duration::ZERO);
+    let mut note = String::new();
+    let mut entries: BTreeMap<String, usize> = BTreeMap::new();
+    let converged = loop {
+        let p0 = Instant::now();
+        let raw = store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await?;
+        let leases: Vec<std::result::Result<contract::LeaseView, String>> =
+            raw.iter().map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v)).collect();
+        let mut lease_findings = Vec::new();
+        let by_ip: BTreeMap<Ipv4Addr, contract::LeaseView> = contract::check_leases(&conf, &hosts, &leases, &mut lease_findings);
+        let pending: Vec<&crate::lab::Node> = lab.hosts.iter().filter(|h| !done.contains_key(h.name.as_str())).collect();
+        let paths: Vec<PathBuf> = pending.iter().map(|h| Agent::subnet_file_path(h)).collect();
+        let states = futures::future::join_all(pending.iter().zip(&paths).map(|(h, p)| probe::dump_host(h, p, false))).await;
+        let now = started.elapsed().as_secs_f64();
+        let mut last_findings = Vec::new();
+        for (node, state) in pending.iter().zip(states) {
+            let state = state?;
+            let mut f = Vec::new();
+            let c = contract::check_kernel(&conf, &node.name, node.addr, lab.mtu_of(node), &by_ip, &state, &mut f);
+            let have = c.routes + c.neighbours + c.fdb + c.direct;
+            entries.insert(node.name.to_string(), have);
+            if have > 0 || (backend == Backend::Udp && c.routes > 0) {
+                first.entry(node.name.to_string()).or_insert(now);
+            }
+            // complete: every host's lease is in etcd and this host holds exactly the state
+            // the contract asks for with all of them
+            if f.is_empty() && by_ip.len() == hosts.len() {
+                done.insert(node.name.to_string(), now);
+            } else if last_findings.is_empty() {
+                last_findings = f;
+            }
+        }
+        polls += 1;
+        poll_time += p0.elapsed();
+        if let Some((a, s)) = agents.iter_mut().find_map(|a| a.child.try_status().map(|s| (a.host.clone(), s))) {
+            note = format!("the agent on {a} exited: {}", crate::lab::proc::Child::describe_status(&s));
+            break None;
+        }
+        if done.len() == hosts.len() {
+            break Some(started.elapsed());
+        }
+        if Instant::now() >= deadline {
+            let first_finding = lease_findings.first().or(last_findings.first()).map(|f| format!("[{}] {}: {}", f.check, f.host, f.what));
+            note = format!(
+                "deadline {:?}: {} of {} leases in etcd{}",
+                deadline - started,
+                by_ip.len(),
+                hosts.len(),
+                first_finding.map(|f| format!("; first finding {f}")).unwrap_or_default()
+            );
+            break None;
+        }
+        // the kernel serializes much netlink work: pause as long as the poll took, so the
+        // harness's dumps take at most about half of it from the agents they measure
+        tokio::time::sleep(Duration::from_millis(50).max(p0.elapsed())).await;
+    };
+    let harness_cpu = cpu_time(std::process::id()).unwrap_or_default().saturating_sub(harness_cpu0);
+    let rev1 = store.revision().await?;
+    let keys = store.list(&format!("{DEFAULT_PREFIX}/")).await?.len();
+    let rss: Vec<u64> = agents.iter().filter_map(|a| a.child.rss_kib()).collect();
+    let cpu: Vec<u64> = agents.iter().filter_map(|a| cpu_time(a.child.pid())).map(|d| d.as_millis() as u64).collect();
+    let firsts: Vec<f64> = first.values().copied().collect();
+    let lasts: Vec<f64> = done.values().copied().collect();
+
+    let t1 = Instant::now();
+    // every agent told at once, then five seconds for all of them together; whatever
+    // is still running after that is killed
+    for a in &agents {
+        a.child.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    let grace = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < grace && agents.iter_mut().any(|a| a.child.try_status().is_none()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for mut a in agents {
+        a.child.kill();
+    }
+    let _ = store.stop().await;
+    drop(store);
+    let sweep = lab.teardown();
+    let teardown = t1.elapsed();
+    if !sweep.errors.is_empty() {
+        return Err(lab_err!("teardown of {label}: {}", sweep.errors.join("; ")));
+    }
+    let mean = |v: &[u64]| if v.is_empty() { 0 } else { v.iter().sum::<u64>() / v.len() as u64 };
+    Ok(Point {
+        implementation: imp.name().to_string(),
+        backend: backend.to_string(),
+        hosts: n,
+        repeat: rep,
+        bring_up_s: bring_up.as_secs_f64(),
+        spawn_s: spawn.as_secs_f64(),
+        converge_s: converged.map(|d| d.as_secs_f64()),
+        converged_hosts: done.len() as u32,
+        first_peer_p50_s: percentile(&firsts, 50.0),
+        last_peer_p50_s: percentile(&lasts, 50.0),
+        last_peer_p99_s: percentile(&lasts, 99.0),
+        entries_per_host_max: entries.values().copied().max().unwrap_or(0),
+        entries_total: entries.values().sum(),
+        etcd_keys: keys,
+        etcd_writes: rev1 - rev0,
+        agent_rss_kib_mean: mean(&rss),
+        agent_rss_kib_max: rss.iter().copied().max().unwrap_or(0),
+        agent_cpu_ms_mean: mean(&cpu),
+        agent_cpu_ms_max: cpu.iter().copied().max().unwrap_or(0),
+        harness_cpu_s: harness_cpu.as_secs_f64(),
+        polls,
+        poll_ms_mean: if polls == 0 { 0.0 } else { poll_time.as_secs_f64() * 1000.0 / f64::from(polls) },
+        teardown_s: teardown.as_secs_f64(),
+        note,
+    })
+}
+
+/// A figure: file name, title, and how to read it from a point.
+pub type Figure = (&'static str, &'static str, fn(&Point) -> Option<f64>);
+
+/// The figures a reader compares across sizes.
+pub const FIGURES: &[Figure] = &[
+    ("bring_up", "lab bring-up (s)", |p| Some(p.bring_up_s)),
+    ("converge", "agent start to full convergence (s)", |p| p.converge_s),
+    ("last_peer_p99", "per host: last peer learned, p99 (s)", |p| p.last_peer_p99_s),
+    ("entries_total", "per-peer kernel entries, all hosts", |p| Some(p.entries_total as f64)),
+    ("entries_per_host", "per-peer kernel entries per host", |p| Some(p.entries_per_host_max as f64)),
+    ("etcd_writes", "etcd writes until convergence", |p| Some(p.etcd_writes as f64)),
+    ("agent_rss", "agent RSS, max (KiB)", |p| Some(p.agent_rss_kib_max as f64)),
+    ("agent_cpu", "agent CPU until convergence, mean (ms)", |p| Some(p.agent_cpu_ms_mean as f64)),
+    ("harness_cpu", "harness CPU while waiting (s)", |p| Some(p.harness_cpu_s)),
+    ("teardown", "teardown (s)", |p| Some(p.teardown_s)),
+];
+
+/// A table: one row per implementation × backend × size, repeats summarized (convergence
+/// as p50/p99 over repeats), and with two implementations their ratios.
+pub fn table(points: &[Point]) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<22} {:<8} {:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11} {:>8} {:>9} {:>9} {:>9}\n",
+        "implementation",
+        "backend",
+        "hosts",
+        "bring-up",
+        "conv p50",
+        "conv p99",
+        "host p50",
+        "host p99",
+        "entries/h",
+        "entries all",
+        "etcd wr",
+        "RSS KiB",
+        "CPU ms",
+        "teardown"
+    ));
+    for ((imp, backend, n), g) in groups(points) {
+        let conv: Vec<f64> = g.iter().filter_map(|p| p.converge_s).collect();
+        let f = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+        let all_conv = conv.len() == g.len();
+        let avg = |h: &dyn Fn(&Point) -> f64| g.iter().map(|p| h(p)).sum::<f64>() / g.len() as f64;
+        out.push_str(&format!(
+            "{:<22} {:<8} {:>5} {:>8.2} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11} {:>8} {:>9} {:>9} {:>9.2}{}\n",
+            imp,
+            backend,
+            n,
+            avg(&|p| p.bring_up_s),
+            f(percentile(&conv, 50.0)),
+            f(percentile(&conv, 99.0)),
+            f(avg_opt(&g, |p| p.last_peer_p50_s)),
+            f(avg_opt(&g, |p| p.last_peer_p99_s)),
+            g.iter().map(|p| p.entries_per_host_max).max().unwrap_or(0),
+            g.iter().map(|p| p.entries_total).max().unwrap_or(0),
+            g.iter().map(|p| p.etcd_writes).max().unwrap_or(0),
+            g.iter().map(|p| p.agent_rss_kib_max).max().unwrap_or(0),
+            avg(&|p| p.agent_cpu_ms_mean as f64) as u64,
+            avg(&|p| p.teardown_s),
+            if all_conv {
+                String::new()
+            } else {
+                format!(
+                    "  {} of {} repeats did not converge: {}",
+                    g.len() - conv.len(),
+                    g.len(),
+                    g.iter().find(|p| p.converge_s.is_none()).map(|p| p.note.as_str()).unwrap_or("")
+                )
+            }
+        ));
+    }
+    let imps: Vec<&str> = dedup(points.iter().map(|p| p.implementation.as_str()));
+    if imps.len() == 2 {
+        out.push_str(&format!("\nratios {} / {} (convergence p50, agent RSS, agent CPU):\n", imps[1], imps[0]));
+        let groups = groups(points);
+        for ((imp, backend, n), g) in &groups {
+            if imp != imps[1] {
+                continue;
+            }
+            let Some(base) = groups.get(&(imps[0].to_string(), backend.clone(), *n)) else { continue };
+            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "-".into(),
+            };
+            let med = |g: &[&Point]| percentile(&g.iter().filter_map(|p| p.converge_s).collect::<Vec<_>>(), 50.0);
+            let rss = |g: &[&Point]| Some(g.iter().map(|p| p.agent_rss_kib_max as f64).fold(0.0, f64::max));
+            let cpu = |g: &[&Point]| Some(g.iter().map(|p| p.agent_cpu_ms_mean as f64).sum::<f64>() / g.len() as f64);
+            out.push_str(&format!(
+                "  {backend:<8} {n:>5} hosts: convergence {}, RSS {}, CPU {}\n",
+                ratio(med(g), med(base)),
+                ratio(rss(g), rss(base)),
+                ratio(cpu(g), cpu(base))
+            ));
+        }
+    }
+    out
+}
+
+fn avg_opt(g: &[&Point], f: impl Fn(&Point) -> Option<f64>) -> Option<f64> {
+    let v: Vec<f64> = g.iter().filter_map(|p| f(p)).collect();
+    if v.is_empty() {
+        None
+    } else {
+        Some(v.iter().sum::<f64>() / v.len() as f64)
+    }
+}
+
+fn dedup<'a>(it: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = Vec::new();
+    for x in it {
+        if !v.contains(&x) {
+            v.push(x);
+        }
+    }
+    v
+}
+
+type Group<'a> = BTreeMap<(String, String, u32), Vec<&'a Point>>;
+
+fn groups(points: &[Point]) -> Group<'_> {
+    let mut g: Group = BTreeMap::new();
+    for p in points {
+        g.entry((p.implementation.clone(), p.backend.clone(), p.hosts)).or_default().push(p);
+    }
+    g
+}
+
+/// Writes `scale.csv`, `scale.json` and one SVG per figure into `dir`.
+pub fn write_files(points: &[Point], dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| lab_err!("create {}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    let json = serde_json::to_string_pretty(points).map_err(|e| lab_err!("scale.json: {e}"))?;
+    let path = dir.join("scale.json");
+    std::fs::write(&path, json).map_err(|e| lab_err!("write {}: {e}", path.display()))?;
+    written.push(path);
+    let path = dir.join("scale.csv");
+    std::fs::write(&path, csv(points)).map_err(|e| lab_err!("write {}: {e}", path.display()))?;
+    written.push(path);
+    for (name, title, get) in FIGURES {
+        let series = plot::series(points, |p| get(p).map(|y| (f64::from(p.hosts), y)));
+        let path = dir.join(format!("{name}.svg"));
+        std::fs::write(&path, plot::svg(title, "hosts", &series)).map_err(|e| lab_err!("write {}: {e}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The CSV's columns: every field of [`Point`], in its order.
+const CSV_COLUMNS: &[&str] = &[
+    "implementation",
+    "backend",
+    "hosts",
+    "repeat",
+    "bring_up_s",
+    "spawn_s",
+    "converge_s",
+    "converged_hosts",
+    "first_peer_p50_s",
+    "last_peer_p50_s",
+    "last_peer_p99_s",
+    "entries_per_host_max",
+    "entries_total",
+    "etcd_keys",
+    "etcd_writes",
+    "agent_rss_kib_mean",
+    "agent_rss_kib_max",
+    "agent_cpu_ms_mean",
+    "agent_cpu_ms_max",
+    "harness_cpu_s",
+    "polls",
+    "poll_ms_mean",
+    "teardown_s",
+    "note",
+];
+
+fn csv(points: &[Point]) -> String {
+    let v = serde_json::to_value(points).unwrap_or_default();
+    let rows = v.as_array().cloned().unwrap_or_default();
+    let cols = CSV_COLUMNS;
+    let mut out = cols.join(",") + "\n";
+    for r in &rows {
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|c| match &r[*c] {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(s) => format!("\"{}\"", s.replace('"', "\"\"")),
+                other => other.to_string(),
+            })
+            .collect();
+        out += &(cells.join(",") + "\n");
+    }
+    out
+}
+
+/// The worst relative residual of the linear fit of each figure, per series: the points
+/// where cost stops being linear stand out in the table as they do in the plots.
+pub fn linearity(points: &[Point]) -> String {
+    let mut out = String::from("linear fit per figure (y = a + b·hosts): R², worst residual\n");
+    for (name, _, get) in FIGURES {
+        let series = plot::series(points, |p| get(p).map(|y| (f64::from(p.hosts), y)));
+        for s in &series {
+            if let Some(fit) = plot::Fit::of(&s.points) {
+                out += &format!("  {name:<17} {:<28} {}\n", s.label, fit.describe(&s.points));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_has_every_field_in_order() {
+        let p = Point {
+            implementation: "reference".into(),
+            backend: "vxlan".into(),
+            hosts: 10,
+            repeat: 1,
+            bring_up_s: 0.5,
+            spawn_s: 0.01,
+            converge_s: None,
+            converged_hosts: 9,
+            first_peer_p50_s: Some(0.1),
+            last_peer_p50_s: Some(0.2),
+            last_peer_p99_s: Some(0.3),
+            entries_per_host_max: 27,
+            entries_total: 243,
+            etcd_keys: 11,
+            etcd_writes: 10,
+            agent_rss_kib_mean: 7000,
+            agent_rss_kib_max: 7100,
+            agent_cpu_ms_mean: 12,
+            agent_cpu_ms_max: 20,
+            harness_cpu_s: 0.2,
+            polls: 4,
+            poll_ms_mean: 15.0,
+            teardown_s: 0.1,
+            note: "deadline, \"quoted\"".into(),
+        };
+        let fields = serde_json::to_value(&p).unwrap().as_object().unwrap().len();
+        assert_eq!(fields, CSV_COLUMNS.len(), "a Point field is missing from the CSV");
+        let text = csv(&[p]);
+        let mut lines = text.lines();
+        assert!(lines.next().unwrap().starts_with("implementation,backend,hosts,repeat,"));
+        let row = lines.next().unwrap();
+        assert!(row.starts_with("\"reference\",\"vxlan\",10,1,0.5,0.01,,9,"), "{row}");
+        assert!(row.ends_with(",\"deadline, \"\"quoted\"\"\""), "{row}");
+    }
+
+    #[test]
+    fn percentiles_pick_ranks() {
+        let v = [5.0, 1.0, 3.0, 2.0, 4.0];
+        assert_eq!(percentile(&v, 50.0), Some(3.0));
+        assert_eq!(percentile(&v, 99.0), Some(5.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn cpu_time_reads_this_process() {
+        // spin a little so there is something to count
+        let t = Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(30) {
+            x = x.wrapping_add(1);
+        }
+        assert!(x > 0);
+        let cpu = cpu_time(std::process::id()).expect("own /proc stat");
+        assert!(cpu >= Duration::from_millis(10), "{cpu:?}");
+    }
+}
