@@ -65,7 +65,13 @@ impl Gate {
 /// async-signal-safe calls.
 fn gate_as_fd3(fd: std::os::fd::RawFd) -> std::io::Result<()> {
     // SAFETY: plain syscalls on descriptors this process owns.
-    let ok = unsafe { if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) == 0 } else { libc::dup2(fd, 3) == 3 } };
+    let ok = unsafe {
+        if fd == 3 {
+            libc::fcntl(3, libc::F_SETFD, 0) == 0
+        } else {
+            libc::dup2(fd, 3) == 3
+        }
+    };
     if ok {
         Ok(())
     } else {
