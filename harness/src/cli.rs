@@ -263,7 +263,8 @@ fn cmd_scale(args: &[String]) -> Result<ExitCode> {
     for f in crate::scale::write_files(&points, &out)? {
         println!("wrote {}", f.display());
     }
-    Ok(if points.iter().all(|p| p.converge_s.is_some()) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    // a point that did not converge, or whose figures the lab could not read, fails the run
+    Ok(if points.iter().all(|p| p.converge_s.is_some() && !p.note.contains("lab error")) { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// `--impl NAME|PATH`, else `FLANNEL_LAB_IMPL`, else the reference agent's profile.

@@ -173,12 +173,25 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
     let hosts: Vec<contract::HostAddrs> = lab.hosts.iter().map(|h| (h.name.clone(), h.addr, h.addr6)).collect();
     let mut first: BTreeMap<String, f64> = BTreeMap::new();
     let mut done: BTreeMap<String, f64> = BTreeMap::new();
-    let (mut polls, mut poll_time) = (0u32, Duration::ZERO);
+    let (mut polls, mut poll_time, mut etcd_misses) = (0u32, Duration::ZERO, 0u32);
     let mut note = String::new();
     let mut entries: BTreeMap<String, usize> = BTreeMap::new();
     let converged = loop {
         let p0 = Instant::now();
-        let raw = store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await?;
+        // etcd slowed down by the load being measured may miss the harness's 5 s request
+        // timeout: count it and poll again; at the deadline, an etcd that never answered
+        // is a lab error (never converged), with the same quick teardown
+        let raw = match store.list(&format!("{DEFAULT_PREFIX}/subnets/")).await {
+            Ok(r) => r,
+            Err(e) => {
+                etcd_misses += 1;
+                if Instant::now() >= deadline {
+                    note = format!("lab error: the harness could not read the leases ({etcd_misses} tries): {}", crate::error::chain(&e));
+                    break None;
+                }
+                continue;
+            }
+        };
         let leases: Vec<std::result::Result<contract::LeaseView, String>> =
             raw.iter().map(|(k, v)| contract::parse_lease(DEFAULT_PREFIX, k, v)).collect();
         let mut lease_findings = Vec::new();
@@ -188,8 +201,12 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         let states = futures::future::join_all(pending.iter().zip(&paths).map(|(h, p)| probe::dump_host(h, p, false))).await;
         let now = started.elapsed().as_secs_f64();
         let mut last_findings = Vec::new();
+        if let Some(e) = states.iter().find_map(|s| s.as_ref().err()) {
+            note = format!("lab error: a host's state could not be read: {}", crate::error::chain(e));
+            break None;
+        }
         for (node, state) in pending.iter().zip(states) {
-            let state = state?;
+            let state = state.expect("checked above");
             let mut f = Vec::new();
             let c = contract::check_kernel(&conf, &node.name, node.addr, lab.mtu_of(node), &by_ip, &state, &mut f);
             let have = c.routes + c.neighbours + c.fdb + c.direct;
@@ -229,9 +246,19 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         // harness's dumps take at most about half of it from the agents they measure
         tokio::time::sleep(Duration::from_millis(50).max(p0.elapsed())).await;
     };
+    if etcd_misses > 0 && !note.contains("lab error") {
+        note = format!("{note}{}{etcd_misses} lease reads timed out and were retried", if note.is_empty() { "" } else { "; " });
+    }
     let harness_cpu = cpu_time(std::process::id()).unwrap_or_default().saturating_sub(harness_cpu0);
-    let rev1 = store.revision().await?;
-    let keys = store.list(&format!("{DEFAULT_PREFIX}/")).await?.len();
+    // etcd figures read after the wait; unreadable ones are said in the note, not zeroed
+    let (rev1, keys) = match (store.revision().await, store.list(&format!("{DEFAULT_PREFIX}/")).await) {
+        (Ok(r), Ok(k)) => (r, k.len()),
+        (r, k) => {
+            let why = r.err().or(k.err()).map(|e| crate::error::chain(&e)).unwrap_or_default();
+            note = format!("{note}{}lab error: etcd figures unread: {why}", if note.is_empty() { "" } else { "; " });
+            (rev0, 0)
+        }
+    };
     let rss: Vec<u64> = agents.iter().filter_map(|a| a.child.rss_kib()).collect();
     let cpu: Vec<u64> = agents.iter().filter_map(|a| cpu_time(a.child.pid())).map(|d| d.as_millis() as u64).collect();
     let firsts: Vec<f64> = first.values().copied().collect();
