@@ -211,7 +211,8 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
             let c = contract::check_kernel(&conf, &node.name, node.addr, lab.mtu_of(node), &by_ip, &state, &mut f);
             let have = c.routes + c.neighbours + c.fdb + c.direct;
             entries.insert(node.name.to_string(), have);
-            if have > 0 || (backend == Backend::Udp && c.routes > 0) {
+            // the first per-peer entry (under udp, the one route for the whole network)
+            if have > 0 {
                 first.entry(node.name.to_string()).or_insert(now);
             }
             // complete: every host's lease is in etcd and this host holds exactly the state

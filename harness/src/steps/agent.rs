@@ -170,8 +170,9 @@ impl StepKind for AddHost {
 }
 
 impl Trial<'_> {
-    /// Starts every agent back to back, as close to the same instant as spawning allows.
-    /// Hosts named in the case's `host_profiles` run that implementation instead.
+    /// Starts every agent at one instant (spawned behind a gate, then let go together), or
+    /// spread evenly over the profile's `start_spread`. Hosts named in the case's
+    /// `host_profiles` run that implementation instead.
     async fn start_agents(&mut self, credentials: &BTreeMap<HostName, Credentials>) -> StepResult {
         let mut imps: BTreeMap<String, Implementation> = self.lab.hosts.iter().map(|n| (n.name.clone(), self.imp.clone())).collect();
         for (host, profile) in &self.case.host_profiles {
