@@ -1,6 +1,7 @@
 //! The trial log: every tracing event inside a trial's span becomes one line of the trial's
 //! log (for the report, the test output and `trial.log`); events inside a step's span are
-//! indented under the step's own line. The same events go to stderr, filtered by
+//! indented under the step's own line; events below info (libraries' debug output) are
+//! left out. The same events go to stderr, filtered by
 //! `RUST_LOG` (default `warn`), with their spans as context.
 
 use std::collections::BTreeMap;
@@ -27,7 +28,10 @@ pub fn init() {
         let stderr = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()));
-        let _ = tracing_subscriber::registry().with(stderr).with(TrialLogLayer).try_init();
+        // the trial log is the lab's account at info and above; libraries' debug chatter
+        // (hyper's connection pool, bollard) stays out
+        let trial = TrialLogLayer.with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+        let _ = tracing_subscriber::registry().with(stderr).with(trial).try_init();
     });
 }
 
