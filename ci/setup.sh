@@ -7,7 +7,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-packages=(etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 docker.io iptables nftables containernetworking-plugins)
+# chromium: the HTML report's test renders it headless (harness/tests/report.rs)
+packages=(etcd-server etcd-client protobuf-compiler libprotobuf-dev iproute2 docker.io iptables nftables containernetworking-plugins chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

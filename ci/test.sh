@@ -26,6 +26,13 @@ if [ -z "$passed" ] || [ "$listed" -eq 0 ] || [ "$passed" != "$listed" ] || [ "$
   echo "ci/test.sh: not every listed lab trial ran and passed" >&2
   exit 1
 fi
+# The HTML report rendered in a real browser: its trials ran, none ignored.
+report=$(awk '/Running tests\/report.rs/ {r = 1} r && /^test result:/ {print; exit}' "$log")
+echo "ci/test.sh: report trials: ${report:-none ran}"
+if ! grep -q ' 2 passed; 0 failed; 0 ignored' <<<"$report"; then
+  echo "ci/test.sh: the HTML report's browser test did not run and pass" >&2
+  exit 1
+fi
 # Nothing may outlive the run: no lab namespaces, no lab processes.
 left=$(ip netns list | awk '$1 ~ /^fl[0-9a-f]{4}-/ {print $1}')
 if [ -n "$left" ]; then

@@ -320,10 +320,30 @@ pub struct Case<S> {
     pub steps: Vec<S>,
 }
 
+/// Changes to a case made before it is validated (`up --case` on another topology or at
+/// one host count), so what its steps name is checked against what will run.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// A topology name (in the topologies folder) or a path.
+    pub topology: Option<String>,
+    pub hosts: Option<u32>,
+}
+
 impl<S: StepSyntax + DeserializeOwned> Case<S> {
     /// Loads a case; `topologies` is the folder topology names resolve in.
     pub fn load(file: &Path, topologies: &Path) -> Result<Case<S>, Diagnostics> {
-        let (raw, src): (RawCase<S>, String) = load_yaml(file)?;
+        Case::load_with(file, topologies, &Overrides::default())
+    }
+
+    /// Loads a case with some of its keys replaced.
+    pub fn load_with(file: &Path, topologies: &Path, o: &Overrides) -> Result<Case<S>, Diagnostics> {
+        let (mut raw, src): (RawCase<S>, String) = load_yaml(file)?;
+        if let Some(t) = &o.topology {
+            raw.topology = t.clone();
+        }
+        if let Some(n) = o.hosts {
+            raw.hosts = Some(vec![n]);
+        }
         validate(file, &src, raw, topologies)
     }
 }

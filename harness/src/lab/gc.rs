@@ -126,6 +126,7 @@ pub fn remove_run(id: RunId, sweep: &mut Sweep) {
         Ok(names) => sweep.containers.extend(names),
         Err(e) => sweep.errors.push(e.to_string()),
     }
+    crate::lab::live::forget(id);
     let _ = std::fs::remove_file(Path::new(LOCK_DIR).join(format!("{id}.lock")));
     sweep.runs.push(id);
 }
@@ -136,7 +137,9 @@ pub fn sweep_all() -> Sweep {
     let mut ids: BTreeMap<RunId, ()> = netns::list().iter().filter_map(|n| RunId::from_netns(n)).map(|id| (id, ())).collect();
     if let Ok(dir) = std::fs::read_dir(LOCK_DIR) {
         for e in dir.filter_map(|e| e.ok()) {
-            if let Some(id) = e.file_name().to_str().and_then(|s| s.strip_suffix(".lock")).and_then(|s| s.parse().ok()) {
+            let name = e.file_name();
+            let stem = name.to_str().and_then(|s| s.strip_suffix(".lock").or_else(|| s.strip_suffix(".json")));
+            if let Some(id) = stem.and_then(|s| s.parse().ok()) {
                 ids.insert(id, ());
             }
         }

@@ -1,9 +1,5 @@
-//! Reporting finished trials: a per-trial table for people, JUnit XML for CI.
-
-use std::path::Path;
-use std::time::Duration;
-
-use junit_report::{Duration as JDuration, ReportBuilder, TestCase, TestSuiteBuilder};
+//! Reports for people in text: a per-trial table for the terminal and Markdown, both ending
+//! with the failures grouped by root cause.
 
 use crate::input::case::Level;
 use crate::run::TrialReport;
@@ -37,7 +33,7 @@ pub fn table(reports: &[TrialReport]) -> String {
 
 /// `N passed, M failed (…should-level), K known failures (…), F fixed`: known failures are
 /// counted apart and do not fail the run; a known failure that passed is "fixed".
-fn summary(reports: &[TrialReport]) -> String {
+pub(super) fn summary(reports: &[TrialReport]) -> String {
     let passed = reports.iter().filter(|r| r.passed).count();
     let failed = reports.iter().filter(|r| r.fails_run()).count();
     let known = reports.iter().filter(|r| r.is_known_failure()).count();
@@ -53,7 +49,7 @@ fn summary(reports: &[TrialReport]) -> String {
 }
 
 /// `(known: REASON, LINK)` after a known failure's detail.
-fn known_note(r: &TrialReport) -> String {
+pub(super) fn known_note(r: &TrialReport) -> String {
     match &r.known {
         Some(k) if r.is_known_failure() || r.is_fixed() => {
             format!(" (known: {}{})", k.reason, k.link.as_deref().map(|l| format!(", {l}")).unwrap_or_default())
@@ -80,7 +76,7 @@ fn should_note(reports: &[TrialReport]) -> String {
     }
 }
 
-fn first_line(s: &str) -> &str {
+pub(super) fn first_line(s: &str) -> &str {
     let line = s.lines().next().unwrap_or("");
     if line.len() > 160 {
         &line[..line.char_indices().take_while(|(i, _)| *i < 160).last().map(|(i, _)| i).unwrap_or(0)]
@@ -205,68 +201,10 @@ pub fn result_word(r: &TrialReport) -> &'static str {
     }
 }
 
-/// The one mapping from a finished trial to its JUnit entry, for the CLI and the test
-/// target alike: a failure carries its message, log and artifact directory.
-pub fn junit_entry(r: &TrialReport) -> JunitEntry {
-    let log = r.log.join("\n");
-    let outcome = if let Some(reason) = &r.ignored {
-        JunitOutcome::Skipped { reason: reason.clone() }
-    } else if let (true, Some(k), Some(f)) = (r.is_known_failure(), &r.known, &r.failure) {
-        // not counted against the implementation: JUnit's "skipped", with why and what happened
-        let link = k.link.as_deref().map(|l| format!(", {l}")).unwrap_or_default();
-        JunitOutcome::Skipped { reason: format!("known failure: {}{link} (failed with: {})", k.reason, first_line(f)) }
-    } else {
-        match &r.failure {
-            None => JunitOutcome::Passed { log },
-            Some(f) => {
-                let artifacts = r.artifacts.as_ref().map(|a| format!("\nartifacts: {}", a.display())).unwrap_or_default();
-                // Jenkins/GitLab convention for attaching a file or directory
-                let attach = r.artifacts.as_ref().map(|a| format!("\n[[ATTACHMENT|{}]]", a.display())).unwrap_or_default();
-                JunitOutcome::Failed { message: format!("{f}{artifacts}"), log: format!("{log}{attach}") }
-            }
-        }
-    };
-    JunitEntry { name: r.name.clone(), elapsed: r.elapsed, outcome }
-}
-
-/// One JUnit entry per trial; a failure carries its message, log and artifact directory.
-pub struct JunitEntry {
-    pub name: String,
-    pub elapsed: Duration,
-    pub outcome: JunitOutcome,
-}
-
-pub enum JunitOutcome {
-    Passed { log: String },
-    Failed { message: String, log: String },
-    Skipped { reason: String },
-}
-
-pub fn write_junit(path: &Path, suite: &str, entries: &[JunitEntry]) -> std::io::Result<()> {
-    let mut ts = TestSuiteBuilder::new(suite);
-    for e in entries {
-        let d = JDuration::seconds_f64(e.elapsed.as_secs_f64());
-        let mut tc = match &e.outcome {
-            JunitOutcome::Passed { .. } => TestCase::success(&e.name, d),
-            JunitOutcome::Failed { message, .. } => TestCase::failure(&e.name, d, "trial", message),
-            JunitOutcome::Skipped { reason } => TestCase::skipped_with_cause(&e.name, "ignored", reason),
-        };
-        match &e.outcome {
-            JunitOutcome::Passed { log } | JunitOutcome::Failed { log, .. } => tc.set_system_out(log),
-            JunitOutcome::Skipped { .. } => {}
-        }
-        ts.add_testcase(tc);
-    }
-    let report = ReportBuilder::new().add_testsuite(ts.build()).build();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let file = std::fs::File::create(path)?;
-    report.write_xml(file).map_err(std::io::Error::other)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::input::profile::KnownFailure;
 
@@ -282,6 +220,8 @@ mod tests {
             elapsed: Duration::from_secs(1),
             level: Level::Must,
             known: known.then(|| KnownFailure { trials: "x::*".into(), reason: "upstream #1726".into(), link: None }),
+            steps: Vec::new(),
+            topology: None,
         }
     }
 

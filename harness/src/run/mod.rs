@@ -5,4 +5,4 @@
 pub mod log;
 mod trial;
 
-pub use trial::{run_trial, TrialReport, TrialSpec, Verdict};
+pub use trial::{run_trial, run_trial_watched, StepOutcome, StepRecord, TrialReport, TrialSpec, Verdict, Watcher};

@@ -66,6 +66,44 @@ pub struct TrialReport {
     pub level: crate::input::case::Level,
     /// The implementation's profile lists this trial as a known failure.
     pub known: Option<crate::input::profile::KnownFailure>,
+    /// Every step that ran, on every lab of the trial, in order: the timeline.
+    pub steps: Vec<StepRecord>,
+    /// The topology of the trial's last lab (at its host count).
+    pub topology: Option<crate::input::topology::Topology>,
+}
+
+/// One step as it ran: when (from the trial's start), how it ended, and what it logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    /// Which lab of the trial: `n8 r2` (host count, repeat), empty for a single lab.
+    pub lab: String,
+    /// 1-based; 0 for setting up the lab (namespaces, etcd, the net-conf).
+    pub n: usize,
+    pub kind: &'static str,
+    pub start: Duration,
+    pub end: Duration,
+    pub outcome: StepOutcome,
+    /// The lines the step logged (measurements: convergence times, losses, gaps).
+    pub notes: Vec<String>,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    Passed,
+    /// A finding about the implementation.
+    Failed,
+    /// The lab could not do its job.
+    LabError,
+}
+
+/// Someone following a trial as it runs (the `up` command): told of each step, and given
+/// the lab, still up, once the steps have ended; the lab is torn down when `hold` returns.
+pub trait Watcher {
+    /// Step `n` of `of` (1-based) is about to run on this trial.
+    fn step(&self, trial: &Trial<'_>, n: usize, of: usize, kind: &'static str);
+    /// The steps ended: all passed (`failure` is None), or at the first failure.
+    fn hold<'t>(&'t self, trial: &'t mut Trial<'_>, failure: Option<String>) -> futures::future::LocalBoxFuture<'t, ()>;
 }
 
 impl TrialReport {
@@ -86,6 +124,14 @@ impl TrialReport {
 }
 
 impl TrialReport {
+    /// A trial the lab could not even start: a lab error.
+    pub fn lab_failure(name: String, why: String) -> TrialReport {
+        let mut r = TrialReport::unjudged(name, Vec::new(), Instant::now());
+        r.lab_error = true;
+        r.failure = Some(why);
+        r
+    }
+
     /// A report with no verdict yet: not passed, no failure.
     fn unjudged(name: String, log: Vec<String>, started: Instant) -> TrialReport {
         TrialReport {
@@ -99,6 +145,8 @@ impl TrialReport {
             elapsed: started.elapsed(),
             level: Default::default(),
             known: None,
+            steps: Vec::new(),
+            topology: None,
         }
     }
 }
@@ -126,14 +174,19 @@ impl Stopped {
 /// Runs one trial; a trial of the implementation under test (not a mutant's) that its
 /// profile lists as a known failure is marked so.
 pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
-    let mut report = run_trial_unmarked(spec, workdir).await;
+    run_trial_watched(spec, workdir, None).await
+}
+
+/// [`run_trial`], followed by a [`Watcher`] that may hold each lab open at its end.
+pub async fn run_trial_watched(spec: &TrialSpec, workdir: &Path, watcher: Option<&dyn Watcher>) -> TrialReport {
+    let mut report = run_trial_unmarked(spec, workdir, watcher).await;
     if matches!(spec.verdict, Verdict::Pass) {
         report.known = spec.imp.profile.known_failure(&spec.name()).cloned();
     }
     report
 }
 
-async fn run_trial_unmarked(spec: &TrialSpec, workdir: &Path) -> TrialReport {
+async fn run_trial_unmarked(spec: &TrialSpec, workdir: &Path, watcher: Option<&dyn Watcher>) -> TrialReport {
     let started = Instant::now();
     let trial_log = log::TrialLog::new();
     // a case that needs the CNI plugins cannot run where they are not installed
@@ -155,14 +208,21 @@ async fn run_trial_unmarked(spec: &TrialSpec, workdir: &Path) -> TrialReport {
         }
     };
     let mut stopped = None;
+    let mut rec = Recorder { started, steps: Vec::new(), topology: None, lab: String::new() };
     let span = trial_log.span(&spec.name());
+    let labs = spec.case.scales().len() as u32 * spec.case.repeat;
     'outer: for scale in spec.case.scales() {
         for rep in 1..=spec.case.repeat {
             let label = match scale {
                 Some(n) => format!("{}-{}-n{n}-r{rep}", spec.case.name, spec.backend),
                 None => format!("{}-{}-r{rep}", spec.case.name, spec.backend),
             };
-            let once = run_once(spec, provider, scale, &label, workdir, &trial_log).instrument(span.clone()).await;
+            rec.lab = match scale {
+                _ if labs == 1 => String::new(),
+                Some(n) => format!("n{n} r{rep}"),
+                None => format!("r{rep}"),
+            };
+            let once = run_once(spec, provider, scale, &label, workdir, &trial_log, &mut rec, watcher).instrument(span.clone()).await;
             if let Err(mut s) = once {
                 s.at = match scale {
                     Some(n) => format!(" (at {n} hosts, repeat {rep})"),
@@ -190,8 +250,36 @@ async fn run_trial_unmarked(spec: &TrialSpec, workdir: &Path) -> TrialReport {
     }
     let mut r = TrialReport::unjudged(spec.name(), trial_log.lines(), started);
     r.level = spec.case.level;
+    r.steps = rec.steps;
+    r.topology = rec.topology;
     judge(&spec.verdict, stopped, &mut r);
     r
+}
+
+/// What a trial records of its labs for the report: each step's span and notes, and the
+/// topology.
+struct Recorder {
+    started: Instant,
+    steps: Vec<StepRecord>,
+    topology: Option<crate::input::topology::Topology>,
+    /// The current lab (`n8 r2`).
+    lab: String,
+}
+
+impl Recorder {
+    /// Records a step that began at `began` (an instant) with the log at `from` lines.
+    fn record(&mut self, n: usize, kind: &'static str, began: Instant, outcome: StepOutcome, lines: &[String]) {
+        let notes = lines.iter().filter(|l| l.starts_with("     ")).map(|l| l.trim().to_string()).collect();
+        self.steps.push(StepRecord {
+            lab: self.lab.clone(),
+            n,
+            kind,
+            start: began.saturating_duration_since(self.started),
+            end: self.started.elapsed(),
+            outcome,
+            notes,
+        });
+    }
 }
 
 /// Turns how the case ended into the trial's verdict. A lab error fails whatever was
@@ -247,7 +335,9 @@ async fn choose_store(case: &Case) -> std::result::Result<Provider, String> {
 }
 
 /// Builds one lab, runs every step (each in its own `step` span), tears it down. On
-/// failure the work directory is kept (with state dumps) and returned.
+/// failure the work directory is kept (with state dumps) and returned. A watcher is told of
+/// each step and may hold the lab before it goes.
+#[allow(clippy::too_many_arguments)]
 async fn run_once(
     spec: &TrialSpec,
     provider: Provider,
@@ -255,16 +345,23 @@ async fn run_once(
     label: &str,
     workdir: &Path,
     trial_log: &log::TrialLog,
+    rec: &mut Recorder,
+    watcher: Option<&dyn Watcher>,
 ) -> Result<(), Stopped> {
-    let setup = |error: crate::error::Error, dir: Option<PathBuf>| Stopped {
-        step: None,
-        step_name: "",
-        error: StepError::Lab(error),
-        at: String::new(),
-        dir,
+    let began = Instant::now();
+    let from = trial_log.lines().len();
+    let mut setup = |error: crate::error::Error, dir: Option<PathBuf>| {
+        rec.record(0, "setup", began, StepOutcome::LabError, &trial_log.lines()[from..]);
+        Stopped { step: None, step_name: "", error: StepError::Lab(error), at: String::new(), dir }
     };
-    let topo = spec.case.topology(scale).map_err(|e| setup(e.into(), None))?;
-    let lab = Lab::build(topo, workdir, label, provider == Provider::Process).await.context("build lab").map_err(|e| setup(e, None))?;
+    let topo = match spec.case.topology(scale) {
+        Ok(t) => t,
+        Err(e) => return Err(setup(e.into(), None)),
+    };
+    let lab = match Lab::build(topo, workdir, label, provider == Provider::Process).await.context("build lab") {
+        Ok(l) => l,
+        Err(e) => return Err(setup(e, None)),
+    };
     let dir = lab.dir.clone();
     let store = match Store::start(&lab, provider, spec.case.etcd_members as usize, spec.case.etcd_tls, Duration::from_secs(30))
         .await
@@ -286,9 +383,15 @@ async fn run_once(
             None
         }
     };
+    rec.topology = Some(lab.topo.clone());
+    rec.record(0, "setup", began, StepOutcome::Passed, &trial_log.lines()[from..]);
     let mut trial = Trial::new(&spec.case, spec.backend, &spec.imp, conf, store, capture, lab);
     for (i, step) in spec.case.steps.iter().enumerate() {
         let t = Instant::now();
+        let from = trial_log.lines().len();
+        if let Some(w) = watcher {
+            w.step(&trial, i + 1, spec.case.steps.len(), step.name());
+        }
         trial.settle_on = match &spec.verdict {
             Verdict::Catch(exp) if exp.step.is_none_or(|s| s == i + 1) => Some(exp.clone()),
             _ => None,
@@ -297,6 +400,8 @@ async fn run_once(
         if let Err(error) = outcome {
             let kind = if matches!(error, StepError::Lab(_)) { "LAB ERROR" } else { "FAIL" };
             tracing::info!("{kind} step {} `{}`: {}", i + 1, step.name(), error.describe());
+            let how = if matches!(error, StepError::Lab(_)) { StepOutcome::LabError } else { StepOutcome::Failed };
+            rec.record(i + 1, step.name(), t, how, &trial_log.lines()[from..]);
             trial.save_artifacts(&trial_log.lines()).await;
             if let Some(mut c) = trial.capture.take() {
                 match c.stop() {
@@ -305,15 +410,22 @@ async fn run_once(
                 }
                 let _ = std::fs::write(trial.lab.dir.join("trial.log"), trial_log.lines().join("\n"));
             }
-            let dir = trial.lab.dir.clone();
+            let stopped = Stopped { step: Some(i + 1), step_name: step.name(), error, at: String::new(), dir: Some(trial.lab.dir.clone()) };
+            if let Some(w) = watcher {
+                w.hold(&mut trial, Some(stopped.message())).await;
+            }
             trial.stop_agents();
             // keep the directory: the lab's teardown removes namespaces, not files; etcd's
             // data (a 64 MiB preallocated WAL) goes, its keys are in etcd-keys.json
             drop(trial);
             let _ = std::fs::remove_dir_all(dir.join("etcd").join("data"));
-            return Err(Stopped { step: Some(i + 1), step_name: step.name(), error, at: String::new(), dir: Some(dir) });
+            return Err(stopped);
         }
         tracing::info!("ok   step {} `{}` ({} ms)", i + 1, step.name(), t.elapsed().as_millis());
+        rec.record(i + 1, step.name(), t, StepOutcome::Passed, &trial_log.lines()[from..]);
+    }
+    if let Some(w) = watcher {
+        w.hold(&mut trial, None).await;
     }
     trial.stop_agents();
     drop(trial);

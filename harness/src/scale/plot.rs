@@ -149,8 +149,9 @@ fn num(v: f64) -> String {
     }
 }
 
-fn esc(t: &str) -> String {
-    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+/// Text for SVG or HTML, in element content and in quoted attributes.
+pub(crate) fn esc(t: &str) -> String {
+    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

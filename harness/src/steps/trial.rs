@@ -456,6 +456,18 @@ impl<'a> Trial<'a> {
         Ok(findings)
     }
 
+    /// Whether the lab is converged right now (agents, the contract, and the data plane once
+    /// the control plane holds): the findings that stand in the way, none when converged.
+    pub async fn convergence_now(&mut self) -> Result<Vec<Finding>, StepError> {
+        let cross = self.cross_segment_fails();
+        self.convergence_findings(&cross, false).await
+    }
+
+    /// The pods the steps created so far.
+    pub fn pods(&self) -> &[Pod] {
+        &self.pods
+    }
+
     /// The case's own statement of which backends cannot cross segments, taken from its
     /// first wait_converged (so later checks skip the same pairs).
     pub(super) fn cross_segment_fails(&self) -> Vec<String> {

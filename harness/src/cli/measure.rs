@@ -1,0 +1,153 @@
+//! `bench` (throughput), `scale` (cost curves) and `gc` (what killed runs left).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::ImplArg;
+use crate::agents::Implementation;
+use crate::contract::Backend;
+use crate::error::Result;
+use crate::run::{run_trial, TrialSpec};
+use crate::steps::Case;
+use crate::suite;
+
+/// Remove namespaces, processes and containers left by killed runs (live runs are kept)
+#[derive(Args, Debug)]
+pub struct GcArgs {}
+
+/// Pod-to-pod TCP throughput per backend against the bare underlay
+///
+/// Build with --release for figures worth quoting (ci/bench.sh does).
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  flannel-lab bench\n  flannel-lab bench --seconds 10 --impl flanneld")]
+pub struct BenchArgs {
+    #[command(flatten)]
+    imp: ImplArg,
+    /// Seconds per stream
+    #[arg(long, value_name = "N")]
+    seconds: Option<u64>,
+}
+
+/// Cost curves: labs of growing size, every agent started at once, measured
+///
+/// For each implementation, backend and host count, a fresh lab is watched until every
+/// host holds the contract's state for every peer. Prints a table (with ratios when
+/// comparing two profiles) and a linear fit per figure, and writes scale.csv, scale.json
+/// and one SVG plot per figure. Build with --release for figures at size (ci/scale.sh).
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    flannel-lab scale --backend vxlan --hosts 10,50,100 --repeats 3\n  \
+    flannel-lab scale --impl reference-scale --compare flanneld --hosts 10,50")]
+pub struct ScaleArgs {
+    #[command(flatten)]
+    imp: ImplArg,
+    /// Backends to measure
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::parse_backend, default_value = "vxlan,host-gw,udp")]
+    backend: Vec<Backend>,
+    /// Host counts
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(2..), default_value = "10,50,100,250,500,1000")]
+    hosts: Vec<u32>,
+    /// Labs per point
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), default_value_t = 3)]
+    repeats: u32,
+    /// A second profile, measured in the same run, shown as ratios
+    #[arg(long, value_name = "PROFILE")]
+    compare: Option<String>,
+    /// Output directory [default: target/scale]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Topology name or file
+    #[arg(long, value_name = "TOPOLOGY", default_value = "flat-large")]
+    topology: String,
+    /// The net-conf's Network
+    #[arg(long, value_name = "CIDR", default_value = "10.128.0.0/12")]
+    network: String,
+    /// Deadline per point
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration, default_value = "60s")]
+    within: Duration,
+}
+
+pub fn bench(a: BenchArgs) -> Result<ExitCode> {
+    super::need_lab()?;
+    let root = crate::input::repo_root();
+    let mut case = Case::load(&root.join("harness/bench/throughput.yaml"), &root.join("topologies")).map_err(|e| e.to_string())?;
+    if let Some(secs) = a.seconds {
+        for step in &mut case.steps {
+            if let crate::steps::Step::MeasureThroughput(m) = step {
+                m.seconds = secs;
+            }
+        }
+    }
+    let imp = a.imp.load(true)?;
+    let rt = super::runtime()?;
+    let mut ok = true;
+    for backend in case.backends.clone() {
+        let spec = TrialSpec { case: case.clone(), backend, imp: imp.clone(), verdict: crate::run::Verdict::Pass };
+        let r = rt.block_on(run_trial(&spec, &suite::workdir()));
+        match &r.failure {
+            None => r.log.iter().filter(|l| l.trim_start().starts_with("throughput ")).for_each(|l| println!("{}", l.trim())),
+            Some(f) => {
+                ok = false;
+                println!("{backend}: {f}");
+            }
+        }
+    }
+    rt.shutdown_background();
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub fn scale(a: ScaleArgs) -> Result<ExitCode> {
+    super::need_lab()?;
+    // without --impl, the reference agent with its periodic iptables checks spaced out
+    // (harness/profiles/reference-scale.yaml says why)
+    let mut imps = vec![match (&a.imp.imp, std::env::var("FLANNEL_LAB_IMPL")) {
+        (None, Err(_)) => Implementation::load("reference-scale", true)?,
+        _ => a.imp.load(true)?,
+    }];
+    if let Some(other) = &a.compare {
+        imps.push(Implementation::load(other, true)?);
+    }
+    let plan = crate::scale::Plan {
+        topology: super::topology_path(&a.topology),
+        backends: a.backend,
+        sizes: a.hosts,
+        repeats: a.repeats,
+        imps,
+        network: a.network,
+        within: a.within,
+    };
+    let out = a.out.unwrap_or_else(|| crate::input::repo_root().join("target/scale"));
+    let rt = super::runtime()?;
+    let points = rt.block_on(crate::scale::run(&plan, &suite::workdir()));
+    rt.shutdown_background();
+    let points = points?;
+    print!("{}", crate::scale::table(&points));
+    print!("{}", crate::scale::linearity(&points));
+    for f in crate::scale::write_files(&points, &out)? {
+        println!("wrote {}", f.display());
+    }
+    // a point that did not converge, or whose figures the lab could not read, fails the run
+    Ok(if points.iter().all(|p| p.converge_s.is_some() && !p.note.contains("lab error")) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub fn gc() -> Result<ExitCode> {
+    let sweep = crate::lab::gc::sweep_all();
+    for id in &sweep.skipped_live {
+        println!("run {id}: still running, left alone");
+    }
+    println!(
+        "removed {} run(s): {} namespace(s), {} process(es), {} container(s){}",
+        sweep.runs.len(),
+        sweep.namespaces.len(),
+        sweep.killed.len(),
+        sweep.containers.len(),
+        if sweep.namespaces.is_empty() { String::new() } else { format!(" [{}]", sweep.namespaces.join(" ")) }
+    );
+    for e in &sweep.errors {
+        eprintln!("gc: {e}");
+    }
+    Ok(if sweep.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

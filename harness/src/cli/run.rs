@@ -1,0 +1,207 @@
+//! `run` (trials, several at a time, with progress and reports), `list` and `check`.
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+
+use super::progress::Progress;
+use super::ImplArg;
+use crate::agents::Implementation;
+use crate::error::{Error, Result};
+use crate::input::topology::Topology;
+use crate::lab_err;
+use crate::report::{self, JunitEntry};
+use crate::run::{run_trial, TrialReport, TrialSpec};
+use crate::steps::Case;
+use crate::suite;
+
+/// Run cases against an implementation and print a per-trial table
+///
+/// Every case file × backend × implementation is one trial (CASE::BACKEND::IMPL), plus the
+/// lab's control cases on the reference agent and mutant trials. Trials run several at a
+/// time; a failing trial keeps its work directory as artifacts. Exits 1 when a trial
+/// fails (known failures listed in the profile do not count), 2 on a usage or lab error.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    flannel-lab run                                  every trial, reference agent\n  \
+    flannel-lab run --filter vxlan-mtu --filter ping   trials whose name contains either\n  \
+    flannel-lab run --impl flanneld --html report.html --junit junit.xml\n  \
+    flannel-lab run --impl ./my-agent.yaml --start-spread 2s\n  \
+    flannel-lab run --cases ./field-cases --jobs 2")]
+pub struct RunArgs {
+    #[command(flatten)]
+    imp: ImplArg,
+    /// Run only trials whose name contains TEXT (repeat for several)
+    #[arg(long, value_name = "TEXT")]
+    filter: Vec<String>,
+    /// Case directory [default: cases/ of this repository]
+    #[arg(long, value_name = "DIR")]
+    cases: Option<PathBuf>,
+    /// Start agents spread over this time instead of at one instant (cases about the
+    /// start-up race keep one instant)
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    start_spread: Option<Duration>,
+    /// Trials to run at once [default: four per core]
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
+    /// Write JUnit XML here
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write a Markdown report here
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    /// Write a self-contained HTML report here (root causes, timelines, topologies)
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Plain progress lines even on a terminal
+    #[arg(long)]
+    plain: bool,
+}
+
+/// Print the trial names a run would have
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  flannel-lab list\n  flannel-lab list --impl flanneld | grep udp")]
+pub struct ListArgs {
+    #[command(flatten)]
+    imp: ImplArg,
+    /// Case directory [default: cases/ of this repository]
+    #[arg(long, value_name = "DIR")]
+    cases: Option<PathBuf>,
+}
+
+/// Validate topology, case and profile files (errors carry file:line:col)
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  flannel-lab check cases/*.yaml topologies/*.yaml\n  flannel-lab check harness/profiles/flanneld.yaml")]
+pub struct CheckArgs {
+    /// Files to check
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+fn load_trials(cases: Option<&Path>, imp: &Implementation, build_reference: bool) -> Result<Vec<TrialSpec>> {
+    let root = crate::input::repo_root();
+    let cases = cases.map(Path::to_path_buf).unwrap_or_else(|| root.join("cases"));
+    suite::trials(&cases, &root.join("topologies"), imp, build_reference).map_err(|errs| Error::Input(errs.join("\n")))
+}
+
+pub fn run(a: RunArgs) -> Result<ExitCode> {
+    super::need_lab()?;
+    let mut imp = a.imp.load(true)?;
+    if let Some(spread) = a.start_spread {
+        imp.profile.start_spread = spread;
+    }
+    let mut trials = load_trials(a.cases.as_deref(), &imp, true)?;
+    if !a.filter.is_empty() {
+        trials.retain(|t| a.filter.iter().any(|f| t.name().contains(f.as_str())));
+    }
+    if trials.is_empty() {
+        return Err("no trials match".into());
+    }
+    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let jobs = a.jobs.map(usize::from).unwrap_or(4 * cores).min(trials.len());
+    let tty = !a.plain && std::io::stderr().is_terminal();
+    eprintln!("flannel-lab: {} trial(s), {jobs} at a time, implementation `{}`", trials.len(), imp.name());
+    let reports = run_all(trials, jobs, &suite::workdir(), tty);
+    print!("{}", report::table(&reports));
+    let write =
+        |path: &Path, text: String, what: &str| std::fs::write(path, text).map_err(|e| lab_err!("write {what} to {}: {e}", path.display()));
+    if let Some(path) = &a.markdown {
+        write(path, report::markdown(&reports), "Markdown")?;
+    }
+    if let Some(path) = &a.html {
+        write(path, report::html::page(&reports, &report::html::RunInfo::now(imp.name())), "HTML")?;
+        eprintln!("flannel-lab: wrote {}", path.display());
+    }
+    if let Some(path) = &a.junit {
+        let entries: Vec<JunitEntry> = reports.iter().map(report::junit_entry).collect();
+        report::write_junit(path, "flannel-lab", &entries).map_err(|e| lab_err!("write JUnit to {}: {e}", path.display()))?;
+    }
+    Ok(if reports.iter().any(|r| r.fails_run()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+enum Event {
+    Started(String),
+    Finished(usize, Box<TrialReport>),
+}
+
+/// Runs the trials on `jobs` threads (each trial on a runtime of its own, like the test
+/// target) and returns their reports in the order given.
+fn run_all(trials: Vec<TrialSpec>, jobs: usize, workdir: &Path, tty: bool) -> Vec<TrialReport> {
+    let total = trials.len();
+    let queue: Arc<Mutex<VecDeque<(usize, TrialSpec)>>> = Arc::new(Mutex::new(trials.into_iter().enumerate().collect()));
+    let (tx, rx) = mpsc::channel();
+    let workers: Vec<_> = (0..jobs)
+        .map(|_| {
+            let (queue, tx, workdir) = (queue.clone(), tx.clone(), workdir.to_path_buf());
+            std::thread::spawn(move || loop {
+                let Some((i, spec)) = queue.lock().expect("trial queue").pop_front() else { return };
+                let _ = tx.send(Event::Started(spec.name()));
+                let report = match super::runtime() {
+                    Ok(rt) => {
+                        let r = rt.block_on(run_trial(&spec, &workdir));
+                        rt.shutdown_background();
+                        r
+                    }
+                    Err(e) => TrialReport::lab_failure(spec.name(), format!("{e}")),
+                };
+                let _ = tx.send(Event::Finished(i, Box::new(report)));
+            })
+        })
+        .collect();
+    drop(tx);
+    let mut progress = Progress::new(total, tty);
+    let mut out: Vec<Option<TrialReport>> = (0..total).map(|_| None).collect();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(120)) {
+            Ok(Event::Started(name)) => progress.started(&name),
+            Ok(Event::Finished(i, r)) => {
+                progress.finished(&r);
+                out[i] = Some(*r);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => progress.tick(),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    drop(progress);
+    for w in workers {
+        let _ = w.join();
+    }
+    out.into_iter().flatten().collect()
+}
+
+pub fn list(a: ListArgs) -> Result<ExitCode> {
+    let imp = a.imp.load(false)?;
+    for t in load_trials(a.cases.as_deref(), &imp, false)? {
+        println!("{}", t.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn check(a: CheckArgs) -> Result<ExitCode> {
+    let topologies = crate::input::repo_root().join("topologies");
+    let mut bad = 0;
+    for path in &a.files {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let has = |k: &str| text.lines().any(|l| l.starts_with(k));
+        let result = if has("steps:") {
+            Case::load(path, &topologies).map(|_| "case")
+        } else if has("command:") {
+            crate::input::profile::Profile::load(path).map(|_| "profile")
+        } else {
+            Topology::load(path).map(|_| "topology")
+        };
+        match result {
+            Ok(kind) => println!("{}: valid {kind}", path.display()),
+            Err(e) => {
+                bad += 1;
+                println!("{e}");
+            }
+        }
+    }
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
