@@ -103,6 +103,7 @@ fn report(name: &str, passed: bool, failure: Option<&str>) -> TrialReport {
         known: None,
         steps: Vec::new(),
         topology: None,
+        wire: Default::default(),
     }
 }
 
@@ -134,6 +135,10 @@ fn reports() -> Vec<TrialReport> {
         step(6, "wait_converged", (3100, 4200), StepOutcome::Failed, &[]),
     ];
     failed.topology = Some(Topology::load(&topologies.join("two-segments.yaml")).expect("bundled topology"));
+    failed.wire = [(("l1", "l2"), 4), (("l2", "l1"), 4), (("l1", "r1"), 2)]
+        .into_iter()
+        .map(|((a, b), n)| ((a.to_string(), b.to_string()), n))
+        .collect();
     let mut known = report("counts::udp::flanneld", false, Some(&cause.replace("h2", "h3")));
     known.known = Some(flannel_lab::input::profile::KnownFailure {
         trials: "counts::*".into(),

@@ -15,6 +15,7 @@ use crate::lab::UNDERLAY_IF;
 pub use crate::probe::HostState;
 
 pub mod v6;
+pub mod wire;
 pub use v6::check_kernel6;
 
 pub const DEFAULT_PREFIX: &str = "/coreos.com/network";

@@ -108,6 +108,18 @@ pub enum Check {
     EtcdAccess,
     /// The source address a pod's traffic arrives with (ip-masq).
     SourceAddress,
+    /// On the wire (the underlay capture): the VXLAN VNI of pod traffic.
+    WireVni,
+    /// On the wire: the UDP port pod traffic is sent to (vxlan, udp).
+    WirePort,
+    /// On the wire: outer addresses of encapsulated pod traffic are the hosts' PublicIPs.
+    WireAddresses,
+    /// On the wire: a VXLAN frame's inner MACs are the leases' VtepMACs.
+    WireVtepMac,
+    /// On the wire: a udp backend datagram holds exactly one bare IPv4 packet.
+    WirePayload,
+    /// On the wire: pod traffic is encapsulated as the backend does it (host-gw: not at all).
+    WireEncap,
 }
 
 impl Check {
@@ -134,6 +146,12 @@ impl Check {
             Check::Delivery => "delivery",
             Check::EtcdAccess => "etcd_access",
             Check::SourceAddress => "source_address",
+            Check::WireVni => "wire_vni",
+            Check::WirePort => "wire_port",
+            Check::WireAddresses => "wire_addresses",
+            Check::WireVtepMac => "wire_vtep_mac",
+            Check::WirePayload => "wire_payload",
+            Check::WireEncap => "wire_encap",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Probes: what the lab sends and reads to judge an implementation from outside. ICMP and
 //! DF echoes, crafted udp datagrams and a listener ([`icmp`]), kernel state dumps
-//! ([`dump`]), background traffic, underlay capture and throughput.
+//! ([`dump`]), background traffic, underlay capture ([`capture`]) and what it shows
+//! ([`wire`]), throughput.
 
 pub mod capture;
 mod dump;
@@ -8,6 +9,7 @@ mod icmp;
 mod icmp6;
 pub mod throughput;
 pub mod traffic;
+pub mod wire;
 
 pub use dump::{dump_host, HostState};
 pub use icmp::{

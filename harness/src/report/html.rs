@@ -251,6 +251,9 @@ fn trials(s: &mut String, reports: &[TrialReport]) {
         if let Some(t) = &r.topology {
             let _ = write!(s, "<h4>Topology <code>{}</code></h4>{}", esc(&t.name), figures::topology(t));
         }
+        if !r.wire.is_empty() {
+            wire(s, &r.wire);
+        }
         if !r.log.is_empty() {
             let keep = if r.passed { 40 } else { 400 };
             let from = r.log.len().saturating_sub(keep);
@@ -263,6 +266,32 @@ fn trials(s: &mut String, reports: &[TrialReport]) {
         s.push_str("</details>");
     }
     s.push_str("</section>");
+}
+
+/// Pod-traffic frames the capture showed per sender (rows) and receiver (columns).
+fn wire(s: &mut String, counts: &crate::steps::wire::WireCounts) {
+    let mut names: Vec<&str> = counts.keys().flat_map(|(a, b)| [a.as_str(), b.as_str()]).collect();
+    names.sort();
+    names.dedup();
+    s.push_str("<h4>On the wire: pod-traffic frames per sender (row) and receiver (column), from the underlay capture</h4><table class=\"wire\"><tr><th></th>");
+    for n in &names {
+        let _ = write!(s, "<th>{}</th>", esc(n));
+    }
+    s.push_str("</tr>");
+    for a in &names {
+        let _ = write!(s, "<tr><th>{}</th>", esc(a));
+        for b in &names {
+            match counts.get(&(a.to_string(), b.to_string())) {
+                Some(n) => {
+                    let _ = write!(s, "<td>{n}</td>");
+                }
+                None if a == b => s.push_str("<td>–</td>"),
+                None => s.push_str("<td>0</td>"),
+            }
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</table>");
 }
 
 /// Links to the files a failed trial kept (two levels deep).

@@ -222,6 +222,7 @@ mod tests {
             known: known.then(|| KnownFailure { trials: "x::*".into(), reason: "upstream #1726".into(), link: None }),
             steps: Vec::new(),
             topology: None,
+            wire: Default::default(),
         }
     }
 

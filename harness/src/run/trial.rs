@@ -70,6 +70,8 @@ pub struct TrialReport {
     pub steps: Vec<StepRecord>,
     /// The topology of the trial's last lab (at its host count).
     pub topology: Option<crate::input::topology::Topology>,
+    /// Pod-traffic frames per (sender, receiver) the trial's last wire check saw.
+    pub wire: crate::steps::wire::WireCounts,
 }
 
 /// One step as it ran: when (from the trial's start), how it ended, and what it logged.
@@ -147,6 +149,7 @@ impl TrialReport {
             known: None,
             steps: Vec::new(),
             topology: None,
+            wire: Default::default(),
         }
     }
 }
@@ -208,7 +211,7 @@ async fn run_trial_unmarked(spec: &TrialSpec, workdir: &Path, watcher: Option<&d
         }
     };
     let mut stopped = None;
-    let mut rec = Recorder { started, steps: Vec::new(), topology: None, lab: String::new() };
+    let mut rec = Recorder { started, steps: Vec::new(), topology: None, wire: Default::default(), lab: String::new() };
     let span = trial_log.span(&spec.name());
     let labs = spec.case.scales().len() as u32 * spec.case.repeat;
     'outer: for scale in spec.case.scales() {
@@ -252,6 +255,7 @@ async fn run_trial_unmarked(spec: &TrialSpec, workdir: &Path, watcher: Option<&d
     r.level = spec.case.level;
     r.steps = rec.steps;
     r.topology = rec.topology;
+    r.wire = rec.wire;
     judge(&spec.verdict, stopped, &mut r);
     r
 }
@@ -262,6 +266,7 @@ struct Recorder {
     started: Instant,
     steps: Vec<StepRecord>,
     topology: Option<crate::input::topology::Topology>,
+    wire: crate::steps::wire::WireCounts,
     /// The current lab (`n8 r2`).
     lab: String,
 }
@@ -410,6 +415,7 @@ async fn run_once(
                 }
                 let _ = std::fs::write(trial.lab.dir.join("trial.log"), trial_log.lines().join("\n"));
             }
+            rec.wire = trial.wire.clone();
             let stopped = Stopped { step: Some(i + 1), step_name: step.name(), error, at: String::new(), dir: Some(trial.lab.dir.clone()) };
             if let Some(w) = watcher {
                 w.hold(&mut trial, Some(stopped.message())).await;
@@ -424,6 +430,7 @@ async fn run_once(
         tracing::info!("ok   step {} `{}` ({} ms)", i + 1, step.name(), t.elapsed().as_millis());
         rec.record(i + 1, step.name(), t, StepOutcome::Passed, &trial_log.lines()[from..]);
     }
+    rec.wire = trial.wire.clone();
     if let Some(w) = watcher {
         w.hold(&mut trial, None).await;
     }

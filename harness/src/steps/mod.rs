@@ -12,6 +12,7 @@
 //! | etcd operations | [`etcd`] |
 //! | faults and sabotage | [`faults`] |
 //! | negation (negative controls) | [`negation`] |
+//! | the wire, from the underlay capture | [`wire`] |
 
 pub mod agent;
 pub mod converge;
@@ -23,6 +24,7 @@ mod outcome;
 pub mod pods;
 pub mod traffic;
 mod trial;
+pub mod wire;
 
 pub use agent::{AddHost, ChangePublicIp, ExpectAgentsExit, ExpectAgentsRunning, RestartAgent, StartAgents, SwitchBackend};
 pub use converge::{ExpectCounts, ExpectSubnetsUnchanged, StayConverged, WaitConverged};
@@ -37,6 +39,7 @@ pub use pods::{CreatePods, ExpectMtu, ExpectPing};
 pub use traffic::{ExpectSource, Fate, InjectUdp, InjectVxlan, MeasureThroughput, SeenAs, StartTraffic, StopTraffic};
 pub(crate) use trial::load_profile;
 pub use trial::Trial;
+pub use wire::ExpectWire;
 
 /// A case whose steps are this crate's step kinds.
 pub type Case = crate::input::case::Case<Step>;

@@ -50,6 +50,8 @@ pub struct Trial<'a> {
     /// A mutant trial's expected finding, armed during the step it names: a wait there may
     /// end once that finding has held, with nothing changing, for [`MUTANT_SETTLE`].
     pub settle_on: Option<crate::input::case::Expected>,
+    /// Pod-traffic frames per (sender, receiver) the last wire check saw.
+    pub wire: super::wire::WireCounts,
 }
 
 /// How long a mutant trial's expected finding must hold, with every finding unchanged and
@@ -122,6 +124,7 @@ impl<'a> Trial<'a> {
             capture,
             lab,
             settle_on: None,
+            wire: Default::default(),
         }
     }
 
