@@ -295,7 +295,12 @@ impl Trial<'_> {
         let settles = self.settle_on.as_ref().is_some_and(|e| e.check == Check::Canary);
         loop {
             let mut findings = self.observe().await?.0;
-            findings.extend(self.agent_exits()?);
+            let exits = self.agent_exits()?;
+            if !exits.is_empty() {
+                // an agent that died (and no restart policy brings back) cannot follow: settled
+                findings.extend(exits);
+                return Ok(Some(findings));
+            }
             if let Some(l) = listener {
                 let target = subnet.nth(1);
                 let mut jobs = Vec::new();
