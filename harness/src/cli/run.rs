@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Args;
@@ -124,23 +124,37 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     Ok(if reports.iter().any(|r| r.fails_run()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-enum Event {
-    Started(String),
-    Finished(usize, Box<TrialReport>),
+/// How much of the machine a trial takes, in job slots: one per 16 hosts of its largest
+/// lab, so a 250-host case runs alone while small ones run side by side.
+fn weight(spec: &TrialSpec, jobs: usize) -> usize {
+    let hosts = spec
+        .case
+        .scales()
+        .into_iter()
+        .filter_map(|s| s.or_else(|| spec.case.topology(None).ok().map(|t| t.hosts.len() as u32)))
+        .max()
+        .unwrap_or(1);
+    (hosts as usize).div_ceil(16).clamp(1, jobs)
 }
 
-/// Runs the trials on `jobs` threads (each trial on a runtime of its own, like the test
-/// target) and returns their reports in the order given.
+/// Runs the trials (each on a thread and runtime of its own, like the test target) with up
+/// to `jobs` slots in use, and returns their reports in the order given.
 fn run_all(trials: Vec<TrialSpec>, jobs: usize, workdir: &Path, tty: bool) -> Vec<TrialReport> {
     let total = trials.len();
-    let queue: Arc<Mutex<VecDeque<(usize, TrialSpec)>>> = Arc::new(Mutex::new(trials.into_iter().enumerate().collect()));
+    let mut queue: VecDeque<(usize, usize, TrialSpec)> = trials.into_iter().enumerate().map(|(i, t)| (i, weight(&t, jobs), t)).collect();
     let (tx, rx) = mpsc::channel();
-    let workers: Vec<_> = (0..jobs)
-        .map(|_| {
-            let (queue, tx, workdir) = (queue.clone(), tx.clone(), workdir.to_path_buf());
-            std::thread::spawn(move || loop {
-                let Some((i, spec)) = queue.lock().expect("trial queue").pop_front() else { return };
-                let _ = tx.send(Event::Started(spec.name()));
+    let mut progress = Progress::new(total, tty);
+    let mut out: Vec<Option<TrialReport>> = (0..total).map(|_| None).collect();
+    let (mut busy, mut running, mut done) = (0usize, Vec::new(), 0usize);
+    while done < total {
+        // start what fits: the next trial in order, or any that fits beside a heavy one
+        while let Some(pos) = queue.iter().position(|(_, w, _)| busy == 0 || busy + w <= jobs) {
+            let (i, w, spec) = queue.remove(pos).expect("position is in the queue");
+            busy += w;
+            progress.started(&spec.name());
+            let (tx, workdir) = (tx.clone(), workdir.to_path_buf());
+            running.push((i, w));
+            std::thread::spawn(move || {
                 let report = match super::runtime() {
                     Ok(rt) => {
                         let r = rt.block_on(run_trial(&spec, &workdir));
@@ -149,27 +163,21 @@ fn run_all(trials: Vec<TrialSpec>, jobs: usize, workdir: &Path, tty: bool) -> Ve
                     }
                     Err(e) => TrialReport::lab_failure(spec.name(), format!("{e}")),
                 };
-                let _ = tx.send(Event::Finished(i, Box::new(report)));
-            })
-        })
-        .collect();
-    drop(tx);
-    let mut progress = Progress::new(total, tty);
-    let mut out: Vec<Option<TrialReport>> = (0..total).map(|_| None).collect();
-    loop {
+                let _ = tx.send((i, Box::new(report)));
+            });
+        }
         match rx.recv_timeout(Duration::from_millis(120)) {
-            Ok(Event::Started(name)) => progress.started(&name),
-            Ok(Event::Finished(i, r)) => {
+            Ok((i, r)) => {
                 progress.finished(&r);
                 out[i] = Some(*r);
+                done += 1;
+                if let Some(k) = running.iter().position(|(j, _)| *j == i) {
+                    busy -= running.remove(k).1;
+                }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => progress.tick(),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-    }
-    drop(progress);
-    for w in workers {
-        let _ = w.join();
     }
     out.into_iter().flatten().collect()
 }
