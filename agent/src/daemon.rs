@@ -19,7 +19,8 @@ use crate::etcd_access::{chain, connect_options, failure_hint, EtcdAccess};
 use crate::firewall::Firewall;
 use crate::ipnet::{Ipv4Net, Ipv6Net};
 use crate::lease::{event_from_watch, Lease, LeaseAttrs, LeaseError, LeaseEvent, OwnLease, Registry, Subnets, LEASE_TTL};
-use crate::netlink::{Families, Kernel, LinkChange};
+use crate::netlink::{Families, Kernel};
+use crate::notify::{self, Change};
 use crate::subnet_choice::Previous;
 use crate::subnet_file::{previous_subnets, SubnetEnv};
 
@@ -80,8 +81,11 @@ async fn wait_for_config(reg: &mut Registry) -> String {
     }
 }
 
-/// How often the kernel state is checked even when no link event said so.
+/// How often the kernel state is checked without notifications, and at most how often a
+/// notification asks for a check.
 const RECONCILE_EVERY: Duration = Duration::from_secs(10);
+/// How often it is checked anyway when notifications tell what changed (see `safety_period`).
+const SAFETY_EVERY: Duration = Duration::from_secs(60);
 /// Delay between a link event and the reconcile it triggers, so a burst is handled once.
 const LINK_SETTLE: Duration = Duration::from_millis(300);
 /// Delay between a peer change and the vxlan source filter update it triggers: at size
@@ -200,10 +204,11 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
         }
     };
     let mut attrs = net.lease_attrs(public_ip, public_ipv6);
-    // Link notifications for the backends whose kernel state hangs on the underlay.
-    let mut links = match net {
+    // Kernel notifications for the backends whose kernel state hangs on the underlay:
+    // links, and the routes, neighbours and FDB entries the agent keeps.
+    let mut changes = match net {
         Network::Udp(_) => None,
-        _ => Some(Kernel::link_changes().context("subscribe to link notifications")?),
+        _ => Some(notify::kernel_changes(true).context("subscribe to kernel notifications")?),
     };
 
     let previous = previous_subnets(&flags.subnet_file);
@@ -222,7 +227,10 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
 
     let renew_every = LEASE_TTL - Duration::from_secs(flags.renew_margin_minutes * 60);
     let mut renew_at = Instant::now() + renew_every;
-    let mut reconcile_at = Instant::now() + RECONCILE_EVERY;
+    let mut reconcile_at = Instant::now() + safety_period(0);
+    // the last reconcile a notification asked for: in a fight with someone who keeps
+    // undoing the agent's entries, one every RECONCILE_EVERY is enough
+    let mut asked_at: Option<Instant> = None;
     let mut underlay_gone = false;
     let mut backoff = Backoff::new();
     'resync: loop {
@@ -298,19 +306,30 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                         Err(e) => { etcd_warning(&e, reg.tls(), "renewing the lease failed, retrying"); renew_at = Instant::now() + Duration::from_secs(5); }
                     }
                 }
-                Some(change) = next_link_change(&mut links) => {
-                    let ours = change.index == underlay.index || change.name.as_deref() == Some(underlay.name.as_str()) || change.name.as_deref().is_some_and(|n| net.is_device(n));
-                    if ours {
-                        tracing::debug!(?change, "link changed, reconciling soon");
-                        reconcile_at = reconcile_at.min(Instant::now() + LINK_SETTLE);
+                Some(change) = next_change(&mut changes) => match change {
+                    Change::Link(link) => {
+                        let ours = link.index == underlay.index || link.name.as_deref() == Some(underlay.name.as_str()) || link.name.as_deref().is_some_and(|n| net.is_device(n));
+                        if ours {
+                            tracing::debug!(?link, "link changed, reconciling soon");
+                            reconcile_at = reconcile_at.min(Instant::now() + LINK_SETTLE);
+                        }
                     }
-                }
+                    other if net.diverges(&other) => {
+                        let at = asked_at.map_or(Instant::now(), |t| t + RECONCILE_EVERY).max(Instant::now() + LINK_SETTLE);
+                        if at < reconcile_at {
+                            tracing::debug!(change = ?other, "kernel state moved away from the peers', reconciling soon");
+                            reconcile_at = at;
+                            asked_at = Some(at);
+                        }
+                    }
+                    _ => {}
+                },
                 _ = sleep_until(iptables_at) => {
                     fw.resync_iptables().await;
                     iptables_at = Instant::now() + fw.resync_every;
                 }
                 _ = sleep_until(reconcile_at) => {
-                    reconcile_at = Instant::now() + RECONCILE_EVERY;
+                    reconcile_at = Instant::now() + if changes.is_some() { safety_period(net.peer_count()) } else { RECONCILE_EVERY };
                     match kernel.underlay(std::slice::from_ref(&underlay.name), need).await {
                         Ok(Some(now)) => {
                             if underlay_gone || now.index != underlay.index {
@@ -350,12 +369,28 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
     }
 }
 
-/// The next link change, or never when there is no subscription.
-async fn next_link_change(links: &mut Option<UnboundedReceiver<LinkChange>>) -> Option<LinkChange> {
-    match links {
-        Some(rx) => rx.recv().await,
+/// The next kernel notification, or never when there is no subscription. A subscription
+/// whose reader stopped ends: the agent falls back to reconciling every RECONCILE_EVERY.
+async fn next_change(changes: &mut Option<UnboundedReceiver<Change>>) -> Option<Change> {
+    match changes {
+        Some(rx) => match rx.recv().await {
+            Some(c) => Some(c),
+            None => {
+                *changes = None;
+                Some(Change::Overflow)
+            }
+        },
         None => std::future::pending().await,
     }
+}
+
+/// How often kernel state is checked in full when notifications say what changed: a safety
+/// net, jittered so that a thousand agents started together do not check together, and
+/// longer with more peers (each check dumps the neighbour table, which the kernel walks
+/// whole, every namespace's entries included).
+fn safety_period(peers: usize) -> Duration {
+    let base = SAFETY_EVERY.max(Duration::from_millis(150) * peers as u32);
+    base.mul_f64(rand::random_range(0.8..=1.2))
 }
 
 async fn acquire(reg: &mut Registry, conf: &NetConf, attrs: &LeaseAttrs, previous: Previous) -> anyhow::Result<OwnLease> {
@@ -551,6 +586,16 @@ impl Network {
             let peers: Option<BTreeSet<Ipv4Addr>> = v4.as_ref().map(|n| n.peer_ips());
             let peers6: Option<BTreeSet<Ipv6Addr>> = v6.as_ref().map(|n| n.peer_ips());
             fw.set_vxlan_peers(*port, peers.as_ref(), peers6.as_ref()).await;
+        }
+    }
+
+    /// Whether a kernel notification moved the backend's kernel state away from what its
+    /// peers want (never true for the agent's own changes).
+    fn diverges(&self, c: &Change) -> bool {
+        match self {
+            Network::Vxlan { v4, v6, .. } => v4.as_ref().is_some_and(|n| n.diverges(c)) || v6.as_ref().is_some_and(|n| n.diverges(c)),
+            Network::HostGw { v4, v6 } => v4.as_ref().is_some_and(|n| n.diverges(c)) || v6.as_ref().is_some_and(|n| n.diverges(c)),
+            Network::Udp(_) => false,
         }
     }
 

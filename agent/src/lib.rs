@@ -17,8 +17,9 @@
 //! | leases in etcd (flanneld's schema; IPv4-only, dual-stack and IPv6-only keys) | [`lease`] |
 //! | which subnets to lease (pure, unit-tested) | [`subnet_choice`] |
 //! | `subnet.env` | [`subnet_file`] |
-//! | iptables masquerade/forward rules; the vxlan source filter (nftables) | [`firewall`] over [`iptables`], [`vxlan_filter`], both running [`tool`] |
+//! | iptables masquerade/forward rules; the vxlan source filter (nftables) | [`firewall`] over [`iptables`], [`vxlan_filter`], both running [`tool`]; set elements and leftovers over netlink: [`nfnetlink`] |
 //! | peers → kernel state; each backend's constants (device names, ports, overhead) | [`backend`] over [`netlink`] |
+//! | kernel change notifications (links, routes, neighbours, FDB; nftables) instead of polling | [`notify`] |
 //! | the same per address family: `flannel.N` and `flannel-v6.N`, host-gw routes of each | [`backend::vxlan::VxlanNetwork`], [`backend::hostgw::HostGwNetwork`] (generic over [`ipnet::IpNet`]) |
 //! | udp: TUN set-up, peer table; packets | [`backend::udp`]; [`backend::udp_datapath`] over [`tun`] |
 //! | the main loop, dispatching to the configured backend | [`daemon`] |
@@ -41,6 +42,8 @@ pub mod ipnet;
 pub mod iptables;
 pub mod lease;
 pub mod netlink;
+pub mod nfnetlink;
+pub mod notify;
 pub mod subnet_choice;
 pub mod subnet_file;
 pub mod tool;

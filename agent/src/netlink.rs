@@ -102,51 +102,12 @@ pub struct Kernel {
     handle: Handle,
 }
 
-/// A change to a network interface, from the kernel's link notifications.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkChange {
-    pub index: u32,
-    pub name: Option<String>,
-    pub deleted: bool,
-    pub up: bool,
-}
-
 impl Kernel {
     /// Opens a netlink connection in the agent's own network namespace.
     pub fn open() -> std::io::Result<Self> {
         let (conn, handle, _) = rtnetlink::new_connection()?;
         tokio::spawn(conn);
         Ok(Kernel { handle })
-    }
-
-    /// `ip monitor link`: every link notification of this namespace, on a connection of
-    /// its own, until the receiver is dropped.
-    pub fn link_changes() -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<LinkChange>> {
-        use netlink_packet_route::RouteNetlinkMessage;
-        use rtnetlink::packet_core::NetlinkPayload;
-        let (mut conn, _handle, mut messages) = rtnetlink::new_connection()?;
-        use rtnetlink::sys::AsyncSocket;
-        conn.socket_mut().socket_mut().bind(&rtnetlink::sys::SocketAddr::new(0, rtnetlink::constants::RTMGRP_LINK))?;
-        tokio::spawn(conn);
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            // _handle must live as long as the connection is read
-            let _keep = _handle;
-            while let Some((msg, _)) = futures::StreamExt::next(&mut messages).await {
-                let (link, deleted) = match msg.payload {
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => (l, false),
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => (l, true),
-                    _ => continue,
-                };
-                let up = link.header.flags.contains(netlink_packet_route::link::LinkFlags::Up)
-                    && link.header.flags.contains(netlink_packet_route::link::LinkFlags::LowerUp);
-                let change = LinkChange { index: link.header.index, name: link_name(&link), deleted, up };
-                if tx.send(change).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(rx)
     }
 
     /// `ip link show`

@@ -124,6 +124,22 @@ impl<K: HostGwKernel<N>, N: Family> HostGwNetwork<K, N> {
     }
 
     /// The underlay was recreated under a new ifindex.
+    /// Whether a kernel notification moved the routes away from the peers': a peer's route
+    /// deleted, or a route into the network through the underlay that no peer explains.
+    pub fn diverges(&self, c: &crate::notify::Change) -> bool {
+        let crate::notify::Change::Route(r) = c else { return matches!(c, crate::notify::Change::Overflow) };
+        let Some(dst) = N::from_ip(r.dst).and_then(|a| N::new(a, r.prefix)) else { return false };
+        if r.oif != Some(self.oif) || !self.network.contains_net(&dst) || Some(dst) == self.own {
+            return false;
+        }
+        let wanted = self.peers.get(&dst).is_some_and(|(gw, _)| r.gateway.and_then(N::from_ip) == Some(*gw));
+        if r.deleted {
+            wanted
+        } else {
+            !wanted
+        }
+    }
+
     pub fn set_underlay(&mut self, oif: u32) {
         self.oif = oif;
     }

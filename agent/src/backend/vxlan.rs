@@ -256,6 +256,12 @@ impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
         self.dev.underlay_index = index;
     }
 
+    /// Whether a kernel notification moved this device's state away from the peers' (see
+    /// [`super::vxlan_plan::diverges`]): then a reconcile is due.
+    pub fn diverges(&self, c: &crate::notify::Change) -> bool {
+        super::vxlan_plan::diverges(&self.peers, self.ifindex, self.direct_scope(), c)
+    }
+
     fn direct_scope(&self) -> Option<(u32, N)> {
         self.direct_routing.then_some((self.dev.underlay_index, self.network))
     }

@@ -11,10 +11,12 @@
 //! The same holds for IPv6 on `flannel-v6.N` (gateway `SUBNET::`, the subnet's network
 //! address): everything here is generic over the family's prefix type.
 
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::vxlan::{Mac, Peer};
 use crate::ipnet::{IpNet, Ipv4Net};
+use crate::notify::Change;
 
 /// How a peer's subnet is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +111,53 @@ pub fn plan<N: IpNet>(wanted: &[(Peer<N>, Path)], installed: &InstalledPeers<N>)
     Plan { stale, missing }
 }
 
+/// Whether a kernel notification moves this device's state away from what `peers` want
+/// (the agent then reconciles; its own changes never do): a wanted route, permanent
+/// neighbour or FDB entry on the device (`ifindex`), or a wanted direct route on the
+/// underlay (`direct`: its index and the network), deleted or changed; or an entry there
+/// that no peer explains appearing.
+pub fn diverges<N: IpNet>(peers: &BTreeMap<N, (Peer<N>, Path)>, ifindex: u32, direct: Option<(u32, N)>, c: &Change) -> bool {
+    let addr = |ip: IpAddr| N::from_ip(ip);
+    match c {
+        Change::Route(r) => {
+            let Some(dst) = addr(r.dst).and_then(|a| N::new(a, r.prefix)) else { return false };
+            let want_gw = if r.oif == Some(ifindex) {
+                peers.get(&dst).filter(|(_, path)| *path == Path::Vxlan).map(|(p, _)| p.gateway())
+            } else if direct.is_some_and(|(underlay, network)| r.oif == Some(underlay) && network.contains_net(&dst)) {
+                peers.get(&dst).filter(|(_, path)| *path == Path::Direct).map(|(p, _)| p.public_ip)
+            } else {
+                return false;
+            };
+            let wanted = want_gw.is_some() && want_gw == r.gateway.and_then(addr);
+            if r.deleted {
+                wanted
+            } else {
+                !wanted
+            }
+        }
+        Change::Neighbour(n) if n.ifindex == ifindex => {
+            let Some(ip) = addr(n.ip) else { return false };
+            let want = peers.values().find(|(p, path)| *path == Path::Vxlan && p.gateway() == ip).map(|(p, _)| p.vtep_mac);
+            match n.deleted {
+                true => want.is_some(),
+                // the kernel's own (non-permanent) entries are not the agent's business
+                false => n.permanent && want != n.mac,
+            }
+        }
+        Change::Fdb(f) if f.ifindex == ifindex && f.permanent => {
+            let dst = f.dst.and_then(addr);
+            let wanted = peers.values().any(|(p, path)| *path == Path::Vxlan && p.vtep_mac == f.mac && Some(p.public_ip) == dst);
+            if f.deleted {
+                wanted
+            } else {
+                !wanted
+            }
+        }
+        Change::Overflow => true,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +175,50 @@ mod tests {
         into.routes.push((p.subnet, p.gateway()));
         into.neighbours.push((p.gateway(), p.vtep_mac));
         into.fdb.push((p.vtep_mac, p.public_ip));
+    }
+
+    #[test]
+    fn only_changes_away_from_the_wanted_state_diverge() {
+        use crate::notify::{FdbChange, NeighbourChange, RouteChange};
+        let (p2, p3) = (peer(2), peer(3));
+        let peers: BTreeMap<Ipv4Net, (Peer, Path)> = [(p2.subnet, (p2, Path::Vxlan)), (p3.subnet, (p3, Path::Direct))].into();
+        let direct = Some((2, "10.244.0.0/16".parse().unwrap()));
+        let d = |c: Change| diverges(&peers, 9, direct, &c);
+        let route = |deleted, dst: &str, gw: &str, oif| {
+            Change::Route(RouteChange {
+                deleted,
+                dst: dst.parse().unwrap(),
+                prefix: 24,
+                gateway: Some(gw.parse().unwrap()),
+                oif: Some(oif),
+            })
+        };
+        // the agent's own additions and the kernel's answers to them: nothing to do
+        assert!(!d(route(false, "10.244.2.0", "10.244.2.0", 9)));
+        assert!(!d(route(false, "10.244.3.0", "192.168.99.3", 2)));
+        // a wanted route deleted, on the device or the underlay; a stranger added
+        assert!(d(route(true, "10.244.2.0", "10.244.2.0", 9)));
+        assert!(d(route(true, "10.244.3.0", "192.168.99.3", 2)));
+        assert!(d(route(false, "10.244.7.0", "10.244.7.0", 9)));
+        // an unwanted route deleted (the agent's own clean-up), or routes elsewhere: nothing
+        assert!(!d(route(true, "10.244.7.0", "10.244.7.0", 9)));
+        assert!(!d(route(true, "192.168.5.0", "192.168.99.1", 2)));
+        let neigh = |deleted, ip: &str, mac: u8, permanent| {
+            Change::Neighbour(NeighbourChange { deleted, ifindex: 9, ip: ip.parse().unwrap(), mac: Some([2, 0, 0, 0, 0, mac]), permanent })
+        };
+        assert!(!d(neigh(false, "10.244.2.0", 2, true)));
+        assert!(d(neigh(false, "10.244.2.0", 5, true)), "a changed MAC");
+        assert!(d(neigh(true, "10.244.2.0", 2, true)));
+        assert!(!d(neigh(false, "10.244.9.9", 9, false)), "the kernel's own entries");
+        assert!(d(neigh(false, "10.244.3.0", 3, true)), "a direct peer has no neighbour on the device");
+        let fdb = |deleted, mac: u8, dst: &str| {
+            Change::Fdb(FdbChange { deleted, ifindex: 9, mac: [2, 0, 0, 0, 0, mac], dst: Some(dst.parse().unwrap()), permanent: true })
+        };
+        assert!(!d(fdb(false, 2, "192.168.99.2")));
+        assert!(d(fdb(true, 2, "192.168.99.2")));
+        assert!(d(fdb(false, 2, "192.168.99.7")), "a stale destination");
+        assert!(!d(fdb(true, 8, "192.168.99.8")), "a stale entry going away");
+        assert!(d(Change::Overflow));
     }
 
     #[test]
