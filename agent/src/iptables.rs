@@ -4,7 +4,8 @@
 //! `iptables` binary to install them, check them, and remove them on exit.
 //!
 //! As in flanneld v0.20.2, each chain is checked rule by rule (`-C`); when any rule is
-//! missing the chain is flushed and filled again in order, so order is never wrong. Unlike
+//! missing the chain is flushed and filled again in order, so order is never wrong (one
+//! `iptables-restore --noflush`). Unlike
 //! v0.20.2, leftovers of a previous run are removed at start and everything on exit.
 //!
 //! With IPv6 enabled the forward rules are also installed for the IPv6 network with
@@ -101,6 +102,11 @@ fn all_chains() -> [(&'static str, &'static str, &'static str, &'static str, Vec
     ]
 }
 
+/// (binary, table, chain) of every chain the agent may install.
+pub fn all_chain_names() -> Vec<(&'static str, &'static str, &'static str)> {
+    all_chains().into_iter().map(|(b, t, _, c, _)| (b, t, c)).collect()
+}
+
 /// A chain's name for logs: `FLANNEL-FWD`, or `FLANNEL-FWD (ip6tables)`.
 fn label(binary: &str, chain: &str) -> String {
     match binary {
@@ -121,14 +127,38 @@ fn with(op: &str, chain: &str, spec: &[String]) -> Vec<String> {
     v
 }
 
-/// Whether the `iptables` binary can be run; the error says why not.
-pub async fn available() -> Result<(), IptablesError> {
-    crate::tool::run(BINARY, &["--version"], None).await.map(|_| ())
+/// Whether the `iptables` binary is there; the error says why not.
+pub fn available() -> Result<(), IptablesError> {
+    crate::tool::locate(BINARY).map(|_| ())
 }
 
-/// Whether the `ip6tables` binary can be run; the error says why not.
-pub async fn available6() -> Result<(), IptablesError> {
-    crate::tool::run(BINARY6, &["--version"], None).await.map(|_| ())
+/// Whether the `ip6tables` binary is there; the error says why not.
+pub fn available6() -> Result<(), IptablesError> {
+    crate::tool::locate(BINARY6).map(|_| ())
+}
+
+/// Whether `iptables` is the nf_tables one (`xtables-nft-multi`), whose chains are
+/// nftables chains: then changes to them arrive as nftables notifications.
+pub fn nft_backed() -> bool {
+    crate::tool::locate(BINARY).ok().and_then(|p| std::fs::canonicalize(p).ok()).is_some_and(|p| p.to_string_lossy().contains("nft"))
+}
+
+/// `iptables-restore --noflush` input that (re)writes a chain and/or its jump: declaring a
+/// chain creates it, or flushes it when it exists.
+pub fn restore_script(c: &ChainRules, chain: bool, jump: bool) -> String {
+    let line =
+        |words: &[String]| words.iter().map(|w| if w.contains(' ') { format!("\"{w}\"") } else { w.clone() }).collect::<Vec<_>>().join(" ");
+    let mut s = format!("*{}\n", c.table);
+    if chain {
+        s += &format!(":{} - [0:0]\n", c.chain);
+        for r in &c.rules {
+            s += &format!("-A {} {}\n", c.chain, line(r));
+        }
+    }
+    if jump {
+        s += &format!("-I {} 1 {}\n", c.parent, line(&c.jump));
+    }
+    s + "COMMIT\n"
 }
 
 /// The agent's installed chains.
@@ -164,57 +194,56 @@ impl Iptables {
     }
 
     /// Installs or repairs every chain; returns the chains that had to be (re)written.
-    pub async fn ensure(&mut self) -> Result<Vec<String>, IptablesError> {
+    /// `absent(binary, table, chain)` says which chains are known not to exist.
+    pub async fn ensure(&mut self, mut absent: impl FnMut(&str, &str, &str) -> bool) -> Result<Vec<String>, IptablesError> {
         let mut written = Vec::new();
         for c in self.wanted() {
-            if self.ensure_chain(&c).await? {
+            if self.ensure_chain(&c, absent(c.binary, c.table, c.chain)).await? {
                 written.push(label(c.binary, c.chain));
             }
         }
         Ok(written)
     }
 
-    async fn ensure_chain(&mut self, c: &ChainRules) -> Result<bool, IptablesError> {
+    /// Checks the chain rule by rule (`-C`; a missing chain fails the first) and its jump,
+    /// and rewrites what is wrong in one `iptables-restore --noflush`. `absent`: the chain
+    /// is known not to exist, so there is nothing to check.
+    async fn ensure_chain(&mut self, c: &ChainRules, absent: bool) -> Result<bool, IptablesError> {
         let ipt = |args: Vec<String>| async move { iptables(c.binary, c.table, &args).await };
-        let mut complete = ipt(vec!["-N".into(), c.chain.into()]).await.is_err(); // exists already
-        if complete {
-            for r in &c.rules {
-                if ipt(with("-C", c.chain, r)).await.is_err() {
-                    complete = false;
-                    break;
-                }
+        let mut complete = !absent;
+        for r in &c.rules {
+            if !complete {
+                break;
             }
+            complete = ipt(with("-C", c.chain, r)).await.is_ok();
         }
-        if !complete {
-            ipt(vec!["-F".into(), c.chain.into()]).await?;
-            for r in &c.rules {
-                match ipt(with("-A", c.chain, r)).await {
-                    Err(e) if self.random_fully && r.iter().any(|w| w == "--random-fully") => {
-                        tracing::warn!(error = crate::etcd_access::chain(&e), "iptables rejects --random-fully; masquerading without it");
-                        self.random_fully = false;
-                        let Some((network, own)) = self.ipv4 else { unreachable!("masquerading rules exist only with IPv4") };
-                        let again = masq_rules(network, own, false);
-                        return Box::pin(self.ensure_chain(&again)).await;
-                    }
-                    other => other?,
-                }
+        let jumped = !absent && ipt(with("-C", c.parent, &c.jump)).await.is_ok();
+        if complete && jumped {
+            return Ok(false);
+        }
+        let restore = if c.binary == BINARY6 { "ip6tables-restore" } else { "iptables-restore" };
+        match crate::tool::run(restore, &["--noflush", "-w", "5"], Some(&restore_script(c, !complete, !jumped))).await {
+            Err(e) if !complete && self.random_fully && c.rules.iter().flatten().any(|w| w == "--random-fully") => {
+                tracing::warn!(error = crate::etcd_access::chain(&e), "iptables rejects --random-fully; masquerading without it");
+                self.random_fully = false;
+                let Some((network, own)) = self.ipv4 else { unreachable!("masquerading rules exist only with IPv4") };
+                let again = masq_rules(network, own, false);
+                Box::pin(self.ensure_chain(&again, absent)).await
             }
+            other => other.map(|_| true),
         }
-        let jumped = ipt(with("-C", c.parent, &c.jump)).await.is_ok();
-        if !jumped {
-            let mut insert = vec!["-I".to_string(), c.parent.into(), "1".into()];
-            insert.extend_from_slice(&c.jump);
-            ipt(insert).await?;
-        }
-        Ok(!complete || !jumped)
     }
 }
 
 /// Removes every chain the agent may have installed (this run's or a previous one's):
 /// the jumps, then the chains. Missing pieces are fine; returns the chains removed.
-pub async fn remove_all() -> Vec<String> {
+/// `absent(binary, table, chain)` says which are known not to exist (nothing is run for them).
+pub async fn remove_all(absent: impl Fn(&str, &str, &str) -> bool) -> Vec<String> {
     let mut removed = Vec::new();
     for (binary, table, parent, chain, jump) in all_chains() {
+        if absent(binary, table, chain) {
+            continue;
+        }
         let mut any = false;
         for _ in 0..16 {
             if iptables(binary, table, &with("-D", parent, &jump)).await.is_err() {
@@ -238,6 +267,21 @@ pub async fn remove_all() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restore_scripts_write_the_chain_and_the_jump_as_asked() {
+        let c = forward_rules("10.244.0.0/16".parse::<Ipv4Net>().unwrap());
+        let both = restore_script(&c, true, true);
+        assert_eq!(
+            both,
+            "*filter\n:FLANNEL-FWD - [0:0]\n-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment \"flanneld forward\" -j ACCEPT\n-A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment \"flanneld forward\" -j ACCEPT\n-I FORWARD 1 -m comment --comment \"flanneld forward\" -j FLANNEL-FWD\nCOMMIT\n"
+        );
+        assert_eq!(
+            restore_script(&c, false, true),
+            "*filter\n-I FORWARD 1 -m comment --comment \"flanneld forward\" -j FLANNEL-FWD\nCOMMIT\n"
+        );
+        assert!(!restore_script(&c, true, false).contains("-I FORWARD"));
+    }
 
     fn joined(c: &ChainRules) -> Vec<String> {
         c.rules.iter().map(|r| r.join(" ")).collect()

@@ -13,6 +13,19 @@ pub enum ToolError {
     Spawn(&'static str, #[source] std::io::Error),
     #[error("`{tool} {args}` failed ({status}): {stderr}")]
     Failed { tool: &'static str, args: String, status: std::process::ExitStatus, stderr: String },
+    #[error("`{0}` is not an executable file in any directory of PATH")]
+    NotFound(&'static str),
+}
+
+/// Where `tool` is on PATH, without running it (a thousand agents starting together would
+/// otherwise each run `--version` probes).
+pub fn locate(tool: &'static str) -> Result<std::path::PathBuf, ToolError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .ok_or(ToolError::NotFound(tool))
 }
 
 /// Runs `tool args…` with `stdin`; its stdout when it exits 0.

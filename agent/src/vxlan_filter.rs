@@ -9,18 +9,21 @@
 //! }
 //! ```
 //!
-//! kept in step with leases by adding and deleting set elements, checked (`nft -j list`)
-//! at every reconcile and rebuilt atomically when someone changed it, deleted on exit.
+//! kept in step with leases by adding and deleting set elements (over netlink:
+//! [`crate::nfnetlink`]), checked (`nft -j list`) when someone else changed it and rebuilt
+//! atomically, deleted on exit.
 //! With IPv6 enabled, `table ip6 flannel-agent-vxlan` does the same for `flannel-v6.<VNI>`
 //! (set type `ipv6_addr`, `ip6 saddr`) with the peers' PublicIPv6 addresses.
-//! Scripts and the listing check are pure; [`nft`] runs the binary.
+//! Scripts and the listing check are pure; [`nft`] runs the binary (to create the table).
 
 use std::collections::BTreeSet;
 use std::fmt::Display;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde_json::Value;
+
+use crate::nfnetlink::{Family, Nft};
 
 pub const TABLE: &str = "flannel-agent-vxlan";
 pub const SET: &str = "peers";
@@ -30,20 +33,24 @@ const BINARY: &str = "nft";
 pub use crate::tool::ToolError as NftError;
 
 /// The nftables family of one address family's filter.
-pub trait NftFamily: Copy + Ord + Display + FromStr + Send + Sync + 'static {
+pub trait NftFamily: Copy + Ord + Display + FromStr + Into<IpAddr> + Send + Sync + 'static {
     /// `ip` or `ip6`: the table family and the payload protocol of `saddr`.
     const FAMILY: &'static str;
+    /// The same, for requests over netlink.
+    const NF: Family;
     /// The set's element type.
     const SET_TYPE: &'static str;
 }
 
 impl NftFamily for Ipv4Addr {
     const FAMILY: &'static str = "ip";
+    const NF: Family = Family::Ip;
     const SET_TYPE: &'static str = "ipv4_addr";
 }
 
 impl NftFamily for Ipv6Addr {
     const FAMILY: &'static str = "ip6";
+    const NF: Family = Family::Ip6;
     const SET_TYPE: &'static str = "ipv6_addr";
 }
 
@@ -102,13 +109,20 @@ async fn nft(args: &[&str], script: Option<&str>) -> Result<String, NftError> {
     crate::tool::run(BINARY, args, script).await
 }
 
-/// Whether the `nft` binary can be run; the error says why not.
-pub async fn available() -> Result<(), NftError> {
-    nft(&["--version"], None).await.map(|_| ())
+/// Whether the `nft` binary is there; the error says why not.
+pub fn available() -> Result<(), NftError> {
+    crate::tool::locate(BINARY).map(|_| ())
 }
 
-/// Deletes the table of family `A` (this run's or a previous run's); true when there was one.
-pub async fn remove<A: NftFamily>() -> bool {
+/// Deletes the table of family `A` (this run's or a previous run's) over netlink when a
+/// socket is given, else with `nft`; true when there was one.
+pub async fn remove<A: NftFamily>(nl: Option<&mut Nft>) -> bool {
+    if let Some(nl) = nl {
+        match nl.delete_table(A::NF, TABLE) {
+            Ok(there) => return there,
+            Err(e) => tracing::debug!(error = %e, "deleting the table over netlink failed, running nft"),
+        }
+    }
     nft(&["delete", "table", A::FAMILY, TABLE], None).await.is_ok()
 }
 
@@ -125,10 +139,26 @@ impl<A: NftFamily> VxlanFilter<A> {
         Ok(VxlanFilter { port, peers })
     }
 
-    /// Adds and deletes set elements; rebuilds the table when that fails.
-    pub async fn set_peers(&mut self, peers: &BTreeSet<A>) -> Result<(), NftError> {
+    /// Adds and deletes set elements (over netlink when a socket is given, else with
+    /// `nft`); rebuilds the table when that fails.
+    pub async fn set_peers(&mut self, peers: &BTreeSet<A>, nl: Option<&mut Nft>) -> Result<(), NftError> {
         let script = update_script(&self.peers, peers);
         if script.is_empty() {
+            return Ok(());
+        }
+        if let Some(nl) = nl {
+            let added: Vec<IpAddr> = peers.difference(&self.peers).map(|a| (*a).into()).collect();
+            let gone: Vec<IpAddr> = self.peers.difference(peers).map(|a| (*a).into()).collect();
+            match nl.set_elements(A::NF, TABLE, SET, &added, &gone) {
+                Ok(()) => {
+                    tracing::debug!(added = added.len(), removed = gone.len(), "vxlan source filter updated");
+                    self.peers = peers.clone();
+                    return Ok(());
+                }
+                Err(e) => tracing::warn!(error = %e, "updating the vxlan source filter over netlink failed, rebuilding it"),
+            }
+            nft(&["-f", "-"], Some(&table_script(self.port, peers))).await?;
+            self.peers = peers.clone();
             return Ok(());
         }
         if let Err(e) = nft(&["-f", "-"], Some(&script)).await {

@@ -138,7 +138,8 @@ impl StepKind for ImpairLink {
 
 /// What an operator's host firewall does, in every host namespace or the named ones:
 /// `forward_policy: drop` (Docker's default, upstream #609/#799), `drop_udp_port: N` (a
-/// firewall dropping inbound UDP to N, e.g. vxlan's 8472, upstream #2388). Applied with
+/// firewall dropping inbound UDP to N, e.g. vxlan's 8472, upstream #2388), `flush_forward`
+/// (the FORWARD chain flushed by another tool). Applied with
 /// the `iptables` command (the operator's tool); the rules die with the namespaces.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +150,10 @@ pub struct Firewall {
     pub forward_policy: Option<Policy>,
     #[serde(default)]
     pub drop_udp_port: Option<u16>,
+    /// `iptables -F FORWARD`: someone else's tool flushing the chain the agent's jump to
+    /// its forward rules lives in (a firewall reload).
+    #[serde(default)]
+    pub flush_forward: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -171,8 +176,11 @@ impl StepKind for Firewall {
         if let Some(port) = self.drop_udp_port {
             rules.push(["-I", "INPUT", "-p", "udp", "--dport", &port.to_string(), "-j", "DROP"].map(String::from).to_vec());
         }
+        if self.flush_forward {
+            rules.push(vec!["-F".into(), "FORWARD".into()]);
+        }
         if rules.is_empty() {
-            return Err("firewall: give `forward_policy` or `drop_udp_port`".into());
+            return Err("firewall: give `forward_policy`, `drop_udp_port` or `flush_forward`".into());
         }
         let hosts = t.hosts_or_all(&self.hosts)?;
         for node in hosts {

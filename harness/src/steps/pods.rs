@@ -9,7 +9,7 @@ use super::{StepError, StepKind, StepResult, Trial};
 use crate::agents::Agent;
 use crate::contract::{Check, Finding};
 use crate::error::chain;
-use crate::input::case::Ref;
+use crate::input::case::{Dur, Ref};
 use crate::lab::pods as lab_pods;
 use crate::lab_err;
 use crate::probe::{self, PingOutcome};
@@ -40,6 +40,10 @@ pub struct ExpectPing {
     /// pods sharing a segment must): host-gw's documented limit.
     #[serde(default)]
     pub cross_segment_fails: Vec<String>,
+    /// Keep pinging until every pair behaves or this long has passed (default: one round):
+    /// for a repair the implementation makes on its own schedule.
+    #[serde(default)]
+    pub within: Option<Dur>,
 }
 
 impl StepKind for ExpectPing {
@@ -48,7 +52,24 @@ impl StepKind for ExpectPing {
     }
 
     async fn run(&self, t: &mut Trial<'_>) -> StepResult {
-        t.expect_ping(self).await
+        let Some(within) = self.within else { return t.expect_ping(self).await };
+        let t0 = std::time::Instant::now();
+        loop {
+            match t.expect_ping(self).await {
+                Err(StepError::Check(mut f)) if t0.elapsed() >= within.0 => {
+                    if let Some(first) = f.first_mut() {
+                        first.what = format!("still after {within}: {}", first.what);
+                    }
+                    return Err(StepError::Check(f));
+                }
+                Err(StepError::Check(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Ok(()) => {
+                    tracing::info!("every pod pair behaved {} ms into the step", t0.elapsed().as_millis());
+                    return Ok(());
+                }
+                other => return other,
+            }
+        }
     }
 }
 
