@@ -84,7 +84,8 @@ async fn wait_for_config(reg: &mut Registry) -> String {
 /// How often the kernel state is checked without notifications, and at most how often a
 /// notification asks for a check.
 const RECONCILE_EVERY: Duration = Duration::from_secs(10);
-/// How often it is checked anyway when notifications tell what changed (see `safety_period`).
+/// How often it is checked anyway when notifications tell what changed (see `safety_period`):
+/// at least this, and 600 ms per peer (10 minutes with a thousand peers).
 const SAFETY_EVERY: Duration = Duration::from_secs(60);
 /// Delay between a link event and the reconcile it triggers, so a burst is handled once.
 const LINK_SETTLE: Duration = Duration::from_millis(300);
@@ -231,6 +232,8 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
     // the last reconcile a notification asked for: in a fight with someone who keeps
     // undoing the agent's entries, one every RECONCILE_EVERY is enough
     let mut asked_at: Option<Instant> = None;
+    // whether `reconcile_at` is an event's (a link change, a divergence), not the period's
+    let mut reconcile_asked = false;
     let mut underlay_gone = false;
     let mut backoff = Backoff::new();
     'resync: loop {
@@ -254,6 +257,10 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
         }
         net.resync(&leases).await.context("program peers")?;
         net.sync_filter(fw).await;
+        if changes.is_some() && !reconcile_asked {
+            // the next full check once the safety period for this many peers is over
+            reconcile_at = Instant::now() + safety_period(net.peer_count());
+        }
         let mut filter_at: Option<Instant> = None;
         tracing::info!(peers = net.peer_count(), revision = rev, "peers programmed, watching for changes");
         let mut stream = match reg.watch(rev).await {
@@ -282,6 +289,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                         continue 'resync;
                     }
                     // Every event of every response: dropping all but the first is flannel bug #1726.
+                    let before = net.peer_count();
                     for ev in resp.events() {
                         match event_from_watch(reg.prefix(), ev) {
                             None => {}
@@ -292,6 +300,10 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                             }
                             Some(Ok(ev)) => net.handle(&ev).await.context("program peer")?,
                         }
+                    }
+                    let now = net.peer_count();
+                    if now.max(before) > crate::backend::LOG_EACH_PEER_UP_TO && now != before {
+                        tracing::info!(events = resp.events().len(), peers = now, "peers changed");
                     }
                     filter_at.get_or_insert(Instant::now() + FILTER_BATCH);
                 }
@@ -312,6 +324,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                         if ours {
                             tracing::debug!(?link, "link changed, reconciling soon");
                             reconcile_at = reconcile_at.min(Instant::now() + LINK_SETTLE);
+                            reconcile_asked = true;
                         }
                     }
                     other if net.diverges(&other) => {
@@ -320,6 +333,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                             tracing::debug!(change = ?other, "kernel state moved away from the peers', reconciling soon");
                             reconcile_at = at;
                             asked_at = Some(at);
+                            reconcile_asked = true;
                         }
                     }
                     _ => {}
@@ -330,6 +344,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                 }
                 _ = sleep_until(reconcile_at) => {
                     reconcile_at = Instant::now() + if changes.is_some() { safety_period(net.peer_count()) } else { RECONCILE_EVERY };
+                    reconcile_asked = false;
                     match kernel.underlay(std::slice::from_ref(&underlay.name), need).await {
                         Ok(Some(now)) => {
                             if underlay_gone || now.index != underlay.index {
@@ -389,7 +404,7 @@ async fn next_change(changes: &mut Option<UnboundedReceiver<Change>>) -> Option<
 /// longer with more peers (each check dumps the neighbour table, which the kernel walks
 /// whole, every namespace's entries included).
 fn safety_period(peers: usize) -> Duration {
-    let base = SAFETY_EVERY.max(Duration::from_millis(150) * peers as u32);
+    let base = SAFETY_EVERY.max(Duration::from_millis(600) * peers as u32);
     base.mul_f64(rand::random_range(0.8..=1.2))
 }
 
@@ -591,9 +606,10 @@ impl Network {
 
     /// Whether a kernel notification moved the backend's kernel state away from what its
     /// peers want (never true for the agent's own changes).
-    fn diverges(&self, c: &Change) -> bool {
+    fn diverges(&mut self, c: &Change) -> bool {
         match self {
-            Network::Vxlan { v4, v6, .. } => v4.as_ref().is_some_and(|n| n.diverges(c)) || v6.as_ref().is_some_and(|n| n.diverges(c)),
+            // both families hear of it (each distrusts what it no longer knows)
+            Network::Vxlan { v4, v6, .. } => v4.as_mut().is_some_and(|n| n.diverges(c)) | v6.as_mut().is_some_and(|n| n.diverges(c)),
             Network::HostGw { v4, v6 } => v4.as_ref().is_some_and(|n| n.diverges(c)) || v6.as_ref().is_some_and(|n| n.diverges(c)),
             Network::Udp(_) => false,
         }

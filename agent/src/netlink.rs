@@ -570,7 +570,7 @@ impl<N: IpNet> VxlanKernel<N> for Kernel {
         crate::backend::HostGwKernel::<N>::del_route(self, underlay, subnet, via).await
     }
 
-    async fn installed(&mut self, ifindex: u32, direct: Option<(u32, N)>) -> Result<InstalledPeers<N>, NlError> {
+    async fn installed(&mut self, ifindex: u32, direct: Option<(u32, N)>, neighbours: bool) -> Result<InstalledPeers<N>, NlError> {
         let mut out = InstalledPeers::default();
         for r in self.main_routes::<N>().await? {
             let Some(g) = r.gateway else { continue };
@@ -582,15 +582,18 @@ impl<N: IpNet> VxlanKernel<N> for Kernel {
                 }
             }
         }
-        let neigh: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(family::<N>())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(ctx("list neighbours"))?;
+        let neigh: Vec<NeighbourMessage> = match neighbours {
+            false => Vec::new(),
+            true => self
+                .handle
+                .neighbours()
+                .get()
+                .set_address_family(family::<N>())
+                .execute()
+                .try_collect()
+                .await
+                .map_err(ctx("list neighbours"))?,
+        };
         for n in neigh.iter().filter(|n| n.header.ifindex == ifindex && n.header.state == NeighbourState::Permanent) {
             let ip = n.attributes.iter().find_map(|a| match a {
                 NeighbourAttribute::Destination(d) => neighbour_ip(d).and_then(N::from_ip),

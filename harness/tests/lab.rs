@@ -15,6 +15,7 @@ use flannel_lab::suite;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 fn main() {
+    flannel_lab::lab::proc::prioritise_harness();
     install_signal_cleanup();
     flannel_lab::run::log::init();
     let mut args = Arguments::from_args();

@@ -73,7 +73,7 @@ impl<K: HostGwKernel<N>, N: Family> HostGwNetwork<K, N> {
     async fn install(&mut self, subnet: N, gw: N::Addr) -> Result<(), K::Error> {
         let ok = match self.kernel.add_route(self.oif, subnet, gw).await {
             Ok(()) => {
-                tracing::info!(%subnet, via = %gw, "peer route added");
+                super::peer_log!(self.peers.len(), %subnet, via = %gw, "peer route added");
                 true
             }
             Err(e) if K::is_unreachable_gateway(&e) => {
@@ -157,7 +157,7 @@ impl<K: HostGwKernel<N>, N: Family> HostGwNetwork<K, N> {
                 Ok(()) => {
                     match was_installed {
                         true => tracing::info!(%subnet, via = %gw, "host-gw route to peer re-installed"),
-                        false => tracing::info!(%subnet, via = %gw, "peer route added"),
+                        false => super::peer_log!(self.peers.len(), %subnet, via = %gw, "peer route added"),
                     }
                     self.peers.insert(subnet, (gw, true));
                 }
@@ -174,7 +174,7 @@ impl<K: HostGwKernel<N>, N: Family> HostGwNetwork<K, N> {
         if let Some((gw, installed)) = self.peers.remove(&subnet) {
             if installed {
                 self.kernel.del_route(self.oif, subnet, gw).await?;
-                tracing::info!(%subnet, via = %gw, "peer route removed");
+                super::peer_log!(self.peers.len(), %subnet, via = %gw, "peer route removed");
             }
         }
         Ok(())

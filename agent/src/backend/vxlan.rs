@@ -145,8 +145,10 @@ pub trait VxlanKernel<N: IpNet = Ipv4Net> {
     async fn route_to(&mut self, ip: N::Addr) -> Result<Option<RouteTo<N::Addr>>, Self::Error>;
     async fn add_peer(&mut self, ifindex: u32, peer: &Peer<N>) -> Result<(), Self::Error>;
     async fn add_direct(&mut self, underlay: u32, subnet: N, via: N::Addr) -> Result<(), Self::Error>;
-    /// Peer entries on the device, and direct routes on `underlay` inside `network` when given.
-    async fn installed(&mut self, ifindex: u32, direct: Option<(u32, N)>) -> Result<InstalledPeers<N>, Self::Error>;
+    /// Peer entries on the device, and direct routes on `underlay` inside `network` when
+    /// given; neighbours only when `neighbours` (reading them walks the kernel's whole
+    /// table, every namespace's entries included).
+    async fn installed(&mut self, ifindex: u32, direct: Option<(u32, N)>, neighbours: bool) -> Result<InstalledPeers<N>, Self::Error>;
     async fn del_route(&mut self, ifindex: u32, dst: N, gw: N::Addr) -> Result<(), Self::Error>;
     async fn del_neighbour(&mut self, ifindex: u32, ip: N::Addr, mac: Mac) -> Result<(), Self::Error>;
     async fn del_fdb(&mut self, ifindex: u32, mac: Mac, dst: N::Addr) -> Result<(), Self::Error>;
@@ -213,6 +215,10 @@ where
     direct_routing: bool,
     own: Option<N>,
     peers: BTreeMap<N, (Peer<N>, Path)>,
+    /// The device's neighbours are the ones the agent added: it created the device, or
+    /// read them all since, and no notification said otherwise. Then a check skips reading
+    /// them (a read walks the kernel's whole neighbour table, every namespace's).
+    neighbours_trusted: bool,
 }
 
 impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
@@ -223,7 +229,20 @@ impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
             tracing::info!(device = dev.name, "reusing existing vxlan device");
         }
         let dev = VxlanDevice { mac: Some(state.mac), ..dev.clone() };
-        Ok((VxlanNetwork { kernel, dev, ifindex: state.ifindex, network, direct_routing, own: None, peers: BTreeMap::new() }, state.mac))
+        let neighbours_trusted = state.created;
+        Ok((
+            VxlanNetwork {
+                kernel,
+                dev,
+                ifindex: state.ifindex,
+                network,
+                direct_routing,
+                own: None,
+                peers: BTreeMap::new(),
+                neighbours_trusted,
+            },
+            state.mac,
+        ))
     }
 
     /// Gives the device its address once the local subnet is known.
@@ -257,9 +276,11 @@ impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
     }
 
     /// Whether a kernel notification moved this device's state away from the peers' (see
-    /// [`super::vxlan_plan::diverges`]): then a reconcile is due.
-    pub fn diverges(&self, c: &crate::notify::Change) -> bool {
-        super::vxlan_plan::diverges(&self.peers, self.ifindex, self.direct_scope(), c)
+    /// [`super::vxlan_plan::diverges`]): then a reconcile is due, and it reads everything.
+    pub fn diverges(&mut self, c: &crate::notify::Change) -> bool {
+        let d = super::vxlan_plan::diverges(&self.peers, self.ifindex, self.direct_scope(), c);
+        self.neighbours_trusted &= !d;
+        d
     }
 
     fn direct_scope(&self) -> Option<(u32, N)> {
@@ -338,8 +359,12 @@ impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
     /// `unreachable` (the kernel has no route to them while the underlay is down). A failing
     /// entry is logged and left for the next reconcile.
     async fn converge(&mut self, report_missing: bool, unreachable: &BTreeSet<N>) -> Result<(), K::Error> {
-        let installed = self.kernel.installed(self.ifindex, self.direct_scope()).await?;
+        let mut installed = self.kernel.installed(self.ifindex, self.direct_scope(), !self.neighbours_trusted).await?;
         let wanted: Vec<(Peer<N>, Path)> = self.peers.values().copied().collect();
+        if self.neighbours_trusted {
+            installed.neighbours = wanted.iter().filter(|(_, path)| *path == Path::Vxlan).map(|(p, _)| (p.gateway(), p.vtep_mac)).collect();
+        }
+        self.neighbours_trusted = true;
         let p = plan(&wanted, &installed);
         let (ifindex, underlay) = (self.ifindex, self.dev.underlay_index);
         let k = &mut self.kernel;
@@ -347,7 +372,7 @@ impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
             warn_on(k.del_route(ifindex, *dst, *gw).await, "delete stale route", dst);
         }
         for (ip, mac) in &p.stale.neighbours {
-            warn_on(k.del_neighbour(ifindex, *ip, *mac).await, "delete stale neighbour", ip);
+            self.neighbours_trusted &= warn_on(k.del_neighbour(ifindex, *ip, *mac).await, "delete stale neighbour", ip);
         }
         for (mac, dst) in &p.stale.fdb {
             warn_on(k.del_fdb(ifindex, *mac, *dst).await, "delete stale fdb entry", dst);
@@ -364,6 +389,7 @@ impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
                 Path::Direct => k.add_direct(underlay, peer.subnet, peer.public_ip).await,
             };
             let ok = warn_on(r, "install peer entries", &peer.subnet);
+            self.neighbours_trusted &= ok;
             if ok && report_missing {
                 match path {
                     Path::Direct => tracing::info!(subnet = %peer.subnet, via = %peer.public_ip, "direct route to peer re-installed"),
@@ -403,13 +429,13 @@ impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
                         Some((old, old_path)) => self.del_entries(&old, old_path).await?,
                         None => {}
                     }
-                    tracing::info!(subnet = %p.subnet, public_ip = %p.public_ip, mac = format_mac(&p.vtep_mac), path = path.name(), "peer added");
+                    super::peer_log!(self.peers.len(), subnet = %p.subnet, public_ip = %p.public_ip, mac = format_mac(&p.vtep_mac), path = path.name(), "peer added");
                     let r = match path {
                         Path::Vxlan => self.kernel.add_peer(self.ifindex, &p).await,
                         Path::Direct => self.kernel.add_direct(self.dev.underlay_index, p.subnet, p.public_ip).await,
                     };
                     self.peers.insert(p.subnet, (p, path));
-                    warn_on(r, "install peer entries", &p.subnet);
+                    self.neighbours_trusted &= warn_on(r, "install peer entries", &p.subnet);
                     Ok(())
                 }
             },
@@ -430,7 +456,7 @@ impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
 
     async fn remove(&mut self, subnet: N) -> Result<(), K::Error> {
         if let Some((p, path)) = self.peers.remove(&subnet) {
-            tracing::info!(subnet = %p.subnet, public_ip = %p.public_ip, path = path.name(), "peer removed");
+            super::peer_log!(self.peers.len(), subnet = %p.subnet, public_ip = %p.public_ip, path = path.name(), "peer removed");
             self.del_entries(&p, path).await?;
         }
         Ok(())
@@ -535,7 +561,7 @@ mod tests {
             self.installed.direct.push((subnet, via));
             Ok(())
         }
-        async fn installed(&mut self, _: u32, _: Option<(u32, N)>) -> Result<InstalledPeers<N>, FakeError> {
+        async fn installed(&mut self, _: u32, _: Option<(u32, N)>, _: bool) -> Result<InstalledPeers<N>, FakeError> {
             Ok(self.installed.clone())
         }
         async fn del_route(&mut self, _: u32, d: N, _: N::Addr) -> Result<(), FakeError> {

@@ -756,6 +756,24 @@ pub fn peers_of<'a>(
     leases.iter().filter(move |(k, l)| **k != host_ip && l.backend_type.as_deref() == conf.backend.lease_type()).map(|(_, l)| l)
 }
 
+/// The neighbours the contract expects on a host's vxlan devices (each peer's gateway, in
+/// each family the net-conf enables), to be looked up one by one by a poll at size; none
+/// for the other backends, which own no neighbours.
+pub fn neighbour_query(conf: &NetConf, host_ip: Ipv4Addr, leases: &BTreeMap<Ipv4Addr, LeaseView>) -> crate::probe::NeighbourQuery {
+    let mut q = crate::probe::NeighbourQuery { device: conf.route_device(), device6: conf.route_device6(), ..Default::default() };
+    if conf.backend == Backend::Vxlan {
+        for p in peers_of(conf, host_ip, leases) {
+            if conf.enable_ipv4 && !p.public_ip.is_unspecified() {
+                q.v4.push(p.subnet.addr());
+            }
+            if let Some(s6) = p.subnet6.filter(|_| conf.ipv6.is_some()) {
+                q.v6.push(s6.addr());
+            }
+        }
+    }
+    q
+}
+
 /// A vxlan backend's device left behind under another backend.
 fn stale_vxlan_devices(state: &HostState, backend: Backend, bad: &mut impl FnMut(Check, String)) {
     let ours = |n: &str| n.starts_with("flannel.") || n.starts_with("flannel-v6.");

@@ -1,6 +1,8 @@
 //! Reading a host's kernel state and subnet file, as the contract checks it and as
 //! artifacts show it.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use crate::error::Error;
 use crate::lab::nl::{Address, Address6, FdbEntry, Link, Neighbour, Neighbour6, Route, Route6};
 use crate::lab::Node;
@@ -17,24 +19,74 @@ pub struct HostState {
     pub routes6: Vec<Route6>,
     pub neighbours6: Vec<Neighbour6>,
     pub subnet_file: Option<String>,
+    /// Whether `neighbours` (and `neighbours6`) hold every entry of the host, or only the
+    /// ones a [`NeighbourQuery`] asked for.
+    pub neighbours_complete: bool,
+}
+
+/// Neighbours to look up one by one instead of dumping the table: the entries the contract
+/// expects on the vxlan devices (found with the MAC they have, or missing). Entries for
+/// other addresses are not seen: a poll at size reads this way, a verdict reads everything.
+#[derive(Debug, Clone, Default)]
+pub struct NeighbourQuery {
+    pub device: String,
+    pub v4: Vec<Ipv4Addr>,
+    pub device6: String,
+    pub v6: Vec<Ipv6Addr>,
 }
 
 /// Reads links, routes, neighbours, FDB entries and the subnet file of one host; IPv6
 /// addresses, routes and neighbours too when `ipv6` (a dual-stack or IPv6-only net-conf).
-pub async fn dump_host(node: &Node, subnet_file: &std::path::Path, ipv6: bool) -> Result<HostState, Error> {
+/// With a query, only the neighbours it names are read.
+pub async fn dump_host(node: &Node, subnet_file: &std::path::Path, ipv6: bool, query: Option<&NeighbourQuery>) -> Result<HostState, Error> {
     let mut state = HostState {
         links: node.nl.links().await?,
         addresses: node.nl.addresses().await?,
         routes: node.nl.routes().await?,
-        neighbours: node.nl.neighbours().await?,
         fdb: node.nl.fdb().await?,
         subnet_file: std::fs::read_to_string(subnet_file).ok(),
+        neighbours_complete: query.is_none(),
         ..HostState::default()
     };
+    let index = |name: &str| state.links.iter().find(|l| l.name == name).map(|l| l.index);
+    match query {
+        None => state.neighbours = node.nl.neighbours().await?,
+        Some(q) => {
+            if let Some(i) = index(&q.device) {
+                for (ip, mac, permanent) in lookup(node, i, q.v4.iter().map(|a| (*a).into()).collect()).await? {
+                    if let std::net::IpAddr::V4(ip) = ip {
+                        state.neighbours.push(Neighbour { ifindex: i, ip, mac, permanent });
+                    }
+                }
+            }
+        }
+    }
     if ipv6 {
         state.addresses6 = node.nl.addresses6().await?;
         state.routes6 = node.nl.routes6().await?;
-        state.neighbours6 = node.nl.neighbours6().await?;
+        match query {
+            None => state.neighbours6 = node.nl.neighbours6().await?,
+            Some(q) => {
+                if let Some(i) = index(&q.device6) {
+                    for (ip, mac, permanent) in lookup(node, i, q.v6.iter().map(|a| (*a).into()).collect()).await? {
+                        if let std::net::IpAddr::V6(ip) = ip {
+                            state.neighbours6.push(Neighbour6 { ifindex: i, ip, mac, permanent });
+                        }
+                    }
+                }
+            }
+        }
     }
     Ok(state)
+}
+
+/// The entries for `ips` on `ifindex`, looked up in one batch off the runtime's threads.
+async fn lookup(node: &Node, ifindex: u32, ips: Vec<std::net::IpAddr>) -> Result<Vec<crate::lab::neigh_get::Found>, Error> {
+    if ips.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ns = node.ns.clone();
+    tokio::task::spawn_blocking(move || crate::lab::neigh_get::neighbours_get(&ns, ifindex, ips))
+        .await
+        .map_err(|e| crate::lab_err!("neighbour lookups: {e}"))?
 }

@@ -11,7 +11,7 @@ pub mod throughput;
 pub mod traffic;
 pub mod wire;
 
-pub use dump::{dump_host, HostState};
+pub use dump::{dump_host, HostState, NeighbourQuery};
 pub use icmp::{
     echo_packet, inner_addresses, ping, ping_any, ping_with_retries, saw_echo_request, send_udp, sweep, udp_sources, PingOutcome,
     UdpListener,

@@ -52,7 +52,18 @@ pub struct Trial<'a> {
     pub settle_on: Option<crate::input::case::Expected>,
     /// Pod-traffic frames per (sender, receiver) the last wire check saw.
     pub wire: super::wire::WireCounts,
+    /// How many data-plane probes ran (at size, each probes another window of peers).
+    pub(super) reach_round: u64,
 }
+
+/// Labs up to this many hosts read every host's whole neighbour table at every poll. Above,
+/// polls look the expected entries up one by one and only a verdict dumps: the kernel keeps
+/// one neighbour table for all namespaces and a dump walks all of it (N² entries with N
+/// vxlan hosts), so N dumps per poll cost N³.
+pub const NEIGHBOUR_DUMPS_UP_TO: usize = 64;
+
+/// Peers each host probes per data-plane check above [`NEIGHBOUR_DUMPS_UP_TO`] hosts.
+pub const REACH_SAMPLE: usize = 16;
 
 /// How long a mutant trial's expected finding must hold, with every finding unchanged and
 /// every agent alive, before a wait stops early. Mutants are broken by construction
@@ -125,6 +136,7 @@ impl<'a> Trial<'a> {
             lab,
             settle_on: None,
             wire: Default::default(),
+            reach_round: 0,
         }
     }
 
@@ -239,6 +251,17 @@ impl<'a> Trial<'a> {
     /// Reads etcd and every host, and checks them against the contract. The hosts are read
     /// concurrently.
     pub(super) async fn observe(&self) -> Result<(Vec<Finding>, BTreeMap<String, Counts>), StepError> {
+        self.observe_reading(true).await
+    }
+
+    /// Whether polls read hosts' neighbours one by one (see [`NEIGHBOUR_DUMPS_UP_TO`]).
+    pub(super) fn polls_look_up_neighbours(&self) -> bool {
+        self.lab.hosts.len() > NEIGHBOUR_DUMPS_UP_TO
+    }
+
+    /// [`Trial::observe`]; with `complete` false the expected neighbours are looked up one by
+    /// one instead of dumped: cheap at size, blind to extra entries (a verdict reads all).
+    pub(super) async fn observe_reading(&self, complete: bool) -> Result<(Vec<Finding>, BTreeMap<String, Counts>), StepError> {
         let conf = self.conf()?;
         // a fault the lab emulates that stopped working leaves the lab unable to judge
         if let Some(e) = self.udev.iter().find_map(|u| u.failure()) {
@@ -260,7 +283,11 @@ impl<'a> Trial<'a> {
         }
         let paths: Vec<PathBuf> = active.iter().map(|n| Agent::subnet_file_path(n)).collect();
         let ipv6 = conf.ipv6.is_some();
-        let states = futures::future::join_all(active.iter().zip(&paths).map(|(n, p)| probe::dump_host(n, p, ipv6))).await;
+        let queries: Vec<Option<probe::NeighbourQuery>> =
+            active.iter().map(|n| (!complete).then(|| contract::neighbour_query(conf, n.addr, &by_ip))).collect();
+        let states =
+            futures::future::join_all(active.iter().zip(&paths).zip(&queries).map(|((n, p), q)| probe::dump_host(n, p, ipv6, q.as_ref())))
+                .await;
         let mut counts = BTreeMap::new();
         for (node, state) in active.into_iter().zip(states) {
             let state = state?;
@@ -393,14 +420,31 @@ impl<'a> Trial<'a> {
             }
         }
         let mut jobs = Vec::new();
+        // at size, each host probes a window of its peers that moves on at every call, so
+        // every pair is probed over successive polls (N² echoes at once would flood a
+        // thousand-port underlay with ARP and take minutes)
+        let n = hosts.len();
+        let sampled = n > NEIGHBOUR_DUMPS_UP_TO;
+        let round = self.reach_round;
+        self.reach_round += 1;
+        let in_window = |i: usize, j: usize| !sampled || probe_window(n, round, (j + n - i) % n);
+        if sampled {
+            tracing::info!(
+                "data plane at {n} hosts: each host probes {REACH_SAMPLE} of its {} peers (window {}; every pair is probed within {} polls)",
+                n - 1,
+                round + 1,
+                (n - 1).div_ceil(REACH_SAMPLE)
+            );
+        }
         for (family, v6) in [("", false), (" over IPv6", true)] {
             let addr = |h: &(String, Option<std::net::IpAddr>, Option<std::net::IpAddr>)| if v6 { h.2 } else { h.1 };
-            for src in &hosts {
+            for (i, src) in hosts.iter().enumerate() {
                 let Some(src_gw) = addr(src) else { continue };
                 let peers: Vec<(String, std::net::IpAddr)> = hosts
                     .iter()
-                    .filter(|d| d.0 != src.0 && !self.unreachable_pair(cross_segment_fails, &src.0, &d.0))
-                    .filter_map(|d| Some((d.0.clone(), addr(d)?)))
+                    .enumerate()
+                    .filter(|(j, d)| d.0 != src.0 && in_window(i, *j) && !self.unreachable_pair(cross_segment_fails, &src.0, &d.0))
+                    .filter_map(|(_, d)| Some((d.0.clone(), addr(d)?)))
                     .collect();
                 if peers.is_empty() {
                     continue;
@@ -445,7 +489,8 @@ impl<'a> Trial<'a> {
         }
         let mut findings = self.not_ready();
         if findings.is_empty() || all {
-            findings.extend(self.observe().await?.0);
+            let complete = all || !self.polls_look_up_neighbours();
+            findings.extend(self.observe_reading(complete).await?.0);
         }
         if findings.is_empty() || all {
             findings.extend(self.reachability(cross_segment_fails).await?);
@@ -505,7 +550,7 @@ impl<'a> Trial<'a> {
     /// Writes what a person needs to see why the trial failed into the work directory.
     pub async fn save_artifacts(&mut self, log: &[String]) {
         for node in &self.lab.hosts {
-            if let Ok(state) = probe::dump_host(node, &Agent::subnet_file_path(node), self.lab.topo.dual_stack()).await {
+            if let Ok(state) = probe::dump_host(node, &Agent::subnet_file_path(node), self.lab.topo.dual_stack(), None).await {
                 let _ = std::fs::write(node.dir.join("state.json"), serde_json::to_string_pretty(&state).unwrap_or_default());
             }
         }
@@ -517,6 +562,17 @@ impl<'a> Trial<'a> {
         let _ = std::fs::copy(&self.case.file, self.lab.dir.join("case.yaml"));
         let _ = std::fs::copy(&self.lab.topo.file, self.lab.dir.join("topology.yaml"));
     }
+}
+
+/// Whether the peer `ahead` places after a host (1..n-1, of n hosts) is in the data-plane
+/// window of `round`: [`REACH_SAMPLE`] consecutive places, the next ones each round, so
+/// rounds 0..⌈(n−1)/K⌉ cover every peer.
+pub(super) fn probe_window(n: usize, round: u64, ahead: usize) -> bool {
+    if n < 2 || ahead == 0 {
+        return false;
+    }
+    let start = (round as usize % n.max(1)).wrapping_mul(REACH_SAMPLE) % (n - 1);
+    (ahead - 1 + (n - 1) - start) % (n - 1) < REACH_SAMPLE
 }
 
 /// Loads a profile named by a case (mixed clusters, restarts as another implementation).
@@ -542,6 +598,21 @@ pub(super) fn refusal_findings(refused: BTreeMap<String, (usize, String)>) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_plane_windows_cover_every_peer_over_successive_rounds() {
+        for n in [2usize, 17, 65, 250, 1000] {
+            let rounds = (n - 1).div_ceil(REACH_SAMPLE) as u64;
+            let mut seen = vec![false; n];
+            for r in 0..rounds {
+                let this: Vec<usize> = (1..n).filter(|a| probe_window(n, r, *a)).collect();
+                assert_eq!(this.len(), REACH_SAMPLE.min(n - 1), "n={n} round {r}");
+                this.iter().for_each(|a| seen[*a] = true);
+            }
+            assert!(seen[1..].iter().all(|s| *s), "n={n}: every peer within {rounds} rounds");
+            assert!(!probe_window(n, 0, 0), "never itself");
+        }
+    }
 
     #[test]
     fn settles_only_on_findings_unchanged_for_the_window() {
