@@ -149,7 +149,9 @@ pub fn connect_options(flags: &Flags) -> Result<EtcdAccess, AccessError> {
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(15))
-        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        // a ping every 5 s finds a dead connection (a stopped member); its answer may take a
+        // while when the machine is loaded (a thousand agents on two cores took over 3 s)
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(10));
     let tls_flags = flags.etcd_cafile.is_some() || flags.etcd_certfile.is_some();
     // Read the files even when they end up unused, so a wrong path never goes unnoticed.
     let ca = flags.etcd_cafile.as_deref().map(|p| read_pem("etcd CA file", p, PemKind::Certificates)).transpose()?;

@@ -105,7 +105,7 @@ impl Lab {
         std::fs::create_dir_all(&dir).map_err(|source| Error::WorkDir { path: dir.clone(), source })?;
         super::sysctl::raise_open_files();
         let nodes = (lab.topo.hosts.len() + lab.topo.routers.len() + 2) as u64;
-        if let Some(note) = super::sysctl::ensure_neighbour_room(super::sysctl::neighbours_needed(nodes))? {
+        if let Some(note) = super::sysctl::ensure_room(nodes)? {
             tracing::info!("{note}");
         }
 

@@ -84,8 +84,8 @@ pub const HARNESS_NICE: i32 = -5;
 
 /// Runs the calling thread, and every thread it starts afterwards, at [`HARNESS_NICE`]:
 /// with a thousand agents busy, an observer at the default priority gets one thousandth of
-/// the machine and its polls and probes lag by tens of seconds. Agents and etcd are
-/// started at the default (see `spawn_gated`). Call it first in `main`. Without the
+/// the machine and its polls and probes lag by tens of seconds. etcd, the lab's, keeps it;
+/// agents start at the default (see `Child::spawn_gated`). Call it first in `main`. Without the
 /// privilege nothing changes.
 pub fn prioritise_harness() {
     // SAFETY: setpriority on the calling thread.
@@ -104,19 +104,17 @@ pub struct Child {
 }
 
 impl Child {
-    /// Starts `cmd` inside `ns`, stdout and stderr appended to `log`.
+    /// Starts a piece of the lab (etcd) inside `ns`, stdout and stderr appended to `log`,
+    /// at the harness's priority: in a real cluster etcd has machines of its own, here it
+    /// shares the cores with every agent.
     pub fn spawn(label: &str, ns: &Netns, cmd: Command, log: &Path) -> Result<Child, Error> {
-        Child::spawn_with_mounts(label, ns, cmd, log, &[])
+        Child::spawn_inner(label, ns, cmd, log, &[], None, false)
     }
 
-    /// Like [`Child::spawn`], and in a mount namespace of its own where each `(source,
-    /// target)` directory is bind-mounted: the child sees its own copy of `target`.
-    pub fn spawn_with_mounts(label: &str, ns: &Netns, cmd: Command, log: &Path, mounts: &[(PathBuf, PathBuf)]) -> Result<Child, Error> {
-        Child::spawn_gated(label, ns, cmd, log, mounts, None)
-    }
-
-    /// Like [`Child::spawn_with_mounts`]; with a `gate`, the child waits (in `sh`, before
-    /// it execs the command under the same PID) until the gate opens.
+    /// Starts an implementation under test (an agent) inside `ns`, at the default priority,
+    /// in a mount namespace of its own where each `(source, target)` directory is
+    /// bind-mounted (the child sees its own copy of `target`); with a `gate`, the child
+    /// waits (in `sh`, before it execs the command under the same PID) until the gate opens.
     pub fn spawn_gated(
         label: &str,
         ns: &Netns,
@@ -124,6 +122,18 @@ impl Child {
         log: &Path,
         mounts: &[(PathBuf, PathBuf)],
         gate: Option<&Gate>,
+    ) -> Result<Child, Error> {
+        Child::spawn_inner(label, ns, cmd, log, mounts, gate, true)
+    }
+
+    fn spawn_inner(
+        label: &str,
+        ns: &Netns,
+        cmd: Command,
+        log: &Path,
+        mounts: &[(PathBuf, PathBuf)],
+        gate: Option<&Gate>,
+        default_priority: bool,
     ) -> Result<Child, Error> {
         let (mut cmd, gate_fd) = match gate {
             None => (cmd, None),
@@ -180,8 +190,10 @@ impl Child {
                     }
                 }
                 // the harness may run at a higher priority (`prioritise_harness`); what it
-                // starts runs at the default
-                libc::setpriority(libc::PRIO_PROCESS, 0, 0);
+                // tests runs at the default
+                if default_priority {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, 0);
+                }
                 let mut none: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut none);
                 libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());

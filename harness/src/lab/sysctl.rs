@@ -7,6 +7,11 @@
 //! namespace. N hosts reaching each other over one segment hold about N² dynamic entries
 //! (underlay ARP for vxlan and udp, the next hop for host-gw), so past about 30 hosts the table
 //! overflows and packets are dropped ("neighbour table overflow").
+//!
+//! Frames a bridge floods (ARP requests on a segment of a thousand ports) are queued on the
+//! CPU's backlog, one copy per port, before the receiving namespaces process them: past
+//! `net.core.netdev_max_backlog` (1000) they are dropped, echo requests and replies among
+//! them. A 1000-host lab dropped half of all packets so.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -36,26 +41,37 @@ pub fn neighbours_needed(nodes: u64) -> u64 {
     2 * nodes * (nodes + 8)
 }
 
-/// Makes room for `entries` neighbour entries: raises any threshold below it and says so.
-/// Never lowers one (another lab, or the machine's owner, may rely on it).
-pub fn ensure_neighbour_room(entries: u64) -> Result<Option<String>, Error> {
+const BACKLOG: &str = "/proc/sys/net/core/netdev_max_backlog";
+
+/// The backlog a lab of `nodes` namespaces on one segment needs: a flooded frame is queued
+/// once per port, several floods at a time.
+pub fn backlog_needed(nodes: u64) -> u64 {
+    16 * nodes
+}
+
+/// Makes room for a lab of `nodes` namespaces: the neighbour-table thresholds and the
+/// backlog, each raised when below what the lab needs; says what it raised. Never lowers
+/// one (another lab, or the machine's owner, may rely on it).
+pub fn ensure_room(nodes: u64) -> Result<Option<String>, Error> {
+    let entries = neighbours_needed(nodes);
+    let wanted = THRESHOLDS.iter().map(|p| (*p, entries)).chain([(BACKLOG, backlog_needed(nodes))]);
     let mut original = ORIGINAL.lock().expect("sysctl registry");
     let mut raised = Vec::new();
-    for path in THRESHOLDS {
+    for (path, need) in wanted {
         if !Path::new(path).exists() {
             continue;
         }
         let Some(now) = read(path) else { continue };
-        if now >= entries {
+        if now >= need {
             continue;
         }
-        std::fs::write(path, entries.to_string()).map_err(|e| lab_err!("raise {path} from {now} to {entries}: {e}"))?;
+        std::fs::write(path, need.to_string()).map_err(|e| lab_err!("raise {path} from {now} to {need}: {e}"))?;
         if !original.iter().any(|(p, _)| *p == path) {
             original.push((path, now));
         }
-        raised.push(format!("{} {now} → {entries}", path.trim_start_matches("/proc/sys/").replace('/', ".")));
+        raised.push(format!("{} {now} → {need}", path.trim_start_matches("/proc/sys/").replace('/', ".")));
     }
-    Ok((!raised.is_empty()).then(|| format!("raised the kernel's shared neighbour-table limits for this lab: {}", raised.join(", "))))
+    Ok((!raised.is_empty()).then(|| format!("raised the kernel's shared limits for this lab: {}", raised.join(", "))))
 }
 
 /// A lab holds descriptors per namespace (the namespace, a netlink socket, agents' log
@@ -88,5 +104,7 @@ mod tests {
     fn room_grows_with_the_square_of_the_hosts() {
         assert!(neighbours_needed(18) < 1024, "small labs leave the machine's defaults alone");
         assert!(neighbours_needed(1001) > 1_000_000);
+        assert!(backlog_needed(20) < 1000, "nor the backlog");
+        assert!(backlog_needed(1001) >= 16_000);
     }
 }

@@ -37,44 +37,55 @@ pub struct NeighbourQuery {
 
 /// Reads links, routes, neighbours, FDB entries and the subnet file of one host; IPv6
 /// addresses, routes and neighbours too when `ipv6` (a dual-stack or IPv6-only net-conf).
-/// With a query, only the neighbours it names are read.
-pub async fn dump_host(node: &Node, subnet_file: &std::path::Path, ipv6: bool, query: Option<&NeighbourQuery>) -> Result<HostState, Error> {
+///
+/// Neighbours: with `complete` the whole table is dumped; the entries a `query` names are
+/// looked up one by one and take the place of what the dump said of them. A lookup is
+/// exact; a dump of a table that changes under it (every namespace's ARP traffic lands in
+/// the kernel's one table) can skip entries, so it is trusted only for entries nobody
+/// expects. Without `complete`, only the query's entries are read.
+pub async fn dump_host(
+    node: &Node,
+    subnet_file: &std::path::Path,
+    ipv6: bool,
+    query: Option<&NeighbourQuery>,
+    complete: bool,
+) -> Result<HostState, Error> {
     let mut state = HostState {
         links: node.nl.links().await?,
         addresses: node.nl.addresses().await?,
         routes: node.nl.routes().await?,
         fdb: node.nl.fdb().await?,
         subnet_file: std::fs::read_to_string(subnet_file).ok(),
-        neighbours_complete: query.is_none(),
+        neighbours_complete: complete || query.is_none(),
         ..HostState::default()
     };
+    if complete || query.is_none() {
+        state.neighbours = node.nl.neighbours().await?;
+    }
     let index = |name: &str| state.links.iter().find(|l| l.name == name).map(|l| l.index);
-    match query {
-        None => state.neighbours = node.nl.neighbours().await?,
-        Some(q) => {
-            if let Some(i) = index(&q.device) {
-                for (ip, mac, permanent) in lookup(node, i, q.v4.iter().map(|a| (*a).into()).collect()).await? {
-                    if let std::net::IpAddr::V4(ip) = ip {
-                        state.neighbours.push(Neighbour { ifindex: i, ip, mac, permanent });
-                    }
-                }
+    if let Some((q, i)) = query.and_then(|q| Some((q, index(&q.device)?))) {
+        state.neighbours.retain(|n| n.ifindex != i || !q.v4.contains(&n.ip));
+        for (ip, mac, permanent) in lookup(node, i, q.v4.iter().map(|a| (*a).into()).collect()).await? {
+            if let std::net::IpAddr::V4(ip) = ip {
+                state.neighbours.push(Neighbour { ifindex: i, ip, mac, permanent });
             }
         }
+        state.neighbours.sort();
     }
     if ipv6 {
         state.addresses6 = node.nl.addresses6().await?;
         state.routes6 = node.nl.routes6().await?;
-        match query {
-            None => state.neighbours6 = node.nl.neighbours6().await?,
-            Some(q) => {
-                if let Some(i) = index(&q.device6) {
-                    for (ip, mac, permanent) in lookup(node, i, q.v6.iter().map(|a| (*a).into()).collect()).await? {
-                        if let std::net::IpAddr::V6(ip) = ip {
-                            state.neighbours6.push(Neighbour6 { ifindex: i, ip, mac, permanent });
-                        }
-                    }
+        if complete || query.is_none() {
+            state.neighbours6 = node.nl.neighbours6().await?;
+        }
+        if let Some((q, i)) = query.and_then(|q| Some((q, index(&q.device6)?))) {
+            state.neighbours6.retain(|n| n.ifindex != i || !q.v6.contains(&n.ip));
+            for (ip, mac, permanent) in lookup(node, i, q.v6.iter().map(|a| (*a).into()).collect()).await? {
+                if let std::net::IpAddr::V6(ip) = ip {
+                    state.neighbours6.push(Neighbour6 { ifindex: i, ip, mac, permanent });
                 }
             }
+            state.neighbours6.sort();
         }
     }
     Ok(state)

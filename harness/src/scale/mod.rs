@@ -202,7 +202,7 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         // namespace's entries: N³ per poll); extras are seen by the full read at the end
         let queries: Vec<probe::NeighbourQuery> = pending.iter().map(|h| contract::neighbour_query(&conf, h.addr, &by_ip)).collect();
         let states =
-            futures::future::join_all(pending.iter().zip(&paths).zip(&queries).map(|((h, p), q)| probe::dump_host(h, p, false, Some(q))))
+            futures::future::join_all(pending.iter().zip(&paths).zip(&queries).map(|((h, p), q)| probe::dump_host(h, p, false, Some(q), false)))
                 .await;
         let now = started.elapsed().as_secs_f64();
         let mut last_findings = Vec::new();
@@ -239,7 +239,11 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
             // every host once more with its whole neighbour table: nothing extra either
             let all: Vec<&crate::lab::Node> = lab.hosts.iter().collect();
             let paths: Vec<PathBuf> = all.iter().map(|h| Agent::subnet_file_path(h)).collect();
-            let states = futures::future::join_all(all.iter().zip(&paths).map(|(h, p)| probe::dump_host(h, p, false, None))).await;
+            let queries: Vec<probe::NeighbourQuery> = all.iter().map(|h| contract::neighbour_query(&conf, h.addr, &by_ip)).collect();
+            let states = futures::future::join_all(
+                all.iter().zip(&paths).zip(&queries).map(|((h, p), q)| probe::dump_host(h, p, false, Some(q), true)),
+            )
+            .await;
             if let Some(e) = states.iter().find_map(|s| s.as_ref().err()) {
                 note = format!("lab error: a host's state could not be read: {}", crate::error::chain(e));
                 break None;
@@ -312,6 +316,13 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
     let teardown = t1.elapsed();
     if !sweep.errors.is_empty() {
         return Err(lab_err!("teardown of {label}: {}", sweep.errors.join("; ")));
+    }
+    // the agents' logs and etcd's data of a point that converged go; a point that did not
+    // keeps them for a look, and says where
+    if converged.is_some() && !note.contains("lab error") {
+        let _ = std::fs::remove_dir_all(&lab.dir);
+    } else {
+        note = format!("{note}{}work files kept in {}", if note.is_empty() { "" } else { "; " }, lab.dir.display());
     }
     let mean = |v: &[u64]| if v.is_empty() { 0 } else { v.iter().sum::<u64>() / v.len() as u64 };
     Ok(Point {

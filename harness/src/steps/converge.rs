@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::trial::{Settle, MUTANT_SETTLE};
+use super::trial::{Reading, Settle, MUTANT_SETTLE, NEIGHBOUR_DUMPS_UP_TO};
 use super::{outcome, StepError, StepKind, StepResult, Trial};
 use crate::contract::{Backend, Check, Counts, Finding, DEFAULT_PREFIX};
 use crate::input::case::{Dur, Ref};
@@ -96,9 +96,16 @@ impl Trial<'_> {
         loop {
             let last = Instant::now() >= deadline;
             let mut findings = self.convergence_findings(&w.cross_segment_fails, last).await?;
-            // at size polls look neighbours up one by one: a whole read confirms (extras)
+            // at size polls look neighbours up one by one: whole reads of a window of hosts
+            // confirm (extras)
             if findings.is_empty() && !last && self.polls_look_up_neighbours() {
-                findings = self.observe().await?.0;
+                findings = self.observe_reading(Reading::Sample(self.confirm_round)).await?.0;
+                self.confirm_round += 1;
+                tracing::info!(
+                    "looked for extra neighbour entries on {} of {} hosts (whole reads; a window that moves on each time)",
+                    NEIGHBOUR_DUMPS_UP_TO.min(self.lab.hosts.len()),
+                    self.lab.hosts.len()
+                );
             }
             if findings.iter().any(|f| f.check == Check::AgentExit) {
                 return Err(StepError::Check(findings));

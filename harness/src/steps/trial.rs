@@ -52,15 +52,45 @@ pub struct Trial<'a> {
     pub settle_on: Option<crate::input::case::Expected>,
     /// Pod-traffic frames per (sender, receiver) the last wire check saw.
     pub wire: super::wire::WireCounts,
-    /// How many data-plane probes ran (at size, each probes another window of peers).
+    /// Which window of peers data-plane probes use at size (moves on once one passes).
     pub(super) reach_round: u64,
+    /// Which window of hosts the next confirming read reads whole at size.
+    pub(super) confirm_round: u64,
 }
 
 /// Labs up to this many hosts read every host's whole neighbour table at every poll. Above,
-/// polls look the expected entries up one by one and only a verdict dumps: the kernel keeps
-/// one neighbour table for all namespaces and a dump walks all of it (N² entries with N
-/// vxlan hosts), so N dumps per poll cost N³.
+/// polls look the expected entries up one by one, a converged-looking lab is confirmed with
+/// whole reads of this many hosts (a window that moves on each time), and the steps that
+/// judge counts (`expect_counts`) read every host whole: the kernel keeps one neighbour
+/// table for all namespaces and a dump walks all of it (N² entries with N vxlan hosts), so
+/// N dumps cost N³ (a minute at a thousand hosts).
 pub const NEIGHBOUR_DUMPS_UP_TO: usize = 64;
+
+/// How [`Trial::observe_reading`] reads each host's neighbours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reading {
+    /// The whole table (extras too), expected entries checked one by one.
+    Whole,
+    /// Only the expected entries, one by one: blind to extras.
+    Lookups,
+    /// [`Reading::Whole`] for [`NEIGHBOUR_DUMPS_UP_TO`] hosts starting at this round's
+    /// window, [`Reading::Lookups`] for the others.
+    Sample(u64),
+}
+
+impl Reading {
+    /// Whether host `i` of `n` gets a whole read.
+    fn whole(self, i: usize, n: usize) -> bool {
+        match self {
+            Reading::Whole => true,
+            Reading::Lookups => false,
+            Reading::Sample(round) => {
+                let start = (round as usize).wrapping_mul(NEIGHBOUR_DUMPS_UP_TO) % n.max(1);
+                (i + n - start) % n.max(1) < NEIGHBOUR_DUMPS_UP_TO
+            }
+        }
+    }
+}
 
 /// Peers each host probes per data-plane check above [`NEIGHBOUR_DUMPS_UP_TO`] hosts.
 pub const REACH_SAMPLE: usize = 16;
@@ -137,6 +167,7 @@ impl<'a> Trial<'a> {
             settle_on: None,
             wire: Default::default(),
             reach_round: 0,
+            confirm_round: 0,
         }
     }
 
@@ -251,7 +282,7 @@ impl<'a> Trial<'a> {
     /// Reads etcd and every host, and checks them against the contract. The hosts are read
     /// concurrently.
     pub(super) async fn observe(&self) -> Result<(Vec<Finding>, BTreeMap<String, Counts>), StepError> {
-        self.observe_reading(true).await
+        self.observe_reading(Reading::Whole).await
     }
 
     /// Whether polls read hosts' neighbours one by one (see [`NEIGHBOUR_DUMPS_UP_TO`]).
@@ -259,9 +290,8 @@ impl<'a> Trial<'a> {
         self.lab.hosts.len() > NEIGHBOUR_DUMPS_UP_TO
     }
 
-    /// [`Trial::observe`]; with `complete` false the expected neighbours are looked up one by
-    /// one instead of dumped: cheap at size, blind to extra entries (a verdict reads all).
-    pub(super) async fn observe_reading(&self, complete: bool) -> Result<(Vec<Finding>, BTreeMap<String, Counts>), StepError> {
+    /// [`Trial::observe`], reading hosts' neighbours as `reading` says.
+    pub(super) async fn observe_reading(&self, reading: Reading) -> Result<(Vec<Finding>, BTreeMap<String, Counts>), StepError> {
         let conf = self.conf()?;
         // a fault the lab emulates that stopped working leaves the lab unable to judge
         if let Some(e) = self.udev.iter().find_map(|u| u.failure()) {
@@ -283,11 +313,12 @@ impl<'a> Trial<'a> {
         }
         let paths: Vec<PathBuf> = active.iter().map(|n| Agent::subnet_file_path(n)).collect();
         let ipv6 = conf.ipv6.is_some();
-        let queries: Vec<Option<probe::NeighbourQuery>> =
-            active.iter().map(|n| (!complete).then(|| contract::neighbour_query(conf, n.addr, &by_ip))).collect();
-        let states =
-            futures::future::join_all(active.iter().zip(&paths).zip(&queries).map(|((n, p), q)| probe::dump_host(n, p, ipv6, q.as_ref())))
-                .await;
+        let queries: Vec<probe::NeighbourQuery> = active.iter().map(|n| contract::neighbour_query(conf, n.addr, &by_ip)).collect();
+        let n = active.len();
+        let states = futures::future::join_all(
+            active.iter().zip(&paths).zip(&queries).enumerate().map(|(i, ((node, p), q))| probe::dump_host(node, p, ipv6, Some(q), reading.whole(i, n))),
+        )
+        .await;
         let mut counts = BTreeMap::new();
         for (node, state) in active.into_iter().zip(states) {
             let state = state?;
@@ -420,17 +451,17 @@ impl<'a> Trial<'a> {
             }
         }
         let mut jobs = Vec::new();
-        // at size, each host probes a window of its peers that moves on at every call, so
-        // every pair is probed over successive polls (N² echoes at once would flood a
-        // thousand-port underlay with ARP and take minutes)
+        // at size, each host probes a window of its peers, which moves on once every host
+        // answered in it: successive waits cover every pair (N² echoes at once would flood
+        // a thousand-port underlay with ARP; a window kept until it passes reuses the ARP
+        // entries its first probes made)
         let n = hosts.len();
         let sampled = n > NEIGHBOUR_DUMPS_UP_TO;
         let round = self.reach_round;
-        self.reach_round += 1;
         let in_window = |i: usize, j: usize| !sampled || probe_window(n, round, (j + n - i) % n);
         if sampled {
             tracing::info!(
-                "data plane at {n} hosts: each host probes {REACH_SAMPLE} of its {} peers (window {}; every pair is probed within {} polls)",
+                "data plane at {n} hosts: each host probes {REACH_SAMPLE} of its {} peers (window {} of {}, the next once this one passes)",
                 n - 1,
                 round + 1,
                 (n - 1).div_ceil(REACH_SAMPLE)
@@ -476,6 +507,9 @@ impl<'a> Trial<'a> {
                 ));
             }
         }
+        if sampled && findings.is_empty() {
+            self.reach_round += 1;
+        }
         Ok(findings)
     }
 
@@ -489,8 +523,8 @@ impl<'a> Trial<'a> {
         }
         let mut findings = self.not_ready();
         if findings.is_empty() || all {
-            let complete = all || !self.polls_look_up_neighbours();
-            findings.extend(self.observe_reading(complete).await?.0);
+            let reading = if all || !self.polls_look_up_neighbours() { Reading::Whole } else { Reading::Lookups };
+            findings.extend(self.observe_reading(reading).await?.0);
         }
         if findings.is_empty() || all {
             findings.extend(self.reachability(cross_segment_fails).await?);
@@ -550,7 +584,7 @@ impl<'a> Trial<'a> {
     /// Writes what a person needs to see why the trial failed into the work directory.
     pub async fn save_artifacts(&mut self, log: &[String]) {
         for node in &self.lab.hosts {
-            if let Ok(state) = probe::dump_host(node, &Agent::subnet_file_path(node), self.lab.topo.dual_stack(), None).await {
+            if let Ok(state) = probe::dump_host(node, &Agent::subnet_file_path(node), self.lab.topo.dual_stack(), None, true).await {
                 let _ = std::fs::write(node.dir.join("state.json"), serde_json::to_string_pretty(&state).unwrap_or_default());
             }
         }
@@ -598,6 +632,17 @@ pub(super) fn refusal_findings(refused: BTreeMap<String, (usize, String)>) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampled_reads_take_a_moving_window_of_hosts() {
+        let whole = |r: Reading, n: usize| (0..n).filter(|i| r.whole(*i, n)).collect::<Vec<_>>();
+        assert_eq!(whole(Reading::Sample(0), 1000).len(), NEIGHBOUR_DUMPS_UP_TO);
+        assert_eq!(whole(Reading::Sample(1), 1000)[0], NEIGHBOUR_DUMPS_UP_TO);
+        assert_ne!(whole(Reading::Sample(0), 1000), whole(Reading::Sample(1), 1000));
+        assert_eq!(whole(Reading::Sample(3), 10).len(), 10, "a small lab is read whole");
+        assert_eq!(whole(Reading::Whole, 7).len(), 7);
+        assert!(whole(Reading::Lookups, 7).is_empty());
+    }
 
     #[test]
     fn data_plane_windows_cover_every_peer_over_successive_rounds() {
