@@ -96,6 +96,26 @@ pub struct Launch {
     pub prefix: String,
     pub tls: ClientFiles,
     pub ip_masq: bool,
+    /// The nice value agents run at ([`agent_nice`]).
+    pub nice: i32,
+}
+
+/// Labs above this many hosts run their agents at [`AGENTS_NICE_AT_SIZE`].
+pub const NICE_AGENTS_ABOVE: usize = 64;
+/// A thousand agents at the default priority leave the harness (nice −5) and etcd under
+/// one percent of the machine between them: polls took a minute and etcd's answers
+/// seconds. At 19 the agents still share the machine evenly among themselves (what the
+/// measurements compare), and the lab's own parts, which a real cluster runs elsewhere,
+/// keep up.
+pub const AGENTS_NICE_AT_SIZE: i32 = 19;
+
+/// The nice value for the agents of a lab of `hosts` hosts.
+pub fn agent_nice(hosts: usize) -> i32 {
+    if hosts > NICE_AGENTS_ABOVE {
+        AGENTS_NICE_AT_SIZE
+    } else {
+        0
+    }
 }
 
 impl Launch {
@@ -183,8 +203,9 @@ impl Agent {
             std::fs::create_dir_all(&source).map_err(|e| lab_err!("create {}: {e}", source.display()))?;
             mounts.push((source, target));
         }
-        let child = Child::spawn_gated(&format!("agent@{}", node.name), &node.ns, cmd, &node.dir.join("agent.log"), &mounts, gate)
-            .map_err(|e| crate::error::chain(&e))?;
+        let child =
+            Child::spawn_gated(&format!("agent@{}", node.name), &node.ns, cmd, &node.dir.join("agent.log"), &mounts, gate, launch.nice)
+                .map_err(|e| crate::error::chain(&e))?;
         Ok(Agent {
             host: node.name.clone(),
             subnet_file: Self::subnet_file_path(node),

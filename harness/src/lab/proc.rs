@@ -79,13 +79,24 @@ fn gate_as_fd3(fd: std::os::fd::RawFd) -> std::io::Result<()> {
     }
 }
 
+/// CPU time (user + system) of a process so far, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the command name may hold spaces: fields count from after its closing parenthesis
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as u64;
+    Some(Duration::from_millis(ticks * 1000 / hz.max(1)))
+}
+
 /// The nice value the harness runs at, set by [`prioritise_harness`].
 pub const HARNESS_NICE: i32 = -5;
 
 /// Runs the calling thread, and every thread it starts afterwards, at [`HARNESS_NICE`]:
 /// with a thousand agents busy, an observer at the default priority gets one thousandth of
 /// the machine and its polls and probes lag by tens of seconds. etcd, the lab's, keeps it;
-/// agents start at the default (see `Child::spawn_gated`). Call it first in `main`. Without the
+/// agents start at the default, or lower in large labs (see `agents::agent_nice`). Call it first in `main`. Without the
 /// privilege nothing changes.
 pub fn prioritise_harness() {
     // SAFETY: setpriority on the calling thread.
@@ -108,10 +119,10 @@ impl Child {
     /// at the harness's priority: in a real cluster etcd has machines of its own, here it
     /// shares the cores with every agent.
     pub fn spawn(label: &str, ns: &Netns, cmd: Command, log: &Path) -> Result<Child, Error> {
-        Child::spawn_inner(label, ns, cmd, log, &[], None, false)
+        Child::spawn_inner(label, ns, cmd, log, &[], None, None)
     }
 
-    /// Starts an implementation under test (an agent) inside `ns`, at the default priority,
+    /// Starts an implementation under test (an agent) inside `ns`, at nice value `nice`,
     /// in a mount namespace of its own where each `(source, target)` directory is
     /// bind-mounted (the child sees its own copy of `target`); with a `gate`, the child
     /// waits (in `sh`, before it execs the command under the same PID) until the gate opens.
@@ -122,8 +133,9 @@ impl Child {
         log: &Path,
         mounts: &[(PathBuf, PathBuf)],
         gate: Option<&Gate>,
+        nice: i32,
     ) -> Result<Child, Error> {
-        Child::spawn_inner(label, ns, cmd, log, mounts, gate, true)
+        Child::spawn_inner(label, ns, cmd, log, mounts, gate, Some(nice))
     }
 
     fn spawn_inner(
@@ -133,7 +145,7 @@ impl Child {
         log: &Path,
         mounts: &[(PathBuf, PathBuf)],
         gate: Option<&Gate>,
-        default_priority: bool,
+        nice: Option<i32>,
     ) -> Result<Child, Error> {
         let (mut cmd, gate_fd) = match gate {
             None => (cmd, None),
@@ -190,9 +202,9 @@ impl Child {
                     }
                 }
                 // the harness may run at a higher priority (`prioritise_harness`); what it
-                // tests runs at the default
-                if default_priority {
-                    libc::setpriority(libc::PRIO_PROCESS, 0, 0);
+                // tests runs at the nice value it was given
+                if let Some(n) = nice {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, n);
                 }
                 let mut none: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut none);

@@ -115,16 +115,7 @@ fn line(p: &Point) -> String {
     )
 }
 
-/// CPU time (user + system) of a process so far, from `/proc/PID/stat`.
-pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // the command name may hold spaces: fields count from after its closing parenthesis
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as u64;
-    Some(Duration::from_millis(ticks * 1000 / hz.max(1)))
-}
+pub use crate::lab::proc::cpu_time;
 
 fn percentile(v: &[f64], p: f64) -> Option<f64> {
     if v.is_empty() {
@@ -156,7 +147,14 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
     store.put(&format!("{DEFAULT_PREFIX}/config"), conf_text.clone()).await?;
     let bring_up = t0.elapsed();
     let rev0 = store.revision().await?;
-    let launch = Launch { endpoints: store.endpoints(), prefix: DEFAULT_PREFIX.to_string(), tls: Default::default(), ip_masq: false };
+    let launch = Launch {
+        endpoints: store.endpoints(),
+        prefix: DEFAULT_PREFIX.to_string(),
+        tls: Default::default(),
+        ip_masq: false,
+        // every point alike, so the curve compares like with like
+        nice: crate::agents::AGENTS_NICE_AT_SIZE,
+    };
     // every agent spawned behind one gate, then let go at one instant
     let mut gate = crate::lab::proc::Gate::new()?;
     let spawning = Instant::now();
@@ -201,9 +199,10 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         // the expected neighbours looked up one by one (a dump per host walks every
         // namespace's entries: N³ per poll); extras are seen by the full read at the end
         let queries: Vec<probe::NeighbourQuery> = pending.iter().map(|h| contract::neighbour_query(&conf, h.addr, &by_ip)).collect();
-        let states =
-            futures::future::join_all(pending.iter().zip(&paths).zip(&queries).map(|((h, p), q)| probe::dump_host(h, p, false, Some(q), false)))
-                .await;
+        let states = futures::future::join_all(
+            pending.iter().zip(&paths).zip(&queries).map(|((h, p), q)| probe::dump_host(h, p, false, Some(q), false)),
+        )
+        .await;
         let now = started.elapsed().as_secs_f64();
         let mut last_findings = Vec::new();
         if let Some(e) = states.iter().find_map(|s| s.as_ref().err()) {

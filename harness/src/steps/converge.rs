@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::trial::{Reading, Settle, MUTANT_SETTLE, NEIGHBOUR_DUMPS_UP_TO};
+use super::trial::{PollCost, Reading, Settle, MUTANT_SETTLE, NEIGHBOUR_DUMPS_UP_TO};
 use super::{outcome, StepError, StepKind, StepResult, Trial};
 use crate::contract::{Backend, Check, Counts, Finding, DEFAULT_PREFIX};
 use crate::input::case::{Dur, Ref};
@@ -93,6 +93,7 @@ impl Trial<'_> {
         let wall_start = std::time::SystemTime::now();
         let mut next_refusal_check = t0 + Duration::from_secs(1);
         let mut settle = Settle::default();
+        self.polls = PollCost::start();
         loop {
             let last = Instant::now() >= deadline;
             let mut findings = self.convergence_findings(&w.cross_segment_fails, last).await?;
@@ -156,6 +157,7 @@ impl Trial<'_> {
                     "converged {since_start} ms after agents started ({} ms waiting, data plane included{rss})",
                     t0.elapsed().as_millis()
                 );
+                tracing::info!("polls: {}", self.polls.describe());
                 return Ok(());
             }
             if last {
@@ -163,6 +165,7 @@ impl Trial<'_> {
                 if let Some(f) = findings.first_mut() {
                     f.what = format!("not converged within {within:?}: {}", f.what);
                 }
+                tracing::info!("polls: {}", self.polls.describe());
                 return Err(StepError::Check(findings));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
