@@ -18,17 +18,20 @@ use crate::suite;
 #[derive(Args, Debug)]
 pub struct GcArgs {}
 
-/// Pod-to-pod TCP throughput per backend against the bare underlay
+/// Pod-to-pod TCP throughput and small-packet rate per backend against the bare underlay
 ///
 /// Build with --release for figures worth quoting (ci/bench.sh does).
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  flannel-lab bench\n  flannel-lab bench --seconds 10 --impl flanneld")]
+#[command(after_help = "Examples:\n  flannel-lab bench\n  flannel-lab bench --seconds 10 --impl flanneld\n  flannel-lab bench --compare flanneld          the reference agent and flanneld, in one run")]
 pub struct BenchArgs {
     #[command(flatten)]
     imp: ImplArg,
     /// Seconds per stream
     #[arg(long, value_name = "N")]
     seconds: Option<u64>,
+    /// A second implementation, measured in the same run, with ratios
+    #[arg(long, value_name = "PROFILE")]
+    compare: Option<String>,
 }
 
 /// Cost curves: labs of growing size, every agent started at once, measured
@@ -40,7 +43,7 @@ pub struct BenchArgs {
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
     flannel-lab scale --backend vxlan --hosts 10,50,100 --repeats 3\n  \
-    flannel-lab scale --impl reference-scale --compare flanneld --hosts 10,50")]
+    flannel-lab scale --compare flanneld --hosts 10,50   the reference agent and flanneld")]
 pub struct ScaleArgs {
     #[command(flatten)]
     imp: ImplArg,
@@ -81,18 +84,41 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             }
         }
     }
-    let imp = a.imp.load(true)?;
+    let mut imps = vec![a.imp.load(true)?];
+    if let Some(other) = &a.compare {
+        imps.push(Implementation::load(other, true)?);
+    }
     let rt = super::runtime()?;
     let mut ok = true;
     for backend in case.backends.clone() {
-        let spec = TrialSpec { case: case.clone(), backend, imp: imp.clone(), verdict: crate::run::Verdict::Pass };
-        let r = rt.block_on(run_trial(&spec, &suite::workdir()));
-        match &r.failure {
-            None => r.log.iter().filter(|l| l.trim_start().starts_with("throughput ")).for_each(|l| println!("{}", l.trim())),
-            Some(f) => {
-                ok = false;
-                println!("{backend}: {f}");
+        // (implementation, pod-to-pod Gbit/s, delivered kpps)
+        let mut figures: Vec<(String, f64, f64)> = Vec::new();
+        for imp in imps.iter().filter(|i| i.profile.backends.contains(&backend)) {
+            let spec = TrialSpec { case: case.clone(), backend, imp: imp.clone(), verdict: crate::run::Verdict::Pass };
+            let r = rt.block_on(run_trial(&spec, &suite::workdir()));
+            match &r.failure {
+                None => {
+                    let lines: Vec<&str> =
+                        r.log.iter().map(|l| l.trim()).filter(|l| l.starts_with("throughput ") || l.starts_with("packets ")).collect();
+                    for l in &lines {
+                        println!("{}: {l}", imp.name());
+                    }
+                    let number = |prefix: &str, after: &str| -> Option<f64> {
+                        let l = lines.iter().find(|l| l.starts_with(prefix))?;
+                        l.split(after).nth(1)?.split_whitespace().next()?.parse().ok()
+                    };
+                    if let (Some(g), Some(k)) = (number("throughput", "pod-to-pod "), number("packets", "pod-to-pod ")) {
+                        figures.push((imp.name().to_string(), g, k));
+                    }
+                }
+                Some(f) => {
+                    ok = false;
+                    println!("{}: {backend}: {f}", imp.name());
+                }
             }
+        }
+        if let [(a, ga, ka), (b, gb, kb)] = figures.as_slice() {
+            println!("{backend}: {b} against {a}: throughput {:.3}×, small packets {:.3}×", gb / ga, kb / ka);
         }
     }
     rt.shutdown_background();
@@ -101,12 +127,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
 
 pub fn scale(a: ScaleArgs) -> Result<ExitCode> {
     super::need_lab()?;
-    // without --impl, the reference agent with its periodic iptables checks spaced out
-    // (harness/profiles/reference-scale.yaml says why)
-    let mut imps = vec![match (&a.imp.imp, std::env::var("FLANNEL_LAB_IMPL")) {
-        (None, Err(_)) => Implementation::load("reference-scale", true)?,
-        _ => a.imp.load(true)?,
-    }];
+    let mut imps = vec![a.imp.load(true)?];
     if let Some(other) = &a.compare {
         imps.push(Implementation::load(other, true)?);
     }

@@ -90,6 +90,16 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 1000 / hz.max(1)))
 }
 
+/// Runs the calling thread at the default priority: for threads that stand in for a pod's
+/// workload (throughput senders and receivers), which must compete with the agents as
+/// pods would, not with the harness's head start.
+pub fn at_default_priority() {
+    // SAFETY: setpriority on the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 0);
+    }
+}
+
 /// The nice value the harness runs at, set by [`prioritise_harness`].
 pub const HARNESS_NICE: i32 = -5;
 

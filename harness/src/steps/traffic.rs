@@ -300,20 +300,30 @@ impl Trial<'_> {
         let (ha, hb) = (self.lab.host(&hosts[0]).expect("host"), self.lab.host(&hosts[1]).expect("host"));
         let (pa, pb, pb_ip) = (a.ns.clone(), b.ns.clone(), b.v4()?);
         let (na, nb, hb_ip) = (ha.ns.clone(), hb.ns.clone(), hb.addr);
-        let (overlay, bare) = tokio::task::spawn_blocking(move || {
-            let overlay = crate::probe::throughput::measure(&pb, pb_ip, &pa, seconds);
-            let bare = crate::probe::throughput::measure(&nb, hb_ip, &na, seconds);
-            (overlay, bare)
+        let (overlay, bare, small, small_bare) = tokio::task::spawn_blocking(move || {
+            use crate::probe::throughput::{measure, measure_pps};
+            (measure(&pb, pb_ip, &pa, seconds), measure(&nb, hb_ip, &na, seconds), measure_pps(&pb, pb_ip, &pa, seconds), measure_pps(&nb, hb_ip, &na, seconds))
         })
         .await
         .map_err(|e| e.to_string())?;
         let (overlay, bare) = (overlay.map_err(|e| lab_err!("pod to pod: {e}"))?, bare.map_err(|e| lab_err!("host to host: {e}"))?);
+        let (small, small_bare) =
+            (small.map_err(|e| lab_err!("pod to pod, small packets: {e}"))?, small_bare.map_err(|e| lab_err!("host to host, small packets: {e}"))?);
         tracing::info!(
             "throughput {}: pod-to-pod {:.2} Gbit/s, bare underlay {:.2} Gbit/s, ratio {:.3}",
             self.backend,
             overlay.gbit_per_s(),
             bare.gbit_per_s(),
             overlay.gbit_per_s() / bare.gbit_per_s()
+        );
+        tracing::info!(
+            "packets {}: {}-byte UDP pod-to-pod {:.0} kpps delivered ({:.0} kpps sent), bare underlay {:.0} kpps, ratio {:.3}",
+            self.backend,
+            crate::probe::throughput::SMALL_PAYLOAD,
+            small.kpps(),
+            small.sent as f64 / small.elapsed.as_secs_f64() / 1e3,
+            small_bare.kpps(),
+            small.kpps() / small_bare.kpps()
         );
         Ok(())
     }
