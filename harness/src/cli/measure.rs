@@ -22,7 +22,9 @@ pub struct GcArgs {}
 ///
 /// Build with --release for figures worth quoting (ci/bench.sh does).
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  flannel-lab bench\n  flannel-lab bench --seconds 10 --impl flanneld\n  flannel-lab bench --compare flanneld          the reference agent and flanneld, in one run")]
+#[command(
+    after_help = "Examples:\n  flannel-lab bench\n  flannel-lab bench --seconds 10 --impl flanneld\n  flannel-lab bench --compare flanneld          the reference agent and flanneld, in one run"
+)]
 pub struct BenchArgs {
     #[command(flatten)]
     imp: ImplArg,

@@ -109,7 +109,8 @@ pub fn measure_pps(server: &Netns, server_ip: Ipv4Addr, client: &Netns, duration
     let receiver = std::thread::spawn(move || {
         srv.run(move || -> Result<u64> {
             crate::lab::proc::at_default_priority();
-            let sock = UdpSocket::bind(SocketAddr::from((server_ip, PPS_PORT))).map_err(|e| lab_err!("bind {server_ip}:{PPS_PORT}: {e}"))?;
+            let sock =
+                UdpSocket::bind(SocketAddr::from((server_ip, PPS_PORT))).map_err(|e| lab_err!("bind {server_ip}:{PPS_PORT}: {e}"))?;
             sock.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
             let _ = ready_tx.send(());
             let mut buf = [0u8; 2048];

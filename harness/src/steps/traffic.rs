@@ -302,13 +302,20 @@ impl Trial<'_> {
         let (na, nb, hb_ip) = (ha.ns.clone(), hb.ns.clone(), hb.addr);
         let (overlay, bare, small, small_bare) = tokio::task::spawn_blocking(move || {
             use crate::probe::throughput::{measure, measure_pps};
-            (measure(&pb, pb_ip, &pa, seconds), measure(&nb, hb_ip, &na, seconds), measure_pps(&pb, pb_ip, &pa, seconds), measure_pps(&nb, hb_ip, &na, seconds))
+            (
+                measure(&pb, pb_ip, &pa, seconds),
+                measure(&nb, hb_ip, &na, seconds),
+                measure_pps(&pb, pb_ip, &pa, seconds),
+                measure_pps(&nb, hb_ip, &na, seconds),
+            )
         })
         .await
         .map_err(|e| e.to_string())?;
         let (overlay, bare) = (overlay.map_err(|e| lab_err!("pod to pod: {e}"))?, bare.map_err(|e| lab_err!("host to host: {e}"))?);
-        let (small, small_bare) =
-            (small.map_err(|e| lab_err!("pod to pod, small packets: {e}"))?, small_bare.map_err(|e| lab_err!("host to host, small packets: {e}"))?);
+        let (small, small_bare) = (
+            small.map_err(|e| lab_err!("pod to pod, small packets: {e}"))?,
+            small_bare.map_err(|e| lab_err!("host to host, small packets: {e}"))?,
+        );
         tracing::info!(
             "throughput {}: pod-to-pod {:.2} Gbit/s, bare underlay {:.2} Gbit/s, ratio {:.3}",
             self.backend,
