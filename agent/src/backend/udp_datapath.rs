@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::udp::{accept_in, route_out, Egress, PeerTable, Rejected};
-use super::udp_offload::{finish_checksum, segment_tcp4, Coalescer, Sink, VnetHdr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, VNET_HDR_LEN};
+use super::udp_offload::{finish_checksum, segment_headers_tcp4, Coalescer, Sink, VnetHdr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, VNET_HDR_LEN};
 
 const BATCH: usize = 8;
 const BUF: usize = 65536 + VNET_HDR_LEN;
@@ -103,17 +103,21 @@ pub fn start(queues: Vec<File>, port: u16, local: Ipv4Addr, table: Arc<RwLock<Pe
     Ok(stats)
 }
 
-/// `sendmsg` of `data` to `to`; with `segment`, UDP GSO cuts it into datagrams of that size.
-fn send(fd: i32, to: &libc::sockaddr_in, data: &[u8], segment: Option<u16>) {
-    // SAFETY: the msghdr points at locals that outlive the call.
+fn iovec(data: &[u8]) -> libc::iovec {
+    libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() }
+}
+
+/// `sendmsg` of the pieces in `iov`, back to back, to `to`; with `segment`, UDP GSO cuts
+/// the whole into datagrams of that size.
+fn send(fd: i32, to: &libc::sockaddr_in, iov: &mut [libc::iovec], segment: Option<u16>) {
+    // SAFETY: the msghdr points at locals and at iovecs over buffers that outlive the call.
     unsafe {
-        let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
         let mut control = [0u64; 4];
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_name = to as *const _ as *mut libc::c_void;
         msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
         if let Some(size) = segment {
             msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
             msg.msg_controllen = libc::CMSG_SPACE(2) as usize;
@@ -130,7 +134,9 @@ fn send(fd: i32, to: &libc::sockaddr_in, data: &[u8], segment: Option<u16>) {
 
 fn outbound(mut tun: File, sock: UdpSocket, port: u16, local: Ipv4Addr, table: Arc<RwLock<PeerTable>>) {
     let mut buf = vec![0u8; BUF];
-    let mut segs: Vec<u8> = Vec::with_capacity(2 * BUF);
+    // one IP and TCP header per segment; the payload is sent from `buf` where it lies
+    let mut hdrs: Vec<u8> = Vec::with_capacity(MAX_GSO_SEGMENTS * 120);
+    let mut iov: Vec<libc::iovec> = Vec::with_capacity(2 * MAX_GSO_SEGMENTS);
     let mut reply = Vec::with_capacity(128);
     let fd = sock.as_raw_fd();
     loop {
@@ -154,14 +160,19 @@ fn outbound(mut tun: File, sock: UdpSocket, port: u16, local: Ipv4Addr, table: A
                         if hdr.flags & F_NEEDS_CSUM != 0 {
                             finish_checksum(pkt, hdr.csum_start as usize, hdr.csum_offset as usize);
                         }
-                        send(fd, &to, pkt, None);
+                        send(fd, &to, &mut [iovec(pkt)], None);
                     }
                     GSO_TCPV4 => {
-                        segs.clear();
-                        let Some(size) = segment_tcp4(pkt, hdr.gso_size as usize, &mut segs) else { continue };
-                        for batch in segs.chunks(size * MAX_GSO_SEGMENTS) {
-                            let gso = (batch.len() > size).then_some(size as u16);
-                            send(fd, &to, batch, gso);
+                        let Some(cut) = segment_headers_tcp4(pkt, hdr.gso_size as usize, &mut hdrs) else { continue };
+                        let size = (cut.hlen + cut.mss) as u16;
+                        for first in (0..cut.count).step_by(MAX_GSO_SEGMENTS) {
+                            let last = (first + MAX_GSO_SEGMENTS).min(cut.count);
+                            iov.clear();
+                            for i in first..last {
+                                let (h, p) = cut.parts(i, &hdrs, pkt);
+                                iov.extend([iovec(h), iovec(p)]);
+                            }
+                            send(fd, &to, &mut iov, (last - first > 1).then_some(size));
                         }
                     }
                     _ => {} // only TSO4 is enabled on the device
@@ -181,8 +192,10 @@ fn outbound(mut tun: File, sock: UdpSocket, port: u16, local: Ipv4Addr, table: A
 struct Tun<'a>(&'a mut File);
 
 impl Sink for Tun<'_> {
-    fn emit(&mut self, frame: &[u8]) {
-        let _ = self.0.write(frame);
+    fn emit(&mut self, parts: &[&[u8]]) {
+        let slices: Vec<std::io::IoSlice> = parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+        // one writev is one frame for the TUN device
+        let _ = self.0.write_vectored(&slices);
     }
 }
 
@@ -223,14 +236,15 @@ fn inbound(mut tun: File, sock: UdpSocket, table: Arc<RwLock<PeerTable>>, stats:
             let len = msgs[i].msg_len as usize;
             let from = Ipv4Addr::from(u32::from_be(addrs[i].sin_addr.s_addr));
             let gro = gro_size(&msgs[i].msg_hdr).unwrap_or(len).max(1);
-            for pkt in bufs[i * BUF..i * BUF + len].chunks(gro) {
-                match accept_in(&table, from, pkt) {
-                    Ok(()) => coalescer.push(pkt, &mut sink),
+            for at in (i * BUF..i * BUF + len).step_by(gro) {
+                let end = (at + gro).min(i * BUF + len);
+                match accept_in(&table, from, &bufs[at..end]) {
+                    Ok(()) => coalescer.push(&bufs, at, end - at, &mut sink),
                     Err(r) => stats.note(r, from),
                 }
             }
         }
-        coalescer.flush(&mut sink);
+        coalescer.flush(&bufs, &mut sink);
     }
 }
 

@@ -23,7 +23,7 @@ pub struct GcArgs {}
 /// Build with --release for figures worth quoting (ci/bench.sh does).
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  flannel-lab bench\n  flannel-lab bench --seconds 10 --impl flanneld\n  flannel-lab bench --compare flanneld          the reference agent and flanneld, in one run"
+    after_help = "Examples:\n  flannel-lab bench\n  flannel-lab bench --seconds 10 --impl flanneld\n  flannel-lab bench --backend udp\n  flannel-lab bench --compare flanneld          the reference agent and flanneld, in one run"
 )]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -34,6 +34,9 @@ pub struct BenchArgs {
     /// A second implementation, measured in the same run, with ratios
     #[arg(long, value_name = "PROFILE")]
     compare: Option<String>,
+    /// Backends to measure [default: every backend]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = super::parse_backend)]
+    backend: Vec<Backend>,
 }
 
 /// Cost curves: labs of growing size, every agent started at once, measured
@@ -92,7 +95,8 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     }
     let rt = super::runtime()?;
     let mut ok = true;
-    for backend in case.backends.clone() {
+    let backends: Vec<Backend> = case.backends.iter().copied().filter(|b| a.backend.is_empty() || a.backend.contains(b)).collect();
+    for backend in backends {
         // (implementation, pod-to-pod Gbit/s, delivered kpps)
         let mut figures: Vec<(String, f64, f64)> = Vec::new();
         for imp in imps.iter().filter(|i| i.profile.backends.contains(&backend)) {

@@ -137,7 +137,8 @@ fn capture_loop(path: &Path, stop: &AtomicBool, syncs: &Syncs, ready: std::sync:
     let mut w = PcapWriter::with_header(shared.clone(), header()).map_err(|e| fail(format!("write {}: {e}", path.display())))?;
     let _ = ready.send(Ok(()));
     let bridges = bridge_indexes();
-    let mut buf = vec![0u8; 65536];
+    // only the snap length is copied out of the kernel; MSG_TRUNC still gives the full length
+    let mut buf = vec![0u8; SNAPLEN];
     let (mut written, mut frames, mut answered) = (HEADER_LEN, 0u64, 0u64);
     // one frame from the socket into the file; false when none was waiting
     let mut take = |flags: i32, written: &mut u64, frames: &mut u64| -> Result<bool> {

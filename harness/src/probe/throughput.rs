@@ -21,6 +21,9 @@ pub const SMALL_PAYLOAD: usize = 64;
 pub struct Throughput {
     pub bytes: u64,
     pub elapsed: Duration,
+    /// TCP segments the sender retransmitted (its namespace's counter, which nothing
+    /// else uses during the measurement).
+    pub retransmits: u64,
 }
 
 impl Throughput {
@@ -54,14 +57,15 @@ pub fn measure(server: &Netns, server_ip: Ipv4Addr, client: &Netns, duration: Du
                     Err(e) => return Err(lab_err!("receive: {e}")),
                 }
             }
-            Ok(Throughput { bytes, elapsed: start.map(|s| s.elapsed()).unwrap_or_default() })
+            Ok(Throughput { bytes, elapsed: start.map(|s| s.elapsed()).unwrap_or_default(), retransmits: 0 })
         })
         .map_err(|e| e.to_string())?
     });
     ready_rx.recv_timeout(Duration::from_secs(5)).map_err(|_| "receiver did not start".to_string())?;
-    let sent = client
-        .run(move || -> Result<u64> {
+    let (sent, retransmits) = client
+        .run(move || -> Result<(u64, u64)> {
             crate::lab::proc::at_default_priority();
+            let before = retransmitted_segments()?;
             let mut conn = TcpStream::connect_timeout(&SocketAddr::from((server_ip, PORT)), Duration::from_secs(5))
                 .map_err(|e| lab_err!("connect {server_ip}:{PORT}: {e}"))?;
             let buf = vec![0x5au8; 256 * 1024];
@@ -71,14 +75,30 @@ pub fn measure(server: &Netns, server_ip: Ipv4Addr, client: &Netns, duration: Du
                 conn.write_all(&buf).map_err(|e| lab_err!("send: {e}"))?;
                 sent += buf.len() as u64;
             }
-            Ok(sent)
+            drop(conn);
+            Ok((sent, retransmitted_segments()?.saturating_sub(before)))
         })
         .map_err(|e| e.to_string())??;
     let got = receiver.join().map_err(|_| "receiver panicked".to_string())??;
     if got.bytes != sent {
         return Err(lab_err!("sent {sent} bytes but {} arrived", got.bytes));
     }
-    Ok(got)
+    Ok(Throughput { retransmits, ..got })
+}
+
+/// The calling thread's network namespace's count of retransmitted TCP segments.
+fn retransmitted_segments() -> Result<u64> {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").map_err(|e| lab_err!("read /proc/thread-self/net/snmp: {e}"))?;
+    snmp_field(&snmp, "Tcp", "RetransSegs").ok_or_else(|| lab_err!("no Tcp RetransSegs in /proc/thread-self/net/snmp"))
+}
+
+/// A counter from /proc/net/snmp's layout: per protocol, a line of names then a line of values.
+fn snmp_field(snmp: &str, proto: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{proto}:");
+    let mut lines = snmp.lines().filter(|l| l.starts_with(&prefix));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let i = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
 }
 
 /// Small datagrams sent as fast as one thread can and counted where they arrive.
@@ -160,4 +180,18 @@ pub fn measure_pps(server: &Netns, server_ip: Ipv4Addr, client: &Netns, duration
         return Err(lab_err!("none of {sent} small datagrams arrived"));
     }
     Ok(PacketRate { sent, received, elapsed: duration })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snmp_counters_are_read_by_name() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: RtoAlgorithm ActiveOpens RetransSegs InErrs\nTcp: 1 7 42 0\nUdp: InDatagrams\nUdp: 5\n";
+        assert_eq!(snmp_field(snmp, "Tcp", "RetransSegs"), Some(42));
+        assert_eq!(snmp_field(snmp, "Udp", "InDatagrams"), Some(5));
+        assert_eq!(snmp_field(snmp, "Tcp", "Nope"), None);
+        assert_eq!(snmp_field(snmp, "Icmp", "InMsgs"), None);
+    }
 }

@@ -317,11 +317,13 @@ impl Trial<'_> {
             small_bare.map_err(|e| lab_err!("host to host, small packets: {e}"))?,
         );
         tracing::info!(
-            "throughput {}: pod-to-pod {:.2} Gbit/s, bare underlay {:.2} Gbit/s, ratio {:.3}",
+            "throughput {}: pod-to-pod {:.2} Gbit/s, bare underlay {:.2} Gbit/s, ratio {:.3} (TCP retransmissions: pod-to-pod {}, bare {})",
             self.backend,
             overlay.gbit_per_s(),
             bare.gbit_per_s(),
-            overlay.gbit_per_s() / bare.gbit_per_s()
+            overlay.gbit_per_s() / bare.gbit_per_s(),
+            overlay.retransmits,
+            bare.retransmits
         );
         tracing::info!(
             "packets {}: {}-byte UDP pod-to-pod {:.0} kpps delivered ({:.0} kpps sent), bare underlay {:.0} kpps, ratio {:.3}",
