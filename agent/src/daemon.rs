@@ -263,6 +263,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
         }
         let mut filter_at: Option<Instant> = None;
         tracing::info!(peers = net.peer_count(), revision = rev, "peers programmed, watching for changes");
+        release_free_memory();
         let mut stream = match reg.watch(rev).await {
             Ok(s) => s,
             Err(e) => {
@@ -310,6 +311,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                 _ = sleep_until(filter_at.unwrap_or_else(Instant::now)), if filter_at.is_some() => {
                     filter_at = None;
                     net.sync_filter(fw).await;
+                    release_free_memory();
                 }
                 _ = sleep_until(renew_at) => {
                     match reg.renew(own.etcd_lease_id).await {
@@ -396,6 +398,17 @@ async fn next_change(changes: &mut Option<UnboundedReceiver<Change>>) -> Option<
             }
         },
         None => std::future::pending().await,
+    }
+}
+
+/// Hands the allocator's free pages back to the kernel. After a burst of watch events the
+/// heap holds freed buffers (decoded responses, netlink dumps) that glibc keeps resident;
+/// with one agent per host that is memory a thousand times over.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -13,7 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::udp::{accept_in, route_out, Egress, PeerTable, Rejected};
-use super::udp_offload::{finish_checksum, segment_headers_tcp4, Coalescer, Sink, VnetHdr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, VNET_HDR_LEN};
+use super::udp_offload::{
+    finish_checksum, segment_headers_tcp4, Coalescer, Sink, VnetHdr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, MAX_PARTS, VNET_HDR_LEN,
+};
 
 const BATCH: usize = 8;
 const BUF: usize = 65536 + VNET_HDR_LEN;
@@ -193,9 +195,12 @@ struct Tun<'a>(&'a mut File);
 
 impl Sink for Tun<'_> {
     fn emit(&mut self, parts: &[&[u8]]) {
-        let slices: Vec<std::io::IoSlice> = parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+        let mut slices = [std::io::IoSlice::new(&[]); MAX_PARTS];
+        for (slot, p) in slices.iter_mut().zip(parts) {
+            *slot = std::io::IoSlice::new(p);
+        }
         // one writev is one frame for the TUN device
-        let _ = self.0.write_vectored(&slices);
+        let _ = self.0.write_vectored(&slices[..parts.len().min(MAX_PARTS)]);
     }
 }
 

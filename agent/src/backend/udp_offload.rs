@@ -13,6 +13,10 @@ pub const GSO_NONE: u8 = 0;
 pub const GSO_TCPV4: u8 = 1;
 /// Largest IPv4 packet the coalescer builds.
 const MAX_COALESCED: usize = 65_000;
+/// Most segments joined into one packet (a UDP GRO batch of 64 KiB holds about 45).
+const MAX_JOINED: usize = 64;
+/// Most pieces of one frame a sink is handed: the headers and every joined payload.
+pub const MAX_PARTS: usize = MAX_JOINED + 1;
 
 /// `struct virtio_net_hdr` (little-endian, as TUN uses on this architecture).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -189,7 +193,7 @@ pub struct Coalescer {
 }
 
 /// Where coalesced or single packets go (the TUN device, or a test's list): one frame,
-/// the vnet header first, as a list of pieces written back to back.
+/// the vnet header first, as a list of at most [`MAX_PARTS`] pieces written back to back.
 pub trait Sink {
     fn emit(&mut self, parts: &[&[u8]]);
 }
@@ -249,6 +253,7 @@ impl Coalescer {
     fn fits(&self, p: &[u8], hlen: usize, len: usize) -> bool {
         let first = &self.head[VNET_HDR_LEN..];
         hlen == self.hlen
+            && self.count < MAX_JOINED
             && len <= self.seg
             && self.total + len <= MAX_COALESCED
             && p[1] == first[1] // TOS/ECN
@@ -284,10 +289,13 @@ impl Coalescer {
             };
             hdr.write(&mut self.head[..VNET_HDR_LEN]);
         }
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 + self.more.len());
-        parts.push(&self.head);
-        parts.extend(std::iter::once(self.first).chain(self.more.iter().copied()).map(|(at, len)| &base[at..at + len]));
-        sink.emit(&parts);
+        let mut parts: [&[u8]; MAX_PARTS] = [&[]; MAX_PARTS];
+        parts[0] = &self.head;
+        let payloads = std::iter::once(self.first).chain(self.more.iter().copied());
+        for (slot, (at, len)) in parts[1..].iter_mut().zip(payloads) {
+            *slot = &base[at..at + len];
+        }
+        sink.emit(&parts[..1 + self.count]);
         self.count = 0;
         self.closed = false;
         self.more.clear();
@@ -424,6 +432,17 @@ mod tests {
         let mut whole = ip.to_vec();
         finish_checksum(&mut whole, 20, 16);
         assert!(tcp_valid(&whole));
+    }
+
+    #[test]
+    fn a_joined_packet_holds_at_most_max_joined_segments() {
+        let payload = vec![3u8; 70 * 100];
+        let sup = tcp_packet(0, &payload, 0x10);
+        let (cut, out) = segment_tcp4(&sup, 100);
+        let frames = coalesce(&out.chunks(cut.hlen + cut.mss).collect::<Vec<_>>());
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].len(), VNET_HDR_LEN + 52 + MAX_JOINED * 100);
+        assert_eq!(frames[1].len(), VNET_HDR_LEN + 52 + (70 - MAX_JOINED) * 100);
     }
 
     #[test]

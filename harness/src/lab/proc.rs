@@ -238,6 +238,13 @@ impl Child {
         status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// Its proportional set size (`Pss` of /proc/PID/smaps_rollup): resident pages, each
+    /// shared page counted as its share among the processes that map it.
+    pub fn pss_kib(&self) -> Option<u64> {
+        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.child.id())).ok()?;
+        rollup.lines().find_map(|l| l.strip_prefix("Pss:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// The exit status, if it has exited (reaps it).
     pub fn try_status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {

@@ -67,6 +67,9 @@ pub struct Point {
     pub etcd_writes: i64,
     pub agent_rss_kib_mean: u64,
     pub agent_rss_kib_max: u64,
+    /// Proportional set size: RSS with every shared page (the binary's text, libc) divided
+    /// among the processes mapping it, so what one more host costs in memory.
+    pub agent_pss_kib_mean: u64,
     /// CPU time (user + system) per agent from start to convergence.
     pub agent_cpu_ms_mean: u64,
     pub agent_cpu_ms_max: u64,
@@ -98,7 +101,7 @@ pub async fn run(plan: &Plan, workdir: &Path) -> Result<Vec<Point>> {
 
 fn line(p: &Point) -> String {
     format!(
-        "{} {} n={} r{}: bring-up {:.1} s, converged {} ({} of {} hosts), entries/host {}, etcd writes {}, agent RSS {} KiB, teardown {:.1} s{}",
+        "{} {} n={} r{}: bring-up {:.1} s, converged {} ({} of {} hosts), entries/host {}, etcd writes {}, agent RSS {} KiB (PSS {} KiB), teardown {:.1} s{}",
         p.implementation,
         p.backend,
         p.hosts,
@@ -110,6 +113,7 @@ fn line(p: &Point) -> String {
         p.entries_per_host_max,
         p.etcd_writes,
         p.agent_rss_kib_max,
+        p.agent_pss_kib_mean,
         p.teardown_s,
         if p.note.is_empty() { String::new() } else { format!(" ({})", p.note) }
     )
@@ -292,6 +296,7 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         }
     };
     let rss: Vec<u64> = agents.iter().filter_map(|a| a.child.rss_kib()).collect();
+    let pss: Vec<u64> = agents.iter().filter_map(|a| a.child.pss_kib()).collect();
     let cpu: Vec<u64> = agents.iter().filter_map(|a| cpu_time(a.child.pid())).map(|d| d.as_millis() as u64).collect();
     let firsts: Vec<f64> = first.values().copied().collect();
     let lasts: Vec<f64> = done.values().copied().collect();
@@ -342,6 +347,7 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         etcd_writes: rev1 - rev0,
         agent_rss_kib_mean: mean(&rss),
         agent_rss_kib_max: rss.iter().copied().max().unwrap_or(0),
+        agent_pss_kib_mean: mean(&pss),
         agent_cpu_ms_mean: mean(&cpu),
         agent_cpu_ms_max: cpu.iter().copied().max().unwrap_or(0),
         harness_cpu_s: harness_cpu.as_secs_f64(),
@@ -364,6 +370,7 @@ pub const FIGURES: &[Figure] = &[
     ("entries_per_host", "per-peer kernel entries per host", |p| Some(p.entries_per_host_max as f64)),
     ("etcd_writes", "etcd writes until convergence", |p| Some(p.etcd_writes as f64)),
     ("agent_rss", "agent RSS, max (KiB)", |p| Some(p.agent_rss_kib_max as f64)),
+    ("agent_pss", "agent PSS (shared pages divided), mean (KiB)", |p| Some(p.agent_pss_kib_mean as f64)),
     ("agent_cpu", "agent CPU until convergence, mean (ms)", |p| Some(p.agent_cpu_ms_mean as f64)),
     ("harness_cpu", "harness CPU while waiting (s)", |p| Some(p.harness_cpu_s)),
     ("teardown", "teardown (s)", |p| Some(p.teardown_s)),
@@ -374,7 +381,7 @@ pub const FIGURES: &[Figure] = &[
 pub fn table(points: &[Point]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<22} {:<8} {:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11} {:>8} {:>9} {:>9} {:>9}\n",
+        "{:<22} {:<8} {:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
         "implementation",
         "backend",
         "hosts",
@@ -387,6 +394,7 @@ pub fn table(points: &[Point]) -> String {
         "entries all",
         "etcd wr",
         "RSS KiB",
+        "PSS KiB",
         "CPU ms",
         "teardown"
     ));
@@ -396,7 +404,7 @@ pub fn table(points: &[Point]) -> String {
         let all_conv = conv.len() == g.len();
         let avg = |h: &dyn Fn(&Point) -> f64| g.iter().map(|p| h(p)).sum::<f64>() / g.len() as f64;
         out.push_str(&format!(
-            "{:<22} {:<8} {:>5} {:>8.2} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11} {:>8} {:>9} {:>9} {:>9.2}{}\n",
+            "{:<22} {:<8} {:>5} {:>8.2} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11} {:>8} {:>9} {:>9} {:>9} {:>9.2}{}\n",
             imp,
             backend,
             n,
@@ -409,6 +417,7 @@ pub fn table(points: &[Point]) -> String {
             g.iter().map(|p| p.entries_total).max().unwrap_or(0),
             g.iter().map(|p| p.etcd_writes).max().unwrap_or(0),
             g.iter().map(|p| p.agent_rss_kib_max).max().unwrap_or(0),
+            avg(&|p| p.agent_pss_kib_mean as f64) as u64,
             avg(&|p| p.agent_cpu_ms_mean as f64) as u64,
             avg(&|p| p.teardown_s),
             if all_conv {
@@ -518,6 +527,7 @@ const CSV_COLUMNS: &[&str] = &[
     "etcd_writes",
     "agent_rss_kib_mean",
     "agent_rss_kib_max",
+    "agent_pss_kib_mean",
     "agent_cpu_ms_mean",
     "agent_cpu_ms_max",
     "harness_cpu_s",
@@ -585,6 +595,7 @@ mod tests {
             etcd_writes: 10,
             agent_rss_kib_mean: 7000,
             agent_rss_kib_max: 7100,
+            agent_pss_kib_mean: 2600,
             agent_cpu_ms_mean: 12,
             agent_cpu_ms_max: 20,
             harness_cpu_s: 0.2,
