@@ -94,6 +94,8 @@ impl Trial<'_> {
         let mut next_refusal_check = t0 + Duration::from_secs(1);
         let mut settle = Settle::default();
         self.polls = PollCost::start();
+        // only answers seen during this wait count (a fault may have come since the last)
+        self.reach_answered.clear();
         loop {
             let last = Instant::now() >= deadline;
             let mut findings = self.convergence_findings(&w.cross_segment_fails, last).await?;
