@@ -30,6 +30,8 @@ pub struct Firewall {
     filter6: Option<VxlanFilter<Ipv6Addr>>,
     /// nftables over netlink (None when the socket cannot be opened: `nft` does it all).
     nl: Option<Nft>,
+    /// iptables is the nf_tables one: its chains are nftables chains, which `nl` can see.
+    nft_backed: bool,
     /// nftables change notifications; None when there are none to trust (no subscription,
     /// or iptables is not the nf_tables one), and then every check runs.
     changes: Option<UnboundedReceiver<RulesetChange>>,
@@ -75,6 +77,7 @@ impl Firewall {
             filter6: None,
             changes,
             nl,
+            nft_backed,
             iptables_dirty: true,
             filter_dirty: false,
         };
@@ -130,8 +133,7 @@ impl Firewall {
         if (self.masq || self.forward) && (ipv4.is_some() || ipv6.is_some()) {
             let mut ipt = Iptables::new(ipv4, ipv6, self.masq, self.forward);
             // chains known to be absent (removed at start) need no checking first
-            let nft_backed = self.changes.is_some();
-            let nl = &mut self.nl;
+            let (nft_backed, nl) = (self.nft_backed, &mut self.nl);
             let chains = ipt.ensure(|b, t, c| nft_backed && known_absent(nl, b, t, c)).await?;
             tracing::info!(?chains, "iptables rules installed");
             self.iptables = Some(ipt);

@@ -75,7 +75,7 @@ fn family<N: IpNet>() -> AddressFamily {
     }
 }
 
-fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+pub(crate) fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
         RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
@@ -83,7 +83,7 @@ fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-fn neighbour_ip(a: &NeighbourAddress) -> Option<IpAddr> {
+pub(crate) fn neighbour_ip(a: &NeighbourAddress) -> Option<IpAddr> {
     match a {
         NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
         NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
@@ -353,7 +353,7 @@ impl Kernel {
     }
 }
 
-fn link_name(l: &LinkMessage) -> Option<String> {
+pub(crate) fn link_name(l: &LinkMessage) -> Option<String> {
     l.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.clone()),
         _ => None,

@@ -105,22 +105,15 @@ fn elements_attrs(table: &str, set: &str, addrs: &[IpAddr]) -> Vec<u8> {
 /// Each acknowledgement in a datagram: (sequence number, errno; 0 for success).
 fn acks(buf: &[u8]) -> Vec<(u32, i32)> {
     let mut out = Vec::new();
-    let mut off = 0;
-    while buf.len() >= off + 16 {
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes")) as usize;
-        if len < 16 || off + len > buf.len() {
-            break;
-        }
-        let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-        let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().expect("4 bytes"));
-        if ty == NLMSG_ERROR && len >= 20 {
-            let code = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().expect("4 bytes"));
+    for (ty, _, msg) in crate::notify::messages(buf) {
+        let seq = u32::from_ne_bytes(msg[8..12].try_into().expect("4 bytes"));
+        if ty == NLMSG_ERROR && msg.len() >= 20 {
+            let code = i32::from_ne_bytes(msg[16..20].try_into().expect("4 bytes"));
             out.push((seq, -code));
         } else if ty >> 8 == NFNL_SUBSYS_NFTABLES {
             // an object sent back for a GET: the request succeeded
             out.push((seq, -1));
         }
-        off += (len + 3) & !3;
     }
     out
 }

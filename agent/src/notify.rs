@@ -8,15 +8,16 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::link::{LinkFlags, LinkMessage};
+use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage, NeighbourState};
+use netlink_packet_route::route::{RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::sys::{protocols, Socket, SocketAddr};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::backend::vxlan::Mac;
+use crate::netlink::{link_name, neighbour_ip, route_ip};
 
 /// rtnetlink groups (`RTMGRP_*`).
 const RTMGRP_LINK: u32 = 0x1;
@@ -164,7 +165,7 @@ pub fn ruleset_changes() -> std::io::Result<UnboundedReceiver<RulesetChange>> {
 }
 
 /// Each netlink message in one datagram: (type, pid, the whole message).
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     let mut off = 0;
     std::iter::from_fn(move || {
         let rest = buf.get(off..)?;
@@ -201,11 +202,7 @@ fn parse_route_messages(buf: &[u8], out: &mut Vec<Change>) {
 
 fn link_change(l: &LinkMessage, deleted: bool) -> LinkChange {
     let up = l.header.flags.contains(LinkFlags::Up) && l.header.flags.contains(LinkFlags::LowerUp);
-    let name = l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.clone()),
-        _ => None,
-    });
-    LinkChange { index: l.header.index, name, deleted, up }
+    LinkChange { index: l.header.index, name: link_name(l), deleted, up }
 }
 
 fn route_change(r: &RouteMessage, deleted: bool) -> Option<RouteChange> {
@@ -216,11 +213,6 @@ fn route_change(r: &RouteMessage, deleted: bool) -> Option<RouteChange> {
     if table.unwrap_or(u32::from(r.header.table)) != MAIN_TABLE {
         return None;
     }
-    let ip = |a: &RouteAddress| match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    };
     let mut c = RouteChange {
         deleted,
         dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -233,8 +225,8 @@ fn route_change(r: &RouteMessage, deleted: bool) -> Option<RouteChange> {
     }
     for a in &r.attributes {
         match a {
-            RouteAttribute::Destination(d) => c.dst = ip(d)?,
-            RouteAttribute::Gateway(g) => c.gateway = ip(g),
+            RouteAttribute::Destination(d) => c.dst = route_ip(d)?,
+            RouteAttribute::Gateway(g) => c.gateway = route_ip(g),
             RouteAttribute::Oif(i) => c.oif = Some(*i),
             _ => {}
         }
@@ -247,15 +239,7 @@ fn neighbour_change(n: &NeighbourMessage, deleted: bool) -> Option<Change> {
     let mut mac: Option<Mac> = None;
     for a in &n.attributes {
         match a {
-            NeighbourAttribute::Destination(d) => {
-                dst = match d {
-                    NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-                    NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-                    NeighbourAddress::Other(b) if b.len() == 4 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
-                    NeighbourAddress::Other(b) if b.len() == 16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(|o| IpAddr::V6(o.into())),
-                    _ => None,
-                }
-            }
+            NeighbourAttribute::Destination(d) => dst = neighbour_ip(d),
             NeighbourAttribute::LinkLayerAddress(b) => mac = b.as_slice().try_into().ok(),
             _ => {}
         }

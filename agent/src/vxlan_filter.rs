@@ -146,23 +146,18 @@ impl<A: NftFamily> VxlanFilter<A> {
         if script.is_empty() {
             return Ok(());
         }
-        if let Some(nl) = nl {
-            let added: Vec<IpAddr> = peers.difference(&self.peers).map(|a| (*a).into()).collect();
-            let gone: Vec<IpAddr> = self.peers.difference(peers).map(|a| (*a).into()).collect();
-            match nl.set_elements(A::NF, TABLE, SET, &added, &gone) {
-                Ok(()) => {
-                    tracing::debug!(added = added.len(), removed = gone.len(), "vxlan source filter updated");
-                    self.peers = peers.clone();
-                    return Ok(());
-                }
-                Err(e) => tracing::warn!(error = %e, "updating the vxlan source filter over netlink failed, rebuilding it"),
+        let updated = match nl {
+            Some(nl) => {
+                let added: Vec<IpAddr> = peers.difference(&self.peers).map(|a| (*a).into()).collect();
+                let gone: Vec<IpAddr> = self.peers.difference(peers).map(|a| (*a).into()).collect();
+                nl.set_elements(A::NF, TABLE, SET, &added, &gone)
+                    .map_err(|e| tracing::warn!(error = %e, "updating the vxlan source filter over netlink failed, rebuilding it"))
             }
-            nft(&["-f", "-"], Some(&table_script(self.port, peers))).await?;
-            self.peers = peers.clone();
-            return Ok(());
-        }
-        if let Err(e) = nft(&["-f", "-"], Some(&script)).await {
-            tracing::warn!(error = crate::etcd_access::chain(&e), "updating the vxlan source filter failed, rebuilding it");
+            None => nft(&["-f", "-"], Some(&script)).await.map(|_| ()).map_err(|e| {
+                tracing::warn!(error = crate::etcd_access::chain(&e), "updating the vxlan source filter failed, rebuilding it")
+            }),
+        };
+        if updated.is_err() {
             nft(&["-f", "-"], Some(&table_script(self.port, peers))).await?;
         }
         tracing::debug!(peers = elements(peers), "vxlan source filter updated");

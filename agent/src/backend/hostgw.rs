@@ -123,7 +123,6 @@ impl<K: HostGwKernel<N>, N: Family> HostGwNetwork<K, N> {
         }
     }
 
-    /// The underlay was recreated under a new ifindex.
     /// Whether a kernel notification moved the routes away from the peers': a peer's route
     /// deleted, or a route into the network through the underlay that no peer explains.
     pub fn diverges(&self, c: &crate::notify::Change) -> bool {
@@ -133,13 +132,11 @@ impl<K: HostGwKernel<N>, N: Family> HostGwNetwork<K, N> {
             return false;
         }
         let wanted = self.peers.get(&dst).is_some_and(|(gw, _)| r.gateway.and_then(N::from_ip) == Some(*gw));
-        if r.deleted {
-            wanted
-        } else {
-            !wanted
-        }
+        // a wanted route gone, or an unwanted one there
+        r.deleted == wanted
     }
 
+    /// The underlay was recreated under a new ifindex.
     pub fn set_underlay(&mut self, oif: u32) {
         self.oif = oif;
     }

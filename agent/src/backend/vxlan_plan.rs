@@ -129,11 +129,8 @@ pub fn diverges<N: IpNet>(peers: &BTreeMap<N, (Peer<N>, Path)>, ifindex: u32, di
                 return false;
             };
             let wanted = want_gw.is_some() && want_gw == r.gateway.and_then(addr);
-            if r.deleted {
-                wanted
-            } else {
-                !wanted
-            }
+            // a wanted entry gone, or an unwanted one there
+            r.deleted == wanted
         }
         Change::Neighbour(n) if n.ifindex == ifindex => {
             let Some(ip) = addr(n.ip) else { return false };
@@ -147,11 +144,7 @@ pub fn diverges<N: IpNet>(peers: &BTreeMap<N, (Peer<N>, Path)>, ifindex: u32, di
         Change::Fdb(f) if f.ifindex == ifindex && f.permanent => {
             let dst = f.dst.and_then(addr);
             let wanted = peers.values().any(|(p, path)| *path == Path::Vxlan && p.vtep_mac == f.mac && Some(p.public_ip) == dst);
-            if f.deleted {
-                wanted
-            } else {
-                !wanted
-            }
+            f.deleted == wanted
         }
         Change::Overflow => true,
         _ => false,

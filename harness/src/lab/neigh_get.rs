@@ -80,7 +80,7 @@ fn answers(buf: &[u8], out: &mut Vec<Answer>) {
                         break;
                     }
                     if kind == NDA_LLADDR && alen == 10 {
-                        mac = Some(attrs[4..10].iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"));
+                        mac = attrs[4..10].try_into().ok().map(|m| crate::lab::nl::format_mac(&m));
                     }
                     attrs = attrs.get((alen + 3) & !3..).unwrap_or(&[]);
                 }

@@ -115,6 +115,12 @@ pub fn prioritise_harness() {
     }
 }
 
+/// The `KEY: N kB` line of a /proc file, in KiB.
+fn kib_field(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// A running child. Dropping it stops it.
 #[derive(Debug)]
 pub struct Child {
@@ -234,15 +240,13 @@ impl Child {
 
     /// Resident set size in KiB (VmRSS), while it runs.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        kib_field(&format!("/proc/{}/status", self.child.id()), "VmRSS:")
     }
 
     /// Its proportional set size (`Pss` of /proc/PID/smaps_rollup): resident pages, each
     /// shared page counted as its share among the processes that map it.
     pub fn pss_kib(&self) -> Option<u64> {
-        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.child.id())).ok()?;
-        rollup.lines().find_map(|l| l.strip_prefix("Pss:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        kib_field(&format!("/proc/{}/smaps_rollup", self.child.id()), "Pss:")
     }
 
     /// The exit status, if it has exited (reaps it).

@@ -23,6 +23,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::error::Result;
 use crate::lab::netns::Netns;
+use crate::lab::nl::format_mac;
 use crate::lab_err;
 
 /// `addr_assign_type` of a MAC the kernel chose at random.
@@ -154,10 +155,6 @@ fn persistent_mac(host: &str, dev: &str) -> [u8; 6] {
     }
     let b = h.to_be_bytes();
     [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]]
-}
-
-fn format_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// `struct ifreq` with a hardware address, as SIOCSIFHWADDR takes it.

@@ -1,9 +1,10 @@
 //! Reading a host's kernel state and subnet file, as the contract checks it and as
 //! artifacts show it.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::error::Error;
+use crate::lab::neigh_get::Found;
 use crate::lab::nl::{Address, Address6, FdbEntry, Link, Neighbour, Neighbour6, Route, Route6};
 use crate::lab::Node;
 
@@ -64,13 +65,13 @@ pub async fn dump_host(
     }
     let index = |name: &str| state.links.iter().find(|l| l.name == name).map(|l| l.index);
     if let Some((q, i)) = query.and_then(|q| Some((q, index(&q.device)?))) {
-        state.neighbours.retain(|n| n.ifindex != i || !q.v4.contains(&n.ip));
-        for (ip, mac, permanent) in lookup(node, i, q.v4.iter().map(|a| (*a).into()).collect()).await? {
-            if let std::net::IpAddr::V4(ip) = ip {
-                state.neighbours.push(Neighbour { ifindex: i, ip, mac, permanent });
-            }
-        }
-        state.neighbours.sort();
+        let found = lookup(node, i, &q.v4).await?;
+        replace_looked_up(
+            &mut state.neighbours,
+            found,
+            |n| n.ifindex == i && q.v4.contains(&n.ip),
+            |ip, mac, permanent| Some(Neighbour { ifindex: i, ip: v4(ip)?, mac, permanent }),
+        );
     }
     if ipv6 {
         state.addresses6 = node.nl.addresses6().await?;
@@ -79,25 +80,52 @@ pub async fn dump_host(
             state.neighbours6 = node.nl.neighbours6().await?;
         }
         if let Some((q, i)) = query.and_then(|q| Some((q, index(&q.device6)?))) {
-            state.neighbours6.retain(|n| n.ifindex != i || !q.v6.contains(&n.ip));
-            for (ip, mac, permanent) in lookup(node, i, q.v6.iter().map(|a| (*a).into()).collect()).await? {
-                if let std::net::IpAddr::V6(ip) = ip {
-                    state.neighbours6.push(Neighbour6 { ifindex: i, ip, mac, permanent });
-                }
-            }
-            state.neighbours6.sort();
+            let found = lookup(node, i, &q.v6).await?;
+            replace_looked_up(
+                &mut state.neighbours6,
+                found,
+                |n| n.ifindex == i && q.v6.contains(&n.ip),
+                |ip, mac, permanent| Some(Neighbour6 { ifindex: i, ip: v6(ip)?, mac, permanent }),
+            );
         }
     }
     Ok(state)
 }
 
 /// The entries for `ips` on `ifindex`, looked up in one batch off the runtime's threads.
-async fn lookup(node: &Node, ifindex: u32, ips: Vec<std::net::IpAddr>) -> Result<Vec<crate::lab::neigh_get::Found>, Error> {
+async fn lookup<A: Copy + Into<IpAddr>>(node: &Node, ifindex: u32, ips: &[A]) -> Result<Vec<Found>, Error> {
     if ips.is_empty() {
         return Ok(Vec::new());
     }
+    let ips: Vec<IpAddr> = ips.iter().map(|a| (*a).into()).collect();
     let ns = node.ns.clone();
     tokio::task::spawn_blocking(move || crate::lab::neigh_get::neighbours_get(&ns, ifindex, ips))
         .await
         .map_err(|e| crate::lab_err!("neighbour lookups: {e}"))?
+}
+
+/// What a dump said of the looked-up entries (`asked`) gives way to what the lookups found.
+fn replace_looked_up<T: Ord>(
+    list: &mut Vec<T>,
+    found: Vec<Found>,
+    asked: impl Fn(&T) -> bool,
+    entry: impl Fn(IpAddr, Option<String>, bool) -> Option<T>,
+) {
+    list.retain(|n| !asked(n));
+    list.extend(found.into_iter().filter_map(|(ip, mac, permanent)| entry(ip, mac, permanent)));
+    list.sort();
+}
+
+fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn v6(ip: IpAddr) -> Option<Ipv6Addr> {
+    match ip {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    }
 }

@@ -119,7 +119,22 @@ fn line(p: &Point) -> String {
     )
 }
 
-pub use crate::lab::proc::cpu_time;
+use crate::lab::proc::cpu_time;
+
+/// Every host of `hosts` read at once: the expected neighbours looked up, and with
+/// `complete` the whole neighbour table as well.
+async fn read_hosts(
+    hosts: &[&crate::lab::Node],
+    conf: &NetConf,
+    by_ip: &BTreeMap<Ipv4Addr, contract::LeaseView>,
+    complete: bool,
+) -> Vec<Result<probe::HostState>> {
+    futures::future::join_all(hosts.iter().map(|h| async move {
+        let query = contract::neighbour_query(conf, h.addr, by_ip);
+        probe::dump_host(h, &Agent::subnet_file_path(h), false, Some(&query), complete).await
+    }))
+    .await
+}
 
 fn percentile(v: &[f64], p: f64) -> Option<f64> {
     if v.is_empty() {
@@ -199,14 +214,9 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         let mut lease_findings = Vec::new();
         let by_ip: BTreeMap<Ipv4Addr, contract::LeaseView> = contract::check_leases(&conf, &hosts, &leases, &mut lease_findings);
         let pending: Vec<&crate::lab::Node> = lab.hosts.iter().filter(|h| !done.contains_key(h.name.as_str())).collect();
-        let paths: Vec<PathBuf> = pending.iter().map(|h| Agent::subnet_file_path(h)).collect();
         // the expected neighbours looked up one by one (a dump per host walks every
         // namespace's entries: N³ per poll); extras are seen by the full read at the end
-        let queries: Vec<probe::NeighbourQuery> = pending.iter().map(|h| contract::neighbour_query(&conf, h.addr, &by_ip)).collect();
-        let states = futures::future::join_all(
-            pending.iter().zip(&paths).zip(&queries).map(|((h, p), q)| probe::dump_host(h, p, false, Some(q), false)),
-        )
-        .await;
+        let states = read_hosts(&pending, &conf, &by_ip, false).await;
         let now = started.elapsed().as_secs_f64();
         let mut last_findings = Vec::new();
         if let Some(e) = states.iter().find_map(|s| s.as_ref().err()) {
@@ -241,12 +251,7 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
             let at = started.elapsed();
             // every host once more with its whole neighbour table: nothing extra either
             let all: Vec<&crate::lab::Node> = lab.hosts.iter().collect();
-            let paths: Vec<PathBuf> = all.iter().map(|h| Agent::subnet_file_path(h)).collect();
-            let queries: Vec<probe::NeighbourQuery> = all.iter().map(|h| contract::neighbour_query(&conf, h.addr, &by_ip)).collect();
-            let states = futures::future::join_all(
-                all.iter().zip(&paths).zip(&queries).map(|((h, p), q)| probe::dump_host(h, p, false, Some(q), true)),
-            )
-            .await;
+            let states = read_hosts(&all, &conf, &by_ip, true).await;
             if let Some(e) = states.iter().find_map(|s| s.as_ref().err()) {
                 note = format!("lab error: a host's state could not be read: {}", crate::error::chain(e));
                 break None;

@@ -104,6 +104,10 @@ impl Trial<'_> {
             if findings.is_empty() && !last && self.polls_look_up_neighbours() {
                 findings = self.observe_reading(Reading::Sample(self.confirm_round)).await?.0;
                 self.confirm_round += 1;
+                if !findings.is_empty() {
+                    // the control plane is not what it looked: the data plane's answers go too
+                    self.reach_answered.clear();
+                }
                 tracing::info!(
                     "looked for extra neighbour entries on {} of {} hosts (whole reads; a window that moves on each time)",
                     NEIGHBOUR_DUMPS_UP_TO.min(self.lab.hosts.len()),

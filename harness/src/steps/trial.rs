@@ -675,7 +675,7 @@ pub(super) fn probe_window(n: usize, round: u64, ahead: usize) -> bool {
     if n < 2 || ahead == 0 {
         return false;
     }
-    let start = (round as usize % n.max(1)).wrapping_mul(REACH_SAMPLE) % (n - 1);
+    let start = (round as usize % n).wrapping_mul(REACH_SAMPLE) % (n - 1);
     (ahead - 1 + (n - 1) - start) % (n - 1) < REACH_SAMPLE
 }
 
