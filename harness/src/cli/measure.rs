@@ -148,7 +148,7 @@ pub fn scale(a: ScaleArgs) -> Result<ExitCode> {
     };
     let out = a.out.unwrap_or_else(|| crate::input::repo_root().join("target/scale"));
     let rt = super::runtime()?;
-    let points = rt.block_on(crate::scale::run(&plan, &suite::workdir()));
+    let points = rt.block_on(crate::scale::run(&plan, &suite::workdir(), &out));
     rt.shutdown_background();
     let points = points?;
     print!("{}", crate::scale::table(&points));

@@ -8,6 +8,7 @@ pub mod docker;
 pub mod gc;
 mod hosts;
 pub mod live;
+pub mod memory;
 pub mod neigh_get;
 pub mod netns;
 pub mod nl;

@@ -128,6 +128,7 @@ pub struct Child {
     child: std::process::Child,
     log: PathBuf,
     status: Option<ExitStatus>,
+    started: std::time::Instant,
 }
 
 impl Child {
@@ -231,11 +232,19 @@ impl Child {
         let program = cmd.get_program().to_string_lossy().into_owned();
         let child = cmd.spawn().map_err(|source| Error::Spawn { program, ns: ns.name().to_string(), source })?;
         tracing::debug!(label, pid = child.id(), ns = ns.name(), "started");
-        Ok(Child { label: label.to_string(), child, log: log.to_path_buf(), status: None })
+        Ok(Child { label: label.to_string(), child, log: log.to_path_buf(), status: None, started: std::time::Instant::now() })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the kernel's OOM killer ended this process (it exited of SIGKILL and the
+    /// kernel's log says so, after it started).
+    pub fn killed_by_oom(&mut self) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        let started = self.started;
+        self.try_status().and_then(|s| s.signal()) == Some(libc::SIGKILL) && super::memory::killed_by_oom(self.pid(), started)
     }
 
     /// Resident set size in KiB (VmRSS), while it runs.

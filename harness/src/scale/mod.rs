@@ -80,26 +80,92 @@ pub struct Point {
     pub teardown_s: f64,
     /// Why a point did not converge, when it did not (first findings, an exited agent).
     pub note: String,
+    /// False when the lab could not measure the point at all (a lab error before the
+    /// agents ran, or a size skipped for memory): its figures are zeros. Neither these nor
+    /// points cut short by a lab error are plotted or fitted.
+    pub measured: bool,
 }
 
-/// Runs every point of the plan, printing a line per point as it ends.
-pub async fn run(plan: &Plan, workdir: &Path) -> Result<Vec<Point>> {
-    let mut out = Vec::new();
+impl Point {
+    /// Whether the point's figures belong in the plots and fits: measured, and not cut
+    /// short by a lab error (a machine out of memory, an unreadable etcd).
+    pub fn plotted(&self) -> bool {
+        self.measured && !self.note.contains("lab error")
+    }
+
+    fn unmeasured(imp: &str, backend: Backend, hosts: u32, repeat: u32, note: String) -> Point {
+        Point {
+            implementation: imp.to_string(),
+            backend: backend.to_string(),
+            hosts,
+            repeat,
+            bring_up_s: 0.0,
+            spawn_s: 0.0,
+            converge_s: None,
+            converged_hosts: 0,
+            first_peer_p50_s: None,
+            last_peer_p50_s: None,
+            last_peer_p99_s: None,
+            entries_per_host_max: 0,
+            entries_total: 0,
+            etcd_keys: 0,
+            etcd_writes: 0,
+            agent_rss_kib_mean: 0,
+            agent_rss_kib_max: 0,
+            agent_pss_kib_mean: 0,
+            agent_cpu_ms_mean: 0,
+            agent_cpu_ms_max: 0,
+            harness_cpu_s: 0.0,
+            polls: 0,
+            poll_ms_mean: 0.0,
+            teardown_s: 0.0,
+            note,
+            measured: false,
+        }
+    }
+}
+
+/// Runs every point of the plan, printing a line per point as it ends and writing the
+/// files ([`write_files`]) into `out` after every point, so a run that is interrupted or
+/// stopped keeps what it measured. A point the lab could not measure (a lab error, or a
+/// size whose agents cannot fit in memory) is recorded with its reason, and the run goes on.
+pub async fn run(plan: &Plan, workdir: &Path, out: &Path) -> Result<Vec<Point>> {
+    let mut points: Vec<Point> = Vec::new();
     for imp in &plan.imps {
         for &backend in &plan.backends {
             for &n in &plan.sizes {
                 for rep in 1..=plan.repeats {
-                    let p = point(plan, imp, backend, n, rep, workdir).await?;
+                    let p = match room_for(&points, imp.name(), n) {
+                        Err(why) => Point::unmeasured(imp.name(), backend, n, rep, format!("lab error: skipped: {why}")),
+                        Ok(()) => match point(plan, imp, backend, n, rep, workdir).await {
+                            Ok(p) => p,
+                            Err(e) => Point::unmeasured(imp.name(), backend, n, rep, format!("lab error: {}", crate::error::chain(&e))),
+                        },
+                    };
                     eprintln!("{}", line(&p));
-                    out.push(p);
+                    points.push(p);
+                    write_files(&points, out)?;
                 }
             }
         }
     }
-    Ok(out)
+    Ok(points)
+}
+
+/// Whether `n` agents of `imp` fit in memory, judged by the largest mean PSS its agents had
+/// at the points measured so far (none measured: no judgement).
+fn room_for(points: &[Point], imp: &str, n: u32) -> std::result::Result<(), String> {
+    let pss = points.iter().filter(|p| p.measured && p.implementation == imp).map(|p| p.agent_pss_kib_mean).max().unwrap_or(0);
+    match crate::lab::memory::available_kib() {
+        Some(available) if pss > 0 => crate::lab::memory::fits(n, pss, available, crate::lab::memory::floor_kib()),
+        _ => Ok(()),
+    }
 }
 
 fn line(p: &Point) -> String {
+    if !p.measured {
+        return format!("{} {} n={} r{}: not measured ({})", p.implementation, p.backend, p.hosts, p.repeat, p.note);
+    }
     format!(
         "{} {} n={} r{}: bring-up {:.1} s, converged {} ({} of {} hosts), entries/host {}, etcd writes {}, agent RSS {} KiB (PSS {} KiB), teardown {:.1} s{}",
         p.implementation,
@@ -185,6 +251,7 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
     gate.open();
     let started = Instant::now();
     let harness_cpu0 = cpu_time(std::process::id()).unwrap_or_default();
+    let memory = crate::lab::memory::Watch::start();
     let deadline = started + plan.within + Duration::from_millis(100) * n;
 
     let hosts: Vec<contract::HostAddrs> = lab.hosts.iter().map(|h| (h.name.clone(), h.addr, h.addr6)).collect();
@@ -243,8 +310,18 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         }
         polls += 1;
         poll_time += p0.elapsed();
-        if let Some((a, s)) = agents.iter_mut().find_map(|a| a.child.try_status().map(|s| (a.host.clone(), s))) {
-            note = format!("the agent on {a} exited: {}", crate::lab::proc::Child::describe_status(&s));
+        if let Some((a, s, oom)) =
+            agents.iter_mut().find_map(|a| a.child.try_status().map(|s| (a.host.clone(), s, a.child.killed_by_oom())))
+        {
+            note = if oom {
+                format!("lab error: memory: the kernel's OOM killer ended the agent on {a}")
+            } else {
+                format!("the agent on {a} exited: {}", crate::lab::proc::Child::describe_status(&s))
+            };
+            break None;
+        }
+        if let Err(why) = memory.check() {
+            note = format!("lab error: {why}");
             break None;
         }
         if done.len() == hosts.len() {
@@ -360,6 +437,7 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         poll_ms_mean: if polls == 0 { 0.0 } else { poll_time.as_secs_f64() * 1000.0 / f64::from(polls) },
         teardown_s: teardown.as_secs_f64(),
         note,
+        measured: true,
     })
 }
 
@@ -403,7 +481,20 @@ pub fn table(points: &[Point]) -> String {
         "CPU ms",
         "teardown"
     ));
-    for ((imp, backend, n), g) in groups(points) {
+    for ((imp, backend, n), all) in groups(points) {
+        // repeats the lab could not measure are said, not averaged in as zeros
+        let g: Vec<&Point> = all.iter().copied().filter(|p| p.measured).collect();
+        if let Some(p) = all.iter().find(|p| !p.measured) {
+            out.push_str(&format!(
+                "{imp:<22} {backend:<8} {n:>5}  {} of {} repeats not measured: {}\n",
+                all.len() - g.len(),
+                all.len(),
+                p.note
+            ));
+        }
+        if g.is_empty() {
+            continue;
+        }
         let conv: Vec<f64> = g.iter().filter_map(|p| p.converge_s).collect();
         let f = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
         let all_conv = conv.len() == g.len();
@@ -440,7 +531,8 @@ pub fn table(points: &[Point]) -> String {
     let imps: Vec<&str> = dedup(points.iter().map(|p| p.implementation.as_str()));
     if imps.len() == 2 {
         out.push_str(&format!("\nratios {} / {} (convergence p50, agent RSS, agent CPU):\n", imps[1], imps[0]));
-        let groups = groups(points);
+        let measured: Vec<Point> = points.iter().filter(|p| p.measured).cloned().collect();
+        let groups = groups(&measured);
         for ((imp, backend, n), g) in &groups {
             if imp != imps[1] {
                 continue;
@@ -540,6 +632,7 @@ const CSV_COLUMNS: &[&str] = &[
     "poll_ms_mean",
     "teardown_s",
     "note",
+    "measured",
 ];
 
 fn csv(points: &[Point]) -> String {
@@ -608,6 +701,7 @@ mod tests {
             poll_ms_mean: 15.0,
             teardown_s: 0.1,
             note: "deadline, \"quoted\"".into(),
+            measured: true,
         };
         let fields = serde_json::to_value(&p).unwrap().as_object().unwrap().len();
         assert_eq!(fields, CSV_COLUMNS.len(), "a Point field is missing from the CSV");
@@ -616,7 +710,21 @@ mod tests {
         assert!(lines.next().unwrap().starts_with("implementation,backend,hosts,repeat,"));
         let row = lines.next().unwrap();
         assert!(row.starts_with("\"reference\",\"vxlan\",10,1,0.5,0.01,,9,"), "{row}");
-        assert!(row.ends_with(",\"deadline, \"\"quoted\"\"\""), "{row}");
+        assert!(row.ends_with(",\"deadline, \"\"quoted\"\"\",true"), "{row}");
+    }
+
+    #[test]
+    fn a_size_whose_agents_cannot_fit_is_skipped() {
+        let mut p = Point::unmeasured("fat", Backend::Vxlan, 10, 1, String::new());
+        p.measured = true;
+        // a petabyte per agent fits on no machine; unmeasured points and other
+        // implementations are no guide
+        p.agent_pss_kib_mean = 1 << 40;
+        let e = room_for(std::slice::from_ref(&p), "fat", 20).unwrap_err();
+        assert!(e.starts_with("memory: 20 agents at"), "{e}");
+        assert!(room_for(std::slice::from_ref(&p), "lean", 20).is_ok());
+        p.measured = false;
+        assert!(room_for(&[p], "fat", 20).is_ok());
     }
 
     #[test]

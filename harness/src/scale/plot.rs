@@ -17,6 +17,9 @@ pub fn series(points: &[Point], xy: impl Fn(&Point) -> Option<(f64, f64)>) -> Ve
     let mut out: Vec<Series> = Vec::new();
     for p in points {
         let label = format!("{} {}", p.implementation, p.backend);
+        if !p.plotted() {
+            continue;
+        }
         let Some(v) = xy(p) else { continue };
         match out.iter_mut().find(|s| s.label == label) {
             Some(s) => s.points.push(v),

@@ -90,6 +90,7 @@ step_kinds! {
     "break" => Break,
     "udev_mac_policy" => UdevMacPolicy,
     "expect_failure" => ExpectFailure,
+    "expect_lab_error" => ExpectLabError,
     "expect_wire" => ExpectWire,
 }
 

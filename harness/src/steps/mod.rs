@@ -32,7 +32,7 @@ pub use etcd::{ExpectRefused, PauseEtcd, PutKey, RestartEtcd, RevokeLease, StopE
 pub use faults::{Break, CutLink, Firewall, FlapLink, ImpairLink, Policy, RecreateLink, RemoveHost, Sabotage, StopAgents, UdevMacPolicy};
 pub use kinds::Step;
 pub(crate) use kinds::StepKind;
-pub use negation::ExpectFailure;
+pub use negation::{ExpectFailure, ExpectLabError};
 pub(crate) use outcome::outcome;
 pub use outcome::{StepError, StepResult};
 pub use pods::{CreatePods, ExpectMtu, ExpectPing};

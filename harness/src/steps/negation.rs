@@ -1,5 +1,6 @@
-//! Negation: a negative control's inner step must fail with the named finding, and only
-//! that one; passing, or failing otherwise, is the lab's failure to test what it claims.
+//! Negation: a negative control's inner step must fail with the named finding (or, for a
+//! limit of the lab itself, with the named lab error), and only that one; passing, or
+//! failing otherwise, is the lab's failure to test what it claims.
 
 use serde::Deserialize;
 
@@ -45,6 +46,50 @@ impl StepKind for ExpectFailure {
                         e.step.name(),
                         seen.join("; ")
                     )))
+                }
+            }
+        }
+    }
+}
+
+/// Passes only if the inner step ends with a lab error whose text holds `says`: the
+/// negative control of a limit of the lab itself (control cases only), which must stop a
+/// trial as the lab's failure and never as a finding about the implementation. A pass, a
+/// finding, or another lab error fails it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectLabError {
+    pub says: String,
+    pub step: Box<Step>,
+}
+
+impl StepKind for ExpectLabError {
+    fn refs(&self) -> Vec<Ref<'_>> {
+        self.step.refs()
+    }
+
+    async fn run(&self, t: &mut Trial<'_>) -> StepResult {
+        let expected = format!("a lab error saying `{}`", self.says);
+        if !t.case.control {
+            return Err(StepError::Lab(crate::lab_err!("expect_lab_error belongs in control cases (`control: true`): it tests the lab")));
+        }
+        match Box::pin(self.step.run(t)).await {
+            Ok(()) => Err(StepError::Lab(crate::lab_err!("`{}` passed (expected {expected})", self.step.name()))),
+            Err(StepError::Check(findings)) => {
+                let seen: Vec<String> = findings.iter().map(|f| f.to_string()).collect();
+                Err(StepError::Lab(crate::lab_err!(
+                    "`{}` failed with findings about the implementation (expected {expected}): {}",
+                    self.step.name(),
+                    seen.join("; ")
+                )))
+            }
+            Err(StepError::Lab(e)) => {
+                let text = crate::error::chain(&e);
+                if text.contains(&self.says) {
+                    tracing::info!("`{}` stopped as the lab's failure, as it should: {text}", self.step.name());
+                    Ok(())
+                } else {
+                    Err(StepError::Lab(e.context(format!("`{}` (expected {expected})", self.step.name()))))
                 }
             }
         }

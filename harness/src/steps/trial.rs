@@ -64,6 +64,8 @@ pub struct Trial<'a> {
     pub(super) confirm_round: u64,
     /// What the current wait's polls cost.
     pub(super) polls: PollCost,
+    /// The machine's memory since the trial began: running out is a lab error.
+    pub(super) memory: crate::lab::memory::Watch,
 }
 
 /// Labs up to this many hosts read every host's whole neighbour table at every poll. Above,
@@ -210,6 +212,7 @@ impl<'a> Trial<'a> {
             reach_answered: Default::default(),
             confirm_round: 0,
             polls: PollCost::default(),
+            memory: crate::lab::memory::Watch::start(),
         }
     }
 
@@ -388,13 +391,22 @@ impl<'a> Trial<'a> {
     }
 
     /// Exited agents, as findings. Agents whose profile has a restart policy are restarted
-    /// instead (after a doubling backoff), like a DaemonSet's pods.
+    /// instead (after a doubling backoff), like a DaemonSet's pods. A machine out of memory
+    /// (an agent the OOM killer ended, free memory below the floor) is a lab error: what
+    /// happens next says nothing about the implementation.
     pub(super) fn agent_exits(&mut self) -> Result<Vec<Finding>, StepError> {
         use crate::input::profile::RestartPolicy;
         let mut out = Vec::new();
         for i in 0..self.agents.len() {
             let a = &mut self.agents[i];
             let Some(s) = a.child.try_status() else { continue };
+            if a.child.killed_by_oom() {
+                return Err(StepError::Lab(crate::lab_err!(
+                    "the kernel's OOM killer ended the agent on {} (pid {}): out of memory (the machine's, or a memory cgroup's limit), a limit of the lab and not a verdict",
+                    a.host,
+                    a.child.pid()
+                )));
+            }
             let restart = match a.profile.restart {
                 RestartPolicy::Never => false,
                 RestartPolicy::OnFailure => !s.success(),
@@ -428,6 +440,7 @@ impl<'a> Trial<'a> {
                 format!("agent exited ({}); log tail:\n{}", crate::lab::proc::Child::describe_status(&s), a.child.log_tail(5)),
             ));
         }
+        self.memory.check().map_err(|e| StepError::Lab(e.into()))?;
         Ok(out)
     }
 
