@@ -199,10 +199,7 @@ pub fn exec(a: ExecArgs) -> Result<ExitCode> {
     }
     let _ = set.thread_unblock();
     // and the default priority, not the harness's
-    // SAFETY: setpriority on the calling thread, which the command replaces.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 0);
-    }
+    crate::lab::proc::at_default_priority();
     let e =
         std::process::Command::new(&argv[0]).args(&argv[1..]).env("FLANNEL_LAB_RUN", &lab.run).env("FLANNEL_LAB_NODE", &a.target).exec();
     Err(lab_err!("run `{}` in netns `{ns}`: {e}", argv[0]))

@@ -228,6 +228,8 @@ pub enum Ref<'a> {
     Backend(&'a str),
     /// A profile: a bundled name or a path relative to the case file.
     Profile(&'a str),
+    /// A step kind that tests the lab, allowed in control cases only (its name).
+    ControlOnly(&'static str),
 }
 
 /// Reads an enum written as a single-key mapping (`- wait_converged: {within: 30s}`):
@@ -447,6 +449,11 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
                 Ref::Backend(b) => {
                     if Backend::parse(b).is_none() {
                         c.push(&at, format!("unknown backend `{b}`"), Backend::known());
+                    }
+                }
+                Ref::ControlOnly(kind) => {
+                    if !raw.control {
+                        c.push(&at, format!("`{kind}` tests the lab"), "use it in a control case (`control: true`)");
                     }
                 }
                 Ref::Profile(p) => {

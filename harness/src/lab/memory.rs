@@ -18,19 +18,12 @@
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 
+use super::proc::kib_field;
+
 pub const FLOOR_ENV: &str = "FLANNEL_LAB_MEMORY_FLOOR_MIB";
 
-/// A field of `/proc/meminfo` in KiB.
-fn meminfo_kib(text: &str, field: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
 pub fn available_kib() -> Option<u64> {
-    meminfo_kib(&read("/proc/meminfo"), "MemAvailable")
+    kib_field("/proc/meminfo", "MemAvailable:")
 }
 
 /// The floor in KiB: the environment's, else 2% of the machine, at least 256 MiB.
@@ -38,7 +31,7 @@ pub fn floor_kib() -> u64 {
     if let Some(mib) = std::env::var(FLOOR_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok()) {
         return mib * 1024;
     }
-    let total = meminfo_kib(&read("/proc/meminfo"), "MemTotal").unwrap_or(0);
+    let total = kib_field("/proc/meminfo", "MemTotal:").unwrap_or(0);
     (total / 50).max(256 * 1024)
 }
 
@@ -131,11 +124,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_kernels_counters() {
+    fn reads_the_machines_memory() {
         let meminfo = "MemTotal:       24683784 kB\nMemFree:         1000 kB\nMemAvailable:   24188844 kB\n";
-        assert_eq!(meminfo_kib(meminfo, "MemAvailable"), Some(24_188_844));
-        assert_eq!(meminfo_kib(meminfo, "MemTotal"), Some(24_683_784));
-        assert_eq!(meminfo_kib(meminfo, "Mem"), None);
+        assert_eq!(super::super::proc::kib_line(meminfo, "MemAvailable:"), Some(24_188_844));
+        assert_eq!(super::super::proc::kib_line(meminfo, "MemTotal:"), Some(24_683_784));
         // this machine's file parses
         assert!(available_kib().is_some());
     }

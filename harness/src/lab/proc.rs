@@ -106,8 +106,8 @@ pub const HARNESS_NICE: i32 = -5;
 /// Runs the calling thread, and every thread it starts afterwards, at [`HARNESS_NICE`]:
 /// with a thousand agents busy, an observer at the default priority gets one thousandth of
 /// the machine and its polls and probes lag by tens of seconds. etcd, the lab's, keeps it;
-/// agents start at the default, or lower in large labs (see `agents::agent_nice`). Call it first in `main`. Without the
-/// privilege nothing changes.
+/// agents start at the default, or lower in large labs (see `agents::agent_nice`). Call it
+/// first in `main`. Without the privilege nothing changes.
 pub fn prioritise_harness() {
     // SAFETY: setpriority on the calling thread.
     unsafe {
@@ -116,8 +116,12 @@ pub fn prioritise_harness() {
 }
 
 /// The `KEY: N kB` line of a /proc file, in KiB.
-fn kib_field(path: &str, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
+pub(crate) fn kib_field(path: &str, key: &str) -> Option<u64> {
+    kib_line(&std::fs::read_to_string(path).ok()?, key)
+}
+
+/// The `KEY: N kB` line of /proc text (`key` with its colon), in KiB.
+pub(crate) fn kib_line(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
@@ -243,8 +247,7 @@ impl Child {
     /// kernel's log says so, after it started).
     pub fn killed_by_oom(&mut self) -> bool {
         use std::os::unix::process::ExitStatusExt;
-        let started = self.started;
-        self.try_status().and_then(|s| s.signal()) == Some(libc::SIGKILL) && super::memory::killed_by_oom(self.pid(), started)
+        self.try_status().and_then(|s| s.signal()) == Some(libc::SIGKILL) && super::memory::killed_by_oom(self.pid(), self.started)
     }
 
     /// Resident set size in KiB (VmRSS), while it runs.

@@ -65,14 +65,13 @@ pub struct ExpectLabError {
 
 impl StepKind for ExpectLabError {
     fn refs(&self) -> Vec<Ref<'_>> {
-        self.step.refs()
+        let mut r = vec![Ref::ControlOnly("expect_lab_error")];
+        r.extend(self.step.refs());
+        r
     }
 
     async fn run(&self, t: &mut Trial<'_>) -> StepResult {
         let expected = format!("a lab error saying `{}`", self.says);
-        if !t.case.control {
-            return Err(StepError::Lab(crate::lab_err!("expect_lab_error belongs in control cases (`control: true`): it tests the lab")));
-        }
         match Box::pin(self.step.run(t)).await {
             Ok(()) => Err(StepError::Lab(crate::lab_err!("`{}` passed (expected {expected})", self.step.name()))),
             Err(StepError::Check(findings)) => {
