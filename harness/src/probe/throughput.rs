@@ -135,11 +135,11 @@ pub fn measure_pps(server: &Netns, server_ip: Ipv4Addr, client: &Netns, duration
             let _ = ready_tx.send(());
             let mut buf = [0u8; 2048];
             let mut got = 0u64;
-            // until the sender is done and nothing arrived for 200 ms
+            // until the sender is done (or gone, having failed) and nothing arrived for 200 ms
             loop {
                 match sock.recv(&mut buf) {
                     Ok(_) => got += 1,
-                    Err(_) if done_rx.try_recv().is_ok() => return Ok(got),
+                    Err(_) if !matches!(done_rx.try_recv(), Err(mpsc::TryRecvError::Empty)) => return Ok(got),
                     Err(_) => {}
                 }
             }
