@@ -154,6 +154,53 @@ pub struct Agent {
     /// Restarts done under the profile's restart policy, and when the next is due.
     pub restarts: u32,
     pub next_restart: Option<std::time::Instant>,
+    /// How each predecessor on this host ended, when the restart policy restarted it.
+    pub earlier_exits: Vec<String>,
+    /// The case caused this agent's exit or expects it (a `kill_agent` break,
+    /// `expect_agents_exit`): the end-of-trial liveness check leaves it alone.
+    pub exit_planned: bool,
+    /// What readiness evidence looked like when it started: only evidence written after
+    /// that counts (a restarted agent is not ready on its predecessor's subnet file or log).
+    before: Evidence,
+}
+
+/// The readiness evidence on disk at an agent's start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Evidence {
+    /// The subnet file's identity (device, inode, modification time), if it existed.
+    subnet_file: Option<FileId>,
+    /// How many bytes the log already had (a restarted agent appends to it).
+    log_len: u64,
+}
+
+type FileId = (u64, u64, i64, i64);
+
+/// A file's identity: a rewrite (atomic rename or in place) changes it.
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
+}
+
+impl Evidence {
+    fn now(subnet_file: &Path, log: &Path) -> Evidence {
+        Evidence { subnet_file: file_id(subnet_file), log_len: std::fs::metadata(log).map(|m| m.len()).unwrap_or(0) }
+    }
+
+    /// Whether the subnet file exists and was written since.
+    fn new_subnet_file(&self, path: &Path) -> bool {
+        file_id(path).is_some_and(|id| Some(id) != self.subnet_file)
+    }
+
+    /// Whether the log gained a line containing `text` since.
+    fn new_log_line(&self, log: &Path, text: &str) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(log) else { return false };
+        let mut fresh = Vec::new();
+        if f.seek(SeekFrom::Start(self.log_len)).is_err() || f.read_to_end(&mut fresh).is_err() {
+            return false;
+        }
+        String::from_utf8_lossy(&fresh).contains(text)
+    }
 }
 
 impl Agent {
@@ -203,12 +250,14 @@ impl Agent {
             std::fs::create_dir_all(&source).map_err(|e| lab_err!("create {}: {e}", source.display()))?;
             mounts.push((source, target));
         }
+        let subnet_file = Self::subnet_file_path(node);
+        let before = Evidence::now(&subnet_file, &node.dir.join("agent.log"));
         let child =
             Child::spawn_gated(&format!("agent@{}", node.name), &node.ns, cmd, &node.dir.join("agent.log"), &mounts, gate, launch.nice)
                 .map_err(|e| crate::error::chain(&e))?;
         Ok(Agent {
             host: node.name.clone(),
-            subnet_file: Self::subnet_file_path(node),
+            subnet_file,
             child,
             profile: imp.profile.clone(),
             ns: node.ns.clone(),
@@ -216,14 +265,18 @@ impl Agent {
             started: std::time::SystemTime::now(),
             restarts: 0,
             next_restart: None,
+            earlier_exits: Vec::new(),
+            exit_planned: false,
+            before,
         })
     }
 
-    /// Whether the profile's readiness condition holds now.
+    /// Whether the profile's readiness condition holds now, on evidence written since this
+    /// agent started.
     pub fn is_ready(&self) -> bool {
         match &self.profile.ready {
-            Ready::SubnetFile(_) => self.subnet_file.exists(),
-            Ready::LogLine(c) => std::fs::read_to_string(self.child.log_file()).is_ok_and(|t| t.contains(&c.contains)),
+            Ready::SubnetFile(_) => self.before.new_subnet_file(&self.subnet_file),
+            Ready::LogLine(c) => self.before.new_log_line(self.child.log_file(), &c.contains),
             Ready::Http(u) => match expand(&u.url, &self.values) {
                 Ok(url) => self.ns.run(move || http_ok(&url)).unwrap_or(false),
                 Err(_) => false,
@@ -267,4 +320,31 @@ pub fn reference_agent() -> Result<PathBuf> {
         return Err(lab_err!("`cargo build -p flannel-agent` failed ({status})"));
     }
     Implementation::find_reference_agent()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_evidence_written_after_the_start_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (env, log) = (dir.path().join("subnet.env"), dir.path().join("agent.log"));
+        std::fs::write(&env, "FLANNEL_SUBNET=10.244.1.1/24\n").unwrap();
+        std::fs::write(&log, "I1206 ready: lease acquired\n").unwrap();
+        let before = Evidence::now(&env, &log);
+        assert!(!before.new_subnet_file(&env), "the predecessor's subnet file");
+        assert!(!before.new_log_line(&log, "lease acquired"), "the predecessor's log line");
+        // rewritten atomically, as flanneld does: a new inode
+        let tmp = dir.path().join(".subnet.env");
+        std::fs::write(&tmp, "FLANNEL_SUBNET=10.244.1.1/24\n").unwrap();
+        std::fs::rename(&tmp, &env).unwrap();
+        assert!(before.new_subnet_file(&env));
+        use std::io::Write;
+        std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"I1206 lease acquired again\n").unwrap();
+        assert!(before.new_log_line(&log, "lease acquired"));
+        let missing = Evidence::now(&dir.path().join("none"), &dir.path().join("none.log"));
+        assert!(!missing.new_subnet_file(&dir.path().join("none")));
+        assert!(missing.new_subnet_file(&env), "a file that did not exist at the start");
+    }
 }

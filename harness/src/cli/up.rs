@@ -167,6 +167,7 @@ fn plain_case(a: &UpArgs) -> Result<(Case, Backend)> {
         level: Default::default(),
         pod_wiring: Default::default(),
         simultaneous_start: false,
+        max_restarts: 0,
         steps,
     };
     Ok((case, backend))

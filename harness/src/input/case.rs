@@ -113,6 +113,10 @@ struct RawCase<S> {
     /// implementation's profile or the run spreads starts.
     #[serde(default)]
     simultaneous_start: bool,
+    /// How many times each agent may be restarted by its profile's restart policy over
+    /// the trial (default 0: any unplanned exit is an `agent_exit` finding).
+    #[serde(default)]
+    max_restarts: u32,
     steps: Vec<S>,
 }
 
@@ -176,6 +180,10 @@ struct RawMutant {
     /// The step (1-based) that must fail; any step when absent.
     #[serde(default)]
     step: Option<usize>,
+    /// Other checks that may also fail about the same host (by default none may: the
+    /// mutant must fail for its own reason only).
+    #[serde(default)]
+    also: Vec<Check>,
     /// The backends this expectation is for (default: every backend the case and the
     /// mutant share); list one entry per backend when the finding differs.
     #[serde(default)]
@@ -189,6 +197,8 @@ pub struct Expected {
     pub check: Check,
     pub host: String,
     pub step: Option<usize>,
+    /// Other checks allowed to fail about the same host.
+    pub also: Vec<Check>,
 }
 
 impl fmt::Display for Expected {
@@ -319,6 +329,8 @@ pub struct Case<S> {
     pub level: Level,
     pub pod_wiring: PodWiring,
     pub simultaneous_start: bool,
+    /// Restarts each agent may have under a restart policy.
+    pub max_restarts: u32,
     pub steps: Vec<S>,
 }
 
@@ -488,6 +500,17 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
         }
         host_profiles.insert(h.to_string(), resolved);
     }
+    // a case whose every host runs a profile of its own never runs the implementation
+    // under test: it tests the lab
+    let all_own =
+        !topos.is_empty() && topos.iter().all(|t| t.hosts.iter().all(|h| raw.host_profiles.keys().any(|k| k.as_str() == h.name.as_str())));
+    if all_own && !raw.control {
+        c.push(
+            &[key("host_profiles")],
+            "every host runs a profile of its own, so no trial of this case runs the implementation under test",
+            "mark the case `control: true` (it tests the lab), or leave some hosts to the implementation under test",
+        );
+    }
     let mut mutants = Vec::new();
     for (i, m) in raw.mutants.iter().enumerate() {
         let at = [key("mutants"), Seg::Index(i)];
@@ -514,8 +537,14 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
         if !host_ok(&m.host) {
             c.push(&at, format!("no host `{}` in topology `{}`", m.host, raw.topology), "name the host whose check must fail (or `etcd`)");
         }
-        if m.step.is_some_and(|s| s == 0 || s > raw.steps.len()) {
-            c.push(&at, format!("step {} is not a step of this case", m.step.unwrap_or(0)), format!("use 1..{}", raw.steps.len()));
+        // one past the last step is the end-of-trial liveness check (`agents_alive`)
+        if m.step.is_some_and(|s| s == 0 || s > raw.steps.len() + 1) {
+            let n = raw.steps.len();
+            c.push(
+                &at,
+                format!("step {} is not a step of this case", m.step.unwrap_or(0)),
+                format!("use 1..{n}, or {} for the end-of-trial check that every agent still runs", n + 1),
+            );
         }
         for b in shared {
             if mutants.iter().any(|x: &MutantSpec| x.profile == path && x.backend == b) {
@@ -524,7 +553,7 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
             mutants.push(MutantSpec {
                 profile: path.clone(),
                 backend: b,
-                expected: Expected { check: m.check, host: m.host.clone(), step: m.step },
+                expected: Expected { check: m.check, host: m.host.clone(), step: m.step, also: m.also.clone() },
             });
         }
     }
@@ -542,6 +571,7 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
         level: raw.level,
         pod_wiring: raw.pod_wiring,
         simultaneous_start: raw.simultaneous_start,
+        max_restarts: raw.max_restarts,
         store: raw.store,
         mutants,
         host_profiles,

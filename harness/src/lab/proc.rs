@@ -318,6 +318,11 @@ impl Child {
         tail(&self.log, n)
     }
 
+    /// The last `n` meaningful lines of the log on one line ([`log_summary`]).
+    pub fn log_summary(&self, n: usize) -> String {
+        log_summary(&self.log, n)
+    }
+
     pub fn describe_status(s: &ExitStatus) -> String {
         match (s.code(), s.signal()) {
             (Some(c), _) => format!("exit code {c}"),
@@ -335,6 +340,69 @@ impl Drop for Child {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(2));
     }
+}
+
+/// The last `n` meaningful lines of a log, whatever its format, as messages: klog's
+/// header (`E1206 23:17:36.123456  77 main.go:3]`) and JSON's envelope (`msg`, `message`)
+/// dropped, colour codes and blank lines gone; quoted and joined on one line, or "its log
+/// is empty".
+pub fn log_summary(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<String> = text.lines().map(log_message).filter(|l| !l.is_empty()).collect();
+    if lines.is_empty() {
+        return "its log is empty".into();
+    }
+    let last: Vec<String> = lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("\"{l}\"")).collect();
+    format!("last log lines: {}", last.join(" | "))
+}
+
+/// One log line's message (see [`log_summary`]).
+fn log_message(line: &str) -> String {
+    let plain = strip_ansi(line.trim());
+    if plain.starts_with('{') {
+        if let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(&plain) {
+            let level = ["level", "severity", "lvl"].iter().find_map(|k| o.get(*k)?.as_str().map(str::to_string));
+            if let Some(msg) = ["msg", "message", "MESSAGE"].iter().find_map(|k| o.get(*k)?.as_str()) {
+                let err = ["err", "error"].iter().find_map(|k| o.get(*k)?.as_str()).map(|e| format!(": {e}")).unwrap_or_default();
+                return match level {
+                    Some(l) => format!("{l}: {msg}{err}"),
+                    None => format!("{msg}{err}"),
+                };
+            }
+        }
+    }
+    // klog: Lmmdd hh:mm:ss.uuuuuu threadid file:line] msg
+    let b = plain.as_bytes();
+    if b.len() > 6 && b"IWEF".contains(&b[0]) && b[1..5].iter().all(u8::is_ascii_digit) && b[5] == b' ' {
+        if let Some(end) = plain.find("] ") {
+            let level = match b[0] {
+                b'E' => "error: ",
+                b'W' => "warning: ",
+                b'F' => "fatal: ",
+                _ => "",
+            };
+            return format!("{level}{}", plain[end + 2..].trim());
+        }
+    }
+    plain
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub fn tail(path: &Path, n: usize) -> String {
@@ -356,6 +424,27 @@ mod tests {
             w.pre_exec(move || gate_as_fd3(fd));
         }
         w.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn /bin/sh")
+    }
+
+    #[test]
+    fn log_summaries_quote_the_messages_whatever_the_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("agent.log");
+        std::fs::write(
+            &log,
+            "I1206 23:17:36.123456       1 main.go:231] Created subnet manager\n\n\
+             E1206 23:17:37.000001       1 main.go:349] failed to acquire lease: subnet already exists\n   \n",
+        )
+        .unwrap();
+        assert_eq!(
+            log_summary(&log, 2),
+            "last log lines: \"Created subnet manager\" | \"error: failed to acquire lease: subnet already exists\""
+        );
+        std::fs::write(&log, "{\"level\":\"error\",\"msg\":\"watch failed\",\"err\":\"EOF\"}\n\u{1b}[31mERROR\u{1b}[0m plain line\n")
+            .unwrap();
+        assert_eq!(log_summary(&log, 5), "last log lines: \"error: watch failed: EOF\" | \"ERROR plain line\"");
+        std::fs::write(&log, "\n\n").unwrap();
+        assert_eq!(log_summary(&log, 3), "its log is empty");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::contract::{Backend, NetConf, DEFAULT_PREFIX};
 use crate::error::Context;
 use crate::input::case::{Expected, StepSyntax, StoreChoice};
 use crate::lab::Lab;
+use crate::steps::outcome::{match_expected, Match};
 use crate::steps::{Case, StepError, Trial};
 use crate::store::{Provider, Store};
 
@@ -306,10 +307,14 @@ fn judge(verdict: &Verdict, stopped: Option<Stopped>, r: &mut TrialReport) {
             r.log.push(format!("     seen:     {}", s.message()));
             let step_ok = exp.step.is_none() || exp.step == s.step;
             let matched = match &s.error {
-                StepError::Check(findings) => step_ok && findings.iter().any(|f| f.check == exp.check && f.host == exp.host),
-                StepError::Lab(_) => false,
+                StepError::Check(findings) if step_ok => match_expected(exp.check, &exp.host, &exp.also, findings),
+                _ => Match::Missing,
             };
-            if matched {
+            if let Match::Extra(extra) = &matched {
+                let extra: Vec<String> = extra.iter().map(|f| f.to_string()).collect();
+                r.log.push(format!("     also about {}: {}", exp.host, extra.join("; ")));
+            }
+            if matched == Match::Exact {
                 r.passed = true;
                 r.log.push("     the case caught the mutant with the expected finding".into());
                 if let Some(dir) = s.dir {
@@ -317,7 +322,13 @@ fn judge(verdict: &Verdict, stopped: Option<Stopped>, r: &mut TrialReport) {
                 }
             } else {
                 r.lab_error = matches!(s.error, StepError::Lab(_));
-                let why = if r.lab_error { "a lab error is never a catch" } else { "the case failed for another reason" };
+                let why = match matched {
+                    _ if r.lab_error => "a lab error is never a catch",
+                    Match::Extra(_) => {
+                        "the case failed with it, and with other findings about the same host (list their checks under `also` if they must)"
+                    }
+                    _ => "the case failed for another reason",
+                };
                 r.failure = Some(format!("expected {exp}, {why}: {}", s.message()));
                 r.artifacts = s.dir;
             }
@@ -391,22 +402,30 @@ async fn run_once(
     rec.topology = Some(lab.topo.clone());
     rec.record(0, "setup", began, StepOutcome::Passed, &trial_log.lines()[from..]);
     let mut trial = Trial::new(&spec.case, spec.backend, &spec.imp, conf, store, capture, lab);
-    for (i, step) in spec.case.steps.iter().enumerate() {
+    let total = spec.case.steps.len();
+    // the case's steps, then the end-of-trial check that every agent still runs (step
+    // total + 1, `agents_alive`)
+    for i in 0..=total {
         let t = Instant::now();
         let from = trial_log.lines().len();
-        if let Some(w) = watcher {
-            w.step(&trial, i + 1, spec.case.steps.len(), step.name());
+        let name = spec.case.steps.get(i).map_or(END_OF_TRIAL, |s| s.name());
+        if let (Some(w), true) = (watcher, i < total) {
+            w.step(&trial, i + 1, total, name);
         }
         trial.settle_on = match &spec.verdict {
             Verdict::Catch(exp) if exp.step.is_none_or(|s| s == i + 1) => Some(exp.clone()),
             _ => None,
         };
-        let outcome = step.run(&mut trial).instrument(tracing::info_span!("step", n = i + 1, kind = step.name())).await;
+        let span = tracing::info_span!("step", n = i + 1, kind = name);
+        let outcome = match spec.case.steps.get(i) {
+            Some(step) => step.run(&mut trial).instrument(span).await,
+            None => trial.agents_alive_to_the_end().instrument(span).await,
+        };
         if let Err(error) = outcome {
             let kind = if matches!(error, StepError::Lab(_)) { "LAB ERROR" } else { "FAIL" };
-            tracing::info!("{kind} step {} `{}`: {}", i + 1, step.name(), error.describe());
+            tracing::info!("{kind} step {} `{name}`: {}", i + 1, error.describe());
             let how = if matches!(error, StepError::Lab(_)) { StepOutcome::LabError } else { StepOutcome::Failed };
-            rec.record(i + 1, step.name(), t, how, &trial_log.lines()[from..]);
+            rec.record(i + 1, name, t, how, &trial_log.lines()[from..]);
             trial.save_artifacts(&trial_log.lines()).await;
             if let Some(mut c) = trial.capture.take() {
                 match c.stop() {
@@ -416,7 +435,7 @@ async fn run_once(
                 let _ = std::fs::write(trial.lab.dir.join("trial.log"), trial_log.lines().join("\n"));
             }
             rec.wire = trial.wire.clone();
-            let stopped = Stopped { step: Some(i + 1), step_name: step.name(), error, at: String::new(), dir: Some(trial.lab.dir.clone()) };
+            let stopped = Stopped { step: Some(i + 1), step_name: name, error, at: String::new(), dir: Some(trial.lab.dir.clone()) };
             if let Some(w) = watcher {
                 w.hold(&mut trial, Some(stopped.message())).await;
             }
@@ -427,8 +446,8 @@ async fn run_once(
             let _ = std::fs::remove_dir_all(dir.join("etcd").join("data"));
             return Err(stopped);
         }
-        tracing::info!("ok   step {} `{}` ({} ms)", i + 1, step.name(), t.elapsed().as_millis());
-        rec.record(i + 1, step.name(), t, StepOutcome::Passed, &trial_log.lines()[from..]);
+        tracing::info!("ok   step {} `{name}` ({} ms)", i + 1, t.elapsed().as_millis());
+        rec.record(i + 1, name, t, StepOutcome::Passed, &trial_log.lines()[from..]);
     }
     rec.wire = trial.wire.clone();
     if let Some(w) = watcher {
@@ -439,6 +458,10 @@ async fn run_once(
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// The name of the check after a case's last step: every agent the case did not stop
+/// still runs (step number: the case's step count + 1).
+pub const END_OF_TRIAL: &str = "agents_alive";
 
 #[cfg(test)]
 mod tests {
@@ -458,7 +481,7 @@ mod tests {
     }
 
     fn expected(step: Option<usize>) -> Verdict {
-        Verdict::Catch(Expected { check: crate::contract::Check::Fdb, host: "h2".into(), step })
+        Verdict::Catch(Expected { check: crate::contract::Check::Fdb, host: "h2".into(), step, also: Vec::new() })
     }
 
     #[test]

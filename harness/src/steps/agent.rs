@@ -255,6 +255,10 @@ impl Trial<'_> {
         if self.agents.is_empty() {
             return Err("expect_agents_exit examined nothing: no agents were started".into());
         }
+        // these exits are the point: the end-of-trial liveness check leaves them alone
+        for a in &mut self.agents {
+            a.exit_planned = true;
+        }
         let deadline = Instant::now() + within;
         loop {
             let running: Vec<String> =

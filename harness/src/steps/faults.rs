@@ -466,6 +466,7 @@ impl Trial<'_> {
                 let agent = self.agents.iter_mut().find(|a| a.host == host).ok_or("no agent on that host: add start_agents first")?;
                 let pid = agent.child.pid();
                 agent.child.kill();
+                agent.exit_planned = true;
                 format!("SIGKILLed agent pid {pid}")
             }
         };

@@ -130,6 +130,7 @@ mod tests {
             Step::ExpectFailure(ExpectFailure {
                 check: Check::Counts,
                 host: "h2".into(),
+                also: vec![],
                 step: Box::new(Step::ExpectCounts(ExpectCounts {}))
             })
         );

@@ -20,7 +20,7 @@ pub mod etcd;
 pub mod faults;
 mod kinds;
 pub mod negation;
-mod outcome;
+pub mod outcome;
 pub mod pods;
 pub mod traffic;
 mod trial;

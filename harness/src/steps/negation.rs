@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::outcome::{match_expected, Match};
 use super::{Step, StepError, StepKind, StepResult, Trial};
 use crate::contract::Check;
 use crate::input::case::{Ref, StepSyntax};
@@ -16,6 +17,10 @@ pub struct ExpectFailure {
     pub check: Check,
     /// The host the finding must be about (`etcd` for the store).
     pub host: String,
+    /// Other checks that may also fail about the same host (by default none may: a control
+    /// breaks one thing, and its finding must come alone).
+    #[serde(default)]
+    pub also: Vec<Check>,
     pub step: Box<Step>,
 }
 
@@ -37,15 +42,26 @@ impl StepKind for ExpectFailure {
             Err(StepError::Lab(m)) => Err(StepError::Lab(m.context(format!("`{}` (expected to fail with {expected})", e.step.name())))),
             Err(StepError::Check(findings)) => {
                 let seen: Vec<String> = findings.iter().map(|f| f.to_string()).collect();
-                if findings.iter().any(|f| f.check == e.check && f.host == e.host) {
-                    tracing::info!("`{}` failed as it should: expected {expected}; seen {}", e.step.name(), seen.join("; "));
-                    Ok(())
-                } else {
-                    Err(StepError::Lab(crate::lab_err!(
+                match match_expected(e.check, &e.host, &e.also, &findings) {
+                    Match::Exact => {
+                        tracing::info!("`{}` failed as it should: expected {expected}; seen {}", e.step.name(), seen.join("; "));
+                        if e.check == Check::AgentExit {
+                            // the case has now seen and accepted this exit
+                            t.agents.iter_mut().filter(|a| a.host == e.host).for_each(|a| a.exit_planned = true);
+                        }
+                        Ok(())
+                    }
+                    Match::Missing => Err(StepError::Lab(crate::lab_err!(
                         "`{}` failed, but not with the expected {expected}: seen {}",
                         e.step.name(),
                         seen.join("; ")
-                    )))
+                    ))),
+                    Match::Extra(extra) => Err(StepError::Lab(crate::lab_err!(
+                        "`{}` failed with the expected {expected}, and also with {} about {}: the break did more than the control says (list the check under `also` if it must)",
+                        e.step.name(),
+                        extra.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; "),
+                        e.host
+                    ))),
                 }
             }
         }
@@ -86,6 +102,12 @@ impl StepKind for ExpectLabError {
                 let text = crate::error::chain(&e);
                 if text.contains(&self.says) {
                     tracing::info!("`{}` stopped as the lab's failure, as it should: {text}", self.step.name());
+                    // the agents that ended in it ended as the case meant them to
+                    for a in t.agents.iter_mut() {
+                        if a.child.try_status().is_some() {
+                            a.exit_planned = true;
+                        }
+                    }
                     Ok(())
                 } else {
                     Err(StepError::Lab(e.context(format!("`{}` (expected {expected})", self.step.name()))))

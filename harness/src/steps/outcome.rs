@@ -64,11 +64,53 @@ impl From<&str> for StepError {
     }
 }
 
+/// How a step's findings answer an expectation of one finding (`check` about `host`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Match<'f> {
+    /// The finding is there, and nothing else about that host but the allowed checks.
+    Exact,
+    /// The expected finding is not among them.
+    Missing,
+    /// It is there, and so are these other findings about the same host: the break (or
+    /// the mutant) did more than the expectation says.
+    Extra(Vec<&'f Finding>),
+}
+
+/// Matches findings against an expected one: present, and alone about its host except for
+/// the checks in `also`. Findings about other hosts do not matter (a break on one host
+/// may well show on its peers).
+pub fn match_expected<'f>(check: Check, host: &str, also: &[Check], findings: &'f [Finding]) -> Match<'f> {
+    if !findings.iter().any(|f| f.check == check && f.host == host) {
+        return Match::Missing;
+    }
+    let extra: Vec<&Finding> = findings.iter().filter(|f| f.host == host && f.check != check && !also.contains(&f.check)).collect();
+    if extra.is_empty() {
+        Match::Exact
+    } else {
+        Match::Extra(extra)
+    }
+}
+
 /// Findings as a step's outcome: none is a pass.
 pub(crate) fn outcome(findings: Vec<Finding>) -> StepResult {
     if findings.is_empty() {
         Ok(())
     } else {
         Err(StepError::Check(findings))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expected_finding_must_come_alone_about_its_host() {
+        let f = |c: Check, h: &str| Finding::new(c, h, "x");
+        let seen = vec![f(Check::Fdb, "h2"), f(Check::Reachability, "h1"), f(Check::Neighbours, "h2")];
+        assert_eq!(match_expected(Check::Fdb, "h3", &[], &seen), Match::Missing);
+        assert!(matches!(match_expected(Check::Fdb, "h2", &[], &seen), Match::Extra(e) if e.len() == 1 && e[0].check == Check::Neighbours));
+        assert_eq!(match_expected(Check::Fdb, "h2", &[Check::Neighbours], &seen), Match::Exact, "an allowed extra");
+        assert_eq!(match_expected(Check::Reachability, "h1", &[], &seen), Match::Exact, "other hosts do not matter");
     }
 }

@@ -134,6 +134,19 @@ impl Reading {
     }
 }
 
+/// How long the end of a trial watches the agents after the last step, before the lab
+/// sends them its stop signal: an agent that dies as the last step ends is seen.
+pub const END_WATCH: Duration = Duration::from_secs(1);
+
+/// Which exits [`Trial::exits`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exits {
+    /// Every exited agent (and restarts under a restart policy happen).
+    All,
+    /// Only exits the case did not cause; nothing is restarted (the end of the trial).
+    Unplanned,
+}
+
 /// Peers each host probes per data-plane check above [`NEIGHBOUR_DUMPS_UP_TO`] hosts.
 pub const REACH_SAMPLE: usize = 16;
 
@@ -390,15 +403,46 @@ impl<'a> Trial<'a> {
         Ok((findings, counts))
     }
 
-    /// Exited agents, as findings. Agents whose profile has a restart policy are restarted
-    /// instead (after a doubling backoff), like a DaemonSet's pods. A machine out of memory
-    /// (an agent the OOM killer ended, free memory below the floor) is a lab error: what
-    /// happens next says nothing about the implementation.
+    /// Exited agents, as findings (also those whose exit the case caused: a control that
+    /// kills an agent expects this to say so). See [`Trial::exits`].
     pub(super) fn agent_exits(&mut self) -> Result<Vec<Finding>, StepError> {
+        self.exits(Exits::All)
+    }
+
+    /// The end of a trial: every agent the case did not stop, kill or expect to exit is
+    /// still running, watched for [`END_WATCH`] after the last step (an exit at any
+    /// earlier moment shows too: its status waits to be read), and none restarted more
+    /// often than the case allows.
+    pub async fn agents_alive_to_the_end(&mut self) -> StepResult {
+        let until = Instant::now() + END_WATCH;
+        let watched = self.agents.iter().filter(|a| !a.exit_planned).count();
+        loop {
+            let findings = self.exits(Exits::Unplanned)?;
+            if !findings.is_empty() {
+                return Err(StepError::Check(findings));
+            }
+            if Instant::now() >= until {
+                tracing::debug!("{watched} agent(s) ran to the end of the trial (watched {} ms past the last step)", END_WATCH.as_millis());
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Exited agents, as `agent_exit` findings. Agents whose profile has a restart policy
+    /// are restarted instead (after a doubling backoff), like a DaemonSet's pods, and each
+    /// restart past the case's `max_restarts` is a finding (a crash loop is no recovery).
+    /// A machine out of memory (an agent the OOM killer ended, free memory below the
+    /// floor) is a lab error: what happens next says nothing about the implementation.
+    fn exits(&mut self, which: Exits) -> Result<Vec<Finding>, StepError> {
         use crate::input::profile::RestartPolicy;
         let mut out = Vec::new();
+        let allowed = self.case.max_restarts;
         for i in 0..self.agents.len() {
             let a = &mut self.agents[i];
+            if which == Exits::Unplanned && a.exit_planned {
+                continue;
+            }
             let Some(s) = a.child.try_status() else { continue };
             if a.child.killed_by_oom() {
                 return Err(StepError::Lab(crate::lab_err!(
@@ -407,38 +451,58 @@ impl<'a> Trial<'a> {
                     a.child.pid()
                 )));
             }
+            let status = crate::lab::proc::Child::describe_status(&s);
             let restart = match a.profile.restart {
                 RestartPolicy::Never => false,
                 RestartPolicy::OnFailure => !s.success(),
                 RestartPolicy::Always => true,
             };
-            if restart {
-                let now = Instant::now();
-                let due = *a
-                    .next_restart
-                    .get_or_insert_with(|| now + (a.profile.restart_backoff * 2u32.pow(a.restarts.min(4))).min(Duration::from_secs(10)));
-                if now >= due {
-                    let host = a.host.clone();
-                    let restarts = a.restarts + 1;
-                    let node = self.lab.host(&host).expect("agent host");
-                    let imp = self.imp_of(&host);
-                    let mut fresh = Agent::start(&imp, node, &self.launch(Credentials::Valid))
-                        .map_err(|e| e.context(format!("{host}: restart under the restart policy")))?;
-                    fresh.restarts = restarts;
-                    tracing::info!(
-                        "{host}: agent exited ({}), restarted by the restart policy (restart {restarts})",
-                        crate::lab::proc::Child::describe_status(&s)
-                    );
-                    self.agents[i] = fresh;
-                    self.restarted(format!("the restart policy restarting {host}"));
-                }
+            if !restart {
+                let what = format!("agent exited ({status}) although the case did not stop it; {}", a.child.log_summary(3));
+                out.push(Finding::new(Check::AgentExit, a.host.as_str(), what));
                 continue;
             }
-            out.push(Finding::new(
-                Check::AgentExit,
-                a.host.as_str(),
-                format!("agent exited ({}); log tail:\n{}", crate::lab::proc::Child::describe_status(&s), a.child.log_tail(5)),
-            ));
+            let restarts = a.restarts + 1;
+            if restarts > allowed {
+                let what = format!(
+                    "agent exited ({status}) and its restart policy restarts it: restart {restarts}, the case allows {allowed} (max_restarts); {}",
+                    a.child.log_summary(3)
+                );
+                out.push(Finding::new(Check::AgentExit, a.host.as_str(), what));
+            }
+            if which == Exits::Unplanned {
+                continue;
+            }
+            let now = Instant::now();
+            let due = *a
+                .next_restart
+                .get_or_insert_with(|| now + (a.profile.restart_backoff * 2u32.pow(a.restarts.min(4))).min(Duration::from_secs(10)));
+            if now >= due {
+                let host = a.host.clone();
+                let mut earlier = std::mem::take(&mut a.earlier_exits);
+                earlier.push(status.clone());
+                let node = self.lab.host(&host).expect("agent host");
+                let imp = self.imp_of(&host);
+                let mut fresh = Agent::start(&imp, node, &self.launch(Credentials::Valid))
+                    .map_err(|e| e.context(format!("{host}: restart under the restart policy")))?;
+                fresh.restarts = restarts;
+                fresh.earlier_exits = earlier;
+                tracing::info!("{host}: agent exited ({status}), restarted by the restart policy (restart {restarts})");
+                self.agents[i] = fresh;
+                self.restarted(format!("the restart policy restarting {host}"));
+            }
+        }
+        // a restart beyond what the case allows stays a finding while the restarted agent
+        // runs: a crash loop does not pass a wait by being up at one poll
+        for a in self.agents.iter_mut().filter(|a| a.restarts > allowed && (which == Exits::All || !a.exit_planned)) {
+            if a.child.try_status().is_none() {
+                let what = format!(
+                    "agent restarted {} time(s) by its restart policy, the case allows {allowed} (max_restarts); earlier instances ended: {}",
+                    a.restarts,
+                    a.earlier_exits.join(", ")
+                );
+                out.push(Finding::new(Check::AgentExit, a.host.as_str(), what));
+            }
         }
         self.memory.check().map_err(|e| StepError::Lab(e.into()))?;
         Ok(out)
