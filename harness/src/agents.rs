@@ -28,7 +28,7 @@ impl Implementation {
     /// Loads a profile (bundled name or path) and, when it needs it, locates the
     /// reference agent (building it if missing).
     pub fn load(name_or_path: &str, build_reference: bool) -> Result<Implementation> {
-        let profile = Profile::find(name_or_path)?;
+        let profile = Profile::find(name_or_path).map_err(crate::error::Error::Input)?;
         let reference_agent = if profile.uses_reference_agent() && build_reference {
             crate::agents::reference_agent()?
         } else {

@@ -113,6 +113,9 @@ pub enum Error {
     /// Input files that did not validate (every diagnostic, located).
     #[error("{0}")]
     Input(String),
+    /// A command line that asks for what cannot be (no trial matches the filter).
+    #[error("{0}")]
+    Usage(String),
     /// What the lab could not do, said in its own words.
     #[error("{0}")]
     Lab(String),

@@ -3,8 +3,12 @@
 //! trials (a case that must fail with a named finding). Runs under `cargo test` and nextest
 //! (`--list`, `--exact`, `--ignored` work). Without root the lab trials are reported as
 //! ignored with the reason; with `FLANNEL_LAB_REQUIRE=1` (CI) they fail instead, as does a
-//! trial that would be ignored for a missing Docker engine. `FLANNEL_LAB_JUNIT=path.xml`
-//! writes JUnit under `cargo test`.
+//! trial that would be ignored for a missing Docker engine. Where the lab cannot run at all
+//! (not root), trials are listed as ignored, so nextest reports them as skipped, never as
+//! passed. A known failure from the profile that passes now fails its trial unless
+//! `FLANNEL_LAB_ALLOW_FIXED=1`. `FLANNEL_LAB_JUNIT=path.xml` writes JUnit under `cargo test`;
+//! under nextest (one process per trial) each trial writes `path-TRIAL.xml` instead, and
+//! nextest's own `--profile ci` JUnit is the one to use.
 
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +32,7 @@ fn main() {
     let root = flannel_lab::input::repo_root();
     let unavailable = suite::lab_unavailable();
     let require = std::env::var("FLANNEL_LAB_REQUIRE").is_ok_and(|v| v == "1");
+    let allow_fixed = std::env::var("FLANNEL_LAB_ALLOW_FIXED").is_ok_and(|v| v == "1");
     // FLANNEL_LAB_IMPL picks the implementation (default: the reference agent's profile).
     // Listing must be cheap and must not build anything.
     let build = !args.list && unavailable.is_none();
@@ -58,6 +63,8 @@ fn main() {
         .map(|spec| {
             let name = spec.name();
             let (unavailable, results, workdir) = (unavailable.clone(), results.clone(), workdir.clone());
+            // a trial that cannot run here is listed as ignored (unless it must fail)
+            let ignored_when_listed = unavailable.is_some() && !require;
             Trial::ignorable_test(name.clone(), move || {
                 let skip = |reason: String| -> Result<Completion, Failed> {
                     results.lock().unwrap().push(JunitEntry {
@@ -79,8 +86,9 @@ fn main() {
                     .enable_all()
                     .build()
                     .map_err(|e| Failed::from(format!("tokio runtime: {e}")))?;
-                let report = rt.block_on(run_trial(&spec, &workdir));
+                let mut report = rt.block_on(run_trial(&spec, &workdir));
                 rt.shutdown_background();
+                report.allow_fixed = allow_fixed;
                 if let Some(reason) = report.ignored.clone() {
                     return skip(reason);
                 }
@@ -97,19 +105,38 @@ fn main() {
                 }
                 match failed {
                     _ if report.is_known_failure() => Ok(Completion::Completed),
+                    None if report.fails_run() => Err(Failed::from(format!(
+                        "the profile lists this trial as a known failure, and it passes now: fixed? remove it from the profile (FLANNEL_LAB_ALLOW_FIXED=1 accepts it){}",
+                        report.known.as_ref().map(|k| format!(": {}", k.describe())).unwrap_or_default()
+                    ))),
                     None => Ok(Completion::Completed),
                     Some(m) if report.lab_error => Err(Failed::from(format!("LAB ERROR (never a pass): {m}"))),
                     Some(m) => Err(Failed::from(m)),
                 }
             })
+            .with_ignored_flag(ignored_when_listed)
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     if let Some(path) = std::env::var_os("FLANNEL_LAB_JUNIT") {
         let entries = std::mem::take(&mut *results.lock().unwrap());
-        if let Err(e) = write_junit(std::path::Path::new(&path), "flannel-lab", &entries) {
-            eprintln!("lab: write JUnit to {}: {e}", std::path::Path::new(&path).display());
+        let path = junit_path(std::path::Path::new(&path), &entries);
+        if let Err(e) = write_junit(&path, "flannel-lab", &entries) {
+            eprintln!("lab: write JUnit to {}: {e}", path.display());
         }
     }
     conclusion.exit();
+}
+
+/// Where this process writes its JUnit: the path given, or under nextest (a process per
+/// trial, which would overwrite one another's file) `STEM-TRIAL.xml` beside it.
+fn junit_path(path: &std::path::Path, entries: &[JunitEntry]) -> std::path::PathBuf {
+    match (std::env::var_os("NEXTEST"), entries) {
+        (Some(_), [one]) => {
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "junit".into());
+            let trial: String = one.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+            path.with_file_name(format!("{stem}-{trial}.xml"))
+        }
+        _ => path.to_path_buf(),
+    }
 }

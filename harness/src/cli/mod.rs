@@ -46,7 +46,12 @@ use crate::error::Result;
         FLANNEL_LAB_WORKDIR   work files and artifacts (default: /tmp/flannel-lab)\n  \
         FLANNEL_LAB_STORE     where etcd runs for cases that do not say: process, docker, auto\n  \
         FLANNEL_LAB_AGENT     the reference agent binary (default: built from agent/)\n  \
-        RUST_LOG              the harness's own log level on stderr (default: warn)",
+        RUST_LOG              the harness's own log level on stderr (default: warn)\n\n\
+        Exit status:\n  \
+        0  conformant: every trial ran and passed (or the command did its job)\n  \
+        1  a finding: the implementation is wrong somewhere (or a known failure passes now)\n  \
+        2  usage: a bad flag, an invalid case/topology/profile, no trial matches\n  \
+        3  the lab could not judge: not root, a lab error, trials skipped",
     propagate_version = true
 )]
 pub struct Cli {
@@ -128,8 +133,22 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("flannel-lab: {e}");
-            ExitCode::from(2)
+            exit_code_of(&e)
         }
+    }
+}
+
+/// Exit codes, the same for every command: 0 conformant (or done), 1 a finding about the
+/// implementation, 2 usage (a bad flag, an invalid input file, nothing to run), 3 the lab
+/// could not do its job (not root, setup, etcd, a lab error in a trial, trials skipped).
+pub const EXIT_FINDING: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_LAB: u8 = 3;
+
+fn exit_code_of(e: &crate::error::Error) -> ExitCode {
+    match e {
+        crate::error::Error::Input(_) | crate::error::Error::Usage(_) => ExitCode::from(EXIT_USAGE),
+        _ => ExitCode::from(EXIT_LAB),
     }
 }
 

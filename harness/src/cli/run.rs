@@ -24,8 +24,12 @@ use crate::suite;
 ///
 /// Every case file × backend × implementation is one trial (CASE::BACKEND::IMPL), plus the
 /// lab's control cases on the reference agent and mutant trials. Trials run several at a
-/// time; a failing trial keeps its work directory as artifacts. Exits 1 when a trial
-/// fails (known failures listed in the profile do not count), 2 on a usage or lab error.
+/// time; a failing trial keeps its work directory as artifacts.
+///
+/// Exit status: 0 every trial ran and passed (known failures listed in the profile do not
+/// count); 1 a finding (or a known failure that passes now, unless --allow-fixed); 2 usage
+/// (bad flag, invalid input, no trial matches); 3 the lab could not judge (a lab error, or
+/// trials skipped here, unless --allow-skipped).
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
     flannel-lab run                                  every trial, reference agent\n  \
@@ -61,6 +65,14 @@ pub struct RunArgs {
     /// Plain progress lines even on a terminal
     #[arg(long)]
     plain: bool,
+    /// Exit 0 although some trials could not run here (no Docker, no CNI plugins) and were
+    /// skipped [default: skipped trials exit 3]
+    #[arg(long)]
+    allow_skipped: bool,
+    /// Exit 0 although a known failure from the profile passes now [default: exit 1, so
+    /// the profile gets updated]
+    #[arg(long)]
+    allow_fixed: bool,
 }
 
 /// Print the trial names a run would have
@@ -100,13 +112,19 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         trials.retain(|t| a.filter.iter().any(|f| t.name().contains(f.as_str())));
     }
     if trials.is_empty() {
-        return Err("no trials match".into());
+        return Err(Error::Usage(format!(
+            "no trials match {}",
+            a.filter.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(" or ")
+        )));
     }
     let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     let jobs = a.jobs.map(usize::from).unwrap_or(4 * cores).min(trials.len());
     let tty = !a.plain && std::io::stderr().is_terminal();
     eprintln!("flannel-lab: {} trial(s), {jobs} at a time, implementation `{}`", trials.len(), imp.name());
-    let reports = run_all(trials, jobs, &suite::workdir(), tty);
+    let mut reports = run_all(trials, jobs, &suite::workdir(), tty);
+    for r in &mut reports {
+        r.allow_fixed = a.allow_fixed;
+    }
     print!("{}", report::table(&reports));
     let write =
         |path: &Path, text: String, what: &str| std::fs::write(path, text).map_err(|e| lab_err!("write {what} to {}: {e}", path.display()));
@@ -121,7 +139,23 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         let entries: Vec<JunitEntry> = reports.iter().map(report::junit_entry).collect();
         report::write_junit(path, "flannel-lab", &entries).map_err(|e| lab_err!("write JUnit to {}: {e}", path.display()))?;
     }
-    Ok(if reports.iter().any(|r| r.fails_run()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(ExitCode::from(run_exit_code(&reports, a.allow_skipped)))
+}
+
+/// A run's exit status (see [`RunArgs`]): a lab error or an unallowed skip outranks a
+/// finding, since the lab did not judge everything it lists.
+fn run_exit_code(reports: &[TrialReport], allow_skipped: bool) -> u8 {
+    let skipped = reports.iter().filter(|r| r.ignored.is_some()).count();
+    if reports.iter().any(|r| r.lab_error) {
+        super::EXIT_LAB
+    } else if skipped > 0 && !allow_skipped {
+        eprintln!("flannel-lab: {skipped} trial(s) could not run here and were skipped (exit 3; --allow-skipped accepts that)");
+        super::EXIT_LAB
+    } else if reports.iter().any(|r| r.fails_run()) {
+        super::EXIT_FINDING
+    } else {
+        0
+    }
 }
 
 /// How much of the machine a trial takes, in job slots: one per 16 hosts of its largest

@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use crate::input::case::Dur;
 use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg};
-use crate::input::kinds::Backend;
+use crate::input::kinds::{Backend, Check};
 
 pub const PLACEHOLDERS: [&str; 14] = [
     "etcd_endpoints",
@@ -72,18 +72,29 @@ struct RawProfile {
     start_spread: Option<Dur>,
 }
 
-/// A failure an implementation is known to have: trials whose `CASE::BACKEND` matches
-/// `trials` (`*` matches any run of characters) are still run and reported, as "known" when
-/// they fail on a finding about the implementation (a lab error still fails) and as
-/// "fixed" when they pass.
+/// A failure an implementation is known to have, as precise as a finding: trials whose
+/// `CASE::BACKEND` matches `trials` (`*` matches any run of characters) that fail with a
+/// finding of `check` about a host matching `host` (at `step`, when given). A trial is
+/// "known" only when every one of its findings is excused by an entry; a lab error never
+/// is. One that passes is "fixed" (and fails the run unless allowed), except for an
+/// `intermittent` entry (a race that fails some runs only).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct KnownFailure {
     pub trials: String,
+    pub check: Check,
+    /// A host name, or a pattern such as `h*` (a bare `*` is refused: name the hosts).
+    pub host: String,
+    /// The step (1-based) the finding comes from; any step when absent.
+    #[serde(default)]
+    pub step: Option<usize>,
     pub reason: String,
     /// Where the bug is tracked upstream.
     #[serde(default)]
     pub link: Option<String>,
+    /// The failure does not happen on every run (a start-up race): a pass is not "fixed".
+    #[serde(default)]
+    pub intermittent: bool,
 }
 
 impl KnownFailure {
@@ -91,6 +102,19 @@ impl KnownFailure {
     pub fn matches(&self, trial: &str) -> bool {
         let case_backend: String = trial.splitn(3, "::").take(2).collect::<Vec<_>>().join("::");
         glob(&self.trials, &case_backend)
+    }
+
+    /// Whether this entry excuses a finding of `check` about `host` at `step` of a trial it
+    /// matches.
+    pub fn excuses(&self, check: Check, host: &str, step: Option<usize>) -> bool {
+        self.check == check && glob(&self.host, host) && (self.step.is_none() || self.step == step)
+    }
+
+    /// `[routes] h2 at step 2 (upstream watch bug, https://…)`.
+    pub fn describe(&self) -> String {
+        let step = self.step.map(|s| format!(" at step {s}")).unwrap_or_default();
+        let link = self.link.as_deref().map(|l| format!(", {l}")).unwrap_or_default();
+        format!("[{}] {}{step} ({}{link})", self.check, self.host, self.reason)
     }
 }
 
@@ -205,9 +229,9 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// The known failure a trial of this implementation is, if any.
-    pub fn known_failure(&self, trial: &str) -> Option<&KnownFailure> {
-        self.known_failures.iter().find(|k| k.matches(trial))
+    /// The known failures that concern a trial of this implementation (by its name).
+    pub fn known_failures_of(&self, trial: &str) -> Vec<&KnownFailure> {
+        self.known_failures.iter().filter(|k| k.matches(trial)).collect()
     }
 }
 
@@ -390,6 +414,22 @@ fn validate(file: &Path, src: &str, raw: RawProfile) -> Result<Profile, Diagnost
         let at = |f: &str| [key("known_failures"), Seg::Index(i), key(f)];
         if k.trials.trim().is_empty() || k.trials.matches("::").count() > 1 {
             c.push(&at("trials"), format!("`{}` is not a CASE::BACKEND pattern", k.trials), "write e.g. field-1726-*::vxlan or *::udp");
+        } else if k.trials.split("::").all(|p| p.chars().all(|ch| ch == '*')) {
+            c.push(
+                &at("trials"),
+                format!("`{}` excuses every trial", k.trials),
+                "name the case (and backend) the failure is about, e.g. field-1726-*::vxlan",
+            );
+        }
+        if k.host.trim().is_empty() || k.host.chars().all(|ch| ch == '*') {
+            c.push(
+                &at("host"),
+                format!("`{}` excuses a finding about any host", k.host),
+                "name the host the finding is about (h2), or a pattern such as h*",
+            );
+        }
+        if k.step == Some(0) {
+            c.push(&at("step"), "steps count from 1", "give the step the finding comes from, or drop the key");
         }
         if k.reason.trim().is_empty() {
             c.push(&at("reason"), "a known failure needs a reason", "say what the implementation gets wrong");
@@ -436,7 +476,15 @@ mod tests {
 
     #[test]
     fn known_failures_match_case_and_backend() {
-        let k = |t: &str| KnownFailure { trials: t.into(), reason: "r".into(), link: None };
+        let k = |t: &str| KnownFailure {
+            trials: t.into(),
+            check: Check::Routes,
+            host: "h2".into(),
+            step: None,
+            reason: "r".into(),
+            link: None,
+            intermittent: false,
+        };
         assert!(k("field-1726-*::vxlan").matches("field-1726-simultaneous-start::vxlan::flanneld"));
         assert!(!k("field-1726-*::vxlan").matches("field-1726-simultaneous-start::udp::flanneld"));
         assert!(k("*::udp").matches("ping::udp::x"));
@@ -504,15 +552,26 @@ mod tests {
 
     #[test]
     fn start_spread_and_known_failures_are_read_and_checked() {
-        let src = "name: up\ncommand: [x]\nbackends: [vxlan]\nstart_spread: 2s\nknown_failures:\n  - {trials: \"field-1726-*::vxlan\", reason: race, link: \"https://x\"}\n";
+        let src = "name: up\ncommand: [x]\nbackends: [vxlan]\nstart_spread: 2s\nknown_failures:\n  - {trials: \"field-1726-*::vxlan\", check: routes, host: \"h*\", step: 2, reason: race, link: \"https://x\"}\n";
         let raw: RawProfile = crate::input::diag::parse_yaml(Path::new("p.yaml"), src).unwrap();
         let p = validate(Path::new("p.yaml"), src, raw).unwrap();
         assert_eq!(p.start_spread, Duration::from_secs(2));
-        assert_eq!(p.known_failure("field-1726-simultaneous-start::vxlan::up").map(|k| k.reason.as_str()), Some("race"));
-        let bad = "name: up\ncommand: [x]\nbackends: [vxlan]\nknown_failures:\n  - {trials: \"a::b::c\", reason: \"\"}\n";
+        let known = p.known_failures_of("field-1726-simultaneous-start::vxlan::up");
+        assert_eq!(known.iter().map(|k| k.reason.as_str()).collect::<Vec<_>>(), ["race"]);
+        assert!(known[0].excuses(Check::Routes, "h7", Some(2)));
+        assert!(!known[0].excuses(Check::Fdb, "h7", Some(2)), "another check");
+        assert!(!known[0].excuses(Check::Routes, "h7", Some(5)), "another step");
+        assert!(!known[0].excuses(Check::Routes, "etcd", Some(2)), "another subject");
+        let bad = "name: up\ncommand: [x]\nbackends: [vxlan]\nknown_failures:\n  - {trials: \"a::b::c\", check: routes, host: h1, reason: \"\"}\n  - {trials: \"*\", check: fdb, host: \"*\", step: 0, reason: r}\n";
         let raw: RawProfile = crate::input::diag::parse_yaml(Path::new("p.yaml"), bad).unwrap();
         let text = validate(Path::new("p.yaml"), bad, raw).unwrap_err().to_string();
         assert!(text.contains("known_failures[0].trials: `a::b::c` is not a CASE::BACKEND pattern"), "{text}");
         assert!(text.contains("known_failures[0].reason: a known failure needs a reason"), "{text}");
+        assert!(text.contains("p.yaml:6:5: known_failures[1].trials: `*` excuses every trial"), "{text}");
+        assert!(text.contains("known_failures[1].host: `*` excuses a finding about any host"), "{text}");
+        assert!(text.contains("known_failures[1].step: steps count from 1"), "{text}");
+        let vague = "name: up\ncommand: [x]\nbackends: [vxlan]\nknown_failures:\n  - {trials: \"ping::*\", reason: r}\n";
+        let text = crate::input::diag::parse_yaml::<RawProfile>(Path::new("p.yaml"), vague).unwrap_err().to_string();
+        assert!(text.contains("missing field `check`"), "a known failure names its check: {text}");
     }
 }

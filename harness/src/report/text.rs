@@ -43,7 +43,7 @@ pub(super) fn summary(reports: &[TrialReport]) -> String {
         s.push_str(&format!(", {known} known failure(s) (listed in the profile; not counted)"));
     }
     if fixed > 0 {
-        s.push_str(&format!(", {fixed} known failure(s) fixed (they pass now: remove them from the profile)"));
+        s.push_str(&format!(", {fixed} known failure(s) fixed (they pass now: remove them from the profile, or allow with --allow-fixed)"));
     }
     s
 }
@@ -219,7 +219,18 @@ mod tests {
             ignored: None,
             elapsed: Duration::from_secs(1),
             level: Level::Must,
-            known: known.then(|| KnownFailure { trials: "x::*".into(), reason: "upstream #1726".into(), link: None }),
+            known: known.then(|| KnownFailure {
+                trials: "x::*".into(),
+                check: crate::contract::Check::Routes,
+                host: "h1".into(),
+                step: None,
+                reason: "upstream #1726".into(),
+                link: None,
+                intermittent: false,
+            }),
+            allow_fixed: true,
+            findings: Vec::new(),
+            failed_step: None,
             steps: Vec::new(),
             topology: None,
             wire: Default::default(),

@@ -65,8 +65,15 @@ pub struct TrialReport {
     pub elapsed: Duration,
     /// The case's level (`should` failures are hardening, reported apart).
     pub level: crate::input::case::Level,
-    /// The implementation's profile lists this trial as a known failure.
+    /// The implementation's profile lists this trial as a known failure: every finding
+    /// it failed with is excused by the profile (the first excusing entry), or it passed
+    /// although an entry names it ("fixed").
     pub known: Option<crate::input::profile::KnownFailure>,
+    /// A fixed known failure does not fail the run (`--allow-fixed`).
+    pub allow_fixed: bool,
+    /// The findings the trial failed with (none for a pass or a lab error), and the step.
+    pub findings: Vec<crate::contract::Finding>,
+    pub failed_step: Option<usize>,
     /// Every step that ran, on every lab of the trial, in order: the timeline.
     pub steps: Vec<StepRecord>,
     /// The topology of the trial's last lab (at its host count).
@@ -120,9 +127,10 @@ impl TrialReport {
         self.known.is_some() && self.passed
     }
 
-    /// Whether this trial fails the run: it failed, and not as a known failure.
+    /// Whether this trial fails the run: it failed, and not as a known failure; or it is a
+    /// known failure that passes now, and fixed ones are not allowed.
     pub fn fails_run(&self) -> bool {
-        !self.passed && self.ignored.is_none() && !self.is_known_failure()
+        (!self.passed && self.ignored.is_none() && !self.is_known_failure()) || (self.is_fixed() && !self.allow_fixed)
     }
 }
 
@@ -148,6 +156,9 @@ impl TrialReport {
             elapsed: started.elapsed(),
             level: Default::default(),
             known: None,
+            allow_fixed: false,
+            findings: Vec::new(),
+            failed_step: None,
             steps: Vec::new(),
             topology: None,
             wire: Default::default(),
@@ -185,9 +196,42 @@ pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
 pub async fn run_trial_watched(spec: &TrialSpec, workdir: &Path, watcher: Option<&dyn Watcher>) -> TrialReport {
     let mut report = run_trial_unmarked(spec, workdir, watcher).await;
     if matches!(spec.verdict, Verdict::Pass) {
-        report.known = spec.imp.profile.known_failure(&spec.name()).cloned();
+        mark_known(&spec.imp.profile.known_failures_of(&spec.name()), &mut report);
     }
     report
+}
+
+/// Marks a trial known (every finding excused by an entry of its profile) or fixed (it
+/// passed, and a non-intermittent entry names it); says in the log which findings the
+/// entries did not excuse.
+fn mark_known(entries: &[&crate::input::profile::KnownFailure], r: &mut TrialReport) {
+    if entries.is_empty() || r.ignored.is_some() {
+        return;
+    }
+    if r.passed {
+        r.known = entries.iter().find(|k| !k.intermittent).map(|k| (*k).clone());
+        if let Some(k) = &r.known {
+            r.log.push(format!(
+                "     fixed? the profile lists {} as a known failure, and the trial passed: remove it from the profile",
+                k.describe()
+            ));
+        }
+        return;
+    }
+    if r.lab_error || r.findings.is_empty() {
+        return;
+    }
+    let excuse = |f: &crate::contract::Finding| entries.iter().find(|k| k.excuses(f.check, &f.host, r.failed_step));
+    let open: Vec<String> = r.findings.iter().filter(|f| excuse(f).is_none()).map(|f| f.to_string()).collect();
+    if open.is_empty() {
+        r.known = excuse(&r.findings[0]).map(|k| (*k).clone());
+    } else {
+        r.log.push(format!(
+            "     the profile's known failures for this trial ({}) do not excuse: {}",
+            entries.iter().map(|k| k.describe()).collect::<Vec<_>>().join("; "),
+            open.join("; ")
+        ));
+    }
 }
 
 async fn run_trial_unmarked(spec: &TrialSpec, workdir: &Path, watcher: Option<&dyn Watcher>) -> TrialReport {
@@ -295,6 +339,10 @@ fn judge(verdict: &Verdict, stopped: Option<Stopped>, r: &mut TrialReport) {
         (Verdict::Pass, None) => r.passed = true,
         (Verdict::Pass, Some(s)) => {
             r.lab_error = matches!(s.error, StepError::Lab(_));
+            if let StepError::Check(findings) = &s.error {
+                r.findings = findings.clone();
+                r.failed_step = s.step;
+            }
             r.failure = Some(s.message());
             r.artifacts = s.dir;
         }
@@ -500,6 +548,53 @@ mod tests {
         let mut r = report();
         judge(&expected(None), None, &mut r);
         assert!(!r.passed);
+    }
+
+    #[test]
+    fn a_known_failure_excuses_only_the_findings_it_names() {
+        use crate::input::profile::KnownFailure;
+        let entry = |check: Check, host: &str, intermittent: bool| KnownFailure {
+            trials: "c::vxlan".into(),
+            check,
+            host: host.into(),
+            step: Some(2),
+            reason: "upstream #1726".into(),
+            link: None,
+            intermittent,
+        };
+        let failed = |findings: Vec<crate::contract::Finding>| {
+            let mut r = report();
+            judge(&Verdict::Pass, stopped(2, StepError::Check(findings)), &mut r);
+            r
+        };
+        let routes = entry(Check::Routes, "h*", false);
+        let mut r = failed(vec![crate::contract::Finding::new(Check::Routes, "h3", "1 of 2 routes")]);
+        mark_known(&[&routes], &mut r);
+        assert!(r.is_known_failure() && !r.fails_run(), "{r:?}");
+        // a finding the entry does not name keeps the trial failing
+        let mut r = failed(vec![
+            crate::contract::Finding::new(Check::Routes, "h3", "1 of 2 routes"),
+            crate::contract::Finding::new(Check::AgentExit, "h1", "exit code 1"),
+        ]);
+        mark_known(&[&routes], &mut r);
+        assert!(!r.is_known_failure() && r.fails_run());
+        assert!(r.log.iter().any(|l| l.contains("do not excuse: [agent_exit] h1")), "{:?}", r.log);
+        // a lab error is never excused
+        let mut r = report();
+        judge(&Verdict::Pass, stopped(2, lab_error("etcd gone")), &mut r);
+        mark_known(&[&routes], &mut r);
+        assert!(r.fails_run());
+        // a pass is "fixed" and fails the run unless allowed; an intermittent entry is not
+        let mut r = report();
+        judge(&Verdict::Pass, None, &mut r);
+        mark_known(&[&routes], &mut r);
+        assert!(r.is_fixed() && r.fails_run());
+        r.allow_fixed = true;
+        assert!(!r.fails_run());
+        let mut r = report();
+        judge(&Verdict::Pass, None, &mut r);
+        mark_known(&[&entry(Check::Routes, "h*", true)], &mut r);
+        assert!(!r.is_fixed() && !r.fails_run());
     }
 
     #[test]

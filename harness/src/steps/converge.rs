@@ -86,7 +86,19 @@ impl StepKind for ExpectSubnetsUnchanged {
 }
 
 impl Trial<'_> {
+    /// Waits for convergence; at size (up to [`super::trial::FULL_COVERAGE_UP_TO`] hosts)
+    /// the data plane counts only once every pair answered.
     async fn wait_converged(&mut self, w: &WaitConverged) -> StepResult {
+        let n = self.active_hosts().count();
+        let at_size = self.lab.hosts.len() > NEIGHBOUR_DUMPS_UP_TO;
+        self.cover = (at_size && n <= super::trial::FULL_COVERAGE_UP_TO)
+            .then(|| super::trial::Coverage { start: self.reach_round, ..Default::default() });
+        let result = self.wait_converged_polls(w).await;
+        self.cover = None;
+        result
+    }
+
+    async fn wait_converged_polls(&mut self, w: &WaitConverged) -> StepResult {
         let within = w.within.0;
         let t0 = Instant::now();
         let deadline = t0 + within;
@@ -106,7 +118,7 @@ impl Trial<'_> {
                 self.confirm_round += 1;
                 if !findings.is_empty() {
                     // the control plane is not what it looked: the data plane's answers go too
-                    self.reach_answered.clear();
+                    self.voids_answers();
                 }
                 tracing::info!(
                     "looked for extra neighbour entries on {} of {} hosts (whole reads; a window that moves on each time)",

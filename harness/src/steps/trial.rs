@@ -60,6 +60,12 @@ pub struct Trial<'a> {
     /// answered, not only when all 16,000 echoes of one poll came back (on a loaded
     /// 1000-host lab a few in a thousand do not, at random).
     pub(super) reach_answered: std::collections::BTreeSet<(String, String, bool)>,
+    /// At size, the data-plane windows (round modulo the window count) this trial has
+    /// proven: every pair answering in one sweep.
+    pub(super) reach_proven: std::collections::BTreeSet<u64>,
+    /// During a wait at size up to [`FULL_COVERAGE_UP_TO`] hosts: its progress towards
+    /// every pair.
+    pub(super) cover: Option<Coverage>,
     /// Which window of hosts the next confirming read reads whole at size.
     pub(super) confirm_round: u64,
     /// What the current wait's polls cost.
@@ -223,6 +229,8 @@ impl<'a> Trial<'a> {
             wire: Default::default(),
             reach_round: 0,
             reach_answered: Default::default(),
+            reach_proven: Default::default(),
+            cover: None,
             confirm_round: 0,
             polls: PollCost::default(),
             memory: crate::lab::memory::Watch::start(),
@@ -582,6 +590,9 @@ impl<'a> Trial<'a> {
         // entries its first probes made)
         let n = hosts.len();
         let sampled = n > NEIGHBOUR_DUMPS_UP_TO;
+        // pairs that answered at earlier polls are skipped; such a window counts only after
+        // one more sweep of all its pairs (a pair that broke after answering is seen)
+        let skipping = sampled && !self.reach_answered.is_empty();
         let round = self.reach_round;
         let in_window = |i: usize, j: usize| !sampled || probe_window(n, round, (j + n - i) % n);
         if sampled {
@@ -619,7 +630,9 @@ impl<'a> Trial<'a> {
             .await
             .map_err(|e| e.to_string())?;
         let mut answered = 0;
+        let mut probed = 0;
         for (src, family, v6, peers, r) in results {
+            probed += peers.len();
             let outcomes = r?;
             if sampled {
                 for ((name, _), _) in peers.iter().zip(&outcomes).filter(|(_, o)| o.is_reply()) {
@@ -641,13 +654,69 @@ impl<'a> Trial<'a> {
                 ));
             }
         }
-        if sampled && findings.is_empty() {
-            self.reach_round += 1;
+        if sampled && findings.is_empty() && skipping {
+            // every pair answered, some only at earlier polls: one sweep of the whole window
+            // at the next poll decides
             self.reach_answered.clear();
+            findings.push(Finding::new(
+                Check::Reachability,
+                "every host",
+                format!(
+                    "window {} of {}: every pair answered, some at earlier polls; all of them are probed once more before it counts",
+                    round + 1,
+                    (n - 1).div_ceil(REACH_SAMPLE)
+                ),
+            ));
+        } else if sampled && findings.is_empty() {
+            let windows = (n - 1).div_ceil(REACH_SAMPLE);
+            self.reach_proven.insert(round % windows as u64);
+            let covered = self.reach_proven.len().min(windows);
+            let families = if hosts.iter().any(|h| h.2.is_some()) { " per address family" } else { "" };
+            let trial_so_far = format!("this trial has proven {} of {} pairs{families}", pairs_in_windows(n, covered), n * (n - 1));
+            self.reach_answered.clear();
+            match self.cover.as_mut() {
+                None => {
+                    tracing::info!(
+                        "data plane at {n} hosts: window {} of {windows} proven ({probed} echoes, every pair answering in one sweep); {trial_so_far} ({covered} of {windows} windows)",
+                        round + 1
+                    );
+                    self.reach_round += 1;
+                }
+                Some(c) if c.recheck => {
+                    tracing::info!(
+                        "data plane at {n} hosts: every one of the {} pairs answered since the control plane last held ({windows} windows), and the first window's pairs (the earliest to answer) answered again at the end",
+                        n * (n - 1)
+                    );
+                    self.reach_round = c.start + windows as u64;
+                    *c = Coverage { start: self.reach_round, ..Coverage::default() };
+                }
+                Some(c) => {
+                    c.proven += 1;
+                    let what = if c.proven < windows {
+                        self.reach_round += 1;
+                        format!("window {} of {windows} proven; the data plane counts once every window has", c.proven)
+                    } else {
+                        c.recheck = true;
+                        self.reach_round = c.start;
+                        format!("all {windows} windows proven; the first one is probed once more before the data plane counts")
+                    };
+                    findings.push(Finding::new(Check::Reachability, "every host", what));
+                }
+            }
         } else if sampled && answered > 0 {
             tracing::debug!("data plane: {answered} pairs of this window answered; the rest are probed again on the next poll");
         }
         Ok(findings)
+    }
+
+    /// The control plane moved: answers seen so far say nothing about what comes next (at
+    /// size, a wait's coverage of the pairs starts again from the current window).
+    pub(super) fn voids_answers(&mut self) {
+        self.reach_answered.clear();
+        let round = self.reach_round;
+        if let Some(c) = self.cover.as_mut() {
+            *c = Coverage { start: round, ..Coverage::default() };
+        }
     }
 
     /// Everything convergence needs, each check on its own: agents alive and ready, the
@@ -669,9 +738,13 @@ impl<'a> Trial<'a> {
         if !findings.is_empty() {
             // answers count only while the control plane holds: one seen moving again
             // (an agent gone, an entry lost) voids what the data plane showed before
-            self.reach_answered.clear();
+            self.voids_answers();
         }
         if findings.is_empty() || all {
+            if all {
+                // every check at once (a deadline): every pair of the window answers now
+                self.reach_answered.clear();
+            }
             let t = Instant::now();
             findings.extend(self.reachability(cross_segment_fails).await?);
             self.polls.data_plane += t.elapsed();
@@ -756,6 +829,34 @@ pub(super) fn probe_window(n: usize, round: u64, ahead: usize) -> bool {
     (ahead - 1 + (n - 1) - start) % (n - 1) < REACH_SAMPLE
 }
 
+/// Labs of more than [`NEIGHBOUR_DUMPS_UP_TO`] hosts, up to this many, prove every pair in
+/// each wait: successive windows until each answered in one sweep, then the first window
+/// once more (a pair that broke after it answered is seen). Larger labs prove one window
+/// per wait and say so (16,000 of 999,000 pairs at a thousand hosts).
+pub const FULL_COVERAGE_UP_TO: usize = 256;
+
+/// A wait's progress towards every pair at size.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Coverage {
+    /// The round of the first window since the control plane last held.
+    pub start: u64,
+    /// Windows proven since then.
+    pub proven: usize,
+    /// Every window proven: the first one is being probed once more.
+    pub recheck: bool,
+}
+
+/// How many (host, peer) pairs `windows` distinct data-plane windows cover in a lab of
+/// `n` hosts: each window is [`REACH_SAMPLE`] peers per host, the last one what is left.
+pub(super) fn pairs_in_windows(n: usize, windows: usize) -> usize {
+    if n < 2 {
+        return 0;
+    }
+    let all = (n - 1).div_ceil(REACH_SAMPLE);
+    let peers = if windows >= all { n - 1 } else { windows * REACH_SAMPLE };
+    n * peers
+}
+
 /// Loads a profile named by a case (mixed clusters, restarts as another implementation).
 pub(crate) fn load_profile(profile: &str) -> Result<Implementation, StepError> {
     let mut imp = Implementation::load(profile, false)?;
@@ -804,6 +905,15 @@ mod tests {
             assert!(seen[1..].iter().all(|s| *s), "n={n}: every peer within {rounds} rounds");
             assert!(!probe_window(n, 0, 0), "never itself");
         }
+    }
+
+    #[test]
+    fn coverage_counts_the_pairs_of_the_windows_proven() {
+        assert_eq!(pairs_in_windows(72, 1), 72 * 16);
+        assert_eq!(pairs_in_windows(72, 5), 72 * 71, "five windows cover every peer of 71");
+        assert_eq!(pairs_in_windows(1000, 1), 16_000);
+        assert_eq!(pairs_in_windows(1000, 63), 999_000);
+        assert_eq!(pairs_in_windows(1, 1), 0);
     }
 
     #[test]

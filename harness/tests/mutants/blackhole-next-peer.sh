@@ -4,7 +4,9 @@
 # On MUTANT_FAULT_HOST, once the lease of the host whose public IP follows this host's
 # appears, traffic to that peer's subnet is refused by a `prohibit` policy rule. Routes,
 # neighbours, FDB entries and leases stay exactly as the agent made them, so only the
-# echoes from this host to that peer fail.
+# echoes from this host to that peer fail. With MUTANT_FAULT_AFTER_ANSWER=1 the rule comes
+# only once an echo reply from that peer's subnet has reached this host (an nftables
+# counter): the pair has answered once, and breaks afterwards.
 . "$(dirname "$0")/lib.sh"
 [ "$MUTANT_HOST" = "$MUTANT_FAULT_HOST" ] || { wait "$AGENT_PID"; exit $?; }
 next_ip() {
@@ -25,7 +27,14 @@ peer_subnet() {
 }
 subnet=""
 found() { subnet=$(peer_subnet); [ -n "$subnet" ]; }
-if until_true found; then
+answered() { nft list chain ip mutant replies 2>/dev/null | grep -q 'packets [1-9]'; }
+if until_true found && [ "${MUTANT_FAULT_AFTER_ANSWER:-0}" = 1 ]; then
+  nft add table ip mutant &&
+    nft add chain ip mutant replies '{ type filter hook input priority 0; }' &&
+    nft add rule ip mutant replies ip saddr "$subnet" icmp type echo-reply counter &&
+    until_true answered && say "the peer at $peer_ip ($subnet) answered an echo"
+fi
+if [ -n "$subnet" ] && alive; then
   ip rule add to "$subnet" prohibit priority 100 && say "traffic to $subnet (the peer at $peer_ip) refused; its kernel entries are left alone"
 fi
 wait "$AGENT_PID"
