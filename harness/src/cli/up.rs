@@ -168,6 +168,7 @@ fn plain_case(a: &UpArgs) -> Result<(Case, Backend)> {
         pod_wiring: Default::default(),
         simultaneous_start: false,
         max_restarts: 0,
+        max_rss: None,
         steps,
     };
     Ok((case, backend))

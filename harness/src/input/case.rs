@@ -117,7 +117,36 @@ struct RawCase<S> {
     /// the trial (default 0: any unplanned exit is an `agent_exit` finding).
     #[serde(default)]
     max_restarts: u32,
+    /// Each agent's memory budget (`64MiB`, `1GiB`): the resident memory of its process
+    /// group above it is a `resource` finding at every wait.
+    #[serde(default)]
+    max_rss: Option<Size>,
     steps: Vec<S>,
+}
+
+/// A size written as `512KiB`, `64MiB` or `2GiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_size(&s).map(Size).ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a size like 512KiB, 64MiB or 2GiB")))
+    }
+}
+
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let shift = match unit {
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift).filter(|b| *b > 0)
 }
 
 /// Who wires a case's pods to `cni0`.
@@ -331,6 +360,8 @@ pub struct Case<S> {
     pub simultaneous_start: bool,
     /// Restarts each agent may have under a restart policy.
     pub max_restarts: u32,
+    /// Each agent's memory budget in bytes.
+    pub max_rss: Option<u64>,
     pub steps: Vec<S>,
 }
 
@@ -572,6 +603,7 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
         pod_wiring: raw.pod_wiring,
         simultaneous_start: raw.simultaneous_start,
         max_restarts: raw.max_restarts,
+        max_rss: raw.max_rss.map(|s| s.0),
         store: raw.store,
         mutants,
         host_profiles,
@@ -618,6 +650,15 @@ pub fn discover(dir: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("64MB"), None, "units are binary and explicit");
+        assert_eq!(parse_size("0MiB"), None);
+        assert_eq!(parse_size("MiB"), None);
+    }
 
     #[test]
     fn durations() {

@@ -120,6 +120,9 @@ pub enum Check {
     WirePayload,
     /// On the wire: pod traffic is encapsulated as the backend does it (host-gw: not at all).
     WireEncap,
+    /// An agent's own use of memory: above the case's `max_rss`, growing steadily through
+    /// `stay_converged` (a leak), or ended by the OOM killer while the machine had memory.
+    Resource,
 }
 
 impl Check {
@@ -152,6 +155,7 @@ impl Check {
             Check::WireVtepMac => "wire_vtep_mac",
             Check::WirePayload => "wire_payload",
             Check::WireEncap => "wire_encap",
+            Check::Resource => "resource",
         }
     }
 }

@@ -39,17 +39,39 @@ pub fn floor_kib() -> u64 {
 /// killer's machine-wide counter is no guide: a memory cgroup's limit counts there too.)
 pub struct Watch {
     floor_kib: u64,
+    /// Free memory was seen below the floor at some check.
+    crossed: std::cell::Cell<bool>,
 }
 
 impl Watch {
     pub fn start() -> Watch {
-        Watch { floor_kib: floor_kib() }
+        Watch { floor_kib: floor_kib(), crossed: Default::default() }
     }
 
     /// Why the machine's memory no longer lets the lab vouch for what it sees, if so.
     pub fn check(&self) -> Result<(), String> {
-        judge(available_kib(), self.floor_kib)
+        let r = judge(available_kib(), self.floor_kib);
+        if r.is_err() {
+            self.crossed.set(true);
+        }
+        r
     }
+
+    /// Whether free memory was ever seen below the floor since the watch started (checked
+    /// once more now).
+    pub fn ever_short(&self) -> bool {
+        let _ = self.check();
+        self.crossed.get()
+    }
+}
+
+/// Which limit the OOM killer enforced when it ended a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OomLimit {
+    /// The whole machine ran out ("Out of memory: Killed process …").
+    Machine,
+    /// A memory cgroup's limit ("Memory cgroup out of memory: Killed process …").
+    Cgroup,
 }
 
 fn judge(available: Option<u64>, floor: u64) -> Result<(), String> {
@@ -63,11 +85,12 @@ fn judge(available: Option<u64>, floor: u64) -> Result<(), String> {
 
 /// Whether the kernel's log says its OOM killer ended process `pid` ("Killed process PID
 /// (name)", for the machine and for a memory cgroup alike) at or after `since` (PIDs are
-/// reused: a record from before the process started is someone else's). Reads the whole
-/// ring buffer, so only worth calling for a process that died of SIGKILL.
-pub fn killed_by_oom(pid: u32, since: std::time::Instant) -> bool {
+/// reused: a record from before the process started is someone else's), and for which
+/// limit. Reads the whole ring buffer, so only worth calling for a process that died of
+/// SIGKILL.
+pub fn killed_by_oom(pid: u32, since: std::time::Instant) -> Option<OomLimit> {
     let Ok(mut f) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg") else {
-        return false;
+        return None;
     };
     // the log's timestamps are microseconds of the monotonic clock; a second of slack for
     // the two clocks' reading
@@ -82,14 +105,15 @@ pub fn killed_by_oom(pid: u32, since: std::time::Instant) -> bool {
     let mut buf = vec![0u8; 8192];
     loop {
         match f.read(&mut buf) {
-            Ok(0) => return false,
+            Ok(0) => return None,
             Ok(n) => {
-                if kmsg_says(&String::from_utf8_lossy(&buf[..n]), &needle, from_us) {
-                    return true;
+                let record = String::from_utf8_lossy(&buf[..n]);
+                if kmsg_says(&record, &needle, from_us) {
+                    return Some(if record.contains("Memory cgroup out of memory") { OomLimit::Cgroup } else { OomLimit::Machine });
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            Err(_) => return false,
+            Err(_) => return None,
         }
     }
 }
@@ -156,6 +180,6 @@ mod tests {
         assert!(kmsg_says(r, "Killed process 16532 (", 19_000_000_000));
         assert!(!kmsg_says(r, "Killed process 16532 (", 19_100_000_000), "a record from before the start");
         assert!(!kmsg_says(r, "Killed process 1653 (", 0), "another PID's prefix");
-        assert!(!killed_by_oom(std::process::id(), std::time::Instant::now()));
+        assert!(killed_by_oom(std::process::id(), std::time::Instant::now()).is_none());
     }
 }

@@ -125,6 +125,26 @@ pub(crate) fn kib_line(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The resident memory of every process in process group `pgid` (an agent and whatever it
+/// started: a wrapper's child, helpers), in KiB; None when the group is gone.
+pub fn group_rss_kib(pgid: u32) -> Option<u64> {
+    let mut total = None;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // pid (comm) state ppid pgrp …: comm may hold spaces and parentheses
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        if after.split_whitespace().nth(2).and_then(|g| g.parse::<u32>().ok()) != Some(pgid) {
+            continue;
+        }
+        if let Some(k) = kib_field(&format!("/proc/{pid}/status"), "VmRSS:") {
+            total = Some(total.unwrap_or(0) + k);
+        }
+    }
+    total
+}
+
 /// A running child. Dropping it stops it.
 #[derive(Debug)]
 pub struct Child {
@@ -244,10 +264,18 @@ impl Child {
     }
 
     /// Whether the kernel's OOM killer ended this process (it exited of SIGKILL and the
-    /// kernel's log says so, after it started).
-    pub fn killed_by_oom(&mut self) -> bool {
+    /// kernel's log says so, after it started), and for which limit.
+    pub fn killed_by_oom(&mut self) -> Option<super::memory::OomLimit> {
         use std::os::unix::process::ExitStatusExt;
-        self.try_status().and_then(|s| s.signal()) == Some(libc::SIGKILL) && super::memory::killed_by_oom(self.pid(), self.started)
+        if self.try_status().and_then(|s| s.signal()) != Some(libc::SIGKILL) {
+            return None;
+        }
+        super::memory::killed_by_oom(self.pid(), self.started)
+    }
+
+    /// The resident memory of its whole process group, in KiB ([`group_rss_kib`]).
+    pub fn group_rss_kib(&self) -> Option<u64> {
+        group_rss_kib(self.child.id())
     }
 
     /// Resident set size in KiB (VmRSS), while it runs.

@@ -313,7 +313,7 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         if let Some((a, s, oom)) =
             agents.iter_mut().find_map(|a| a.child.try_status().map(|s| (a.host.clone(), s, a.child.killed_by_oom())))
         {
-            note = if oom {
+            note = if oom.is_some() {
                 format!("lab error: memory: the kernel's OOM killer ended the agent on {a}")
             } else {
                 format!("the agent on {a} exited: {}", crate::lab::proc::Child::describe_status(&s))

@@ -1,6 +1,7 @@
 //! Convergence: the contract, the data plane and, after a restart, fresh evidence; staying
 //! converged; exact per-host counts; subnets kept across faults.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -385,10 +386,17 @@ impl Trial<'_> {
     async fn stay_converged(&mut self, duration: Duration) -> StepResult {
         let t0 = Instant::now();
         let mut checks = 0;
+        // each agent's memory through the window (a steady climb is a leak)
+        let mut rss: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         loop {
             let exits = self.agent_exits()?;
             if !exits.is_empty() {
                 return Err(StepError::Check(exits));
+            }
+            for a in self.agents.iter().filter(|a| !self.case.host_profiles.contains_key(&a.host)) {
+                if let Some(k) = a.child.group_rss_kib() {
+                    rss.entry(a.host.clone()).or_default().push(k);
+                }
             }
             let (findings, _) = self.observe().await?;
             checks += 1;
@@ -408,6 +416,22 @@ impl Trial<'_> {
         let reach = self.reachability(&cross).await?;
         if !reach.is_empty() {
             return Err(StepError::Check(reach));
+        }
+        let leaks: Vec<Finding> = rss
+            .iter()
+            .filter_map(|(h, samples)| {
+                let (from, to) = steady_growth(samples)?;
+                let what = format!(
+                    "agent memory grew steadily from {} to {} MiB over {duration:?} ({} samples of its process group's RSS): a leak",
+                    from / 1024,
+                    to / 1024,
+                    samples.len()
+                );
+                Some(Finding::new(Check::Resource, h.as_str(), what))
+            })
+            .collect();
+        if !leaks.is_empty() {
+            return Err(StepError::Check(leaks));
         }
         tracing::info!("stayed converged for {duration:?} ({checks} checks, data plane at the end)");
         Ok(())
@@ -480,5 +504,34 @@ fn count_text(c: &Counts, conf: &crate::contract::NetConf) -> String {
         (true, false) => v4,
         (true, true) => format!("v4 {v4} v6 {}", family(c.routes6, c.neighbours6, c.fdb6, c.direct6)),
         (false, _) => format!("v6 {}", family(c.routes6, c.neighbours6, c.fdb6, c.direct6)),
+    }
+}
+
+/// Memory that grows steadily through a window of samples (KiB): the mean of each third
+/// above the one before, and the last third at least 8 MiB and a quarter above the first.
+/// Returns the first and last thirds' means.
+pub(super) fn steady_growth(samples: &[u64]) -> Option<(u64, u64)> {
+    if samples.len() < 6 {
+        return None;
+    }
+    let third = samples.len() / 3;
+    let mean = |s: &[u64]| s.iter().sum::<u64>() / s.len() as u64;
+    let (a, b, c) = (mean(&samples[..third]), mean(&samples[third..samples.len() - third]), mean(&samples[samples.len() - third..]));
+    (a < b && b < c && c >= a + (8 * 1024).max(a / 4)).then_some((a, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_steady_climb_is_a_leak_and_noise_is_not() {
+        let climb: Vec<u64> = (0..30).map(|i| 8_000 + i * 1_000).collect();
+        assert_eq!(steady_growth(&climb), Some((12_500, 32_500)));
+        let flat: Vec<u64> = (0..30).map(|i| 8_000 + (i % 3) * 2_000).collect();
+        assert_eq!(steady_growth(&flat), None, "noise around a level");
+        let small: Vec<u64> = (0..30).map(|i| 8_000 + i * 100).collect();
+        assert_eq!(steady_growth(&small), None, "under 8 MiB of growth");
+        assert_eq!(steady_growth(&climb[..5]), None, "too few samples");
     }
 }

@@ -12,6 +12,7 @@ use crate::agents::{Agent, Implementation, Launch};
 use crate::contract::{self, Backend, Check, Counts, Finding, NetConf, SubnetEnv, DEFAULT_PREFIX};
 use crate::error::chain;
 use crate::input::names::Ipv4Net;
+use crate::lab::memory::OomLimit;
 use crate::lab::pods::{self as lab_pods, Gateway, Pod};
 use crate::lab::{Lab, Node};
 use crate::probe;
@@ -452,12 +453,29 @@ impl<'a> Trial<'a> {
                 continue;
             }
             let Some(s) = a.child.try_status() else { continue };
-            if a.child.killed_by_oom() {
-                return Err(StepError::Lab(crate::lab_err!(
-                    "the kernel's OOM killer ended the agent on {} (pid {}): out of memory (the machine's, or a memory cgroup's limit), a limit of the lab and not a verdict",
-                    a.host,
-                    a.child.pid()
-                )));
+            match a.child.killed_by_oom() {
+                // the machine ran out while the lab's floor held: the agent took it
+                Some(OomLimit::Machine) if !self.memory.ever_short() && !self.case.host_profiles.contains_key(&a.host) => {
+                    let what = format!(
+                        "the kernel's OOM killer ended the agent (pid {}) for the whole machine's memory, while free memory never fell below the lab's floor: the agent's own use; {}",
+                        a.child.pid(),
+                        a.child.log_summary(3)
+                    );
+                    out.push(Finding::new(Check::Resource, a.host.as_str(), what));
+                    continue;
+                }
+                Some(limit) => {
+                    let which = match limit {
+                        OomLimit::Machine => "the machine's memory, which the lab saw run short",
+                        OomLimit::Cgroup => "a memory cgroup's limit",
+                    };
+                    return Err(StepError::Lab(crate::lab_err!(
+                        "the kernel's OOM killer ended the agent on {} (pid {}): out of memory ({which}), a limit of the lab and not a verdict",
+                        a.host,
+                        a.child.pid()
+                    )));
+                }
+                None => {}
             }
             let status = crate::lab::proc::Child::describe_status(&s);
             let restart = match a.profile.restart {
@@ -498,6 +516,20 @@ impl<'a> Trial<'a> {
                 tracing::info!("{host}: agent exited ({status}), restarted by the restart policy (restart {restarts})");
                 self.agents[i] = fresh;
                 self.restarted(format!("the restart policy restarting {host}"));
+            }
+        }
+        // the case's memory budget per agent (its whole process group), at every poll of
+        // the steps (the end-of-trial check is about exits)
+        if let Some(budget) = self.case.max_rss.filter(|_| which == Exits::All) {
+            for a in &self.agents {
+                if let Some(kib) = a.child.group_rss_kib().filter(|k| k * 1024 > budget) {
+                    let what = format!(
+                        "agent uses {:.1} MiB of memory (RSS of its process group), above the case's max_rss of {:.1} MiB",
+                        kib as f64 / 1024.0,
+                        budget as f64 / f64::from(1u32 << 20)
+                    );
+                    out.push(Finding::new(Check::Resource, a.host.as_str(), what));
+                }
             }
         }
         // a restart beyond what the case allows stays a finding while the restarted agent
