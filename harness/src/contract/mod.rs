@@ -515,10 +515,25 @@ pub fn check_kernel(
         }
         return Counts::default();
     }
+    check_pod_mtu_fits(conf, host, state, out);
     match conf.backend {
         Backend::Vxlan => check_vxlan(conf, host, host_ip, underlay_mtu, leases, state, out),
         Backend::HostGw => check_hostgw(conf, host, host_ip, leases, state, out),
         Backend::Udp => check_udp(conf, host, host_ip, underlay_mtu, leases, state, out),
+    }
+}
+
+/// The subnet file's FLANNEL_MTU against the device pod traffic leaves through, as the
+/// kernel has it now (not as the contract expects it: each may be right on its own and
+/// still not fit each other): pods given a larger MTU than the device send packets it
+/// cannot carry.
+fn check_pod_mtu_fits(conf: &NetConf, host: &str, state: &HostState, out: &mut Vec<Finding>) {
+    let Some(mtu) = state.subnet_file.as_deref().and_then(|t| SubnetEnv::parse(t).mtu) else { return };
+    let dev = conf.route_device();
+    if let Some(link) = state.links.iter().find(|l| l.name == dev).filter(|l| mtu > l.mtu) {
+        let what =
+            format!("subnet file FLANNEL_MTU is {mtu}, above the MTU of `{dev}` ({}): pods would send packets it cannot carry", link.mtu);
+        out.push(Finding::new(Check::SubnetFile, host, what));
     }
 }
 

@@ -37,6 +37,9 @@ pub struct WireVerdict {
     pub findings: Vec<Finding>,
     /// Frames of pod traffic between two hosts that were judged.
     pub examined: u64,
+    /// Frames between two hosts' PublicIPs in no form the lab knows (not pod traffic it
+    /// can read), per (sender, receiver): how many, and the first one's description.
+    pub unknown: BTreeMap<(String, String), (u64, String)>,
 }
 
 /// How a frame carried pod traffic.
@@ -112,7 +115,17 @@ pub fn judge(conf: &NetConf, hosts: &[WireHost], frames: &[Wire]) -> WireVerdict
         problems.entry((check, host.name.clone())).or_insert((0, story)).0 += 1;
     };
     for w in frames {
-        let Some(f) = form(conf, hosts, w) else { continue };
+        let Some(f) = form(conf, hosts, w) else {
+            let between = match w {
+                Wire::Udp(d) => Some((d.src, d.dst, format!("UDP {} → {}", d.sport, d.dport))),
+                Wire::Ip { src, dst, protocol, .. } => Some((*src, *dst, format!("IP protocol {protocol}"))),
+                Wire::Other => None,
+            };
+            if let Some((Some(a), Some(b), what)) = between.map(|(x, y, what)| (by_ip(x), by_ip(y), what)) {
+                v.unknown.entry((a.name.clone(), b.name.clone())).or_insert((0, what)).0 += 1;
+            }
+            continue;
+        };
         let (sender, receiver) = match &f {
             Form::Plain { src, dst, .. } | Form::Vxlan { src, dst, .. } | Form::Bare { src, dst, .. } => (owner(*src), owner(*dst)),
             Form::BadPayload { d, .. } => (by_ip(d.src), by_ip(d.dst)),
@@ -244,6 +257,19 @@ mod tests {
 
     fn checks(v: &WireVerdict) -> Vec<(Check, String)> {
         v.findings.iter().map(|f| (f.check, f.host.clone())).collect()
+    }
+
+    #[test]
+    fn frames_between_hosts_in_an_unknown_form_are_counted_apart() {
+        let c = conf(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#);
+        // UDP between the two PublicIPs to a port no backend uses, holding no packet the lab reads
+        let odd = decode(&frame(a("192.168.99.1"), a("192.168.99.2"), Some((40000, 9999)), &[0xde, 0xad, 0xbe, 0xef]));
+        let v = judge(&c, &hosts(), &[odd.clone(), odd]);
+        assert!(v.findings.is_empty() && v.examined == 0, "not pod traffic it can read");
+        assert_eq!(v.unknown.get(&("h1".into(), "h2".into())), Some(&(2, "UDP 40000 → 9999".to_string())));
+        // traffic with something that is not a host (etcd) is none of its business
+        let etcd = decode(&frame(a("192.168.99.1"), a("192.168.99.254"), Some((40000, 2379)), &[1, 2, 3]));
+        assert!(judge(&c, &hosts(), &[etcd]).unknown.is_empty());
     }
 
     #[test]

@@ -174,6 +174,11 @@ impl Trial<'_> {
     /// spread evenly over the profile's `start_spread`. Hosts named in the case's
     /// `host_profiles` run that implementation instead.
     async fn start_agents(&mut self, credentials: &BTreeMap<HostName, Credentials>) -> StepResult {
+        // agents whose exit the case expected (and saw) make room for the new ones
+        self.agents.retain_mut(|a| !(a.exit_planned && a.child.try_status().is_some()));
+        if let Some(a) = self.agents.first() {
+            return Err(format!("start_agents: the agent on {} still runs; stop it first (stop_agents)", a.host).into());
+        }
         let mut imps: BTreeMap<String, Implementation> = self.lab.hosts.iter().map(|n| (n.name.clone(), self.imp.clone())).collect();
         for (host, profile) in &self.case.host_profiles {
             imps.insert(host.clone(), load_profile(profile)?);
@@ -279,11 +284,21 @@ impl Trial<'_> {
         let mut findings = Vec::new();
         for a in &mut self.agents {
             let s = a.child.try_status().expect("exited");
-            if s.success() {
-                findings.push(Finding::new(Check::AgentFailure, a.host.as_str(), "agent exited with status 0, expected a failure"));
-            } else {
-                let last = a.child.log_tail(1);
-                tracing::info!("{}: {} — {last}", a.host, crate::lab::proc::Child::describe_status(&s));
+            let log = a.child.log_summary(3);
+            let status = crate::lab::proc::Child::describe_status(&s);
+            // a failure is an exit status the agent chose: not a signal (a crash), not the
+            // usage error of a profile that passes flags the implementation does not know
+            let wrong = match s.code() {
+                Some(0) => Some("agent exited with status 0, expected a failure".to_string()),
+                None => Some(format!("agent ended by a signal ({status}), not an exit status of its own; {log}")),
+                Some(2) if looks_like_usage(&std::fs::read_to_string(a.child.log_file()).unwrap_or_default()) => Some(format!(
+                    "agent exited with a usage error (exit code 2): the profile's flags, not the configuration, stopped it; {log}"
+                )),
+                Some(_) => None,
+            };
+            match wrong {
+                Some(what) => findings.push(Finding::new(Check::AgentFailure, a.host.as_str(), what)),
+                None => tracing::info!("{}: {status}; {log}", a.host),
             }
         }
         for node in &self.lab.hosts {
@@ -305,5 +320,25 @@ impl Trial<'_> {
         }
         let exits = self.agent_exits()?;
         outcome(exits)
+    }
+}
+
+/// Whether a log reads like a command-line usage error (Go's flag package, clap, getopt).
+fn looks_like_usage(log: &str) -> bool {
+    let l = log.to_ascii_lowercase();
+    ["flag provided but not defined", "unknown flag", "unexpected argument", "unrecognized option", "invalid option", "usage:"]
+        .iter()
+        .any(|p| l.contains(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_usage;
+
+    #[test]
+    fn usage_errors_are_told_from_configuration_errors() {
+        assert!(looks_like_usage("flag provided but not defined: -etcd-foo\nUsage of flanneld:\n"));
+        assert!(looks_like_usage("error: unexpected argument '--nope' found\n\nUsage: flannel-agent [OPTIONS]"));
+        assert!(!looks_like_usage("E1206 main.go:330] failed to parse net-conf: invalid network 10.244.0.0/33"));
     }
 }

@@ -104,7 +104,12 @@ impl StepKind for PutKey {
     async fn run(&self, t: &mut Trial<'_>) -> StepResult {
         let k = self;
         let key = format!("{DEFAULT_PREFIX}/{}", k.key.trim_start_matches('/'));
-        t.store.put(&key, k.value.clone()).await.map_err(StepError::from)
+        t.store.put(&key, k.value.clone()).await.map_err(StepError::from)?;
+        if k.key.trim_start_matches('/') == "config" {
+            // the net-conf the later checks judge against
+            t.conf = serde_json::from_str(&k.value).ok().and_then(|v| crate::contract::NetConf::from_json(&v).ok());
+        }
+        Ok(())
     }
 }
 

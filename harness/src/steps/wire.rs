@@ -62,6 +62,31 @@ impl StepKind for ExpectWire {
             .filter(|(a, b)| !v.counts.contains_key(&(a.name.clone(), b.name.clone())))
             .map(|(a, b)| format!("{} → {}", a.name, b.name))
             .collect();
+        // pairs that answered, with traffic between their PublicIPs in a form the lab does
+        // not know: the implementation carries pod traffic some other way
+        let strange: Vec<crate::contract::Finding> = hosts
+            .iter()
+            .flat_map(|a| hosts.iter().map(move |b| (a, b)))
+            .filter(|(a, b)| missing.contains(&format!("{} → {}", a.name, b.name)))
+            .filter_map(|(a, b)| {
+                let (n, what) = v.unknown.get(&(a.name.clone(), b.name.clone()))?;
+                let story = format!(
+                    "{} → {}: the pair answers, and no frame between them carries pod traffic in a form the lab knows; {n} frame(s) between their PublicIPs ({what}, …): {} carries it {}",
+                    a.name,
+                    b.name,
+                    conf.backend,
+                    match conf.backend {
+                        crate::contract::Backend::Vxlan => "as VXLAN",
+                        crate::contract::Backend::Udp => "as one bare IPv4 packet per UDP datagram",
+                        crate::contract::Backend::HostGw => "unencapsulated",
+                    }
+                );
+                Some(crate::contract::Finding::new(crate::contract::Check::WireEncap, a.name.as_str(), story))
+            })
+            .collect();
+        if !strange.is_empty() {
+            return Err(StepError::Check(v.findings.into_iter().chain(strange).collect()));
+        }
         if !missing.is_empty() || hosts.len() < 2 {
             return Err(StepError::Lab(crate::lab_err!(
                 "the underlay capture holds no pod traffic for {} of the pairs that answered ({}); {} frames in the window: the wire checks examined nothing there",
