@@ -18,6 +18,9 @@ use crate::store::tls::ClientFiles;
 pub struct Implementation {
     pub profile: Profile,
     pub reference_agent: PathBuf,
+    /// What `{flanneld}` names for this implementation (`PROFILE@BINARY`), else
+    /// `$FLANNELD` or `flanneld`.
+    pub flanneld: Option<String>,
 }
 
 impl Implementation {
@@ -26,15 +29,30 @@ impl Implementation {
     }
 
     /// Loads a profile (bundled name or path) and, when it needs it, locates the
-    /// reference agent (building it if missing).
-    pub fn load(name_or_path: &str, build_reference: bool) -> Result<Implementation> {
-        let profile = Profile::find(name_or_path).map_err(crate::error::Error::Input)?;
+    /// reference agent (building it if missing). `PROFILE@BINARY` runs the profile with
+    /// `{flanneld}` = BINARY and names the implementation after the binary's file
+    /// (`flanneld@/opt/flanneld-v0.20.2` is `flanneld-v0.20.2`): one profile, several builds.
+    pub fn load(spec: &str, build_reference: bool) -> Result<Implementation> {
+        let (name_or_path, binary) = match spec.split_once('@') {
+            Some((p, b)) => (p, Some(b.to_string())),
+            None => (spec, None),
+        };
+        let mut profile = Profile::find(name_or_path).map_err(crate::error::Error::Input)?;
+        if let Some(b) = &binary {
+            if !Path::new(b).is_file() {
+                return Err(crate::error::Error::Usage(format!("`{spec}`: no file {b}")));
+            }
+            if !profile.mentions("flanneld") {
+                return Err(crate::error::Error::Usage(format!("`{spec}`: profile `{}` does not use {{flanneld}}", profile.name)));
+            }
+            profile.name = Path::new(b).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| b.clone());
+        }
         let reference_agent = if profile.uses_reference_agent() && build_reference {
             crate::agents::reference_agent()?
         } else {
             PathBuf::from("flannel-agent")
         };
-        Ok(Implementation { profile, reference_agent })
+        Ok(Implementation { profile, reference_agent, flanneld: binary })
     }
 
     /// The implementation chosen by `FLANNEL_LAB_IMPL` (default: `reference`).
@@ -225,6 +243,7 @@ impl Agent {
             state_dir: node.dir.display().to_string(),
             reference_agent: imp.reference_agent.display().to_string(),
             profile_dir: imp.profile.dir().display().to_string(),
+            flanneld: imp.flanneld.clone().unwrap_or_else(crate::input::profile::flanneld_binary),
         }
     }
 

@@ -102,6 +102,8 @@ fn report(name: &str, passed: bool, failure: Option<&str>) -> TrialReport {
         level: Level::Must,
         known: None,
         allow_fixed: false,
+        upstream: None,
+        self_check: false,
         findings: Vec::new(),
         failed_step: None,
         steps: Vec::new(),

@@ -5,10 +5,12 @@
 //! | command | module |
 //! |---|---|
 //! | run, list, check | [`run`] (progress: [`progress`]) |
+//! | matrix, pin | [`compare`] |
 //! | up | [`up`] |
 //! | status, exec, down | [`live`] |
 //! | bench, scale, gc | [`measure`] |
 
+mod compare;
 mod live;
 mod measure;
 mod progress;
@@ -64,6 +66,8 @@ enum Command {
     Run(run::RunArgs),
     List(run::ListArgs),
     Check(run::CheckArgs),
+    Pin(compare::PinArgs),
+    Matrix(compare::MatrixArgs),
     Up(up::UpArgs),
     Status(live::StatusArgs),
     Exec(live::ExecArgs),
@@ -117,6 +121,8 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::List(a) => run::list(a),
         Command::Check(a) => run::check(a),
+        Command::Pin(a) => compare::pin(a),
+        Command::Matrix(a) => compare::matrix(a),
         Command::Up(a) => up::up(a),
         Command::Status(a) => live::status(a),
         Command::Exec(a) => live::exec(a),

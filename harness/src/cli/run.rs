@@ -62,6 +62,17 @@ pub struct RunArgs {
     /// Write a self-contained HTML report here (root causes, timelines, topologies)
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Write every trial's result and findings as JSON here (for `flannel-lab pin`)
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Judge against these known failures (a file with a `known_failures:` list, e.g. the
+    /// expectations of one upstream release) instead of the profile's own
+    #[arg(long, value_name = "FILE")]
+    known_failures: Option<PathBuf>,
+    /// Only the implementation under test: leave out the lab's own control and mutant
+    /// trials (they judge the lab, which one run of the whole suite has shown)
+    #[arg(long)]
+    impl_only: bool,
     /// Plain progress lines even on a terminal
     #[arg(long)]
     plain: bool,
@@ -95,7 +106,7 @@ pub struct CheckArgs {
     files: Vec<PathBuf>,
 }
 
-fn load_trials(cases: Option<&Path>, imp: &Implementation, build_reference: bool) -> Result<Vec<TrialSpec>> {
+pub(super) fn load_trials(cases: Option<&Path>, imp: &Implementation, build_reference: bool) -> Result<Vec<TrialSpec>> {
     let root = crate::input::repo_root();
     let cases = cases.map(Path::to_path_buf).unwrap_or_else(|| root.join("cases"));
     suite::trials(&cases, &root.join("topologies"), imp, build_reference).map_err(|errs| Error::Input(errs.join("\n")))
@@ -107,7 +118,13 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     if let Some(spread) = a.start_spread {
         imp.profile.start_spread = spread;
     }
+    if let Some(file) = &a.known_failures {
+        imp.profile.known_failures = crate::input::profile::load_known_failures(file)?;
+    }
     let mut trials = load_trials(a.cases.as_deref(), &imp, true)?;
+    if a.impl_only {
+        trials.retain(|t| matches!(t.verdict, crate::run::Verdict::Pass) && !t.case.control);
+    }
     if !a.filter.is_empty() {
         trials.retain(|t| a.filter.iter().any(|f| t.name().contains(f.as_str())));
     }
@@ -135,6 +152,9 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         write(path, report::html::page(&reports, &report::html::RunInfo::now(imp.name())), "HTML")?;
         eprintln!("flannel-lab: wrote {}", path.display());
     }
+    if let Some(path) = &a.json {
+        write(path, report::run_json(&reports, imp.name()), "JSON")?;
+    }
     if let Some(path) = &a.junit {
         let entries: Vec<JunitEntry> = reports.iter().map(report::junit_entry).collect();
         report::write_junit(path, "flannel-lab", &entries).map_err(|e| lab_err!("write JUnit to {}: {e}", path.display()))?;
@@ -144,7 +164,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
 
 /// A run's exit status (see [`RunArgs`]): a lab error or an unallowed skip outranks a
 /// finding, since the lab did not judge everything it lists.
-fn run_exit_code(reports: &[TrialReport], allow_skipped: bool) -> u8 {
+pub(super) fn run_exit_code(reports: &[TrialReport], allow_skipped: bool) -> u8 {
     let skipped = reports.iter().filter(|r| r.ignored.is_some()).count();
     if reports.iter().any(|r| r.lab_error) {
         super::EXIT_LAB
@@ -173,7 +193,7 @@ fn weight(spec: &TrialSpec, jobs: usize) -> usize {
 
 /// Runs the trials (each on a thread and runtime of its own, like the test target) with up
 /// to `jobs` slots in use, and returns their reports in the order given.
-fn run_all(trials: Vec<TrialSpec>, jobs: usize, workdir: &Path, tty: bool) -> Vec<TrialReport> {
+pub(super) fn run_all(trials: Vec<TrialSpec>, jobs: usize, workdir: &Path, tty: bool) -> Vec<TrialReport> {
     let total = trials.len();
     let mut queue: VecDeque<(usize, usize, TrialSpec)> = trials.into_iter().enumerate().map(|(i, t)| (i, weight(&t, jobs), t)).collect();
     let (tx, rx) = mpsc::channel();

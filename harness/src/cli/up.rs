@@ -169,6 +169,7 @@ fn plain_case(a: &UpArgs) -> Result<(Case, Backend)> {
         simultaneous_start: false,
         max_restarts: 0,
         max_rss: None,
+        upstream: None,
         steps,
     };
     Ok((case, backend))

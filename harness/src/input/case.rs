@@ -121,7 +121,37 @@ struct RawCase<S> {
     /// group above it is a `resource` finding at every wait.
     #[serde(default)]
     max_rss: Option<Size>,
+    /// The upstream bug a field-bug case is about, and the releases that brought and fixed
+    /// it, as far as known.
+    #[serde(default)]
+    upstream: Option<Upstream>,
     steps: Vec<S>,
+}
+
+/// `upstream: {issue: 1726, introduced: v0.18.0, fixed: v0.21.3}`: the upstream flannel
+/// issue (or pull request) a field-bug case reproduces, and the releases that brought and
+/// fixed the bug (`fixed` absent: not fixed, or not known to be).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub issue: u32,
+    #[serde(default)]
+    pub introduced: Option<String>,
+    #[serde(default)]
+    pub fixed: Option<String>,
+}
+
+impl fmt::Display for Upstream {
+    /// `upstream #1726 (from v0.18.0, fixed in v0.21.3)`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "upstream #{}", self.issue)?;
+        match (&self.introduced, &self.fixed) {
+            (Some(a), Some(b)) => write!(f, " (from {a}, fixed in {b})"),
+            (Some(a), None) => write!(f, " (from {a})"),
+            (None, Some(b)) => write!(f, " (fixed in {b})"),
+            (None, None) => Ok(()),
+        }
+    }
 }
 
 /// A size written as `512KiB`, `64MiB` or `2GiB`.
@@ -362,6 +392,8 @@ pub struct Case<S> {
     pub max_restarts: u32,
     /// Each agent's memory budget in bytes.
     pub max_rss: Option<u64>,
+    /// The upstream bug this field-bug case reproduces.
+    pub upstream: Option<Upstream>,
     pub steps: Vec<S>,
 }
 
@@ -604,6 +636,7 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
         simultaneous_start: raw.simultaneous_start,
         max_restarts: raw.max_restarts,
         max_rss: raw.max_rss.map(|s| s.0),
+        upstream: raw.upstream,
         store: raw.store,
         mutants,
         host_profiles,

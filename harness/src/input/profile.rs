@@ -15,7 +15,8 @@
 //! Placeholders: `{etcd_endpoints}` `{etcd_prefix}` `{etcd_cafile}` `{etcd_certfile}`
 //! `{etcd_keyfile}` (empty when etcd is plaintext) `{ip_masq}` (`true`/`false`, the case's
 //! choice) `{iface}` `{public_ip}` `{subnet_file}` `{host}` `{state_dir}` `{reference_agent}`
-//! `{profile_dir}`; `{{` and `}}` are literal braces.
+//! `{profile_dir}` `{flanneld}` (`$FLANNELD`, else `flanneld` on PATH: one place names the
+//! upstream binary for every profile that runs it); `{{` and `}}` are literal braces.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ use crate::input::case::Dur;
 use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg};
 use crate::input::kinds::{Backend, Check};
 
-pub const PLACEHOLDERS: [&str; 14] = [
+pub const PLACEHOLDERS: [&str; 15] = [
     "etcd_endpoints",
     "etcd_prefix",
     "etcd_cafile",
@@ -42,6 +43,7 @@ pub const PLACEHOLDERS: [&str; 14] = [
     "state_dir",
     "reference_agent",
     "profile_dir",
+    "flanneld",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +237,11 @@ impl Profile {
     }
 }
 
+/// The upstream flanneld binary `{flanneld}` names: `$FLANNELD`, else `flanneld`.
+pub fn flanneld_binary() -> String {
+    std::env::var("FLANNELD").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "flanneld".into())
+}
+
 /// The values placeholders expand to for one host.
 #[derive(Debug, Clone, Default)]
 pub struct Values {
@@ -253,6 +260,8 @@ pub struct Values {
     pub state_dir: String,
     pub reference_agent: String,
     pub profile_dir: String,
+    /// The upstream flanneld binary: `$FLANNELD`, else `flanneld` (found on PATH).
+    pub flanneld: String,
 }
 
 impl Values {
@@ -272,6 +281,7 @@ impl Values {
             "state_dir" => &self.state_dir,
             "reference_agent" => &self.reference_agent,
             "profile_dir" => &self.profile_dir,
+            "flanneld" => &self.flanneld,
             _ => return None,
         })
     }
@@ -339,6 +349,55 @@ impl Profile {
 
 pub fn bundled_dir() -> PathBuf {
     crate::input::repo_root().join("harness/profiles")
+}
+
+/// The checks of a `known_failures` list, in a profile or an expectations file.
+fn check_known_failures(list: &[KnownFailure], c: &mut Collector) {
+    for (i, k) in list.iter().enumerate() {
+        let at = |f: &str| [key("known_failures"), Seg::Index(i), key(f)];
+        if k.trials.trim().is_empty() || k.trials.matches("::").count() > 1 {
+            c.push(&at("trials"), format!("`{}` is not a CASE::BACKEND pattern", k.trials), "write e.g. field-1726-*::vxlan or *::udp");
+        } else if k.trials.split("::").all(|p| p.chars().all(|ch| ch == '*')) {
+            c.push(
+                &at("trials"),
+                format!("`{}` excuses every trial", k.trials),
+                "name the case (and backend) the failure is about, e.g. field-1726-*::vxlan",
+            );
+        }
+        if k.host.trim().is_empty() || k.host.chars().all(|ch| ch == '*') {
+            c.push(
+                &at("host"),
+                format!("`{}` excuses a finding about any host", k.host),
+                "name the host the finding is about (h2), or a pattern such as h*",
+            );
+        }
+        if k.step == Some(0) {
+            c.push(&at("step"), "steps count from 1", "give the step the finding comes from, or drop the key");
+        }
+        if k.reason.trim().is_empty() {
+            c.push(&at("reason"), "a known failure needs a reason", "say what the implementation gets wrong");
+        }
+    }
+}
+
+/// A file of expected failures for one build of an implementation (`run
+/// --known-failures FILE`): a `known_failures:` list as in a profile, and why it holds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpectations {
+    #[serde(default)]
+    description: String,
+    known_failures: Vec<KnownFailure>,
+}
+
+/// Reads an expectations file (`known_failures:` as in a profile), every entry checked.
+pub fn load_known_failures(file: &Path) -> Result<Vec<KnownFailure>, Diagnostics> {
+    let (raw, src): (RawExpectations, String) = load_yaml(file)?;
+    let _ = raw.description;
+    let mut c = Collector::new(file, &src);
+    check_known_failures(&raw.known_failures, &mut c);
+    c.finish()?;
+    Ok(raw.known_failures)
 }
 
 fn validate(file: &Path, src: &str, raw: RawProfile) -> Result<Profile, Diagnostics> {
@@ -410,31 +469,7 @@ fn validate(file: &Path, src: &str, raw: RawProfile) -> Result<Profile, Diagnost
             c.push(&at, e, "see the placeholder list in README.md");
         }
     }
-    for (i, k) in raw.known_failures.iter().enumerate() {
-        let at = |f: &str| [key("known_failures"), Seg::Index(i), key(f)];
-        if k.trials.trim().is_empty() || k.trials.matches("::").count() > 1 {
-            c.push(&at("trials"), format!("`{}` is not a CASE::BACKEND pattern", k.trials), "write e.g. field-1726-*::vxlan or *::udp");
-        } else if k.trials.split("::").all(|p| p.chars().all(|ch| ch == '*')) {
-            c.push(
-                &at("trials"),
-                format!("`{}` excuses every trial", k.trials),
-                "name the case (and backend) the failure is about, e.g. field-1726-*::vxlan",
-            );
-        }
-        if k.host.trim().is_empty() || k.host.chars().all(|ch| ch == '*') {
-            c.push(
-                &at("host"),
-                format!("`{}` excuses a finding about any host", k.host),
-                "name the host the finding is about (h2), or a pattern such as h*",
-            );
-        }
-        if k.step == Some(0) {
-            c.push(&at("step"), "steps count from 1", "give the step the finding comes from, or drop the key");
-        }
-        if k.reason.trim().is_empty() {
-            c.push(&at("reason"), "a known failure needs a reason", "say what the implementation gets wrong");
-        }
-    }
+    check_known_failures(&raw.known_failures, &mut c);
     c.finish()?;
     Ok(Profile {
         known_failures: raw.known_failures,
@@ -469,6 +504,7 @@ mod tests {
             state_dir: "/tmp/x/h1".into(),
             reference_agent: "/repo/target/debug/flannel-agent".into(),
             profile_dir: "/repo/harness/profiles".into(),
+            flanneld: "flanneld".into(),
             ip_masq: "false".into(),
             ..Values::default()
         }

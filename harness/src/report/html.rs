@@ -151,9 +151,11 @@ fn causes(s: &mut String, reports: &[TrialReport]) {
     }
     s.push_str("<p class=\"meta\">Failed trials grouped by the step, check and shape of their first finding, most common first.</p>");
     for (shape, trials) in &groups {
+        let bugs = super::text::group_upstream(trials);
+        let bugs = if bugs.is_empty() { String::new() } else { format!(" · the shape of {}", esc(&bugs.join(", "))) };
         let _ = write!(
             s,
-            "<details class=\"cause\"><summary><span class=\"n\">{}</span> trial{} · <code>{}</code></summary><ul>",
+            "<details class=\"cause\"><summary><span class=\"n\">{}</span> trial{} · <code>{}</code>{bugs}</summary><ul>",
             trials.len(),
             if trials.len() == 1 { "" } else { "s" },
             esc(shape)
@@ -175,6 +177,20 @@ fn causes(s: &mut String, reports: &[TrialReport]) {
 }
 
 fn matrix(s: &mut String, reports: &[TrialReport]) {
+    let (own, under_test): (Vec<&TrialReport>, Vec<&TrialReport>) = reports.iter().partition(|r| r.self_check);
+    s.push_str("<section id=\"matrix\"><h2>By implementation and backend</h2><p class=\"meta\">Trials that did not fail the run (passes, known failures) of those that ran.</p>");
+    if !under_test.is_empty() {
+        s.push_str("<h3>The implementation under test</h3>");
+        matrix_table(s, &under_test);
+    }
+    if !own.is_empty() {
+        s.push_str("<h3>The lab's self-checks</h3><p class=\"meta\">Controls (on the reference agent) and mutants (the lab's own faulty agents, which pass when their case catches them): they judge the lab, not the implementation.</p>");
+        matrix_table(s, &own);
+    }
+    s.push_str("</section>");
+}
+
+fn matrix_table(s: &mut String, reports: &[&TrialReport]) {
     // implementation → backend → (passed, counted)
     let mut cells: BTreeMap<&str, BTreeMap<&str, (usize, usize)>> = BTreeMap::new();
     let mut backends: Vec<&str> = Vec::new();
@@ -190,7 +206,7 @@ fn matrix(s: &mut String, reports: &[TrialReport]) {
         }
     }
     backends.sort();
-    s.push_str("<section id=\"matrix\"><h2>By implementation and backend</h2><p class=\"meta\">Trials that did not fail the run (passes, known failures) of those that ran. Mutants are the lab's own faulty agents: they pass when their case catches them.</p><table><tr><th>implementation</th>");
+    s.push_str("<table><tr><th>implementation</th>");
     for b in &backends {
         let _ = write!(s, "<th>{}</th>", esc(b));
     }
@@ -208,7 +224,7 @@ fn matrix(s: &mut String, reports: &[TrialReport]) {
         }
         s.push_str("</tr>");
     }
-    s.push_str("</table></section>");
+    s.push_str("</table>");
 }
 
 /// Failures first (lab errors, then findings), then known failures, fixed, passes, skips.

@@ -26,6 +26,7 @@ pub fn table(reports: &[TrialReport]) -> String {
         s.push_str(&format!("{lab} trial(s) failed with a lab error (the lab could not do its job; see their logs)\n"));
     }
     s.push_str(&cause_summary(reports, false));
+    s.push_str(&self_check_note(reports));
     s.push_str(&summary(reports));
     s.push_str(&format!(", {skipped} skipped\n"));
     s
@@ -154,6 +155,9 @@ fn cause_shape(failure: &str, lab_error: bool) -> String {
             let numeric = w.chars().any(|c| c.is_ascii_digit()) && w.chars().all(|c| c.is_ascii_hexdigit() || ".:/-_s".contains(c));
             if numeric {
                 "N"
+            } else if is_device(w.trim_matches('`')) {
+                // routes missing on flannel.1 (vxlan) and on eth0 (host-gw) are one cause
+                "DEVICE"
             } else {
                 w
             }
@@ -161,6 +165,40 @@ fn cause_shape(failure: &str, lab_error: bool) -> String {
         .collect();
     let shape: String = words.join(" ").chars().take(100).collect();
     format!("{step}{check}{waited}{shape}")
+}
+
+/// One line apart for the lab's self-checks (controls, mutants) when a run has both kinds,
+/// so the implementation's own figures read on their own.
+pub(super) fn self_check_note(reports: &[TrialReport]) -> String {
+    let (own, under_test): (Vec<&TrialReport>, Vec<&TrialReport>) = reports.iter().partition(|r| r.self_check);
+    if own.is_empty() || under_test.is_empty() {
+        return String::new();
+    }
+    let count = |v: &[&TrialReport]| {
+        (v.iter().filter(|r| !r.fails_run() && r.ignored.is_none()).count(), v.iter().filter(|r| r.fails_run()).count())
+    };
+    let (a, b) = count(&under_test);
+    let (c, d) = count(&own);
+    format!("the implementation under test: {a} passed, {b} failed; the lab's self-checks (controls, mutants): {c} passed, {d} failed\n")
+}
+
+/// The interfaces findings name: the overlay devices and the underlay.
+fn is_device(w: &str) -> bool {
+    let w = w.trim_end_matches([',', ';']);
+    w == crate::lab::UNDERLAY_IF
+        || w == "flannel0"
+        || ["flannel.", "flannel-v6."]
+            .iter()
+            .any(|p| w.strip_prefix(p).is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())))
+}
+
+/// The upstream bugs the field-bug cases in a group reproduce: a failure of the same shape
+/// elsewhere is probably the same bug.
+pub fn group_upstream(trials: &[&TrialReport]) -> Vec<String> {
+    let mut v: Vec<String> = trials.iter().filter_map(|r| r.upstream.clone()).collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// The root-cause summary that ends the table and the Markdown report.
@@ -174,7 +212,9 @@ fn cause_summary(reports: &[TrialReport], markdown: bool) -> String {
     for (shape, trials) in &groups {
         let names: Vec<&str> = trials.iter().take(3).map(|r| r.name.as_str()).collect();
         let more = if trials.len() > 3 { format!(", +{} more", trials.len() - 3) } else { String::new() };
-        let line = format!("{:>4} × {shape}  ({}{more})", trials.len(), names.join(", "));
+        let bugs = group_upstream(trials);
+        let bugs = if bugs.is_empty() { String::new() } else { format!(" [the shape of {}]", bugs.join(", ")) };
+        let line = format!("{:>4} × {shape}  ({}{more}){bugs}", trials.len(), names.join(", "));
         if markdown {
             s.push_str(&format!("- {}\n", line.trim_start().replace('|', "\\|")));
         } else {
@@ -229,6 +269,8 @@ mod tests {
                 intermittent: false,
             }),
             allow_fixed: true,
+            upstream: None,
+            self_check: false,
             findings: Vec::new(),
             failed_step: None,
             steps: Vec::new(),

@@ -71,6 +71,10 @@ pub struct TrialReport {
     pub known: Option<crate::input::profile::KnownFailure>,
     /// A fixed known failure does not fail the run (`--allow-fixed`).
     pub allow_fixed: bool,
+    /// The upstream bug the trial's case reproduces (`upstream #1726 (…)`), if it says.
+    pub upstream: Option<String>,
+    /// The trial judges the lab itself (a control or a mutant), not the implementation.
+    pub self_check: bool,
     /// The findings the trial failed with (none for a pass or a lab error), and the step.
     pub findings: Vec<crate::contract::Finding>,
     pub failed_step: Option<usize>,
@@ -157,6 +161,8 @@ impl TrialReport {
             level: Default::default(),
             known: None,
             allow_fixed: false,
+            upstream: None,
+            self_check: false,
             findings: Vec::new(),
             failed_step: None,
             steps: Vec::new(),
@@ -195,6 +201,8 @@ pub async fn run_trial(spec: &TrialSpec, workdir: &Path) -> TrialReport {
 /// [`run_trial`], followed by a [`Watcher`] that may hold each lab open at its end.
 pub async fn run_trial_watched(spec: &TrialSpec, workdir: &Path, watcher: Option<&dyn Watcher>) -> TrialReport {
     let mut report = run_trial_unmarked(spec, workdir, watcher).await;
+    report.upstream = spec.case.upstream.as_ref().map(|u| u.to_string());
+    report.self_check = spec.case.control || !matches!(spec.verdict, Verdict::Pass);
     if matches!(spec.verdict, Verdict::Pass) {
         mark_known(&spec.imp.profile.known_failures_of(&spec.name()), &mut report);
     }
