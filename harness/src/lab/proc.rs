@@ -380,6 +380,12 @@ pub fn log_summary(path: &Path, n: usize) -> String {
     if lines.is_empty() {
         return "its log is empty".into();
     }
+    // a crash's own words, not the stack that follows them (Go, Rust)
+    if let Some(crash) =
+        lines.iter().rev().find(|l| l.starts_with("panic: ") || l.starts_with("fatal error: ") || l.contains("panicked at"))
+    {
+        return format!("it crashed: \"{crash}\" (the stack is in its log)");
+    }
     let last: Vec<String> = lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("\"{l}\"")).collect();
     format!("last log lines: {}", last.join(" | "))
 }
@@ -473,6 +479,11 @@ mod tests {
         assert_eq!(log_summary(&log, 5), "last log lines: \"error: watch failed: EOF\" | \"ERROR plain line\"");
         std::fs::write(&log, "\n\n").unwrap();
         assert_eq!(log_summary(&log, 3), "its log is empty");
+        std::fs::write(&log, "I1206 watching\npanic: runtime error: index out of range [0] with length 0\n\ngoroutine 14 [running]:\ngithub.com/x/registry.go:294 +0x4da\n").unwrap();
+        assert_eq!(
+            log_summary(&log, 3),
+            "it crashed: \"panic: runtime error: index out of range [0] with length 0\" (the stack is in its log)"
+        );
     }
 
     #[test]

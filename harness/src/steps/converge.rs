@@ -176,7 +176,9 @@ impl Trial<'_> {
             }
             if findings.is_empty() {
                 if self.canary_due.is_some() {
-                    self.canary_round(deadline).await?;
+                    // its own deadline, the wait's whole budget: a wait that converged late
+                    // does not leave the canary seconds to be followed in
+                    self.canary_round(Instant::now() + within).await?;
                 }
                 if self.first_subnets.is_none() {
                     self.first_subnets = Some(self.subnets().await?);
@@ -323,7 +325,12 @@ impl Trial<'_> {
             Some(findings) => return Err(fail(findings, "added then was not followed")),
             None => deleted?,
         }
-        let removed = self.follow_canary(deadline, subnet, None).await?;
+        let mut removed = self.follow_canary(deadline, subnet, None).await?;
+        // udp keeps peers in the agent: after the withdrawal its data path must stop
+        // carrying traffic to the canary's subnet too
+        if let (None, Some(l)) = (&removed, listener.as_ref()) {
+            removed = self.udp_canary_dropped(deadline, subnet, l).await?;
+        }
         if let Some(findings) = removed {
             return Err(fail(findings, "withdrawn then was still served"));
         }
@@ -335,6 +342,58 @@ impl Trial<'_> {
         );
         self.canary_due = None;
         Ok(())
+    }
+
+    /// udp, after the canary's withdrawal: echoes from every host to the canary's subnet
+    /// no longer reach the canary through the agents. Each round sends one echo per host
+    /// and looks at what arrived from then on (the echo's own wait is the window); `None`
+    /// once a round arrives empty, else the hosts still forwarding at the deadline.
+    async fn udp_canary_dropped(
+        &mut self,
+        deadline: Instant,
+        subnet: crate::input::names::Ipv4Net,
+        listener: &probe::UdpListener,
+    ) -> Result<Option<Vec<Finding>>, StepError> {
+        let target = subnet.nth(1);
+        loop {
+            let mark = listener.seen().len();
+            let mut jobs = Vec::new();
+            for (h, g) in &self.gateways {
+                if self.removed.contains(h) {
+                    continue;
+                }
+                let ns = self.lab.host(h).expect("gateway host").ns.clone();
+                let Some((src, _)) = g.v4 else { continue };
+                jobs.push(std::thread::spawn(move || probe::sweep(&ns, src, vec![target], 1, Duration::from_millis(200))));
+            }
+            for j in jobs {
+                j.join().expect("probe thread")?;
+            }
+            let seen = listener.seen();
+            let findings: Vec<Finding> = self
+                .gateways
+                .iter()
+                .filter(|(h, _)| !self.removed.contains(*h))
+                .filter_map(|(h, g)| {
+                    let node = self.lab.host(h).expect("gateway host");
+                    let (src, _) = g.v4?;
+                    let carried = seen[mark..]
+                        .iter()
+                        .any(|(from, p)| *from == node.addr && probe::inner_addresses(p).is_some_and(|(s, d)| s == src && d == target));
+                    carried.then(|| {
+                        let what = format!("a datagram from {} carrying {src} -> {target} still reached the canary's udp port", node.addr);
+                        Finding::new(Check::Reachability, h.as_str(), what)
+                    })
+                })
+                .collect();
+            if findings.is_empty() {
+                return Ok(None);
+            }
+            if Instant::now() >= deadline {
+                return Ok(Some(findings));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Polls until every host follows the leases as etcd has them now (canary included)

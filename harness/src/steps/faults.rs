@@ -319,6 +319,9 @@ pub enum Sabotage {
     DeleteRoute6(OnHost),
     DeleteNeighbour6(OnHost),
     DeleteFdb6(OnHost),
+    /// Deletes the host's `cni0` (as a misbehaving implementation might): the pods' gateway
+    /// and the address the data-plane checks probe from.
+    DeleteCni0(OnHost),
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -343,6 +346,7 @@ single_key_enum!(Sabotage, "sabotage", {
     "delete_route6" => DeleteRoute6(OnHost),
     "delete_neighbour6" => DeleteNeighbour6(OnHost),
     "delete_fdb6" => DeleteFdb6(OnHost),
+    "delete_cni0" => DeleteCni0(OnHost),
 });
 
 impl Sabotage {
@@ -355,7 +359,8 @@ impl Sabotage {
             | Sabotage::KillAgent(h)
             | Sabotage::DeleteRoute6(h)
             | Sabotage::DeleteNeighbour6(h)
-            | Sabotage::DeleteFdb6(h) => &h.host,
+            | Sabotage::DeleteFdb6(h)
+            | Sabotage::DeleteCni0(h) => &h.host,
             Sabotage::SetPodMtu(p) | Sabotage::SetUnderlayMtu(p) => &p.host,
             Sabotage::SetDeviceMtu(p) => &p.host,
         }
@@ -371,7 +376,8 @@ impl Trial<'_> {
         // frozen first, and stays frozen to the end of the trial (stopping it thaws it).
         // Not under udp, whose data path runs inside the agent (and which reconciles
         // nothing): a frozen udp agent would break more than the control means to.
-        let repairable = !matches!(s, Sabotage::SetPodMtu(_) | Sabotage::SetUnderlayMtu(_) | Sabotage::KillAgent(_));
+        let repairable =
+            !matches!(s, Sabotage::SetPodMtu(_) | Sabotage::SetUnderlayMtu(_) | Sabotage::KillAgent(_) | Sabotage::DeleteCni0(_));
         if repairable && conf.backend != crate::contract::Backend::Udp {
             if let Some(a) = self.agents.iter().find(|a| a.host == host) {
                 a.child.signal(nix::sys::signal::Signal::SIGSTOP);
@@ -381,7 +387,11 @@ impl Trial<'_> {
         let node = self.host(host)?;
         let dev = conf.route_device();
         let idx = match s {
-            Sabotage::SetPodMtu(_) | Sabotage::KillAgent(_) | Sabotage::SetDeviceMtu(_) | Sabotage::SetUnderlayMtu(_) => 0,
+            Sabotage::SetPodMtu(_)
+            | Sabotage::KillAgent(_)
+            | Sabotage::SetDeviceMtu(_)
+            | Sabotage::SetUnderlayMtu(_)
+            | Sabotage::DeleteCni0(_) => 0,
             Sabotage::DeleteRoute6(_) | Sabotage::DeleteNeighbour6(_) | Sabotage::DeleteFdb6(_) => {
                 node.nl.index_of(&conf.route_device6()).await?
             }
@@ -444,6 +454,10 @@ impl Trial<'_> {
                     .ok_or("no IPv6 FDB entry to delete")?;
                 node.nl.del_fdb(&e).await?;
                 format!("deleted FDB entry {} dst {:?}", e.mac, e.dst)
+            }
+            Sabotage::DeleteCni0(_) => {
+                node.nl.del_link(crate::lab::pods::BRIDGE).await?;
+                format!("deleted `{}`", crate::lab::pods::BRIDGE)
             }
             Sabotage::SetPodMtu(p) => {
                 let pod = self.pods.iter().find(|x| x.host == host).ok_or("no pod on that host: add create_pods first")?;

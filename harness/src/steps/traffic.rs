@@ -158,11 +158,14 @@ impl StepKind for ExpectSource {
 
 /// A VXLAN datagram's payload: the 8-byte header (I flag, VNI) and an Ethernet frame to
 /// `dst_mac` carrying `ip`.
-fn vxlan_frame(vni: u32, dst_mac: [u8; 6], ip: &[u8]) -> Vec<u8> {
+/// Datagrams behind one injection verdict: one lost on the way does not decide it.
+pub const INJECTIONS: usize = 3;
+
+fn vxlan_frame(vni: u32, dst_mac: [u8; 6], src_mac: [u8; 6], ip: &[u8]) -> Vec<u8> {
     let mut f = vec![0x08, 0, 0, 0];
     f.extend_from_slice(&(vni << 8).to_be_bytes());
     f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&[0x02, 0x00, 0x5e, 0x1a, 0xb0, 0x01]); // a locally administered source
+    f.extend_from_slice(&src_mac);
     f.extend_from_slice(&[0x08, 0x00]);
     f.extend_from_slice(ip);
     f
@@ -184,17 +187,62 @@ impl StepKind for MeasureThroughput {
 }
 
 impl Trial<'_> {
-    /// Injects one encapsulated echo request as `backend` carries it (udp: the bare IPv4
-    /// packet; vxlan: a VXLAN frame) and judges whether the target's pod saw it.
+    /// Injects encapsulated echo requests as `backend` carries them (udp: the bare IPv4
+    /// packet; vxlan: a VXLAN frame whose inner source MAC is the inner source host's real
+    /// VtepMAC, so only the outer sender differs from a peer's) and judges whether the
+    /// target's pod saw one. Each verdict rests on [`INJECTIONS`] datagrams; a `dropped`
+    /// verdict about a stranger is first calibrated by the same datagrams from the inner
+    /// source host itself, a real peer, which must be delivered (else nothing is judged).
     async fn inject(&mut self, spec: &InjectUdp, backend: Backend) -> StepResult {
         let conf = self.conf()?.clone();
         if conf.backend != backend {
             return Err(lab_err!("inject_{} applies to the {backend} backend, not {}", backend.name(), conf.backend).into());
         }
-        let (sender_ns, sender_addr) = if spec.from == "etcd" {
+        let peer = spec.inner_src_from.as_str();
+        if spec.expect == Fate::Dropped && spec.from != peer {
+            let seen = self.inject_once(&conf, backend, peer, spec).await?;
+            if !seen {
+                return Err(lab_err!(
+                    "the same {backend} datagrams from {peer}, a peer, on the flannel port were not delivered to {}'s pod either: a drop of the stranger's would say nothing",
+                    spec.to
+                )
+                .into());
+            }
+            tracing::info!("calibration: the same datagrams from {peer} (a peer) were delivered");
+        }
+        let seen = self.inject_once(&conf, backend, &spec.from, spec).await?;
+        let target_name = spec.to.to_string();
+        let what = format!(
+            "{INJECTIONS} {backend} datagrams from {} to {}:{} carrying an echo from {peer}'s subnet",
+            spec.from, spec.to, conf.port
+        );
+        match (spec.expect, seen) {
+            (Fate::Delivered, true) | (Fate::Dropped, false) => {
+                tracing::info!("{what}: {}", if seen { "delivered" } else { "dropped" });
+                Ok(())
+            }
+            (Fate::Delivered, false) => {
+                Err(StepError::check(Check::Delivery, target_name, format!("{what}: none reached the pod, expected delivery")))
+            }
+            (Fate::Dropped, true) => {
+                Err(StepError::check(Check::Delivery, target_name, format!("{what}: reached the pod, expected them to be dropped")))
+            }
+        }
+    }
+
+    /// Sends [`INJECTIONS`] encapsulated echo requests from `from` (a host or `etcd`) as
+    /// `spec` says; whether the target's pod saw one.
+    async fn inject_once(
+        &mut self,
+        conf: &crate::contract::NetConf,
+        backend: Backend,
+        from: &str,
+        spec: &InjectUdp,
+    ) -> Result<bool, StepError> {
+        let (sender_ns, _) = if from == "etcd" {
             (self.store.netns().clone(), self.lab.topo.etcd.1)
         } else {
-            let n = self.lab.host(&spec.from).ok_or_else(|| format!("no node `{}`", spec.from))?;
+            let n = self.lab.host(from).ok_or_else(|| format!("no node `{from}`"))?;
             (n.ns.clone(), n.addr)
         };
         let target = self.lab.host(spec.to.as_str()).ok_or_else(|| format!("no host `{}`", spec.to))?;
@@ -209,16 +257,17 @@ impl Trial<'_> {
         let pod_addr = pod.v4()?;
         let mut packet = probe::echo_packet(inner_src, pod_addr, ident);
         if backend == Backend::Vxlan {
-            let lease = self.leases().await?.into_iter().find_map(|(_, l)| l.ok().filter(|l| l.public_ip == target.addr));
-            let mac = lease
-                .and_then(|l| l.vtep_mac)
-                .and_then(|m| crate::lab::nl::parse_mac(&m))
-                .ok_or_else(|| format!("no lease with a VtepMAC for {} in etcd: converge first", target.name))?;
-            packet = vxlan_frame(conf.vni, mac, &packet);
+            let leases: Vec<crate::contract::LeaseView> = self.leases().await?.into_iter().filter_map(|(_, l)| l.ok()).collect();
+            let mac_of = |addr: std::net::Ipv4Addr| {
+                leases.iter().find(|l| l.public_ip == addr).and_then(|l| l.vtep_mac.as_deref()).and_then(crate::lab::nl::parse_mac)
+            };
+            let dst = mac_of(target.addr).ok_or_else(|| format!("no lease with a VtepMAC for {} in etcd: converge first", target.name))?;
+            let src =
+                mac_of(src_host.addr).ok_or_else(|| format!("no lease with a VtepMAC for {} in etcd: converge first", src_host.name))?;
+            packet = vxlan_frame(conf.vni, dst, src, &packet);
         }
         let to = std::net::SocketAddrV4::new(target.addr, conf.port);
         let pod_ns = pod.ns.clone();
-        let target_name = target.name.clone();
         let (target_ns, target_addr) = (target.ns.clone(), target.addr);
         let seen = tokio::task::spawn_blocking(move || {
             // first show that the sender's UDP reaches the target host at all, so that a
@@ -232,24 +281,14 @@ impl Trial<'_> {
             let (tx, rx) = std::sync::mpsc::channel();
             let listener = std::thread::spawn(move || probe::saw_echo_request(&pod_ns, ident, Duration::from_secs(1), tx));
             rx.recv_timeout(Duration::from_secs(5)).map_err(|_| crate::lab_err!("listener did not start"))?;
-            probe::send_udp(&sender_ns, to, packet)?;
+            for _ in 0..INJECTIONS {
+                probe::send_udp(&sender_ns, to, packet.clone())?;
+            }
             listener.join().map_err(|_| crate::lab_err!("listener panicked"))?
         })
         .await
         .map_err(|e| e.to_string())??;
-        let what = format!("{backend} datagram from {} ({sender_addr}) to {to} carrying {inner_src} -> {pod_addr}", spec.from);
-        match (spec.expect, seen) {
-            (Fate::Delivered, true) | (Fate::Dropped, false) => {
-                tracing::info!("{what}: {}", if seen { "delivered" } else { "dropped" });
-                Ok(())
-            }
-            (Fate::Delivered, false) => {
-                Err(StepError::check(Check::Delivery, target_name, format!("{what}: never reached the pod, expected delivery")))
-            }
-            (Fate::Dropped, true) => {
-                Err(StepError::check(Check::Delivery, target_name, format!("{what}: reached the pod, expected it to be dropped")))
-            }
-        }
+        Ok(seen)
     }
 
     async fn expect_source(&mut self, spec: &ExpectSource) -> StepResult {
@@ -344,9 +383,10 @@ mod tests {
 
     #[test]
     fn vxlan_frames_carry_vni_and_vtep_mac() {
-        let f = vxlan_frame(0x00ab_cdef, [2, 0, 0, 0, 0, 9], &[0x45, 0]);
+        let f = vxlan_frame(0x00ab_cdef, [2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 7], &[0x45, 0]);
         assert_eq!(&f[..8], &[0x08, 0, 0, 0, 0xab, 0xcd, 0xef, 0]);
-        assert_eq!(&f[8..14], &[2, 0, 0, 0, 0, 9]);
+        assert_eq!(&f[8..14], &[2, 0, 0, 0, 0, 9], "the target's VtepMAC");
+        assert_eq!(&f[14..20], &[2, 0, 0, 0, 0, 7], "the inner source host's VtepMAC");
         assert_eq!(&f[20..22], &[0x08, 0x00]);
         assert_eq!(&f[22..], &[0x45, 0]);
     }

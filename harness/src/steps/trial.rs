@@ -675,7 +675,18 @@ impl<'a> Trial<'a> {
         let mut probed = 0;
         for (src, family, v6, peers, r) in results {
             probed += peers.len();
-            let outcomes = r?;
+            let outcomes = match r {
+                Ok(o) => o,
+                Err(e) => match self.gateway_gone(&src, v6).await? {
+                    // the implementation took the host's cni0 (or its address) away: a
+                    // finding about the host, not the lab failing to probe
+                    Some(what) => {
+                        findings.push(Finding::new(Check::Reachability, src.as_str(), what));
+                        continue;
+                    }
+                    None => return Err(e.into()),
+                },
+            };
             if sampled {
                 for ((name, _), _) in peers.iter().zip(&outcomes).filter(|(_, o)| o.is_reply()) {
                     self.reach_answered.insert((src.clone(), name.clone(), v6));
@@ -749,6 +760,25 @@ impl<'a> Trial<'a> {
             tracing::debug!("data plane: {answered} pairs of this window answered; the rest are probed again on the next poll");
         }
         Ok(findings)
+    }
+
+    /// Why a host cannot be probed from, when the reason is the host's own state: its
+    /// `cni0` (set up from its subnet file) is gone, or no longer holds its address.
+    async fn gateway_gone(&self, host: &str, v6: bool) -> Result<Option<String>, StepError> {
+        let node = self.host(host)?;
+        let Some(gw) = self.gateways.get(host) else { return Ok(None) };
+        let Some(cni0) = node.nl.links().await?.into_iter().find(|l| l.name == crate::lab::pods::BRIDGE) else {
+            return Ok(Some(format!("`{}` is gone from the host, so nothing can be probed from it", crate::lab::pods::BRIDGE)));
+        };
+        let present = if v6 {
+            let want = gw.v6.map(|(a, _)| a);
+            node.nl.addresses6().await?.iter().any(|a| a.ifindex == cni0.index && Some(a.addr) == want)
+        } else {
+            let want = gw.v4.map(|(a, _)| a);
+            node.nl.addresses().await?.iter().any(|a| a.ifindex == cni0.index && Some(a.addr) == want)
+        };
+        Ok((!present)
+            .then(|| format!("`{}` no longer holds its gateway address, so nothing can be probed from it", crate::lab::pods::BRIDGE)))
     }
 
     /// The control plane moved: answers seen so far say nothing about what comes next (at
