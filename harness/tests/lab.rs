@@ -57,12 +57,17 @@ fn main() {
         eprintln!("lab: {} lab trials will {what}: {reason}", specs.len());
     }
     let results: Arc<Mutex<Vec<JunitEntry>>> = Arc::default();
+    // trials take job slots by size, as under `flannel-lab run`: a 72-host lab runs with
+    // few others beside it
+    let threads = args.test_threads.unwrap_or(1);
+    let slots = Arc::new(suite::Slots::new(threads));
     let workdir = suite::workdir();
     let trials: Vec<Trial> = specs
         .into_iter()
         .map(|spec| {
             let name = spec.name();
-            let (unavailable, results, workdir) = (unavailable.clone(), results.clone(), workdir.clone());
+            let (unavailable, results, workdir, slots) = (unavailable.clone(), results.clone(), workdir.clone(), slots.clone());
+            let weight = suite::weight(&spec, threads);
             // a trial that cannot run here is listed as ignored (unless it must fail)
             let ignored_when_listed = unavailable.is_some() && !require;
             Trial::ignorable_test(name.clone(), move || {
@@ -81,6 +86,7 @@ fn main() {
                 if let Some(reason) = unavailable {
                     return skip(reason);
                 }
+                let _slots = slots.take(weight);
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()

@@ -178,24 +178,12 @@ pub(super) fn run_exit_code(reports: &[TrialReport], allow_skipped: bool) -> u8 
     }
 }
 
-/// How much of the machine a trial takes, in job slots: one per 16 hosts of its largest
-/// lab, so a 250-host case runs alone while small ones run side by side.
-fn weight(spec: &TrialSpec, jobs: usize) -> usize {
-    let hosts = spec
-        .case
-        .scales()
-        .into_iter()
-        .filter_map(|s| s.or_else(|| spec.case.topology(None).ok().map(|t| t.hosts.len() as u32)))
-        .max()
-        .unwrap_or(1);
-    (hosts as usize).div_ceil(16).clamp(1, jobs)
-}
-
 /// Runs the trials (each on a thread and runtime of its own, like the test target) with up
 /// to `jobs` slots in use, and returns their reports in the order given.
 pub(super) fn run_all(trials: Vec<TrialSpec>, jobs: usize, workdir: &Path, tty: bool) -> Vec<TrialReport> {
     let total = trials.len();
-    let mut queue: VecDeque<(usize, usize, TrialSpec)> = trials.into_iter().enumerate().map(|(i, t)| (i, weight(&t, jobs), t)).collect();
+    let mut queue: VecDeque<(usize, usize, TrialSpec)> =
+        trials.into_iter().enumerate().map(|(i, t)| (i, crate::suite::weight(&t, jobs), t)).collect();
     let (tx, rx) = mpsc::channel();
     let mut progress = Progress::new(total, tty);
     let mut out: Vec<Option<TrialReport>> = (0..total).map(|_| None).collect();
