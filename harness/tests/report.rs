@@ -172,7 +172,7 @@ fn renders(browser: &Path) -> Result<(), String> {
     for text in [
         "Root causes",
         "3</span> trials",
-        "[fdb] not converged: N of N FDB entries on flannel.1",
+        "[fdb] not converged: N of N FDB entries on DEVICE",
         "router gw",
         "converged after 360 ms",
         "1 known failures",
