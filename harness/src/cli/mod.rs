@@ -48,6 +48,7 @@ use crate::error::Result;
         FLANNEL_LAB_WORKDIR   work files and artifacts (default: /tmp/flannel-lab)\n  \
         FLANNEL_LAB_STORE     where etcd runs for cases that do not say: process, docker, auto\n  \
         FLANNEL_LAB_AGENT     the reference agent binary (default: built from agent/)\n  \
+        FLANNELD              the upstream flanneld binary `{flanneld}` names (default: flanneld on PATH)\n  \
         RUST_LOG              the harness's own log level on stderr (default: warn)\n\n\
         Exit status:\n  \
         0  conformant: every trial ran and passed (or the command did its job)\n  \

@@ -69,7 +69,7 @@ fn level_tag(r: &TrialReport) -> &'static str {
 
 /// ` (N of them should-level)` when some failures are hardening, not flannel's contract.
 fn should_note(reports: &[TrialReport]) -> String {
-    let n = reports.iter().filter(|r| !r.passed && r.ignored.is_none() && r.level == Level::Should).count();
+    let n = reports.iter().filter(|r| r.fails_run() && r.level == Level::Should).count();
     if n == 0 {
         String::new()
     } else {
