@@ -344,6 +344,42 @@ impl Trial<'_> {
         Ok(())
     }
 
+    /// One echo from every active host's `cni0` to `target` (through its agent, for udp),
+    /// each waiting up to `wait` for a reply.
+    async fn echo_from_gateways(&self, target: std::net::Ipv4Addr, wait: Duration) -> StepResult {
+        let mut jobs = Vec::new();
+        for (h, g) in self.gateways.iter().filter(|(h, _)| !self.removed.contains(*h)) {
+            let ns = self.lab.host(h).expect("gateway host").ns.clone();
+            let Some((src, _)) = g.v4 else { continue };
+            jobs.push(std::thread::spawn(move || probe::sweep(&ns, src, vec![target], 1, wait)));
+        }
+        for j in jobs {
+            j.join().expect("probe thread")?;
+        }
+        Ok(())
+    }
+
+    /// Per active host (name, PublicIP, cni0 address): whether one of `seen` (datagrams the
+    /// canary's listener received) came from it carrying its echo to `target`.
+    fn canary_carriers(
+        &self,
+        seen: &[(std::net::Ipv4Addr, Vec<u8>)],
+        target: std::net::Ipv4Addr,
+    ) -> Vec<(String, std::net::Ipv4Addr, std::net::Ipv4Addr, bool)> {
+        self.gateways
+            .iter()
+            .filter(|(h, _)| !self.removed.contains(*h))
+            .filter_map(|(h, g)| {
+                let node = self.lab.host(h).expect("gateway host");
+                let (src, _) = g.v4?;
+                let carried = seen
+                    .iter()
+                    .any(|(from, p)| *from == node.addr && probe::inner_addresses(p).is_some_and(|(s, d)| s == src && d == target));
+                Some((h.clone(), node.addr, src, carried))
+            })
+            .collect()
+    }
+
     /// udp, after the canary's withdrawal: echoes from every host to the canary's subnet
     /// no longer reach the canary through the agents. Each round sends one echo per host
     /// and looks at what arrived from then on (the echo's own wait is the window); `None`
@@ -357,33 +393,15 @@ impl Trial<'_> {
         let target = subnet.nth(1);
         loop {
             let mark = listener.seen().len();
-            let mut jobs = Vec::new();
-            for (h, g) in &self.gateways {
-                if self.removed.contains(h) {
-                    continue;
-                }
-                let ns = self.lab.host(h).expect("gateway host").ns.clone();
-                let Some((src, _)) = g.v4 else { continue };
-                jobs.push(std::thread::spawn(move || probe::sweep(&ns, src, vec![target], 1, Duration::from_millis(200))));
-            }
-            for j in jobs {
-                j.join().expect("probe thread")?;
-            }
+            self.echo_from_gateways(target, Duration::from_millis(200)).await?;
             let seen = listener.seen();
             let findings: Vec<Finding> = self
-                .gateways
-                .iter()
-                .filter(|(h, _)| !self.removed.contains(*h))
-                .filter_map(|(h, g)| {
-                    let node = self.lab.host(h).expect("gateway host");
-                    let (src, _) = g.v4?;
-                    let carried = seen[mark..]
-                        .iter()
-                        .any(|(from, p)| *from == node.addr && probe::inner_addresses(p).is_some_and(|(s, d)| s == src && d == target));
-                    carried.then(|| {
-                        let what = format!("a datagram from {} carrying {src} -> {target} still reached the canary's udp port", node.addr);
-                        Finding::new(Check::Reachability, h.as_str(), what)
-                    })
+                .canary_carriers(&seen[mark..], target)
+                .into_iter()
+                .filter(|(_, _, _, carried)| *carried)
+                .map(|(h, addr, src, _)| {
+                    let what = format!("a datagram from {addr} carrying {src} -> {target} still reached the canary's udp port");
+                    Finding::new(Check::Reachability, h, what)
                 })
                 .collect();
             if findings.is_empty() {
@@ -417,33 +435,14 @@ impl Trial<'_> {
             }
             if let Some(l) = listener {
                 let target = subnet.nth(1);
-                let mut jobs = Vec::new();
-                for (h, g) in &self.gateways {
-                    if self.removed.contains(h) {
-                        continue;
-                    }
-                    let ns = self.lab.host(h).expect("gateway host").ns.clone();
-                    let Some((src, _)) = g.v4 else { continue };
-                    jobs.push(std::thread::spawn(move || probe::sweep(&ns, src, vec![target], 1, Duration::from_millis(50))));
-                }
-                for j in jobs {
-                    j.join().expect("probe thread")?;
-                }
+                self.echo_from_gateways(target, Duration::from_millis(50)).await?;
                 let seen = l.seen();
-                for (h, g) in &self.gateways {
-                    if self.removed.contains(h) {
-                        continue;
-                    }
-                    let node = self.lab.host(h).expect("gateway host");
-                    let Some((src, _)) = g.v4 else { continue };
-                    let arrived = seen
-                        .iter()
-                        .any(|(from, p)| *from == node.addr && probe::inner_addresses(p).is_some_and(|(s, d)| s == src && d == target));
+                for (h, addr, src, arrived) in self.canary_carriers(&seen, target) {
                     if !arrived {
                         findings.push(Finding::new(
                             Check::Reachability,
-                            h.as_str(),
-                            format!("no datagram from {} carrying {src} -> {target} reached the canary", node.addr),
+                            h,
+                            format!("no datagram from {addr} carrying {src} -> {target} reached the canary"),
                         ));
                     }
                 }
