@@ -7,6 +7,7 @@ pub mod kinds;
 pub mod names;
 pub mod profile;
 pub mod topology;
+pub mod values;
 
 use std::path::PathBuf;
 

@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::input::case::Dur;
 use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg};
 use crate::input::kinds::{Backend, Check};
+use crate::input::values::Dur;
 
 pub const PLACEHOLDERS: [&str; 15] = [
     "etcd_endpoints",
@@ -201,7 +201,7 @@ pub enum Ready {
     Http(Url),
 }
 
-crate::input::case::single_key_enum!(Ready, "readiness check", {
+crate::input::values::single_key_enum!(Ready, "readiness check", {
     "subnet_file" => SubnetFile(Nothing),
     "log_line" => LogLine(Contains),
     "http" => Http(Url),

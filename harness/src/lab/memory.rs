@@ -18,7 +18,16 @@
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::proc::kib_field;
+/// (The /proc readers live here, a leaf: `proc` reads process figures with them.)
+/// The `KEY: N kB` line of a /proc file, in KiB.
+pub(crate) fn kib_field(path: &str, key: &str) -> Option<u64> {
+    kib_line(&std::fs::read_to_string(path).ok()?, key)
+}
+
+/// The `KEY: N kB` line of /proc text (`key` with its colon), in KiB.
+pub(crate) fn kib_line(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
 
 pub const FLOOR_ENV: &str = "FLANNEL_LAB_MEMORY_FLOOR_MIB";
 
@@ -150,8 +159,8 @@ mod tests {
     #[test]
     fn reads_the_machines_memory() {
         let meminfo = "MemTotal:       24683784 kB\nMemFree:         1000 kB\nMemAvailable:   24188844 kB\n";
-        assert_eq!(super::super::proc::kib_line(meminfo, "MemAvailable:"), Some(24_188_844));
-        assert_eq!(super::super::proc::kib_line(meminfo, "MemTotal:"), Some(24_683_784));
+        assert_eq!(kib_line(meminfo, "MemAvailable:"), Some(24_188_844));
+        assert_eq!(kib_line(meminfo, "MemTotal:"), Some(24_683_784));
         // this machine's file parses
         assert!(available_kib().is_some());
     }

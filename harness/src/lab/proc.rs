@@ -12,6 +12,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::error::Error;
+use crate::lab::memory::kib_field;
 use crate::lab::netns::Netns;
 
 /// A start gate: children spawned through it wait on a pipe until [`Gate::open`] (or the
@@ -115,31 +116,22 @@ pub fn prioritise_harness() {
     }
 }
 
-/// The `KEY: N kB` line of a /proc file, in KiB.
-pub(crate) fn kib_field(path: &str, key: &str) -> Option<u64> {
-    kib_line(&std::fs::read_to_string(path).ok()?, key)
-}
-
-/// The `KEY: N kB` line of /proc text (`key` with its colon), in KiB.
-pub(crate) fn kib_line(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// The resident memory of every process in process group `pgid` (an agent and whatever it
-/// started: a wrapper's child, helpers), in KiB; None when the group is gone.
-pub fn group_rss_kib(pgid: u32) -> Option<u64> {
-    let mut total = None;
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+/// The resident memory of each of these process groups (an agent and whatever it started:
+/// a wrapper's child, helpers), in KiB, from one walk of /proc; a group that is gone is
+/// left out.
+pub fn rss_by_group(pgids: &[u32]) -> std::collections::BTreeMap<u32, u64> {
+    let mut total = std::collections::BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return total };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
         // pid (comm) state ppid pgrp …: comm may hold spaces and parentheses
         let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
-        if after.split_whitespace().nth(2).and_then(|g| g.parse::<u32>().ok()) != Some(pgid) {
+        let Some(pgid) = after.split_whitespace().nth(2).and_then(|g| g.parse::<u32>().ok()).filter(|g| pgids.contains(g)) else {
             continue;
-        }
+        };
         if let Some(k) = kib_field(&format!("/proc/{pid}/status"), "VmRSS:") {
-            total = Some(total.unwrap_or(0) + k);
+            *total.entry(pgid).or_insert(0) += k;
         }
     }
     total
@@ -273,9 +265,9 @@ impl Child {
         super::memory::killed_by_oom(self.pid(), self.started)
     }
 
-    /// The resident memory of its whole process group, in KiB ([`group_rss_kib`]).
-    pub fn group_rss_kib(&self) -> Option<u64> {
-        group_rss_kib(self.child.id())
+    /// Its process group's id (its own PID: children start in a group of their own).
+    pub fn pgid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Resident set size in KiB (VmRSS), while it runs.

@@ -473,10 +473,8 @@ impl Trial<'_> {
             if !exits.is_empty() {
                 return Err(StepError::Check(exits));
             }
-            for a in self.agents.iter().filter(|a| !self.case.host_profiles.contains_key(&a.host)) {
-                if let Some(k) = a.child.group_rss_kib() {
-                    rss.entry(a.host.clone()).or_default().push(k);
-                }
+            for (host, k) in self.agents_rss().into_iter().filter(|(h, _)| !self.case.host_profiles.contains_key(h)) {
+                rss.entry(host).or_default().push(k);
             }
             let (findings, _) = self.observe().await?;
             checks += 1;

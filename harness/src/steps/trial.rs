@@ -521,8 +521,9 @@ impl<'a> Trial<'a> {
         // the case's memory budget per agent (its whole process group), at every poll of
         // the steps (the end-of-trial check is about exits)
         if let Some(budget) = self.case.max_rss.filter(|_| which == Exits::All) {
+            let rss = self.agents_rss();
             for a in &self.agents {
-                if let Some(kib) = a.child.group_rss_kib().filter(|k| k * 1024 > budget) {
+                if let Some(&kib) = rss.get(&a.host).filter(|k| **k * 1024 > budget) {
                     let what = format!(
                         "agent uses {:.1} MiB of memory (RSS of its process group), above the case's max_rss of {:.1} MiB",
                         kib as f64 / 1024.0,
@@ -546,6 +547,13 @@ impl<'a> Trial<'a> {
         }
         self.memory.check().map_err(|e| StepError::Lab(e.into()))?;
         Ok(out)
+    }
+
+    /// Each running agent's memory (its process group's RSS, KiB), from one walk of /proc.
+    pub(super) fn agents_rss(&self) -> BTreeMap<String, u64> {
+        let pgids: Vec<u32> = self.agents.iter().map(|a| a.child.pgid()).collect();
+        let by_group = crate::lab::proc::rss_by_group(&pgids);
+        self.agents.iter().filter_map(|a| Some((a.host.clone(), *by_group.get(&a.child.pgid())?))).collect()
     }
 
     /// Agents whose profile's readiness condition does not hold.
