@@ -249,10 +249,9 @@ impl Lab {
             .ok_or(Error::SegmentFull { segment: self.topo.segments[seg].name.clone() })
     }
 
-    /// A node on the first host's segment that is not a host (no agent runs there): the
-    /// canary the harness announces as a fake peer. Returns its index in `spares`.
-    pub async fn add_spare(&mut self, name: &str) -> Result<usize, Error> {
-        let seg = self.topo.hosts.first().map(|h| h.segment).unwrap_or(0);
+    /// A node on segment `seg` that is not a host (no agent runs there): a canary the
+    /// harness announces as a fake peer. Returns its index in `spares`.
+    pub async fn add_spare(&mut self, name: &str, seg: usize) -> Result<usize, Error> {
         let addr = self.free_address(seg)?;
         let node = self.attach(name, seg, addr, false).await?;
         self.add_static_routes(&node.nl, &[seg], None).await?;

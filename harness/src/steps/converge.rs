@@ -12,8 +12,23 @@ use crate::contract::{Backend, Check, Counts, Finding, DEFAULT_PREFIX};
 use crate::input::case::{Dur, Ref};
 use crate::probe;
 
-/// The VTEP MAC of the canary lease's fake peer.
-const CANARY_MAC: &str = "0e:ca:0a:00:00:01";
+/// The VTEP MAC of the `i`th canary lease's fake peer.
+fn canary_mac(i: usize) -> String {
+    format!("0e:ca:0a:00:00:{:02x}", i + 1)
+}
+
+/// One canary: a fake peer at a spare underlay address on one segment, with its lease.
+struct Canary {
+    /// Index in the lab's spares.
+    spare: usize,
+    ip: std::net::Ipv4Addr,
+    subnet: crate::input::names::Ipv4Net,
+    v6: Option<(crate::input::names::Ipv6Net, std::net::Ipv6Addr)>,
+    mac: String,
+    key: String,
+    /// udp: the canary's listener on the flannel port (peers live in the agent).
+    listener: Option<probe::UdpListener>,
+}
 
 /// Waits until etcd, subnet files and kernel state match the contract on every host,
 /// every host reaches every peer over the overlay, and, after a restart, a canary lease
@@ -211,106 +226,137 @@ impl Trial<'_> {
         }
     }
 
-    /// Fresh evidence after a restart: the harness announces a canary lease (a fake peer at
-    /// a spare underlay address) and then withdraws it; every host must follow both, which a
+    /// Fresh evidence after a restart: the harness announces canary leases (fake peers at
+    /// spare underlay addresses, one on every segment that holds hosts, so routed topologies
+    /// see near and far peers) and then withdraws them; every host must follow both, which a
     /// hung or stale agent cannot fake with the state it had before. vxlan and host-gw show
-    /// it in the kernel (the contract counts the canary as a peer); udp keeps peers in the
-    /// agent, so each host's echo to the canary's subnet must arrive at the canary's udp port.
+    /// it in the kernel (the contract counts the canaries as peers); udp keeps peers in the
+    /// agent, so each host's echo to each canary's subnet must arrive at that canary's udp
+    /// port, and no longer once it is withdrawn.
     async fn canary_round(&mut self, deadline: Instant) -> StepResult {
         let (since, what) = self.canary_due.clone().expect("a canary is due");
         let conf = self.conf()?.clone();
-        if self.lab.spares.is_empty() {
-            self.lab.add_spare("canary").await?;
+        let mut segments: Vec<usize> = Vec::new();
+        for h in &self.lab.topo.hosts {
+            if !segments.contains(&h.segment) {
+                segments.push(h.segment);
+            }
         }
-        let canary = &self.lab.spares[0];
-        let canary_ip = canary.addr;
-        let canary_ip6 = canary.addr6;
+        while self.lab.spares.len() < segments.len() {
+            let i = self.lab.spares.len();
+            let name = if i == 0 { "canary".to_string() } else { format!("canary{}", i + 1) };
+            self.lab.add_spare(&name, segments[i]).await?;
+        }
         let leases: Vec<crate::contract::LeaseView> = self.leases().await?.into_iter().filter_map(|(_, l)| l.ok()).collect();
-        let used: Vec<crate::input::names::Ipv4Net> = leases.iter().map(|l| l.subnet).collect();
-        let subnet = if conf.enable_ipv4 {
-            let count = 1u32 << (conf.subnet_len - conf.network.prefix());
-            let step = 1u32 << (32 - conf.subnet_len);
-            (1..count)
-                .rev()
-                .filter_map(|k| crate::input::names::Ipv4Net::new(conf.network.nth(k * step), conf.subnet_len))
-                .find(|s| !used.contains(s))
-                .ok_or("no free subnet left for the canary lease")?
-        } else {
-            crate::input::names::Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("valid")
-        };
-        // the IPv6 half when the net-conf has one: the highest free IPv6 subnet, at the
-        // canary's IPv6 underlay address, so IPv6 peers are judged on fresh evidence too
-        let v6 = match conf.ipv6 {
-            None => None,
-            Some(net6) => {
-                let ip6 = canary_ip6
-                    .ok_or("the net-conf enables IPv6 but the topology has no IPv6 underlay for the canary (give its segments a cidr6)")?;
-                let used6: Vec<crate::input::names::Ipv6Net> = leases.iter().filter_map(|l| l.subnet6).collect();
-                let count = 1u128 << (net6.subnet_len - net6.network.prefix()).min(64);
-                let step = 1u128 << (128 - net6.subnet_len);
-                let s6 = (1..count)
+        let mut used: Vec<crate::input::names::Ipv4Net> = leases.iter().map(|l| l.subnet).collect();
+        let mut used6: Vec<crate::input::names::Ipv6Net> = leases.iter().filter_map(|l| l.subnet6).collect();
+        let mut canaries = Vec::new();
+        for i in 0..segments.len() {
+            let spare = &self.lab.spares[i];
+            let (ip, ip6) = (spare.addr, spare.addr6);
+            // the highest free subnet
+            let subnet = if conf.enable_ipv4 {
+                let count = 1u32 << (conf.subnet_len - conf.network.prefix());
+                let step = 1u32 << (32 - conf.subnet_len);
+                (1..count)
                     .rev()
-                    .take(256)
-                    .filter_map(|k| crate::input::names::Ipv6Net::new(net6.network.nth(k * step), net6.subnet_len))
-                    .find(|s| !used6.contains(s))
-                    .ok_or("no free IPv6 subnet left for the canary lease")?;
-                Some((s6, ip6))
-            }
-        };
-        let key = match v6 {
-            None => format!("{DEFAULT_PREFIX}/subnets/{}-{}", subnet.addr(), subnet.prefix()),
-            Some((s6, _)) => format!("{DEFAULT_PREFIX}/subnets/{}-{}&{}-{}", subnet.addr(), subnet.prefix(), s6.addr(), s6.prefix()),
-        };
-        let public_ip = if conf.enable_ipv4 { canary_ip } else { std::net::Ipv4Addr::UNSPECIFIED };
-        let mut value = match conf.backend {
-            Backend::Vxlan => serde_json::json!({"PublicIP": public_ip.to_string(), "PublicIPv6": null, "BackendType": "vxlan",
-                "BackendData": {"VNI": conf.vni, "VtepMAC": CANARY_MAC}}),
-            Backend::HostGw => serde_json::json!({"PublicIP": public_ip.to_string(), "PublicIPv6": null, "BackendType": "host-gw"}),
-            Backend::Udp => serde_json::json!({"PublicIP": public_ip.to_string(), "PublicIPv6": null}),
-        };
-        if !conf.enable_ipv4 {
-            value.as_object_mut().expect("object").remove("BackendData");
+                    .filter_map(|k| crate::input::names::Ipv4Net::new(conf.network.nth(k * step), conf.subnet_len))
+                    .find(|s| !used.contains(s))
+                    .ok_or("no free subnet left for a canary lease")?
+            } else {
+                crate::input::names::Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("valid")
+            };
+            used.push(subnet);
+            // the IPv6 half when the net-conf has one: the highest free IPv6 subnet, at the
+            // canary's IPv6 underlay address, so IPv6 peers are judged on fresh evidence too
+            let v6 = match conf.ipv6 {
+                None => None,
+                Some(net6) => {
+                    let ip6 = ip6.ok_or(
+                        "the net-conf enables IPv6 but the topology has no IPv6 underlay for the canary (give its segments a cidr6)",
+                    )?;
+                    let count = 1u128 << (net6.subnet_len - net6.network.prefix()).min(64);
+                    let step = 1u128 << (128 - net6.subnet_len);
+                    let s6 = (1..count)
+                        .rev()
+                        .take(256)
+                        .filter_map(|k| crate::input::names::Ipv6Net::new(net6.network.nth(k * step), net6.subnet_len))
+                        .find(|s| !used6.contains(s))
+                        .ok_or("no free IPv6 subnet left for a canary lease")?;
+                    used6.push(s6);
+                    Some((s6, ip6))
+                }
+            };
+            let key = match v6 {
+                None => format!("{DEFAULT_PREFIX}/subnets/{}-{}", subnet.addr(), subnet.prefix()),
+                Some((s6, _)) => format!("{DEFAULT_PREFIX}/subnets/{}-{}&{}-{}", subnet.addr(), subnet.prefix(), s6.addr(), s6.prefix()),
+            };
+            let listener = match conf.backend {
+                Backend::Udp => Some(probe::UdpListener::start(&spare.ns, conf.port)?),
+                _ => None,
+            };
+            canaries.push(Canary { spare: i, ip, subnet, v6, mac: canary_mac(i), key, listener });
         }
-        if let Some((_, ip6)) = v6 {
-            value["PublicIPv6"] = serde_json::json!(ip6.to_string());
-            if conf.backend == Backend::Vxlan {
-                value["BackendV6Data"] = serde_json::json!({"VNI": conf.vni, "VtepMAC": CANARY_MAC});
-            }
-        }
-        let listener = match conf.backend {
-            Backend::Udp => Some(probe::UdpListener::start(&canary.ns, conf.port)?),
-            _ => None,
-        };
         let t0 = Instant::now();
-        self.store.put(&key, value.to_string()).await?;
-        let added = self.follow_canary(deadline, subnet, listener.as_ref()).await;
+        for c in &canaries {
+            let public_ip = if conf.enable_ipv4 { c.ip } else { std::net::Ipv4Addr::UNSPECIFIED };
+            let mut value = match conf.backend {
+                Backend::Vxlan => serde_json::json!({"PublicIP": public_ip.to_string(), "PublicIPv6": null, "BackendType": "vxlan",
+                    "BackendData": {"VNI": conf.vni, "VtepMAC": c.mac}}),
+                Backend::HostGw => serde_json::json!({"PublicIP": public_ip.to_string(), "PublicIPv6": null, "BackendType": "host-gw"}),
+                Backend::Udp => serde_json::json!({"PublicIP": public_ip.to_string(), "PublicIPv6": null}),
+            };
+            if !conf.enable_ipv4 {
+                value.as_object_mut().expect("object").remove("BackendData");
+            }
+            if let Some((_, ip6)) = c.v6 {
+                value["PublicIPv6"] = serde_json::json!(ip6.to_string());
+                if conf.backend == Backend::Vxlan {
+                    value["BackendV6Data"] = serde_json::json!({"VNI": conf.vni, "VtepMAC": c.mac});
+                }
+            }
+            self.store.put(&c.key, value.to_string()).await?;
+        }
+        let added = self.follow_canary(deadline, &canaries, true).await;
         let learned = t0.elapsed();
-        // withdraw it whatever happened, so a control that goes on is not misled
-        let deleted = self.store.delete(&key).await.map_err(StepError::from);
-        // a finding that names the canary (its subnet, address or VTEP MAC; under udp the
-        // listener's reachability findings) is the canary not followed; anything else (a
+        // withdraw them whatever happened, so a control that goes on is not misled
+        let mut deleted = Ok(());
+        for c in &canaries {
+            if let Err(e) = self.store.delete(&c.key).await {
+                deleted = Err(StepError::from(e));
+            }
+        }
+        // a finding that names a canary (its subnet, address or VTEP MAC; under udp the
+        // listeners' reachability findings) is the canary not followed; anything else (a
         // stale FDB entry, a stale device, an exited agent) is reported as itself, so it is
         // matched for what it is
-        let mut names = vec![canary_ip.to_string(), CANARY_MAC.to_string()];
-        if conf.enable_ipv4 {
-            names.push(subnet.addr().to_string());
+        let mut names = Vec::new();
+        let mut labels = Vec::new();
+        for c in &canaries {
+            names.extend([c.ip.to_string(), c.mac.clone()]);
+            if conf.enable_ipv4 {
+                names.push(c.subnet.addr().to_string());
+            }
+            if let Some((s6, ip6)) = c.v6 {
+                names.extend([s6.addr().to_string(), ip6.to_string()]);
+            }
+            let segment = &self.lab.topo.segments[segments[c.spare]].name;
+            labels.push(match (conf.enable_ipv4, c.v6) {
+                (true, Some((s6, _))) => format!("{} & {s6} (on {segment})", c.subnet),
+                (false, Some((s6, _))) => format!("{s6} (on {segment})"),
+                _ => format!("{} (on {segment})", c.subnet),
+            });
         }
-        if let Some((s6, ip6)) = v6 {
-            names.extend([s6.addr().to_string(), ip6.to_string()]);
-        }
-        let label = match (conf.enable_ipv4, v6) {
-            (true, Some((s6, _))) => format!("{subnet} & {s6}"),
-            (false, Some((s6, _))) => s6.to_string(),
-            _ => subnet.to_string(),
-        };
+        let label = labels.join(", ");
+        let (plural, was) = if canaries.len() > 1 { ("leases", "were") } else { ("lease", "was") };
         let about_canary = |f: &Finding| f.check == Check::Reachability || names.iter().any(|n| f.what.contains(n.as_str()));
-        // a finding about the canary becomes a canary finding; one of kernel state stays as
+        // a finding about a canary becomes a canary finding; one of kernel state stays as
         // well (it may be about real peers too: a stale entry beside the canary's)
         let fail = |findings: Vec<Finding>, phase: &str| {
             let mut out = Vec::new();
             for f in findings {
                 if about_canary(&f) {
-                    let what = format!("after {what}, the canary lease {label} {phase}: [{}] {}", f.check, f.what);
+                    let what = format!("after {what}, the canary {plural} {label} {phase}: [{}] {}", f.check, f.what);
                     out.push(Finding::new(Check::Canary, f.host.as_str(), what));
                     if matches!(f.check, Check::Routes | Check::Neighbours | Check::Fdb) {
                         out.push(f);
@@ -322,20 +368,20 @@ impl Trial<'_> {
             StepError::Check(out)
         };
         match added? {
-            Some(findings) => return Err(fail(findings, "added then was not followed")),
+            Some(findings) => return Err(fail(findings, &format!("added then {was} not followed"))),
             None => deleted?,
         }
-        let mut removed = self.follow_canary(deadline, subnet, None).await?;
+        let mut removed = self.follow_canary(deadline, &canaries, false).await?;
         // udp keeps peers in the agent: after the withdrawal its data path must stop
-        // carrying traffic to the canary's subnet too
-        if let (None, Some(l)) = (&removed, listener.as_ref()) {
-            removed = self.udp_canary_dropped(deadline, subnet, l).await?;
+        // carrying traffic to the canaries' subnets too
+        if removed.is_none() && conf.backend == Backend::Udp {
+            removed = self.udp_canary_dropped(deadline, &canaries).await?;
         }
         if let Some(findings) = removed {
-            return Err(fail(findings, "withdrawn then was still served"));
+            return Err(fail(findings, &format!("withdrawn then {was} still served")));
         }
         tracing::info!(
-            "after {what}: canary lease {label} learned by every host in {} ms and dropped by every host in {} ms; converged again {} ms after it",
+            "after {what}: canary {plural} {label} learned by every host in {} ms and dropped by every host in {} ms; converged again {} ms after it",
             learned.as_millis(),
             (t0.elapsed() - learned).as_millis(),
             since.elapsed().as_millis()
@@ -344,14 +390,15 @@ impl Trial<'_> {
         Ok(())
     }
 
-    /// One echo from every active host's `cni0` to `target` (through its agent, for udp),
-    /// each waiting up to `wait` for a reply.
-    async fn echo_from_gateways(&self, target: std::net::Ipv4Addr, wait: Duration) -> StepResult {
+    /// One echo from every active host's `cni0` to each of `targets` (through its agent,
+    /// for udp), each waiting up to `wait` for a reply.
+    async fn echo_from_gateways(&self, targets: &[std::net::Ipv4Addr], wait: Duration) -> StepResult {
         let mut jobs = Vec::new();
         for (h, g) in self.gateways.iter().filter(|(h, _)| !self.removed.contains(*h)) {
             let ns = self.lab.host(h).expect("gateway host").ns.clone();
             let Some((src, _)) = g.v4 else { continue };
-            jobs.push(std::thread::spawn(move || probe::sweep(&ns, src, vec![target], 1, wait)));
+            let targets = targets.to_vec();
+            jobs.push(std::thread::spawn(move || probe::sweep(&ns, src, targets, 1, wait)));
         }
         for j in jobs {
             j.join().expect("probe thread")?;
@@ -359,7 +406,7 @@ impl Trial<'_> {
         Ok(())
     }
 
-    /// Per active host (name, PublicIP, cni0 address): whether one of `seen` (datagrams the
+    /// Per active host (name, PublicIP, cni0 address): whether one of `seen` (datagrams a
     /// canary's listener received) came from it carrying its echo to `target`.
     fn canary_carriers(
         &self,
@@ -380,30 +427,29 @@ impl Trial<'_> {
             .collect()
     }
 
-    /// udp, after the canary's withdrawal: echoes from every host to the canary's subnet
-    /// no longer reach the canary through the agents. Each round sends one echo per host
-    /// and looks at what arrived from then on (the echo's own wait is the window); `None`
-    /// once a round arrives empty, else the hosts still forwarding at the deadline.
-    async fn udp_canary_dropped(
-        &mut self,
-        deadline: Instant,
-        subnet: crate::input::names::Ipv4Net,
-        listener: &probe::UdpListener,
-    ) -> Result<Option<Vec<Finding>>, StepError> {
-        let target = subnet.nth(1);
+    /// udp, after the canaries' withdrawal: echoes from every host to each canary's subnet
+    /// no longer reach that canary through the agents. Each round sends one echo per host
+    /// and canary and looks at what arrived from then on (the echo's own wait is the
+    /// window); `None` once a round arrives empty, else the hosts still forwarding at the
+    /// deadline.
+    async fn udp_canary_dropped(&mut self, deadline: Instant, canaries: &[Canary]) -> Result<Option<Vec<Finding>>, StepError> {
+        let targets: Vec<std::net::Ipv4Addr> = canaries.iter().map(|c| c.subnet.nth(1)).collect();
         loop {
-            let mark = listener.seen().len();
-            self.echo_from_gateways(target, Duration::from_millis(200)).await?;
-            let seen = listener.seen();
-            let findings: Vec<Finding> = self
-                .canary_carriers(&seen[mark..], target)
-                .into_iter()
-                .filter(|(_, _, _, carried)| *carried)
-                .map(|(h, addr, src, _)| {
-                    let what = format!("a datagram from {addr} carrying {src} -> {target} still reached the canary's udp port");
-                    Finding::new(Check::Reachability, h, what)
-                })
-                .collect();
+            let marks: Vec<usize> = canaries.iter().map(|c| c.listener.as_ref().map(|l| l.seen().len()).unwrap_or(0)).collect();
+            self.echo_from_gateways(&targets, Duration::from_millis(200)).await?;
+            let mut findings = Vec::new();
+            for (c, mark) in canaries.iter().zip(marks) {
+                let Some(l) = &c.listener else { continue };
+                let seen = l.seen();
+                let target = c.subnet.nth(1);
+                for (h, addr, src, carried) in self.canary_carriers(&seen[mark..], target) {
+                    if carried {
+                        let what =
+                            format!("a datagram from {addr} carrying {src} -> {target} still reached the canary {}'s udp port", c.ip);
+                        findings.push(Finding::new(Check::Reachability, h, what));
+                    }
+                }
+            }
             if findings.is_empty() {
                 return Ok(None);
             }
@@ -414,17 +460,15 @@ impl Trial<'_> {
         }
     }
 
-    /// Polls until every host follows the leases as etcd has them now (canary included)
-    /// and, for udp with a `listener`, until every host's echo to the canary subnet reached
-    /// the canary through its agent. `None` when followed; else the findings at the deadline.
-    async fn follow_canary(
-        &mut self,
-        deadline: Instant,
-        subnet: crate::input::names::Ipv4Net,
-        listener: Option<&probe::UdpListener>,
-    ) -> Result<Option<Vec<Finding>>, StepError> {
+    /// Polls until every host follows the leases as etcd has them now (canaries included)
+    /// and, for udp while the canaries are `announced`, until every host's echo to each
+    /// canary's subnet reached that canary through its agent. `None` when followed (two
+    /// clean polls in a row); else the findings at the deadline.
+    async fn follow_canary(&mut self, deadline: Instant, canaries: &[Canary], announced: bool) -> Result<Option<Vec<Finding>>, StepError> {
         let mut settle = Settle::default();
         let settles = self.settle_on.as_ref().is_some_and(|e| e.check == Check::Canary);
+        let udp: Vec<&Canary> = if announced { canaries.iter().filter(|c| c.listener.is_some()).collect() } else { Vec::new() };
+        let mut clean = false;
         loop {
             let mut findings = self.observe().await?.0;
             let exits = self.agent_exits()?;
@@ -433,23 +477,34 @@ impl Trial<'_> {
                 findings.extend(exits);
                 return Ok(Some(findings));
             }
-            if let Some(l) = listener {
-                let target = subnet.nth(1);
-                self.echo_from_gateways(target, Duration::from_millis(50)).await?;
-                let seen = l.seen();
-                for (h, addr, src, arrived) in self.canary_carriers(&seen, target) {
-                    if !arrived {
-                        findings.push(Finding::new(
-                            Check::Reachability,
-                            h,
-                            format!("no datagram from {addr} carrying {src} -> {target} reached the canary"),
-                        ));
+            if !udp.is_empty() {
+                let targets: Vec<std::net::Ipv4Addr> = udp.iter().map(|c| c.subnet.nth(1)).collect();
+                self.echo_from_gateways(&targets, Duration::from_millis(50)).await?;
+                for c in &udp {
+                    let seen = c.listener.as_ref().expect("udp canaries listen").seen();
+                    let target = c.subnet.nth(1);
+                    for (h, addr, src, arrived) in self.canary_carriers(&seen, target) {
+                        if !arrived {
+                            findings.push(Finding::new(
+                                Check::Reachability,
+                                h,
+                                format!("no datagram from {addr} carrying {src} -> {target} reached the canary {}", c.ip),
+                            ));
+                        }
                     }
                 }
             }
+            // followed: the state held in two polls in a row, 100 ms apart (an agent that
+            // installs a peer and takes it away again has not followed it)
             if findings.is_empty() {
-                return Ok(None);
+                if clean {
+                    return Ok(None);
+                }
+                clean = true;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
+            clean = false;
             // a mutant trial expecting the canary unfollowed: stop once nothing changes
             let settled =
                 settles && settle.quiet(&findings) && findings.iter().any(|f| self.settle_on.as_ref().is_some_and(|e| e.host == f.host));
