@@ -511,7 +511,12 @@ async fn run_once(
     }
     trial.stop_agents();
     drop(trial);
-    let _ = std::fs::remove_dir_all(&dir);
+    // a passing trial's files go, unless asked to keep them (FLANNEL_LAB_KEEP=1)
+    if std::env::var_os("FLANNEL_LAB_KEEP").is_none_or(|v| v != "1") {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        tracing::info!("work files kept in {} (FLANNEL_LAB_KEEP=1)", dir.display());
+    }
     Ok(())
 }
 
