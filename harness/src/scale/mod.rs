@@ -49,8 +49,11 @@ pub struct Point {
     pub bring_up_s: f64,
     /// Starting every agent process.
     pub spawn_s: f64,
-    /// From the first agent start until every host held the contract's full state; None
-    /// when the deadline came first.
+    /// The profile's `start_spread`: agents started evenly over this window (0: at one
+    /// instant, behind a gate).
+    pub start_spread_s: f64,
+    /// From the moment the last agent was let go until every host held the contract's full
+    /// state; None when the deadline came first.
     pub converge_s: Option<f64>,
     pub converged_hosts: u32,
     /// Per host, seconds from the start until its first peer entry (median, 99th pct).
@@ -101,6 +104,7 @@ impl Point {
             repeat,
             bring_up_s: 0.0,
             spawn_s: 0.0,
+            start_spread_s: 0.0,
             converge_s: None,
             converged_hosts: 0,
             first_peer_p50_s: None,
@@ -167,12 +171,13 @@ fn line(p: &Point) -> String {
         return format!("{} {} n={} r{}: not measured ({})", p.implementation, p.backend, p.hosts, p.repeat, p.note);
     }
     format!(
-        "{} {} n={} r{}: bring-up {:.1} s, converged {} ({} of {} hosts), entries/host {}, etcd writes {}, agent RSS {} KiB (PSS {} KiB), teardown {:.1} s{}",
+        "{} {} n={} r{}: bring-up {:.1} s,{} converged {} ({} of {} hosts), entries/host {}, etcd writes {}, agent RSS {} KiB (PSS {} KiB), teardown {:.1} s{}",
         p.implementation,
         p.backend,
         p.hosts,
         p.repeat,
         p.bring_up_s,
+        if p.start_spread_s > 0.0 { format!(" agents started over {:.1} s,", p.start_spread_s) } else { String::new() },
         p.converge_s.map(|s| format!("in {s:.2} s")).unwrap_or_else(|| "NOT".into()),
         p.converged_hosts,
         p.hosts,
@@ -240,15 +245,25 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         // every point alike, so the curve compares like with like
         nice: crate::agents::AGENTS_NICE_AT_SIZE,
     };
-    // every agent spawned behind one gate, then let go at one instant
-    let mut gate = crate::lab::proc::Gate::new()?;
+    // every agent spawned behind one gate, then let go at one instant; or, under a profile's
+    // `start_spread` (an implementation with a known start-up race), started evenly over it
+    let window = imp.profile.start_spread;
+    let mut gate = if window.is_zero() { Some(crate::lab::proc::Gate::new()?) } else { None };
+    let gap = window / (n.max(2) - 1);
     let spawning = Instant::now();
     let mut agents = Vec::new();
-    for node in &lab.hosts {
-        agents.push(Agent::start_gated(imp, node, &launch, Some(&gate))?);
+    for (i, node) in lab.hosts.iter().enumerate() {
+        if i > 0 && !gap.is_zero() {
+            // spacing the starts is the point here, not a wait for a condition
+            tokio::time::sleep_until((spawning + gap * i as u32).into()).await;
+        }
+        agents.push(Agent::start_gated(imp, node, &launch, gate.as_ref())?);
     }
     let spawn = spawning.elapsed();
-    gate.open();
+    if let Some(g) = gate.as_mut() {
+        g.open();
+    }
+    // convergence counts from the moment the last agent was let go
     let started = Instant::now();
     let harness_cpu0 = cpu_time(std::process::id()).unwrap_or_default();
     let memory = crate::lab::memory::Watch::start();
@@ -418,6 +433,7 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         repeat: rep,
         bring_up_s: bring_up.as_secs_f64(),
         spawn_s: spawn.as_secs_f64(),
+        start_spread_s: window.as_secs_f64(),
         converge_s: converged.map(|d| d.as_secs_f64()),
         converged_hosts: done.len() as u32,
         first_peer_p50_s: percentile(&firsts, 50.0),
@@ -528,29 +544,98 @@ pub fn table(points: &[Point]) -> String {
             }
         ));
     }
-    let imps: Vec<&str> = dedup(points.iter().map(|p| p.implementation.as_str()));
-    if imps.len() == 2 {
-        out.push_str(&format!("\nratios {} / {} (convergence p50, agent RSS, agent CPU):\n", imps[1], imps[0]));
-        let measured: Vec<Point> = points.iter().filter(|p| p.measured).cloned().collect();
-        let groups = groups(&measured);
-        for ((imp, backend, n), g) in &groups {
-            if imp != imps[1] {
-                continue;
-            }
-            let Some(base) = groups.get(&(imps[0].to_string(), backend.clone(), *n)) else { continue };
-            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-                _ => "-".into(),
-            };
-            let med = |g: &[&Point]| percentile(&g.iter().filter_map(|p| p.converge_s).collect::<Vec<_>>(), 50.0);
-            let rss = |g: &[&Point]| Some(g.iter().map(|p| p.agent_rss_kib_max as f64).fold(0.0, f64::max));
-            let cpu = |g: &[&Point]| Some(g.iter().map(|p| p.agent_cpu_ms_mean as f64).sum::<f64>() / g.len() as f64);
+    if let Some((a, b)) = compared(points) {
+        out.push_str(&format!("\nratios {b} / {a} (convergence p50, agent RSS, agent PSS, agent CPU):\n"));
+        let f = |v: Option<f64>| v.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into());
+        for r in ratios(points) {
             out.push_str(&format!(
-                "  {backend:<8} {n:>5} hosts: convergence {}, RSS {}, CPU {}\n",
-                ratio(med(g), med(base)),
-                ratio(rss(g), rss(base)),
-                ratio(cpu(g), cpu(base))
+                "  {:<8} {:>5} hosts: convergence {}, RSS {}, PSS {}, CPU {}\n",
+                r.backend,
+                r.hosts,
+                f(r.converge),
+                f(r.rss),
+                f(r.pss),
+                f(r.cpu)
             ));
+        }
+    }
+    let spread: Vec<String> = dedup(points.iter().filter(|p| p.start_spread_s > 0.0).map(|p| p.implementation.as_str()))
+        .into_iter()
+        .map(|imp| {
+            let s = points.iter().find(|p| p.implementation == imp).map(|p| p.start_spread_s).unwrap_or_default();
+            format!("{imp}'s agents started evenly over {s:.1} s (its profile's start_spread)")
+        })
+        .collect();
+    if !spread.is_empty() {
+        out.push_str(&format!("\n{}; convergence counts from the last start\n", spread.join("; ")));
+    }
+    out
+}
+
+/// The two implementations a run compares (base first), when it measured exactly two.
+fn compared(points: &[Point]) -> Option<(&str, &str)> {
+    match dedup(points.iter().map(|p| p.implementation.as_str())).as_slice() {
+        [a, b] => Some((a, b)),
+        _ => None,
+    }
+}
+
+/// The second implementation's figures over the first's at one backend and size (None
+/// where either side has no figure: a point that never converged has no convergence).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ratio {
+    pub backend: String,
+    pub hosts: u32,
+    pub converge: Option<f64>,
+    pub rss: Option<f64>,
+    pub pss: Option<f64>,
+    pub cpu: Option<f64>,
+}
+
+/// Ratios of the compared implementations at every backend and size both measured.
+pub fn ratios(points: &[Point]) -> Vec<Ratio> {
+    let Some((a, b)) = compared(points) else { return Vec::new() };
+    let measured: Vec<Point> = points.iter().filter(|p| p.plotted()).cloned().collect();
+    let groups = groups(&measured);
+    let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+        _ => None,
+    };
+    let med = |g: &[&Point]| percentile(&g.iter().filter_map(|p| p.converge_s).collect::<Vec<_>>(), 50.0);
+    let rss = |g: &[&Point]| Some(g.iter().map(|p| p.agent_rss_kib_max as f64).fold(0.0, f64::max));
+    let pss = |g: &[&Point]| Some(g.iter().map(|p| p.agent_pss_kib_mean as f64).sum::<f64>() / g.len() as f64);
+    let cpu = |g: &[&Point]| Some(g.iter().map(|p| p.agent_cpu_ms_mean as f64).sum::<f64>() / g.len() as f64);
+    let mut out = Vec::new();
+    for ((imp, backend, n), g) in &groups {
+        if imp != b {
+            continue;
+        }
+        let Some(base) = groups.get(&(a.to_string(), backend.clone(), *n)) else { continue };
+        out.push(Ratio {
+            backend: backend.clone(),
+            hosts: *n,
+            converge: ratio(med(g), med(base)),
+            rss: ratio(rss(g), rss(base)),
+            pss: ratio(pss(g), pss(base)),
+            cpu: ratio(cpu(g), cpu(base)),
+        });
+    }
+    out
+}
+
+/// The ratios as plot series: one per figure and backend, against host count.
+fn ratio_series(points: &[Point]) -> Vec<plot::Series> {
+    let rs = ratios(points);
+    let mut out: Vec<plot::Series> = Vec::new();
+    type Get = fn(&Ratio) -> Option<f64>;
+    let figures: [(&str, Get); 4] = [("convergence", |r| r.converge), ("RSS", |r| r.rss), ("PSS", |r| r.pss), ("CPU", |r| r.cpu)];
+    for backend in dedup(rs.iter().map(|r| r.backend.as_str())) {
+        for (name, get) in figures {
+            let pts: Vec<(f64, f64)> =
+                rs.iter().filter(|r| r.backend == backend).filter_map(|r| get(r).map(|v| (f64::from(r.hosts), v))).collect();
+            if !pts.is_empty() {
+                out.push(plot::Series { label: format!("{name} {backend}"), points: pts });
+            }
         }
     }
     out
@@ -602,6 +687,12 @@ pub fn write_files(points: &[Point], dir: &Path) -> Result<Vec<PathBuf>> {
         std::fs::write(&path, plot::svg(title, "hosts", &series)).map_err(|e| lab_err!("write {}: {e}", path.display()))?;
         written.push(path);
     }
+    if let Some((a, b)) = compared(points) {
+        let path = dir.join("ratios.svg");
+        let title = format!("{b} / {a}");
+        std::fs::write(&path, plot::svg(&title, "hosts", &ratio_series(points))).map_err(|e| lab_err!("write {}: {e}", path.display()))?;
+        written.push(path);
+    }
     Ok(written)
 }
 
@@ -613,6 +704,7 @@ const CSV_COLUMNS: &[&str] = &[
     "repeat",
     "bring_up_s",
     "spawn_s",
+    "start_spread_s",
     "converge_s",
     "converged_hosts",
     "first_peer_p50_s",
@@ -682,6 +774,7 @@ mod tests {
             repeat: 1,
             bring_up_s: 0.5,
             spawn_s: 0.01,
+            start_spread_s: 0.0,
             converge_s: None,
             converged_hosts: 9,
             first_peer_p50_s: Some(0.1),
@@ -709,8 +802,39 @@ mod tests {
         let mut lines = text.lines();
         assert!(lines.next().unwrap().starts_with("implementation,backend,hosts,repeat,"));
         let row = lines.next().unwrap();
-        assert!(row.starts_with("\"reference\",\"vxlan\",10,1,0.5,0.01,,9,"), "{row}");
+        assert!(row.starts_with("\"reference\",\"vxlan\",10,1,0.5,0.01,0.0,,9,"), "{row}");
         assert!(row.ends_with(",\"deadline, \"\"quoted\"\"\",true"), "{row}");
+    }
+
+    #[test]
+    fn ratios_pair_the_second_implementation_with_the_first_at_each_size() {
+        let mk = |imp: &str, n: u32, conv: Option<f64>, rss: u64| {
+            let mut p = Point::unmeasured(imp, Backend::Vxlan, n, 1, String::new());
+            p.measured = true;
+            p.converge_s = conv;
+            p.agent_rss_kib_max = rss;
+            p.agent_pss_kib_mean = rss / 2;
+            p.agent_cpu_ms_mean = 10;
+            p
+        };
+        let points = [
+            mk("reference", 10, Some(0.5), 1000),
+            mk("other", 10, Some(1.0), 3000),
+            mk("reference", 50, Some(1.0), 1000),
+            mk("other", 50, None, 2000),
+        ];
+        let r = ratios(&points);
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].hosts, r[0].converge, r[0].rss, r[0].pss, r[0].cpu), (10, Some(2.0), Some(3.0), Some(3.0), Some(1.0)));
+        // no convergence, no convergence ratio; the other figures stand
+        assert_eq!((r[1].hosts, r[1].converge, r[1].rss), (50, None, Some(2.0)));
+        let t = table(&points);
+        assert!(t.contains("ratios other / reference") && t.contains("convergence 2.00, RSS 3.00"), "{t}");
+        let series = ratio_series(&points);
+        assert!(series.iter().any(|s| s.label == "convergence vxlan" && s.points == vec![(10.0, 2.0)]));
+        assert!(series.iter().any(|s| s.label == "RSS vxlan" && s.points.len() == 2));
+        // one implementation: nothing to compare
+        assert!(ratios(&points[..1]).is_empty() && !table(&points[..1]).contains("ratios"));
     }
 
     #[test]
