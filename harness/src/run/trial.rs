@@ -393,7 +393,7 @@ fn judge(verdict: &Verdict, stopped: Option<Stopped>, r: &mut TrialReport) {
 }
 
 /// The case's store choice, else `FLANNEL_LAB_STORE`, else the process. `Err` carries the
-/// reason a Docker-only case cannot run here.
+/// reason a Docker case cannot run here.
 async fn choose_store(case: &Case) -> std::result::Result<Provider, String> {
     let choice = case.store.or_else(StoreChoice::from_env).unwrap_or(StoreChoice::Process);
     match choice {
@@ -402,7 +402,15 @@ async fn choose_store(case: &Case) -> std::result::Result<Provider, String> {
             Ok(_) => Ok(Provider::Docker),
             Err(e) => Err(format!("needs etcd in Docker: {e}")),
         },
-        StoreChoice::Auto => Ok(if crate::lab::docker::engine().await.is_ok() { Provider::Docker } else { Provider::Process }),
+        // Docker when an engine answers, else the process; where every trial must run as
+        // written (FLANNEL_LAB_REQUIRE=1, CI), a missing engine is not papered over
+        StoreChoice::Auto => match crate::lab::docker::engine().await {
+            Ok(_) => Ok(Provider::Docker),
+            Err(e) if std::env::var("FLANNEL_LAB_REQUIRE").is_ok_and(|v| v == "1") => {
+                Err(format!("`store: auto` finds no Docker engine, and FLANNEL_LAB_REQUIRE=1 wants etcd in Docker: {e}"))
+            }
+            Err(_) => Ok(Provider::Process),
+        },
     }
 }
 
