@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash ci/setup.sh
+bash ci/setup.sh conformance
 cargo build --release --quiet -p flannel-agent -p flannel-lab
 exec ./target/release/flannel-lab bench "$@"

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash ci/setup.sh
+bash ci/setup.sh conformance
 cargo build --release --quiet -p flannel-agent -p flannel-lab
 if [ "${1:-}" = cases ]; then
   shift

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash ci/setup.sh
+bash ci/setup.sh tests report
 if ! command -v cargo >/dev/null; then
   echo "ci/test.sh: cargo not found; install a Rust toolchain (rustup) first" >&2
   exit 1

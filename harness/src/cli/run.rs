@@ -33,7 +33,7 @@ use crate::suite;
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
     flannel-lab run                                  every trial, reference agent\n  \
-    flannel-lab run --filter vxlan-mtu --filter ping   trials whose name contains either\n  \
+    flannel-lab run --filter mtu --filter ping             trials whose name contains either\n  \
     flannel-lab run --impl flanneld --html report.html --junit junit.xml\n  \
     flannel-lab run --impl ./my-agent.yaml --start-spread 2s\n  \
     flannel-lab run --cases ./field-cases --jobs 2")]
