@@ -109,6 +109,12 @@ impl ImplArg {
     }
 }
 
+/// Parses a command line as `main` would, without running it: `Err` holds clap's message.
+/// The docs test feeds it every command the documentation shows.
+pub fn parse(argv: &[&str]) -> std::result::Result<(), String> {
+    Cli::try_parse_from(argv).map(|_| ()).map_err(|e| e.to_string())
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
