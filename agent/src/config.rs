@@ -487,10 +487,10 @@ impl NetConf {
                 BackendConf::Udp { .. } => {
                     return Err(invalid("the udp backend is IPv4 only: it cannot serve `EnableIPv6` (use vxlan or host-gw)".into()))
                 }
-                BackendConf::Vxlan { vni, .. } if crate::backend::vxlan::device_name_v6(*vni).len() > IFNAMSIZ_MAX => {
+                BackendConf::Vxlan { vni, .. } if crate::backend::names::vxlan::device_name_v6(*vni).len() > IFNAMSIZ_MAX => {
                     return Err(invalid(format!(
                         "`Backend.VNI` {vni} makes the IPv6 device name `{}` longer than {IFNAMSIZ_MAX} bytes (at most 9999 with `EnableIPv6`)",
-                        crate::backend::vxlan::device_name_v6(*vni)
+                        crate::backend::names::vxlan::device_name_v6(*vni)
                     )))
                 }
                 _ => {}
@@ -541,7 +541,7 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
     }
     if ty == "udp" {
         let port = match num("Port", 0, 65535)? as u16 {
-            0 => crate::backend::udp::DEFAULT_PORT,
+            0 => crate::backend::names::udp::DEFAULT_PORT,
             p => p,
         };
         return Ok(BackendConf::Udp { port });
@@ -568,7 +568,7 @@ fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
     let vni = num("VNI", 1, (1 << 24) - 1)? as u32;
     let mut port = num("Port", 0, 65535)? as u16;
     if port == 0 {
-        port = crate::backend::vxlan::DEFAULT_PORT;
+        port = crate::backend::names::vxlan::DEFAULT_PORT;
     }
     Ok(BackendConf::Vxlan { vni, port, direct_routing, mtu, gbp, learning })
 }

@@ -15,7 +15,8 @@ use crate::backend::udp::{self, UdpNetwork};
 use crate::backend::vxlan::{self, VxlanDevice, VxlanNetwork};
 use crate::backend::{hostgw, HostGwNetwork};
 use crate::config::{BackendConf, Flags, NetConf};
-use crate::etcd_access::{chain, connect_options, failure_hint, EtcdAccess};
+use crate::error::chain;
+use crate::etcd_access::{connect_options, failure_hint, EtcdAccess};
 use crate::firewall::Firewall;
 use crate::ipnet::{Ipv4Net, Ipv6Net};
 use crate::lease::{event_from_watch, Lease, LeaseAttrs, LeaseError, LeaseEvent, OwnLease, Registry, Subnets, LEASE_TTL};
@@ -151,7 +152,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
         (false, Some(v6)) => tracing::info!(iface = underlay.name, public_ipv6 = %v6, mtu = underlay.mtu, "using underlay interface"),
     }
 
-    kernel.remove_other_backends(&conf, underlay.index).await.context("remove state of other backends")?;
+    remove_other_backends(&kernel, &conf, underlay.index).await.context("remove state of other backends")?;
     let (mut net, mtu) = match conf.backend {
         BackendConf::Vxlan { vni, port, direct_routing, mtu, gbp, learning } => {
             let dev = |name: String, local: std::net::IpAddr, mtu: u32| VxlanDevice {
@@ -567,25 +568,25 @@ impl Network {
                 if let Some(n) = v4 {
                     match n.reconcile().await {
                         Ok(mac) => changed |= mac.is_some(),
-                        Err(e) => failed("IPv4", crate::etcd_access::chain(&e)),
+                        Err(e) => failed("IPv4", crate::error::chain(&e)),
                     }
                 }
                 if let Some(n) = v6 {
                     match n.reconcile().await {
                         Ok(mac) => changed |= mac.is_some(),
-                        Err(e) => failed("IPv6", crate::etcd_access::chain(&e)),
+                        Err(e) => failed("IPv6", crate::error::chain(&e)),
                     }
                 }
             }
             Network::HostGw { v4, v6 } => {
                 if let Some(n) = v4 {
                     if let Err(e) = n.reconcile().await {
-                        failed("IPv4", crate::etcd_access::chain(&e));
+                        failed("IPv4", crate::error::chain(&e));
                     }
                 }
                 if let Some(n) = v6 {
                     if let Err(e) = n.reconcile().await {
-                        failed("IPv6", crate::etcd_access::chain(&e));
+                        failed("IPv6", crate::error::chain(&e));
                     }
                 }
             }
@@ -646,4 +647,46 @@ impl Network {
             Network::Udp(n) => n.peer_count(),
         }
     }
+}
+
+/// After a backend switch: removes what another backend (or another family set) left
+/// on this host — vxlan devices other than the ones in use (`flannel.N` without IPv4,
+/// `flannel-v6.N` without IPv6), a leftover `flannel0`, host-gw peer routes of each
+/// enabled family. (`ip link del flannel.1`, `ip route del SUBNET via IP dev eth0`)
+async fn remove_other_backends(kernel: &Kernel, conf: &crate::config::NetConf, underlay: u32) -> Result<(), crate::netlink::NlError> {
+    use crate::config::BackendConf;
+    let mut keep = Vec::new();
+    match conf.backend {
+        BackendConf::Vxlan { vni, .. } => {
+            if conf.ipv4.is_some() {
+                keep.push(vxlan::device_name(vni));
+            }
+            if conf.ipv6.is_some() {
+                keep.push(vxlan::device_name_v6(vni));
+            }
+        }
+        BackendConf::Udp { .. } => keep.push(udp::DEVICE.to_string()),
+        BackendConf::HostGw => {}
+    }
+    for l in kernel.links().await? {
+        let name = crate::netlink::link_name(&l).unwrap_or_default();
+        let vxlan_name = name.starts_with(vxlan::DEVICE_PREFIX) || name.starts_with(vxlan::DEVICE_PREFIX_V6);
+        let ours = name == udp::DEVICE || (vxlan_name && crate::netlink::vxlan_settings(&l).is_some());
+        if ours && !keep.contains(&name) {
+            tracing::info!(device = name, "removing the device of another backend");
+            crate::netlink::gone_ok(
+                kernel.handle.link().del(l.header.index).execute().await.map_err(crate::netlink::ctx(format!("delete `{name}`"))),
+            )?;
+        }
+    }
+    let keeps_gateway_routes = matches!(conf.backend, BackendConf::HostGw | BackendConf::Vxlan { direct_routing: true, .. });
+    if !keeps_gateway_routes {
+        if let Some(pool) = conf.ipv4 {
+            kernel.remove_gateway_routes(underlay, pool.network).await?;
+        }
+        if let Some(pool) = conf.ipv6 {
+            kernel.remove_gateway_routes(underlay, pool.network).await?;
+        }
+    }
+    Ok(())
 }

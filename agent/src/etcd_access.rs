@@ -180,22 +180,6 @@ pub fn connect_options(flags: &Flags) -> Result<EtcdAccess, AccessError> {
     Ok(EtcdAccess { options: opts, tls })
 }
 
-/// An error and every cause under it, on one line: "a: b: c". Used in warnings so an
-/// operator sees why etcd refused (a TLS alert, an unknown CA) and not only that it did.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let msg = s.to_string();
-        if !out.ends_with(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        cur = s.source();
-    }
-    out
-}
-
 /// A hint for a failed etcd request. A server that refuses the client certificate (none
 /// sent, or one from another CA) does so after the client considers the TLS handshake done
 /// (TLS 1.3), so the client only sees the connection close; say what that usually means.
@@ -286,6 +270,6 @@ mod tests {
     fn chain_joins_causes() {
         let inner = std::io::Error::other("certificate unknown");
         let outer = AccessError::Read { what: "x", path: "/p".into(), source: inner };
-        assert_eq!(chain(&outer), "read x `/p`: certificate unknown");
+        assert_eq!(crate::error::chain(&outer), "read x `/p`: certificate unknown");
     }
 }

@@ -12,7 +12,7 @@ use anyhow::bail;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::config::Flags;
-use crate::etcd_access::chain;
+use crate::error::chain;
 use crate::ipnet::{Ipv4Net, Ipv6Net};
 use crate::iptables::{self, Iptables};
 use crate::nfnetlink::{Family, Nft};

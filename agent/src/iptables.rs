@@ -224,7 +224,7 @@ impl Iptables {
         let restore = if c.binary == BINARY6 { "ip6tables-restore" } else { "iptables-restore" };
         match crate::tool::run(restore, &["--noflush", "-w", "5"], Some(&restore_script(c, !complete, !jumped))).await {
             Err(e) if !complete && self.random_fully && c.rules.iter().flatten().any(|w| w == "--random-fully") => {
-                tracing::warn!(error = crate::etcd_access::chain(&e), "iptables rejects --random-fully; masquerading without it");
+                tracing::warn!(error = crate::error::chain(&e), "iptables rejects --random-fully; masquerading without it");
                 self.random_fully = false;
                 let Some((network, own)) = self.ipv4 else { unreachable!("masquerading rules exist only with IPv4") };
                 let again = masq_rules(network, own, false);
@@ -254,7 +254,7 @@ pub async fn remove_all(absent: impl Fn(&str, &str, &str) -> bool) -> Vec<String
         if iptables(binary, table, &["-F".into(), chain.into()]).await.is_ok() {
             any = true;
             if let Err(e) = iptables(binary, table, &["-X".into(), chain.into()]).await {
-                tracing::warn!(error = crate::etcd_access::chain(&e), chain, "removing iptables chain failed");
+                tracing::warn!(error = crate::error::chain(&e), chain, "removing iptables chain failed");
             }
         }
         if any {

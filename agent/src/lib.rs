@@ -2,27 +2,35 @@
 //!
 //! ```text
 //! flags ─► config ─► lease (etcd: config, acquire, snapshot+watch, renew)
-//!                      │   └ subnet_choice (which subnet, no I/O)
-//!                      │                 │
-//!                      ▼                 ▼
-//!               subnet_file      backend::{vxlan, hostgw, udp} ─► netlink (kernel)
-//!                                                 └ tun, udp_datapath (packets)
+//!            │          ├ lease::types (keys, values, events; pure)
+//!            │          └ subnet_choice (which subnet; pure)
+//!            ▼
+//!      subnet_file     backend::{vxlan, hostgw, udp} ─► netlink (kernel)
+//!                          each: plan (pure) · kernel (trait + netlink impl)
+//!                          udp: packet (pure) · datapath ─► offload, tun
+//! daemon: the main loop over all of them; nothing imports it
 //! ```
+//!
+//! Imports run down this picture only (no cycle spans two files: `harness/tests/layout.rs`).
+//! Leaves: [`ipnet`], [`error`], [`tool`], [`tun`], [`backend::names`], [`backend::peers`].
 //!
 //! | stage | module |
 //! |---|---|
 //! | flags, `<prefix>/config` (IPv4 and/or IPv6 pools) | [`config`] |
 //! | IPv4/IPv6 prefixes, and the trait code written once for both uses | [`ipnet`] |
+//! | an error and its causes on one line | [`error`] |
 //! | how etcd is reached: TLS files, user | [`etcd_access`] |
-//! | leases in etcd (flanneld's schema; IPv4-only, dual-stack and IPv6-only keys) | [`lease`] |
+//! | leases in etcd (flanneld's schema; IPv4-only, dual-stack and IPv6-only keys) | [`lease`] over [`lease::types`] |
 //! | which subnets to lease (pure, unit-tested) | [`subnet_choice`] |
 //! | `subnet.env` | [`subnet_file`] |
 //! | iptables masquerade/forward rules; the vxlan source filter (nftables) | [`firewall`] over [`iptables`], [`vxlan_filter`], both running [`tool`]; set elements and leftovers over netlink: [`nfnetlink`] |
-//! | peers → kernel state; each backend's constants (device names, ports, overhead) | [`backend`] over [`netlink`] |
+//! | device names and ports of each backend; the smallest MTU and peer logging | [`backend::names`], [`backend::peers`] |
+//! | vxlan: peers → device, routes, neighbours, FDB; the pure choice of path per peer; the kernel trait and its netlink implementation | [`backend::vxlan`], [`backend::vxlan::plan`], [`backend::vxlan::kernel`] |
+//! | host-gw: peers → gateway routes; its kernel trait and implementation | [`backend::hostgw`], [`backend::hostgw::kernel`] |
+//! | udp: TUN set-up and peer table; packet decisions (pure); the data path and its offloads | [`backend::udp`], [`backend::udp::packet`], [`backend::udp::datapath`], [`backend::udp::offload`] over [`tun`] |
+//! | netlink requests (links, addresses, routes, neighbours, FDB) | [`netlink`] |
 //! | kernel change notifications (links, routes, neighbours, FDB; nftables) instead of polling | [`notify`] |
-//! | the same per address family: `flannel.N` and `flannel-v6.N`, host-gw routes of each | [`backend::vxlan::VxlanNetwork`], [`backend::hostgw::HostGwNetwork`] (generic over [`ipnet::IpNet`]) |
-//! | udp: TUN set-up, peer table; packets | [`backend::udp`]; [`backend::udp_datapath`] over [`tun`] |
-//! | the main loop, dispatching to the configured backend | [`daemon`] |
+//! | the main loop, dispatching to the configured backend; clearing other backends' state | [`daemon`] |
 //!
 //! Dual-stack: `EnableIPv6` with `IPv6Network` adds an IPv6 subnet to the lease
 //! (`10.244.1.0-24&fd00:10:244:1::-64`), `FLANNEL_IPV6_*` to the subnet file and, per
@@ -35,6 +43,7 @@
 pub mod backend;
 pub mod config;
 pub mod daemon;
+pub mod error;
 pub mod etcd_access;
 pub mod firewall;
 pub mod healthz;

@@ -12,7 +12,7 @@ fn main() {
             return;
         }
         Err(e) => {
-            eprintln!("flannel-agent: {}", flannel_agent::etcd_access::chain(&e));
+            eprintln!("flannel-agent: {}", flannel_agent::error::chain(&e));
             std::process::exit(2);
         }
     };

@@ -9,24 +9,25 @@ use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, L
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol};
 use netlink_packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
-use crate::backend::udp;
-use crate::backend::vxlan::{self, DeviceState, InstalledPeers, Mac, Peer, RouteTo, VxlanDevice, VxlanKernel};
 use crate::ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+/// A link-layer (Ethernet) address.
+pub type Mac = [u8; 6];
 
 const MAIN_TABLE: u8 = 254;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{op}")]
 pub struct NlError {
-    op: String,
+    pub(crate) op: String,
     #[source]
-    source: rtnetlink::Error,
+    pub(crate) source: rtnetlink::Error,
 }
 
 impl NlError {
-    fn errno(&self) -> Option<i32> {
+    pub(crate) fn errno(&self) -> Option<i32> {
         match &self.source {
             rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
             _ => None,
@@ -34,13 +35,13 @@ impl NlError {
     }
 }
 
-fn ctx(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NlError {
+pub(crate) fn ctx(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NlError {
     let op = op.into();
     move |source| NlError { op, source }
 }
 
 /// Treats "already gone" as success for deletions.
-fn gone_ok(r: Result<(), NlError>) -> Result<(), NlError> {
+pub(crate) fn gone_ok(r: Result<(), NlError>) -> Result<(), NlError> {
     match r {
         Err(e) if matches!(e.errno(), Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV)) => Ok(()),
         other => other,
@@ -67,7 +68,7 @@ pub struct Families {
 }
 
 /// The netlink family of `N`'s addresses.
-fn family<N: IpNet>() -> AddressFamily {
+pub(crate) fn family<N: IpNet>() -> AddressFamily {
     if N::BITS == 32 {
         AddressFamily::Inet
     } else {
@@ -99,7 +100,7 @@ pub(crate) fn neighbour_ip(a: &NeighbourAddress) -> Option<IpAddr> {
 
 #[derive(Clone)]
 pub struct Kernel {
-    handle: Handle,
+    pub(crate) handle: Handle,
 }
 
 impl Kernel {
@@ -257,48 +258,8 @@ impl Kernel {
         self.handle.route().add(route).replace().execute().await.map_err(ctx(format!("route {network} to `{name}`")))
     }
 
-    /// After a backend switch: removes what another backend (or another family set) left
-    /// on this host — vxlan devices other than the ones in use (`flannel.N` without IPv4,
-    /// `flannel-v6.N` without IPv6), a leftover `flannel0`, host-gw peer routes of each
-    /// enabled family. (`ip link del flannel.1`, `ip route del SUBNET via IP dev eth0`)
-    pub async fn remove_other_backends(&self, conf: &crate::config::NetConf, underlay: u32) -> Result<(), NlError> {
-        use crate::config::BackendConf;
-        let mut keep = Vec::new();
-        match conf.backend {
-            BackendConf::Vxlan { vni, .. } => {
-                if conf.ipv4.is_some() {
-                    keep.push(vxlan::device_name(vni));
-                }
-                if conf.ipv6.is_some() {
-                    keep.push(vxlan::device_name_v6(vni));
-                }
-            }
-            BackendConf::Udp { .. } => keep.push(udp::DEVICE.to_string()),
-            BackendConf::HostGw => {}
-        }
-        for l in self.links().await? {
-            let name = link_name(&l).unwrap_or_default();
-            let vxlan_name = name.starts_with(vxlan::DEVICE_PREFIX) || name.starts_with(vxlan::DEVICE_PREFIX_V6);
-            let ours = name == udp::DEVICE || (vxlan_name && vxlan_settings(&l).is_some());
-            if ours && !keep.contains(&name) {
-                tracing::info!(device = name, "removing the device of another backend");
-                gone_ok(self.handle.link().del(l.header.index).execute().await.map_err(ctx(format!("delete `{name}`"))))?;
-            }
-        }
-        let keeps_gateway_routes = matches!(conf.backend, BackendConf::HostGw | BackendConf::Vxlan { direct_routing: true, .. });
-        if !keeps_gateway_routes {
-            if let Some(pool) = conf.ipv4 {
-                self.remove_gateway_routes(underlay, pool.network).await?;
-            }
-            if let Some(pool) = conf.ipv6 {
-                self.remove_gateway_routes(underlay, pool.network).await?;
-            }
-        }
-        Ok(())
-    }
-
     /// Deletes every gateway route through `underlay` inside `network`.
-    async fn remove_gateway_routes<N: IpNet>(&self, underlay: u32, network: N) -> Result<(), NlError> {
+    pub(crate) async fn remove_gateway_routes<N: IpNet>(&self, underlay: u32, network: N) -> Result<(), NlError> {
         for r in self.main_routes::<N>().await? {
             let Some(gw) = r.gateway else { continue };
             if r.oif == Some(underlay) && network.contains_net(&r.dst) {
@@ -310,22 +271,22 @@ impl Kernel {
         Ok(())
     }
 
-    async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>, NlError> {
+    pub(crate) async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>, NlError> {
         Ok(self.links().await?.into_iter().find(|l| link_name(l).as_deref() == Some(name)))
     }
 }
 
 /// One route of the main table in `N`'s family, decoded.
-struct MainRoute<N: IpNet> {
-    dst: N,
-    gateway: Option<N::Addr>,
-    oif: Option<u32>,
-    onlink: bool,
+pub(crate) struct MainRoute<N: IpNet> {
+    pub(crate) dst: N,
+    pub(crate) gateway: Option<N::Addr>,
+    pub(crate) oif: Option<u32>,
+    pub(crate) onlink: bool,
 }
 
 impl Kernel {
     /// `ip -4 route show table main` (IPv6: `ip -6 …`)
-    async fn main_routes<N: IpNet>(&self) -> Result<Vec<MainRoute<N>>, NlError> {
+    pub(crate) async fn main_routes<N: IpNet>(&self) -> Result<Vec<MainRoute<N>>, NlError> {
         let mut query = RouteMessageBuilder::<Ipv4Addr>::new().build();
         query.header.address_family = family::<N>();
         let msgs: Vec<RouteMessage> = self.handle.route().get(query).execute().try_collect().await.map_err(ctx("list routes"))?;
@@ -360,7 +321,7 @@ pub(crate) fn link_name(l: &LinkMessage) -> Option<String> {
     })
 }
 
-fn link_mac(l: &LinkMessage) -> Option<Mac> {
+pub(crate) fn link_mac(l: &LinkMessage) -> Option<Mac> {
     l.attributes.iter().find_map(|a| match a {
         LinkAttribute::Address(b) if b.len() == 6 => b.as_slice().try_into().ok(),
         _ => None,
@@ -368,7 +329,7 @@ fn link_mac(l: &LinkMessage) -> Option<Mac> {
 }
 
 /// The settings of an existing vxlan link, for deciding whether it can be reused.
-fn vxlan_settings(l: &LinkMessage) -> Option<Vec<InfoVxlan>> {
+pub(crate) fn vxlan_settings(l: &LinkMessage) -> Option<Vec<InfoVxlan>> {
     l.attributes.iter().find_map(|a| match a {
         LinkAttribute::LinkInfo(infos) => {
             let is_vxlan = infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Vxlan)));
@@ -386,7 +347,7 @@ fn vxlan_settings(l: &LinkMessage) -> Option<Vec<InfoVxlan>> {
     })
 }
 
-fn random_mac() -> Mac {
+pub(crate) fn random_mac() -> Mac {
     let mut mac: Mac = rand::random();
     mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
     mac
@@ -394,13 +355,13 @@ fn random_mac() -> Mac {
 
 /// What a route message is for: a deletion matches routes of any protocol.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(crate) enum Op {
     Add,
     Delete,
 }
 
 /// `DST via GW dev OIF [onlink]` in `N`'s family.
-fn route_msg<N: IpNet>(oif: u32, dst: N, gw: N::Addr, onlink: bool, op: Op) -> RouteMessage {
+pub(crate) fn route_msg<N: IpNet>(oif: u32, dst: N, gw: N::Addr, onlink: bool, op: Op) -> RouteMessage {
     let mut b = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(dst.addr().into(), dst.prefix())
         .and_then(|b| b.gateway(gw.into()))
@@ -416,14 +377,14 @@ fn route_msg<N: IpNet>(oif: u32, dst: N, gw: N::Addr, onlink: bool, op: Op) -> R
     m
 }
 
-fn neighbour_dst(ip: IpAddr) -> NeighbourAddress {
+pub(crate) fn neighbour_dst(ip: IpAddr) -> NeighbourAddress {
     match ip {
         IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
         IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
     }
 }
 
-fn neighbour_msg(ifindex: u32, ip: IpAddr) -> NeighbourMessage {
+pub(crate) fn neighbour_msg(ifindex: u32, ip: IpAddr) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     m.header.ifindex = ifindex;
@@ -431,7 +392,7 @@ fn neighbour_msg(ifindex: u32, ip: IpAddr) -> NeighbourMessage {
     m
 }
 
-fn fdb_msg(ifindex: u32, mac: Mac, dst: IpAddr) -> NeighbourMessage {
+pub(crate) fn fdb_msg(ifindex: u32, mac: Mac, dst: IpAddr) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Bridge;
     m.header.ifindex = ifindex;
@@ -440,247 +401,4 @@ fn fdb_msg(ifindex: u32, mac: Mac, dst: IpAddr) -> NeighbourMessage {
     m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
     m.attributes.push(NeighbourAttribute::Destination(neighbour_dst(dst)));
     m
-}
-
-impl<N: IpNet> VxlanKernel<N> for Kernel {
-    type Error = NlError;
-
-    /// `ip link add flannel.1 address MAC mtu M type vxlan id 1 local IP dev eth0 dstport 8472 nolearning [gbp]`
-    /// (IPv6: `flannel-v6.1 … local IPV6 …`)
-    async fn ensure_device(&mut self, dev: &VxlanDevice) -> Result<DeviceState, NlError> {
-        if let Some(existing) = self.link_by_name(&dev.name).await? {
-            let local = match dev.local {
-                IpAddr::V4(a) => InfoVxlan::Local(a),
-                IpAddr::V6(a) => InfoVxlan::Local6(a),
-            };
-            let reusable = vxlan_settings(&existing).is_some_and(|s| {
-                s.contains(&InfoVxlan::Id(dev.vni))
-                    && s.contains(&InfoVxlan::Port(dev.port))
-                    && s.contains(&local)
-                    && s.contains(&InfoVxlan::Link(dev.underlay_index))
-                    && s.contains(&InfoVxlan::Learning(dev.learning))
-                    && s.contains(&InfoVxlan::Gbp) == dev.gbp
-            });
-            let mtu = existing.attributes.iter().find_map(|a| match a {
-                LinkAttribute::Mtu(m) => Some(*m),
-                _ => None,
-            });
-            match (reusable, link_mac(&existing)) {
-                (true, Some(mac)) => {
-                    if mtu != Some(dev.mtu) {
-                        let msg = LinkUnspec::new_with_index(existing.header.index).mtu(dev.mtu).build();
-                        self.handle.link().set(msg).execute().await.map_err(ctx(format!("set mtu of `{}`", dev.name)))?;
-                    }
-                    return Ok(DeviceState { ifindex: existing.header.index, mac, created: false });
-                }
-                _ => {
-                    tracing::warn!(device = dev.name, "existing device has other settings, recreating it");
-                    self.handle
-                        .link()
-                        .del(existing.header.index)
-                        .execute()
-                        .await
-                        .map_err(ctx(format!("delete incompatible `{}`", dev.name)))?;
-                }
-            }
-        }
-        let mac = dev.mac.unwrap_or_else(random_mac);
-        let mut msg = LinkVxlan::new(&dev.name, dev.vni).dev(dev.underlay_index).port(dev.port).learning(dev.learning);
-        msg = match dev.local {
-            IpAddr::V4(a) => msg.local(a),
-            IpAddr::V6(a) => msg.local6(a),
-        };
-        if dev.gbp {
-            msg = msg.gbp();
-        }
-        let msg = msg.mtu(dev.mtu).address(mac.to_vec()).build();
-        self.handle.link().add(msg).execute().await.map_err(ctx(format!("create vxlan device `{}`", dev.name)))?;
-        let link = self
-            .link_by_name(&dev.name)
-            .await?
-            .ok_or_else(|| NlError { op: format!("find `{}` after creating it", dev.name), source: rtnetlink::Error::RequestFailed })?;
-        Ok(DeviceState { ifindex: link.header.index, mac: link_mac(&link).unwrap_or(mac), created: true })
-    }
-
-    async fn configure_device(&mut self, ifindex: u32, addr: N::Addr) -> Result<(), NlError> {
-        self.set_sole_address_up(ifindex, addr.into()).await
-    }
-
-    /// `ip neigh replace GW lladdr MAC dev flannel.1 nud permanent`;
-    /// `bridge fdb replace MAC dev flannel.1 dst PUBLIC_IP self permanent`;
-    /// `ip route replace SUBNET via GW dev flannel.1 onlink` (the same with `-6` on `flannel-v6.1`)
-    async fn add_peer(&mut self, ifindex: u32, p: &Peer<N>) -> Result<(), NlError> {
-        self.handle
-            .neighbours()
-            .add(ifindex, p.gateway().into())
-            .link_layer_address(&p.vtep_mac)
-            .state(NeighbourState::Permanent)
-            .replace()
-            .execute()
-            .await
-            .map_err(ctx(format!("add neighbour {} for {}", p.gateway(), p.subnet)))?;
-        self.handle
-            .neighbours()
-            .add_bridge(ifindex, &p.vtep_mac)
-            .flags(NeighbourFlags::Own)
-            .destination(p.public_ip.into())
-            .replace()
-            .execute()
-            .await
-            .map_err(ctx(format!("add fdb entry for {} to {}", p.subnet, p.public_ip)))?;
-        self.handle
-            .route()
-            .add(route_msg::<N>(ifindex, p.subnet, p.gateway(), true, Op::Add))
-            .replace()
-            .execute()
-            .await
-            .map_err(ctx(format!("add route to {}", p.subnet)))
-    }
-
-    /// `ip route get IP`
-    async fn route_to(&mut self, ip: N::Addr) -> Result<Option<RouteTo<N::Addr>>, NlError> {
-        let host = N::new(ip, N::BITS).expect("valid prefix");
-        let req = RouteMessageBuilder::<IpAddr>::new().destination_prefix(ip.into(), N::BITS).expect("valid prefix").build();
-        let r: Result<Vec<RouteMessage>, NlError> =
-            self.handle.route().get(req).execute().try_collect().await.map_err(ctx(format!("look up the route to {host}")));
-        let msgs = match r {
-            Err(e) if matches!(e.errno(), Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) | Some(libc::ENETDOWN)) => return Ok(None),
-            other => other?,
-        };
-        Ok(msgs.first().map(|m| {
-            let mut out = RouteTo { gateway: None, oif: None };
-            for a in &m.attributes {
-                match a {
-                    RouteAttribute::Gateway(g) => out.gateway = route_ip(g).and_then(N::from_ip),
-                    RouteAttribute::Oif(i) => out.oif = Some(*i),
-                    _ => {}
-                }
-            }
-            out
-        }))
-    }
-
-    /// `ip route replace SUBNET via PUBLIC_IP dev UNDERLAY`
-    async fn add_direct(&mut self, underlay: u32, subnet: N, via: N::Addr) -> Result<(), NlError> {
-        crate::backend::HostGwKernel::<N>::add_route(self, underlay, subnet, via).await
-    }
-
-    /// `ip route del SUBNET via PUBLIC_IP dev UNDERLAY`
-    async fn del_direct(&mut self, underlay: u32, subnet: N, via: N::Addr) -> Result<(), NlError> {
-        crate::backend::HostGwKernel::<N>::del_route(self, underlay, subnet, via).await
-    }
-
-    async fn installed(&mut self, ifindex: u32, direct: Option<(u32, N)>, neighbours: bool) -> Result<InstalledPeers<N>, NlError> {
-        let mut out = InstalledPeers::default();
-        for r in self.main_routes::<N>().await? {
-            let Some(g) = r.gateway else { continue };
-            if r.onlink && r.oif == Some(ifindex) {
-                out.routes.push((r.dst, g));
-            } else if let Some((underlay, network)) = direct {
-                if r.oif == Some(underlay) && network.contains_net(&r.dst) {
-                    out.direct.push((r.dst, g));
-                }
-            }
-        }
-        let neigh: Vec<NeighbourMessage> = match neighbours {
-            false => Vec::new(),
-            true => self
-                .handle
-                .neighbours()
-                .get()
-                .set_address_family(family::<N>())
-                .execute()
-                .try_collect()
-                .await
-                .map_err(ctx("list neighbours"))?,
-        };
-        for n in neigh.iter().filter(|n| n.header.ifindex == ifindex && n.header.state == NeighbourState::Permanent) {
-            let ip = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(d) => neighbour_ip(d).and_then(N::from_ip),
-                _ => None,
-            });
-            let mac = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(b) => b.as_slice().try_into().ok(),
-                _ => None,
-            });
-            if let (Some(ip), Some(mac)) = (ip, mac) {
-                out.neighbours.push((ip, mac));
-            }
-        }
-        let fdb: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Bridge)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(ctx("list fdb"))?;
-        // learned entries (with Learning on) are the kernel's, not ours
-        for n in fdb.iter().filter(|n| n.header.ifindex == ifindex && n.header.state == NeighbourState::Permanent) {
-            let dst = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(d) => neighbour_ip(d).and_then(N::from_ip),
-                _ => None,
-            });
-            let mac = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(b) => b.as_slice().try_into().ok(),
-                _ => None,
-            });
-            if let (Some(dst), Some(mac)) = (dst, mac) {
-                out.fdb.push((mac, dst));
-            }
-        }
-        Ok(out)
-    }
-
-    /// `ip route del DST via GW dev flannel.1`
-    async fn del_route(&mut self, ifindex: u32, dst: N, gw: N::Addr) -> Result<(), NlError> {
-        let msg = route_msg::<N>(ifindex, dst, gw, true, Op::Delete);
-        gone_ok(self.handle.route().del(msg).execute().await.map_err(ctx(format!("delete route to {dst}"))))
-    }
-
-    /// `ip neigh del IP dev flannel.1`
-    async fn del_neighbour(&mut self, ifindex: u32, ip: N::Addr, _mac: Mac) -> Result<(), NlError> {
-        let msg = neighbour_msg(ifindex, ip.into());
-        gone_ok(self.handle.neighbours().del(msg).execute().await.map_err(ctx(format!("delete neighbour {ip}"))))
-    }
-
-    /// `bridge fdb del MAC dev flannel.1 dst DST self`
-    async fn del_fdb(&mut self, ifindex: u32, mac: Mac, dst: N::Addr) -> Result<(), NlError> {
-        let msg = fdb_msg(ifindex, mac, dst.into());
-        gone_ok(self.handle.neighbours().del(msg).execute().await.map_err(ctx(format!("delete fdb entry to {dst}"))))
-    }
-}
-
-impl<N: IpNet> crate::backend::HostGwKernel<N> for Kernel {
-    type Error = NlError;
-
-    fn is_unreachable_gateway(e: &NlError) -> bool {
-        // "Network is unreachable", or "Nexthop has invalid gateway" on newer kernels; an
-        // IPv6 gateway off every connected prefix is "No route to host"
-        matches!(e.errno(), Some(libc::ENETUNREACH) | Some(libc::EINVAL) | Some(libc::EHOSTUNREACH))
-    }
-
-    /// `ip route replace DST via GW dev OIF`
-    async fn add_route(&mut self, oif: u32, dst: N, gw: N::Addr) -> Result<(), NlError> {
-        let msg = route_msg::<N>(oif, dst, gw, false, Op::Add);
-        self.handle.route().add(msg).replace().execute().await.map_err(ctx(format!("add route to {dst} via {gw}")))
-    }
-
-    /// `ip route del DST via GW dev OIF`
-    async fn del_route(&mut self, oif: u32, dst: N, gw: N::Addr) -> Result<(), NlError> {
-        let msg = route_msg::<N>(oif, dst, gw, false, Op::Delete);
-        gone_ok(self.handle.route().del(msg).execute().await.map_err(ctx(format!("delete route to {dst} via {gw}"))))
-    }
-
-    async fn routes_within(&mut self, oif: u32, network: N) -> Result<Vec<(N, N::Addr)>, NlError> {
-        let out = self
-            .main_routes::<N>()
-            .await?
-            .into_iter()
-            .filter(|r| r.oif == Some(oif) && network.contains_net(&r.dst))
-            .filter_map(|r| r.gateway.map(|g| (r.dst, g)))
-            .collect();
-        Ok(out)
-    }
 }

@@ -16,7 +16,7 @@ use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::sys::{protocols, Socket, SocketAddr};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::backend::vxlan::Mac;
+use crate::netlink::Mac;
 use crate::netlink::{link_name, neighbour_ip, route_ip};
 
 /// rtnetlink groups (`RTMGRP_*`).

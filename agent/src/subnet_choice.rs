@@ -1,4 +1,4 @@
-//! Which subnets to lease, decided without I/O: [`crate::lease::Registry::acquire`] lists
+//! Which subnets to lease, decided without I/O: the lease registry's `acquire` lists
 //! the keys under `<prefix>/subnets/`, asks [`choose_subnets`], and then writes the choice
 //! to etcd with a transaction that fails if someone else got there first.
 //!
@@ -14,7 +14,7 @@ use rand::Rng;
 
 use crate::config::{NetConf, Pool};
 use crate::ipnet::{distance, step, IpNet, Ipv4Net, Ipv6Net};
-use crate::lease::Subnets;
+use crate::lease::types::Subnets;
 
 /// A random free subnet is drawn from this many of the lowest free ones.
 const RANDOM_AMONG: usize = 100;

@@ -153,9 +153,10 @@ impl<A: NftFamily> VxlanFilter<A> {
                 nl.set_elements(A::NF, TABLE, SET, &added, &gone)
                     .map_err(|e| tracing::warn!(error = %e, "updating the vxlan source filter over netlink failed, rebuilding it"))
             }
-            None => nft(&["-f", "-"], Some(&script)).await.map(|_| ()).map_err(|e| {
-                tracing::warn!(error = crate::etcd_access::chain(&e), "updating the vxlan source filter failed, rebuilding it")
-            }),
+            None => nft(&["-f", "-"], Some(&script))
+                .await
+                .map(|_| ())
+                .map_err(|e| tracing::warn!(error = crate::error::chain(&e), "updating the vxlan source filter failed, rebuilding it")),
         };
         if updated.is_err() {
             nft(&["-f", "-"], Some(&table_script(self.port, peers))).await?;

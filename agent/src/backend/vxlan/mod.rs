@@ -14,39 +14,28 @@
 //! removed by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{json, Value};
 
-use super::vxlan_plan::{choose_path, plan};
-pub use super::vxlan_plan::{InstalledPeers, Path, RouteTo};
-use crate::ipnet::{IpNet, Ipv4Net};
-use crate::lease::{Family, Lease, LeaseAttrs, LeaseEvent};
+pub mod kernel;
+pub mod plan;
 
-pub type Mac = [u8; 6];
+use crate::ipnet::Ipv4Net;
+use crate::lease::types::{Family, Lease, LeaseAttrs, LeaseEvent};
+pub use kernel::{DeviceState, VxlanDevice, VxlanKernel};
+use plan::{choose_path, plan};
+pub use plan::{InstalledPeers, Path, Peer, RouteTo};
 
-/// The kernel's default VXLAN port, which flanneld keeps.
-pub const DEFAULT_PORT: u16 = 8472;
+pub use super::names::vxlan::*;
+pub use crate::netlink::Mac;
+
 /// VXLAN over IPv4 adds 50 bytes: outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14).
 pub const OVERHEAD: u32 = 50;
 /// VXLAN over IPv6 adds 70 bytes: the outer IPv6 header is 40 bytes, not 20.
 pub const OVERHEAD_V6: u32 = 70;
-/// Every IPv4 vxlan device of flannel is named `flannel.<VNI>`.
-pub const DEVICE_PREFIX: &str = "flannel.";
-/// Every IPv6 vxlan device of flannel is named `flannel-v6.<VNI>`.
-pub const DEVICE_PREFIX_V6: &str = "flannel-v6.";
 /// IPv6 needs links of at least 1280 bytes (RFC 8200); the kernel turns IPv6 off below.
 pub const MIN_MTU_V6: u32 = 1280;
-
-/// flanneld's name for the device of `vni`.
-pub fn device_name(vni: u32) -> String {
-    format!("{DEVICE_PREFIX}{vni}")
-}
-
-/// flanneld's name for the IPv6 device of `vni`.
-pub fn device_name_v6(vni: u32) -> String {
-    format!("{DEVICE_PREFIX_V6}{vni}")
-}
 
 /// The IPv6 device MTU: `configured` (the backend's `MTU` option, shared with the IPv4
 /// device) when it fits in the underlay with the 70 bytes of VXLAN over IPv6 and is at
@@ -68,7 +57,7 @@ pub fn device_mtu_v6(underlay_mtu: u32, configured: Option<u32>) -> Result<u32, 
 
 /// The MTU left for pods over an underlay of `underlay_mtu`; None when under IPv4's minimum.
 pub fn overlay_mtu(underlay_mtu: u32) -> Option<u32> {
-    underlay_mtu.checked_sub(OVERHEAD).filter(|m| *m >= super::MIN_MTU)
+    underlay_mtu.checked_sub(OVERHEAD).filter(|m| *m >= crate::backend::peers::MIN_MTU)
 }
 
 /// The device MTU: `configured` (the backend's `MTU` option) when it fits in the underlay
@@ -76,83 +65,14 @@ pub fn overlay_mtu(underlay_mtu: u32) -> Option<u32> {
 pub fn device_mtu(underlay_mtu: u32, configured: Option<u32>) -> Result<u32, String> {
     let max = underlay_mtu.saturating_sub(OVERHEAD);
     match configured {
-        None => {
-            overlay_mtu(underlay_mtu).ok_or_else(|| format!("underlay MTU {underlay_mtu} leaves less than {} for pods", super::MIN_MTU))
-        }
+        None => overlay_mtu(underlay_mtu)
+            .ok_or_else(|| format!("underlay MTU {underlay_mtu} leaves less than {} for pods", crate::backend::peers::MIN_MTU)),
         Some(m) if m < 68 => Err(format!("`Backend.MTU` {m} is below 68, the smallest IPv4 MTU")),
         Some(m) if m > max => {
             Err(format!("`Backend.MTU` {m} is above the underlay MTU {underlay_mtu} less the vxlan overhead of {OVERHEAD} (at most {max})"))
         }
         Some(m) => Ok(m),
     }
-}
-
-/// What one peer lease asks of this host, in one family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer<N: IpNet = Ipv4Net> {
-    pub subnet: N,
-    pub public_ip: N::Addr,
-    pub vtep_mac: Mac,
-}
-
-impl<N: IpNet> Peer<N> {
-    /// The peer's VTEP address: the subnet's network address, as flanneld uses it.
-    pub fn gateway(&self) -> N::Addr {
-        self.subnet.addr()
-    }
-}
-
-/// The vxlan device as it should be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VxlanDevice {
-    pub name: String,
-    pub vni: u32,
-    pub port: u16,
-    /// The public address of this host in the device's family.
-    pub local: IpAddr,
-    pub underlay_index: u32,
-    pub mtu: u32,
-    /// Kernel GBP extension (`gbp`).
-    pub gbp: bool,
-    /// Kernel learning of source MACs (`learning`); flannel's default is off.
-    pub learning: bool,
-    /// The MAC to create the device with; None = a random one. Set once the device exists,
-    /// so a device recreated later keeps the MAC peers know.
-    pub mac: Option<Mac>,
-}
-
-/// The device as [`VxlanKernel::ensure_device`] left it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeviceState {
-    pub ifindex: u32,
-    pub mac: Mac,
-    /// Whether it was created (or recreated) by this call.
-    pub created: bool,
-}
-
-/// The kernel operations of one family's vxlan device (`N`: [`Ipv4Net`] or
-/// [`crate::ipnet::Ipv6Net`]).
-#[allow(async_fn_in_trait)]
-pub trait VxlanKernel<N: IpNet = Ipv4Net> {
-    type Error: std::error::Error + Send + Sync + 'static;
-    /// Creates the device, or reuses an existing one with the same settings (keeping its
-    /// MAC and setting the MTU).
-    async fn ensure_device(&mut self, dev: &VxlanDevice) -> Result<DeviceState, Self::Error>;
-    /// Puts `addr/32` (IPv6: `addr/128`) on the device, removing other addresses of the
-    /// family (not IPv6 link-local ones), and sets it up.
-    async fn configure_device(&mut self, ifindex: u32, addr: N::Addr) -> Result<(), Self::Error>;
-    /// `ip route get IP`; None when the kernel has no route now.
-    async fn route_to(&mut self, ip: N::Addr) -> Result<Option<RouteTo<N::Addr>>, Self::Error>;
-    async fn add_peer(&mut self, ifindex: u32, peer: &Peer<N>) -> Result<(), Self::Error>;
-    async fn add_direct(&mut self, underlay: u32, subnet: N, via: N::Addr) -> Result<(), Self::Error>;
-    /// Peer entries on the device, and direct routes on `underlay` inside `network` when
-    /// given; neighbours only when `neighbours` (reading them walks the kernel's whole
-    /// table, every namespace's entries included).
-    async fn installed(&mut self, ifindex: u32, direct: Option<(u32, N)>, neighbours: bool) -> Result<InstalledPeers<N>, Self::Error>;
-    async fn del_route(&mut self, ifindex: u32, dst: N, gw: N::Addr) -> Result<(), Self::Error>;
-    async fn del_neighbour(&mut self, ifindex: u32, ip: N::Addr, mac: Mac) -> Result<(), Self::Error>;
-    async fn del_fdb(&mut self, ifindex: u32, mac: Mac, dst: N::Addr) -> Result<(), Self::Error>;
-    async fn del_direct(&mut self, underlay: u32, dst: N, via: N::Addr) -> Result<(), Self::Error>;
 }
 
 pub fn format_mac(m: &Mac) -> String {
@@ -276,9 +196,9 @@ impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
     }
 
     /// Whether a kernel notification moved this device's state away from the peers' (see
-    /// [`super::vxlan_plan::diverges`]): then a reconcile is due, and it reads everything.
+    /// [`plan::diverges`]): then a reconcile is due, and it reads everything.
     pub fn diverges(&mut self, c: &crate::notify::Change) -> bool {
-        let d = super::vxlan_plan::diverges(&self.peers, self.ifindex, self.direct_scope(), c);
+        let d = plan::diverges(&self.peers, self.ifindex, self.direct_scope(), c);
         self.neighbours_trusted &= !d;
         d
     }
@@ -429,7 +349,7 @@ impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
                         Some((old, old_path)) => self.del_entries(&old, old_path).await?,
                         None => {}
                     }
-                    super::peer_log!(self.peers.len(), subnet = %p.subnet, public_ip = %p.public_ip, mac = format_mac(&p.vtep_mac), path = path.name(), "peer added");
+                    crate::backend::peers::peer_log!(self.peers.len(), subnet = %p.subnet, public_ip = %p.public_ip, mac = format_mac(&p.vtep_mac), path = path.name(), "peer added");
                     let r = match path {
                         Path::Vxlan => self.kernel.add_peer(self.ifindex, &p).await,
                         Path::Direct => self.kernel.add_direct(self.dev.underlay_index, p.subnet, p.public_ip).await,
@@ -456,7 +376,7 @@ impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
 
     async fn remove(&mut self, subnet: N) -> Result<(), K::Error> {
         if let Some((p, path)) = self.peers.remove(&subnet) {
-            super::peer_log!(self.peers.len(), subnet = %p.subnet, public_ip = %p.public_ip, path = path.name(), "peer removed");
+            crate::backend::peers::peer_log!(self.peers.len(), subnet = %p.subnet, public_ip = %p.public_ip, path = path.name(), "peer removed");
             self.del_entries(&p, path).await?;
         }
         Ok(())
@@ -468,7 +388,7 @@ fn warn_on<E: std::error::Error + 'static>(r: Result<(), E>, what: &str, object:
     match r {
         Ok(()) => true,
         Err(e) => {
-            tracing::warn!(error = crate::etcd_access::chain(&e), "{what} for {object} failed; retrying at the next reconcile");
+            tracing::warn!(error = crate::error::chain(&e), "{what} for {object} failed; retrying at the next reconcile");
             false
         }
     }
@@ -477,8 +397,9 @@ fn warn_on<E: std::error::Error + 'static>(r: Result<(), E>, what: &str, object:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipnet::IpNet;
     use crate::ipnet::Ipv6Net;
-    use crate::lease::Subnets;
+    use crate::lease::types::Subnets;
 
     #[derive(Debug, Clone, PartialEq)]
     enum Op<N: IpNet = Ipv4Net> {

@@ -1,42 +1,14 @@
-//! The udp backend, wire-compatible with flanneld's: TUN `flannel0` carries the whole
-//! network; each packet read from it is sent as the bare inner IPv4 packet in one UDP
-//! datagram (port 8285) to the peer whose subnet holds the destination. Peers live only in
-//! this process ([`PeerTable`]); the kernel holds one route for the network.
-//!
-//! Unlike flanneld, a received datagram is accepted only when it comes from a current
-//! peer's PublicIP and its inner source lies in that peer's subnet.
-//!
-//! The control side, [`UdpNetwork`], opens the TUN device, gives it its address and the
-//! network's route, starts the data path ([`super::udp_datapath`]) and keeps the peer
-//! table current as leases change.
+//! The udp data path's decisions, without I/O: the peer table (who may send what, where
+//! each subnet lives), where a packet from the TUN device goes, whether a datagram is
+//! accepted, and the IPv4/ICMP arithmetic they need.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, RwLock};
 
 use crate::ipnet::Ipv4Net;
-use crate::lease::{Lease, LeaseAttrs, LeaseEvent};
-use crate::netlink::{Kernel, NlError};
-
-pub const DEFAULT_PORT: u16 = 8285;
-/// Outer IPv4 (20) + UDP (8).
-pub const OVERHEAD: u32 = 28;
-/// flanneld's name for the udp backend's TUN device.
-pub const DEVICE: &str = "flannel0";
-/// TUN queues (each with its pair of data-path threads): one per core, at most this many.
-const MAX_QUEUES: usize = 4;
-
-/// The MTU left for pods over an underlay of `underlay_mtu`; None when under IPv4's minimum.
-pub fn overlay_mtu(underlay_mtu: u32) -> Option<u32> {
-    underlay_mtu.checked_sub(OVERHEAD).filter(|m| *m >= super::MIN_MTU)
-}
+use crate::lease::types::{Lease, LeaseEvent};
 
 /// udp leases carry no BackendType at all (as flanneld writes them).
-pub fn lease_attrs(public_ip: Ipv4Addr) -> LeaseAttrs {
-    LeaseAttrs { public_ip, public_ipv6: None, backend_type: None, backend_data: None, backend_v6_data: None }
-}
-
 fn is_udp_lease(l: &Lease) -> bool {
     matches!(l.attrs.backend_type.as_deref(), None | Some("udp"))
 }
@@ -136,66 +108,6 @@ impl PeerTable {
     /// Whether `inner_src` may arrive from `outer_src`.
     pub fn accepts(&self, outer_src: Ipv4Addr, inner_src: Ipv4Addr) -> bool {
         self.by_ip.get(&outer_src).is_some_and(|s| *s == self.subnet_key(inner_src))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum UdpError {
-    #[error("open TUN device `{DEVICE}`")]
-    OpenTun(#[source] std::io::Error),
-    #[error(transparent)]
-    ConfigureTun(#[from] NlError),
-    #[error("start the udp data path")]
-    StartDataPath(#[source] std::io::Error),
-}
-
-/// The udp backend's control side: the TUN device and the peer table its data path reads.
-pub struct UdpNetwork {
-    kernel: Kernel,
-    table: Arc<RwLock<PeerTable>>,
-    /// Queues not yet handed to the data path (it starts once the subnet is known).
-    tun: Option<Vec<File>>,
-    port: u16,
-    mtu: u32,
-    network: Ipv4Net,
-}
-
-impl UdpNetwork {
-    /// Opens [`DEVICE`] with one queue per core, at most `MAX_QUEUES` (see [`crate::tun::open`]).
-    pub fn open(kernel: Kernel, network: Ipv4Net, subnet_len: u8, port: u16, mtu: u32) -> Result<Self, UdpError> {
-        let queues = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_QUEUES);
-        let (tun, offload) = crate::tun::open(DEVICE, queues).map_err(UdpError::OpenTun)?;
-        tracing::info!(queues, offload, "TUN device `{DEVICE}` open");
-        let table = Arc::new(RwLock::new(PeerTable::new(network, subnet_len)));
-        Ok(UdpNetwork { kernel, table, tun: Some(tun), port, mtu, network })
-    }
-
-    /// Gives the device its MTU, the subnet's address and the route for the whole network
-    /// (see [`Kernel::configure_tun`]), then starts the data path the first time.
-    pub async fn set_local_subnet(&mut self, subnet: Ipv4Net) -> Result<(), UdpError> {
-        self.table.write().expect("peer table lock").set_own(subnet);
-        self.kernel.configure_tun(DEVICE, self.mtu, subnet.addr(), self.network).await?;
-        // New TUN devices send IPv6 router solicitations; nothing here speaks IPv6.
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{DEVICE}/disable_ipv6"), "1");
-        if let Some(queues) = self.tun.take() {
-            super::udp_datapath::start(queues, self.port, subnet.addr(), self.table.clone()).map_err(UdpError::StartDataPath)?;
-            tracing::info!(port = self.port, device = DEVICE, "udp data path running");
-        }
-        Ok(())
-    }
-
-    pub fn resync(&mut self, leases: &[Lease]) {
-        self.table.write().expect("peer table lock").resync(leases);
-    }
-
-    pub fn handle(&mut self, ev: &LeaseEvent) {
-        if self.table.write().expect("peer table lock").apply(ev) {
-            tracing::info!(event = ?ev, "udp peer table updated");
-        }
-    }
-
-    pub fn peer_count(&self) -> usize {
-        self.table.read().expect("peer table lock").len()
     }
 }
 
@@ -307,12 +219,15 @@ pub fn icmp_error(ty: u8, code: u8, from: Ipv4Addr, orig: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::udp::lease_attrs;
 
     fn table() -> PeerTable {
         let mut t = PeerTable::new("10.244.0.0/16".parse().unwrap(), 24);
         t.set_own("10.244.1.0/24".parse().unwrap());
-        let lease =
-            |s: &str, ip: &str| Lease { subnets: crate::lease::Subnets::v4(s.parse().unwrap()), attrs: lease_attrs(ip.parse().unwrap()) };
+        let lease = |s: &str, ip: &str| Lease {
+            subnets: crate::lease::types::Subnets::v4(s.parse().unwrap()),
+            attrs: lease_attrs(ip.parse().unwrap()),
+        };
         t.resync(&[lease("10.244.1.0/24", "192.168.99.1"), lease("10.244.2.0/24", "192.168.99.2")]);
         t
     }
@@ -368,20 +283,20 @@ mod tests {
     fn table_follows_events_and_ignores_other_backends() {
         let mut t = table();
         let mut vx = Lease {
-            subnets: crate::lease::Subnets::v4("10.244.3.0/24".parse().unwrap()),
+            subnets: crate::lease::types::Subnets::v4("10.244.3.0/24".parse().unwrap()),
             attrs: lease_attrs("192.168.99.3".parse().unwrap()),
         };
         vx.attrs.backend_type = Some("vxlan".into());
         assert!(!t.apply(&LeaseEvent::Added(vx)));
         assert_eq!(t.len(), 1);
         let moved = Lease {
-            subnets: crate::lease::Subnets::v4("10.244.2.0/24".parse().unwrap()),
+            subnets: crate::lease::types::Subnets::v4("10.244.2.0/24".parse().unwrap()),
             attrs: lease_attrs("192.168.99.22".parse().unwrap()),
         };
         assert!(t.apply(&LeaseEvent::Added(moved)));
         assert!(!t.accepts("192.168.99.2".parse().unwrap(), "10.244.2.5".parse().unwrap()), "old address forgotten");
         assert!(t.accepts("192.168.99.22".parse().unwrap(), "10.244.2.5".parse().unwrap()));
-        assert!(t.apply(&LeaseEvent::Removed(crate::lease::Subnets::v4("10.244.2.0/24".parse().unwrap()))));
+        assert!(t.apply(&LeaseEvent::Removed(crate::lease::types::Subnets::v4("10.244.2.0/24".parse().unwrap()))));
         assert!(t.is_empty());
     }
 }

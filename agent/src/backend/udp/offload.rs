@@ -5,7 +5,7 @@
 //! hands over many datagrams at once and consecutive segments of one TCP flow are joined
 //! back into a super-packet for a single TUN write.
 
-use super::udp::checksum;
+use super::packet::checksum;
 
 pub const VNET_HDR_LEN: usize = 10;
 pub const F_NEEDS_CSUM: u8 = 1;

@@ -7,20 +7,11 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::ipnet::{IpNet, Ipv4Net};
-use crate::lease::{Family, Lease, LeaseAttrs, LeaseEvent};
+pub mod kernel;
 
-/// Gateway routes of one family (`N`: [`Ipv4Net`] or [`crate::ipnet::Ipv6Net`]).
-#[allow(async_fn_in_trait)]
-pub trait HostGwKernel<N: IpNet = Ipv4Net> {
-    type Error: std::error::Error + Send + Sync + 'static;
-    /// Whether the error means "this gateway is not on a directly connected network".
-    fn is_unreachable_gateway(e: &Self::Error) -> bool;
-    async fn add_route(&mut self, oif: u32, dst: N, gw: N::Addr) -> Result<(), Self::Error>;
-    async fn del_route(&mut self, oif: u32, dst: N, gw: N::Addr) -> Result<(), Self::Error>;
-    /// Routes through `oif` whose destination lies inside `network`.
-    async fn routes_within(&mut self, oif: u32, network: N) -> Result<Vec<(N, N::Addr)>, Self::Error>;
-}
+use crate::ipnet::Ipv4Net;
+use crate::lease::types::{Family, Lease, LeaseAttrs, LeaseEvent};
+pub use kernel::HostGwKernel;
 
 /// Packets travel unencapsulated: pods get the underlay's MTU.
 pub fn overlay_mtu(underlay_mtu: u32) -> u32 {
@@ -73,7 +64,7 @@ impl<K: HostGwKernel<N>, N: Family> HostGwNetwork<K, N> {
     async fn install(&mut self, subnet: N, gw: N::Addr) -> Result<(), K::Error> {
         let ok = match self.kernel.add_route(self.oif, subnet, gw).await {
             Ok(()) => {
-                super::peer_log!(self.peers.len(), %subnet, via = %gw, "peer route added");
+                crate::backend::peers::peer_log!(self.peers.len(), %subnet, via = %gw, "peer route added");
                 true
             }
             Err(e) if K::is_unreachable_gateway(&e) => {
@@ -154,7 +145,7 @@ impl<K: HostGwKernel<N>, N: Family> HostGwNetwork<K, N> {
                 Ok(()) => {
                     match was_installed {
                         true => tracing::info!(%subnet, via = %gw, "host-gw route to peer re-installed"),
-                        false => super::peer_log!(self.peers.len(), %subnet, via = %gw, "peer route added"),
+                        false => crate::backend::peers::peer_log!(self.peers.len(), %subnet, via = %gw, "peer route added"),
                     }
                     self.peers.insert(subnet, (gw, true));
                 }
@@ -171,7 +162,7 @@ impl<K: HostGwKernel<N>, N: Family> HostGwNetwork<K, N> {
         if let Some((gw, installed)) = self.peers.remove(&subnet) {
             if installed {
                 self.kernel.del_route(self.oif, subnet, gw).await?;
-                super::peer_log!(self.peers.len(), %subnet, via = %gw, "peer route removed");
+                crate::backend::peers::peer_log!(self.peers.len(), %subnet, via = %gw, "peer route removed");
             }
         }
         Ok(())
@@ -181,8 +172,9 @@ impl<K: HostGwKernel<N>, N: Family> HostGwNetwork<K, N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipnet::IpNet;
     use crate::ipnet::Ipv6Net;
-    use crate::lease::Subnets;
+    use crate::lease::types::Subnets;
 
     #[derive(Debug, thiserror::Error)]
     enum FakeError {

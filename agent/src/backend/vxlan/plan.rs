@@ -14,11 +14,26 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::vxlan::{Mac, Peer};
 use crate::ipnet::{IpNet, Ipv4Net};
+use crate::netlink::Mac;
 use crate::notify::Change;
 
 /// How a peer's subnet is reached.
+/// What one peer lease asks of this host, in one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer<N: IpNet = Ipv4Net> {
+    pub subnet: N,
+    pub public_ip: N::Addr,
+    pub vtep_mac: Mac,
+}
+
+impl<N: IpNet> Peer<N> {
+    /// The peer's VTEP address: the subnet's network address, as flanneld uses it.
+    pub fn gateway(&self) -> N::Addr {
+        self.subnet.addr()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
     Vxlan,

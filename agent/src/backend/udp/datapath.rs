@@ -2,7 +2,7 @@
 //! and one moving them in (UDP → TUN). Blocking I/O on dedicated threads and fixed
 //! buffers. TCP super-packets from the TUN device leave as one UDP GSO send; datagrams
 //! arrive in batches (recvmmsg, UDP GRO) and are coalesced back for the TUN device
-//! ([`super::udp_offload`]).
+//! ([`super::offload`]).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::udp::{accept_in, route_out, Egress, PeerTable, Rejected};
-use super::udp_offload::{
+use super::offload::{
     finish_checksum, segment_headers_tcp4, Coalescer, Sink, VnetHdr, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, MAX_PARTS, VNET_HDR_LEN,
 };
+use super::packet::{accept_in, route_out, Egress, PeerTable, Rejected};
 
 const BATCH: usize = 8;
 const BUF: usize = 65536 + VNET_HDR_LEN;
