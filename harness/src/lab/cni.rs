@@ -19,6 +19,9 @@ use serde_json::{json, Value};
 use crate::input::names::{Ipv4Net, Ipv6Net};
 use crate::lab::netns::Netns;
 
+/// The bridge pods hang off on every host, as kube-flannel names it.
+pub const BRIDGE: &str = "cni0";
+
 /// What flannel's CNI plugin reads from the subnet file (the lab parses the file above this
 /// stage): networks, the host's subnets, `FLANNEL_MTU`, `FLANNEL_IPMASQ`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +71,7 @@ pub fn delegate_conf(env: &SubnetInfo, data_dir: &Path) -> Option<Value> {
         "cniVersion": "0.3.1",
         "name": NETWORK_NAME,
         "type": "bridge",
-        "bridge": crate::lab::pods::BRIDGE,
+        "bridge": BRIDGE,
         "mtu": env.mtu?,
         "ipMasq": !env.ipmasq?,
         "isGateway": true,

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::input::names::RunId;
-use crate::lab::gc::{self, LOCK_DIR};
+use crate::lab::run_lock::{self, LOCK_DIR};
 
 /// What a lab held open looks like to the other commands.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -99,7 +99,7 @@ pub fn list() -> Vec<LiveLab> {
     let mut out: Vec<LiveLab> = dir
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.strip_suffix(".json")).and_then(|s| s.parse::<RunId>().ok()))
-        .filter(|id| gc::is_live(*id))
+        .filter(|id| run_lock::is_live(*id))
         .filter_map(LiveLab::read)
         .collect();
     out.sort_by(|a, b| a.started.cmp(&b.started).then_with(|| a.run.cmp(&b.run)));

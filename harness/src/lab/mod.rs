@@ -14,6 +14,7 @@ pub mod netns;
 pub mod nl;
 pub mod pods;
 pub mod proc;
+pub mod run_lock;
 pub mod sock;
 pub mod sysctl;
 pub mod tools;

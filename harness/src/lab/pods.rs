@@ -12,7 +12,7 @@ use crate::lab::netns::Netns;
 use crate::lab::nl::Nl;
 use crate::lab::{Lab, Node};
 
-pub const BRIDGE: &str = "cni0";
+pub use crate::lab::cni::BRIDGE;
 
 pub struct Pod {
     pub name: String,

@@ -56,15 +56,6 @@ pub fn ping(ns: &Netns, dst: Ipv4Addr, payload: usize, df: bool, timeout: Durati
     ns.run(move || ping_here(dst, payload, df, timeout))?.map_err(|(op, source)| Error::Socket { ns: name, op, source })
 }
 
-/// [`ping`] or [`super::ping6`] by the family of `dst`; `payload` is the ICMP payload, so a
-/// packet is `payload` + 28 bytes over IPv4 and `payload` + 48 over IPv6.
-pub fn ping_any(ns: &Netns, dst: std::net::IpAddr, payload: usize, df: bool, timeout: Duration) -> Result<PingOutcome, Error> {
-    match dst {
-        std::net::IpAddr::V4(d) => ping(ns, d, payload, df, timeout),
-        std::net::IpAddr::V6(d) => super::icmp6::ping6(ns, d, payload, df, timeout),
-    }
-}
-
 pub(super) fn last_err(op: &'static str) -> (&'static str, std::io::Error) {
     (op, std::io::Error::last_os_error())
 }
@@ -183,18 +174,6 @@ pub fn saw_echo_request(ns: &Netns, ident: u16, timeout: Duration, ready: std::s
         }
     })
     .map_err(|e| e.to_string())?
-}
-
-/// Pings until a reply or `attempts` tries (ARP on a fresh path can eat the first one).
-pub fn ping_with_retries(ns: &Netns, dst: std::net::IpAddr, attempts: u32, timeout: Duration) -> Result<PingOutcome, Error> {
-    let mut last = PingOutcome::Timeout;
-    for _ in 0..attempts {
-        last = ping_any(ns, dst, 56, false, timeout)?;
-        if last.is_reply() {
-            break;
-        }
-    }
-    Ok(last)
 }
 
 /// Sends one echo from `src` (an address of `ns`) to each of `dsts` over one raw socket and

@@ -102,27 +102,6 @@ fn sweep_here(src: Ipv6Addr, dsts: &[Ipv6Addr], attempts: u32, timeout: Duration
     )
 }
 
-/// [`super::sweep`] or [`sweep6`], by the family of `src` (the destinations must match it).
-pub fn sweep_any(
-    ns: &Netns,
-    src: std::net::IpAddr,
-    dsts: Vec<std::net::IpAddr>,
-    attempts: u32,
-    timeout: Duration,
-) -> Result<Vec<PingOutcome>, Error> {
-    use std::net::IpAddr;
-    match src {
-        IpAddr::V4(s) => {
-            let d = dsts.into_iter().filter_map(|d| if let IpAddr::V4(d) = d { Some(d) } else { None }).collect();
-            super::icmp::sweep(ns, s, d, attempts, timeout)
-        }
-        IpAddr::V6(s) => {
-            let d = dsts.into_iter().filter_map(|d| if let IpAddr::V6(d) = d { Some(d) } else { None }).collect();
-            sweep6(ns, s, d, attempts, timeout)
-        }
-    }
-}
-
 /// Sends; `Some(outcome)` when the local stack declined (too big, no route, …).
 fn send(fd: i32, buf: &[u8], dst: Ipv6Addr) -> SockResult<Option<PingOutcome>> {
     let to = sockaddr(dst);

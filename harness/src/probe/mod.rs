@@ -5,6 +5,7 @@
 
 pub mod capture;
 mod dump;
+mod echo;
 mod icmp;
 mod icmp6;
 pub mod throughput;
@@ -12,8 +13,6 @@ pub mod traffic;
 pub mod wire;
 
 pub use dump::{dump_host, HostState, NeighbourQuery};
-pub use icmp::{
-    echo_packet, inner_addresses, ping, ping_any, ping_with_retries, saw_echo_request, send_udp, sweep, udp_sources, PingOutcome,
-    UdpListener,
-};
-pub use icmp6::{ping6, sweep6, sweep_any};
+pub use echo::{ping_any, ping_with_retries, sweep_any};
+pub use icmp::{echo_packet, inner_addresses, ping, saw_echo_request, send_udp, sweep, udp_sources, PingOutcome, UdpListener};
+pub use icmp6::{ping6, sweep6};
