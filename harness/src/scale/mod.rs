@@ -52,6 +52,8 @@ pub struct Point {
     /// The profile's `start_spread`: agents started evenly over this window (0: at one
     /// instant, behind a gate).
     pub start_spread_s: f64,
+    /// Agents restarted by the profile's restart policy before convergence.
+    pub restarts: u32,
     /// From the moment the last agent was let go until every host held the contract's full
     /// state; None when the deadline came first.
     pub converge_s: Option<f64>,
@@ -105,6 +107,7 @@ impl Point {
             bring_up_s: 0.0,
             spawn_s: 0.0,
             start_spread_s: 0.0,
+            restarts: 0,
             converge_s: None,
             converged_hosts: 0,
             first_peer_p50_s: None,
@@ -275,6 +278,8 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
     let (mut polls, mut poll_time, mut etcd_misses) = (0u32, Duration::ZERO, 0u32);
     let mut note = String::new();
     let mut entries: BTreeMap<String, usize> = BTreeMap::new();
+    // restarts under the profile's restart policy, and why the first one was needed
+    let (mut restarts, mut first_exit) = (0u32, None::<String>);
     let converged = loop {
         let p0 = Instant::now();
         // etcd slowed down by the load being measured may miss the harness's 5 s request
@@ -325,14 +330,37 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         }
         polls += 1;
         poll_time += p0.elapsed();
-        if let Some((a, s, oom)) =
-            agents.iter_mut().find_map(|a| a.child.try_status().map(|s| (a.host.clone(), s, a.child.killed_by_oom())))
-        {
-            note = if oom.is_some() {
-                format!("lab error: memory: the kernel's OOM killer ended the agent on {a}")
-            } else {
-                format!("the agent on {a} exited: {}", crate::lab::proc::Child::describe_status(&s))
+        // an exited agent ends the point, unless its profile's restart policy brings it
+        // back (as a DaemonSet would): then it is restarted after its backoff and counted
+        let mut ended = None;
+        for (i, a) in agents.iter_mut().enumerate() {
+            let Some(st) = a.child.try_status() else { continue };
+            if a.child.killed_by_oom().is_some() {
+                ended = Some(format!("lab error: memory: the kernel's OOM killer ended the agent on {}", a.host));
+                break;
+            }
+            let again = match a.profile.restart {
+                crate::input::profile::RestartPolicy::Never => false,
+                crate::input::profile::RestartPolicy::OnFailure => !st.success(),
+                crate::input::profile::RestartPolicy::Always => true,
             };
+            let status = crate::lab::proc::Child::describe_status(&st);
+            if !again {
+                ended = Some(format!("the agent on {} exited: {status}", a.host));
+                break;
+            }
+            let now = Instant::now();
+            let due = *a.next_restart.get_or_insert_with(|| now + (a.profile.restart_backoff * 2u32.pow(a.restarts.min(4))).min(Duration::from_secs(10)));
+            if now >= due {
+                let mut fresh = Agent::start(imp, &lab.hosts[i], &launch)?;
+                fresh.restarts = a.restarts + 1;
+                restarts += 1;
+                first_exit.get_or_insert_with(|| format!("{}: {status}; {}", a.host, a.child.log_summary(1)));
+                *a = fresh;
+            }
+        }
+        if let Some(why) = ended {
+            note = why;
             break None;
         }
         if let Err(why) = memory.check() {
@@ -379,6 +407,10 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         // long), so its reads take at most about half of the machine from the agents
         tokio::time::sleep(p0.elapsed().clamp(Duration::from_millis(50), Duration::from_secs(2))).await;
     };
+    if restarts > 0 {
+        let first = first_exit.unwrap_or_default();
+        note = format!("{note}{}{restarts} agent restart(s) by the profile's restart policy (first: {first})", if note.is_empty() { "" } else { "; " });
+    }
     if etcd_misses > 0 && !note.contains("lab error") {
         note = format!("{note}{}{etcd_misses} lease reads timed out and were retried", if note.is_empty() { "" } else { "; " });
     }
@@ -434,6 +466,7 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         bring_up_s: bring_up.as_secs_f64(),
         spawn_s: spawn.as_secs_f64(),
         start_spread_s: window.as_secs_f64(),
+        restarts,
         converge_s: converged.map(|d| d.as_secs_f64()),
         converged_hosts: done.len() as u32,
         first_peer_p50_s: percentile(&firsts, 50.0),
@@ -705,6 +738,7 @@ const CSV_COLUMNS: &[&str] = &[
     "bring_up_s",
     "spawn_s",
     "start_spread_s",
+    "restarts",
     "converge_s",
     "converged_hosts",
     "first_peer_p50_s",
@@ -775,6 +809,7 @@ mod tests {
             bring_up_s: 0.5,
             spawn_s: 0.01,
             start_spread_s: 0.0,
+            restarts: 0,
             converge_s: None,
             converged_hosts: 9,
             first_peer_p50_s: Some(0.1),
@@ -802,7 +837,7 @@ mod tests {
         let mut lines = text.lines();
         assert!(lines.next().unwrap().starts_with("implementation,backend,hosts,repeat,"));
         let row = lines.next().unwrap();
-        assert!(row.starts_with("\"reference\",\"vxlan\",10,1,0.5,0.01,0.0,,9,"), "{row}");
+        assert!(row.starts_with("\"reference\",\"vxlan\",10,1,0.5,0.01,0.0,0,,9,"), "{row}");
         assert!(row.ends_with(",\"deadline, \"\"quoted\"\"\",true"), "{row}");
     }
 
