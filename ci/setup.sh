@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what flannel-lab needs on a Debian machine, per purpose. Idempotent; run as root.
 #   ci/setup.sh conformance    build the lab and run it: etcd, protoc, iproute2, iptables,
-#                              nftables, the CNI plugins, gcc (the linker, ring's C code)
-#   ci/setup.sh tests          the above, and Docker (etcd in a container; dockerd started)
+#                              nftables, the CNI plugins, gcc (the linker, ring's C code),
+#                              Docker (the leader-loss case's 3-member etcd; dockerd started)
+#   ci/setup.sh tests          the same, for every test
 #   ci/setup.sh report         Chromium, for the HTML report's browser test
 # Several purposes may be given; none means all three. The Rust toolchain itself comes
 # from rustup (see the README); rust-toolchain.toml pins it.
@@ -21,8 +22,7 @@ packages=()
 docker=0
 for p in "${purposes[@]}"; do
   case "$p" in
-    conformance) packages+=("${base[@]}") ;;
-    tests) packages+=("${base[@]}" docker.io); docker=1 ;;
+    conformance | tests) packages+=("${base[@]}" docker.io); docker=1 ;;
     report) packages+=(chromium) ;;
     *) echo "ci/setup.sh: unknown purpose \`$p\` (conformance, tests, report)" >&2; exit 2 ;;
   esac
