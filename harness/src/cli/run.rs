@@ -97,13 +97,67 @@ pub struct ListArgs {
     cases: Option<PathBuf>,
 }
 
-/// Validate topology, case and profile files (errors carry file:line:col)
+/// Validate topology, case and profile files (every mistake, with file:line:col)
+///
+/// A file is read as what its folder holds (cases/, topologies/, profiles/, mutants/,
+/// fixtures/, expectations/), else as `--kind` says, else by its keys. Problems go to
+/// standard error; the exit status is 0 when every file is valid, 2 when one is not.
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  flannel-lab check cases/*.yaml topologies/*.yaml\n  flannel-lab check harness/profiles/flanneld.yaml")]
+#[command(
+    after_help = "Examples:\n  flannel-lab check cases/*.yaml topologies/*.yaml\n  flannel-lab check harness/profiles/flanneld.yaml\n  flannel-lab check --kind case my-bug.yaml"
+)]
 pub struct CheckArgs {
     /// Files to check
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// Read every file as this kind, whatever its folder or keys
+    #[arg(long, value_enum)]
+    kind: Option<FileKind>,
+}
+
+/// What an input file is.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Case,
+    Topology,
+    Profile,
+    KnownFailures,
+}
+
+impl FileKind {
+    fn name(self) -> &'static str {
+        match self {
+            FileKind::Case => "case",
+            FileKind::Topology => "topology",
+            FileKind::Profile => "profile",
+            FileKind::KnownFailures => "known-failures",
+        }
+    }
+
+    /// From the folder the file is in, else from its top-level keys; None when neither says.
+    fn of(path: &Path) -> Option<FileKind> {
+        let dir = path.parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().to_string()).unwrap_or_default();
+        match dir.as_str() {
+            "cases" => return Some(FileKind::Case),
+            "topologies" => return Some(FileKind::Topology),
+            "profiles" | "mutants" | "fixtures" => return Some(FileKind::Profile),
+            "expectations" => return Some(FileKind::KnownFailures),
+            _ => {}
+        }
+        let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).to_string()).unwrap_or_default();
+        let has = |k: &str| text.lines().any(|l| l.starts_with(k));
+        if has("steps:") || has("topology:") {
+            Some(FileKind::Case)
+        } else if has("command:") {
+            Some(FileKind::Profile)
+        } else if has("segments:") || has("hosts:") {
+            Some(FileKind::Topology)
+        } else if has("known_failures:") {
+            Some(FileKind::KnownFailures)
+        } else {
+            None
+        }
+    }
 }
 
 pub(super) fn load_trials(cases: Option<&Path>, imp: &Implementation, build_reference: bool) -> Result<Vec<TrialSpec>> {
@@ -236,22 +290,38 @@ pub fn check(a: CheckArgs) -> Result<ExitCode> {
     let topologies = crate::input::repo_root().join("topologies");
     let mut bad = 0;
     for path in &a.files {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let has = |k: &str| text.lines().any(|l| l.starts_with(k));
-        let result = if has("steps:") {
-            Case::load(path, &topologies).map(|_| "case")
-        } else if has("command:") {
-            crate::input::profile::Profile::load(path).map(|_| "profile")
-        } else {
-            Topology::load(path).map(|_| "topology")
+        let kind = a.kind.or_else(|| FileKind::of(path));
+        let result = match kind {
+            Some(FileKind::Case) => Case::load(path, &topologies).map(|_| ()),
+            Some(FileKind::Profile) => crate::input::profile::Profile::load(path).map(|_| ()),
+            Some(FileKind::Topology) => Topology::load(path).map(|_| ()),
+            Some(FileKind::KnownFailures) => crate::input::profile::load_known_failures(path).map(|_| ()),
+            None => {
+                // nothing says what it is: whatever the reader says about it (missing,
+                // binary, empty) first, else that its kind is unknown
+                match crate::input::diag::read_text(path, "input") {
+                    Err(e) => Err(e),
+                    Ok(_) => Err(crate::input::diag::Diagnostics(vec![crate::input::diag::Diagnostic {
+                        file: path.clone(),
+                        line: 1,
+                        column: 1,
+                        path: String::new(),
+                        message: "cannot tell whether this is a case, topology or profile".into(),
+                        hint: "put it under cases/, topologies/ or profiles/, or say `--kind case|topology|profile`".into(),
+                    }])),
+                }
+            }
         };
         match result {
-            Ok(kind) => println!("{}: valid {kind}", path.display()),
+            Ok(()) => println!("{}: valid {}", path.display(), kind.map(FileKind::name).unwrap_or("file")),
             Err(e) => {
                 bad += 1;
-                println!("{e}");
+                eprintln!("{e}");
             }
         }
     }
-    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    if bad > 0 {
+        eprintln!("flannel-lab: {bad} of {} file(s) invalid", a.files.len());
+    }
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

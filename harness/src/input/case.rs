@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg};
+use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg, Source};
 use crate::input::kinds::{Backend, Check};
 use crate::input::names::HostName;
 use crate::input::topology::Topology;
@@ -325,7 +325,7 @@ impl<S: StepSyntax + DeserializeOwned> Case<S> {
 
     /// Loads a case with some of its keys replaced.
     pub fn load_with(file: &Path, topologies: &Path, o: &Overrides) -> Result<Case<S>, Diagnostics> {
-        let (mut raw, src): (RawCase<S>, String) = load_yaml(file)?;
+        let (mut raw, src): (RawCase<S>, Source) = load_yaml(file, "case")?;
         if let Some(t) = &o.topology {
             raw.topology = t.clone();
         }
@@ -352,7 +352,7 @@ impl<S> Case<S> {
     }
 }
 
-fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: &Path) -> Result<Case<S>, Diagnostics> {
+fn validate<S: StepSyntax>(file: &Path, src: &Source, raw: RawCase<S>, topologies: &Path) -> Result<Case<S>, Diagnostics> {
     let mut c = Collector::new(file, src);
     let topology_file = if raw.topology.ends_with(".yaml") {
         file.parent().unwrap_or(Path::new(".")).join(&raw.topology)
@@ -360,6 +360,21 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
         topologies.join(format!("{}.yaml", raw.topology))
     };
     let mut topos = Vec::new();
+    // an unknown topology is said once, at its own key, whatever else is wrong
+    let topology_exists = topology_file.is_file();
+    if !topology_exists {
+        let known: Vec<String> = std::fs::read_dir(topologies)
+            .map(|d| d.filter_map(|e| e.ok()?.path().file_stem().map(|s| s.to_string_lossy().to_string())).collect())
+            .unwrap_or_default();
+        let mut known = known;
+        known.sort();
+        let list = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+        let hint = match crate::input::diag::nearest(&raw.topology, known.iter().map(String::as_str)) {
+            Some(n) => format!("did you mean `{n}`? (known: {list})"),
+            None => format!("name one of {list}, or a file ending in .yaml"),
+        };
+        c.push(&[key("topology")], format!("unknown topology `{}`: there is no {}", raw.topology, topology_file.display()), hint);
+    }
     let scales: Vec<Option<u32>> = match &raw.hosts {
         None => vec![None],
         Some(v) => v.iter().map(|n| Some(*n)).collect(),
@@ -380,11 +395,18 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
             );
             continue;
         }
+        if !topology_exists {
+            continue;
+        }
         match Topology::load_scaled(&topology_file, *n) {
             Ok(t) => topos.push(t),
             Err(e) => {
                 let first = e.0.first().map(|d| d.to_string()).unwrap_or_default();
-                c.push(&at, format!("topology `{}` is not usable here: {first}", raw.topology), "fix the topology file or the host count");
+                let what = match n {
+                    Some(n) => format!("topology `{}` cannot take {n} hosts: {first}", raw.topology),
+                    None => format!("topology `{}` is not valid: {first}", raw.topology),
+                };
+                c.push(&at, what, "fix the topology file, or use a host count it can take");
             }
         }
     }
@@ -420,11 +442,11 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
             match r {
                 Ref::Host(h) => {
                     if let Some(t) = topos.iter().find(|t| t.host(h.as_str()).is_none()) {
-                        c.push(
-                            &at,
-                            format!("no host `{h}` in topology `{}` with {} hosts", raw.topology, t.hosts.len()),
-                            "name a host of the topology (h1, h2, … for `count:` groups)",
-                        );
+                        let hint = match crate::input::diag::nearest(h.as_str(), t.hosts.iter().map(|x| x.name.as_str())) {
+                            Some(n) => format!("did you mean `{n}`? (the topology's hosts: h1, h2, … for `count:` groups)"),
+                            None => "name a host of the topology (h1, h2, … for `count:` groups)".to_string(),
+                        };
+                        c.push(&at, format!("no host `{h}` in topology `{}` with {} hosts", raw.topology, t.hosts.len()), hint);
                     }
                 }
                 Ref::Subject(h) => {
@@ -434,7 +456,7 @@ fn validate<S: StepSyntax>(file: &Path, src: &str, raw: RawCase<S>, topologies: 
                 }
                 Ref::Backend(b) => {
                     if Backend::parse(b).is_none() {
-                        c.push(&at, format!("unknown backend `{b}`"), Backend::known());
+                        c.push(&at, format!("unknown backend `{b}`"), Backend::suggest(b));
                     }
                 }
                 Ref::ControlOnly(kind) => {

@@ -44,7 +44,7 @@ impl Backend {
                 None => {
                     let mut path = at.to_vec();
                     path.push(Seg::Index(i));
-                    c.push(&path, format!("unknown backend `{b}`"), Backend::known());
+                    c.push(&path, format!("unknown backend `{b}`"), Backend::suggest(b));
                 }
             }
         }
@@ -54,6 +54,14 @@ impl Backend {
     /// The hint for an unknown backend name.
     pub fn known() -> String {
         format!("known: {}", Backend::ALL.map(|b| b.name()).join(", "))
+    }
+
+    /// The hint for an unknown backend name `b`: the nearest one first, when close.
+    pub fn suggest(b: &str) -> String {
+        match crate::input::diag::nearest(b, Backend::ALL.map(|b| b.name())) {
+            Some(n) => format!("did you mean `{n}`? ({})", Backend::known()),
+            None => Backend::known(),
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg};
+use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg, Source};
 use crate::input::kinds::{Backend, Check};
 use crate::input::values::Dur;
 
@@ -316,7 +316,7 @@ pub fn expand(template: &str, values: &Values) -> Result<String, String> {
 
 impl Profile {
     pub fn load(file: &Path) -> Result<Profile, Diagnostics> {
-        let (raw, src): (RawProfile, String) = load_yaml(file)?;
+        let (raw, src): (RawProfile, Source) = load_yaml(file, "profile")?;
         validate(file, &src, raw)
     }
 
@@ -392,7 +392,7 @@ struct RawExpectations {
 
 /// Reads an expectations file (`known_failures:` as in a profile), every entry checked.
 pub fn load_known_failures(file: &Path) -> Result<Vec<KnownFailure>, Diagnostics> {
-    let (raw, src): (RawExpectations, String) = load_yaml(file)?;
+    let (raw, src): (RawExpectations, Source) = load_yaml(file, "known-failures")?;
     let _ = raw.description;
     let mut c = Collector::new(file, &src);
     check_known_failures(&raw.known_failures, &mut c);
@@ -400,7 +400,7 @@ pub fn load_known_failures(file: &Path) -> Result<Vec<KnownFailure>, Diagnostics
     Ok(raw.known_failures)
 }
 
-fn validate(file: &Path, src: &str, raw: RawProfile) -> Result<Profile, Diagnostics> {
+fn validate(file: &Path, src: &Source, raw: RawProfile) -> Result<Profile, Diagnostics> {
     let mut c = Collector::new(file, src);
     let ok_name = !raw.name.is_empty()
         && raw.name.len() <= 32
@@ -577,7 +577,7 @@ mod tests {
     fn invalid_profiles_are_located() {
         let src = "name: bad name\ncommand: [x, \"{iface\"]\nbackends: [vxlan, wireguard]\nready: {log_line: {contains: up}}\nstop: {signal: HUP}\n";
         let raw: RawProfile = crate::input::diag::parse_yaml(Path::new("p.yaml"), src).unwrap();
-        let e = validate(Path::new("p.yaml"), src, raw).unwrap_err();
+        let e = validate(Path::new("p.yaml"), &crate::input::diag::Source::plain(src), raw).unwrap_err();
         let text = e.to_string();
         assert_eq!(e.0.len(), 4, "{text}");
         assert!(text.contains("p.yaml:1:7: name"), "{text}");
@@ -590,7 +590,7 @@ mod tests {
     fn start_spread_and_known_failures_are_read_and_checked() {
         let src = "name: up\ncommand: [x]\nbackends: [vxlan]\nstart_spread: 2s\nknown_failures:\n  - {trials: \"field-1726-*::vxlan\", check: routes, host: \"h*\", step: 2, reason: race, link: \"https://x\"}\n";
         let raw: RawProfile = crate::input::diag::parse_yaml(Path::new("p.yaml"), src).unwrap();
-        let p = validate(Path::new("p.yaml"), src, raw).unwrap();
+        let p = validate(Path::new("p.yaml"), &crate::input::diag::Source::plain(src), raw).unwrap();
         assert_eq!(p.start_spread, Duration::from_secs(2));
         let known = p.known_failures_of("field-1726-simultaneous-start::vxlan::up");
         assert_eq!(known.iter().map(|k| k.reason.as_str()).collect::<Vec<_>>(), ["race"]);
@@ -600,7 +600,7 @@ mod tests {
         assert!(!known[0].excuses(Check::Routes, "etcd", Some(2)), "another subject");
         let bad = "name: up\ncommand: [x]\nbackends: [vxlan]\nknown_failures:\n  - {trials: \"a::b::c\", check: routes, host: h1, reason: \"\"}\n  - {trials: \"*\", check: fdb, host: \"*\", step: 0, reason: r}\n";
         let raw: RawProfile = crate::input::diag::parse_yaml(Path::new("p.yaml"), bad).unwrap();
-        let text = validate(Path::new("p.yaml"), bad, raw).unwrap_err().to_string();
+        let text = validate(Path::new("p.yaml"), &crate::input::diag::Source::plain(bad), raw).unwrap_err().to_string();
         assert!(text.contains("known_failures[0].trials: `a::b::c` is not a CASE::BACKEND pattern"), "{text}");
         assert!(text.contains("known_failures[0].reason: a known failure needs a reason"), "{text}");
         assert!(text.contains("p.yaml:6:5: known_failures[1].trials: `*` excuses every trial"), "{text}");

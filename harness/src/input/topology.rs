@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg};
+use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg, Source};
 use crate::input::names::{HostName, Ipv4Net, Ipv6Net};
 
 #[derive(Debug, Deserialize)]
@@ -162,13 +162,13 @@ impl Topology {
 
     /// Loads a topology, replacing the host count of its single `count:` group.
     pub fn load_scaled(file: &Path, hosts: Option<u32>) -> Result<Topology, Diagnostics> {
-        let (raw, src): (RawTopology, String) = load_yaml(file)?;
+        let (raw, src): (RawTopology, Source) = load_yaml(file, "topology")?;
         validate(file, &src, raw, hosts)
     }
 
     pub fn parse(file: &Path, src: &str, hosts: Option<u32>) -> Result<Topology, Diagnostics> {
-        let raw: RawTopology = crate::input::diag::parse_yaml(file, src)?;
-        validate(file, src, raw, hosts)
+        let (raw, src): (RawTopology, Source) = crate::input::diag::parse_source(file, src.to_string())?;
+        validate(file, &src, raw, hosts)
     }
 
     pub fn host(&self, name: &str) -> Option<&Host> {
@@ -250,7 +250,7 @@ impl Topology {
     }
 }
 
-fn validate(file: &Path, src: &str, raw: RawTopology, scale: Option<u32>) -> Result<Topology, Diagnostics> {
+fn validate(file: &Path, src: &Source, raw: RawTopology, scale: Option<u32>) -> Result<Topology, Diagnostics> {
     let mut c = Collector::new(file, src);
     let mut segments = Vec::new();
     if raw.segments.is_empty() {
@@ -523,8 +523,8 @@ etcd:
     #[test]
     fn unknown_key_has_location_and_hint() {
         let d = only_error(&GOOD.replace("    count: 3", "    count: 3\n    colour: red"));
-        assert_eq!((d.line, d.column), (7, 13), "{d}");
-        assert!(d.message.contains("unknown field `colour`"), "{d}");
+        assert_eq!((d.line, d.column), (7, 5), "{d}");
+        assert!(d.message.contains("unknown key `colour`"), "{d}");
         assert_eq!(d.path, "hosts[0].colour");
         assert!(!d.hint.is_empty());
     }
@@ -643,7 +643,7 @@ etcd:
     #[test]
     fn missing_file_is_a_diagnostic_not_a_panic() {
         let e = Topology::load(Path::new("/nonexistent/topo.yaml")).unwrap_err();
-        assert!(e.to_string().starts_with("/nonexistent/topo.yaml:1:1: cannot read file"), "{e}");
+        assert!(e.to_string().starts_with("/nonexistent/topo.yaml:1:1: cannot read the topology file: it does not exist"), "{e}");
     }
 
     #[test]

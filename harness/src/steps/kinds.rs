@@ -149,9 +149,10 @@ mod tests {
         assert!(e.0[0].to_string().contains("c.yaml:2:19: backends[1]: unknown backend `geneve`"), "{e}");
         assert!(e.0[1].message.contains("no host `h9`"), "{e}");
         let e = parse("topology: nowhere\nsteps:\n  - start_agents: {}\n").unwrap_err();
-        assert!(e.0[0].message.contains("cannot read file"), "{e}");
+        assert!(e.0[0].message.contains("unknown topology `nowhere`"), "{e}");
         let e = parse("topology: flat\nsteps:\n  - start_agent: {}\n").unwrap_err();
-        assert!(e.0[0].message.contains("unknown variant `start_agent`"), "{e}");
+        assert!(e.0[0].message.contains("unknown step kind `start_agent`"), "{e}");
+        assert!(e.0[0].hint.starts_with("did you mean `start_agents`?"), "{e}");
         // what a step names is checked through its kind, wherever it is nested
         let e = parse("topology: flat\nsteps:\n  - expect_failure: {check: fdb, host: h7, step: {switch_backend: {to: geneve}}}\n")
             .unwrap_err();
