@@ -7,9 +7,15 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{compare, peers_of, Backend, Check, Counts, Finding, HostState, LeaseView, Net6, NetConf};
+use super::finding::Finding;
+use super::kernel::{check_vxlan_device, compare, neighbour_key, onlink_key, Counts, VxlanDeviceWant};
+use super::lease::{peers_of, LeaseView};
+use super::netconf::{Net6, NetConf, VXLAN6_OVERHEAD};
+use crate::input::kinds::{Backend, Check};
+use crate::input::names::Ipv6Net;
 use crate::lab::nl::Route6;
 use crate::lab::UNDERLAY_IF;
+use crate::probe::HostState;
 
 /// Checks the IPv6 kernel state of one host (nothing when the net-conf has no IPv6) and
 /// adds its IPv6 counts to `counts`.
@@ -32,7 +38,7 @@ pub fn check_kernel6(
         return;
     };
     // peers that published an IPv6 half; the lease checks name the ones that did not
-    let peers: Vec<(&LeaseView, super::Ipv6Net, Ipv6Addr)> =
+    let peers: Vec<(&LeaseView, Ipv6Net, Ipv6Addr)> =
         peers_of(conf, host_ip, leases).filter_map(|l| Some((l, l.subnet6?, l.public_ip6?))).collect();
     let in_net = |r: &&Route6| net6.network.contains_net(&r.dst);
     match conf.backend {
@@ -56,7 +62,7 @@ fn check_vxlan6(
     host_ip6: Option<Ipv6Addr>,
     underlay_mtu: u32,
     own: Option<&LeaseView>,
-    all_peers: &[(&LeaseView, super::Ipv6Net, Ipv6Addr)],
+    all_peers: &[(&LeaseView, Ipv6Net, Ipv6Addr)],
     state: &HostState,
     eth: u32,
     bad: &mut impl FnMut(Check, String),
@@ -76,27 +82,23 @@ fn check_vxlan6(
         compare(&mut |w| bad(Check::Routes, w), &format!("direct IPv6 routes on {UNDERLAY_IF}"), "", &want, &have);
         counts.direct6 = routes.len();
     }
-    let want = super::VxlanDeviceWant {
+    let want = VxlanDeviceWant {
         mtu: conf.device_mtu6(underlay_mtu),
-        mtu_why: if conf.mtu.is_some() {
-            " (Backend.MTU)".into()
-        } else {
-            format!(" (underlay {underlay_mtu} - {})", super::VXLAN6_OVERHEAD)
-        },
+        mtu_why: if conf.mtu.is_some() { " (Backend.MTU)".into() } else { format!(" (underlay {underlay_mtu} - {})", VXLAN6_OVERHEAD) },
         local: host_ip6.map(IpAddr::V6),
         vtep_mac: own.map(|o| o.vtep_mac6.as_deref()),
         mac_field: "BackendV6Data.VtepMAC",
     };
-    super::check_vxlan_device(conf, dev, &want, bad);
+    check_vxlan_device(conf, dev, &want, bad);
     let idx = dev.index;
     let mac_of = |l: &LeaseView| l.vtep_mac6.clone().unwrap_or_else(|| "?".into());
     let routes: Vec<&Route6> = state.routes6.iter().filter(|r| r.oif == Some(idx) && !r.by_kernel).filter(in_net).collect();
     let want: Vec<String> = peers.iter().map(|(_, s6, _)| format!("{s6} via {}", s6.addr())).collect();
-    let have: Vec<String> = routes.iter().map(|r| super::onlink_key(route6_key(r), r.onlink)).collect();
+    let have: Vec<String> = routes.iter().map(|r| onlink_key(route6_key(r), r.onlink)).collect();
     compare(&mut |w| bad(Check::Routes, w), &format!("IPv6 routes on {dev_name}"), "", &want, &have);
     let neigh: Vec<_> = state.neighbours6.iter().filter(|x| x.ifindex == idx && net6.network.contains(x.ip)).collect();
     let want: Vec<String> = peers.iter().map(|(l, s6, _)| format!("{} lladdr {}", s6.addr(), mac_of(l))).collect();
-    let have: Vec<String> = neigh.iter().map(|x| super::neighbour_key(x.ip, x.mac.as_deref(), x.permanent)).collect();
+    let have: Vec<String> = neigh.iter().map(|x| neighbour_key(x.ip, x.mac.as_deref(), x.permanent)).collect();
     compare(&mut |w| bad(Check::Neighbours, w), &format!("IPv6 neighbours on {dev_name}"), "", &want, &have);
     let fdb: Vec<_> =
         state.fdb.iter().filter(|e| e.ifindex == idx && matches!(e.dst, Some(IpAddr::V6(_))) && (e.permanent || !conf.learning)).collect();
@@ -187,7 +189,7 @@ mod tests {
             routes6: peers
                 .iter()
                 .map(|n| {
-                    let dst: super::super::Ipv6Net = format!("fd00:10:244:{n}::/64").parse().unwrap();
+                    let dst: super::Ipv6Net = format!("fd00:10:244:{n}::/64").parse().unwrap();
                     Route6 { dst, gateway: Some(dst.addr()), oif: Some(7), onlink: true, by_kernel: false }
                 })
                 .collect(),

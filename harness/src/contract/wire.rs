@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use super::{Backend, Check, Finding, NetConf};
 use crate::input::names::Ipv4Net;
 use crate::lab::nl::format_mac as mac;
-use crate::probe::wire::{Datagram, Mac, Wire};
+use crate::probe::frames::{Datagram, Mac, Wire};
 
 /// A host as its lease describes it.
 #[derive(Debug, Clone)]
@@ -218,8 +218,8 @@ pub fn describe_counts(counts: &BTreeMap<(String, String), u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::wire::decode;
-    use crate::probe::wire::tests::{frame, ip_header, vxlan_payload};
+    use crate::probe::frames::decode;
+    use crate::probe::frames::tests::{frame, ip_header, vxlan_payload};
 
     fn a(s: &str) -> Ipv4Addr {
         s.parse().unwrap()

@@ -3,7 +3,7 @@
 //! AF_PACKET socket in the fabric namespace sees every frame entering a bridge port; each
 //! frame is recorded once, on ingress, truncated to a snap length, and the file is capped
 //! in size. [`Capture::sync`] flushes what was captured so far and says where the file ends,
-//! so a step can read back exactly the frames of its own window (`probe::wire`).
+//! so a step can read back exactly the frames of its own window (`probe::frames`).
 
 use std::cell::RefCell;
 use std::fs::File;

@@ -1,16 +1,16 @@
 //! Probes: what the lab sends and reads to judge an implementation from outside. ICMP and
 //! DF echoes, crafted udp datagrams and a listener ([`icmp`]), kernel state dumps
 //! ([`dump`]), background traffic, underlay capture ([`capture`]) and what it shows
-//! ([`wire`]), throughput.
+//! ([`frames`]), throughput.
 
 pub mod capture;
 mod dump;
 mod echo;
+pub mod frames;
 mod icmp;
 mod icmp6;
 pub mod throughput;
 pub mod traffic;
-pub mod wire;
 
 pub use dump::{dump_host, HostState, NeighbourQuery};
 pub use echo::{ping_any, ping_with_retries, sweep_any};

@@ -285,7 +285,7 @@ fn trials(s: &mut String, reports: &[TrialReport]) {
 }
 
 /// Pod-traffic frames the capture showed per sender (rows) and receiver (columns).
-fn wire(s: &mut String, counts: &crate::steps::wire::WireCounts) {
+fn wire(s: &mut String, counts: &crate::steps::wire_checks::WireCounts) {
     let mut names: Vec<&str> = counts.keys().flat_map(|(a, b)| [a.as_str(), b.as_str()]).collect();
     names.sort();
     names.dedup();

@@ -350,7 +350,9 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
                 break;
             }
             let now = Instant::now();
-            let due = *a.next_restart.get_or_insert_with(|| now + (a.profile.restart_backoff * 2u32.pow(a.restarts.min(4))).min(Duration::from_secs(10)));
+            let due = *a
+                .next_restart
+                .get_or_insert_with(|| now + (a.profile.restart_backoff * 2u32.pow(a.restarts.min(4))).min(Duration::from_secs(10)));
             if now >= due {
                 let mut fresh = Agent::start(imp, &lab.hosts[i], &launch)?;
                 fresh.restarts = a.restarts + 1;
@@ -409,7 +411,10 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
     };
     if restarts > 0 {
         let first = first_exit.unwrap_or_default();
-        note = format!("{note}{}{restarts} agent restart(s) by the profile's restart policy (first: {first})", if note.is_empty() { "" } else { "; " });
+        note = format!(
+            "{note}{}{restarts} agent restart(s) by the profile's restart policy (first: {first})",
+            if note.is_empty() { "" } else { "; " }
+        );
     }
     if etcd_misses > 0 && !note.contains("lab error") {
         note = format!("{note}{}{etcd_misses} lease reads timed out and were retried", if note.is_empty() { "" } else { "; " });

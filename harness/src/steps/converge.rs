@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::trial::{PollCost, Reading, Settle, MUTANT_SETTLE, NEIGHBOUR_DUMPS_UP_TO};
+use super::trial_state::{PollCost, Reading, Settle, MUTANT_SETTLE, NEIGHBOUR_DUMPS_UP_TO};
 use super::{outcome, StepError, StepKind, StepResult, Trial};
 use crate::contract::{Backend, Check, Counts, Finding, DEFAULT_PREFIX};
 use crate::input::case::{Dur, Ref};
@@ -102,13 +102,13 @@ impl StepKind for ExpectSubnetsUnchanged {
 }
 
 impl Trial<'_> {
-    /// Waits for convergence; at size (up to [`super::trial::FULL_COVERAGE_UP_TO`] hosts)
+    /// Waits for convergence; at size (up to [`super::trial_state::FULL_COVERAGE_UP_TO`] hosts)
     /// the data plane counts only once every pair answered.
     async fn wait_converged(&mut self, w: &WaitConverged) -> StepResult {
         let n = self.active_hosts().count();
         let at_size = self.lab.hosts.len() > NEIGHBOUR_DUMPS_UP_TO;
-        self.cover = (at_size && n <= super::trial::FULL_COVERAGE_UP_TO)
-            .then(|| super::trial::Coverage { start: self.reach_round, ..Default::default() });
+        self.cover = (at_size && n <= super::trial_state::FULL_COVERAGE_UP_TO)
+            .then(|| super::trial_state::Coverage { start: self.reach_round, ..Default::default() });
         let result = self.wait_converged_polls(w).await;
         self.cover = None;
         result
@@ -184,7 +184,7 @@ impl Trial<'_> {
                 next_refusal_check = Instant::now() + Duration::from_secs(1);
                 let refused = self.refusals(Some(wall_start)).await?;
                 if refused.values().any(|(n, _)| *n >= 3) {
-                    let mut all = super::trial::refusal_findings(refused);
+                    let mut all = super::trial_state::refusal_findings(refused);
                     all.extend(findings);
                     return Err(StepError::Check(all));
                 }

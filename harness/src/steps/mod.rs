@@ -12,7 +12,7 @@
 //! | etcd operations | [`etcd`] |
 //! | faults and sabotage | [`faults`] |
 //! | negation (negative controls) | [`negation`] |
-//! | the wire, from the underlay capture | [`wire`] |
+//! | the wire, from the underlay capture | [`wire_checks`] |
 
 pub mod agent;
 pub mod converge;
@@ -23,8 +23,8 @@ pub mod negation;
 pub mod outcome;
 pub mod pods;
 pub mod traffic;
-mod trial;
-pub mod wire;
+mod trial_state;
+pub mod wire_checks;
 
 pub use agent::{AddHost, ChangePublicIp, ExpectAgentsExit, ExpectAgentsRunning, RestartAgent, StartAgents, SwitchBackend};
 pub use converge::{ExpectCounts, ExpectSubnetsUnchanged, StayConverged, WaitConverged};
@@ -37,9 +37,9 @@ pub(crate) use outcome::outcome;
 pub use outcome::{StepError, StepResult};
 pub use pods::{CreatePods, ExpectMtu, ExpectPing};
 pub use traffic::{ExpectSource, Fate, InjectUdp, InjectVxlan, MeasureThroughput, SeenAs, StartTraffic, StopTraffic};
-pub(crate) use trial::load_profile;
-pub use trial::Trial;
-pub use wire::ExpectWire;
+pub(crate) use trial_state::load_profile;
+pub use trial_state::Trial;
+pub use wire_checks::ExpectWire;
 
 /// A case whose steps are this crate's step kinds.
 pub type Case = crate::input::case::Case<Step>;

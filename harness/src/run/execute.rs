@@ -83,7 +83,7 @@ pub struct TrialReport {
     /// The topology of the trial's last lab (at its host count).
     pub topology: Option<crate::input::topology::Topology>,
     /// Pod-traffic frames per (sender, receiver) the trial's last wire check saw.
-    pub wire: crate::steps::wire::WireCounts,
+    pub wire: crate::steps::wire_checks::WireCounts,
 }
 
 /// One step as it ran: when (from the trial's start), how it ended, and what it logged.
@@ -319,7 +319,7 @@ struct Recorder {
     started: Instant,
     steps: Vec<StepRecord>,
     topology: Option<crate::input::topology::Topology>,
-    wire: crate::steps::wire::WireCounts,
+    wire: crate::steps::wire_checks::WireCounts,
     /// The current lab (`n8 r2`).
     lab: String,
 }

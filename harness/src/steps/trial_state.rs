@@ -52,7 +52,7 @@ pub struct Trial<'a> {
     /// end once that finding has held, with nothing changing, for [`MUTANT_SETTLE`].
     pub settle_on: Option<crate::input::case::Expected>,
     /// Pod-traffic frames per (sender, receiver) the last wire check saw.
-    pub wire: super::wire::WireCounts,
+    pub wire: super::wire_checks::WireCounts,
     /// Which window of peers data-plane probes use at size (moves on once one passes).
     pub(super) reach_round: u64,
     /// At size, the (source, peer, over IPv6) pairs of the current window that answered

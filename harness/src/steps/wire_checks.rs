@@ -31,7 +31,8 @@ impl StepKind for ExpectWire {
             return Err(StepError::Check(unanswered));
         }
         let to = t.capture.as_ref().ok_or("the underlay capture stopped")?.sync()?;
-        let frames = tokio::task::spawn_blocking(move || probe::wire::read_window(&path, from, to)).await.map_err(|e| e.to_string())??;
+        let frames =
+            tokio::task::spawn_blocking(move || probe::frames::read_window(&path, from, to)).await.map_err(|e| e.to_string())??;
         let leases: Vec<crate::contract::LeaseView> = t.leases().await?.into_iter().filter_map(|(_, l)| l.ok()).collect();
         let hosts: Vec<WireHost> = t
             .active_hosts()
