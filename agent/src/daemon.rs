@@ -2,7 +2,6 @@
 //! families the config enables), take a lease, set up the backend, then follow every lease
 //! change until told to stop.
 
-use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep, sleep_until, Instant};
 
+use crate::backend::network::{Dual, HostGwBackend, Network, VxlanBackend};
 use crate::backend::udp::{self, UdpNetwork};
 use crate::backend::vxlan::{self, VxlanDevice, VxlanNetwork};
 use crate::backend::{hostgw, HostGwNetwork};
@@ -18,9 +18,8 @@ use crate::config::{BackendConf, Flags, NetConf};
 use crate::error::chain;
 use crate::etcd_access::{connect_options, failure_hint, EtcdAccess};
 use crate::firewall::Firewall;
-use crate::ipnet::{Ipv4Net, Ipv6Net};
-use crate::lease::{event_from_watch, Lease, LeaseAttrs, LeaseError, LeaseEvent, OwnLease, Registry, Subnets, LEASE_TTL};
-use crate::netlink::{Families, Kernel};
+use crate::lease::{event_from_watch, Lease, LeaseAttrs, LeaseError, LeaseEvent, OwnLease, Registry, LEASE_TTL};
+use crate::netlink::{Families, Kernel, Underlay};
 use crate::notify::{self, Change};
 use crate::subnet_choice::Previous;
 use crate::subnet_file::{previous_subnets, SubnetEnv};
@@ -123,7 +122,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
         tracing::warn!("the network config enables IPv6; ignored (--disable-ipv6): publishing IPv4 leases only");
     }
     let need = Families { ipv4: conf.ipv4.is_some(), ipv6: conf.ipv6.is_some() };
-    let mut underlay = kernel.underlay(&flags.ifaces, need).await.context("inspect interfaces")?.with_context(|| {
+    let underlay = kernel.underlay(&flags.ifaces, need).await.context("inspect interfaces")?.with_context(|| {
         match (flags.ifaces.is_empty(), need.ipv4) {
             (true, true) => "no interface with an IPv4 address carries the default route; pass --iface".to_string(),
             (true, false) => "no interface carries an IPv4 or IPv6 default route; pass --iface".to_string(),
@@ -153,8 +152,10 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
     }
 
     remove_other_backends(&kernel, &conf, underlay.index).await.context("remove state of other backends")?;
-    let (mut net, mtu) = match conf.backend {
+    let setup = Setup { flags, kernel, reg, conf, need, underlay, public_ip, public_ipv6 };
+    match setup.conf.backend {
         BackendConf::Vxlan { vni, port, direct_routing, mtu, gbp, learning } => {
+            let underlay = &setup.underlay;
             let dev = |name: String, local: std::net::IpAddr, mtu: u32| VxlanDevice {
                 name,
                 vni,
@@ -167,54 +168,73 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
                 mac: None,
             };
             let mut overlay_mtu = u32::MAX;
-            let v4 = match conf.ipv4 {
+            let v4 = match setup.conf.ipv4 {
                 None => None,
                 Some(pool) => {
                     let m = vxlan::device_mtu(underlay.mtu, mtu).map_err(anyhow::Error::msg).context("vxlan MTU")?;
                     overlay_mtu = overlay_mtu.min(m);
-                    let dev = dev(vxlan::device_name(vni), public_ip.into(), m);
-                    let (net, _) = VxlanNetwork::open(kernel.clone(), &dev, pool.network, direct_routing)
+                    let dev = dev(vxlan::device_name(vni), setup.public_ip.into(), m);
+                    let (net, _) = VxlanNetwork::open(setup.kernel.clone(), &dev, pool.network, direct_routing)
                         .await
                         .with_context(|| format!("set up vxlan device `{}`", dev.name))?;
                     Some(net)
                 }
             };
-            let v6 = match (conf.ipv6, public_ipv6) {
+            let v6 = match (setup.conf.ipv6, setup.public_ipv6) {
                 (Some(pool), Some(local)) => {
                     let m = vxlan::device_mtu_v6(underlay.mtu, mtu).map_err(anyhow::Error::msg).context("vxlan MTU (IPv6)")?;
                     overlay_mtu = overlay_mtu.min(m);
                     let dev = dev(vxlan::device_name_v6(vni), local.into(), m);
-                    let (net, _) = VxlanNetwork::open(kernel.clone(), &dev, pool.network, direct_routing)
+                    let (net, _) = VxlanNetwork::open(setup.kernel.clone(), &dev, pool.network, direct_routing)
                         .await
                         .with_context(|| format!("set up vxlan device `{}`", dev.name))?;
                     Some(net)
                 }
                 _ => None,
             };
-            (Network::Vxlan { v4, v6, vni, port }, overlay_mtu)
+            follow(setup, VxlanBackend { fam: Dual { v4, v6 }, vni, port }, overlay_mtu, fw).await
         }
         BackendConf::HostGw => {
-            let v4 = conf.ipv4.map(|p| HostGwNetwork::new(kernel.clone(), underlay.index, p.network));
-            let v6 = conf.ipv6.map(|p| HostGwNetwork::new(kernel.clone(), underlay.index, p.network));
-            (Network::HostGw { v4, v6 }, hostgw::overlay_mtu(underlay.mtu))
+            let (kernel, index) = (&setup.kernel, setup.underlay.index);
+            let v4 = setup.conf.ipv4.map(|p| HostGwNetwork::new(kernel.clone(), index, p.network));
+            let v6 = setup.conf.ipv6.map(|p| HostGwNetwork::new(kernel.clone(), index, p.network));
+            let mtu = hostgw::overlay_mtu(setup.underlay.mtu);
+            follow(setup, HostGwBackend { fam: Dual { v4, v6 } }, mtu, fw).await
         }
         BackendConf::Udp { port } => {
-            let pool = conf.require_ipv4()?;
-            let mtu = udp::overlay_mtu(underlay.mtu).context("underlay MTU too small for udp")?;
-            let net = UdpNetwork::open(kernel.clone(), pool.network, pool.subnet_len, port, mtu)?;
-            (Network::Udp(net), mtu)
+            let pool = setup.conf.require_ipv4()?;
+            let mtu = udp::overlay_mtu(setup.underlay.mtu).context("underlay MTU too small for udp")?;
+            let net = UdpNetwork::open(setup.kernel.clone(), pool.network, pool.subnet_len, port, mtu)?;
+            follow(setup, net, mtu, fw).await
         }
-    };
-    let mut attrs = net.lease_attrs(public_ip, public_ipv6);
+    }
+}
+
+/// What the set-up found before a backend was chosen.
+struct Setup<'a> {
+    flags: &'a Flags,
+    kernel: Kernel,
+    reg: Registry,
+    conf: NetConf,
+    need: Families,
+    underlay: Underlay,
+    public_ip: Ipv4Addr,
+    public_ipv6: Option<Ipv6Addr>,
+}
+
+/// Takes the lease, configures `net` for it, writes the subnet file and the firewall, then
+/// follows the cluster until stopped.
+async fn follow<N: Network>(s: Setup<'_>, mut net: N, mtu: u32, fw: &mut Firewall) -> anyhow::Result<()> {
+    let Setup { flags, kernel, mut reg, conf, need, underlay, public_ip, public_ipv6 } = s;
+    let attrs = net.lease_attrs(public_ip, public_ipv6);
     // Kernel notifications for the backends whose kernel state hangs on the underlay:
     // links, and the routes, neighbours and FDB entries the agent keeps.
-    let mut changes = match net {
-        Network::Udp(_) => None,
-        _ => Some(notify::kernel_changes(true).context("subscribe to kernel notifications")?),
+    let changes = match net.follows_kernel() {
+        false => None,
+        true => Some(notify::kernel_changes(true).context("subscribe to kernel notifications")?),
     };
-
     let previous = previous_subnets(&flags.subnet_file);
-    let mut own = acquire(&mut reg, &conf, &attrs, previous).await?;
+    let own = acquire(&mut reg, &conf, &attrs, previous).await?;
     net.set_local_subnets(own.lease.subnets).await.context("configure the backend for the local subnet")?;
     let env = SubnetEnv {
         ipv4: conf.ipv4.map(|p| p.network).zip(own.lease.subnets.v4),
@@ -225,163 +245,280 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
     env.write(&flags.subnet_file).with_context(|| format!("write subnet file {}", flags.subnet_file.display()))?;
     tracing::info!(subnet = %own.lease.subnets, file = %flags.subnet_file.display(), "lease acquired, subnet file written");
     fw.start(env.ipv4, env.ipv6.map(|(network, _)| network)).await.context("install iptables rules")?;
-    let mut iptables_at = Instant::now() + fw.resync_every;
-
     let renew_every = LEASE_TTL - Duration::from_secs(flags.renew_margin_minutes * 60);
-    let mut renew_at = Instant::now() + renew_every;
-    let mut reconcile_at = Instant::now() + safety_period(0);
-    // the last reconcile a notification asked for: in a fight with someone who keeps
-    // undoing the agent's entries, one every RECONCILE_EVERY is enough
-    let mut asked_at: Option<Instant> = None;
-    // whether `reconcile_at` is an event's (a link change, a divergence), not the period's
-    let mut reconcile_asked = false;
-    let mut underlay_gone = false;
-    let mut backoff = Backoff::new();
-    'resync: loop {
-        let (leases, malformed, rev) = match reg.snapshot().await {
+    let daemon = Daemon {
+        iptables_at: Instant::now() + fw.resync_every,
+        fw,
+        kernel,
+        reg,
+        conf,
+        need,
+        underlay,
+        public_ip,
+        public_ipv6,
+        net,
+        attrs,
+        own,
+        changes,
+        renew_every,
+        renew_at: Instant::now() + renew_every,
+        reconcile_at: Instant::now() + safety_period(0),
+        asked_at: None,
+        reconcile_asked: false,
+        underlay_gone: false,
+        filter_at: None,
+        backoff: Backoff::new(),
+    };
+    daemon.run().await
+}
+
+/// Whether the watch goes on or starts again from a fresh snapshot.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Watch,
+    Resync,
+}
+
+/// The running agent: its lease, its backend, and when each of its chores is due.
+struct Daemon<'a, N: Network> {
+    fw: &'a mut Firewall,
+    kernel: Kernel,
+    reg: Registry,
+    conf: NetConf,
+    need: Families,
+    underlay: Underlay,
+    public_ip: Ipv4Addr,
+    public_ipv6: Option<Ipv6Addr>,
+    net: N,
+    /// The lease value this host publishes now.
+    attrs: LeaseAttrs,
+    own: OwnLease,
+    changes: Option<UnboundedReceiver<Change>>,
+    renew_every: Duration,
+    renew_at: Instant,
+    iptables_at: Instant,
+    reconcile_at: Instant,
+    /// The last reconcile a notification asked for: in a fight with someone who keeps
+    /// undoing the agent's entries, one every RECONCILE_EVERY is enough.
+    asked_at: Option<Instant>,
+    /// Whether `reconcile_at` is an event's (a link change, a divergence), not the period's.
+    reconcile_asked: bool,
+    underlay_gone: bool,
+    /// When the vxlan source filter is due after a burst of peer changes.
+    filter_at: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl<N: Network> Daemon<'_, N> {
+    /// Snapshot, watch from the snapshot's revision, and handle whatever comes first, for
+    /// ever (a watch that breaks starts again from a snapshot).
+    async fn run(mut self) -> anyhow::Result<()> {
+        loop {
+            let Some(mut stream) = self.resync().await? else { continue };
+            loop {
+                let flow = tokio::select! {
+                    msg = stream.message() => self.on_watch(msg).await?,
+                    _ = sleep_until(self.filter_at.unwrap_or_else(Instant::now)), if self.filter_at.is_some() => {
+                        self.on_filter_due().await;
+                        Flow::Watch
+                    }
+                    _ = sleep_until(self.renew_at) => {
+                        self.on_renew_due().await?;
+                        Flow::Watch
+                    }
+                    Some(change) = next_change(&mut self.changes) => {
+                        self.on_kernel_change(change);
+                        Flow::Watch
+                    }
+                    _ = sleep_until(self.iptables_at) => {
+                        self.fw.resync_iptables().await;
+                        self.iptables_at = Instant::now() + self.fw.resync_every;
+                        Flow::Watch
+                    }
+                    _ = sleep_until(self.reconcile_at) => {
+                        self.on_reconcile_due().await;
+                        Flow::Watch
+                    }
+                };
+                if flow == Flow::Resync {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Every lease as etcd has it now, programmed; the watch from that revision. None when
+    /// it must be tried again (etcd failed, or the own lease had to be taken again).
+    async fn resync(&mut self) -> anyhow::Result<Option<etcd_client::WatchStream>> {
+        let (leases, malformed, rev) = match self.reg.snapshot().await {
             Ok(s) => s,
             Err(e) => {
-                etcd_warning(&e, reg.tls(), "listing leases failed, retrying");
-                reg.refresh().await;
-                backoff.wait().await;
-                continue;
+                etcd_warning(&e, self.reg.tls(), "listing leases failed, retrying");
+                self.reg.refresh().await;
+                self.backoff.wait().await;
+                return Ok(None);
             }
         };
         for m in malformed {
             tracing::warn!(entry = m, "skipping malformed lease");
         }
+        let (own, public_ip, public_ipv6) = (&self.own, self.public_ip, self.public_ipv6);
         let mine = |l: &Lease| l.subnets == own.lease.subnets && l.attrs.public_ip == public_ip && l.attrs.public_ipv6 == public_ipv6;
         if !leases.iter().any(mine) {
-            tracing::warn!(subnet = %own.lease.subnets, "own lease is gone from etcd, registering again");
-            own = reacquire(&mut reg, &conf, &attrs, &own).await?;
-            continue 'resync;
+            tracing::warn!(subnet = %self.own.lease.subnets, "own lease is gone from etcd, registering again");
+            self.own = reacquire(&mut self.reg, &self.conf, &self.attrs, &self.own).await?;
+            return Ok(None);
         }
-        net.resync(&leases).await.context("program peers")?;
-        net.sync_filter(fw).await;
-        if changes.is_some() && !reconcile_asked {
+        self.net.resync(&leases).await.context("program peers")?;
+        self.net.sync_filter(self.fw).await;
+        if self.changes.is_some() && !self.reconcile_asked {
             // the next full check once the safety period for this many peers is over
-            reconcile_at = Instant::now() + safety_period(net.peer_count());
+            self.reconcile_at = Instant::now() + safety_period(self.net.peer_count());
         }
-        let mut filter_at: Option<Instant> = None;
-        tracing::info!(peers = net.peer_count(), revision = rev, "peers programmed, watching for changes");
+        self.filter_at = None;
+        tracing::info!(peers = self.net.peer_count(), revision = rev, "peers programmed, watching for changes");
         release_free_memory();
-        let mut stream = match reg.watch(rev).await {
-            Ok(s) => s,
+        match self.reg.watch(rev).await {
+            Ok(s) => {
+                self.backoff.reset();
+                Ok(Some(s))
+            }
             Err(e) => {
-                etcd_warning(&e, reg.tls(), "starting the watch failed, retrying");
-                backoff.wait().await;
-                continue;
+                etcd_warning(&e, self.reg.tls(), "starting the watch failed, retrying");
+                self.backoff.wait().await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A watch response: every event of it (dropping all but the first is flannel bug #1726).
+    async fn on_watch(&mut self, msg: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>) -> anyhow::Result<Flow> {
+        let resp = match msg {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::warn!("watch closed by etcd, resyncing");
+                return Ok(Flow::Resync);
+            }
+            Err(e) => {
+                etcd_warning(&e, self.reg.tls(), "watch failed, resyncing");
+                self.backoff.wait().await;
+                return Ok(Flow::Resync);
             }
         };
-        backoff.reset();
-        loop {
-            tokio::select! {
-                msg = stream.message() => {
-                    let resp = match msg {
-                        Ok(Some(r)) => r,
-                        Ok(None) => { tracing::warn!("watch closed by etcd, resyncing"); continue 'resync; }
-                        Err(e) => {
-                            etcd_warning(&e, reg.tls(), "watch failed, resyncing");
-                            backoff.wait().await;
-                            continue 'resync;
-                        }
-                    };
-                    if resp.canceled() {
-                        tracing::warn!(reason = resp.cancel_reason(), compact_revision = resp.compact_revision(), "watch canceled, resyncing");
-                        continue 'resync;
-                    }
-                    // Every event of every response: dropping all but the first is flannel bug #1726.
-                    let before = net.peer_count();
-                    for ev in resp.events() {
-                        match event_from_watch(reg.prefix(), ev) {
-                            None => {}
-                            Some(Err(why)) => tracing::warn!(entry = why, "skipping malformed lease"),
-                            Some(Ok(LeaseEvent::Removed(s))) if s == own.lease.subnets => {
-                                tracing::warn!(subnet = %s, "own lease was removed, registering again");
-                                own = reacquire(&mut reg, &conf, &attrs, &own).await?;
-                            }
-                            Some(Ok(ev)) => net.handle(&ev).await.context("program peer")?,
-                        }
-                    }
-                    let now = net.peer_count();
-                    if now.max(before) > crate::backend::LOG_EACH_PEER_UP_TO && now != before {
-                        tracing::info!(events = resp.events().len(), peers = now, "peers changed");
-                    }
-                    filter_at.get_or_insert(Instant::now() + FILTER_BATCH);
+        if resp.canceled() {
+            tracing::warn!(reason = resp.cancel_reason(), compact_revision = resp.compact_revision(), "watch canceled, resyncing");
+            return Ok(Flow::Resync);
+        }
+        let before = self.net.peer_count();
+        for ev in resp.events() {
+            match event_from_watch(self.reg.prefix(), ev) {
+                None => {}
+                Some(Err(why)) => tracing::warn!(entry = why, "skipping malformed lease"),
+                Some(Ok(LeaseEvent::Removed(s))) if s == self.own.lease.subnets => {
+                    tracing::warn!(subnet = %s, "own lease was removed, registering again");
+                    self.own = reacquire(&mut self.reg, &self.conf, &self.attrs, &self.own).await?;
                 }
-                _ = sleep_until(filter_at.unwrap_or_else(Instant::now)), if filter_at.is_some() => {
-                    filter_at = None;
-                    net.sync_filter(fw).await;
-                    release_free_memory();
+                Some(Ok(ev)) => self.net.handle(&ev).await.context("program peer")?,
+            }
+        }
+        let now = self.net.peer_count();
+        if now.max(before) > crate::backend::LOG_EACH_PEER_UP_TO && now != before {
+            tracing::info!(events = resp.events().len(), peers = now, "peers changed");
+        }
+        self.filter_at.get_or_insert(Instant::now() + FILTER_BATCH);
+        Ok(Flow::Watch)
+    }
+
+    async fn on_filter_due(&mut self) {
+        self.filter_at = None;
+        self.net.sync_filter(self.fw).await;
+        release_free_memory();
+    }
+
+    async fn on_renew_due(&mut self) -> anyhow::Result<()> {
+        match self.reg.renew(self.own.etcd_lease_id).await {
+            Ok(true) => {
+                tracing::info!(subnet = %self.own.lease.subnets, "lease renewed");
+                self.renew_at = Instant::now() + self.renew_every;
+            }
+            Ok(false) => {
+                self.own = reacquire(&mut self.reg, &self.conf, &self.attrs, &self.own).await?;
+                self.renew_at = Instant::now() + self.renew_every;
+            }
+            Err(e) => {
+                etcd_warning(&e, self.reg.tls(), "renewing the lease failed, retrying");
+                self.renew_at = Instant::now() + Duration::from_secs(5);
+            }
+        }
+        Ok(())
+    }
+
+    /// A kernel notification: a link change of the underlay or an own device, or a change
+    /// that moved the backend's state away from the peers', brings the next reconcile closer.
+    fn on_kernel_change(&mut self, change: Change) {
+        match change {
+            Change::Link(link) => {
+                let ours = link.index == self.underlay.index
+                    || link.name.as_deref() == Some(self.underlay.name.as_str())
+                    || link.name.as_deref().is_some_and(|n| self.net.is_device(n));
+                if ours {
+                    tracing::debug!(?link, "link changed, reconciling soon");
+                    self.reconcile_at = self.reconcile_at.min(Instant::now() + LINK_SETTLE);
+                    self.reconcile_asked = true;
                 }
-                _ = sleep_until(renew_at) => {
-                    match reg.renew(own.etcd_lease_id).await {
-                        Ok(true) => { tracing::info!(subnet = %own.lease.subnets, "lease renewed"); renew_at = Instant::now() + renew_every; }
-                        Ok(false) => { own = reacquire(&mut reg, &conf, &attrs, &own).await?; renew_at = Instant::now() + renew_every; }
-                        Err(e) => { etcd_warning(&e, reg.tls(), "renewing the lease failed, retrying"); renew_at = Instant::now() + Duration::from_secs(5); }
-                    }
+            }
+            other if self.net.diverges(&other) => {
+                let at = self.asked_at.map_or(Instant::now(), |t| t + RECONCILE_EVERY).max(Instant::now() + LINK_SETTLE);
+                if at < self.reconcile_at {
+                    tracing::debug!(change = ?other, "kernel state moved away from the peers', reconciling soon");
+                    self.reconcile_at = at;
+                    self.asked_at = Some(at);
+                    self.reconcile_asked = true;
                 }
-                Some(change) = next_change(&mut changes) => match change {
-                    Change::Link(link) => {
-                        let ours = link.index == underlay.index || link.name.as_deref() == Some(underlay.name.as_str()) || link.name.as_deref().is_some_and(|n| net.is_device(n));
-                        if ours {
-                            tracing::debug!(?link, "link changed, reconciling soon");
-                            reconcile_at = reconcile_at.min(Instant::now() + LINK_SETTLE);
-                            reconcile_asked = true;
-                        }
-                    }
-                    other if net.diverges(&other) => {
-                        let at = asked_at.map_or(Instant::now(), |t| t + RECONCILE_EVERY).max(Instant::now() + LINK_SETTLE);
-                        if at < reconcile_at {
-                            tracing::debug!(change = ?other, "kernel state moved away from the peers', reconciling soon");
-                            reconcile_at = at;
-                            asked_at = Some(at);
-                            reconcile_asked = true;
-                        }
-                    }
-                    _ => {}
-                },
-                _ = sleep_until(iptables_at) => {
-                    fw.resync_iptables().await;
-                    iptables_at = Instant::now() + fw.resync_every;
+            }
+            _ => {}
+        }
+    }
+
+    /// The underlay checked (it may be gone, or back under another index), the vxlan
+    /// filter, the backend's kernel state restored, and a changed VtepMAC published.
+    async fn on_reconcile_due(&mut self) {
+        self.reconcile_at = Instant::now() + if self.changes.is_some() { safety_period(self.net.peer_count()) } else { RECONCILE_EVERY };
+        self.reconcile_asked = false;
+        match self.kernel.underlay(std::slice::from_ref(&self.underlay.name), self.need).await {
+            Ok(Some(now)) => {
+                if self.underlay_gone || now.index != self.underlay.index {
+                    tracing::info!(iface = now.name, ifindex = now.index, "underlay interface is back");
+                    self.underlay_gone = false;
                 }
-                _ = sleep_until(reconcile_at) => {
-                    reconcile_at = Instant::now() + if changes.is_some() { safety_period(net.peer_count()) } else { RECONCILE_EVERY };
-                    reconcile_asked = false;
-                    match kernel.underlay(std::slice::from_ref(&underlay.name), need).await {
-                        Ok(Some(now)) => {
-                            if underlay_gone || now.index != underlay.index {
-                                tracing::info!(iface = now.name, ifindex = now.index, "underlay interface is back");
-                                underlay_gone = false;
-                            }
-                            if now.index != underlay.index {
-                                net.set_underlay(now.index);
-                            }
-                            underlay = now;
-                        }
-                        Ok(None) => {
-                            if !underlay_gone {
-                                tracing::warn!(iface = underlay.name, "underlay interface is gone, waiting for it to return");
-                                underlay_gone = true;
-                            }
-                            continue;
-                        }
-                        Err(e) => { tracing::warn!(error = chain(&e), "inspecting interfaces failed"); continue; }
-                    }
-                    fw.check_vxlan_filter().await;
-                    // a recreated vxlan device that got another MAC, or one not yet published
-                    let changed = net.reconcile().await || net.lease_attrs(public_ip, public_ipv6) != own.lease.attrs;
-                    if changed {
-                        attrs = net.lease_attrs(public_ip, public_ipv6);
-                        match reg.republish(&own, &attrs).await {
-                            Ok(()) => {
-                                tracing::info!(subnet = %own.lease.subnets, macs = net.macs(), "published the new VtepMAC");
-                                own.lease.attrs = attrs.clone();
-                            }
-                            Err(e) => etcd_warning(&e, reg.tls(), "publishing the new VtepMAC failed, retrying at the next reconcile"),
-                        }
-                    }
+                if now.index != self.underlay.index {
+                    self.net.set_underlay(now.index);
                 }
+                self.underlay = now;
+            }
+            Ok(None) => {
+                if !self.underlay_gone {
+                    tracing::warn!(iface = self.underlay.name, "underlay interface is gone, waiting for it to return");
+                    self.underlay_gone = true;
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = chain(&e), "inspecting interfaces failed");
+                return;
+            }
+        }
+        self.fw.check_vxlan_filter().await;
+        // a recreated vxlan device that got another MAC, or one not yet published
+        let changed = self.net.reconcile().await || self.net.lease_attrs(self.public_ip, self.public_ipv6) != self.own.lease.attrs;
+        if changed {
+            self.attrs = self.net.lease_attrs(self.public_ip, self.public_ipv6);
+            match self.reg.republish(&self.own, &self.attrs).await {
+                Ok(()) => {
+                    tracing::info!(subnet = %self.own.lease.subnets, macs = self.net.macs(), "published the new VtepMAC");
+                    self.own.lease.attrs = self.attrs.clone();
+                }
+                Err(e) => etcd_warning(&e, self.reg.tls(), "publishing the new VtepMAC failed, retrying at the next reconcile"),
             }
         }
     }
@@ -451,202 +588,6 @@ async fn reacquire(reg: &mut Registry, conf: &NetConf, attrs: &LeaseAttrs, own: 
     }
     tracing::info!(subnet = %again.lease.subnets, "lease registered again");
     Ok(again)
-}
-
-/// The backend chosen by the network config, with one instance per enabled family where
-/// the backend has both; each arm only forwards to its module.
-enum Network {
-    Vxlan { v4: Option<VxlanNetwork<Kernel, Ipv4Net>>, v6: Option<VxlanNetwork<Kernel, Ipv6Net>>, vni: u32, port: u16 },
-    HostGw { v4: Option<HostGwNetwork<Kernel, Ipv4Net>>, v6: Option<HostGwNetwork<Kernel, Ipv6Net>> },
-    Udp(UdpNetwork),
-}
-
-impl Network {
-    /// The lease value this host publishes (vxlan: with its devices' MACs).
-    fn lease_attrs(&self, public_ip: Ipv4Addr, public_ipv6: Option<Ipv6Addr>) -> LeaseAttrs {
-        match self {
-            Network::Vxlan { v4, v6, vni, .. } => {
-                let mac = v4.as_ref().and_then(|n| n.mac());
-                let mac6 = v6.as_ref().and_then(|n| n.mac());
-                vxlan::lease_attrs_for(public_ip, public_ipv6, *vni, mac.as_ref(), mac6.as_ref())
-            }
-            Network::HostGw { .. } => hostgw::lease_attrs_for(public_ip, public_ipv6),
-            Network::Udp(_) => udp::lease_attrs(public_ip),
-        }
-    }
-
-    /// The vxlan devices' MACs, for logs.
-    fn macs(&self) -> String {
-        match self {
-            Network::Vxlan { v4, v6, .. } => {
-                let names = v4.iter().map(|n| (n.device_name(), n.mac())).chain(v6.iter().map(|n| (n.device_name(), n.mac())));
-                names.map(|(d, m)| format!("{d} {}", m.map(|m| vxlan::format_mac(&m)).unwrap_or_default())).collect::<Vec<_>>().join(", ")
-            }
-            _ => String::new(),
-        }
-    }
-
-    async fn set_local_subnets(&mut self, own: Subnets) -> anyhow::Result<()> {
-        match self {
-            Network::Vxlan { v4, v6, .. } => {
-                if let (Some(n), Some(s)) = (v4, own.v4) {
-                    n.set_local_subnet(s).await?;
-                }
-                if let (Some(n), Some(s)) = (v6, own.v6) {
-                    n.set_local_subnet(s).await?;
-                }
-            }
-            Network::HostGw { v4, v6 } => {
-                if let (Some(n), Some(s)) = (v4, own.v4) {
-                    n.set_local_subnet(s);
-                }
-                if let (Some(n), Some(s)) = (v6, own.v6) {
-                    n.set_local_subnet(s);
-                }
-            }
-            Network::Udp(n) => n.set_local_subnet(own.v4.context("the udp backend needs an IPv4 subnet")?).await?,
-        }
-        Ok(())
-    }
-
-    async fn resync(&mut self, leases: &[Lease]) -> anyhow::Result<()> {
-        match self {
-            Network::Vxlan { v4, v6, .. } => {
-                if let Some(n) = v4 {
-                    n.resync(leases).await?;
-                }
-                if let Some(n) = v6 {
-                    n.resync(leases).await?;
-                }
-            }
-            Network::HostGw { v4, v6 } => {
-                if let Some(n) = v4 {
-                    n.resync(leases).await?;
-                }
-                if let Some(n) = v6 {
-                    n.resync(leases).await?;
-                }
-            }
-            Network::Udp(n) => n.resync(leases),
-        }
-        Ok(())
-    }
-
-    async fn handle(&mut self, ev: &LeaseEvent) -> anyhow::Result<()> {
-        match self {
-            Network::Vxlan { v4, v6, .. } => {
-                if let Some(n) = v4 {
-                    n.handle(ev).await?;
-                }
-                if let Some(n) = v6 {
-                    n.handle(ev).await?;
-                }
-            }
-            Network::HostGw { v4, v6 } => {
-                if let Some(n) = v4 {
-                    n.handle(ev).await?;
-                }
-                if let Some(n) = v6 {
-                    n.handle(ev).await?;
-                }
-            }
-            Network::Udp(n) => n.handle(ev),
-        }
-        Ok(())
-    }
-
-    /// Restores kernel state the kernel or someone else removed, each family on its own
-    /// (a failure is logged and retried at the next reconcile). True when a vxlan device's
-    /// MAC changed (to be republished).
-    async fn reconcile(&mut self) -> bool {
-        fn failed(family: &str, e: impl std::fmt::Display) {
-            tracing::warn!(error = %e, family, "reconciling kernel state failed, retrying");
-        }
-        let mut changed = false;
-        match self {
-            Network::Vxlan { v4, v6, .. } => {
-                if let Some(n) = v4 {
-                    match n.reconcile().await {
-                        Ok(mac) => changed |= mac.is_some(),
-                        Err(e) => failed("IPv4", crate::error::chain(&e)),
-                    }
-                }
-                if let Some(n) = v6 {
-                    match n.reconcile().await {
-                        Ok(mac) => changed |= mac.is_some(),
-                        Err(e) => failed("IPv6", crate::error::chain(&e)),
-                    }
-                }
-            }
-            Network::HostGw { v4, v6 } => {
-                if let Some(n) = v4 {
-                    if let Err(e) = n.reconcile().await {
-                        failed("IPv4", crate::error::chain(&e));
-                    }
-                }
-                if let Some(n) = v6 {
-                    if let Err(e) = n.reconcile().await {
-                        failed("IPv6", crate::error::chain(&e));
-                    }
-                }
-            }
-            Network::Udp(_) => {}
-        }
-        changed
-    }
-
-    fn set_underlay(&mut self, index: u32) {
-        match self {
-            Network::Vxlan { v4, v6, .. } => {
-                v4.iter_mut().for_each(|n| n.set_underlay(index));
-                v6.iter_mut().for_each(|n| n.set_underlay(index));
-            }
-            Network::HostGw { v4, v6 } => {
-                v4.iter_mut().for_each(|n| n.set_underlay(index));
-                v6.iter_mut().for_each(|n| n.set_underlay(index));
-            }
-            Network::Udp(_) => {}
-        }
-    }
-
-    /// vxlan: admits VXLAN datagrams only from the current peers, per family.
-    async fn sync_filter(&self, fw: &mut Firewall) {
-        if let Network::Vxlan { v4, v6, port, .. } = self {
-            let peers: Option<BTreeSet<Ipv4Addr>> = v4.as_ref().map(|n| n.peer_ips());
-            let peers6: Option<BTreeSet<Ipv6Addr>> = v6.as_ref().map(|n| n.peer_ips());
-            fw.set_vxlan_peers(*port, peers.as_ref(), peers6.as_ref()).await;
-        }
-    }
-
-    /// Whether a kernel notification moved the backend's kernel state away from what its
-    /// peers want (never true for the agent's own changes).
-    fn diverges(&mut self, c: &Change) -> bool {
-        match self {
-            // both families hear of it (each distrusts what it no longer knows)
-            Network::Vxlan { v4, v6, .. } => v4.as_mut().is_some_and(|n| n.diverges(c)) | v6.as_mut().is_some_and(|n| n.diverges(c)),
-            Network::HostGw { v4, v6 } => v4.as_ref().is_some_and(|n| n.diverges(c)) || v6.as_ref().is_some_and(|n| n.diverges(c)),
-            Network::Udp(_) => false,
-        }
-    }
-
-    /// Whether `name` is one of the backend's own devices, whose link events matter.
-    fn is_device(&self, name: &str) -> bool {
-        match self {
-            Network::Vxlan { v4, v6, .. } => {
-                v4.as_ref().is_some_and(|n| n.device_name() == name) || v6.as_ref().is_some_and(|n| n.device_name() == name)
-            }
-            _ => false,
-        }
-    }
-
-    fn peer_count(&self) -> usize {
-        match self {
-            // hosts, not entries: a dual-stack peer is in both families
-            Network::Vxlan { v4, v6, .. } => v4.as_ref().map_or(0, |n| n.peers().count()).max(v6.as_ref().map_or(0, |n| n.peers().count())),
-            Network::HostGw { v4, v6 } => v4.as_ref().map_or(0, |n| n.peer_count()).max(v6.as_ref().map_or(0, |n| n.peer_count())),
-            Network::Udp(n) => n.peer_count(),
-        }
-    }
 }
 
 /// After a backend switch: removes what another backend (or another family set) left

@@ -3,6 +3,7 @@
 
 pub mod hostgw;
 pub mod names;
+pub mod network;
 pub mod peers;
 pub mod udp;
 pub mod vxlan;

@@ -1,4 +1,17 @@
-//! What every backend shares about peers: the smallest MTU, and how peer changes are logged.
+//! What every backend shares about peers: which subnet a lease event is about, the
+//! smallest MTU, and how peer changes are logged.
+
+use crate::lease::types::{Family, LeaseEvent};
+
+/// The subnet of family `N` a lease event is about; None when the lease has nothing of
+/// this family, or is this host's own (`own`).
+pub fn event_subnet<N: Family>(ev: &LeaseEvent, own: Option<N>) -> Option<N> {
+    let subnet = match ev {
+        LeaseEvent::Added(l) => N::subnet_of(&l.subnets),
+        LeaseEvent::Removed(s) => N::subnet_of(s),
+    };
+    subnet.filter(|s| Some(*s) != own)
+}
 
 /// The smallest MTU every IPv4 host must accept (RFC 791); an overlay below it is refused.
 pub const MIN_MTU: u32 = 576;

@@ -322,12 +322,8 @@ impl<K: VxlanKernel<N>, N: Family> VxlanNetwork<K, N> {
 
     /// Follows one lease change.
     pub async fn handle(&mut self, ev: &LeaseEvent) -> Result<(), K::Error> {
-        let subnet = match ev {
-            LeaseEvent::Added(l) => N::subnet_of(&l.subnets),
-            LeaseEvent::Removed(s) => N::subnet_of(s),
-        };
         // nothing of this family in the lease, or our own
-        let Some(subnet) = subnet.filter(|s| Some(*s) != self.own) else { return Ok(()) };
+        let Some(subnet) = crate::backend::peers::event_subnet::<N>(ev, self.own) else { return Ok(()) };
         match ev {
             LeaseEvent::Added(l) => match peer_of::<N>(l) {
                 Err(why) => {
