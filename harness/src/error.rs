@@ -119,6 +119,15 @@ pub enum Error {
     /// What the lab could not do, said in its own words.
     #[error("{0}")]
     Lab(String),
+    /// A limit of the lab itself was reached (never a verdict about the implementation):
+    /// typed, so a control case names the kind it expects, not a phrase of the message.
+    #[error("{what}")]
+    Limit {
+        kind: LimitKind,
+        /// The host it happened on, when it is about one.
+        host: Option<String>,
+        what: String,
+    },
     /// What the lab was doing when `source` happened.
     #[error("{what}")]
     Context {
@@ -150,7 +159,27 @@ impl From<&str> for Error {
     }
 }
 
+/// The lab's own limits a control case can expect (`expect_lab_error: {kind: …}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    /// The kernel's OOM killer ended an agent under a memory cgroup's limit, or while the
+    /// machine was seen short of memory.
+    OutOfMemory,
+    /// Free memory fell below the lab's floor during a wait.
+    MemoryFloor,
+}
+
 impl Error {
+    /// The limit of the lab this error is (through any context around it).
+    pub fn limit(&self) -> Option<(LimitKind, Option<&str>)> {
+        match self {
+            Error::Limit { kind, host, .. } => Some((*kind, host.as_deref())),
+            Error::Context { source, .. } => source.limit(),
+            _ => None,
+        }
+    }
+
     /// Wraps this error in what the lab was doing.
     pub fn context(self, what: impl fmt::Display) -> Error {
         Error::Context { what: what.to_string(), source: Box::new(self) }

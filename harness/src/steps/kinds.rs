@@ -160,9 +160,11 @@ mod tests {
         assert!(e.0[0].message.contains("no host `h7`"), "{e}");
         assert!(e.0[1].message.contains("unknown backend `geneve`"), "{e}");
         // a step that tests the lab belongs in a control case
-        let e = parse("topology: flat\nsteps:\n  - expect_lab_error: {says: oom, step: {wait_converged: {within: 1s}}}\n").unwrap_err();
+        let e = parse("topology: flat\nsteps:\n  - expect_lab_error: {kind: out_of_memory, step: {wait_converged: {within: 1s}}}\n")
+            .unwrap_err();
         assert!(e.0[0].to_string().contains("c.yaml:3:") && e.0[0].message.contains("`expect_lab_error` tests the lab"), "{e}");
-        parse("control: true\ntopology: flat\nsteps:\n  - expect_lab_error: {says: oom, step: {wait_converged: {within: 1s}}}\n").unwrap();
+        parse("control: true\ntopology: flat\nsteps:\n  - expect_lab_error: {kind: out_of_memory, step: {wait_converged: {within: 1s}}}\n")
+            .unwrap();
     }
 
     #[test]

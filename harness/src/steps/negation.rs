@@ -68,26 +68,34 @@ impl StepKind for ExpectFailure {
     }
 }
 
-/// Passes only if the inner step ends with a lab error whose text holds `says`: the
-/// negative control of a limit of the lab itself (control cases only), which must stop a
-/// trial as the lab's failure and never as a finding about the implementation. A pass, a
-/// finding, or another lab error fails it.
+/// Passes only if the inner step ends with the lab error of a limit of the lab itself, of
+/// `kind` (and about `host` when given): the negative control of that limit (control cases
+/// only), which must stop a trial as the lab's failure and never as a finding about the
+/// implementation. A pass, a finding, or another lab error fails it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectLabError {
-    pub says: String,
+    pub kind: crate::error::LimitKind,
+    #[serde(default)]
+    pub host: Option<crate::input::names::HostName>,
     pub step: Box<Step>,
 }
 
 impl StepKind for ExpectLabError {
     fn refs(&self) -> Vec<Ref<'_>> {
         let mut r = vec![Ref::ControlOnly("expect_lab_error")];
+        if let Some(h) = &self.host {
+            r.push(Ref::Host(h));
+        }
         r.extend(self.step.refs());
         r
     }
 
     async fn run(&self, t: &mut Trial<'_>) -> StepResult {
-        let expected = format!("a lab error saying `{}`", self.says);
+        let expected = match &self.host {
+            Some(h) => format!("the lab's limit `{:?}` about {h}", self.kind),
+            None => format!("the lab's limit `{:?}`", self.kind),
+        };
         match Box::pin(self.step.run(t)).await {
             Ok(()) => Err(StepError::Lab(crate::lab_err!("`{}` passed (expected {expected})", self.step.name()))),
             Err(StepError::Check(findings)) => {
@@ -100,7 +108,9 @@ impl StepKind for ExpectLabError {
             }
             Err(StepError::Lab(e)) => {
                 let text = crate::error::chain(&e);
-                if text.contains(&self.says) {
+                let hit =
+                    e.limit().is_some_and(|(kind, host)| kind == self.kind && self.host.as_ref().is_none_or(|h| Some(h.as_str()) == host));
+                if hit {
                     tracing::info!("`{}` stopped as the lab's failure, as it should: {text}", self.step.name());
                     // the agents that ended in it ended as the case meant them to
                     for a in t.agents.iter_mut() {

@@ -469,11 +469,15 @@ impl<'a> Trial<'a> {
                         OomLimit::Machine => "the machine's memory, which the lab saw run short",
                         OomLimit::Cgroup => "a memory cgroup's limit",
                     };
-                    return Err(StepError::Lab(crate::lab_err!(
-                        "the kernel's OOM killer ended the agent on {} (pid {}): out of memory ({which}), a limit of the lab and not a verdict",
-                        a.host,
-                        a.child.pid()
-                    )));
+                    return Err(StepError::Lab(crate::error::Error::Limit {
+                        kind: crate::error::LimitKind::OutOfMemory,
+                        host: Some(a.host.clone()),
+                        what: format!(
+                            "the kernel's OOM killer ended the agent on {} (pid {}): out of memory ({which}), a limit of the lab and not a verdict",
+                            a.host,
+                            a.child.pid()
+                        ),
+                    }));
                 }
                 None => {}
             }
@@ -545,7 +549,9 @@ impl<'a> Trial<'a> {
                 out.push(Finding::new(Check::AgentExit, a.host.as_str(), what));
             }
         }
-        self.memory.check().map_err(|e| StepError::Lab(e.into()))?;
+        self.memory
+            .check()
+            .map_err(|what| StepError::Lab(crate::error::Error::Limit { kind: crate::error::LimitKind::MemoryFloor, host: None, what }))?;
         Ok(out)
     }
 
