@@ -64,6 +64,11 @@ pub fn install_signal_cleanup() {
     }
     std::thread::spawn(move || {
         if let Ok(sig) = set.wait() {
+            // no process starts from now on (a restart policy or a spread start would
+            // otherwise put agents into namespaces the sweep already removed, through the
+            // descriptors the harness holds); one in flight gets a moment to land first
+            super::proc::stop_spawning();
+            std::thread::sleep(std::time::Duration::from_millis(200));
             let runs: Vec<RunId> = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
             // not eprintln!: with stderr a closed pipe (a killed `tee`) it would panic this
             // thread and leave the runs, and the process, behind
@@ -112,6 +117,14 @@ impl Lab {
         let fabric = Netns::create(&run.netns("fabric"))?;
         let fnl = Nl::open(&fabric)?;
         fnl.set_up("lo").await?;
+        // the underlay is a plain L2 switch: with br_netfilter loaded (Docker loads it),
+        // bridged frames would go through this namespace's iptables and conntrack
+        for family in ["iptables", "ip6tables", "arptables"] {
+            let key = format!("net/bridge/bridge-nf-call-{family}");
+            if std::path::Path::new("/proc/sys").join(&key).exists() {
+                fabric.sysctl(&key, "0")?;
+            }
+        }
         for seg in &lab.topo.segments {
             let br = format!("br-{}", seg.name);
             fnl.add_bridge(&br, seg.mtu).await?;

@@ -15,6 +15,14 @@ use crate::error::Error;
 use crate::lab::memory::kib_field;
 use crate::lab::netns::Netns;
 
+/// Set once the process is shutting down on a signal: no child starts after it.
+static SPAWNING_STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on no child process starts (the signal handler's cleanup is under way).
+pub fn stop_spawning() {
+    SPAWNING_STOPPED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// A start gate: children spawned through it wait on a pipe until [`Gate::open`] (or the
 /// gate is dropped), so many processes start at one instant however long spawning them
 /// took. Spawning a thousand agents one after another takes seconds on a loaded machine,
@@ -180,6 +188,9 @@ impl Child {
         gate: Option<&Gate>,
         nice: Option<i32>,
     ) -> Result<Child, Error> {
+        if SPAWNING_STOPPED.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Lab(format!("not starting `{label}`: the lab is shutting down")));
+        }
         let (mut cmd, gate_fd) = match gate {
             None => (cmd, None),
             Some(g) => (g.wrap(&cmd), Some(g.read.as_raw_fd())),
