@@ -224,9 +224,9 @@ struct Setup<'a> {
 
 /// Takes the lease, configures `net` for it, writes the subnet file and the firewall, then
 /// follows the cluster until stopped.
-async fn follow<N: Network>(s: Setup<'_>, mut net: N, mtu: u32, fw: &mut Firewall) -> anyhow::Result<()> {
-    let Setup { flags, kernel, mut reg, conf, need, underlay, public_ip, public_ipv6 } = s;
-    let attrs = net.lease_attrs(public_ip, public_ipv6);
+async fn follow<'a, N: Network>(mut setup: Setup<'a>, mut net: N, mtu: u32, fw: &'a mut Firewall) -> anyhow::Result<()> {
+    let (flags, conf) = (setup.flags, &setup.conf);
+    let attrs = net.lease_attrs(setup.public_ip, setup.public_ipv6);
     // Kernel notifications for the backends whose kernel state hangs on the underlay:
     // links, and the routes, neighbours and FDB entries the agent keeps.
     let changes = match net.follows_kernel() {
@@ -234,7 +234,7 @@ async fn follow<N: Network>(s: Setup<'_>, mut net: N, mtu: u32, fw: &mut Firewal
         true => Some(notify::kernel_changes(true).context("subscribe to kernel notifications")?),
     };
     let previous = previous_subnets(&flags.subnet_file);
-    let own = acquire(&mut reg, &conf, &attrs, previous).await?;
+    let own = acquire(&mut setup.reg, conf, &attrs, previous).await?;
     net.set_local_subnets(own.lease.subnets).await.context("configure the backend for the local subnet")?;
     let env = SubnetEnv {
         ipv4: conf.ipv4.map(|p| p.network).zip(own.lease.subnets.v4),
@@ -249,13 +249,7 @@ async fn follow<N: Network>(s: Setup<'_>, mut net: N, mtu: u32, fw: &mut Firewal
     let daemon = Daemon {
         iptables_at: Instant::now() + fw.resync_every,
         fw,
-        kernel,
-        reg,
-        conf,
-        need,
-        underlay,
-        public_ip,
-        public_ipv6,
+        setup,
         net,
         attrs,
         own,
@@ -282,13 +276,8 @@ enum Flow {
 /// The running agent: its lease, its backend, and when each of its chores is due.
 struct Daemon<'a, N: Network> {
     fw: &'a mut Firewall,
-    kernel: Kernel,
-    reg: Registry,
-    conf: NetConf,
-    need: Families,
-    underlay: Underlay,
-    public_ip: Ipv4Addr,
-    public_ipv6: Option<Ipv6Addr>,
+    /// The host as set up (the underlay is updated when it comes back recreated).
+    setup: Setup<'a>,
     net: N,
     /// The lease value this host publishes now.
     attrs: LeaseAttrs,
@@ -350,11 +339,11 @@ impl<N: Network> Daemon<'_, N> {
     /// Every lease as etcd has it now, programmed; the watch from that revision. None when
     /// it must be tried again (etcd failed, or the own lease had to be taken again).
     async fn resync(&mut self) -> anyhow::Result<Option<etcd_client::WatchStream>> {
-        let (leases, malformed, rev) = match self.reg.snapshot().await {
+        let (leases, malformed, rev) = match self.setup.reg.snapshot().await {
             Ok(s) => s,
             Err(e) => {
-                etcd_warning(&e, self.reg.tls(), "listing leases failed, retrying");
-                self.reg.refresh().await;
+                etcd_warning(&e, self.setup.reg.tls(), "listing leases failed, retrying");
+                self.setup.reg.refresh().await;
                 self.backoff.wait().await;
                 return Ok(None);
             }
@@ -362,11 +351,11 @@ impl<N: Network> Daemon<'_, N> {
         for m in malformed {
             tracing::warn!(entry = m, "skipping malformed lease");
         }
-        let (own, public_ip, public_ipv6) = (&self.own, self.public_ip, self.public_ipv6);
+        let (own, public_ip, public_ipv6) = (&self.own, self.setup.public_ip, self.setup.public_ipv6);
         let mine = |l: &Lease| l.subnets == own.lease.subnets && l.attrs.public_ip == public_ip && l.attrs.public_ipv6 == public_ipv6;
         if !leases.iter().any(mine) {
             tracing::warn!(subnet = %self.own.lease.subnets, "own lease is gone from etcd, registering again");
-            self.own = reacquire(&mut self.reg, &self.conf, &self.attrs, &self.own).await?;
+            self.own = reacquire(&mut self.setup.reg, &self.setup.conf, &self.attrs, &self.own).await?;
             return Ok(None);
         }
         self.net.resync(&leases).await.context("program peers")?;
@@ -378,13 +367,13 @@ impl<N: Network> Daemon<'_, N> {
         self.filter_at = None;
         tracing::info!(peers = self.net.peer_count(), revision = rev, "peers programmed, watching for changes");
         release_free_memory();
-        match self.reg.watch(rev).await {
+        match self.setup.reg.watch(rev).await {
             Ok(s) => {
                 self.backoff.reset();
                 Ok(Some(s))
             }
             Err(e) => {
-                etcd_warning(&e, self.reg.tls(), "starting the watch failed, retrying");
+                etcd_warning(&e, self.setup.reg.tls(), "starting the watch failed, retrying");
                 self.backoff.wait().await;
                 Ok(None)
             }
@@ -400,7 +389,7 @@ impl<N: Network> Daemon<'_, N> {
                 return Ok(Flow::Resync);
             }
             Err(e) => {
-                etcd_warning(&e, self.reg.tls(), "watch failed, resyncing");
+                etcd_warning(&e, self.setup.reg.tls(), "watch failed, resyncing");
                 self.backoff.wait().await;
                 return Ok(Flow::Resync);
             }
@@ -411,12 +400,12 @@ impl<N: Network> Daemon<'_, N> {
         }
         let before = self.net.peer_count();
         for ev in resp.events() {
-            match event_from_watch(self.reg.prefix(), ev) {
+            match event_from_watch(self.setup.reg.prefix(), ev) {
                 None => {}
                 Some(Err(why)) => tracing::warn!(entry = why, "skipping malformed lease"),
                 Some(Ok(LeaseEvent::Removed(s))) if s == self.own.lease.subnets => {
                     tracing::warn!(subnet = %s, "own lease was removed, registering again");
-                    self.own = reacquire(&mut self.reg, &self.conf, &self.attrs, &self.own).await?;
+                    self.own = reacquire(&mut self.setup.reg, &self.setup.conf, &self.attrs, &self.own).await?;
                 }
                 Some(Ok(ev)) => self.net.handle(&ev).await.context("program peer")?,
             }
@@ -436,17 +425,17 @@ impl<N: Network> Daemon<'_, N> {
     }
 
     async fn on_renew_due(&mut self) -> anyhow::Result<()> {
-        match self.reg.renew(self.own.etcd_lease_id).await {
+        match self.setup.reg.renew(self.own.etcd_lease_id).await {
             Ok(true) => {
                 tracing::info!(subnet = %self.own.lease.subnets, "lease renewed");
                 self.renew_at = Instant::now() + self.renew_every;
             }
             Ok(false) => {
-                self.own = reacquire(&mut self.reg, &self.conf, &self.attrs, &self.own).await?;
+                self.own = reacquire(&mut self.setup.reg, &self.setup.conf, &self.attrs, &self.own).await?;
                 self.renew_at = Instant::now() + self.renew_every;
             }
             Err(e) => {
-                etcd_warning(&e, self.reg.tls(), "renewing the lease failed, retrying");
+                etcd_warning(&e, self.setup.reg.tls(), "renewing the lease failed, retrying");
                 self.renew_at = Instant::now() + Duration::from_secs(5);
             }
         }
@@ -458,8 +447,8 @@ impl<N: Network> Daemon<'_, N> {
     fn on_kernel_change(&mut self, change: Change) {
         match change {
             Change::Link(link) => {
-                let ours = link.index == self.underlay.index
-                    || link.name.as_deref() == Some(self.underlay.name.as_str())
+                let ours = link.index == self.setup.underlay.index
+                    || link.name.as_deref() == Some(self.setup.underlay.name.as_str())
                     || link.name.as_deref().is_some_and(|n| self.net.is_device(n));
                 if ours {
                     tracing::debug!(?link, "link changed, reconciling soon");
@@ -485,20 +474,20 @@ impl<N: Network> Daemon<'_, N> {
     async fn on_reconcile_due(&mut self) {
         self.reconcile_at = Instant::now() + if self.changes.is_some() { safety_period(self.net.peer_count()) } else { RECONCILE_EVERY };
         self.reconcile_asked = false;
-        match self.kernel.underlay(std::slice::from_ref(&self.underlay.name), self.need).await {
+        match self.setup.kernel.underlay(std::slice::from_ref(&self.setup.underlay.name), self.setup.need).await {
             Ok(Some(now)) => {
-                if self.underlay_gone || now.index != self.underlay.index {
+                if self.underlay_gone || now.index != self.setup.underlay.index {
                     tracing::info!(iface = now.name, ifindex = now.index, "underlay interface is back");
                     self.underlay_gone = false;
                 }
-                if now.index != self.underlay.index {
+                if now.index != self.setup.underlay.index {
                     self.net.set_underlay(now.index);
                 }
-                self.underlay = now;
+                self.setup.underlay = now;
             }
             Ok(None) => {
                 if !self.underlay_gone {
-                    tracing::warn!(iface = self.underlay.name, "underlay interface is gone, waiting for it to return");
+                    tracing::warn!(iface = self.setup.underlay.name, "underlay interface is gone, waiting for it to return");
                     self.underlay_gone = true;
                 }
                 return;
@@ -510,15 +499,16 @@ impl<N: Network> Daemon<'_, N> {
         }
         self.fw.check_vxlan_filter().await;
         // a recreated vxlan device that got another MAC, or one not yet published
-        let changed = self.net.reconcile().await || self.net.lease_attrs(self.public_ip, self.public_ipv6) != self.own.lease.attrs;
+        let changed =
+            self.net.reconcile().await || self.net.lease_attrs(self.setup.public_ip, self.setup.public_ipv6) != self.own.lease.attrs;
         if changed {
-            self.attrs = self.net.lease_attrs(self.public_ip, self.public_ipv6);
-            match self.reg.republish(&self.own, &self.attrs).await {
+            self.attrs = self.net.lease_attrs(self.setup.public_ip, self.setup.public_ipv6);
+            match self.setup.reg.republish(&self.own, &self.attrs).await {
                 Ok(()) => {
                     tracing::info!(subnet = %self.own.lease.subnets, macs = self.net.macs(), "published the new VtepMAC");
                     self.own.lease.attrs = self.attrs.clone();
                 }
-                Err(e) => etcd_warning(&e, self.reg.tls(), "publishing the new VtepMAC failed, retrying at the next reconcile"),
+                Err(e) => etcd_warning(&e, self.setup.reg.tls(), "publishing the new VtepMAC failed, retrying at the next reconcile"),
             }
         }
     }

@@ -205,6 +205,34 @@ impl<N: crate::lease::types::Family> PerFamily for HostGwNetwork<Kernel, N> {
     }
 }
 
+/// The [`Network`] methods a backend with one instance per family (a `fam: Dual<…>`
+/// field) hands to them, written once.
+macro_rules! per_family {
+    () => {
+        async fn set_local_subnets(&mut self, own: Subnets) -> anyhow::Result<()> {
+            self.fam.set_local(own).await
+        }
+        async fn resync(&mut self, leases: &[Lease]) -> anyhow::Result<()> {
+            self.fam.resync(leases).await
+        }
+        async fn handle(&mut self, ev: &LeaseEvent) -> anyhow::Result<()> {
+            self.fam.handle(ev).await
+        }
+        fn peer_count(&self) -> usize {
+            self.fam.peer_count()
+        }
+        async fn reconcile(&mut self) -> bool {
+            self.fam.reconcile().await
+        }
+        fn set_underlay(&mut self, index: u32) {
+            self.fam.set_underlay(index)
+        }
+        fn diverges(&mut self, c: &Change) -> bool {
+            self.fam.diverges(c)
+        }
+    };
+}
+
 /// vxlan: `flannel.<VNI>` and/or `flannel-v6.<VNI>`.
 pub struct VxlanBackend {
     pub fam: Dual<VxlanNetwork<Kernel, Ipv4Net>, VxlanNetwork<Kernel, Ipv6Net>>,
@@ -218,27 +246,7 @@ impl Network for VxlanBackend {
         let mac6 = self.fam.v6.as_ref().and_then(|n| n.mac());
         vxlan::lease_attrs_for(public_ip, public_ipv6, self.vni, mac.as_ref(), mac6.as_ref())
     }
-    async fn set_local_subnets(&mut self, own: Subnets) -> anyhow::Result<()> {
-        self.fam.set_local(own).await
-    }
-    async fn resync(&mut self, leases: &[Lease]) -> anyhow::Result<()> {
-        self.fam.resync(leases).await
-    }
-    async fn handle(&mut self, ev: &LeaseEvent) -> anyhow::Result<()> {
-        self.fam.handle(ev).await
-    }
-    fn peer_count(&self) -> usize {
-        self.fam.peer_count()
-    }
-    async fn reconcile(&mut self) -> bool {
-        self.fam.reconcile().await
-    }
-    fn set_underlay(&mut self, index: u32) {
-        self.fam.set_underlay(index)
-    }
-    fn diverges(&mut self, c: &Change) -> bool {
-        self.fam.diverges(c)
-    }
+    per_family!();
     fn is_device(&self, name: &str) -> bool {
         self.fam.is_device(name)
     }
@@ -263,27 +271,7 @@ impl Network for HostGwBackend {
     fn lease_attrs(&self, public_ip: Ipv4Addr, public_ipv6: Option<Ipv6Addr>) -> LeaseAttrs {
         hostgw::lease_attrs_for(public_ip, public_ipv6)
     }
-    async fn set_local_subnets(&mut self, own: Subnets) -> anyhow::Result<()> {
-        self.fam.set_local(own).await
-    }
-    async fn resync(&mut self, leases: &[Lease]) -> anyhow::Result<()> {
-        self.fam.resync(leases).await
-    }
-    async fn handle(&mut self, ev: &LeaseEvent) -> anyhow::Result<()> {
-        self.fam.handle(ev).await
-    }
-    fn peer_count(&self) -> usize {
-        self.fam.peer_count()
-    }
-    async fn reconcile(&mut self) -> bool {
-        self.fam.reconcile().await
-    }
-    fn set_underlay(&mut self, index: u32) {
-        self.fam.set_underlay(index)
-    }
-    fn diverges(&mut self, c: &Change) -> bool {
-        self.fam.diverges(c)
-    }
+    per_family!();
 }
 
 /// udp: peers live in the agent's own table, not in the kernel.

@@ -66,9 +66,8 @@ pub fn install_signal_cleanup() {
         if let Ok(sig) = set.wait() {
             // no process starts from now on (a restart policy or a spread start would
             // otherwise put agents into namespaces the sweep already removed, through the
-            // descriptors the harness holds); one in flight gets a moment to land first
+            // descriptors the harness holds); the spawns under way finish first
             super::proc::stop_spawning();
-            std::thread::sleep(std::time::Duration::from_millis(200));
             let runs: Vec<RunId> = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
             // not eprintln!: with stderr a closed pipe (a killed `tee`) it would panic this
             // thread and leave the runs, and the process, behind

@@ -17,10 +17,8 @@ if [ "$MUTANT_HOST" != "$MUTANT_FAULT_HOST" ]; then
 fi
 # the first lease of another host: "SUBNET/LEN PUBLICIP MAC" (MAC empty but for vxlan)
 peer_lease() {
-  etcd get --prefix "$MUTANT_PREFIX/subnets/" 2>/dev/null | while read -r key && read -r value; do
-    ip=$(grep -o '"PublicIP":"[0-9.]*"' <<<"$value" | cut -d'"' -f4)
+  leases | while read -r key ip mac; do
     [ -n "$ip" ] && [ "$ip" != "$MUTANT_PUBLIC_IP" ] || continue
-    mac=$(grep -o '"VtepMAC":"[0-9a-f:]*"' <<<"$value" | cut -d'"' -f4)
     echo "$(basename "$key" | tr - /) $ip $mac"
     break
   done
@@ -33,7 +31,7 @@ for _ in $(seq 1 600); do
 done
 [ -n "$peer" ] || say "no peer lease appeared in 30 s: starting the agent unharmed"
 read -r subnet peer_ip mac <<<"$peer"
-backend=$(etcd get "$MUTANT_PREFIX/config" --print-value-only 2>/dev/null | grep -oi '"type" *: *"[a-z-]*"' | cut -d'"' -f4 | tr 'A-Z' 'a-z')
+backend=$(net_backend)
 if [ -n "$peer" ]; then
   if [ "$backend" = vxlan ] || [ "$backend" = host-gw ]; then
     ip rule add to "$subnet" prohibit priority 100 && say "peer $subnet ($peer_ip) made unreachable before the agent starts"

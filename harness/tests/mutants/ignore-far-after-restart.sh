@@ -17,21 +17,13 @@ if [ "$restart" = 0 ]; then
   wait "$AGENT_PID"
   exit $?
 fi
-# "KEY PUBLICIP MAC" per lease (MAC empty but for vxlan)
-leases() {
-  etcd get --prefix "$MUTANT_PREFIX/subnets/" 2>/dev/null | while read -r key && read -r value; do
-    ip=$(grep -o '"PublicIP":"[0-9.]*"' <<<"$value" | cut -d'"' -f4)
-    mac=$(grep -o '"VtepMAC":"[0-9a-f:]*"' <<<"$value" | cut -d'"' -f4)
-    echo "$key $ip $mac"
-  done
-}
 known=$(leases)
 known_keys=$(cut -d' ' -f1 <<<"$known")
 known_ips=$(cut -d' ' -f2 <<<"$known")
 say "restarted with $(wc -l <<<"$known") leases known; new peers behind a router will be ignored"
 # a peer this host reaches through a gateway that it did not know at the restart
 far_new() { ! grep -qxF "$1" <<<"$known_ips" && ip route get "$1" 2>/dev/null | grep -q ' via '; }
-backend=$(etcd get "$MUTANT_PREFIX/config" --print-value-only 2>/dev/null | grep -oi '"type" *: *"[a-z-]*"' | cut -d'"' -f4 | tr 'A-Z' 'a-z')
+backend=$(net_backend)
 case "$backend" in
   vxlan)
     # each FDB entry for a new far peer removed the moment it appears (a check polling the

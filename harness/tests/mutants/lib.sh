@@ -21,3 +21,15 @@ etcd_up() { etcd endpoint health >/dev/null 2>&1; }
 # Polls (10 per second) until the command succeeds or the agent is gone.
 until_true() { while alive; do "$@" && return 0; sleep 0.1; done; return 1; }
 ready() { [ -s "$MUTANT_SUBNET_FILE" ]; }
+# Every lease under the prefix, a line each: "KEY PUBLICIP MAC" (MAC empty but for vxlan).
+leases() {
+  etcd get --prefix "$MUTANT_PREFIX/subnets/" 2>/dev/null | while read -r key && read -r value; do
+    ip=$(grep -o '"PublicIP":"[0-9.]*"' <<<"$value" | cut -d'"' -f4)
+    mac=$(grep -o '"VtepMAC":"[0-9a-f:]*"' <<<"$value" | cut -d'"' -f4)
+    echo "$key $ip $mac"
+  done
+}
+# The net-conf's backend type, lower case.
+net_backend() {
+  etcd get "$MUTANT_PREFIX/config" --print-value-only 2>/dev/null | grep -oi '"type" *: *"[a-z-]*"' | cut -d'"' -f4 | tr 'A-Z' 'a-z'
+}
