@@ -289,32 +289,64 @@ fn parse_bool(flag: &str, s: &str) -> Result<bool, ConfigError> {
     }
 }
 
-/// The backend named in the network config.
+/// `Backend` of the network config: its type and its options, uninterpreted. Each backend
+/// reads its own options (`backend::BackendConf::from_conf`), as flanneld's backends
+/// unmarshal their own part of the config; this module knows no backend's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BackendConf {
-    Vxlan {
-        vni: u32,
-        port: u16,
-        direct_routing: bool,
-        /// `MTU`: the device MTU (and FLANNEL_MTU); None = underlay MTU − 50.
-        mtu: Option<u32>,
-        /// `GBP`: the kernel's Group Based Policy extension.
-        gbp: bool,
-        /// `Learning`: kernel learning of source MACs (the agent installs its entries anyway).
-        learning: bool,
-    },
-    HostGw,
-    Udp {
-        port: u16,
-    },
+pub struct BackendSection {
+    /// `Type`, lower-cased; `udp` when not given, as flanneld's code falls back.
+    pub type_name: String,
+    options: serde_json::Map<String, Value>,
 }
 
-impl BackendConf {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            BackendConf::Vxlan { .. } => "vxlan",
-            BackendConf::HostGw => "host-gw",
-            BackendConf::Udp { .. } => "udp",
+impl BackendSection {
+    fn parse(v: Option<&Value>) -> Result<BackendSection, ConfigError> {
+        let invalid = |m: String| ConfigError::Invalid(m);
+        let options = match v {
+            None => serde_json::Map::new(),
+            Some(Value::Object(o)) => o.clone(),
+            Some(other) => return Err(invalid(format!("`Backend` must be an object, found {other}"))),
+        };
+        let type_name = match field(&options, "Type") {
+            None => "udp".to_string(),
+            Some(Value::String(s)) => s.to_ascii_lowercase(),
+            Some(other) => return Err(invalid(format!("`Backend.Type` must be a string, found {other}"))),
+        };
+        Ok(BackendSection { type_name, options })
+    }
+
+    /// Rejects a key that is not in `known` (`Type` is always known), in any case.
+    pub fn only(&self, known: &[&str]) -> Result<(), ConfigError> {
+        for k in self.options.keys() {
+            if !k.eq_ignore_ascii_case("Type") && !known.iter().any(|n| n.eq_ignore_ascii_case(k)) {
+                return Err(ConfigError::Invalid(format!("`Backend.{k}` is not an option of the {} backend", self.type_name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The option `name` (any case), None when absent or null.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        field(&self.options, name)
+    }
+
+    /// A whole number 0..=`max`, `default` when absent.
+    pub fn number(&self, name: &str, default: u64, max: u64) -> Result<u64, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| ConfigError::Invalid(format!("`Backend.{name}` must be 0..{max}, found {v}"))),
+        }
+    }
+
+    /// true or false, false when absent.
+    pub fn flag(&self, name: &str) -> Result<bool, ConfigError> {
+        match self.get(name) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(ConfigError::Invalid(format!("`Backend.{name}` must be true or false, found {other}"))),
         }
     }
 }
@@ -370,7 +402,7 @@ pub struct NetConf {
     pub ipv4: Option<Pool<Ipv4Net>>,
     /// `IPv6Network` and its subnets; None unless `EnableIPv6` is true.
     pub ipv6: Option<Pool<Ipv6Net>>,
-    pub backend: BackendConf,
+    pub backend: BackendSection,
 }
 
 /// Go's JSON decoder matches object keys case-insensitively; so does this.
@@ -445,9 +477,6 @@ fn parse_pool<N: IpNet>(obj: &serde_json::Map<String, Value>, keys: &PoolKeys, n
     Ok(Pool { network, subnet_len, subnet_min, subnet_max })
 }
 
-/// The longest interface name Linux accepts.
-const IFNAMSIZ_MAX: usize = 15;
-
 impl NetConf {
     pub fn parse(text: &str) -> Result<NetConf, ConfigError> {
         Self::parse_with(text, false)
@@ -481,96 +510,14 @@ impl NetConf {
                 Some(parse_pool::<Ipv6Net>(obj, &IPV6_KEYS, network)?)
             }
         };
-        let backend = parse_backend(field(obj, "Backend"))?;
-        if ipv6.is_some() {
-            match &backend {
-                BackendConf::Udp { .. } => {
-                    return Err(invalid("the udp backend is IPv4 only: it cannot serve `EnableIPv6` (use vxlan or host-gw)".into()))
-                }
-                BackendConf::Vxlan { vni, .. } if crate::backend::names::vxlan::device_name_v6(*vni).len() > IFNAMSIZ_MAX => {
-                    return Err(invalid(format!(
-                        "`Backend.VNI` {vni} makes the IPv6 device name `{}` longer than {IFNAMSIZ_MAX} bytes (at most 9999 with `EnableIPv6`)",
-                        crate::backend::names::vxlan::device_name_v6(*vni)
-                    )))
-                }
-                _ => {}
-            }
-        }
+        let backend = BackendSection::parse(field(obj, "Backend"))?;
         Ok(NetConf { ipv4, ipv6, backend })
     }
 
     /// The IPv4 pool, for code that only runs with IPv4 enabled (the udp backend).
     pub fn require_ipv4(&self) -> Result<&Pool<Ipv4Net>, ConfigError> {
-        self.ipv4.as_ref().ok_or_else(|| ConfigError::Invalid(format!("the {} backend needs `EnableIPv4`", self.backend.type_name())))
+        self.ipv4.as_ref().ok_or_else(|| ConfigError::Invalid(format!("the {} backend needs `EnableIPv4`", self.backend.type_name)))
     }
-}
-
-fn parse_backend(v: Option<&Value>) -> Result<BackendConf, ConfigError> {
-    let invalid = |m: String| ConfigError::Invalid(m);
-    let empty = serde_json::Map::new();
-    let obj = match v {
-        None => &empty,
-        Some(Value::Object(o)) => o,
-        Some(other) => return Err(invalid(format!("`Backend` must be an object, found {other}"))),
-    };
-    // flanneld's code falls back to udp when no type is given.
-    let ty = match field(obj, "Type") {
-        None => "udp".to_string(),
-        Some(Value::String(s)) => s.to_ascii_lowercase(),
-        Some(other) => return Err(invalid(format!("`Backend.Type` must be a string, found {other}"))),
-    };
-    let known: &[&str] = match ty.as_str() {
-        "vxlan" => &["Type", "VNI", "Port", "GBP", "Learning", "DirectRouting", "MTU", "MacPrefix"],
-        "host-gw" => &["Type"],
-        "udp" => &["Type", "Port"],
-        other => return Err(invalid(format!("unknown backend type `{other}` (known: vxlan, host-gw, udp)"))),
-    };
-    for k in obj.keys() {
-        if !known.iter().any(|n| n.eq_ignore_ascii_case(k)) {
-            return Err(invalid(format!("`Backend.{k}` is not an option of the {ty} backend")));
-        }
-    }
-    let num = |name: &str, default: u64, max: u64| -> Result<u64, ConfigError> {
-        match field(obj, name) {
-            None => Ok(default),
-            Some(v) => v.as_u64().filter(|n| *n <= max).ok_or_else(|| invalid(format!("`Backend.{name}` must be 0..{max}, found {v}"))),
-        }
-    };
-    if ty == "host-gw" {
-        return Ok(BackendConf::HostGw);
-    }
-    if ty == "udp" {
-        let port = match num("Port", 0, 65535)? as u16 {
-            0 => crate::backend::names::udp::DEFAULT_PORT,
-            p => p,
-        };
-        return Ok(BackendConf::Udp { port });
-    }
-    let flag = |name: &str| -> Result<bool, ConfigError> {
-        match field(obj, name) {
-            None => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(invalid(format!("`Backend.{name}` must be true or false, found {other}"))),
-        }
-    };
-    let direct_routing = flag("DirectRouting")?;
-    let (gbp, learning) = (flag("GBP")?, flag("Learning")?);
-    let mtu = match num("MTU", 0, 65535)? as u32 {
-        0 => None,
-        m => Some(m),
-    };
-    for unsupported in ["MacPrefix"] {
-        match field(obj, unsupported) {
-            None | Some(Value::Bool(false)) => {}
-            Some(_) => return Err(invalid(format!("`Backend.{unsupported}` is not supported by this version of the reference agent"))),
-        }
-    }
-    let vni = num("VNI", 1, (1 << 24) - 1)? as u32;
-    let mut port = num("Port", 0, 65535)? as u16;
-    if port == 0 {
-        port = crate::backend::names::vxlan::DEFAULT_PORT;
-    }
-    Ok(BackendConf::Vxlan { vni, port, direct_routing, mtu, gbp, learning })
 }
 
 #[cfg(test)]
@@ -668,27 +615,17 @@ mod tests {
         assert_eq!(v4.subnet_len, 24);
         assert_eq!(v4.subnet_min.to_string(), "10.244.1.0/24");
         assert_eq!(v4.subnet_max.to_string(), "10.244.255.0/24");
-        assert_eq!(c.backend, BackendConf::Vxlan { vni: 1, port: 8472, direct_routing: false, mtu: None, gbp: false, learning: false });
+        assert_eq!(c.backend.type_name, "vxlan");
         assert_eq!(v4.subnets().count(), 255);
         assert_eq!(c.ipv6, None, "IPv6 is off unless enabled");
         let small = NetConf::parse(r#"{"network":"10.5.0.0/28","backend":{"type":"VXLAN","vni":7}}"#).unwrap();
         assert_eq!(small.ipv4.unwrap().subnet_len, 30);
         assert_eq!(small.ipv4.unwrap().subnets().count(), 3);
-        assert_eq!(small.backend, BackendConf::Vxlan { vni: 7, port: 8472, direct_routing: false, mtu: None, gbp: false, learning: false });
+        assert_eq!(small.backend.type_name, "vxlan", "keys and the type in any case");
         let udp = NetConf::parse(r#"{"Network":"10.244.0.0/16"}"#).unwrap();
-        assert_eq!(udp.backend, BackendConf::Udp { port: 8285 }, "no Backend: udp, as flanneld's code does");
-        let udp = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":9000}}"#).unwrap();
-        assert_eq!(udp.backend, BackendConf::Udp { port: 9000 });
-        let dr = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#).unwrap();
-        assert_eq!(dr.backend, BackendConf::Vxlan { vni: 1, port: 8472, direct_routing: true, mtu: None, gbp: false, learning: false });
-        let opts =
-            NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":1400,"GBP":true,"Learning":true}}"#).unwrap();
-        assert_eq!(
-            opts.backend,
-            BackendConf::Vxlan { vni: 1, port: 8472, direct_routing: false, mtu: Some(1400), gbp: true, learning: true }
-        );
-        let hostgw = NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#).unwrap();
-        assert_eq!(hostgw.backend, BackendConf::HostGw);
+        assert_eq!(udp.backend.type_name, "udp", "no Backend: udp, as flanneld's code does");
+        // the options are the backend's to read (backend::BackendConf::from_conf)
+        assert!(NetConf::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"geneve","Bogus":1}}"#).is_ok());
     }
 
     #[test]
@@ -697,16 +634,10 @@ mod tests {
             "not json",
             r#"{"Backend":{"Type":"vxlan"}}"#,
             r#"{"Network":"10.244.0.1/16","Backend":{"Type":"vxlan"}}"#,
-            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"geneve"}}"#,
-            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":"yes"}}"#,
-            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Bogus":1}}"#,
-            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MacPrefix":"0E:6A"}}"#,
-            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":-1}}"#,
-            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","GBP":1}}"#,
-            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","VNI":1}}"#,
             r#"{"Network":"10.244.0.0/16","SubnetLen":16,"Backend":{"Type":"vxlan"}}"#,
             r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.9.0","SubnetMax":"10.244.3.0","Backend":{"Type":"vxlan"}}"#,
-            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"udp","VNI":1}}"#,
+            r#"{"Network":"10.244.0.0/16","Backend":"vxlan"}"#,
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":7}}"#,
         ] {
             assert!(NetConf::parse(bad).is_err(), "accepted {bad}");
         }
@@ -769,7 +700,7 @@ mod tests {
         // an IPv6 setting the old implementation would not know cannot break it
         let c = NetConf::parse_with(r#"{"Network":"10.244.0.0/16","EnableIPv6":"yes","IPv6Network":7,"Backend":{"Type":"udp"}}"#, true)
             .unwrap();
-        assert_eq!(c.backend, BackendConf::Udp { port: 8285 });
+        assert_eq!(c.backend.type_name, "udp");
         let err = NetConf::parse_with(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56"}"#, true).unwrap_err().to_string();
         assert!(err.contains("neither IPv4 nor IPv6 is enabled") && err.contains("--disable-ipv6"), "{err}");
     }
@@ -781,17 +712,10 @@ mod tests {
         assert_eq!(e, "network config: `EnableIPv6` is true but `IPv6Network` is missing");
         let e = err(r#"{"EnableIPv4":false,"Backend":{"Type":"vxlan"}}"#);
         assert_eq!(e, "network config: neither IPv4 nor IPv6 is enabled: `EnableIPv4` is false and `EnableIPv6` is not true");
-        let e = err(r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"udp"}}"#);
-        assert!(e.contains("the udp backend is IPv4 only"), "{e}");
-        let e = err(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}"#);
-        assert!(e.contains("the udp backend is IPv4 only"), "no Backend means udp: {e}");
         let e = err(r#"{"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}"#);
         assert!(e.contains("`Network` is missing"), "IPv4 stays on by default: {e}");
         let e = err(r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::1/56","Backend":{"Type":"vxlan"}}"#);
         assert!(e.contains("`IPv6Network`") && e.contains("host bits"), "{e}");
-        let e =
-            err(r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan","VNI":10000}}"#);
-        assert!(e.contains("flannel-v6.10000") && e.contains("15 bytes"), "{e}");
         for bad in [
             r#"{"Network":"10.244.0.0/16","EnableIPv6":"true","IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}"#,
             r#"{"EnableIPv4":0,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}"#,

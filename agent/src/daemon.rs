@@ -13,8 +13,9 @@ use tokio::time::{sleep, sleep_until, Instant};
 use crate::backend::network::{Dual, HostGwBackend, Network, VxlanBackend};
 use crate::backend::udp::{self, UdpNetwork};
 use crate::backend::vxlan::{self, VxlanDevice, VxlanNetwork};
+use crate::backend::BackendConf;
 use crate::backend::{hostgw, HostGwNetwork};
-use crate::config::{BackendConf, Flags, NetConf};
+use crate::config::{Flags, NetConf};
 use crate::error::chain;
 use crate::etcd_access::{connect_options, failure_hint, EtcdAccess};
 use crate::firewall::Firewall;
@@ -116,8 +117,8 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
 
     let mut reg = connect(flags, etcd).await;
     let text = wait_for_config(&mut reg).await;
-    let conf = NetConf::parse_with(&text, flags.disable_ipv6)
-        .with_context(|| format!("invalid network config at {}/config", flags.etcd_prefix))?;
+    let conf = NetConf::parse_with(&text, flags.disable_ipv6).and_then(|conf| BackendConf::from_conf(&conf).map(|backend| (conf, backend)));
+    let (conf, backend) = conf.with_context(|| format!("invalid network config at {}/config", flags.etcd_prefix))?;
     if flags.disable_ipv6 && NetConf::parse(&text).is_ok_and(|c| c.ipv6.is_some()) {
         tracing::warn!("the network config enables IPv6; ignored (--disable-ipv6): publishing IPv4 leases only");
     }
@@ -151,10 +152,10 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
         (false, Some(v6)) => tracing::info!(iface = underlay.name, public_ipv6 = %v6, mtu = underlay.mtu, "using underlay interface"),
     }
 
-    remove_other_backends(&kernel, &conf, underlay.index).await.context("remove state of other backends")?;
+    remove_other_backends(&kernel, &conf, backend, underlay.index).await.context("remove state of other backends")?;
     let setup = Setup { flags, kernel, reg, conf, need, underlay, public_ip, public_ipv6 };
-    match setup.conf.backend {
-        BackendConf::Vxlan { vni, port, direct_routing, mtu, gbp, learning } => {
+    match backend {
+        BackendConf::Vxlan(vxlan::Options { vni, port, direct_routing, mtu, gbp, learning }) => {
             let underlay = &setup.underlay;
             let dev = |name: String, local: std::net::IpAddr, mtu: u32| VxlanDevice {
                 name,
@@ -201,7 +202,7 @@ async fn serve(flags: &Flags, etcd: &EtcdAccess, fw: &mut Firewall) -> anyhow::R
             let mtu = hostgw::overlay_mtu(setup.underlay.mtu);
             follow(setup, HostGwBackend { fam: Dual { v4, v6 } }, mtu, fw).await
         }
-        BackendConf::Udp { port } => {
+        BackendConf::Udp(udp::Options { port }) => {
             let pool = setup.conf.require_ipv4()?;
             let mtu = udp::overlay_mtu(setup.underlay.mtu).context("underlay MTU too small for udp")?;
             let net = UdpNetwork::open(setup.kernel.clone(), pool.network, pool.subnet_len, port, mtu)?;
@@ -584,11 +585,15 @@ async fn reacquire(reg: &mut Registry, conf: &NetConf, attrs: &LeaseAttrs, own: 
 /// on this host — vxlan devices other than the ones in use (`flannel.N` without IPv4,
 /// `flannel-v6.N` without IPv6), a leftover `flannel0`, host-gw peer routes of each
 /// enabled family. (`ip link del flannel.1`, `ip route del SUBNET via IP dev eth0`)
-async fn remove_other_backends(kernel: &Kernel, conf: &crate::config::NetConf, underlay: u32) -> Result<(), crate::netlink::NlError> {
-    use crate::config::BackendConf;
+async fn remove_other_backends(
+    kernel: &Kernel,
+    conf: &NetConf,
+    backend: BackendConf,
+    underlay: u32,
+) -> Result<(), crate::netlink::NlError> {
     let mut keep = Vec::new();
-    match conf.backend {
-        BackendConf::Vxlan { vni, .. } => {
+    match backend {
+        BackendConf::Vxlan(vxlan::Options { vni, .. }) => {
             if conf.ipv4.is_some() {
                 keep.push(vxlan::device_name(vni));
             }
@@ -596,7 +601,7 @@ async fn remove_other_backends(kernel: &Kernel, conf: &crate::config::NetConf, u
                 keep.push(vxlan::device_name_v6(vni));
             }
         }
-        BackendConf::Udp { .. } => keep.push(udp::DEVICE.to_string()),
+        BackendConf::Udp(_) => keep.push(udp::DEVICE.to_string()),
         BackendConf::HostGw => {}
     }
     for l in kernel.links().await? {
@@ -610,7 +615,7 @@ async fn remove_other_backends(kernel: &Kernel, conf: &crate::config::NetConf, u
             )?;
         }
     }
-    let keeps_gateway_routes = matches!(conf.backend, BackendConf::HostGw | BackendConf::Vxlan { direct_routing: true, .. });
+    let keeps_gateway_routes = matches!(backend, BackendConf::HostGw | BackendConf::Vxlan(vxlan::Options { direct_routing: true, .. }));
     if !keeps_gateway_routes {
         if let Some(pool) = conf.ipv4 {
             kernel.remove_gateway_routes(underlay, pool.network).await?;

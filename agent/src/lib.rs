@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Imports run down this picture only (no cycle spans two files: `harness/tests/layout.rs`).
-//! Leaves: [`ipnet`], [`error`], [`tool`], [`tun`], [`backend::names`], [`backend::peers`].
+//! Leaves: [`ipnet`], [`error`], [`tool`], [`tun`], [`backend::peers`].
 //!
 //! | stage | module |
 //! |---|---|
@@ -24,7 +24,7 @@
 //! | which subnets to lease (pure, unit-tested) | [`subnet_choice`] |
 //! | `subnet.env` | [`subnet_file`] |
 //! | iptables masquerade/forward rules; the vxlan source filter (nftables) | [`firewall`] over [`iptables`], [`vxlan_filter`], both running [`tool`]; set elements and leftovers over netlink: [`nfnetlink`] |
-//! | device names and ports of each backend; the smallest MTU and peer logging | [`backend::names`], [`backend::peers`] |
+//! | the configured backend, its options read by that backend; the smallest MTU and peer logging | [`backend`], [`backend::peers`] |
 //! | vxlan: peers → device, routes, neighbours, FDB; the pure choice of path per peer; the kernel trait and its netlink implementation | [`backend::vxlan`], [`backend::vxlan::plan`], [`backend::vxlan::kernel`] |
 //! | host-gw: peers → gateway routes; its kernel trait and implementation | [`backend::hostgw`], [`backend::hostgw::kernel`] |
 //! | udp: TUN set-up and peer table; packet decisions (pure); the data path and its offloads | [`backend::udp`], [`backend::udp::packet`], [`backend::udp::datapath`], [`backend::udp::offload`] over [`tun`] |

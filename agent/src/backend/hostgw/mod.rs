@@ -13,6 +13,11 @@ use crate::ipnet::Ipv4Net;
 use crate::lease::types::{Family, Lease, LeaseAttrs, LeaseEvent};
 pub use kernel::HostGwKernel;
 
+/// host-gw takes no options besides `Type`.
+pub fn parse_options(section: &crate::config::BackendSection) -> Result<(), crate::config::ConfigError> {
+    section.only(&[])
+}
+
 /// Packets travel unencapsulated: pods get the underlay's MTU.
 pub fn overlay_mtu(underlay_mtu: u32) -> u32 {
     underlay_mtu

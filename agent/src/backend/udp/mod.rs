@@ -23,7 +23,34 @@ use crate::lease::types::{Lease, LeaseAttrs, LeaseEvent};
 use crate::netlink::{Kernel, NlError};
 pub use packet::{Egress, PeerTable, Rejected};
 
-pub use super::names::udp::*;
+/// flanneld's udp port.
+pub const DEFAULT_PORT: u16 = 8285;
+/// flanneld's name for the udp backend's TUN device.
+pub const DEVICE: &str = "flannel0";
+/// The udp backend's part of the net-conf: `Port` only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// `Port`; 0 or absent = 8285.
+    pub port: u16,
+}
+
+impl Options {
+    /// Reads the options; udp is IPv4 only, so `ipv6` (the net-conf enables IPv6) is an error.
+    pub fn parse(section: &crate::config::BackendSection, ipv6: bool) -> Result<Options, crate::config::ConfigError> {
+        section.only(&["Port"])?;
+        let port = match section.number("Port", 0, 65535)? as u16 {
+            0 => DEFAULT_PORT,
+            p => p,
+        };
+        if ipv6 {
+            return Err(crate::config::ConfigError::Invalid(
+                "the udp backend is IPv4 only: it cannot serve `EnableIPv6` (use vxlan or host-gw)".into(),
+            ));
+        }
+        Ok(Options { port })
+    }
+}
+
 /// Outer IPv4 (20) + UDP (8).
 pub const OVERHEAD: u32 = 28;
 /// TUN queues (each with its pair of data-path threads): one per core, at most this many.

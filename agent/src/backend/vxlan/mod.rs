@@ -19,6 +19,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde_json::{json, Value};
 
 pub mod kernel;
+pub mod options;
 pub mod plan;
 
 use crate::ipnet::Ipv4Net;
@@ -27,8 +28,25 @@ pub use kernel::{DeviceState, VxlanDevice, VxlanKernel};
 use plan::{choose_path, plan};
 pub use plan::{InstalledPeers, Path, Peer, RouteTo};
 
-pub use super::names::vxlan::*;
 pub use crate::netlink::Mac;
+pub use options::Options;
+
+/// The kernel's default VXLAN port, which flanneld keeps.
+pub const DEFAULT_PORT: u16 = 8472;
+/// Every IPv4 vxlan device of flannel is named `flannel.<VNI>`.
+pub const DEVICE_PREFIX: &str = "flannel.";
+/// Every IPv6 vxlan device of flannel is named `flannel-v6.<VNI>`.
+pub const DEVICE_PREFIX_V6: &str = "flannel-v6.";
+
+/// flanneld's name for the device of `vni`.
+pub fn device_name(vni: u32) -> String {
+    format!("{DEVICE_PREFIX}{vni}")
+}
+
+/// flanneld's name for the IPv6 device of `vni`.
+pub fn device_name_v6(vni: u32) -> String {
+    format!("{DEVICE_PREFIX_V6}{vni}")
+}
 
 /// VXLAN over IPv4 adds 50 bytes: outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14).
 pub const OVERHEAD: u32 = 50;
