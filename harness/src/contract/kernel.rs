@@ -1,20 +1,23 @@
-//! The kernel state each backend must leave on every host (IPv4; `v6` has the IPv6 half):
-//! the overlay device, exactly one route, neighbour and FDB entry per peer (vxlan), one
-//! route per directly connected peer (host-gw), the TUN device and one route (udp).
+//! The kernel state each backend must leave on every host, in each family the net-conf
+//! enables (one generic path, [`KernelFamily`]): the overlay device, exactly one route,
+//! neighbour and FDB entry per peer (vxlan), one route per directly connected peer
+//! (host-gw), the TUN device and one route (udp, IPv4 only). IPv6 entries are judged inside
+//! the IPv6 pod network only: the kernel's own link-local routes and neighbours are not
+//! flannel's.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::finding::Finding;
 use super::lease::{peers_of, LeaseView};
 use super::netconf::*;
 use super::subnet_file::SubnetEnv;
 use crate::input::kinds::{Backend, Check};
-use crate::input::names::Ipv4Net;
+use crate::input::names::{Family, Net};
 use crate::lab::nl::{Address, FdbEntry, Neighbour, Route};
 use crate::lab::UNDERLAY_IF;
-use crate::probe::HostState;
+use crate::probe::{HostState, StateFamily};
 
 /// Per-host counts of overlay entries, for reports and linear-growth checks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,28 +35,154 @@ pub struct Counts {
     pub direct6: usize,
 }
 
-/// Checks the kernel state of one host against the backend's contract.
-pub fn check_kernel(
-    conf: &NetConf,
-    host: &str,
-    host_ip: Ipv4Addr,
-    underlay_mtu: u32,
-    leases: &BTreeMap<Ipv4Addr, LeaseView>,
-    state: &HostState,
-    out: &mut Vec<Finding>,
-) -> Counts {
-    if !conf.enable_ipv4 {
-        // IPv6-only: the IPv6 checks judge this host
-        if conf.backend != Backend::Vxlan {
-            stale_vxlan_devices(state, conf.backend, &mut |check, what| out.push(Finding::new(check, host, what)));
-        }
-        return Counts::default();
+/// What the kernel checks of one host look at: the net-conf, the host and its addresses,
+/// its underlay MTU, the cluster's leases by PublicIP, and what the lab read from the host.
+#[derive(Clone, Copy)]
+pub struct HostView<'a> {
+    pub conf: &'a NetConf,
+    pub host: &'a str,
+    pub host_ip: Ipv4Addr,
+    /// The host's IPv6 underlay address (dual-stack topologies).
+    pub host_ip6: Option<Ipv6Addr>,
+    pub underlay_mtu: u32,
+    pub leases: &'a BTreeMap<Ipv4Addr, LeaseView>,
+    pub state: &'a HostState,
+}
+
+impl<'a> HostView<'a> {
+    /// The leases of this host's peers under the configured backend.
+    fn peers(&self) -> impl Iterator<Item = &'a LeaseView> + 'a {
+        peers_of(self.conf, self.host_ip, self.leases)
     }
-    check_pod_mtu_fits(conf, host, state, out);
-    match conf.backend {
-        Backend::Vxlan => check_vxlan(conf, host, host_ip, underlay_mtu, leases, state, out),
-        Backend::HostGw => check_hostgw(conf, host, host_ip, leases, state, out),
-        Backend::Udp => check_udp(conf, host, host_ip, underlay_mtu, leases, state, out),
+
+    fn own(&self) -> Option<&'a LeaseView> {
+        self.leases.get(&self.host_ip)
+    }
+
+    fn link(&self, name: &str) -> Option<&'a crate::lab::nl::Link> {
+        self.state.links.iter().find(|l| l.name == name)
+    }
+}
+
+/// Checks the kernel state of one host against the backend's contract, in each family the
+/// net-conf enables.
+pub fn check_kernel(view: &HostView, out: &mut Vec<Finding>) -> Counts {
+    let conf = view.conf;
+    let mut bad = |check: Check, what: String| out.push(Finding::new(check, view.host, what));
+    if conf.backend != Backend::Vxlan {
+        stale_vxlan_devices(view.state, conf.backend, &mut bad);
+    }
+    let mut counts = Counts::default();
+    if conf.enable_ipv4 {
+        check_pod_mtu_fits(view, &mut bad);
+        let c = check_family::<Ipv4Addr>(view, &mut bad);
+        (counts.routes, counts.neighbours, counts.fdb, counts.direct) = (c.routes, c.neighbours, c.fdb, c.direct);
+    }
+    if conf.ipv6.is_some() {
+        let c = check_family::<Ipv6Addr>(view, &mut bad);
+        (counts.routes6, counts.neighbours6, counts.fdb6, counts.direct6) = (c.routes, c.neighbours, c.fdb, c.direct);
+    }
+    counts
+}
+
+/// One family's kernel state under the configured backend; the counts are that family's
+/// (in the IPv4 fields of [`Counts`]).
+pub(crate) fn check_family<A: KernelFamily>(view: &HostView, bad: &mut impl FnMut(Check, String)) -> Counts {
+    match view.conf.backend {
+        Backend::Vxlan => check_vxlan::<A>(view, bad),
+        Backend::HostGw => check_hostgw::<A>(view, bad),
+        Backend::Udp => A::check_udp(view, bad),
+    }
+}
+
+/// What the kernel checks need to know of one address family: where its pod network, its
+/// peers' addresses and its vxlan device are, and which kernel entries are flannel's.
+pub trait KernelFamily: StateFamily {
+    /// In front of what a finding counts: `` or `IPv6 `.
+    const LABEL: &'static str;
+    /// The family's pod network (the net-conf enables it).
+    fn network(conf: &NetConf) -> Net<Self>;
+    /// A peer's subnet, PublicIP and VtepMAC in this family, when its lease has them.
+    fn peer(l: &LeaseView) -> Option<(Net<Self>, Self, Option<&str>)>;
+    /// The family's vxlan device name.
+    fn vxlan_device(conf: &NetConf) -> String;
+    /// What the family's vxlan device must be.
+    fn device_want<'a>(view: &HostView<'a>) -> VxlanDeviceWant<'a>;
+    /// Whether a route on a flannel device is the agent's to answer for: under IPv6 the
+    /// kernel adds routes of its own (an address's prefix, link-local).
+    fn judged_route(r: &Route<Self>, network: Net<Self>) -> bool;
+    /// Whether a neighbour on a flannel device is the agent's (IPv6: not link-local ones).
+    fn judged_neighbour(n: &Neighbour<Self>, network: Net<Self>) -> bool;
+    /// The udp backend's state in this family (it has an IPv4 data path only).
+    fn check_udp(view: &HostView, bad: &mut impl FnMut(Check, String)) -> Counts;
+}
+
+impl KernelFamily for Ipv4Addr {
+    const LABEL: &'static str = "";
+    fn network(conf: &NetConf) -> Net<Self> {
+        conf.network
+    }
+    fn peer(l: &LeaseView) -> Option<(Net<Self>, Self, Option<&str>)> {
+        (!l.public_ip.is_unspecified()).then_some((l.subnet, l.public_ip, l.vtep_mac.as_deref()))
+    }
+    fn vxlan_device(conf: &NetConf) -> String {
+        conf.route_device()
+    }
+    fn device_want<'a>(view: &HostView<'a>) -> VxlanDeviceWant<'a> {
+        VxlanDeviceWant {
+            mtu: view.conf.device_mtu(view.underlay_mtu),
+            mtu_why: String::new(),
+            local: Some(view.host_ip.into()),
+            vtep_mac: view.own().map(|o| o.vtep_mac.as_deref()),
+            mac_field: "VtepMAC",
+            missing_why: "",
+        }
+    }
+    fn judged_route(_: &Route<Self>, _: Net<Self>) -> bool {
+        true
+    }
+    fn judged_neighbour(_: &Neighbour<Self>, _: Net<Self>) -> bool {
+        true
+    }
+    fn check_udp(view: &HostView, bad: &mut impl FnMut(Check, String)) -> Counts {
+        check_udp(view, bad)
+    }
+}
+
+impl KernelFamily for Ipv6Addr {
+    const LABEL: &'static str = "IPv6 ";
+    fn network(conf: &NetConf) -> Net<Self> {
+        conf.ipv6.map(|n| n.network).unwrap_or(Net::new(Ipv6Addr::UNSPECIFIED, 0).expect("valid"))
+    }
+    fn peer(l: &LeaseView) -> Option<(Net<Self>, Self, Option<&str>)> {
+        Some((l.subnet6?, l.public_ip6?, l.vtep_mac6.as_deref()))
+    }
+    fn vxlan_device(conf: &NetConf) -> String {
+        conf.route_device6()
+    }
+    fn device_want<'a>(view: &HostView<'a>) -> VxlanDeviceWant<'a> {
+        let conf = view.conf;
+        VxlanDeviceWant {
+            mtu: conf.device_mtu6(view.underlay_mtu),
+            mtu_why: match conf.mtu {
+                Some(_) => " (Backend.MTU)".into(),
+                None => format!(" (underlay {} - {VXLAN6_OVERHEAD})", view.underlay_mtu),
+            },
+            local: view.host_ip6.map(Into::into),
+            vtep_mac: view.own().map(|o| o.vtep_mac6.as_deref()),
+            mac_field: "BackendV6Data.VtepMAC",
+            missing_why: " (the net-conf enables IPv6)",
+        }
+    }
+    fn judged_route(r: &Route<Self>, network: Net<Self>) -> bool {
+        !r.by_kernel && network.contains_net(&r.dst)
+    }
+    fn judged_neighbour(n: &Neighbour<Self>, network: Net<Self>) -> bool {
+        network.contains(n.ip)
+    }
+    fn check_udp(_: &HostView, bad: &mut impl FnMut(Check, String)) -> Counts {
+        bad(Check::Device, "the udp backend has no IPv6 data path, but the net-conf enables IPv6".into());
+        Counts::default()
     }
 }
 
@@ -61,29 +190,20 @@ pub fn check_kernel(
 /// kernel has it now (not as the contract expects it: each may be right on its own and
 /// still not fit each other): pods given a larger MTU than the device send packets it
 /// cannot carry.
-fn check_pod_mtu_fits(conf: &NetConf, host: &str, state: &HostState, out: &mut Vec<Finding>) {
-    let Some(mtu) = state.subnet_file.as_deref().and_then(|t| SubnetEnv::parse(t).mtu) else { return };
-    let dev = conf.route_device();
-    if let Some(link) = state.links.iter().find(|l| l.name == dev).filter(|l| mtu > l.mtu) {
+fn check_pod_mtu_fits(view: &HostView, bad: &mut impl FnMut(Check, String)) {
+    let Some(mtu) = view.state.subnet_file.as_deref().and_then(|t| SubnetEnv::parse(t).mtu) else { return };
+    let dev = view.conf.route_device();
+    if let Some(link) = view.link(&dev).filter(|l| mtu > l.mtu) {
         let what =
             format!("subnet file FLANNEL_MTU is {mtu}, above the MTU of `{dev}` ({}): pods would send packets it cannot carry", link.mtu);
-        out.push(Finding::new(Check::SubnetFile, host, what));
+        bad(Check::SubnetFile, what);
     }
 }
 
 /// udp: TUN `flannel0` at underlay − 28 with the subnet's `.0/32`, exactly one route (the
 /// whole network) through it, and no per-peer kernel state anywhere.
-fn check_udp(
-    conf: &NetConf,
-    host: &str,
-    host_ip: Ipv4Addr,
-    underlay_mtu: u32,
-    leases: &BTreeMap<Ipv4Addr, LeaseView>,
-    state: &HostState,
-    out: &mut Vec<Finding>,
-) -> Counts {
-    let mut bad = |check: Check, what: String| out.push(Finding::new(check, host, what));
-    stale_vxlan_devices(state, conf.backend, &mut bad);
+fn check_udp(view: &HostView, bad: &mut impl FnMut(Check, String)) -> Counts {
+    let (conf, state) = (view.conf, view.state);
     let Some(dev) = state.links.iter().find(|l| l.name == UDP_DEVICE) else {
         bad(Check::Device, format!("no `{UDP_DEVICE}` device"));
         return Counts::default();
@@ -91,14 +211,14 @@ fn check_udp(
     if dev.kind.as_deref() != Some("tun") {
         bad(Check::Device, format!("`{UDP_DEVICE}` is a {:?} device, expected tun", dev.kind));
     }
-    let want_mtu = conf.device_mtu(underlay_mtu);
+    let want_mtu = conf.device_mtu(view.underlay_mtu);
     if dev.mtu != want_mtu {
         bad(Check::Device, format!("`{UDP_DEVICE}` has MTU {}, expected {want_mtu}", dev.mtu));
     }
     if !dev.up {
         bad(Check::Device, format!("`{UDP_DEVICE}` is down"));
     }
-    if let Some(own) = leases.get(&host_ip) {
+    if let Some(own) = view.own() {
         let addrs: Vec<&Address> = state.addresses.iter().filter(|a| a.ifindex == dev.index).collect();
         if !addrs.iter().any(|a| a.addr == own.subnet.addr() && a.net.prefix() == 32) {
             bad(
@@ -127,107 +247,90 @@ fn check_udp(
     Counts { routes: routes.len(), ..Counts::default() }
 }
 
-/// host-gw: one route `SUBNET via PUBLIC_IP dev eth0` per peer whose PublicIP is on a
-/// directly connected network (the kernel refuses the others), none for the rest, and no
-/// flannel vxlan device.
-fn check_hostgw(
-    conf: &NetConf,
-    host: &str,
-    host_ip: Ipv4Addr,
-    leases: &BTreeMap<Ipv4Addr, LeaseView>,
-    state: &HostState,
-    out: &mut Vec<Finding>,
-) -> Counts {
-    let mut bad = |check: Check, what: String| out.push(Finding::new(check, host, what));
-    let Some(eth) = state.links.iter().find(|l| l.name == UNDERLAY_IF) else {
+/// host-gw, per family: one route `SUBNET via PUBLIC_IP dev eth0` per peer whose PublicIP
+/// is on a directly connected network (the kernel refuses the others), none for the rest.
+fn check_hostgw<A: KernelFamily>(view: &HostView, bad: &mut impl FnMut(Check, String)) -> Counts {
+    let Some(eth) = view.link(UNDERLAY_IF) else {
         bad(Check::Device, format!("no `{UNDERLAY_IF}`"));
         return Counts::default();
     };
-    stale_vxlan_devices(state, conf.backend, &mut bad);
-    let peers: Vec<&LeaseView> = peers_of(conf, host_ip, leases).filter(|l| !l.public_ip.is_unspecified()).collect();
-    let want: Vec<(Ipv4Net, Ipv4Addr)> =
-        peers.iter().filter(|p| directly_connected(state, eth.index, p.public_ip)).map(|p| (p.subnet, p.public_ip)).collect();
-    let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(eth.index) && conf.network.contains_net(&r.dst)).collect();
-    let want: Vec<String> = want.iter().map(|(d, g)| format!("{d} via {g}")).collect();
+    let network = A::network(view.conf);
+    // peers that published this family's half; the lease checks name the ones that did not
+    let peers: Vec<_> = view.peers().filter_map(A::peer).collect();
+    let want: Vec<String> =
+        peers.iter().filter(|p| directly_connected(view.state, eth.index, p.1)).map(|(s, gw, _)| format!("{s} via {gw}")).collect();
+    let routes: Vec<&Route<A>> = A::routes(view.state)
+        .iter()
+        .filter(|r| r.oif == Some(eth.index) && A::judged_route(r, network) && network.contains_net(&r.dst))
+        .collect();
     let have: Vec<String> = routes.iter().map(|r| route_key(r)).collect();
     let unreachable = peers.len() - want.len();
     let note = if unreachable > 0 { format!(" ({unreachable} peers not directly reachable)") } else { String::new() };
-    compare(&mut |w| bad(Check::Routes, w), &format!("routes on {UNDERLAY_IF}"), &note, &want, &have);
+    compare(&mut |w| bad(Check::Routes, w), &format!("{}routes on {UNDERLAY_IF}", A::LABEL), &note, &want, &have);
     Counts { routes: routes.len(), ..Counts::default() }
 }
 
-/// Whether `ip` is on a network the interface `ifindex` is directly connected to.
-pub fn directly_connected(state: &HostState, ifindex: u32, ip: Ipv4Addr) -> bool {
-    state.addresses.iter().any(|a| a.ifindex == ifindex && a.net.contains(ip))
+/// Whether `ip` is on a network the interface `ifindex` is directly connected to (a host
+/// address, /32 or /128, connects to nothing).
+pub fn directly_connected<A: StateFamily>(state: &HostState, ifindex: u32, ip: A) -> bool {
+    A::addresses(state).iter().any(|a| a.ifindex == ifindex && a.net.prefix() < A::BITS && a.net.contains(ip))
 }
 
-/// vxlan: the device, and exactly one route, neighbour and FDB entry per peer lease, and
-/// nothing else on the device.
-fn check_vxlan(
-    conf: &NetConf,
-    host: &str,
-    host_ip: Ipv4Addr,
-    underlay_mtu: u32,
-    leases: &BTreeMap<Ipv4Addr, LeaseView>,
-    state: &HostState,
-    out: &mut Vec<Finding>,
-) -> Counts {
-    let mut bad = |check: Check, what: String| out.push(Finding::new(check, host, what));
-    let dev_name = conf.route_device();
-    let Some(dev) = state.links.iter().find(|l| l.name == dev_name) else {
-        bad(Check::Device, format!("no `{dev_name}` device"));
+/// vxlan, per family: the device, and exactly one route, neighbour and FDB entry per peer
+/// lease, and nothing else on the device; with DirectRouting, peers on a directly connected
+/// network get one underlay route instead.
+fn check_vxlan<A: KernelFamily>(view: &HostView, bad: &mut impl FnMut(Check, String)) -> Counts {
+    let (conf, state, label) = (view.conf, view.state, A::LABEL);
+    let want_dev = A::device_want(view);
+    let dev_name = A::vxlan_device(conf);
+    let Some(dev) = view.link(&dev_name) else {
+        bad(Check::Device, format!("no `{dev_name}` device{}", want_dev.missing_why));
         return Counts::default();
     };
-    let own = leases.get(&host_ip);
-    let all_peers: Vec<&LeaseView> = peers_of(conf, host_ip, leases).filter(|l| !l.public_ip.is_unspecified()).collect();
-    // DirectRouting: peers on a directly connected network get an underlay route instead
-    let eth = state.links.iter().find(|l| l.name == UNDERLAY_IF).map(|l| l.index);
-    let is_direct = |p: &LeaseView| conf.direct_routing && eth.is_some_and(|i| directly_connected(state, i, p.public_ip));
-    let (direct, peers): (Vec<&LeaseView>, Vec<&LeaseView>) = all_peers.into_iter().partition(|p| is_direct(p));
+    let network = A::network(conf);
+    let all_peers: Vec<_> = view.peers().filter_map(A::peer).collect();
+    let eth = view.link(UNDERLAY_IF).map(|l| l.index);
+    let is_direct = |ip: A| conf.direct_routing && eth.is_some_and(|i| directly_connected(state, i, ip));
+    let (direct, peers): (Vec<_>, Vec<_>) = all_peers.into_iter().partition(|p| is_direct(p.1));
     let mut direct_routes = 0;
     if let Some(eth) = eth.filter(|_| conf.direct_routing) {
-        let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(eth) && conf.network.contains_net(&r.dst)).collect();
-        let want: Vec<String> = direct.iter().map(|p| format!("{} via {}", p.subnet, p.public_ip)).collect();
+        let routes: Vec<&Route<A>> =
+            A::routes(state).iter().filter(|r| r.oif == Some(eth) && A::judged_route(r, network) && network.contains_net(&r.dst)).collect();
+        let want: Vec<String> = direct.iter().map(|(s, gw, _)| format!("{s} via {gw}")).collect();
         let have: Vec<String> = routes.iter().map(|r| route_key(r)).collect();
         let note = format!(" (DirectRouting: {} of {} peers directly connected)", direct.len(), direct.len() + peers.len());
-        compare(&mut |w| bad(Check::Routes, w), &format!("direct routes on {UNDERLAY_IF}"), &note, &want, &have);
+        compare(&mut |w| bad(Check::Routes, w), &format!("direct {label}routes on {UNDERLAY_IF}"), &note, &want, &have);
         direct_routes = routes.len();
     }
-    let want = VxlanDeviceWant {
-        mtu: conf.device_mtu(underlay_mtu),
-        mtu_why: String::new(),
-        local: Some(host_ip.into()),
-        vtep_mac: own.map(|o| o.vtep_mac.as_deref()),
-        mac_field: "VtepMAC",
-    };
-    check_vxlan_device(conf, dev, &want, &mut bad);
+    check_vxlan_device(conf, dev, &want_dev, bad);
     let idx = dev.index;
+    let mac = |m: Option<&str>| m.unwrap_or("?").to_string();
     // routes: `SUBNET via SUBNET.0 dev flannel.1 onlink`, exactly one per peer
-    let routes: Vec<&Route> = state.routes.iter().filter(|r| r.oif == Some(idx)).collect();
-    let want: Vec<String> = peers.iter().map(|p| format!("{} via {}", p.subnet, p.subnet.addr())).collect();
+    let routes: Vec<&Route<A>> = A::routes(state).iter().filter(|r| r.oif == Some(idx) && A::judged_route(r, network)).collect();
+    let want: Vec<String> = peers.iter().map(|(s, _, _)| format!("{s} via {}", s.addr())).collect();
     let have: Vec<String> = routes.iter().map(|r| onlink_key(route_key(r), r.onlink)).collect();
-    compare(&mut |w| bad(Check::Routes, w), &format!("routes on {dev_name}"), "", &want, &have);
+    compare(&mut |w| bad(Check::Routes, w), &format!("{label}routes on {dev_name}"), "", &want, &have);
     // neighbours: `SUBNET.0 lladdr VTEPMAC PERMANENT`
-    let neigh: Vec<&Neighbour> = state.neighbours.iter().filter(|x| x.ifindex == idx).collect();
-    let want: Vec<String> = peers.iter().map(|p| format!("{} lladdr {}", p.subnet.addr(), p.vtep_mac.as_deref().unwrap_or("?"))).collect();
+    let neigh: Vec<&Neighbour<A>> = A::neighbours(state).iter().filter(|x| x.ifindex == idx && A::judged_neighbour(x, network)).collect();
+    let want: Vec<String> = peers.iter().map(|(s, _, m)| format!("{} lladdr {}", s.addr(), mac(*m))).collect();
     let have: Vec<String> = neigh.iter().map(|x| neighbour_key(x.ip, x.mac.as_deref(), x.permanent)).collect();
-    compare(&mut |w| bad(Check::Neighbours, w), &format!("neighbours on {dev_name}"), "", &want, &have);
+    compare(&mut |w| bad(Check::Neighbours, w), &format!("{label}neighbours on {dev_name}"), "", &want, &have);
     // fdb: `VTEPMAC dst PUBLICIP self permanent`
     // with Learning on, entries the kernel learned from traffic are its own business
     let fdb: Vec<&FdbEntry> = state.fdb.iter().filter(|e| e.ifindex == idx && e.dst.is_some() && (e.permanent || !conf.learning)).collect();
-    let want: Vec<String> = peers.iter().map(|p| format!("{} dst {}", p.vtep_mac.as_deref().unwrap_or("?"), p.public_ip)).collect();
+    let want: Vec<String> = peers.iter().map(|(_, ip, m)| format!("{} dst {ip}", mac(*m))).collect();
     let have: Vec<String> = fdb.iter().map(|e| fdb_key(e)).collect();
-    compare(&mut |w| bad(Check::Fdb, w), &format!("FDB entries on {dev_name}"), "", &want, &have);
+    compare(&mut |w| bad(Check::Fdb, w), &format!("{label}FDB entries on {dev_name}"), "", &want, &have);
     // no whole-network route through the device
-    if state.routes.iter().any(|r| r.dst == conf.network && r.oif == Some(idx)) {
-        bad(Check::Routes, format!("a route for the whole network {} points at {dev_name}", conf.network));
+    if A::routes(state).iter().any(|r| r.dst == network && r.oif == Some(idx)) {
+        bad(Check::Routes, format!("a route for the whole network {network} points at {dev_name}"));
     }
     Counts { routes: routes.len(), neighbours: neigh.len(), fdb: fdb.len(), direct: direct_routes, ..Counts::default() }
 }
 
 /// What one family's vxlan device must be besides the net-conf's options: its MTU (and why,
 /// when not underlay − 50), its local address, and the MAC its own lease publishes.
-pub(crate) struct VxlanDeviceWant<'a> {
+pub struct VxlanDeviceWant<'a> {
     pub mtu: u32,
     pub mtu_why: String,
     pub local: Option<std::net::IpAddr>,
@@ -235,11 +338,13 @@ pub(crate) struct VxlanDeviceWant<'a> {
     pub vtep_mac: Option<Option<&'a str>>,
     /// Where the lease publishes it (`VtepMAC`, `BackendV6Data.VtepMAC`).
     pub mac_field: &'static str,
+    /// Said after "no device", e.g. why the device is expected at all.
+    pub missing_why: &'static str,
 }
 
 /// A vxlan device of either family against the net-conf: MTU, up, VNI, port, learning, GBP,
 /// local address, and the MAC its lease publishes.
-pub(crate) fn check_vxlan_device(conf: &NetConf, dev: &crate::lab::nl::Link, want: &VxlanDeviceWant, bad: &mut impl FnMut(Check, String)) {
+fn check_vxlan_device(conf: &NetConf, dev: &crate::lab::nl::Link, want: &VxlanDeviceWant, bad: &mut impl FnMut(Check, String)) {
     let dev_name = &dev.name;
     if dev.mtu != want.mtu {
         bad(Check::Device, format!("`{dev_name}` has MTU {}, expected {}{}", dev.mtu, want.mtu, want.mtu_why));
@@ -323,7 +428,7 @@ fn stale_vxlan_devices(state: &HostState, backend: Backend, bad: &mut impl FnMut
 }
 
 /// `DST via GW` as entries are compared and reported.
-fn route_key(r: &Route) -> String {
+fn route_key<A: Family>(r: &Route<A>) -> String {
     match r.gateway {
         Some(g) => format!("{} via {g}", r.dst),
         None => format!("{} (no gateway)", r.dst),

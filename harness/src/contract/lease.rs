@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde_json::Value;
 
 use super::finding::Finding;
-use super::netconf::{Net6, NetConf};
+use super::netconf::{NetConf, Pool};
 use crate::input::kinds::{Backend, Check};
 use crate::input::names::{Ipv4Net, Ipv6Net};
 
@@ -149,7 +149,7 @@ pub fn check_leases(
 }
 
 /// The IPv6 half of a host's lease when the net-conf enables IPv6.
-fn check_lease6(conf: &NetConf, net6: Net6, host: &str, ip6: Option<Ipv6Addr>, l: &LeaseView, out: &mut Vec<Finding>) {
+fn check_lease6(conf: &NetConf, net6: Pool<Ipv6Addr>, host: &str, ip6: Option<Ipv6Addr>, l: &LeaseView, out: &mut Vec<Finding>) {
     let mut bad = |what: String| out.push(Finding::new(Check::Lease, host, what));
     let Some(s6) = l.subnet6 else {
         bad(format!(

@@ -1,7 +1,7 @@
 //! flannel's contract, as the harness reads it (DESIGN.md), written without the agent's
 //! code, one file per subject: the net-conf ([`netconf`]), leases in etcd ([`lease`]), the
 //! subnet file ([`subnet_file`]), the kernel state each backend leaves on a host
-//! ([`kernel`], IPv6 in [`v6`]) and what crosses the underlay ([`wire`]). A schema mistake
+//! ([`kernel`], both families in one generic path) and what crosses the underlay ([`wire`]). A schema mistake
 //! on either side therefore shows up as a failure. Every check returns [`Finding`]s.
 
 pub mod finding;
@@ -9,7 +9,8 @@ pub mod kernel;
 pub mod lease;
 pub mod netconf;
 pub mod subnet_file;
-pub mod v6;
+#[cfg(test)]
+mod v6;
 pub mod wire;
 
 pub use crate::input::kinds::{Backend, Check};
@@ -19,7 +20,6 @@ pub use kernel::*;
 pub use lease::*;
 pub use netconf::*;
 pub use subnet_file::*;
-pub use v6::check_kernel6;
 
 #[cfg(test)]
 mod tests {
@@ -29,6 +29,19 @@ mod tests {
     use crate::lab::UNDERLAY_IF;
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
+
+    /// The kernel checks of `host` at `ip` on a 1500-byte underlay.
+    pub(super) fn kernel_on(
+        conf: &NetConf,
+        host: &str,
+        ip: &str,
+        leases: &BTreeMap<Ipv4Addr, LeaseView>,
+        state: &HostState,
+        out: &mut Vec<Finding>,
+    ) -> Counts {
+        let view = HostView { conf, host, host_ip: ip.parse().unwrap(), host_ip6: None, underlay_mtu: 1500, leases, state };
+        check_kernel(&view, out)
+    }
 
     fn conf() -> NetConf {
         NetConf::from_json(&serde_json::json!({"network": "10.244.0.0/16", "backend": {"type": "vxlan"}})).unwrap()
@@ -68,7 +81,10 @@ mod tests {
         HostState {
             links: vec![dev],
             addresses: vec![],
-            routes: peers.iter().map(|p| Route { dst: p.subnet, gateway: Some(p.subnet.addr()), oif: Some(5), onlink: true }).collect(),
+            routes: peers
+                .iter()
+                .map(|p| Route { dst: p.subnet, gateway: Some(p.subnet.addr()), oif: Some(5), onlink: true, by_kernel: false })
+                .collect(),
             neighbours: peers
                 .iter()
                 .map(|p| Neighbour { ifindex: 5, ip: p.subnet.addr(), mac: p.vtep_mac.clone(), permanent: true })
@@ -115,7 +131,7 @@ mod tests {
         let l = leases();
         let peers: Vec<LeaseView> = l.values().filter(|x| x.subnet.addr().octets()[2] != 1).cloned().collect();
         let mut out = Vec::new();
-        let counts = check_kernel(&conf(), "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &good_state(&peers), &mut out);
+        let counts = kernel_on(&conf(), "h1", "192.168.99.1", &l, &good_state(&peers), &mut out);
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(counts, Counts { routes: 2, neighbours: 2, fdb: 2, direct: 0, ..Counts::default() });
     }
@@ -133,7 +149,7 @@ mod tests {
         let mut st = good_state(&[far]);
         st.links.push(eth0_link());
         st.addresses.push(Address { ifindex: 2, addr: "192.168.99.1".parse().unwrap(), net: "192.168.99.0/24".parse().unwrap() });
-        st.routes.push(Route { dst: near.subnet, gateway: Some(near.public_ip), oif: Some(2), onlink: false });
+        st.routes.push(Route { dst: near.subnet, gateway: Some(near.public_ip), oif: Some(2), onlink: false, by_kernel: false });
         (c, l, st)
     }
 
@@ -141,7 +157,7 @@ mod tests {
     fn direct_routing_counts_both_kinds() {
         let (c, l, st) = direct_routing_case();
         let mut out = Vec::new();
-        let counts = check_kernel(&c, "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        let counts = kernel_on(&c, "h1", "192.168.99.1", &l, &st, &mut out);
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(counts, Counts { routes: 1, neighbours: 1, fdb: 1, direct: 1, ..Counts::default() });
     }
@@ -152,7 +168,7 @@ mod tests {
         let (c, l, mut st) = direct_routing_case();
         st.routes.retain(|r| r.oif != Some(2));
         let mut out = Vec::new();
-        check_kernel(&c, "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        kernel_on(&c, "h1", "192.168.99.1", &l, &st, &mut out);
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].check, Check::Routes);
         assert!(out[0].what.contains("0 of 1 direct routes on eth0"), "{}", out[0]);
@@ -160,9 +176,9 @@ mod tests {
         let (c, l, mut st) = direct_routing_case();
         st.routes.retain(|r| r.oif != Some(2));
         let near = l.values().find(|p| p.subnet.addr().octets()[2] == 2).unwrap();
-        st.routes.push(Route { dst: near.subnet, gateway: Some(near.subnet.addr()), oif: Some(5), onlink: true });
+        st.routes.push(Route { dst: near.subnet, gateway: Some(near.subnet.addr()), oif: Some(5), onlink: true, by_kernel: false });
         let mut out = Vec::new();
-        check_kernel(&c, "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        kernel_on(&c, "h1", "192.168.99.1", &l, &st, &mut out);
         let text: Vec<String> = out.iter().map(|f| f.to_string()).collect();
         assert!(text.iter().any(|t| t.contains("unexpected: 10.244.2.0/24 via 10.244.2.0")), "{text:?}");
     }
@@ -178,7 +194,7 @@ mod tests {
         assert_eq!(c.overlay_mtu(1500), 1400);
         // a device made without the options: each is named
         let mut out = Vec::new();
-        check_kernel(&c, "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &good_state(&peers), &mut out);
+        kernel_on(&c, "h1", "192.168.99.1", &l, &good_state(&peers), &mut out);
         let text: Vec<String> = out.iter().map(|f| f.to_string()).collect();
         assert_eq!(out.len(), 3, "{text:?}");
         assert!(out.iter().all(|f| f.check == Check::Device), "{text:?}");
@@ -193,7 +209,7 @@ mod tests {
         v.gbp = true;
         st.fdb.push(FdbEntry { ifindex: 5, mac: "02:00:00:00:00:77".into(), dst: Some("192.168.99.7".parse().unwrap()), permanent: false });
         let mut out = Vec::new();
-        let counts = check_kernel(&c, "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        let counts = kernel_on(&c, "h1", "192.168.99.1", &l, &st, &mut out);
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(counts.fdb, 2);
     }
@@ -205,7 +221,7 @@ mod tests {
         let mut st = good_state(&peers);
         st.fdb.remove(0);
         let mut out = Vec::new();
-        check_kernel(&conf(), "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        kernel_on(&conf(), "h1", "192.168.99.1", &l, &st, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].check, Check::Fdb);
         assert_eq!(out[0].to_string(), "[fdb] h1: 1 of 2 FDB entries on flannel.1 (found 1); missing: 02:00:00:00:00:02 dst 192.168.99.2");
@@ -219,7 +235,7 @@ mod tests {
         // the same route twice (another metric): equal as a set, wrong as a count
         st.routes.push(st.routes[0].clone());
         let mut out = Vec::new();
-        let counts = check_kernel(&conf(), "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        let counts = kernel_on(&conf(), "h1", "192.168.99.1", &l, &st, &mut out);
         assert_eq!(counts.routes, 3);
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].check, Check::Routes);
@@ -239,7 +255,7 @@ mod tests {
             permanent: true,
         });
         let mut out = Vec::new();
-        check_kernel(&conf(), "h1", "192.168.99.1".parse().unwrap(), 1500, &l, &st, &mut out);
+        kernel_on(&conf(), "h1", "192.168.99.1", &l, &st, &mut out);
         let text: Vec<String> = out.iter().map(|f| f.to_string()).collect();
         assert_eq!(text.len(), 2, "{text:?}");
         assert!(text[0].contains("MTU 1500, expected 1450"));
@@ -298,17 +314,23 @@ mod hostgw_tests {
             links: vec![eth],
             addresses: vec![Address { ifindex: 2, net: "192.168.1.0/24".parse().unwrap(), addr: "192.168.1.1".parse().unwrap() }],
             routes: vec![
-                Route { dst: "192.168.1.0/24".parse().unwrap(), gateway: None, oif: Some(2), onlink: false },
-                Route { dst: "10.244.2.0/24".parse().unwrap(), gateway: Some("192.168.1.2".parse().unwrap()), oif: Some(2), onlink: false },
+                Route { dst: "192.168.1.0/24".parse().unwrap(), gateway: None, oif: Some(2), onlink: false, by_kernel: false },
+                Route {
+                    dst: "10.244.2.0/24".parse().unwrap(),
+                    gateway: Some("192.168.1.2".parse().unwrap()),
+                    oif: Some(2),
+                    onlink: false,
+                    by_kernel: false,
+                },
             ],
             ..Default::default()
         };
         let mut out = Vec::new();
-        let c = check_kernel(&conf, "a", "192.168.1.1".parse().unwrap(), 1500, &leases, &state, &mut out);
+        let c = super::tests::kernel_on(&conf, "a", "192.168.1.1", &leases, &state, &mut out);
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(c.routes, 1);
         state.routes.pop();
-        check_kernel(&conf, "a", "192.168.1.1".parse().unwrap(), 1500, &leases, &state, &mut out);
+        super::tests::kernel_on(&conf, "a", "192.168.1.1", &leases, &state, &mut out);
         assert_eq!(
             out[0].to_string(),
             "[routes] a: 0 of 1 routes on eth0 (1 peers not directly reachable) (found 0); missing: 10.244.2.0/24 via 192.168.1.2"

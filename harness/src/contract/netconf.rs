@@ -1,12 +1,12 @@
 //! The net-conf the harness wrote to `<prefix>/config`, read back the way flannel reads it,
 //! and each backend's fixed numbers (ports, overheads, device names).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::Value;
 
 pub use crate::input::kinds::Backend;
-use crate::input::names::{Ipv4Net, Ipv6Net};
+use crate::input::names::{Family, Ipv4Net, Ipv6Net, Net};
 use crate::lab::UNDERLAY_IF;
 
 pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
@@ -39,14 +39,22 @@ pub struct NetConf {
     /// vxlan `GBP`: the device carries Group Based Policy marks.
     pub gbp: bool,
     /// `EnableIPv6` with `IPv6Network` and `IPv6SubnetLen` (default 64).
-    pub ipv6: Option<Net6>,
+    pub ipv6: Option<Pool<Ipv6Addr>>,
 }
 
-/// The IPv6 pod network of a dual-stack or IPv6-only net-conf.
+/// One family's pod network and the length of the subnets leased from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Net6 {
-    pub network: Ipv6Net,
+pub struct Pool<A: Family> {
+    pub network: Net<A>,
     pub subnet_len: u8,
+}
+
+impl<A: Family> Pool<A> {
+    /// The highest subnet of the pool not in `used` (looking at the top 65536 only).
+    pub fn highest_free(&self, used: &[Net<A>]) -> Option<Net<A>> {
+        let count = 1u128 << u32::from(self.subnet_len - self.network.prefix()).min(64);
+        (1..count).rev().take(1 << 16).filter_map(|k| self.network.subnet_at(self.subnet_len, k)).find(|s| !used.contains(s))
+    }
 }
 
 fn get<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
@@ -64,7 +72,7 @@ impl NetConf {
                     .ok_or("net-conf sets EnableIPv6 but has no string `IPv6Network`")?
                     .parse()?;
                 let subnet_len = get(v, "IPv6SubnetLen").and_then(|n| n.as_u64()).unwrap_or(64) as u8;
-                Some(Net6 { network, subnet_len })
+                Some(Pool { network, subnet_len })
             }
         };
         if !enable_ipv4 && ipv6.is_none() {
@@ -107,7 +115,12 @@ impl NetConf {
         })
     }
 
-    /// The IPv6 twin of [`NetConf::route_device`]: `flannel-v6.<VNI>` for vxlan.
+    /// The IPv4 pool (meaningless when `enable_ipv4` is false).
+    pub fn ipv4(&self) -> Pool<Ipv4Addr> {
+        Pool { network: self.network, subnet_len: self.subnet_len }
+    }
+
+    /// The device IPv6 peer routes go through: `flannel-v6.<VNI>` for vxlan.
     pub fn route_device6(&self) -> String {
         match self.backend {
             Backend::Vxlan => format!("flannel-v6.{}", self.vni),

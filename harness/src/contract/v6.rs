@@ -1,145 +1,16 @@
-//! The IPv6 half of a dual-stack or IPv6-only cluster: per peer lease with an IPv6 subnet,
-//! vxlan programs `flannel-v6.<VNI>` (over the IPv6 underlay, 70 bytes of overhead) with one
-//! route, one permanent neighbour and one FDB entry; host-gw one route via the peer's
-//! PublicIPv6. Entries are judged inside the IPv6 pod network only: the kernel's own
-//! link-local routes and neighbours are not flannel's.
-
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-use super::finding::Finding;
-use super::kernel::{check_vxlan_device, compare, neighbour_key, onlink_key, Counts, VxlanDeviceWant};
-use super::lease::{peers_of, LeaseView};
-use super::netconf::{Net6, NetConf, VXLAN6_OVERHEAD};
-use crate::input::kinds::{Backend, Check};
-use crate::input::names::Ipv6Net;
-use crate::lab::nl::Route6;
-use crate::lab::UNDERLAY_IF;
-use crate::probe::HostState;
-
-/// Checks the IPv6 kernel state of one host (nothing when the net-conf has no IPv6) and
-/// adds its IPv6 counts to `counts`.
-#[allow(clippy::too_many_arguments)]
-pub fn check_kernel6(
-    conf: &NetConf,
-    host: &str,
-    host_ip: Ipv4Addr,
-    host_ip6: Option<Ipv6Addr>,
-    underlay_mtu: u32,
-    leases: &BTreeMap<Ipv4Addr, LeaseView>,
-    state: &HostState,
-    out: &mut Vec<Finding>,
-    counts: &mut Counts,
-) {
-    let Some(net6) = conf.ipv6 else { return };
-    let mut bad = |check: Check, what: String| out.push(Finding::new(check, host, what));
-    let Some(eth) = state.links.iter().find(|l| l.name == UNDERLAY_IF).map(|l| l.index) else {
-        bad(Check::Device, format!("no `{UNDERLAY_IF}`"));
-        return;
-    };
-    // peers that published an IPv6 half; the lease checks name the ones that did not
-    let peers: Vec<(&LeaseView, Ipv6Net, Ipv6Addr)> =
-        peers_of(conf, host_ip, leases).filter_map(|l| Some((l, l.subnet6?, l.public_ip6?))).collect();
-    let in_net = |r: &&Route6| net6.network.contains_net(&r.dst);
-    match conf.backend {
-        Backend::HostGw => {
-            let want: Vec<String> =
-                peers.iter().filter(|p| directly_connected6(state, eth, p.2)).map(|(_, s6, p6)| format!("{s6} via {p6}")).collect();
-            let routes: Vec<&Route6> = state.routes6.iter().filter(|r| r.oif == Some(eth)).filter(in_net).collect();
-            let have: Vec<String> = routes.iter().map(|r| route6_key(r)).collect();
-            compare(&mut |w| bad(Check::Routes, w), &format!("IPv6 routes on {UNDERLAY_IF}"), "", &want, &have);
-            counts.routes6 = routes.len();
-        }
-        Backend::Vxlan => check_vxlan6(conf, net6, host_ip6, underlay_mtu, leases.get(&host_ip), &peers, state, eth, &mut bad, counts),
-        Backend::Udp => bad(Check::Device, "the udp backend has no IPv6 data path, but the net-conf enables IPv6".into()),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn check_vxlan6(
-    conf: &NetConf,
-    net6: Net6,
-    host_ip6: Option<Ipv6Addr>,
-    underlay_mtu: u32,
-    own: Option<&LeaseView>,
-    all_peers: &[(&LeaseView, Ipv6Net, Ipv6Addr)],
-    state: &HostState,
-    eth: u32,
-    bad: &mut impl FnMut(Check, String),
-    counts: &mut Counts,
-) {
-    let dev_name = conf.route_device6();
-    let Some(dev) = state.links.iter().find(|l| l.name == dev_name) else {
-        bad(Check::Device, format!("no `{dev_name}` device (the net-conf enables IPv6)"));
-        return;
-    };
-    let (direct, peers): (Vec<_>, Vec<_>) = all_peers.iter().partition(|p| conf.direct_routing && directly_connected6(state, eth, p.2));
-    let in_net = |r: &&Route6| net6.network.contains_net(&r.dst);
-    if conf.direct_routing {
-        let routes: Vec<&Route6> = state.routes6.iter().filter(|r| r.oif == Some(eth)).filter(in_net).collect();
-        let want: Vec<String> = direct.iter().map(|(_, s6, p6)| format!("{s6} via {p6}")).collect();
-        let have: Vec<String> = routes.iter().map(|r| route6_key(r)).collect();
-        compare(&mut |w| bad(Check::Routes, w), &format!("direct IPv6 routes on {UNDERLAY_IF}"), "", &want, &have);
-        counts.direct6 = routes.len();
-    }
-    let want = VxlanDeviceWant {
-        mtu: conf.device_mtu6(underlay_mtu),
-        mtu_why: if conf.mtu.is_some() { " (Backend.MTU)".into() } else { format!(" (underlay {underlay_mtu} - {})", VXLAN6_OVERHEAD) },
-        local: host_ip6.map(IpAddr::V6),
-        vtep_mac: own.map(|o| o.vtep_mac6.as_deref()),
-        mac_field: "BackendV6Data.VtepMAC",
-    };
-    check_vxlan_device(conf, dev, &want, bad);
-    let idx = dev.index;
-    let mac_of = |l: &LeaseView| l.vtep_mac6.clone().unwrap_or_else(|| "?".into());
-    let routes: Vec<&Route6> = state.routes6.iter().filter(|r| r.oif == Some(idx) && !r.by_kernel).filter(in_net).collect();
-    let want: Vec<String> = peers.iter().map(|(_, s6, _)| format!("{s6} via {}", s6.addr())).collect();
-    let have: Vec<String> = routes.iter().map(|r| onlink_key(route6_key(r), r.onlink)).collect();
-    compare(&mut |w| bad(Check::Routes, w), &format!("IPv6 routes on {dev_name}"), "", &want, &have);
-    let neigh: Vec<_> = state.neighbours6.iter().filter(|x| x.ifindex == idx && net6.network.contains(x.ip)).collect();
-    let want: Vec<String> = peers.iter().map(|(l, s6, _)| format!("{} lladdr {}", s6.addr(), mac_of(l))).collect();
-    let have: Vec<String> = neigh.iter().map(|x| neighbour_key(x.ip, x.mac.as_deref(), x.permanent)).collect();
-    compare(&mut |w| bad(Check::Neighbours, w), &format!("IPv6 neighbours on {dev_name}"), "", &want, &have);
-    let fdb: Vec<_> =
-        state.fdb.iter().filter(|e| e.ifindex == idx && matches!(e.dst, Some(IpAddr::V6(_))) && (e.permanent || !conf.learning)).collect();
-    let want: Vec<String> = peers.iter().map(|(l, _, p6)| format!("{} dst {p6}", mac_of(l))).collect();
-    let have: Vec<String> = fdb
-        .iter()
-        .map(|e| {
-            format!(
-                "{} dst {}{}",
-                e.mac,
-                e.dst.map(|d| d.to_string()).unwrap_or_default(),
-                if e.permanent { "" } else { " (not permanent)" }
-            )
-        })
-        .collect();
-    compare(&mut |w| bad(Check::Fdb, w), &format!("IPv6 FDB entries on {dev_name}"), "", &want, &have);
-    if state.routes6.iter().any(|r| r.dst == net6.network && r.oif == Some(idx)) {
-        bad(Check::Routes, format!("a route for the whole network {} points at {dev_name}", net6.network));
-    }
-    counts.routes6 = routes.len();
-    counts.neighbours6 = neigh.len();
-    counts.fdb6 = fdb.len();
-}
-
-/// Whether `ip` is on an IPv6 prefix the interface `ifindex` is directly connected to.
-fn directly_connected6(state: &HostState, ifindex: u32, ip: Ipv6Addr) -> bool {
-    state.addresses6.iter().any(|a| a.ifindex == ifindex && a.net.prefix() < 128 && a.net.contains(ip))
-}
-
-fn route6_key(r: &Route6) -> String {
-    match r.gateway {
-        Some(g) => format!("{} via {g}", r.dst),
-        None => format!("{} (no gateway)", r.dst),
-    }
-}
+//! Tests of the IPv6 half of the contract (dual-stack and IPv6-only clusters), which the
+//! family-generic code of [`super::kernel`], [`super::lease`] and [`super::subnet_file`]
+//! judges.
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::contract::{check_leases, parse_lease, DEFAULT_PREFIX};
-    use crate::lab::nl::{Address6, FdbEntry, Link, Neighbour6, VxlanInfo};
+    use std::collections::BTreeMap;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use crate::contract::kernel::check_family;
+    use crate::contract::{check_leases, parse_lease, Check, Counts, Finding, HostState, HostView, LeaseView, NetConf, DEFAULT_PREFIX};
+    use crate::input::names::Ipv6Net;
+    use crate::lab::nl::{Address, FdbEntry, Link, Neighbour, Route, VxlanInfo};
 
     fn conf(backend: &str) -> NetConf {
         NetConf::from_json(&serde_json::json!({
@@ -185,17 +56,17 @@ mod tests {
         let peers = [2u8, 3];
         HostState {
             links: vec![super::super::tests::eth0_link(), dev],
-            addresses6: vec![Address6 { ifindex: 2, net: "fd00:99::/64".parse().unwrap(), addr: "fd00:99::1".parse().unwrap() }],
+            addresses6: vec![Address::<Ipv6Addr> { ifindex: 2, net: "fd00:99::/64".parse().unwrap(), addr: "fd00:99::1".parse().unwrap() }],
             routes6: peers
                 .iter()
                 .map(|n| {
-                    let dst: super::Ipv6Net = format!("fd00:10:244:{n}::/64").parse().unwrap();
-                    Route6 { dst, gateway: Some(dst.addr()), oif: Some(7), onlink: true, by_kernel: false }
+                    let dst: Ipv6Net = format!("fd00:10:244:{n}::/64").parse().unwrap();
+                    Route::<Ipv6Addr> { dst, gateway: Some(dst.addr()), oif: Some(7), onlink: true, by_kernel: false }
                 })
                 .collect(),
             neighbours6: peers
                 .iter()
-                .map(|n| Neighbour6 {
+                .map(|n| Neighbour::<Ipv6Addr> {
                     ifindex: 7,
                     ip: format!("fd00:10:244:{n}::").parse().unwrap(),
                     mac: Some(format!("02:00:00:00:06:0{n}")),
@@ -215,20 +86,20 @@ mod tests {
         }
     }
 
-    /// check_kernel6 for h1 (192.168.99.1, fd00:99::1) on a 1500-byte underlay.
+    /// The IPv6 kernel checks for h1 (192.168.99.1, fd00:99::1) on a 1500-byte underlay;
+    /// the counts are IPv6's.
     fn on_h1(c: &NetConf, leases: &BTreeMap<Ipv4Addr, LeaseView>, state: &HostState) -> (Vec<Finding>, Counts) {
-        let (mut out, mut counts) = (Vec::new(), Counts::default());
-        check_kernel6(
-            c,
-            "h1",
-            "192.168.99.1".parse().unwrap(),
-            Some("fd00:99::1".parse().unwrap()),
-            1500,
+        let view = HostView {
+            conf: c,
+            host: "h1",
+            host_ip: "192.168.99.1".parse().unwrap(),
+            host_ip6: Some("fd00:99::1".parse().unwrap()),
+            underlay_mtu: 1500,
             leases,
             state,
-            &mut out,
-            &mut counts,
-        );
+        };
+        let mut out = Vec::new();
+        let counts = check_family::<Ipv6Addr>(&view, &mut |check, what| out.push(Finding::new(check, "h1", what)));
         (out, counts)
     }
 
@@ -260,7 +131,7 @@ mod tests {
     fn exact_ipv6_state_passes_and_counts_per_family() {
         let (out, counts) = judge(&good_state());
         assert!(out.is_empty(), "{out:?}");
-        assert_eq!((counts.routes6, counts.neighbours6, counts.fdb6), (2, 2, 2));
+        assert_eq!((counts.routes, counts.neighbours, counts.fdb), (2, 2, 2));
         assert_eq!(conf("vxlan").overlay_mtu(1500), 1430, "pods get the smaller family's MTU");
     }
 
@@ -335,7 +206,7 @@ mod tests {
         // h3 is on another segment (fd00:98::/64): no route is expected for it
         let leases: BTreeMap<Ipv4Addr, LeaseView> =
             [hg(1, "fd00:99::1"), hg(2, "fd00:99::2"), hg(3, "fd00:98::3")].into_iter().map(|l| (l.public_ip, l)).collect();
-        let route = |n: u8, via: &str| Route6 {
+        let route = |n: u8, via: &str| Route::<Ipv6Addr> {
             dst: format!("fd00:10:244:{n}::/64").parse().unwrap(),
             gateway: Some(via.parse().unwrap()),
             oif: Some(2),
@@ -344,14 +215,14 @@ mod tests {
         };
         let mut state = HostState {
             links: vec![super::super::tests::eth0_link()],
-            addresses6: vec![Address6 { ifindex: 2, net: "fd00:99::/64".parse().unwrap(), addr: "fd00:99::1".parse().unwrap() }],
+            addresses6: vec![Address::<Ipv6Addr> { ifindex: 2, net: "fd00:99::/64".parse().unwrap(), addr: "fd00:99::1".parse().unwrap() }],
             routes6: vec![route(2, "fd00:99::2")],
             ..HostState::default()
         };
         let judge = |state: &HostState| on_h1(&c, &leases, state);
         let (out, counts) = judge(&state);
         assert!(out.is_empty(), "{out:?}");
-        assert_eq!(counts.routes6, 1);
+        assert_eq!(counts.routes, 1);
         state.routes6.clear();
         let (out, _) = judge(&state);
         assert_eq!(out.len(), 1);
@@ -366,7 +237,7 @@ mod tests {
         s.routes6.retain(|r| !r.dst.to_string().starts_with("fd00:10:244:2:"));
         s.neighbours6.retain(|n| !n.ip.to_string().starts_with("fd00:10:244:2:"));
         s.fdb.retain(|e| e.dst != Some("fd00:99::2".parse().unwrap()));
-        s.routes6.push(Route6 {
+        s.routes6.push(Route::<Ipv6Addr> {
             dst: "fd00:10:244:2::/64".parse().unwrap(),
             gateway: Some("fd00:99::2".parse().unwrap()),
             oif: Some(2),
@@ -384,7 +255,7 @@ mod tests {
         assert!(out.is_empty(), "{out:?}");
         let (out, counts) = on_h1(&c, &leases, &s);
         assert!(out.is_empty(), "{out:?}");
-        assert_eq!((counts.routes6, counts.neighbours6, counts.fdb6, counts.direct6), (1, 1, 1, 1));
+        assert_eq!((counts.routes, counts.neighbours, counts.fdb, counts.direct), (1, 1, 1, 1));
         // the direct route lost: named as such
         s.routes6.retain(|r| r.oif != Some(2));
         let (out, _) = on_h1(&c, &leases, &s);
@@ -396,9 +267,15 @@ mod tests {
     fn the_kernels_own_prefix_route_is_not_the_agents() {
         let mut s = good_state();
         // upstream adds flannel-v6.1's /128 address without NOPREFIXROUTE
-        s.routes6.push(Route6 { dst: "fd00:10:244:1::/128".parse().unwrap(), gateway: None, oif: Some(7), onlink: false, by_kernel: true });
+        s.routes6.push(Route::<Ipv6Addr> {
+            dst: "fd00:10:244:1::/128".parse().unwrap(),
+            gateway: None,
+            oif: Some(7),
+            onlink: false,
+            by_kernel: true,
+        });
         let (out, counts) = judge(&s);
         assert!(out.is_empty(), "{out:?}");
-        assert_eq!(counts.routes6, 2);
+        assert_eq!(counts.routes, 2);
     }
 }

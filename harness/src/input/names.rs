@@ -1,8 +1,8 @@
-//! Validated names and addresses: run ids, host names, interface names, IPv4 and IPv6
-//! prefixes.
+//! Validated names and addresses: run ids, host names, interface names, prefixes of
+//! either address family (one generic [`Net`]).
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -93,27 +93,113 @@ impl<'de> Deserialize<'de> for HostName {
     }
 }
 
-/// An IPv4 prefix; the address is the network address.
+/// An IP address family: what [`Net`] and the lab's per-family kernel entries are generic
+/// over (`Ipv4Addr`, `Ipv6Addr`).
+pub trait Family:
+    Copy + Eq + Ord + std::hash::Hash + fmt::Debug + fmt::Display + FromStr + Into<IpAddr> + Serialize + Send + Sync + 'static
+{
+    /// Address length in bits.
+    const BITS: u8;
+    /// `IPv4`, `IPv6`.
+    const NAME: &'static str;
+    /// A prefix to show in error messages.
+    const EXAMPLE: &'static str;
+    /// What [`Net::nth`] counts in (u32 for IPv4, u128 for IPv6).
+    type Index: Into<u128>;
+    fn to_bits(self) -> u128;
+    fn from_bits(bits: u128) -> Self;
+    /// This family's half of an address of either family.
+    fn from_ip(ip: IpAddr) -> Option<Self>;
+}
+
+impl Family for Ipv4Addr {
+    const BITS: u8 = 32;
+    const NAME: &'static str = "IPv4";
+    const EXAMPLE: &'static str = "192.168.99.0/24";
+    type Index = u32;
+    fn to_bits(self) -> u128 {
+        u32::from(self).into()
+    }
+    fn from_bits(bits: u128) -> Self {
+        Ipv4Addr::from(bits as u32)
+    }
+    fn from_ip(ip: IpAddr) -> Option<Self> {
+        match ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        }
+    }
+}
+
+impl Family for Ipv6Addr {
+    const BITS: u8 = 128;
+    const NAME: &'static str = "IPv6";
+    const EXAMPLE: &'static str = "fd00:99::/64";
+    type Index = u128;
+    fn to_bits(self) -> u128 {
+        self.into()
+    }
+    fn from_bits(bits: u128) -> Self {
+        Ipv6Addr::from(bits)
+    }
+    fn from_ip(ip: IpAddr) -> Option<Self> {
+        match ip {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        }
+    }
+}
+
+/// A prefix of family `A`; the address is the network address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ipv4Net {
-    addr: Ipv4Addr,
+pub struct Net<A> {
+    addr: A,
     prefix: u8,
 }
 
-impl Ipv4Net {
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Ipv4Net> {
-        if prefix > 32 {
+/// An IPv4 prefix.
+pub type Ipv4Net = Net<Ipv4Addr>;
+/// An IPv6 prefix.
+pub type Ipv6Net = Net<Ipv6Addr>;
+
+impl<A: Family> Net<A> {
+    /// The prefix of `addr` with host bits cleared; None when `prefix` is too long.
+    pub fn new(addr: A, prefix: u8) -> Option<Net<A>> {
+        if prefix > A::BITS {
             return None;
         }
-        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) };
-        Some(Ipv4Net { addr: Ipv4Addr::from(u32::from(addr) & mask), prefix })
+        let host_bits = u32::from(A::BITS - prefix);
+        let mask = if prefix == 0 { 0 } else { (u128::MAX >> (128 - u32::from(A::BITS))) >> host_bits << host_bits };
+        Some(Net { addr: A::from_bits(addr.to_bits() & mask), prefix })
     }
-    pub fn addr(&self) -> Ipv4Addr {
+    pub fn addr(&self) -> A {
         self.addr
     }
     pub fn prefix(&self) -> u8 {
         self.prefix
     }
+    /// The `n`th address from the network address (wrapping).
+    pub fn nth(&self, n: A::Index) -> A {
+        A::from_bits(self.addr.to_bits().wrapping_add(n.into()))
+    }
+    pub fn contains(&self, ip: A) -> bool {
+        Net::new(ip, self.prefix).is_some_and(|n| n.addr == self.addr)
+    }
+    pub fn contains_net(&self, other: &Net<A>) -> bool {
+        other.prefix >= self.prefix && self.contains(other.addr)
+    }
+    /// The `k`th /`len` subnet of this prefix; None when `len` is shorter than the prefix
+    /// or `k` lies beyond its end.
+    pub fn subnet_at(&self, len: u8, k: u128) -> Option<Net<A>> {
+        if len < self.prefix || len > A::BITS || (len - self.prefix < 128 && k >> (len - self.prefix) != 0) {
+            return None;
+        }
+        let step = 1u128.checked_shl(u32::from(A::BITS - len))?;
+        Net::new(A::from_bits(self.addr.to_bits().checked_add(k.checked_mul(step)?)?), len)
+    }
+}
+
+impl Ipv4Net {
     pub fn size(&self) -> u64 {
         1u64 << (32 - self.prefix)
     }
@@ -125,31 +211,22 @@ impl Ipv4Net {
             self.size() - 2
         }
     }
-    pub fn nth(&self, n: u32) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr).wrapping_add(n))
-    }
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        Ipv4Net::new(ip, self.prefix).is_some_and(|n| n.addr == self.addr)
-    }
-    pub fn contains_net(&self, other: &Ipv4Net) -> bool {
-        other.prefix >= self.prefix && self.contains(other.addr)
-    }
 }
 
-impl fmt::Display for Ipv4Net {
+impl<A: Family> fmt::Display for Net<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
-impl FromStr for Ipv4Net {
+impl<A: Family> FromStr for Net<A> {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not an IPv4 prefix like 192.168.99.0/24");
+        let bad = || format!("`{s}` is not an {} prefix like {}", A::NAME, A::EXAMPLE);
         let (a, p) = s.split_once('/').ok_or_else(bad)?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        let addr: A = a.parse().map_err(|_| bad())?;
         let prefix: u8 = p.parse().map_err(|_| bad())?;
-        let net = Ipv4Net::new(addr, prefix).ok_or_else(bad)?;
+        let net = Net::new(addr, prefix).ok_or_else(bad)?;
         if net.addr != addr {
             return Err(format!("`{s}` has host bits set; did you mean {net}?"));
         }
@@ -157,80 +234,14 @@ impl FromStr for Ipv4Net {
     }
 }
 
-impl<'de> Deserialize<'de> for Ipv4Net {
+impl<'de, A: Family> Deserialize<'de> for Net<A> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
 }
 
-impl Serialize for Ipv4Net {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// An IPv6 prefix; the address is the network address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ipv6Net {
-    addr: Ipv6Addr,
-    prefix: u8,
-}
-
-impl Ipv6Net {
-    pub fn new(addr: Ipv6Addr, prefix: u8) -> Option<Ipv6Net> {
-        if prefix > 128 {
-            return None;
-        }
-        let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix as u32) };
-        Some(Ipv6Net { addr: Ipv6Addr::from(u128::from(addr) & mask), prefix })
-    }
-    pub fn addr(&self) -> Ipv6Addr {
-        self.addr
-    }
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-    pub fn nth(&self, n: u128) -> Ipv6Addr {
-        Ipv6Addr::from(u128::from(self.addr).wrapping_add(n))
-    }
-    pub fn contains(&self, ip: Ipv6Addr) -> bool {
-        Ipv6Net::new(ip, self.prefix).is_some_and(|n| n.addr == self.addr)
-    }
-    pub fn contains_net(&self, other: &Ipv6Net) -> bool {
-        other.prefix >= self.prefix && self.contains(other.addr)
-    }
-}
-
-impl fmt::Display for Ipv6Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl FromStr for Ipv6Net {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not an IPv6 prefix like fd00:99::/64");
-        let (a, p) = s.split_once('/').ok_or_else(bad)?;
-        let addr: Ipv6Addr = a.parse().map_err(|_| bad())?;
-        let prefix: u8 = p.parse().map_err(|_| bad())?;
-        let net = Ipv6Net::new(addr, prefix).ok_or_else(bad)?;
-        if net.addr != addr {
-            return Err(format!("`{s}` has host bits set; did you mean {net}?"));
-        }
-        Ok(net)
-    }
-}
-
-impl<'de> Deserialize<'de> for Ipv6Net {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for Ipv6Net {
+impl<A: Family> Serialize for Net<A> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
@@ -271,5 +282,18 @@ mod tests {
         assert!(!n6.contains("fd00:10:245::1".parse().unwrap()));
         assert_eq!(n6.nth(1).to_string(), "fd00:10:244::1");
         assert!("fd00::1/64".parse::<Ipv6Net>().unwrap_err().contains("did you mean fd00::/64"));
+        assert!("10.0.0.0/8".parse::<Ipv6Net>().unwrap_err().contains("not an IPv6 prefix like fd00:99::/64"));
+        assert_eq!(Ipv6Net::new("fd00::1".parse().unwrap(), 0).unwrap().to_string(), "::/0");
+        assert_eq!(Ipv6Net::new("fd00::1".parse().unwrap(), 128).unwrap().to_string(), "fd00::1/128");
+        assert_eq!(Ipv4Net::new("10.1.2.3".parse().unwrap(), 32).unwrap().to_string(), "10.1.2.3/32");
+        assert_eq!(Ipv4Net::new("10.1.2.3".parse().unwrap(), 1).unwrap().to_string(), "0.0.0.0/1");
+        assert!(Ipv4Net::new("10.1.2.3".parse().unwrap(), 33).is_none());
+        let n: Ipv4Net = "10.244.0.0/16".parse().unwrap();
+        assert_eq!(n.subnet_at(24, 255).unwrap().to_string(), "10.244.255.0/24");
+        assert_eq!(n.subnet_at(24, 256), None);
+        assert_eq!(n.subnet_at(8, 0), None);
+        assert_eq!(n6.subnet_at(64, 0xff).unwrap().to_string(), "fd00:10:244:ff::/64");
+        assert_eq!(n6.subnet_at(64, 0x100), None);
+        assert_eq!(n6.subnet_at(128, 3).unwrap().to_string(), "fd00:10:244::3/128");
     }
 }

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::input::diag::{key, load_yaml, Collector, Diagnostics, Seg, Source};
-use crate::input::names::{HostName, Ipv4Net, Ipv6Net};
+use crate::input::names::{Family, HostName, Ipv4Net, Ipv6Net, Net};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,18 +112,11 @@ pub struct Router {
     pub legs: Vec<(usize, Ipv4Addr)>,
 }
 
-/// A static route a node needs: `cidr via gateway`.
+/// A static route a node needs: `cidr via gateway`, in either family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StaticRoute {
-    pub dst: Ipv4Net,
-    pub via: Ipv4Addr,
-}
-
-/// The IPv6 twin of a [`StaticRoute`] on a dual-stack underlay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StaticRoute6 {
-    pub dst: Ipv6Net,
-    pub via: Ipv6Addr,
+pub struct StaticRoute<A: Family = Ipv4Addr> {
+    pub dst: Net<A>,
+    pub via: A,
 }
 
 /// A validated topology with every address assigned.
@@ -238,13 +231,13 @@ impl Topology {
     }
 
     /// [`Topology::routes_for`] for IPv6: the same next hops at their IPv6 addresses.
-    pub fn routes6_for(&self, segments: &[usize], me: Option<&HostName>) -> Vec<StaticRoute6> {
+    pub fn routes6_for(&self, segments: &[usize], me: Option<&HostName>) -> Vec<StaticRoute<Ipv6Addr>> {
         self.routes_for(segments, me)
             .into_iter()
             .filter_map(|r| {
                 let target = self.segments.iter().find(|s| s.cidr == r.dst)?;
                 let via_seg = self.segments.iter().find(|s| s.cidr.contains(r.via))?;
-                Some(StaticRoute6 { dst: target.cidr6?, via: via_seg.v6_of(r.via)? })
+                Some(StaticRoute { dst: target.cidr6?, via: via_seg.v6_of(r.via)? })
             })
             .collect()
     }
@@ -626,7 +619,7 @@ etcd:
         assert!(t.dual_stack());
         assert_eq!(t.v6_of(0, t.hosts[1].addr), Some("fd00:1::2".parse().unwrap()));
         let r6 = t.routes6_for(&[2], None);
-        assert_eq!(r6[0], StaticRoute6 { dst: "fd00:1::/64".parse().unwrap(), via: "fd00:3::fd".parse().unwrap() });
+        assert_eq!(r6[0], StaticRoute { dst: "fd00:1::/64".parse().unwrap(), via: "fd00:3::fd".parse().unwrap() });
         let half = ROUTED.replace("10.1.0.0/24\n", "10.1.0.0/24\n    cidr6: fd00:1::/64\n");
         assert!(parse(&half).unwrap_err().to_string().contains("a dual-stack underlay gives every segment a `cidr6`"));
     }

@@ -164,16 +164,16 @@ impl Lab {
             nl.add_route(route.dst, route.via).await?;
         }
         for route in self.topo.routes6_for(segments, me) {
-            nl.add_route6(route.dst, route.via).await?;
+            nl.add_route(route.dst, route.via).await?;
         }
         Ok(())
     }
 
     /// Gives `link` the node's IPv6 address on segment `seg` (dual-stack underlays only).
-    async fn add_address6(&self, nl: &Nl, link: &str, seg: usize, addr: Ipv4Addr) -> Result<Option<Ipv6Addr>, Error> {
+    async fn add_address(&self, nl: &Nl, link: &str, seg: usize, addr: Ipv4Addr) -> Result<Option<Ipv6Addr>, Error> {
         let segment = &self.topo.segments[seg];
         let (Some(a6), Some(net6)) = (segment.v6_of(addr), segment.cidr6) else { return Ok(None) };
-        nl.add_address6(link, a6, net6.prefix()).await?;
+        nl.add_address(link, a6, net6.prefix()).await?;
         Ok(Some(a6))
     }
 
@@ -194,7 +194,7 @@ impl Lab {
         fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
         nl.set_up("lo").await?;
         nl.add_address("eth0", addr, segment.cidr.prefix()).await?;
-        let addr6 = self.add_address6(&nl, "eth0", seg, addr).await?;
+        let addr6 = self.add_address(&nl, "eth0", seg, addr).await?;
         nl.set_up("eth0").await?;
         if forwarding {
             ns.sysctl("net/ipv4/ip_forward", "1")?;
@@ -226,7 +226,7 @@ impl Lab {
         fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
         nl.set_up("lo").await?;
         nl.add_address("eth0", addr, segment.cidr.prefix()).await?;
-        self.add_address6(&nl, "eth0", seg, addr).await?;
+        self.add_address(&nl, "eth0", seg, addr).await?;
         nl.set_up("eth0").await?;
         self.add_static_routes(&nl, &[seg], None).await?;
         Ok(nl)
@@ -295,7 +295,7 @@ impl Lab {
             fnl.add_veth(&port, &leg, &ns, segment.mtu).await?;
             fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
             nl.add_address(&leg, *addr, segment.cidr.prefix()).await?;
-            self.add_address6(&nl, &leg, *seg, *addr).await?;
+            self.add_address(&nl, &leg, *seg, *addr).await?;
             nl.set_up(&leg).await?;
         }
         ns.sysctl("net/ipv4/ip_forward", "1")?;
@@ -381,7 +381,7 @@ impl Lab {
         fnl.add_veth_with_mac(&port, UNDERLAY_IF, &node.ns, segment.mtu, Some(mac)).await?;
         fnl.enslave(&port, &format!("br-{}", segment.name)).await?;
         node.nl.add_address(UNDERLAY_IF, node.addr, segment.cidr.prefix()).await?;
-        self.add_address6(&node.nl, UNDERLAY_IF, node.segment, node.addr).await?;
+        self.add_address(&node.nl, UNDERLAY_IF, node.segment, node.addr).await?;
         node.nl.set_up(UNDERLAY_IF).await?;
         self.add_static_routes(&node.nl, &[node.segment], None).await?;
         Ok(())

@@ -15,7 +15,7 @@ use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, Ro
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::input::names::{Ipv4Net, Ipv6Net};
+use crate::input::names::{Family, Net};
 use crate::lab::netns::Netns;
 
 pub const MAIN_TABLE: u32 = 254;
@@ -69,18 +69,22 @@ pub struct VxlanInfo {
     pub gbp: bool,
 }
 
+/// A route of the main table, of family `A`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Route {
-    pub dst: Ipv4Net,
-    pub gateway: Option<Ipv4Addr>,
+pub struct Route<A: Family = Ipv4Addr> {
+    pub dst: Net<A>,
+    pub gateway: Option<A>,
     pub oif: Option<u32>,
     pub onlink: bool,
+    /// Added by the kernel itself (`proto kernel`), e.g. for an address's own prefix.
+    pub by_kernel: bool,
 }
 
+/// A neighbour (ARP or NDP) entry of family `A`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Neighbour {
+pub struct Neighbour<A: Family = Ipv4Addr> {
     pub ifindex: u32,
-    pub ip: Ipv4Addr,
+    pub ip: A,
     pub mac: Option<String>,
     pub permanent: bool,
 }
@@ -94,32 +98,6 @@ pub struct FdbEntry {
     pub permanent: bool,
 }
 
-/// An IPv6 route of the main table.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Route6 {
-    pub dst: Ipv6Net,
-    pub gateway: Option<Ipv6Addr>,
-    pub oif: Option<u32>,
-    pub onlink: bool,
-    /// Added by the kernel itself (`proto kernel`), e.g. for an address's own prefix.
-    pub by_kernel: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Neighbour6 {
-    pub ifindex: u32,
-    pub ip: Ipv6Addr,
-    pub mac: Option<String>,
-    pub permanent: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Address6 {
-    pub ifindex: u32,
-    pub net: Ipv6Net,
-    pub addr: Ipv6Addr,
-}
-
 /// A decoded route of either family, before it is typed.
 struct AnyRoute {
     dst: Option<(IpAddr, u8)>,
@@ -129,11 +107,20 @@ struct AnyRoute {
     by_kernel: bool,
 }
 
+/// An address of family `A` on an interface, with the prefix it is on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Address {
+pub struct Address<A: Family = Ipv4Addr> {
     pub ifindex: u32,
-    pub net: Ipv4Net,
-    pub addr: Ipv4Addr,
+    pub net: Net<A>,
+    pub addr: A,
+}
+
+/// The netlink address family of `A`.
+fn address_family<A: Family>() -> AddressFamily {
+    match A::BITS {
+        32 => AddressFamily::Inet,
+        _ => AddressFamily::Inet6,
+    }
 }
 
 impl Nl {
@@ -227,17 +214,6 @@ impl Nl {
         self.handle.link().set(msg).execute().await.map_err(self.err(format!("set mtu {mtu} on `{name}`")))
     }
 
-    /// `ip addr add ADDR/LEN dev NAME`
-    pub async fn add_address(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), Error> {
-        let index = self.index_of(name).await?;
-        self.handle
-            .address()
-            .add(index, IpAddr::V4(addr), prefix)
-            .execute()
-            .await
-            .map_err(self.err(format!("add {addr}/{prefix} to `{name}`")))
-    }
-
     /// `ip addr del ADDR/PREFIX dev NAME`
     pub async fn del_address(&self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), Error> {
         let index = self.index_of(name).await?;
@@ -252,45 +228,36 @@ impl Nl {
         Err(Error::Lab(format!("{op}: no such address")))
     }
 
-    /// `ip route add DST via GW` (or `default via GW` for 0.0.0.0/0)
-    pub async fn add_route(&self, dst: Ipv4Net, gw: Ipv4Addr) -> Result<(), Error> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst.addr(), dst.prefix()).gateway(gw).build();
+    /// `ip route add DST via GW` (or `default via GW` for 0.0.0.0/0 and ::/0)
+    pub async fn add_route<A: Family>(&self, dst: Net<A>, gw: A) -> Result<(), Error> {
+        let invalid = |e| Error::Lab(format!("route {dst} via {gw}: {e:?}"));
+        let msg = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst.addr().into(), dst.prefix())
+            .map_err(invalid)?
+            .gateway(gw.into())
+            .map_err(invalid)?
+            .build();
         self.handle.route().add(msg).execute().await.map_err(self.err(format!("add route {dst} via {gw}")))
     }
 
-    /// `ip -6 addr add ADDR/LEN dev NAME nodad`: usable at once, with no duplicate address
-    /// detection delaying it (the lab assigns every address itself).
-    pub async fn add_address6(&self, name: &str, addr: Ipv6Addr, prefix: u8) -> Result<(), Error> {
+    /// `ip addr add ADDR/LEN dev NAME nodad`: usable at once, with no IPv6 duplicate
+    /// address detection delaying it (the lab assigns every address itself).
+    pub async fn add_address<A: Family>(&self, name: &str, addr: A, prefix: u8) -> Result<(), Error> {
         let index = self.index_of(name).await?;
-        let mut req = self.handle.address().add(index, IpAddr::V6(addr), prefix);
+        let mut req = self.handle.address().add(index, addr.into(), prefix);
         req.message_mut().header.flags |= netlink_packet_route::address::AddressHeaderFlags::Nodad;
         req.execute().await.map_err(self.err(format!("add {addr}/{prefix} to `{name}`")))
     }
 
-    /// `ip -6 route add DST via GW` (or `default via GW` for ::/0)
-    pub async fn add_route6(&self, dst: Ipv6Net, gw: Ipv6Addr) -> Result<(), Error> {
-        let msg = RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(dst.addr(), dst.prefix()).gateway(gw).build();
-        self.handle.route().add(msg).execute().await.map_err(self.err(format!("add route {dst} via {gw}")))
-    }
-
-    /// `ip -6 route del DST via GW dev IFINDEX` (used by negative controls)
-    pub async fn del_route6(&self, r: &Route6) -> Result<(), Error> {
-        let mut b = RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(r.dst.addr(), r.dst.prefix());
-        if let Some(gw) = r.gateway {
-            b = b.gateway(gw);
-        }
-        if let Some(oif) = r.oif {
-            b = b.output_interface(oif);
-        }
-        self.handle.route().del(b.build()).execute().await.map_err(self.err(format!("delete route {}", r.dst)))
-    }
-
-    /// `ip route del DST via GW dev IFINDEX` (used by negative controls)
-    pub async fn del_route(&self, r: &Route) -> Result<(), Error> {
-        let mut b = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(r.dst.addr(), r.dst.prefix());
+    /// `ip route del DST via GW dev IFINDEX` (used by negative controls); an IPv4 route
+    /// without a gateway is matched at link scope, as `ip route del` does.
+    pub async fn del_route<A: Family>(&self, r: &Route<A>) -> Result<(), Error> {
+        let invalid = |e| Error::Lab(format!("route {}: {e:?}", r.dst));
+        let mut b = RouteMessageBuilder::<IpAddr>::new().destination_prefix(r.dst.addr().into(), r.dst.prefix()).map_err(invalid)?;
         match r.gateway {
-            Some(gw) => b = b.gateway(gw),
-            None => b = b.scope(netlink_packet_route::route::RouteScope::Link),
+            Some(gw) => b = b.gateway(gw.into()).map_err(invalid)?,
+            None if A::BITS == 32 => b = b.scope(netlink_packet_route::route::RouteScope::Link),
+            None => {}
         }
         if let Some(oif) = r.oif {
             b = b.output_interface(oif);
@@ -360,16 +327,8 @@ impl Nl {
     }
 
     /// `ip neigh del IP dev IFINDEX` (used by negative controls)
-    pub async fn del_neighbour(&self, n: &Neighbour) -> Result<(), Error> {
-        self.del_neighbour_any(n.ifindex, IpAddr::V4(n.ip)).await
-    }
-
-    /// `ip -6 neigh del IP dev IFINDEX` (used by negative controls)
-    pub async fn del_neighbour6(&self, n: &Neighbour6) -> Result<(), Error> {
-        self.del_neighbour_any(n.ifindex, IpAddr::V6(n.ip)).await
-    }
-
-    async fn del_neighbour_any(&self, ifindex: u32, ip: IpAddr) -> Result<(), Error> {
+    pub async fn del_neighbour<A: Family>(&self, n: &Neighbour<A>) -> Result<(), Error> {
+        let (ifindex, ip): (u32, IpAddr) = (n.ifindex, n.ip.into());
         let mut m = NeighbourMessage::default();
         m.header.ifindex = ifindex;
         match ip {
@@ -391,28 +350,15 @@ impl Nl {
         Ok(msgs.iter().map(decode_link).collect())
     }
 
-    /// `ip -4 addr show`
-    pub async fn addresses(&self) -> Result<Vec<Address>, Error> {
+    /// `ip -4 addr show`, `ip -6 addr show`
+    pub async fn addresses<A: Family>(&self) -> Result<Vec<Address<A>>, Error> {
         Ok(self
             .addresses_any()
             .await?
             .into_iter()
-            .filter_map(|(ifindex, ip, plen)| match ip {
-                IpAddr::V4(addr) => Some(Address { ifindex, net: Ipv4Net::new(addr, plen)?, addr }),
-                IpAddr::V6(_) => None,
-            })
-            .collect())
-    }
-
-    /// `ip -6 addr show`
-    pub async fn addresses6(&self) -> Result<Vec<Address6>, Error> {
-        Ok(self
-            .addresses_any()
-            .await?
-            .into_iter()
-            .filter_map(|(ifindex, ip, plen)| match ip {
-                IpAddr::V6(addr) => Some(Address6 { ifindex, net: Ipv6Net::new(addr, plen)?, addr }),
-                IpAddr::V4(_) => None,
+            .filter_map(|(ifindex, ip, plen)| {
+                let addr = A::from_ip(ip)?;
+                Some(Address { ifindex, net: Net::new(addr, plen)?, addr })
             })
             .collect())
     }
@@ -437,44 +383,16 @@ impl Nl {
             .collect())
     }
 
-    /// `ip -4 route show table main`
-    pub async fn routes(&self) -> Result<Vec<Route>, Error> {
-        let raw = self.routes_any(RouteMessageBuilder::<Ipv4Addr>::new().build()).await?;
-        let mut out: Vec<Route> = raw
+    /// `ip -4 route show table main`, `ip -6 route show table main`
+    pub async fn routes<A: Family>(&self) -> Result<Vec<Route<A>>, Error> {
+        let mut query = RouteMessageBuilder::<IpAddr>::new().build();
+        query.header.address_family = address_family::<A>();
+        let raw = self.routes_any(query).await?;
+        let mut out: Vec<Route<A>> = raw
             .into_iter()
             .map(|r| Route {
-                dst: match r.dst {
-                    Some((IpAddr::V4(d), len)) => Ipv4Net::new(d, len),
-                    _ => None,
-                }
-                .unwrap_or(Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid")),
-                gateway: match r.gateway {
-                    Some(IpAddr::V4(g)) => Some(g),
-                    _ => None,
-                },
-                oif: r.oif,
-                onlink: r.onlink,
-            })
-            .collect();
-        out.sort();
-        Ok(out)
-    }
-
-    /// `ip -6 route show table main`
-    pub async fn routes6(&self) -> Result<Vec<Route6>, Error> {
-        let raw = self.routes_any(RouteMessageBuilder::<Ipv6Addr>::new().build()).await?;
-        let mut out: Vec<Route6> = raw
-            .into_iter()
-            .map(|r| Route6 {
-                dst: match r.dst {
-                    Some((IpAddr::V6(d), len)) => Ipv6Net::new(d, len),
-                    _ => None,
-                }
-                .unwrap_or(Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 0).expect("valid")),
-                gateway: match r.gateway {
-                    Some(IpAddr::V6(g)) => Some(g),
-                    _ => None,
-                },
+                dst: r.dst.and_then(|(d, len)| Net::new(A::from_ip(d)?, len)).unwrap_or(Net::new(A::from_bits(0), 0).expect("valid")),
+                gateway: r.gateway.and_then(A::from_ip),
                 oif: r.oif,
                 onlink: r.onlink,
                 by_kernel: r.by_kernel,
@@ -526,31 +444,13 @@ impl Nl {
         Ok(out)
     }
 
-    /// `ip -4 neigh show`
-    pub async fn neighbours(&self) -> Result<Vec<Neighbour>, Error> {
-        let mut out: Vec<Neighbour> = self
-            .neighbours_any(AddressFamily::Inet)
+    /// `ip -4 neigh show`, `ip -6 neigh show`
+    pub async fn neighbours<A: Family>(&self) -> Result<Vec<Neighbour<A>>, Error> {
+        let mut out: Vec<Neighbour<A>> = self
+            .neighbours_any(address_family::<A>())
             .await?
             .into_iter()
-            .filter_map(|(ifindex, ip, mac, permanent)| match ip {
-                IpAddr::V4(ip) => Some(Neighbour { ifindex, ip, mac, permanent }),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        out.sort();
-        Ok(out)
-    }
-
-    /// `ip -6 neigh show`
-    pub async fn neighbours6(&self) -> Result<Vec<Neighbour6>, Error> {
-        let mut out: Vec<Neighbour6> = self
-            .neighbours_any(AddressFamily::Inet6)
-            .await?
-            .into_iter()
-            .filter_map(|(ifindex, ip, mac, permanent)| match ip {
-                IpAddr::V6(ip) => Some(Neighbour6 { ifindex, ip, mac, permanent }),
-                IpAddr::V4(_) => None,
-            })
+            .filter_map(|(ifindex, ip, mac, permanent)| Some(Neighbour { ifindex, ip: A::from_ip(ip)?, mac, permanent }))
             .collect();
         out.sort();
         Ok(out)

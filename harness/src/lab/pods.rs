@@ -66,7 +66,7 @@ pub async fn ensure_bridge(host: &Node, gw: Gateway, previous: Option<Gateway>) 
         host.nl.add_address(BRIDGE, a, s.prefix()).await?;
     }
     if let Some((a6, s6)) = gw.v6 {
-        host.nl.add_address6(BRIDGE, a6, s6.prefix()).await?;
+        host.nl.add_address(BRIDGE, a6, s6.prefix()).await?;
     }
     host.nl.set_up(BRIDGE).await?;
     Ok(())
@@ -136,8 +136,8 @@ async fn attach(
         nl.add_route(Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid"), gw4).await?;
     }
     if let (Some(a6), Some((gw6, s6))) = (addr6, gw.v6) {
-        nl.add_address6("eth0", a6, s6.prefix()).await?;
-        nl.add_route6(Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 0).expect("valid"), gw6).await?;
+        nl.add_address("eth0", a6, s6.prefix()).await?;
+        nl.add_route(Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 0).expect("valid"), gw6).await?;
     }
     Ok(Pod { name: name.to_string(), host: host.name.clone(), ns, nl, addr, addr6 })
 }

@@ -4,8 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::error::Error;
+use crate::input::names::Family;
 use crate::lab::neigh_get::Found;
-use crate::lab::nl::{Address, Address6, FdbEntry, Link, Neighbour, Neighbour6, Route, Route6};
+use crate::lab::nl::{Address, FdbEntry, Link, Neighbour, Route};
 use crate::lab::Node;
 
 /// Everything the lab read from one host.
@@ -16,9 +17,9 @@ pub struct HostState {
     pub routes: Vec<Route>,
     pub neighbours: Vec<Neighbour>,
     pub fdb: Vec<FdbEntry>,
-    pub addresses6: Vec<Address6>,
-    pub routes6: Vec<Route6>,
-    pub neighbours6: Vec<Neighbour6>,
+    pub addresses6: Vec<Address<Ipv6Addr>>,
+    pub routes6: Vec<Route<Ipv6Addr>>,
+    pub neighbours6: Vec<Neighbour<Ipv6Addr>>,
     pub subnet_file: Option<String>,
     /// Whether `neighbours` (and `neighbours6`) hold every entry of the host, or only the
     /// ones a [`NeighbourQuery`] asked for.
@@ -63,37 +64,35 @@ pub async fn dump_host(
     if complete || query.is_none() {
         state.neighbours = node.nl.neighbours().await?;
     }
-    let index = |name: &str| state.links.iter().find(|l| l.name == name).map(|l| l.index);
-    if let Some((q, i)) = query.and_then(|q| Some((q, index(&q.device)?))) {
-        let found = lookup(node, i, &q.v4).await?;
-        replace_looked_up(
-            &mut state.neighbours,
-            found,
-            |n| n.ifindex == i && q.v4.contains(&n.ip),
-            |ip, mac, permanent| Some(Neighbour { ifindex: i, ip: v4(ip)?, mac, permanent }),
-        );
+    if let Some(q) = query {
+        look_up(node, &state.links, &mut state.neighbours, &q.device, &q.v4).await?;
     }
     if ipv6 {
-        state.addresses6 = node.nl.addresses6().await?;
-        state.routes6 = node.nl.routes6().await?;
+        state.addresses6 = node.nl.addresses().await?;
+        state.routes6 = node.nl.routes().await?;
         if complete || query.is_none() {
-            state.neighbours6 = node.nl.neighbours6().await?;
+            state.neighbours6 = node.nl.neighbours().await?;
         }
-        if let Some((q, i)) = query.and_then(|q| Some((q, index(&q.device6)?))) {
-            let found = lookup(node, i, &q.v6).await?;
-            replace_looked_up(
-                &mut state.neighbours6,
-                found,
-                |n| n.ifindex == i && q.v6.contains(&n.ip),
-                |ip, mac, permanent| Some(Neighbour6 { ifindex: i, ip: v6(ip)?, mac, permanent }),
-            );
+        if let Some(q) = query {
+            look_up(node, &state.links, &mut state.neighbours6, &q.device6, &q.v6).await?;
         }
     }
     Ok(state)
 }
 
+/// Looks the neighbours `ips` up on the device `device` (when the host has it): what a dump
+/// said of them gives way to what the lookups found.
+async fn look_up<A: Family>(node: &Node, links: &[Link], list: &mut Vec<Neighbour<A>>, device: &str, ips: &[A]) -> Result<(), Error> {
+    let Some(i) = links.iter().find(|l| l.name == device).map(|l| l.index) else { return Ok(()) };
+    let found = lookup(node, i, ips).await?;
+    list.retain(|n| !(n.ifindex == i && ips.contains(&n.ip)));
+    list.extend(found.into_iter().filter_map(|(ip, mac, permanent)| Some(Neighbour { ifindex: i, ip: A::from_ip(ip)?, mac, permanent })));
+    list.sort();
+    Ok(())
+}
+
 /// The entries for `ips` on `ifindex`, looked up in one batch off the runtime's threads.
-async fn lookup<A: Copy + Into<IpAddr>>(node: &Node, ifindex: u32, ips: &[A]) -> Result<Vec<Found>, Error> {
+async fn lookup<A: Family>(node: &Node, ifindex: u32, ips: &[A]) -> Result<Vec<Found>, Error> {
     if ips.is_empty() {
         return Ok(Vec::new());
     }
@@ -104,28 +103,33 @@ async fn lookup<A: Copy + Into<IpAddr>>(node: &Node, ifindex: u32, ips: &[A]) ->
         .map_err(|e| crate::lab_err!("neighbour lookups: {e}"))?
 }
 
-/// What a dump said of the looked-up entries (`asked`) gives way to what the lookups found.
-fn replace_looked_up<T: Ord>(
-    list: &mut Vec<T>,
-    found: Vec<Found>,
-    asked: impl Fn(&T) -> bool,
-    entry: impl Fn(IpAddr, Option<String>, bool) -> Option<T>,
-) {
-    list.retain(|n| !asked(n));
-    list.extend(found.into_iter().filter_map(|(ip, mac, permanent)| entry(ip, mac, permanent)));
-    list.sort();
+/// One family's entries in a [`HostState`], for checks written once for both families.
+pub trait StateFamily: Family {
+    fn addresses(s: &HostState) -> &[Address<Self>];
+    fn routes(s: &HostState) -> &[Route<Self>];
+    fn neighbours(s: &HostState) -> &[Neighbour<Self>];
 }
 
-fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
-    match ip {
-        IpAddr::V4(a) => Some(a),
-        IpAddr::V6(_) => None,
+impl StateFamily for Ipv4Addr {
+    fn addresses(s: &HostState) -> &[Address<Self>] {
+        &s.addresses
+    }
+    fn routes(s: &HostState) -> &[Route<Self>] {
+        &s.routes
+    }
+    fn neighbours(s: &HostState) -> &[Neighbour<Self>] {
+        &s.neighbours
     }
 }
 
-fn v6(ip: IpAddr) -> Option<Ipv6Addr> {
-    match ip {
-        IpAddr::V6(a) => Some(a),
-        IpAddr::V4(_) => None,
+impl StateFamily for Ipv6Addr {
+    fn addresses(s: &HostState) -> &[Address<Self>] {
+        &s.addresses6
+    }
+    fn routes(s: &HostState) -> &[Route<Self>] {
+        &s.routes6
+    }
+    fn neighbours(s: &HostState) -> &[Neighbour<Self>] {
+        &s.neighbours6
     }
 }

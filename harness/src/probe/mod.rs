@@ -12,7 +12,7 @@ mod icmp6;
 pub mod throughput;
 pub mod traffic;
 
-pub use dump::{dump_host, HostState, NeighbourQuery};
+pub use dump::{dump_host, HostState, NeighbourQuery, StateFamily};
 pub use echo::{ping_any, ping_with_retries, sweep_any};
 pub use icmp::{echo_packet, inner_addresses, ping, saw_echo_request, send_udp, sweep, udp_sources, PingOutcome, UdpListener};
 pub use icmp6::{ping6, sweep6};

@@ -210,6 +210,17 @@ async fn read_hosts(
     .await
 }
 
+/// What the kernel checks look at for one scale host (IPv4 only: scale's net-conf has no IPv6).
+fn host_view<'a>(
+    conf: &'a contract::NetConf,
+    node: &'a crate::lab::Node,
+    underlay_mtu: u32,
+    leases: &'a BTreeMap<Ipv4Addr, contract::LeaseView>,
+    state: &'a crate::probe::HostState,
+) -> contract::HostView<'a> {
+    contract::HostView { conf, host: &node.name, host_ip: node.addr, host_ip6: None, underlay_mtu, leases, state }
+}
+
 fn percentile(v: &[f64], p: f64) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -313,7 +324,7 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
         for (node, state) in pending.iter().zip(states) {
             let state = state.expect("checked above");
             let mut f = Vec::new();
-            let c = contract::check_kernel(&conf, &node.name, node.addr, lab.mtu_of(node), &by_ip, &state, &mut f);
+            let c = contract::check_kernel(&host_view(&conf, node, lab.mtu_of(node), &by_ip, &state), &mut f);
             let have = c.routes + c.neighbours + c.fdb + c.direct;
             entries.insert(node.name.to_string(), have);
             // the first per-peer entry (under udp, the one route for the whole network)
@@ -382,7 +393,7 @@ async fn point(plan: &Plan, imp: &Implementation, backend: Backend, n: u32, rep:
             for (node, state) in all.iter().zip(states) {
                 let state = state.expect("checked above");
                 let mut f = Vec::new();
-                contract::check_kernel(&conf, &node.name, node.addr, lab.mtu_of(node), &by_ip, &state, &mut f);
+                contract::check_kernel(&host_view(&conf, node, lab.mtu_of(node), &by_ip, &state), &mut f);
                 if !f.is_empty() {
                     done.remove(node.name.as_str());
                     extra.extend(f);

@@ -256,13 +256,7 @@ impl Trial<'_> {
             let (ip, ip6) = (spare.addr, spare.addr6);
             // the highest free subnet
             let subnet = if conf.enable_ipv4 {
-                let count = 1u32 << (conf.subnet_len - conf.network.prefix());
-                let step = 1u32 << (32 - conf.subnet_len);
-                (1..count)
-                    .rev()
-                    .filter_map(|k| crate::input::names::Ipv4Net::new(conf.network.nth(k * step), conf.subnet_len))
-                    .find(|s| !used.contains(s))
-                    .ok_or("no free subnet left for a canary lease")?
+                conf.ipv4().highest_free(&used).ok_or("no free subnet left for a canary lease")?
             } else {
                 crate::input::names::Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, 0).expect("valid")
             };
@@ -275,14 +269,7 @@ impl Trial<'_> {
                     let ip6 = ip6.ok_or(
                         "the net-conf enables IPv6 but the topology has no IPv6 underlay for the canary (give its segments a cidr6)",
                     )?;
-                    let count = 1u128 << (net6.subnet_len - net6.network.prefix()).min(64);
-                    let step = 1u128 << (128 - net6.subnet_len);
-                    let s6 = (1..count)
-                        .rev()
-                        .take(256)
-                        .filter_map(|k| crate::input::names::Ipv6Net::new(net6.network.nth(k * step), net6.subnet_len))
-                        .find(|s| !used6.contains(s))
-                        .ok_or("no free IPv6 subnet left for a canary lease")?;
+                    let s6 = net6.highest_free(&used6).ok_or("no free IPv6 subnet left for a canary lease")?;
                     used6.push(s6);
                     Some((s6, ip6))
                 }

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use super::{StepKind, StepResult, Trial};
 use crate::agents::Agent;
 use crate::input::case::{single_key_enum, Dur, Ref};
-use crate::input::names::HostName;
-use crate::lab::nl::Netem;
+use crate::input::names::{Family, HostName, Net};
+use crate::lab::nl::{Netem, Nl};
 use crate::lab::udev::MacPolicy;
 use crate::lab_err;
 
@@ -367,6 +367,25 @@ impl Sabotage {
     }
 }
 
+/// Deletes one route through the device `idx` to a subnet of `network`; what it did, or
+/// None when there was none.
+async fn delete_route<A: Family>(nl: &Nl, idx: u32, network: Net<A>) -> Result<Option<String>, crate::error::Error> {
+    let Some(r) = nl.routes::<A>().await?.into_iter().find(|r| r.oif == Some(idx) && network.contains_net(&r.dst)) else {
+        return Ok(None);
+    };
+    nl.del_route(&r).await?;
+    Ok(Some(format!("deleted {} route {}", A::NAME, r.dst)))
+}
+
+/// Deletes one permanent neighbour in `network` on the device `idx`; what it did, or None.
+async fn delete_neighbour<A: Family>(nl: &Nl, idx: u32, network: Net<A>) -> Result<Option<String>, crate::error::Error> {
+    let Some(n) = nl.neighbours::<A>().await?.into_iter().find(|n| n.ifindex == idx && n.permanent && network.contains(n.ip)) else {
+        return Ok(None);
+    };
+    nl.del_neighbour(&n).await?;
+    Ok(Some(format!("deleted {} neighbour {}", A::NAME, n.ip)))
+}
+
 impl Trial<'_> {
     async fn sabotage(&mut self, s: &Sabotage) -> StepResult {
         let conf = self.conf()?.clone();
@@ -405,44 +424,15 @@ impl Trial<'_> {
                 node.nl.del_fdb(&e).await?;
                 format!("deleted FDB entry {} dst {:?}", e.mac, e.dst)
             }
-            Sabotage::DeleteRoute(_) => {
-                let routes = node.nl.routes().await?;
-                let r = routes
-                    .into_iter()
-                    .find(|r| r.oif == Some(idx) && conf.network.contains_net(&r.dst))
-                    .ok_or("no peer route to delete")?;
-                node.nl.del_route(&r).await?;
-                format!("deleted route {}", r.dst)
-            }
-            Sabotage::DeleteNeighbour(_) => {
-                let neigh = node.nl.neighbours().await?;
-                let n = neigh.into_iter().find(|n| n.ifindex == idx && n.permanent).ok_or("no neighbour to delete")?;
-                node.nl.del_neighbour(&n).await?;
-                format!("deleted neighbour {}", n.ip)
-            }
+            Sabotage::DeleteRoute(_) => delete_route(&node.nl, idx, conf.network).await?.ok_or("no peer route to delete")?,
+            Sabotage::DeleteNeighbour(_) => delete_neighbour(&node.nl, idx, conf.network).await?.ok_or("no neighbour to delete")?,
             Sabotage::DeleteRoute6(_) => {
                 let net6 = net6.ok_or("delete_route6 needs a net-conf with EnableIPv6")?;
-                let r = node
-                    .nl
-                    .routes6()
-                    .await?
-                    .into_iter()
-                    .find(|r| r.oif == Some(idx) && net6.contains_net(&r.dst))
-                    .ok_or("no IPv6 peer route to delete")?;
-                node.nl.del_route6(&r).await?;
-                format!("deleted IPv6 route {}", r.dst)
+                delete_route(&node.nl, idx, net6).await?.ok_or("no IPv6 peer route to delete")?
             }
             Sabotage::DeleteNeighbour6(_) => {
                 let net6 = net6.ok_or("delete_neighbour6 needs a net-conf with EnableIPv6")?;
-                let n = node
-                    .nl
-                    .neighbours6()
-                    .await?
-                    .into_iter()
-                    .find(|n| n.ifindex == idx && n.permanent && net6.contains(n.ip))
-                    .ok_or("no IPv6 neighbour to delete")?;
-                node.nl.del_neighbour6(&n).await?;
-                format!("deleted IPv6 neighbour {}", n.ip)
+                delete_neighbour(&node.nl, idx, net6).await?.ok_or("no IPv6 neighbour to delete")?
             }
             Sabotage::DeleteFdb6(_) => {
                 let e = node

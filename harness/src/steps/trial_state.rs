@@ -405,8 +405,16 @@ impl<'a> Trial<'a> {
                 state.subnet_file.as_deref(),
                 &mut findings,
             );
-            let mut c = contract::check_kernel(conf, &node.name, node.addr, mtu, &by_ip, &state, &mut findings);
-            contract::check_kernel6(conf, &node.name, node.addr, node.addr6, mtu, &by_ip, &state, &mut findings, &mut c);
+            let view = contract::HostView {
+                conf,
+                host: &node.name,
+                host_ip: node.addr,
+                host_ip6: node.addr6,
+                underlay_mtu: mtu,
+                leases: &by_ip,
+                state: &state,
+            };
+            let c = contract::check_kernel(&view, &mut findings);
             counts.insert(node.name.clone(), c);
         }
         Ok((findings, counts))
@@ -786,7 +794,7 @@ impl<'a> Trial<'a> {
         };
         let present = if v6 {
             let want = gw.v6.map(|(a, _)| a);
-            node.nl.addresses6().await?.iter().any(|a| a.ifindex == cni0.index && Some(a.addr) == want)
+            node.nl.addresses::<std::net::Ipv6Addr>().await?.iter().any(|a| a.ifindex == cni0.index && Some(a.addr) == want)
         } else {
             let want = gw.v4.map(|(a, _)| a);
             node.nl.addresses().await?.iter().any(|a| a.ifindex == cni0.index && Some(a.addr) == want)
