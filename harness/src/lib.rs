@@ -20,6 +20,7 @@
 //! run/       trials: scales × repeats, verdicts (mutants), artifacts, the trial log (tracing)
 //!   │
 //! scale/     cost curves: labs of growing size measured, tables, CSV/JSON, SVG plots
+//! explore/   random fault schedules run as trials, failures shrunk to cases
 //!   │
 //! suite, report, cli
 //! ```
@@ -36,12 +37,14 @@
 //! | steps | [`steps`] |
 //! | running trials | [`run`] |
 //! | cost curves at size | [`scale`] |
+//! | random fault schedules, shrinking | [`explore`] |
 //! | the suite, reports, the CLI | [`suite`], [`report`], [`cli`] |
 
 pub mod agents;
 pub mod cli;
 pub mod contract;
 pub mod error;
+pub mod explore;
 pub mod input;
 pub mod lab;
 pub mod probe;

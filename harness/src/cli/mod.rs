@@ -9,8 +9,10 @@
 //! | up | [`up`] |
 //! | status, exec, down | [`live`] |
 //! | bench, scale, gc | [`measure`] |
+//! | explore | [`explore`] |
 
 mod compare;
+mod explore;
 mod live;
 mod measure;
 mod progress;
@@ -41,7 +43,8 @@ use crate::error::Result;
         flannel-lab up flat --hosts 4 --backend host-gw\n  \
         flannel-lab status\n  \
         flannel-lab exec h1 -- ip route\n  \
-        flannel-lab down\n\n\
+        flannel-lab down\n  \
+        flannel-lab explore --budget 10m\n\n\
         See `flannel-lab help <command>` for each command's options and examples.\n\n\
         Environment:\n  \
         FLANNEL_LAB_IMPL      implementation when --impl is not given (default: reference)\n  \
@@ -76,6 +79,7 @@ enum Command {
     Gc(measure::GcArgs),
     Bench(measure::BenchArgs),
     Scale(measure::ScaleArgs),
+    Explore(explore::ExploreArgs),
     Completions(CompletionsArgs),
 }
 
@@ -137,6 +141,7 @@ pub fn main() -> ExitCode {
         Command::Gc(_) => measure::gc(),
         Command::Bench(a) => measure::bench(a),
         Command::Scale(a) => measure::scale(a),
+        Command::Explore(a) => explore::explore(a),
         Command::Completions(a) => {
             clap_complete::generate(a.shell, &mut Cli::command(), "flannel-lab", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
