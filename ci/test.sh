@@ -33,6 +33,13 @@ if ! grep -q ' 2 passed; 0 failed; 0 ignored' <<<"$report"; then
   echo "ci/test.sh: the HTML report's browser test did not run and pass" >&2
   exit 1
 fi
+# The explorer against the reference agent and two mutants: its trials ran, none ignored.
+explore=$(awk '/Running tests\/explore.rs/ {r = 1} r && /^test result:/ {print; exit}' "$log")
+echo "ci/test.sh: explore trials: ${explore:-none ran}"
+if ! grep -q ' 3 passed; 0 failed; 0 ignored' <<<"$explore"; then
+  echo "ci/test.sh: the explorer's trials did not run and pass" >&2
+  exit 1
+fi
 # Nothing may outlive the run: no lab namespaces, no lab processes.
 left=$(ip netns list | awk '$1 ~ /^fl[0-9a-f]{4}-/ {print $1}')
 if [ -n "$left" ]; then

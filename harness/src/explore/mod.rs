@@ -193,7 +193,7 @@ fn run_one(o: &Options, s: &Schedule, file: &Path) -> (Outcome, Option<TrialRepo
     (outcome_of(&r), Some(r))
 }
 
-/// Explores: schedules in batches of `jobs` until the budget (or `max_schedules`) is
+/// Explores: up to `jobs` schedules at a time until the budget (or `max_schedules`) is
 /// spent, then shrinks each failure, reruns the result and writes it to `out`. `say`
 /// gets one line per event (progress).
 pub fn explore(o: &Options, say: &mut dyn FnMut(&str)) -> Result<Summary> {
@@ -212,27 +212,42 @@ pub fn explore(o: &Options, say: &mut dyn FnMut(&str)) -> Result<Summary> {
         elapsed: Duration::ZERO,
     };
     let mut failures: Vec<(Schedule, Outcome)> = Vec::new();
-    let mut next = 0u32;
     let jobs = o.jobs.max(1);
-    while t0.elapsed() < o.budget && o.max_schedules.is_none_or(|m| next < m) {
-        let n = o.max_schedules.map_or(jobs as u32, |m| (m - next).min(jobs as u32));
-        let batch: Vec<(Schedule, String)> =
-            (next..next + n).map(|i| (schedule::generate(&o.space, o.seed, i), format!("explore-{}-{i}", o.seed))).collect();
-        next += n;
-        for (s, _) in &batch {
-            say(&format!("schedule {}: {}", s.id(), s.summary()));
-        }
-        for ((s, _), (out, _)) in batch.iter().zip(run_batch(o, &runs, &batch, true)) {
+    // up to `jobs` schedules at a time, a new one started as soon as one ends, while the
+    // budget lasts
+    let (tx, rx) = std::sync::mpsc::channel::<(Schedule, Outcome)>();
+    std::thread::scope(|scope| {
+        let (mut next, mut running) = (0u32, 0usize);
+        loop {
+            while running < jobs && t0.elapsed() < o.budget && o.max_schedules.is_none_or(|m| next < m) {
+                let s = schedule::generate(&o.space, o.seed, next);
+                let file = runs.join(format!("explore-{}-{next}.yaml", o.seed));
+                say(&format!("schedule {}: {}", s.id(), s.summary()));
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let (out, _) = run_one(o, &s, &file);
+                    let _ = tx.send((s, out));
+                });
+                next += 1;
+                running += 1;
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((s, out)) = rx.recv() else { break };
+            running -= 1;
             sum.schedules += 1;
             sum.operations += s.ops.len() as u32;
             say(&format!("schedule {}: {}", s.id(), out.label()));
             match out {
                 Outcome::Pass => sum.passed += 1,
                 Outcome::LabError(e) => sum.lab_errors.push((s.id(), e)),
-                f @ Outcome::Finding { .. } => failures.push((s.clone(), f)),
+                f @ Outcome::Finding { .. } => failures.push((s, f)),
             }
         }
-    }
+    });
+    failures.sort_by_key(|(s, _)| s.index);
+    sum.lab_errors.sort();
     sum.exploring = t0.elapsed();
     for (s, first) in failures {
         say(&format!("shrinking {} ({})", s.id(), first.label()));

@@ -43,7 +43,8 @@ pub enum OpKind {
         host: String,
     },
     /// A key under `subnets/` that is no lease: `n` odd a malformed value at a lease-shaped
-    /// key, even a key that is not lease-shaped.
+    /// key (outside the pod network, so it can never be a live host's lease), even a key
+    /// that is not lease-shaped.
     JunkKey {
         n: u32,
     },
@@ -156,7 +157,7 @@ impl OpKind {
             OpKind::PauseEtcd { ms } => format!("pause_etcd: {{for: {}}}", dur(ms)),
             OpKind::RevokeLease { host } => format!("revoke_lease: {{host: {host}}}"),
             OpKind::JunkKey { n } if n % 2 == 1 => {
-                format!("put_key: {{key: subnets/10.244.{}.0-24, value: \"{{not json\"}}", 200 + n % 50)
+                format!("put_key: {{key: subnets/10.245.{}.0-24, value: \"{{not json\"}}", n % 250)
             }
             OpKind::JunkKey { n } => format!("put_key: {{key: subnets/junk-{n}, value: \"{{}}\"}}"),
             OpKind::CutLink { host, ms } => format!("cut_link: {{host: {host}, for: {}}}", dur(ms)),
@@ -182,10 +183,12 @@ impl OpKind {
         }
     }
 
-    /// Whether a host keeps its subnet through this operation (the lease stays, only the
-    /// process, etcd or the link is disturbed).
+    /// Whether every host keeps its subnet through this operation: the process, etcd or
+    /// the link is disturbed, or a revoked lease is taken back (its subnet is free, as
+    /// `cases/field-904-lease-deleted.yaml` states). Not after a public IP change (the
+    /// old lease lingers with the old subnet) nor a backend switch.
     fn keeps_subnets(&self) -> bool {
-        !matches!(self, OpKind::RevokeLease { .. } | OpKind::ChangePublicIp { .. } | OpKind::SwitchBackend { .. })
+        !matches!(self, OpKind::ChangePublicIp { .. } | OpKind::SwitchBackend { .. })
     }
 }
 
@@ -296,9 +299,6 @@ pub fn generate(space: &Space, seed: u64, index: u32) -> Schedule {
         };
         ops.push(Op { kind, settle: rng.chance(75) });
     }
-    if let Some(last) = ops.last_mut() {
-        last.settle = true;
-    }
     Schedule {
         seed,
         index,
@@ -311,6 +311,7 @@ pub fn generate(space: &Space, seed: u64, index: u32) -> Schedule {
         ops,
         settle_s: space.settle_s,
     }
+    .valid()
 }
 
 /// One step of the case a schedule becomes, and the operation it comes from.
@@ -346,8 +347,12 @@ impl Schedule {
         if !self.ops.iter().any(|o| matches!(o.kind, OpKind::ChangePublicIp { .. })) {
             out.push(CaseStep { yaml: "expect_counts: {}".into(), op: None });
         }
-        if self.ops.iter().any(|o| o.kind == OpKind::CreatePods) {
-            out.push(CaseStep { yaml: "expect_ping: {}".into(), op: None });
+        // pods keep talking, unless a host's subnet changed under them (a public IP
+        // change after the pods were made: a node's pods are made again then)
+        if let Some(p) = self.ops.iter().position(|o| o.kind == OpKind::CreatePods) {
+            if !self.ops[p..].iter().any(|o| matches!(o.kind, OpKind::ChangePublicIp { .. })) {
+                out.push(CaseStep { yaml: "expect_ping: {}".into(), op: None });
+            }
         }
         if self.ops.iter().all(|o| o.kind.keeps_subnets()) {
             out.push(CaseStep { yaml: "expect_subnets_unchanged: {}".into(), op: None });
@@ -416,7 +421,8 @@ impl Schedule {
     }
 
     /// Drops operations that cannot run any more (a removal leaving fewer than two hosts,
-    /// an operation on a removed host) and makes the last operation settle.
+    /// an operation on a removed host), lets the cluster settle before pods are made (as a
+    /// kubelet waits for the subnet file) and after the last operation.
     pub fn valid(mut self) -> Schedule {
         let mut live = self.host_names.clone();
         self.ops.retain(|o| match &o.kind {
@@ -427,6 +433,11 @@ impl Schedule {
             }
             k => k.host().is_none_or(|h| live.iter().any(|x| x == h)),
         });
+        for i in 1..self.ops.len() {
+            if self.ops[i].kind == OpKind::CreatePods {
+                self.ops[i - 1].settle = true;
+            }
+        }
         if let Some(last) = self.ops.last_mut() {
             last.settle = true;
         }
@@ -504,6 +515,9 @@ pub(crate) mod tests {
             }
             assert!(live.len() >= 2);
             assert!(s.ops.iter().filter(|o| o.kind == OpKind::CreatePods).count() <= 1);
+            if let Some(p) = s.ops.iter().position(|o| o.kind == OpKind::CreatePods).filter(|p| *p > 0) {
+                assert!(s.ops[p - 1].settle, "pods are made on a settled cluster: {}", s.listing());
+            }
             assert_eq!(s.clone().valid(), s, "a generated schedule is valid as drawn");
         }
     }
@@ -527,13 +541,21 @@ pub(crate) mod tests {
         assert!(yaml.ends_with(&want_steps), "{yaml}");
         assert_eq!(s.op_of_step(6), Some(2));
         assert_eq!(s.op_of_step(2), None);
-        // a revoked lease may come back with another subnet: no such check then
+        // a revoked lease is taken back with its subnet
         s.ops.push(Op { kind: OpKind::RevokeLease { host: h.clone() }, settle: true });
-        assert!(!s.case_yaml("", "flat").contains("expect_subnets_unchanged"));
+        assert!(s.case_yaml("", "flat").contains("expect_subnets_unchanged"));
         assert!(s.case_yaml("", "flat").contains("expect_counts"));
-        // nor counts after a public IP change (the old lease is served until it expires)
+        // a public IP change gives the host another subnet (the old lease lingers until it
+        // expires and is served): no subnets, counts or pings of pods made before it
         s.ops.push(Op { kind: OpKind::ChangePublicIp { host: h.clone() }, settle: true });
-        assert!(!s.case_yaml("", "flat").contains("expect_counts"));
+        let yaml = s.case_yaml("", "flat");
+        assert!(!yaml.contains("expect_counts") && !yaml.contains("expect_subnets_unchanged") && !yaml.contains("expect_ping"), "{yaml}");
+        // pods made after the change talk
+        s.ops = vec![
+            Op { kind: OpKind::ChangePublicIp { host: h.clone() }, settle: true },
+            Op { kind: OpKind::CreatePods, settle: true },
+        ];
+        assert!(s.case_yaml("", "flat").contains("expect_ping"));
     }
 
     #[test]
