@@ -183,6 +183,12 @@ impl OpKind {
         }
     }
 
+    /// Whether the cluster must have settled before it: pods are made from the subnet file
+    /// (a kubelet waits for it), a lease is revoked only once the host holds one.
+    fn needs_settled(&self) -> bool {
+        matches!(self, OpKind::CreatePods | OpKind::RevokeLease { .. })
+    }
+
     /// Whether every host keeps its subnet through this operation: the process, etcd or
     /// the link is disturbed, or a revoked lease is taken back (its subnet is free, as
     /// `cases/field-904-lease-deleted.yaml` states). Not after a public IP change (the
@@ -421,8 +427,8 @@ impl Schedule {
     }
 
     /// Drops operations that cannot run any more (a removal leaving fewer than two hosts,
-    /// an operation on a removed host), lets the cluster settle before pods are made (as a
-    /// kubelet waits for the subnet file) and after the last operation.
+    /// an operation on a removed host), lets the cluster settle before the operations that
+    /// need it (pods, a lease revocation) and after the last one.
     pub fn valid(mut self) -> Schedule {
         let mut live = self.host_names.clone();
         self.ops.retain(|o| match &o.kind {
@@ -434,7 +440,7 @@ impl Schedule {
             k => k.host().is_none_or(|h| live.iter().any(|x| x == h)),
         });
         for i in 1..self.ops.len() {
-            if self.ops[i].kind == OpKind::CreatePods {
+            if self.ops[i].kind.needs_settled() {
                 self.ops[i - 1].settle = true;
             }
         }
@@ -515,8 +521,8 @@ pub(crate) mod tests {
             }
             assert!(live.len() >= 2);
             assert!(s.ops.iter().filter(|o| o.kind == OpKind::CreatePods).count() <= 1);
-            if let Some(p) = s.ops.iter().position(|o| o.kind == OpKind::CreatePods).filter(|p| *p > 0) {
-                assert!(s.ops[p - 1].settle, "pods are made on a settled cluster: {}", s.listing());
+            for p in (1..s.ops.len()).filter(|p| matches!(s.ops[*p].kind, OpKind::CreatePods | OpKind::RevokeLease { .. })) {
+                assert!(s.ops[p - 1].settle, "pods are made and leases revoked on a settled cluster: {}", s.listing());
             }
             assert_eq!(s.clone().valid(), s, "a generated schedule is valid as drawn");
         }
