@@ -14,6 +14,7 @@
 //! probe/     ICMP/DF echoes, sweeps, udp datagrams, state dumps, traffic, capture
 //!   │
 //! contract   what flannel state must be (pure checks → findings)
+//!   │        field/  operators' pastes read into that model and judged; dumps of a lab
 //!   │
 //! steps/     step kinds (one type each) acting on the trial state → pass / findings / lab error
 //!   │
@@ -34,6 +35,7 @@
 //! | implementations under test | [`agents`] |
 //! | probes | [`probe`] |
 //! | flannel's contract | [`contract`] |
+//! | a real cluster's pasted state: parsers, diagnose, dump | [`field`] |
 //! | steps | [`steps`] |
 //! | running trials | [`run`] |
 //! | cost curves at size | [`scale`] |
@@ -45,6 +47,7 @@ pub mod cli;
 pub mod contract;
 pub mod error;
 pub mod explore;
+pub mod field;
 pub mod input;
 pub mod lab;
 pub mod probe;

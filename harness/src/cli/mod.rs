@@ -10,9 +10,11 @@
 //! | status, exec, down | [`live`] |
 //! | bench, scale, gc | [`measure`] |
 //! | explore | [`explore`] |
+//! | diagnose, dump | [`field`] |
 
 mod compare;
 mod explore;
+mod field;
 mod live;
 mod measure;
 mod progress;
@@ -80,6 +82,8 @@ enum Command {
     Bench(measure::BenchArgs),
     Scale(measure::ScaleArgs),
     Explore(explore::ExploreArgs),
+    Diagnose(field::DiagnoseArgs),
+    Dump(field::DumpArgs),
     Completions(CompletionsArgs),
 }
 
@@ -142,6 +146,8 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => measure::bench(a),
         Command::Scale(a) => measure::scale(a),
         Command::Explore(a) => explore::explore(a),
+        Command::Diagnose(a) => field::diagnose(a),
+        Command::Dump(a) => field::dump(a),
         Command::Completions(a) => {
             clap_complete::generate(a.shell, &mut Cli::command(), "flannel-lab", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -16,7 +16,6 @@ use super::subnet_file::SubnetEnv;
 use crate::input::kinds::{Backend, Check};
 use crate::input::names::{Family, Net};
 use crate::lab::nl::{Address, FdbEntry, Neighbour, Route};
-use crate::lab::UNDERLAY_IF;
 use crate::probe::{HostState, StateFamily};
 
 /// Per-host counts of overlay entries, for reports and linear-growth checks.
@@ -47,6 +46,8 @@ pub struct HostView<'a> {
     pub underlay_mtu: u32,
     pub leases: &'a BTreeMap<Ipv4Addr, LeaseView>,
     pub state: &'a HostState,
+    /// The underlay interface (`eth0` in a lab; a real node's may be `ens3`).
+    pub underlay: &'a str,
 }
 
 impl<'a> HostView<'a> {
@@ -192,7 +193,10 @@ impl KernelFamily for Ipv6Addr {
 /// cannot carry.
 fn check_pod_mtu_fits(view: &HostView, bad: &mut impl FnMut(Check, String)) {
     let Some(mtu) = view.state.subnet_file.as_deref().and_then(|t| SubnetEnv::parse(t).mtu) else { return };
-    let dev = view.conf.route_device();
+    let dev = match view.conf.backend {
+        Backend::HostGw => view.underlay.to_string(),
+        _ => view.conf.route_device(),
+    };
     if let Some(link) = view.link(&dev).filter(|l| mtu > l.mtu) {
         let what =
             format!("subnet file FLANNEL_MTU is {mtu}, above the MTU of `{dev}` ({}): pods would send packets it cannot carry", link.mtu);
@@ -250,8 +254,9 @@ fn check_udp(view: &HostView, bad: &mut impl FnMut(Check, String)) -> Counts {
 /// host-gw, per family: one route `SUBNET via PUBLIC_IP dev eth0` per peer whose PublicIP
 /// is on a directly connected network (the kernel refuses the others), none for the rest.
 fn check_hostgw<A: KernelFamily>(view: &HostView, bad: &mut impl FnMut(Check, String)) -> Counts {
-    let Some(eth) = view.link(UNDERLAY_IF) else {
-        bad(Check::Device, format!("no `{UNDERLAY_IF}`"));
+    let underlay = view.underlay;
+    let Some(eth) = view.link(underlay) else {
+        bad(Check::Device, format!("no `{underlay}`"));
         return Counts::default();
     };
     let network = A::network(view.conf);
@@ -266,7 +271,7 @@ fn check_hostgw<A: KernelFamily>(view: &HostView, bad: &mut impl FnMut(Check, St
     let have: Vec<String> = routes.iter().map(|r| route_key(r)).collect();
     let unreachable = peers.len() - want.len();
     let note = if unreachable > 0 { format!(" ({unreachable} peers not directly reachable)") } else { String::new() };
-    compare(&mut |w| bad(Check::Routes, w), &format!("{}routes on {UNDERLAY_IF}", A::LABEL), &note, &want, &have);
+    compare(&mut |w| bad(Check::Routes, w), &format!("{}routes on {underlay}", A::LABEL), &note, &want, &have);
     Counts { routes: routes.len(), ..Counts::default() }
 }
 
@@ -289,7 +294,7 @@ fn check_vxlan<A: KernelFamily>(view: &HostView, bad: &mut impl FnMut(Check, Str
     };
     let network = A::network(conf);
     let all_peers: Vec<_> = view.peers().filter_map(A::peer).collect();
-    let eth = view.link(UNDERLAY_IF).map(|l| l.index);
+    let eth = view.link(view.underlay).map(|l| l.index);
     let is_direct = |ip: A| conf.direct_routing && eth.is_some_and(|i| directly_connected(state, i, ip));
     let (direct, peers): (Vec<_>, Vec<_>) = all_peers.into_iter().partition(|p| is_direct(p.1));
     let mut direct_routes = 0;
@@ -299,7 +304,7 @@ fn check_vxlan<A: KernelFamily>(view: &HostView, bad: &mut impl FnMut(Check, Str
         let want: Vec<String> = direct.iter().map(|(s, gw, _)| format!("{s} via {gw}")).collect();
         let have: Vec<String> = routes.iter().map(|r| route_key(r)).collect();
         let note = format!(" (DirectRouting: {} of {} peers directly connected)", direct.len(), direct.len() + peers.len());
-        compare(&mut |w| bad(Check::Routes, w), &format!("direct {label}routes on {UNDERLAY_IF}"), &note, &want, &have);
+        compare(&mut |w| bad(Check::Routes, w), &format!("direct {label}routes on {}", view.underlay), &note, &want, &have);
         direct_routes = routes.len();
     }
     check_vxlan_device(conf, dev, &want_dev, bad);

@@ -97,6 +97,7 @@ mod tests {
             underlay_mtu: 1500,
             leases,
             state,
+            underlay: "eth0",
         };
         let mut out = Vec::new();
         let counts = check_family::<Ipv6Addr>(&view, &mut |check, what| out.push(Finding::new(check, "h1", what)));

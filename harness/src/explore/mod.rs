@@ -75,6 +75,8 @@ pub struct Summary {
     pub found: Vec<Found>,
     /// Schedules the lab could not judge: (schedule id, why).
     pub lab_errors: Vec<(String, String)>,
+    /// Failures of a kind already shrunk (the first of each kind is): not shrunk again.
+    pub more: Vec<(Schedule, Outcome)>,
     /// Time spent running new schedules, and in all.
     pub exploring: Duration,
     pub elapsed: Duration,
@@ -208,6 +210,7 @@ pub fn explore(o: &Options, say: &mut dyn FnMut(&str)) -> Result<Summary> {
         passed: 0,
         found: Vec::new(),
         lab_errors: Vec::new(),
+        more: Vec::new(),
         exploring: Duration::ZERO,
         elapsed: Duration::ZERO,
     };
@@ -249,7 +252,11 @@ pub fn explore(o: &Options, say: &mut dyn FnMut(&str)) -> Result<Summary> {
     failures.sort_by_key(|(s, _)| s.index);
     sum.lab_errors.sort();
     sum.exploring = t0.elapsed();
-    for (s, first) in failures {
+    // the first failure of each finding kind is shrunk; the others are listed
+    let mut kinds = std::collections::BTreeSet::new();
+    let (shrink_these, more): (Vec<_>, Vec<_>) = failures.into_iter().partition(|(_, f)| kinds.insert(f.check()));
+    sum.more = more;
+    for (s, first) in shrink_these {
         say(&format!("shrinking {} ({})", s.id(), first.label()));
         let mut round = 0u32;
         let shrunk = shrink::shrink(s.clone(), first.clone(), &o.space.topologies, o.shrink_runs, jobs, &mut |cands| {
@@ -358,7 +365,7 @@ pub fn table(s: &Summary) -> String {
         s.schedules,
         s.operations,
         s.passed,
-        s.found.len(),
+        s.found.len() + s.more.len(),
         s.lab_errors.len()
     );
     let _ = writeln!(
@@ -370,6 +377,9 @@ pub fn table(s: &Summary) -> String {
     let mut by_kind: std::collections::BTreeMap<String, u32> = Default::default();
     for f in &s.found {
         *by_kind.entry(f.first.check().map(|c| c.name().to_string()).unwrap_or_default()).or_default() += 1;
+    }
+    for (_, o) in &s.more {
+        *by_kind.entry(o.check().map(|c| c.name().to_string()).unwrap_or_default()).or_default() += 1;
     }
     if !by_kind.is_empty() {
         let _ = writeln!(t, "failures by finding kind: {}", by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "));
@@ -386,6 +396,9 @@ pub fn table(s: &Summary) -> String {
                 f.case_file.display()
             );
         }
+    }
+    for (sch, o) in &s.more {
+        let _ = writeln!(t, "also {} ({}): {} (a failure of this kind was shrunk above)", sch.id(), sch.summary(), o.label());
     }
     for (id, e) in &s.lab_errors {
         let _ = writeln!(t, "lab error in schedule {id}: {}", e.chars().take(200).collect::<String>());

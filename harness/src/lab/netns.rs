@@ -34,6 +34,9 @@ impl Netns {
     /// `lo` left down (the lab brings it up through netlink).
     pub fn create(name: &str) -> Result<Netns, Error> {
         let err = |source| Error::NetnsCreate { name: name.to_string(), source };
+        // a namespace made while the signal cleanup sweeps would outlive the run
+        let _making = super::proc::SpawnUnderWay::begin()
+            .ok_or_else(|| err(std::io::Error::new(std::io::ErrorKind::Interrupted, "the lab is being removed (signal)")))?;
         std::fs::create_dir_all(NETNS_DIR).map_err(err)?;
         let path = path_of(name);
         std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(err)?;

@@ -32,11 +32,12 @@ pub fn stop_spawning() {
     }
 }
 
-/// Holds one count in [`SPAWNING`] while a spawn is under way.
-struct SpawnUnderWay;
+/// Holds one count in [`SPAWNING`] while a spawn (or a namespace's creation) is under way.
+pub(crate) struct SpawnUnderWay;
 
 impl SpawnUnderWay {
-    fn begin() -> Option<SpawnUnderWay> {
+    /// None once the cleanup has begun: nothing new may be made then.
+    pub(crate) fn begin() -> Option<SpawnUnderWay> {
         use std::sync::atomic::Ordering::SeqCst;
         SPAWNING.fetch_add(1, SeqCst);
         let guard = SpawnUnderWay;

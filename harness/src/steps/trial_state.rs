@@ -413,6 +413,7 @@ impl<'a> Trial<'a> {
                 underlay_mtu: mtu,
                 leases: &by_ip,
                 state: &state,
+                underlay: crate::lab::UNDERLAY_IF,
             };
             let c = contract::check_kernel(&view, &mut findings);
             counts.insert(node.name.clone(), c);
