@@ -40,6 +40,13 @@ if ! grep -q ' 3 passed; 0 failed; 0 ignored' <<<"$explore"; then
   echo "ci/test.sh: the explorer's trials did not run and pass" >&2
   exit 1
 fi
+# diagnose/import/dump, with the round trip through a lab: its trials ran, none ignored.
+fieldr=$(awk '/Running tests\/field.rs/ {r = 1} r && /^test result:/ {print; exit}' "$log")
+echo "ci/test.sh: field trials: ${fieldr:-none ran}"
+if ! grep -q ' 8 passed; 0 failed; 0 ignored' <<<"$fieldr"; then
+  echo "ci/test.sh: the field trials did not run and pass" >&2
+  exit 1
+fi
 # Nothing may outlive the run: no lab namespaces, no lab processes.
 left=$(ip netns list | awk '$1 ~ /^fl[0-9a-f]{4}-/ {print $1}')
 if [ -n "$left" ]; then

@@ -28,16 +28,85 @@ fn main() {
         Trial::test("field::junk_keys_malformed_and_departed_leases", junk_keys_malformed_and_departed_leases),
         Trial::test("field::kube_subnet_manager_cluster", kube_subnet_manager_cluster),
         Trial::test("field::partial_input_is_located_and_the_rest_judged", partial_input_is_located_and_the_rest_judged),
+        Trial::test("field::import_writes_a_case_that_loads", import_writes_a_case_that_loads),
     ];
-    trials.push(match (&unavailable, require) {
-        (Some(why), true) => {
-            let why = why.clone();
-            Trial::test("field::round_trip_through_a_lab", move || Err(format!("the lab cannot run here (FLANNEL_LAB_REQUIRE=1): {why}").into()))
-        }
-        (Some(why), false) => Trial::test("field::round_trip_through_a_lab", || Ok(())).with_ignored_flag(true).with_kind(why.clone()),
-        (None, _) => Trial::test("field::round_trip_through_a_lab", round_trip_through_a_lab),
-    });
+    for (name, f) in [
+        ("field::round_trip_through_a_lab", round_trip_through_a_lab as fn() -> Result<(), Failed>),
+        ("field::imported_cases_pass_on_the_reference", imported_cases_pass_on_the_reference),
+    ] {
+        trials.push(match (&unavailable, require) {
+            (Some(why), true) => {
+                let why = why.clone();
+                Trial::test(name, move || Err(format!("the lab cannot run here (FLANNEL_LAB_REQUIRE=1): {why}").into()))
+            }
+            (Some(why), false) => Trial::test(name, || Ok(())).with_ignored_flag(true).with_kind(why.clone()),
+            (None, _) => Trial::test(name, f),
+        });
+    }
     libtest_mimic::run(&args, trials).exit();
+}
+
+/// Imports a fixture into a fresh folder: the case file and its folder.
+fn import(fixture: &str, max_hosts: Option<usize>) -> Result<(PathBuf, PathBuf), Failed> {
+    let inp = field::load(&fixtures().join(fixture));
+    let f = field::diagnose(&inp);
+    let name = format!("field-{fixture}");
+    let out = field::import::import(&inp, &name, max_hosts, &f).map_err(|e| format!("import {fixture}: {e}"))?;
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("flannel-lab-import-{fixture}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("topologies"))?;
+    std::fs::write(dir.join("topologies").join(format!("{name}.yaml")), out.topology)?;
+    let case = dir.join(format!("{name}.yaml"));
+    std::fs::write(&case, out.case)?;
+    Ok((case, dir))
+}
+
+fn import_writes_a_case_that_loads() -> Result<(), Failed> {
+    let topologies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies");
+    let (file, dir) = import("junk-key", None)?;
+    let case = flannel_lab::steps::Case::load(&file, &topologies).map_err(|e| format!("the imported case does not load: {e}"))?;
+    let t = case.topology(None).map_err(|e| format!("{e}"))?;
+    let steps: Vec<&str> = case.steps.iter().map(|s| flannel_lab::input::case::StepSyntax::name(s)).collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    // every key as it was (3 leases, a malformed value, a junk key), then the agents
+    if t.hosts.len() != 2 || steps.iter().filter(|s| **s == "put_key").count() != 5 || steps[5] != "start_agents" {
+        return Err(format!("imported: {} hosts, steps {steps:?}", t.hosts.len()).into());
+    }
+    if !case.description.contains("departed node (192.168.99.3) kept, its PublicIP moved to 192.168.99.200") {
+        return Err(format!("the description does not say what moved:\n{}", case.description).into());
+    }
+    // scaled down: two nodes of the three, the departed lease still there
+    let (file, dir) = import("vxlan-plain", Some(2))?;
+    let case = flannel_lab::steps::Case::load(&file, &topologies).map_err(|e| format!("{e}"))?;
+    let hosts = case.topology(None).map_err(|e| format!("{e}"))?.hosts.len();
+    let _ = std::fs::remove_dir_all(&dir);
+    let puts = case.steps.iter().filter(|s| flannel_lab::input::case::StepSyntax::name(*s) == "put_key").count();
+    if hosts != 2 || puts != 2 || !case.description.contains("--max-hosts 2") {
+        return Err(format!("--max-hosts 2: {puts} leases kept\n{}", case.description).into());
+    }
+    Ok(())
+}
+
+/// The imported clean dumps (vxlan, dual stack) and the junk-key one pass on the reference.
+fn imported_cases_pass_on_the_reference() -> Result<(), Failed> {
+    let topologies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies");
+    let imp = flannel_lab::agents::Implementation::load("reference", true).map_err(|e| format!("{e}"))?;
+    for fixture in ["vxlan-plain", "dual-stack", "junk-key"] {
+        let (file, dir) = import(fixture, None)?;
+        let case = flannel_lab::steps::Case::load(&file, &topologies).map_err(|e| format!("{e}"))?;
+        let spec =
+            flannel_lab::run::TrialSpec { backend: case.backends[0], case, imp: imp.clone(), verdict: flannel_lab::run::Verdict::Pass };
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let r = rt.block_on(flannel_lab::run::run_trial(&spec, &flannel_lab::suite::workdir()));
+        rt.shutdown_background();
+        let _ = std::fs::remove_dir_all(&dir);
+        if !r.passed {
+            return Err(format!("{fixture}: the imported case failed on the reference: {}", r.failure.unwrap_or_default()).into());
+        }
+    }
+    Ok(())
 }
 
 fn judge(dir: &Path) -> (field::Input, Vec<Finding>) {
@@ -65,7 +134,9 @@ fn clean_dumps_have_no_findings() -> Result<(), Failed> {
         let dir = fixtures().join(name);
         let (inp, f) = judge(&dir);
         if inp.nodes.iter().filter(|n| n.state.is_some()).count() != 3 || inp.leases.len() != 3 {
-            return Err(format!("{name}: read {} nodes with state and {} leases, expected 3 and 3", inp.nodes.len(), inp.leases.len()).into());
+            return Err(
+                format!("{name}: read {} nodes with state and {} leases, expected 3 and 3", inp.nodes.len(), inp.leases.len()).into()
+            );
         }
         if !inp.problems.is_empty() {
             return Err(format!("{name}: input not understood: {:?}", inp.problems).into());
@@ -168,7 +239,10 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 fn cli(args: &[&str]) -> Result<std::process::Output, Failed> {
-    Command::new(env!("CARGO_BIN_EXE_flannel-lab")).args(args).output().map_err(|e| format!("run flannel-lab {}: {e}", args.join(" ")).into())
+    Command::new(env!("CARGO_BIN_EXE_flannel-lab"))
+        .args(args)
+        .output()
+        .map_err(|e| format!("run flannel-lab {}: {e}", args.join(" ")).into())
 }
 
 /// Stops the held lab however the test ends.
@@ -230,7 +304,9 @@ fn round_trip_through_a_lab() -> Result<(), Failed> {
     let fdb = Command::new("ip").args(["netns", "exec", &ns, "bridge", "fdb", "show", "dev", "flannel.1"]).output()?;
     let line = String::from_utf8_lossy(&fdb.stdout).lines().find(|l| l.contains(&format!("dst {h3_ip} "))).map(str::to_string);
     let mac = line.as_deref().and_then(|l| l.split_whitespace().next()).ok_or("h2 has no FDB entry for h3")?.to_string();
-    let del = Command::new("ip").args(["netns", "exec", &ns, "bridge", "fdb", "del", &mac, "dev", "flannel.1", "dst", &h3_ip, "self"]).status()?;
+    let del = Command::new("ip")
+        .args(["netns", "exec", &ns, "bridge", "fdb", "del", &mac, "dev", "flannel.1", "dst", &h3_ip, "self"])
+        .status()?;
     let dumped = cli(&["dump", &run, tmp.join("broken").to_str().unwrap(), "--json"]);
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent), nix::sys::signal::Signal::SIGCONT);
     if !del.success() || !dumped?.status.success() {

@@ -36,6 +36,34 @@ pub struct DiagnoseArgs {
     html: Option<PathBuf>,
 }
 
+/// Turn a cluster's pasted state into a topology and a case that start an implementation
+/// against it
+#[derive(Args, Debug)]
+#[command(after_help = "Reads DIR as `diagnose` does. The nodes become hosts h1, h2, … (one segment per \
+    /24 of their addresses, joined by a router), the net-conf becomes the case's, and every key \
+    under the prefix (leases with flannel's 24 h TTL, junk and malformed values as they were) is \
+    written to the lab's etcd before the agents start; a departed node's lease keeps its subnet at a \
+    spare address. The case's description says where the input came from, what was renamed or \
+    moved, and what `diagnose` found.\n\n\
+    Examples:\n  \
+    flannel-lab import ./cluster-dump --out field-cases\n  \
+    flannel-lab import ./big-cluster --max-hosts 8 --name field-1234 --out field-cases\n  \
+    flannel-lab run --cases field-cases\n  \
+    flannel-lab up --case field-cases/field-1234.yaml")]
+pub struct ImportArgs {
+    /// The input directory (the layout of `flannel-lab help diagnose`)
+    dir: PathBuf,
+    /// Where the case goes (its topology in OUT/topologies/)
+    #[arg(long, value_name = "DIR", default_value = "imported")]
+    out: PathBuf,
+    /// The case's name [default: field-<input folder>]
+    #[arg(long)]
+    name: Option<String>,
+    /// Keep at most this many nodes (the first by name; odd leases stay)
+    #[arg(long, value_name = "N")]
+    max_hosts: Option<usize>,
+}
+
 /// Write a held lab's state in the layout `diagnose` reads, with the real tools
 #[derive(Args, Debug)]
 #[command(after_help = "Runs etcdctl, ip -d link, ip route, ip -6 route, ip neigh, bridge fdb and \
@@ -74,6 +102,39 @@ pub fn diagnose(a: DiagnoseArgs) -> Result<ExitCode> {
     Ok(if findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_FINDING) })
 }
 
+pub fn import(a: ImportArgs) -> Result<ExitCode> {
+    if !a.dir.is_dir() {
+        return Err(Error::Usage(format!("{} is not a directory (see `flannel-lab help diagnose` for its layout)", a.dir.display())));
+    }
+    let stem =
+        a.dir.canonicalize().ok().and_then(|d| d.file_name().map(|f| f.to_string_lossy().to_string())).unwrap_or_else(|| "cluster".into());
+    let name = a.name.clone().unwrap_or_else(|| {
+        let clean: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+        format!("field-{}", clean.trim_matches('-'))
+    });
+    let inp = field::load(&a.dir);
+    for p in &inp.problems {
+        eprintln!("flannel-lab: skipped: {p}");
+    }
+    let findings = field::diagnose(&inp);
+    let out = field::import::import(&inp, &name, a.max_hosts, &findings).map_err(Error::Usage)?;
+    std::fs::create_dir_all(a.out.join("topologies")).map_err(|e| lab_err!("create {}: {e}", a.out.join("topologies").display()))?;
+    let (case, topo) = (a.out.join(format!("{name}.yaml")), a.out.join("topologies").join(format!("{name}.yaml")));
+    std::fs::write(&topo, &out.topology).map_err(|e| lab_err!("write {}: {e}", topo.display()))?;
+    std::fs::write(&case, &out.case).map_err(|e| lab_err!("write {}: {e}", case.display()))?;
+    for n in &out.notes {
+        eprintln!("flannel-lab: {n}");
+    }
+    eprintln!(
+        "flannel-lab: wrote {} and {}; run it with `flannel-lab run --cases {}` or hold it with `flannel-lab up --case {}`",
+        case.display(),
+        topo.display(),
+        a.out.display(),
+        case.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn dump(a: DumpArgs) -> Result<ExitCode> {
     let lab = crate::lab::live::list()
         .into_iter()
@@ -87,6 +148,11 @@ pub fn dump(a: DumpArgs) -> Result<ExitCode> {
         prefix: crate::contract::DEFAULT_PREFIX.to_string(),
     };
     field::dump::dump(&target, &a.dir, a.json)?;
-    eprintln!("flannel-lab: wrote {} ({} hosts); judge it with `flannel-lab diagnose {}`", a.dir.display(), target.hosts.len(), a.dir.display());
+    eprintln!(
+        "flannel-lab: wrote {} ({} hosts); judge it with `flannel-lab diagnose {}`",
+        a.dir.display(),
+        target.hosts.len(),
+        a.dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@
 //! | status, exec, down | [`live`] |
 //! | bench, scale, gc | [`measure`] |
 //! | explore | [`explore`] |
-//! | diagnose, dump | [`field`] |
+//! | diagnose, import, dump | [`field`] |
 
 mod compare;
 mod explore;
@@ -83,6 +83,7 @@ enum Command {
     Scale(measure::ScaleArgs),
     Explore(explore::ExploreArgs),
     Diagnose(field::DiagnoseArgs),
+    Import(field::ImportArgs),
     Dump(field::DumpArgs),
     Completions(CompletionsArgs),
 }
@@ -147,6 +148,7 @@ pub fn main() -> ExitCode {
         Command::Scale(a) => measure::scale(a),
         Command::Explore(a) => explore::explore(a),
         Command::Diagnose(a) => field::diagnose(a),
+        Command::Import(a) => field::import(a),
         Command::Dump(a) => field::dump(a),
         Command::Completions(a) => {
             clap_complete::generate(a.shell, &mut Cli::command(), "flannel-lab", &mut std::io::stdout());

@@ -39,7 +39,8 @@ mod tests {
         state: &HostState,
         out: &mut Vec<Finding>,
     ) -> Counts {
-        let view = HostView { conf, host, host_ip: ip.parse().unwrap(), host_ip6: None, underlay_mtu: 1500, leases, state, underlay: "eth0" };
+        let view =
+            HostView { conf, host, host_ip: ip.parse().unwrap(), host_ip6: None, underlay_mtu: 1500, leases, state, underlay: "eth0" };
         check_kernel(&view, out)
     }
 

@@ -557,10 +557,7 @@ pub(crate) mod tests {
         let yaml = s.case_yaml("", "flat");
         assert!(!yaml.contains("expect_counts") && !yaml.contains("expect_subnets_unchanged") && !yaml.contains("expect_ping"), "{yaml}");
         // pods made after the change talk
-        s.ops = vec![
-            Op { kind: OpKind::ChangePublicIp { host: h.clone() }, settle: true },
-            Op { kind: OpKind::CreatePods, settle: true },
-        ];
+        s.ops = vec![Op { kind: OpKind::ChangePublicIp { host: h.clone() }, settle: true }, Op { kind: OpKind::CreatePods, settle: true }];
         assert!(s.case_yaml("", "flat").contains("expect_ping"));
     }
 

@@ -1,7 +1,8 @@
 //! From a broken cluster to findings: what operators paste (etcd dumps, `kubectl get nodes`,
 //! the net-conf, per node `ip`/`bridge` output and `subnet.env`) read into the lab's own
-//! model and judged by the same contract checks a trial runs ([`diagnose`]); and a live lab
-//! written out in that layout with the real tools ([`dump`]).
+//! model and judged by the same contract checks a trial runs ([`diagnose`]); turned into a
+//! topology and a case that replays the field state ([`import`]); and a live lab written out
+//! in that layout with the real tools ([`dump`]).
 //!
 //! The layout (more may be detected by content):
 //!
@@ -19,6 +20,7 @@
 //! ```
 
 pub mod dump;
+pub mod import;
 pub mod parse;
 
 use std::collections::BTreeMap;
@@ -123,7 +125,11 @@ pub fn load(dir: &Path) -> Input {
             if kv.key == format!("{}/config", inp.prefix) {
                 match serde_json::from_slice(&kv.value) {
                     Ok(v) => inp.netconf_json = Some(v),
-                    Err(e) => problems.push(Problem { file: f.clone(), line: kv.line, message: format!("{}: the net-conf is not valid JSON: {e}", kv.key) }),
+                    Err(e) => problems.push(Problem {
+                        file: f.clone(),
+                        line: kv.line,
+                        message: format!("{}: the net-conf is not valid JSON: {e}", kv.key),
+                    }),
                 }
             } else if kv.key.starts_with(&format!("{}/subnets/", inp.prefix)) {
                 inp.leases.push(LeaseInput {
@@ -211,7 +217,8 @@ fn kube_lease(n: &parse::KubeNode) -> Result<LeaseView, String> {
     if v4.is_none() && v6.is_none() {
         return Err(format!("node {} has no podCIDR", n.name));
     }
-    let mac = |d: &Option<serde_json::Value>| d.as_ref().and_then(|d| d.get("VtepMAC")).and_then(|m| m.as_str()).map(str::to_ascii_lowercase);
+    let mac =
+        |d: &Option<serde_json::Value>| d.as_ref().and_then(|d| d.get("VtepMAC")).and_then(|m| m.as_str()).map(str::to_ascii_lowercase);
     Ok(LeaseView {
         subnet: v4.unwrap_or(Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid")),
         public_ip: n.public_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
@@ -234,9 +241,12 @@ fn load_node(dir: &Path, name: &str, problems: &mut Vec<Problem>) -> NodeInput {
         t
     };
     let links = get("ip-link.txt", problems).map(|t| parse::links(&t, &mut Problems { file: &dir.join("ip-link.txt"), out: problems }));
-    let routes4 = get("ip-route.txt", problems).map(|t| parse::routes(&t, &mut Problems { file: &dir.join("ip-route.txt"), out: problems }));
-    let routes6 = get("ip6-route.txt", problems).map(|t| parse::routes(&t, &mut Problems { file: &dir.join("ip6-route.txt"), out: problems }));
-    let neigh = get("ip-neigh.txt", problems).map(|t| parse::neighbours(&t, &mut Problems { file: &dir.join("ip-neigh.txt"), out: problems }));
+    let routes4 =
+        get("ip-route.txt", problems).map(|t| parse::routes(&t, &mut Problems { file: &dir.join("ip-route.txt"), out: problems }));
+    let routes6 =
+        get("ip6-route.txt", problems).map(|t| parse::routes(&t, &mut Problems { file: &dir.join("ip6-route.txt"), out: problems }));
+    let neigh =
+        get("ip-neigh.txt", problems).map(|t| parse::neighbours(&t, &mut Problems { file: &dir.join("ip-neigh.txt"), out: problems }));
     let fdb = get("bridge-fdb.txt", problems).map(|t| parse::fdb(&t, &mut Problems { file: &dir.join("bridge-fdb.txt"), out: problems }));
     node.subnet_env = get("subnet.env", problems);
     let _ = get("iptables-save.txt", problems);
@@ -392,12 +402,18 @@ pub fn diagnose(inp: &Input) -> Vec<Finding> {
     let by_ip = contract::check_leases(conf, &hosts, &valid, &mut out);
     if !inp.nodes.is_empty() {
         for l in leases.iter().flatten() {
-            let held = inp.nodes.iter().any(|n| (Some(l.public_ip) == n.public_ip && !l.public_ip.is_unspecified()) || (l.public_ip6.is_some() && l.public_ip6 == n.public_ip6));
+            let held = inp.nodes.iter().any(|n| {
+                (Some(l.public_ip) == n.public_ip && !l.public_ip.is_unspecified())
+                    || (l.public_ip6.is_some() && l.public_ip6 == n.public_ip6)
+            });
             if !held {
                 out.push(Finding::new(
                     Check::Lease,
                     "etcd",
-                    format!("lease {} has PublicIP {}, which no node holds: a departed node's lease, still served to every peer", l.subnet, l.public_ip),
+                    format!(
+                        "lease {} has PublicIP {}, which no node holds: a departed node's lease, still served to every peer",
+                        l.subnet, l.public_ip
+                    ),
                 ));
             }
         }
@@ -485,7 +501,14 @@ pub fn html(inp: &Input, findings: &[Finding]) -> String {
          td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#f3f3f3}\
          .ok{color:#176f2c}.bad{color:#a3161b}code{font-size:90%}</style></head><body>",
     );
-    let _ = write!(s, "<h1>diagnose <code>{}</code></h1><p>{} nodes, {} leases; read {}</p>", esc(&inp.dir.display().to_string()), inp.nodes.len(), inp.leases.len(), esc(&inp.read.join(", ")));
+    let _ = write!(
+        s,
+        "<h1>diagnose <code>{}</code></h1><p>{} nodes, {} leases; read {}</p>",
+        esc(&inp.dir.display().to_string()),
+        inp.nodes.len(),
+        inp.leases.len(),
+        esc(&inp.read.join(", "))
+    );
     if findings.is_empty() {
         s.push_str("<p class=\"ok\">No findings: the state matches flannel's contract.</p>");
     } else {

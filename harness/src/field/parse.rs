@@ -128,7 +128,8 @@ pub fn links(text: &str, p: &mut Problems) -> Vec<LinkLine> {
             .iter()
             .filter_map(|l| {
                 let name = l.get("ifname")?.as_str()?.to_string();
-                let flags: Vec<&str> = l.get("flags").and_then(Value::as_array).map(|f| f.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                let flags: Vec<&str> =
+                    l.get("flags").and_then(Value::as_array).map(|f| f.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
                 let info = l.get("linkinfo");
                 let kind = info.and_then(|i| i.get("info_kind")).and_then(Value::as_str).map(str::to_string);
                 let data = info.and_then(|i| i.get("info_data"));
@@ -229,7 +230,8 @@ pub fn routes(text: &str, p: &mut Problems) -> Vec<RouteLine> {
                 if r.get("type").and_then(Value::as_str).is_some_and(|t| t != "unicast") {
                     return None;
                 }
-                let flags: Vec<&str> = r.get("flags").and_then(Value::as_array).map(|f| f.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                let flags: Vec<&str> =
+                    r.get("flags").and_then(Value::as_array).map(|f| f.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
                 Some(RouteLine {
                     dst: if dst == "default" { None } else { addr_len(dst) },
                     gateway: r.get("gateway").and_then(Value::as_str).and_then(|g| g.parse().ok()),
@@ -247,7 +249,8 @@ pub fn routes(text: &str, p: &mut Problems) -> Vec<RouteLine> {
         let n = i + 1;
         let words: Vec<&str> = line.split_whitespace().collect();
         let Some(first) = words.first().copied() else { continue };
-        if matches!(first, "unreachable" | "blackhole" | "prohibit" | "local" | "broadcast" | "anycast" | "multicast" | "throw" | "nexthop") {
+        if matches!(first, "unreachable" | "blackhole" | "prohibit" | "local" | "broadcast" | "anycast" | "multicast" | "throw" | "nexthop")
+        {
             continue;
         }
         let dst = match first {
@@ -281,7 +284,8 @@ pub fn neighbours(text: &str, p: &mut Problems) -> Vec<NeighLine> {
             .iter()
             .enumerate()
             .filter_map(|(i, x)| {
-                let states: Vec<&str> = x.get("state").and_then(Value::as_array).map(|f| f.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                let states: Vec<&str> =
+                    x.get("state").and_then(Value::as_array).map(|f| f.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
                 Some(NeighLine {
                     ip: x.get("dst")?.as_str()?.parse().ok()?,
                     dev: x.get("dev")?.as_str()?.to_string(),
@@ -381,7 +385,8 @@ pub fn etcd(text: &str, p: &mut Problems) -> Vec<Kv> {
         let b64 = |s: &str| base64_decode(s);
         let mut out = Vec::new();
         for (i, kv) in kvs.iter().enumerate() {
-            let (Some(k), v) = (kv.get("key").and_then(Value::as_str).and_then(b64), kv.get("value").and_then(Value::as_str).and_then(b64)) else {
+            let (Some(k), v) = (kv.get("key").and_then(Value::as_str).and_then(b64), kv.get("value").and_then(Value::as_str).and_then(b64))
+            else {
                 p.at(0, format!("kvs[{i}]: a key that is not base64"));
                 continue;
             };
@@ -496,9 +501,15 @@ pub fn kube_nodes(text: &str, p: &mut Problems) -> Vec<KubeNode> {
             p.at(0, format!("items[{i}] has no metadata.name"));
             continue;
         };
-        let ann = |k: &str| n.pointer("/metadata/annotations").and_then(|a| a.get(format!("flannel.alpha.coreos.com/{k}"))).and_then(Value::as_str);
+        let ann = |k: &str| {
+            n.pointer("/metadata/annotations").and_then(|a| a.get(format!("flannel.alpha.coreos.com/{k}"))).and_then(Value::as_str)
+        };
         let json_ann = |k: &str| ann(k).and_then(|s| serde_json::from_str::<Value>(s).ok());
-        let mut pod_cidrs: Vec<String> = n.pointer("/spec/podCIDRs").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
+        let mut pod_cidrs: Vec<String> = n
+            .pointer("/spec/podCIDRs")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
         if pod_cidrs.is_empty() {
             pod_cidrs.extend(n.pointer("/spec/podCIDR").and_then(Value::as_str).map(str::to_string));
         }
@@ -610,7 +621,8 @@ mod tests {
         let b = fdb("6a:11:22:33:44:56 dev flannel.1 dst 192.168.99.3 self permanent\n33:33:00:00:00:01 dev eth0 self permanent\n", &mut p);
         assert_eq!(b[0].dst, Some("192.168.99.3".parse().unwrap()));
         assert_eq!(b[1].dst, None);
-        let bj = fdb(r#"[{"mac":"6a:11:22:33:44:56","ifname":"flannel.1","dst":"192.168.99.3","flags":["self"],"state":"permanent"}]"#, &mut p);
+        let bj =
+            fdb(r#"[{"mac":"6a:11:22:33:44:56","ifname":"flannel.1","dst":"192.168.99.3","flags":["self"],"state":"permanent"}]"#, &mut p);
         assert_eq!(bj[0].mac, b[0].mac);
         assert!(bj[0].permanent);
         assert_eq!(out.len(), 1, "{out:?}");
@@ -653,7 +665,11 @@ mod tests {
         assert_eq!(nodes[0].public_ip, Some("192.168.99.2".parse().unwrap()));
         assert_eq!(nodes[0].pod_cidrs, vec!["10.244.1.0/24"]);
         assert_eq!(nodes[0].backend_data.as_ref().unwrap()["VtepMAC"], "6a:11:22:33:44:55");
-        let cm = netconf(r#"{"kind":"ConfigMap","data":{"net-conf.json":"{\"Network\":\"10.244.0.0/16\",\"Backend\":{\"Type\":\"vxlan\"}}"}}"#, &mut p).unwrap();
+        let cm = netconf(
+            r#"{"kind":"ConfigMap","data":{"net-conf.json":"{\"Network\":\"10.244.0.0/16\",\"Backend\":{\"Type\":\"vxlan\"}}"}}"#,
+            &mut p,
+        )
+        .unwrap();
         assert_eq!(cm["Network"], "10.244.0.0/16");
         assert!(netconf("{\"Network\": ", &mut p).is_none());
         assert_eq!(out.len(), 1);

@@ -218,7 +218,16 @@ fn host_view<'a>(
     leases: &'a BTreeMap<Ipv4Addr, contract::LeaseView>,
     state: &'a crate::probe::HostState,
 ) -> contract::HostView<'a> {
-    contract::HostView { conf, host: &node.name, host_ip: node.addr, host_ip6: None, underlay_mtu, leases, state, underlay: crate::lab::UNDERLAY_IF }
+    contract::HostView {
+        conf,
+        host: &node.name,
+        host_ip: node.addr,
+        host_ip6: None,
+        underlay_mtu,
+        leases,
+        state,
+        underlay: crate::lab::UNDERLAY_IF,
+    }
 }
 
 fn percentile(v: &[f64], p: f64) -> Option<f64> {

@@ -98,13 +98,23 @@ pub struct PutKey {
     /// Relative to the etcd prefix, e.g. `subnets/junk`.
     pub key: String,
     pub value: String,
+    /// Attach the key to an etcd lease of this TTL (whole seconds, at least 1): as a
+    /// flannel lease is (an imported cluster's leases keep expiring).
+    #[serde(default)]
+    pub ttl: Option<Dur>,
 }
 
 impl StepKind for PutKey {
     async fn run(&self, t: &mut Trial<'_>) -> StepResult {
         let k = self;
         let key = format!("{DEFAULT_PREFIX}/{}", k.key.trim_start_matches('/'));
-        t.store.put(&key, k.value.clone()).await.map_err(StepError::from)?;
+        match k.ttl {
+            None => t.store.put(&key, k.value.clone()).await.map_err(StepError::from)?,
+            Some(ttl) => {
+                let secs = ttl.0.as_secs().max(1) as i64;
+                t.store.put_with_ttl(&key, k.value.clone(), secs).await.map_err(StepError::from)?
+            }
+        }
         if k.key.trim_start_matches('/') == "config" {
             // the net-conf the later checks judge against
             t.conf = serde_json::from_str(&k.value).ok().and_then(|v| crate::contract::NetConf::from_json(&v).ok());

@@ -462,6 +462,20 @@ impl Store {
         .await
     }
 
+    /// Puts `key` attached to a fresh etcd lease of `ttl` seconds: it vanishes when that
+    /// runs out, as a flannel lease left by a departed node does.
+    pub async fn put_with_ttl(&self, key: &str, value: impl Into<Vec<u8>>, ttl: i64) -> Result<(), Error> {
+        let (k, v) = (key.to_string(), value.into());
+        self.call_retrying(&format!("put {key} with a {ttl} s lease"), |mut c| {
+            let (k, v) = (k.clone(), v.clone());
+            async move {
+                let lease = c.lease_grant(ttl, None).await?.id();
+                c.put(k, v, Some(etcd_client::PutOptions::new().with_lease(lease))).await.map(|_| ())
+            }
+        })
+        .await
+    }
+
     /// etcd's current revision: every write moves it by one, and each write is one watch
     /// event for every agent watching the prefix.
     pub async fn revision(&self) -> Result<i64, Error> {
