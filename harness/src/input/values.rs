@@ -26,7 +26,7 @@ pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_with(d, parse_duration, "a duration like 500ms, 30s or 2m").map(Dur)
+        deserialize_with(d, parse_duration, "a duration like 500ms, 30s, 2m or 24h").map(Dur)
     }
 }
 
@@ -120,7 +120,8 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("2h"), None);
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("2d"), None);
         assert_eq!(parse_duration("s"), None);
     }
 }

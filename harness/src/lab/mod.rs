@@ -16,6 +16,7 @@ pub mod pods;
 pub mod proc;
 pub mod run_lock;
 pub mod sock;
+pub mod stopping;
 pub mod sysctl;
 pub mod tools;
 pub mod udev;

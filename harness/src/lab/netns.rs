@@ -35,7 +35,7 @@ impl Netns {
     pub fn create(name: &str) -> Result<Netns, Error> {
         let err = |source| Error::NetnsCreate { name: name.to_string(), source };
         // a namespace made while the signal cleanup sweeps would outlive the run
-        let _making = super::proc::SpawnUnderWay::begin()
+        let _making = super::stopping::SpawnUnderWay::begin()
             .ok_or_else(|| err(std::io::Error::new(std::io::ErrorKind::Interrupted, "the lab is being removed (signal)")))?;
         std::fs::create_dir_all(NETNS_DIR).map_err(err)?;
         let path = path_of(name);
