@@ -1,5 +1,6 @@
 //! `flannel-lab import`: the same input as a topology and a case. The cluster's nodes become
-//! hosts (segments inferred from their addresses, one /24 each; a router joins them), the
+//! hosts at their own addresses (segments inferred from them, one /24 each; a router joins
+//! them), the
 //! net-conf becomes the case's, and the leases are written into the lab's etcd before any
 //! agent starts, as they were (junk keys, malformed values and departed nodes' leases
 //! included), so an implementation started on those hosts meets the field state.
@@ -82,9 +83,20 @@ pub fn import(inp: &Input, name: &str, max_hosts: Option<usize>, findings: &[Fin
         }
     }
     topo.push_str("hosts:\n");
-    for (s, (_, members)) in segs.iter().enumerate() {
-        let list: Vec<&str> = members.iter().map(|i| names[*i].as_str()).collect();
-        let _ = writeln!(topo, "  - segment: seg{}\n    names: [{}]", s + 1, list.join(", "));
+    // each node keeps its address, unless it is one the lab keeps for etcd and routers (the
+    // top of the segment): such a node takes the next free one
+    let top = if segs.len() > 1 { 2 } else { 1 };
+    for (s, (cidr, members)) in segs.iter().enumerate() {
+        let keep = |a: Ipv4Addr| (u32::from(a) - u32::from(cidr.addr())) < 255 - top;
+        let (kept, moved): (Vec<usize>, Vec<usize>) = members.iter().partition(|i| keep(nodes[**i].public_ip.expect("filtered")));
+        let list = |v: &[usize]| v.iter().map(|i| names[*i].as_str()).collect::<Vec<_>>().join(", ");
+        if !kept.is_empty() {
+            let addrs: Vec<String> = kept.iter().map(|i| nodes[*i].public_ip.expect("filtered").to_string()).collect();
+            let _ = writeln!(topo, "  - segment: seg{}\n    names: [{}]\n    addresses: [{}]", s + 1, list(&kept), addrs.join(", "));
+        }
+        if !moved.is_empty() {
+            let _ = writeln!(topo, "  - segment: seg{}\n    names: [{}]", s + 1, list(&moved));
+        }
     }
     if segs.len() > 1 {
         let all: Vec<String> = (1..=segs.len()).map(|s| format!("seg{s}")).collect();
@@ -106,7 +118,8 @@ pub fn import(inp: &Input, name: &str, max_hosts: Option<usize>, findings: &[Fin
             }
         }
     }
-    // departed nodes' leases move to free addresses of the first segment, from .200 up
+    // departed nodes' leases keep their PublicIP where no lab node has it, else move to free
+    // addresses of the first segment, from .200 up
     let taken: Vec<Ipv4Addr> =
         t.hosts.iter().map(|h| h.addr).chain([t.etcd.1]).chain(t.routers.iter().flat_map(|r| r.legs.iter().map(|l| l.1))).collect();
     let mut spare = (200u32..250).map(|k| t.segments[0].cidr.nth(k)).filter(|a| !taken.contains(a));
@@ -123,6 +136,10 @@ pub fn import(inp: &Input, name: &str, max_hosts: Option<usize>, findings: &[Fin
                 let to = match map4.get(&lease.public_ip) {
                     Some(to) => *to,
                     None if lease.public_ip.is_unspecified() => lease.public_ip,
+                    None if !taken.contains(&lease.public_ip) => {
+                        notes.push(format!("lease {} of a departed node ({}) kept as it was", lease.subnet, lease.public_ip));
+                        lease.public_ip
+                    }
                     None => {
                         let to = spare.next().ok_or("no spare address left for the departed nodes' leases")?;
                         map4.insert(lease.public_ip, to);

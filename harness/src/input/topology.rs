@@ -69,6 +69,9 @@ struct RawHostGroup {
     names: Option<Vec<HostName>>,
     #[serde(default)]
     prefix: Option<String>,
+    /// With `names`: each host's address, in order (an imported cluster keeps its own).
+    #[serde(default)]
+    addresses: Option<Vec<Ipv4Addr>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -310,6 +313,31 @@ fn validate(file: &Path, src: &Source, raw: RawTopology, scale: Option<u32>) -> 
     let mut hosts: Vec<Host> = Vec::new();
     let mut seen = BTreeSet::new();
     let mut used: Vec<u32> = vec![0; segments.len()];
+    // addresses given: taken before the others are handed out from .1 upwards
+    let mut pinned: Vec<BTreeSet<Ipv4Addr>> = vec![BTreeSet::new(); segments.len()];
+    for (i, g) in raw.hosts.iter().enumerate() {
+        let (Some(list), Some(s)) = (&g.addresses, seg_index(&g.segment)) else { continue };
+        let at = |j: usize| vec![key("hosts"), Seg::Index(i), key("addresses"), Seg::Index(j)];
+        if g.names.as_ref().is_none_or(|n| n.len() != list.len()) {
+            c.push(
+                &[key("hosts"), Seg::Index(i), key("addresses")],
+                "`addresses` needs `names`, one address each",
+                "list as many addresses as names",
+            );
+        }
+        let cidr = segments[s].cidr;
+        for (j, a) in list.iter().enumerate() {
+            if !cidr.contains(*a) || *a == cidr.addr() || *a == cidr.nth((cidr.size() - 1) as u32) {
+                c.push(
+                    &at(j),
+                    format!("{a} is not a host address of segment `{}` ({cidr})", g.segment),
+                    "give an address inside the segment",
+                );
+            } else if !pinned[s].insert(*a) {
+                c.push(&at(j), format!("{a} is given twice"), "give each host its own address");
+            }
+        }
+    }
     for (i, g) in raw.hosts.iter().enumerate() {
         let here = |k: &str| vec![key("hosts"), Seg::Index(i), key(k)];
         let seg = seg_index(&g.segment);
@@ -347,7 +375,7 @@ fn validate(file: &Path, src: &Source, raw: RawTopology, scale: Option<u32>) -> 
                 list.iter().enumerate().map(|(j, h)| (h.clone(), vec![key("hosts"), Seg::Index(i), key("names"), Seg::Index(j)])).collect()
             }
         };
-        for (name, at) in names {
+        for (j, (name, at)) in names.into_iter().enumerate() {
             if RESERVED.contains(&name.as_str()) {
                 c.push(&at, format!("`{name}` is reserved for the lab itself"), "pick another host name");
                 continue;
@@ -357,8 +385,18 @@ fn validate(file: &Path, src: &Source, raw: RawTopology, scale: Option<u32>) -> 
                 continue;
             }
             if let Some(s) = seg {
-                used[s] += 1;
-                hosts.push(Host { name, segment: s, addr: segments[s].cidr.nth(used[s]) });
+                let given = g.addresses.as_ref().and_then(|a| a.get(j)).copied();
+                let addr = match given {
+                    Some(a) => a,
+                    None => loop {
+                        used[s] += 1;
+                        let a = segments[s].cidr.nth(used[s]);
+                        if !pinned[s].contains(&a) {
+                            break a;
+                        }
+                    },
+                };
+                hosts.push(Host { name, segment: s, addr });
             }
         }
     }
@@ -404,7 +442,7 @@ fn validate(file: &Path, src: &Source, raw: RawTopology, scale: Option<u32>) -> 
     }
     for (s, seg) in segments.iter().enumerate() {
         // hosts take .1 upwards; etcd takes the last usable address
-        let need = used[s] as u64 + u64::from(etcd_seg == Some(s)) + (top_used[s] - TOP_RESERVED);
+        let need = used[s] as u64 + pinned[s].len() as u64 + u64::from(etcd_seg == Some(s)) + (top_used[s] - TOP_RESERVED);
         if need > MAX_HOSTS_PER_SEGMENT {
             let at = raw.segments.iter().position(|r| r.name == seg.name).unwrap_or(0);
             c.push(
@@ -448,6 +486,20 @@ fn validate(file: &Path, src: &Source, raw: RawTopology, scale: Option<u32>) -> 
             }
         }
     }
+    // a given address may not be etcd's or a router's (they take the top of the segment)
+    if let Some(e) = etcd_seg {
+        let etcd_addr = segments[e].cidr.nth((segments[e].cidr.size() - 2) as u32);
+        let lab_own: Vec<Ipv4Addr> = routers.iter().flat_map(|r| r.legs.iter().map(|l| l.1)).chain([etcd_addr]).collect();
+        for (i, g) in raw.hosts.iter().enumerate() {
+            for (j, a) in g.addresses.iter().flatten().enumerate().filter(|(_, a)| lab_own.contains(a)) {
+                c.push(
+                    &[key("hosts"), Seg::Index(i), key("addresses"), Seg::Index(j)],
+                    format!("{a} is taken by etcd or a router (the top addresses of a segment)"),
+                    "give the host a lower address",
+                );
+            }
+        }
+    }
     c.finish()?;
     let etcd_seg = etcd_seg.expect("checked above");
     let etcd_addr = segments[etcd_seg].cidr.nth((segments[etcd_seg].cidr.size() - 2) as u32);
@@ -481,6 +533,24 @@ hosts:
 etcd:
   segment: lan
 ";
+
+    #[test]
+    fn hosts_can_keep_given_addresses() {
+        let src = "segments:\n  - {name: lan, cidr: 10.0.0.0/24}\nhosts:\n  - {segment: lan, names: [a, b], addresses: [10.0.0.11, 10.0.0.2]}\n  - {segment: lan, count: 2}\netcd: {segment: lan}\n";
+        let t = Topology::parse(Path::new("t.yaml"), src, None).unwrap();
+        let addrs: Vec<String> = t.hosts.iter().map(|h| format!("{}={}", h.name, h.addr)).collect();
+        // the others skip the given ones
+        assert_eq!(addrs, vec!["a=10.0.0.11", "b=10.0.0.2", "h1=10.0.0.1", "h2=10.0.0.3"]);
+        for (bad, says) in [
+            ("[10.0.1.5, 10.0.0.2]", "is not a host address of segment `lan`"),
+            ("[10.0.0.2, 10.0.0.2]", "is given twice"),
+            ("[10.0.0.254, 10.0.0.2]", "taken by etcd or a router"),
+            ("[10.0.0.2]", "one address each"),
+        ] {
+            let e = Topology::parse(Path::new("t.yaml"), &src.replace("[10.0.0.11, 10.0.0.2]", bad), None).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn assigns_addresses() {
