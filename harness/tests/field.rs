@@ -191,6 +191,7 @@ fn kube_subnet_manager_cluster() -> Result<(), Failed> {
             (Check::Lease, "n3", "lease 10.244.3.0/24 has no BackendData.VtepMAC"),
             (Check::Lease, "n4", "node n4 has no podCIDR"),
             (Check::Lease, "n4", "no lease with PublicIP 10.0.0.14"),
+            (Check::Lease, "n5", "subnet 10.244.2.0/24 is leased twice: nodes.json: node n2 and nodes.json: node n5"),
         ],
     )
 }

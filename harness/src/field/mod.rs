@@ -397,9 +397,31 @@ pub fn diagnose(inp: &Input) -> Vec<Finding> {
             "the node's address is unknown (no vxlan local, no kernel route source, no public-ip file): its lease cannot be matched",
         ));
     }
+    // one subnet in two leases (two nodes' podCIDRs; etcd keys cannot repeat)
+    let mut holders: BTreeMap<Ipv4Net, &str> = BTreeMap::new();
+    for l in &inp.leases {
+        if let Ok(v) = &l.lease {
+            if v.subnet.prefix() > 0 {
+                if let Some(first) = holders.insert(v.subnet, &l.source) {
+                    out.push(Finding::new(
+                        Check::Lease,
+                        &l.subject,
+                        format!("subnet {} is leased twice: {first} and {}", v.subnet, l.source),
+                    ));
+                }
+            }
+        }
+    }
     let leases: Vec<Result<LeaseView, String>> = inp.leases.iter().map(|l| l.lease.clone()).collect();
     let valid: Vec<Result<LeaseView, String>> = leases.iter().filter(|l| l.is_ok()).cloned().collect();
+    let from = out.len();
     let by_ip = contract::check_leases(conf, &hosts, &valid, &mut out);
+    if inp.kube {
+        // the kube subnet manager keeps leases in node annotations, not in etcd
+        for f in &mut out[from..] {
+            f.what = f.what.replace(" in etcd", " in the node annotations");
+        }
+    }
     if !inp.nodes.is_empty() {
         for l in leases.iter().flatten() {
             let held = inp.nodes.iter().any(|n| {
