@@ -19,7 +19,7 @@ use crate::lab_err;
 /// to replayable cases
 #[derive(Args, Debug)]
 #[command(after_help = "Each schedule is a topology, a host count, a backend and 10-14 operations drawn \
-    from the lab's step kinds (agent restarts, etcd restarts and pauses, lease revocations, junk keys, \
+    from the lab's step kinds (agent restarts and crashes, etcd restarts and pauses, lease revocations, junk keys, \
     link cuts, flaps and re-creations, public IP changes, backend switches, hosts leaving and joining, \
     pods), each followed (mostly) by a wait for convergence judged by the same checks as every case. \
     A failure is shrunk (operations dropped, fewer hosts, one segment, shorter faults) while it fails \
@@ -91,11 +91,11 @@ fn parse_range(s: &str) -> std::result::Result<(u32, u32), String> {
 }
 
 /// `restart_agent=5,pause_etcd=1`: those kinds with those weights, the others 0.
-fn parse_weights(list: &[String]) -> Result<[u32; 13]> {
+fn parse_weights(list: &[String]) -> Result<[u32; KINDS.len()]> {
     if list.is_empty() {
         return Ok(DEFAULT_WEIGHTS);
     }
-    let mut w = [0u32; 13];
+    let mut w = [0u32; KINDS.len()];
     for item in list {
         let (k, v) = item.split_once('=').unwrap_or((item.as_str(), "1"));
         let i = KINDS.iter().position(|x| *x == k.trim()).ok_or_else(|| {
@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(parse_range("5"), Ok((5, 5)));
         assert!(parse_range("3-8").is_err());
         let w = parse_weights(&["pause_etcd=2".into(), "restart_agent".into()]).unwrap();
-        assert_eq!((w[2], w[0], w[1]), (2, 1, 0));
+        assert_eq!((w[3], w[0], w[1]), (2, 1, 0));
         let e = parse_weights(&["pause_etc=1".into()]).unwrap_err().to_string();
         assert!(e.contains("did you mean `pause_etcd`"), "{e}");
         assert_eq!(parse_weights(&[]).unwrap(), DEFAULT_WEIGHTS);

@@ -33,6 +33,10 @@ pub enum OpKind {
         host: String,
         new_vtep_mac: bool,
     },
+    /// The agent SIGKILLed, then started again (a crash a DaemonSet recovers from).
+    CrashAgent {
+        host: String,
+    },
     RestartEtcd {
         down_ms: u64,
     },
@@ -75,8 +79,9 @@ pub enum OpKind {
 }
 
 /// The operation kinds by name, as `--ops-kinds` and the weights name them.
-pub const KINDS: [&str; 13] = [
+pub const KINDS: [&str; 14] = [
     "restart_agent",
+    "crash_agent",
     "restart_etcd",
     "pause_etcd",
     "revoke_lease",
@@ -92,7 +97,7 @@ pub const KINDS: [&str; 13] = [
 ];
 
 /// How often each kind is drawn, relative to the others.
-pub const DEFAULT_WEIGHTS: [u32; 13] = [20, 8, 8, 8, 6, 8, 6, 4, 5, 3, 5, 5, 4];
+pub const DEFAULT_WEIGHTS: [u32; 14] = [20, 6, 8, 8, 8, 6, 8, 6, 4, 5, 3, 5, 5, 4];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Op {
@@ -106,6 +111,7 @@ impl OpKind {
     pub fn name(&self) -> &'static str {
         match self {
             OpKind::RestartAgent { .. } => "restart_agent",
+            OpKind::CrashAgent { .. } => "crash_agent",
             OpKind::RestartEtcd { .. } => "restart_etcd",
             OpKind::PauseEtcd { .. } => "pause_etcd",
             OpKind::RevokeLease { .. } => "revoke_lease",
@@ -125,6 +131,7 @@ impl OpKind {
     pub fn host(&self) -> Option<&str> {
         match self {
             OpKind::RestartAgent { host, .. }
+            | OpKind::CrashAgent { host }
             | OpKind::RevokeLease { host }
             | OpKind::CutLink { host, .. }
             | OpKind::FlapLink { host, .. }
@@ -138,6 +145,7 @@ impl OpKind {
     fn host_mut(&mut self) -> Option<&mut String> {
         match self {
             OpKind::RestartAgent { host, .. }
+            | OpKind::CrashAgent { host }
             | OpKind::RevokeLease { host }
             | OpKind::CutLink { host, .. }
             | OpKind::FlapLink { host, .. }
@@ -148,10 +156,25 @@ impl OpKind {
         }
     }
 
-    /// The case step it becomes (one YAML flow line, without the list dash).
-    pub fn step(&self) -> String {
+    /// The case steps it becomes (YAML flow lines, without the list dash).
+    pub fn steps(&self) -> Vec<String> {
+        match self {
+            OpKind::CrashAgent { host } => {
+                vec![format!("break: {{kill_agent: {{host: {host}}}}}"), format!("restart_agent: {{host: {host}, new_vtep_mac: false}}")]
+            }
+            other => vec![other.step()],
+        }
+    }
+
+    /// The operation in one line (its single step, or its steps joined by `; `).
+    pub fn line(&self) -> String {
+        self.steps().join("; ")
+    }
+
+    fn step(&self) -> String {
         let dur = |ms: &u64| format!("{ms}ms");
         match self {
+            OpKind::CrashAgent { .. } => unreachable!("two steps: see steps()"),
             OpKind::RestartAgent { host, new_vtep_mac } => format!("restart_agent: {{host: {host}, new_vtep_mac: {new_vtep_mac}}}"),
             OpKind::RestartEtcd { down_ms } => format!("restart_etcd: {{down_for: {}}}", dur(down_ms)),
             OpKind::PauseEtcd { ms } => format!("pause_etcd: {{for: {}}}", dur(ms)),
@@ -228,7 +251,7 @@ pub struct Space {
     /// Operations per schedule.
     pub ops: (u32, u32),
     /// Weight per kind, in the order of [`KINDS`].
-    pub weights: [u32; 13],
+    pub weights: [u32; KINDS.len()],
     pub settle_s: u64,
 }
 
@@ -256,6 +279,7 @@ pub fn generate(space: &Space, seed: u64, index: u32) -> Schedule {
         let host = rng.pick(&live).cloned().expect("at least two hosts stay");
         let kind = match KINDS[k] {
             "restart_agent" => OpKind::RestartAgent { host, new_vtep_mac: now == Backend::Vxlan && rng.chance(30) },
+            "crash_agent" => OpKind::CrashAgent { host },
             "restart_etcd" => OpKind::RestartEtcd { down_ms: rng.range(1, 4) * 1000 },
             "pause_etcd" => OpKind::PauseEtcd { ms: rng.range(2, 6) * 1000 },
             "revoke_lease" => OpKind::RevokeLease { host },
@@ -343,7 +367,7 @@ impl Schedule {
         let wait = format!("wait_converged: {{within: {}s}}", self.settle_s);
         let mut out = vec![CaseStep { yaml: "start_agents: {}".into(), op: None }, CaseStep { yaml: wait.clone(), op: None }];
         for (i, op) in self.ops.iter().enumerate() {
-            out.push(CaseStep { yaml: op.kind.step(), op: Some(i) });
+            out.extend(op.kind.steps().into_iter().map(|yaml| CaseStep { yaml, op: Some(i) }));
             if op.settle {
                 out.push(CaseStep { yaml: wait.clone(), op: Some(i) });
             }
@@ -394,7 +418,7 @@ impl Schedule {
         self.ops
             .iter()
             .enumerate()
-            .map(|(i, o)| format!("{:>2}. {}{}", i + 1, o.kind.step(), if o.settle { "" } else { "  (no settling)" }))
+            .map(|(i, o)| format!("{:>2}. {}{}", i + 1, o.kind.line(), if o.settle { "" } else { "  (no settling)" }))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -424,6 +448,32 @@ impl Schedule {
             ..self.clone()
         }
         .valid()
+    }
+
+    /// The hosts the operations name moved to the first hosts, in the order they are first
+    /// named (h3, h1 → h1, h2), so that fewer hosts can keep them; None when nothing moves.
+    pub fn renumbered(&self) -> Option<Schedule> {
+        let mut order: Vec<String> = Vec::new();
+        for o in &self.ops {
+            if let Some(h) = o.kind.host() {
+                if !order.iter().any(|x| x == h) {
+                    order.push(h.to_string());
+                }
+            }
+        }
+        let map: Vec<(String, String)> = order.iter().cloned().zip(self.host_names.iter().cloned()).collect();
+        if map.iter().all(|(a, b)| a == b) {
+            return None;
+        }
+        let mut t = self.clone();
+        for o in &mut t.ops {
+            if let Some(h) = o.kind.host_mut() {
+                if let Some((_, to)) = map.iter().find(|(from, _)| from == h) {
+                    *h = to.clone();
+                }
+            }
+        }
+        Some(t)
     }
 
     /// Drops operations that cannot run any more (a removal leaving fewer than two hosts,
@@ -562,6 +612,29 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_crash_is_a_kill_and_a_start_and_hosts_renumber() {
+        let mut s = generate(&space(), 3, 0);
+        s.topology = "flat".into();
+        s.host_names = (1..=4).map(|i| format!("h{i}")).collect();
+        s.ops = vec![
+            Op { kind: OpKind::CrashAgent { host: "h3".into() }, settle: true },
+            Op { kind: OpKind::RevokeLease { host: "h4".into() }, settle: true },
+            Op { kind: OpKind::CutLink { host: "h3".into(), ms: 1000 }, settle: true },
+        ];
+        let yaml = s.case_yaml("", "flat");
+        assert!(
+            yaml.contains("  - break: {kill_agent: {host: h3}}\n  - restart_agent: {host: h3, new_vtep_mac: false}\n  - wait_converged"),
+            "{yaml}"
+        );
+        assert_eq!(s.op_of_step(3), Some(0));
+        assert_eq!(s.op_of_step(4), Some(0));
+        let r = s.renumbered().unwrap();
+        let hosts: Vec<&str> = r.ops.iter().filter_map(|o| o.kind.host()).collect();
+        assert_eq!(hosts, vec!["h1", "h2", "h1"]);
+        assert_eq!(r.renumbered(), None);
+    }
+
+    #[test]
     fn moving_to_fewer_hosts_drops_what_named_the_others() {
         let sp = space();
         let mut s = generate(&sp, 5, 0);
@@ -579,7 +652,7 @@ pub(crate) mod tests {
         assert_eq!(t.topology, "flat");
         assert_eq!(t.hosts, Some(3));
         // r2 (4th) has no counterpart; l2 → h2 removed, then l2's cut goes; r1 → h3
-        let kinds: Vec<String> = t.ops.iter().map(|o| o.kind.step()).collect();
+        let kinds: Vec<String> = t.ops.iter().map(|o| o.kind.line()).collect();
         assert_eq!(kinds, vec!["remove_host: {host: h2}", "restart_agent: {host: h3, new_vtep_mac: true}"]);
         assert!(t.ops.last().unwrap().settle);
     }

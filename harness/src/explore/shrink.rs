@@ -138,7 +138,10 @@ fn passes(cur: &Shrunk, topologies: &[TopoInfo]) -> Vec<(&'static str, Vec<Sched
         }
         size = size.div_ceil(2).min(size - 1);
     }
-    // fewer hosts: the fewest first
+    // fewer hosts: the fewest first, the hosts the operations name moved to the front first
+    if let Some(r) = s.renumbered().filter(|_| topologies.iter().any(|t| t.name == s.topology && t.scalable)) {
+        out.push(("hosts renumbered", vec![r]));
+    }
     if let Some(t) = topologies.iter().find(|t| t.name == s.topology && t.scalable) {
         let mut cands: Vec<Schedule> = t
             .names_at
