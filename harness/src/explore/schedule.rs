@@ -194,9 +194,10 @@ impl OpKind {
         }
     }
 
-    /// The same operation with its durations halved (down to 500 ms), if it has any.
+    /// The same operation with its durations halved (down to 1 s: a shorter fault makes a
+    /// failure hang on timing, and its reruns flaky), if it has any.
     pub fn shorter(&self) -> Option<OpKind> {
-        let half = |ms: u64| (ms > 500).then(|| (ms / 2).max(500));
+        let half = |ms: u64| (ms > 1000).then(|| (ms / 2).max(1000));
         match self {
             OpKind::RestartEtcd { down_ms } => half(*down_ms).map(|down_ms| OpKind::RestartEtcd { down_ms }),
             OpKind::PauseEtcd { ms } => half(*ms).map(|ms| OpKind::PauseEtcd { ms }),

@@ -215,7 +215,7 @@ mod tests {
             b.iter().map(fake).collect()
         });
         assert_eq!(r.schedule.ops.len(), 1, "{}\n{}", r.schedule.listing(), r.history.join("\n"));
-        assert!(matches!(r.schedule.ops[0].kind, OpKind::PauseEtcd { ms: 500 }), "{}", r.schedule.listing());
+        assert!(matches!(r.schedule.ops[0].kind, OpKind::PauseEtcd { ms: 1000 }), "{}", r.schedule.listing());
         assert_eq!((r.schedule.topology.as_str(), r.schedule.host_names.len()), ("flat", 3), "{}", r.history.join("\n"));
         assert_eq!(r.outcome.check(), Some(Check::Routes));
         assert!(r.runs <= 200 && batches > 0);
