@@ -305,30 +305,25 @@ fn load_node(dir: &Path, name: &str, problems: &mut Vec<Problem>) -> NodeInput {
         });
         match dst.0 {
             IpAddr::V4(_) => {
-                if let Some(d) = parse::net_of::<Ipv4Addr>(dst) {
-                    let gateway = r.gateway.and_then(|g| match g {
-                        IpAddr::V4(a) => Some(a),
-                        _ => None,
-                    });
-                    st.routes.push(Route { dst: d, gateway, oif, onlink: r.onlink, by_kernel: r.by_kernel });
-                    if let (true, Some(IpAddr::V4(src)), Some(i)) = (r.by_kernel, r.src, oif) {
-                        st.addresses.push(Address { ifindex: i, net: d, addr: src });
+                if let Some(route) = route_of::<Ipv4Addr>(r, dst, oif) {
+                    // the kernel's prefix route of an address names it: the interface is on that network
+                    if let (true, Some(ifindex), Some(IpAddr::V4(addr))) = (r.by_kernel, oif, r.src) {
+                        st.addresses.push(Address { ifindex, net: route.dst, addr });
                     }
+                    st.routes.push(route);
                 }
             }
             IpAddr::V6(_) => {
-                if let Some(d) = parse::net_of::<Ipv6Addr>(dst) {
-                    let gateway = r.gateway.and_then(|g| match g {
-                        IpAddr::V6(a) => Some(a),
-                        _ => None,
-                    });
-                    st.routes6.push(Route { dst: d, gateway, oif, onlink: r.onlink, by_kernel: r.by_kernel });
-                    // an IPv6 prefix route names no source: the node's address is its public-ip
-                    if let (true, Some(i)) = (r.by_kernel, oif) {
+                if let Some(route) = route_of::<Ipv6Addr>(r, dst, oif) {
+                    // an IPv6 prefix route names no source: its network stands for the address
+                    // (only the prefix counts, for what is directly connected)
+                    let d = route.dst;
+                    if let (true, Some(ifindex)) = (r.by_kernel, oif) {
                         if d.prefix() < 128 && !d.addr().is_unicast_link_local() {
-                            st.addresses6.push(Address { ifindex: i, net: d, addr: d.addr() });
+                            st.addresses6.push(Address { ifindex, net: d, addr: d.addr() });
                         }
                     }
+                    st.routes6.push(route);
                 }
             }
         }
@@ -374,6 +369,11 @@ fn load_node(dir: &Path, name: &str, problems: &mut Vec<Problem>) -> NodeInput {
     node.public_ip6 = node.public_ip6.or(local6);
     node.state = Some(st);
     node
+}
+
+/// One pasted route of family `A` (its gateway dropped when of the other family).
+fn route_of<A: crate::input::names::Family>(r: &parse::RouteLine, dst: (IpAddr, u8), oif: Option<u32>) -> Option<Route<A>> {
+    Some(Route { dst: parse::net_of::<A>(dst)?, gateway: r.gateway.and_then(A::from_ip), oif, onlink: r.onlink, by_kernel: r.by_kernel })
 }
 
 /// The findings: the contract's checks on the leases, and on every node with state.
