@@ -9,7 +9,10 @@
 //!         run::run_trial (the same steps and contract every case uses) ─► Outcome
 //!           │  a finding
 //!           ▼
-//!         shrink::shrink (candidates in batches) ─► OUT/<case>.yaml + its topology
+//!         shrink::shrink (candidates in batches)
+//!           │  the smallest that failed once
+//!           ▼
+//!         shrink::confirm (reruns; a flaky result walks back a step) ─► OUT/<case>.yaml + its topology
 //! ```
 //!
 //! Every schedule is a function of the seed and its index, so the same seed replays the
@@ -29,7 +32,10 @@ use crate::input::topology::Topology;
 use crate::run::{run_trial, TrialReport, TrialSpec, Verdict};
 use crate::steps::Case;
 pub use schedule::{Schedule, Space, TopoInfo};
-pub use shrink::{Outcome, Shrunk};
+pub use shrink::{Confirmed, Outcome, Shrunk};
+
+/// How many accepted shrink steps a flaky result may be walked back.
+const MAX_STEPS_BACK: usize = 3;
 
 /// What an exploration does.
 #[derive(Clone)]
@@ -276,30 +282,41 @@ pub fn explore(o: &Options, say: &mut dyn FnMut(&str)) -> Result<Summary> {
             ));
             outs
         });
-        let written = write_case(o, &s, &first, &shrunk, &runs, say)?;
+        // reruns of the result (and of the steps before it, when it proves flaky)
+        let stem = format!("explore-{}-{}-{}", o.seed, s.index, shrunk.outcome.check().map(|c| c.name()).unwrap_or("finding"));
+        let mut attempt = 0u32;
+        let confirmed = shrink::confirm(shrunk, MAX_STEPS_BACK, &mut |c| {
+            let batch: Vec<(Schedule, String)> = (0..o.reruns.max(1)).map(|r| (c.clone(), format!("{stem}-rerun{attempt}-{r}"))).collect();
+            attempt += 1;
+            let mut reports = Vec::new();
+            let mut reproduced = 0;
+            for chunk in batch.chunks(jobs) {
+                for (out, r) in run_batch(o, &runs, chunk, true) {
+                    if out.check() == first.check() {
+                        reproduced += 1;
+                    }
+                    reports.extend(r);
+                }
+            }
+            say(&format!(
+                "{stem}: {} operations on {} hosts failed the same way in {reproduced} of {} runs",
+                c.ops.len(),
+                c.host_names.len(),
+                batch.len()
+            ));
+            (reproduced, batch.len() as u32, reports)
+        });
+        let written = write_case(o, &s, &first, confirmed, &stem)?;
         sum.found.push(written);
     }
     sum.elapsed = t0.elapsed();
     Ok(sum)
 }
 
-/// Reruns the shrunk schedule and writes it as a case (with a copy of its topology) to `out`.
-fn write_case(o: &Options, original: &Schedule, first: &Outcome, shrunk: &Shrunk, runs: &Path, say: &mut dyn FnMut(&str)) -> Result<Found> {
+/// Writes the confirmed schedule as a case (with a copy of its topology) to `out`.
+fn write_case(o: &Options, original: &Schedule, first: &Outcome, confirmed: Confirmed<Vec<TrialReport>>, stem: &str) -> Result<Found> {
+    let Confirmed { shrunk, reproduced, reruns, evidence: reports } = confirmed;
     let s = &shrunk.schedule;
-    let check = shrunk.outcome.check().map(|c| c.name()).unwrap_or("finding");
-    let stem = format!("explore-{}-{}-{check}", o.seed, original.index);
-    let batch: Vec<(Schedule, String)> = (0..o.reruns.max(1)).map(|r| (s.clone(), format!("{stem}-rerun{r}"))).collect();
-    let mut reports = Vec::new();
-    let mut reproduced = 0;
-    for chunk in batch.chunks(o.jobs.max(1)) {
-        for (out, r) in run_batch(o, runs, chunk, true) {
-            if out.check() == shrunk.outcome.check() {
-                reproduced += 1;
-            }
-            reports.extend(r);
-        }
-    }
-    say(&format!("{stem}: the shrunk schedule failed the same way in {reproduced} of {} runs", batch.len()));
     // the topology beside the case, in a folder of its own (`run --cases` reads every
     // .yaml of the case folder as a case)
     let topo_rel = format!("topologies/{}.yaml", s.topology);
@@ -308,9 +325,9 @@ fn write_case(o: &Options, original: &Schedule, first: &Outcome, shrunk: &Shrunk
     std::fs::copy(&s.topology_file, &topo_copy)
         .map_err(|e| crate::lab_err!("copy {} to {}: {e}", s.topology_file.display(), topo_copy.display()))?;
     let verdict = match reproduced {
-        n if n == batch.len() as u32 => format!("failed the same way in all {} reruns", batch.len()),
-        0 => format!("did not fail the same way in {} reruns: flaky, or it needs the timing of the original", batch.len()),
-        n => format!("flaky: failed the same way in {n} of {} reruns", batch.len()),
+        n if n == reruns => format!("failed the same way in all {reruns} reruns"),
+        0 => format!("did not fail the same way in {reruns} reruns: flaky, or it needs the timing of the original"),
+        n => format!("flaky: failed the same way in {n} of {reruns} reruns"),
     };
     let what = match &shrunk.outcome {
         Outcome::Finding { what, .. } => {
@@ -342,15 +359,7 @@ fn write_case(o: &Options, original: &Schedule, first: &Outcome, shrunk: &Shrunk
     let file = o.out.join(format!("{stem}.yaml"));
     std::fs::write(&file, s.case_yaml(&description, &format!("./{topo_rel}")))
         .map_err(|e| crate::lab_err!("write {}: {e}", file.display()))?;
-    Ok(Found {
-        original: original.clone(),
-        first: first.clone(),
-        shrunk: shrunk.clone(),
-        reproduced,
-        reruns: batch.len() as u32,
-        case_file: file,
-        reports,
-    })
+    Ok(Found { original: original.clone(), first: first.clone(), shrunk, reproduced, reruns, case_file: file, reports })
 }
 
 /// The summary table.

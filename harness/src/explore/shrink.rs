@@ -3,7 +3,10 @@
 //! the first that still fails with the same finding kind replaces the schedule, until no
 //! candidate does or the runs are spent. Candidates are evaluated in batches (in parallel,
 //! by the caller); the first in order that still fails wins, so the result depends only on
-//! the outcomes.
+//! the outcomes. A candidate is accepted on one failing run, so the smallest result may fail
+//! only now and then (a shorter outage the implementation notices only sometimes):
+//! [`confirm`] reruns it and, when it does not fail on every rerun, walks back through the
+//! accepted steps to the smallest that does.
 
 use super::schedule::{Schedule, TopoInfo};
 use crate::contract::Check;
@@ -52,6 +55,69 @@ pub struct Shrunk {
     pub history: Vec<String>,
     /// Candidate runs made.
     pub runs: u32,
+    /// The accepted steps before this one, the original first.
+    pub before: Vec<(Schedule, Outcome)>,
+}
+
+impl Shrunk {
+    /// Goes back to the step before the last accepted one; false at the original.
+    fn step_back(&mut self, why: &str) -> bool {
+        let Some((s, o)) = self.before.pop() else { return false };
+        self.history.push(format!("{why}: back to {} operations, {} hosts, {}", s.ops.len(), s.host_names.len(), s.topology));
+        self.schedule = s;
+        self.outcome = o;
+        true
+    }
+}
+
+/// How a shrunk schedule did when run again.
+#[derive(Debug, Clone)]
+pub struct Confirmed<R> {
+    pub shrunk: Shrunk,
+    /// Of `reruns` runs, how many failed the same way.
+    pub reproduced: u32,
+    pub reruns: u32,
+    /// What the reruns left (reports).
+    pub evidence: R,
+}
+
+/// Reruns `shrunk` through `rerun` (a schedule in; how many of how many runs failed the
+/// same way, and their evidence, out). A result that does not fail on every rerun is flaky:
+/// the step before it is rerun, at most `max_back` steps back, and the smallest that fails
+/// every time is kept. When none does, the one that failed most often (the smallest of
+/// those) is kept, said flaky.
+pub fn confirm<R>(mut shrunk: Shrunk, max_back: usize, rerun: &mut dyn FnMut(&Schedule) -> (u32, u32, R)) -> Confirmed<R> {
+    let mut tried: Vec<Confirmed<R>> = Vec::new();
+    loop {
+        let (reproduced, reruns, evidence) = rerun(&shrunk.schedule);
+        let all = reproduced == reruns;
+        let why = format!("failed the same way in {reproduced} of {reruns} reruns");
+        tried.push(Confirmed { shrunk: shrunk.clone(), reproduced, reruns, evidence });
+        if all || tried.len() > max_back || !shrunk.step_back(&format!("flaky ({why})")) {
+            break;
+        }
+    }
+    // the last tried carries the whole history; the one kept gets it too
+    let history = tried.last().map(|t| t.shrunk.history.clone()).unwrap_or_default();
+    let best = tried.iter().position(|t| t.reproduced == t.reruns).unwrap_or_else(|| {
+        let most = tried.iter().map(|t| t.reproduced).max().unwrap_or(0);
+        tried.iter().position(|t| t.reproduced == most).unwrap_or(0)
+    });
+    let mut kept = tried.swap_remove(best);
+    if kept.reproduced != kept.reruns {
+        let mut h = history;
+        h.push(format!(
+            "none of the steps tried fails every time: kept {} operations, {} hosts ({} of {} reruns)",
+            kept.shrunk.schedule.ops.len(),
+            kept.shrunk.schedule.host_names.len(),
+            kept.reproduced,
+            kept.reruns
+        ));
+        kept.shrunk.history = h;
+    } else {
+        kept.shrunk.history = history;
+    }
+    kept
 }
 
 /// Shrinks `start`, which failed with `outcome`, running at most `max_runs` candidates
@@ -76,6 +142,7 @@ pub fn shrink(
         schedule: start,
         outcome,
         runs: 0,
+        before: Vec::new(),
     };
     'outer: loop {
         for (pass, candidates) in passes(&cur, topologies) {
@@ -97,8 +164,8 @@ pub fn shrink(
                         c.topology,
                         o.label()
                     ));
-                    cur.schedule = c.clone();
-                    cur.outcome = o;
+                    let prev = (std::mem::replace(&mut cur.schedule, c.clone()), std::mem::replace(&mut cur.outcome, o));
+                    cur.before.push(prev);
                     continue 'outer;
                 }
             }
@@ -259,5 +326,46 @@ mod tests {
         });
         assert_eq!((r.runs, seen), (5, 5));
         assert!(r.history.last().unwrap().contains("5 candidate runs spent"), "{:?}", r.history);
+    }
+
+    /// A shrunk result whose last step is flaky: the confirmation reruns it, goes back one
+    /// step, finds that one fails every time and keeps it, saying so in the history.
+    #[test]
+    fn a_flaky_result_walks_back_to_the_step_that_fails_every_time() {
+        let sp = space();
+        let s = (0..500u32)
+            .map(|i| generate(&sp, 11, i))
+            .find(|s| s.topology == "two-segments" && s.ops.iter().any(|o| matches!(o.kind, OpKind::PauseEtcd { .. })))
+            .expect("such a schedule");
+        let r = shrink(s.clone(), fake(&s), &[flat(), routed()], 200, 3, &mut |b| b.iter().map(fake).collect());
+        assert!(matches!(r.schedule.ops[0].kind, OpKind::PauseEtcd { ms: 1000 }), "{}", r.schedule.listing());
+        // a 1 s pause fails only in one of two reruns, longer ones in both
+        let mut seen = Vec::new();
+        let c = confirm(r.clone(), 3, &mut |c| {
+            seen.push(c.clone());
+            let short = c.ops.iter().any(|o| matches!(o.kind, OpKind::PauseEtcd { ms: 1000 }));
+            (if short { 1 } else { 2 }, 2, c.ops.len())
+        });
+        assert_eq!((c.reproduced, c.reruns), (2, 2));
+        assert!(!c.shrunk.schedule.ops.iter().any(|o| matches!(o.kind, OpKind::PauseEtcd { ms: 1000 })), "{}", c.shrunk.schedule.listing());
+        assert_eq!(seen.len(), 2);
+        assert_eq!(c.shrunk.schedule, seen[1]);
+        assert_eq!(c.shrunk.before.len(), r.before.len() - 1);
+        assert!(
+            c.shrunk.history.last().unwrap().starts_with("flaky (failed the same way in 1 of 2 reruns): back to"),
+            "{:?}",
+            c.shrunk.history
+        );
+        // a result that fails every time is kept as it is
+        let c = confirm(r.clone(), 3, &mut |_| (2, 2, ()));
+        assert_eq!((c.shrunk.schedule, c.shrunk.history), (r.schedule.clone(), r.history.clone()));
+        // never reliable: at most 3 steps back, the smallest of those that failed most kept
+        let mut n = 0;
+        let c = confirm(r.clone(), 3, &mut |_| {
+            n += 1;
+            (u32::from(n == 2 || n == 3), 2, n)
+        });
+        assert_eq!((n, c.evidence, c.reproduced), (4, 2, 1));
+        assert!(c.shrunk.history.last().unwrap().starts_with("none of the steps tried fails every time"), "{:?}", c.shrunk.history);
     }
 }
