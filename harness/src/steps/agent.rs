@@ -21,6 +21,10 @@ pub struct StartAgents {
     /// (`none`: no client certificate; `foreign_ca`: one signed by a CA etcd does not trust).
     #[serde(default)]
     pub credentials: BTreeMap<HostName, Credentials>,
+    /// Starts spread evenly over this window, instead of the profile's `start_spread` (or
+    /// one instant in a `simultaneous_start` case); `0s`: all at one instant.
+    #[serde(default)]
+    pub spread: Option<Dur>,
 }
 
 impl StepKind for StartAgents {
@@ -32,7 +36,7 @@ impl StepKind for StartAgents {
         if !self.credentials.is_empty() && t.store.pki.is_none() {
             return Err("start_agents: `credentials` needs a case with `etcd_tls: true`".into());
         }
-        t.start_agents(&self.credentials).await
+        t.start_agents(&self.credentials, self.spread.as_ref().map(|d| d.0)).await
     }
 }
 
@@ -171,9 +175,9 @@ impl StepKind for AddHost {
 
 impl Trial<'_> {
     /// Starts every agent at one instant (spawned behind a gate, then let go together), or
-    /// spread evenly over the profile's `start_spread`. Hosts named in the case's
-    /// `host_profiles` run that implementation instead.
-    async fn start_agents(&mut self, credentials: &BTreeMap<HostName, Credentials>) -> StepResult {
+    /// spread evenly over `spread` (default: the profile's `start_spread`). Hosts named in
+    /// the case's `host_profiles` run that implementation instead.
+    async fn start_agents(&mut self, credentials: &BTreeMap<HostName, Credentials>, spread: Option<Duration>) -> StepResult {
         // agents whose exit the case expected (and saw) make room for the new ones
         self.agents.retain_mut(|a| !(a.exit_planned && a.child.try_status().is_some()));
         if let Some(a) = self.agents.first() {
@@ -183,12 +187,17 @@ impl Trial<'_> {
         for (host, profile) in &self.case.host_profiles {
             imps.insert(host.clone(), load_profile(profile)?);
         }
-        // spread starts evenly over the profile's window (past a known start-up race), unless
-        // the case is about that race
-        let window = if self.case.simultaneous_start { Duration::ZERO } else { self.imp.profile.start_spread };
+        // spread starts evenly over the step's window, else the profile's (past a known
+        // start-up race), unless the case is about that race
+        let window = match spread {
+            Some(w) => w,
+            None if self.case.simultaneous_start => Duration::ZERO,
+            None => self.imp.profile.start_spread,
+        };
         let gap = window / (self.lab.hosts.len().max(2) as u32 - 1);
         if !window.is_zero() {
-            tracing::info!("agent starts spread over {window:?} ({gap:?} apart: the profile's or the run's start_spread)");
+            let from = if spread.is_some() { "the step's spread" } else { "the profile's or the run's start_spread" };
+            tracing::info!("agent starts spread over {window:?} ({gap:?} apart: {from})");
         }
         // all at once: every agent waits behind one gate until all are spawned
         let mut gate = if window.is_zero() && self.lab.hosts.len() > 1 { Some(crate::lab::proc::Gate::new()?) } else { None };

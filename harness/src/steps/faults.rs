@@ -84,7 +84,8 @@ impl StepKind for RecreateLink {
 
 /// Impairs the named hosts' (default: every host's) outgoing underlay traffic on their
 /// eth0: added delay and jitter, reordering and a rate limit through netem, loss through
-/// nftables. All zero (`{}` with only `hosts`) removes the impairment.
+/// nftables. All zero (`{}` with only `hosts`) removes the impairment; with `for` it is
+/// removed after that long, like a cut link.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ImpairLink {
@@ -100,6 +101,9 @@ pub struct ImpairLink {
     pub reorder_percent: u32,
     #[serde(default)]
     pub rate_mbit: u32,
+    /// How long the impairment lasts (absent: until the next `impair_link` clears it).
+    #[serde(default, rename = "for")]
+    pub duration: Option<Dur>,
 }
 
 impl StepKind for ImpairLink {
@@ -121,8 +125,11 @@ impl StepKind for ImpairLink {
             reorder_percent: self.reorder_percent,
             rate_kbit: self.rate_mbit.saturating_mul(1000),
         };
+        if self.duration.is_some() && n.is_none() && self.loss_percent == 0 {
+            return Err("impair_link: `for` needs an impairment to last (delay, loss_percent, reorder_percent or rate_mbit)".into());
+        }
         let hosts = t.hosts_or_all(&self.hosts)?;
-        for node in hosts {
+        for node in &hosts {
             node.nl.set_netem(crate::lab::UNDERLAY_IF, &n).await?;
             crate::lab::tools::set_loss(node, self.loss_percent)?;
         }
@@ -132,6 +139,16 @@ impl StepKind for ImpairLink {
             self.hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ")
         };
         tracing::info!("underlay impairment on {on}: {n:?}, loss {}%", self.loss_percent);
+        if let Some(d) = &self.duration {
+            // the fault's length is the point here, not a wait for a condition
+            tokio::time::sleep(d.0).await;
+            for node in &hosts {
+                node.nl.set_netem(crate::lab::UNDERLAY_IF, &Netem::default()).await?;
+                crate::lab::tools::set_loss(node, 0)?;
+            }
+            tracing::info!("underlay impairment on {on} lifted after {:?}", d.0);
+            t.restarted(format!("impair_link on {on}"));
+        }
         Ok(())
     }
 }
