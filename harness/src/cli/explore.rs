@@ -19,9 +19,9 @@ use crate::lab_err;
 /// to replayable cases
 #[derive(Args, Debug)]
 #[command(after_help = "Each schedule is a topology, a host count, a backend and 10-14 operations drawn \
-    from the lab's step kinds (agent restarts and crashes, etcd restarts and pauses, lease revocations, junk keys, \
-    link cuts, flaps and re-creations, public IP changes, backend switches, hosts leaving and joining, \
-    pods), each followed (mostly) by a wait for convergence judged by the same checks as every case. \
+    from the lab's step kinds (agent restarts and crashes, all agents restarted with or without spread, etcd \
+    restarts and pauses, lease revocations, junk keys, link cuts, flaps, re-creations and packet loss, public IP \
+    changes, backend switches, hosts leaving and joining, pods), each followed (mostly) by a wait for convergence judged by the same checks as every case. \
     A failure is shrunk (operations dropped, fewer hosts, one segment, shorter faults) while it fails \
     with the same finding kind, rerun to tell a flaky failure from a real one, and written to --out as a \
     case that `flannel-lab run --cases DIR` replays. The same seed gives the same schedules.\n\n\

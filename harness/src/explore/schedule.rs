@@ -76,10 +76,21 @@ pub enum OpKind {
         name: String,
     },
     CreatePods,
+    /// Every agent stopped, then all started again: at one instant (`spread_ms` 0) or
+    /// spread evenly over `spread_ms` (a node pool rebooted, a DaemonSet rolled at once).
+    RestartAllAgents {
+        spread_ms: u64,
+    },
+    /// The host's outgoing underlay traffic loses `loss_percent` of its packets for `ms`.
+    ImpairLink {
+        host: String,
+        loss_percent: u32,
+        ms: u64,
+    },
 }
 
 /// The operation kinds by name, as `--ops-kinds` and the weights name them.
-pub const KINDS: [&str; 14] = [
+pub const KINDS: [&str; 16] = [
     "restart_agent",
     "crash_agent",
     "restart_etcd",
@@ -94,10 +105,12 @@ pub const KINDS: [&str; 14] = [
     "remove_host",
     "add_host",
     "create_pods",
+    "restart_all_agents",
+    "impair_link",
 ];
 
 /// How often each kind is drawn, relative to the others.
-pub const DEFAULT_WEIGHTS: [u32; 14] = [20, 6, 8, 8, 8, 6, 8, 6, 4, 5, 3, 5, 5, 4];
+pub const DEFAULT_WEIGHTS: [u32; 16] = [20, 6, 8, 8, 8, 6, 8, 6, 4, 5, 3, 5, 5, 4, 4, 5];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Op {
@@ -124,6 +137,8 @@ impl OpKind {
             OpKind::RemoveHost { .. } => "remove_host",
             OpKind::AddHost { .. } => "add_host",
             OpKind::CreatePods => "create_pods",
+            OpKind::RestartAllAgents { .. } => "restart_all_agents",
+            OpKind::ImpairLink { .. } => "impair_link",
         }
     }
 
@@ -137,6 +152,7 @@ impl OpKind {
             | OpKind::FlapLink { host, .. }
             | OpKind::RecreateLink { host }
             | OpKind::ChangePublicIp { host }
+            | OpKind::ImpairLink { host, .. }
             | OpKind::RemoveHost { host } => Some(host),
             _ => None,
         }
@@ -151,6 +167,7 @@ impl OpKind {
             | OpKind::FlapLink { host, .. }
             | OpKind::RecreateLink { host }
             | OpKind::ChangePublicIp { host }
+            | OpKind::ImpairLink { host, .. }
             | OpKind::RemoveHost { host } => Some(host),
             _ => None,
         }
@@ -162,6 +179,7 @@ impl OpKind {
             OpKind::CrashAgent { host } => {
                 vec![format!("break: {{kill_agent: {{host: {host}}}}}"), format!("restart_agent: {{host: {host}, new_vtep_mac: false}}")]
             }
+            OpKind::RestartAllAgents { spread_ms } => vec!["stop_agents: {}".into(), format!("start_agents: {{spread: {spread_ms}ms}}")],
             other => vec![other.step()],
         }
     }
@@ -174,7 +192,7 @@ impl OpKind {
     fn step(&self) -> String {
         let dur = |ms: &u64| format!("{ms}ms");
         match self {
-            OpKind::CrashAgent { .. } => unreachable!("two steps: see steps()"),
+            OpKind::CrashAgent { .. } | OpKind::RestartAllAgents { .. } => unreachable!("two steps: see steps()"),
             OpKind::RestartAgent { host, new_vtep_mac } => format!("restart_agent: {{host: {host}, new_vtep_mac: {new_vtep_mac}}}"),
             OpKind::RestartEtcd { down_ms } => format!("restart_etcd: {{down_for: {}}}", dur(down_ms)),
             OpKind::PauseEtcd { ms } => format!("pause_etcd: {{for: {}}}", dur(ms)),
@@ -191,6 +209,9 @@ impl OpKind {
             OpKind::RemoveHost { host } => format!("remove_host: {{host: {host}}}"),
             OpKind::AddHost { name } => format!("add_host: {{name: {name}}}"),
             OpKind::CreatePods => "create_pods: {per_host: 1}".to_string(),
+            OpKind::ImpairLink { host, loss_percent, ms } => {
+                format!("impair_link: {{hosts: [{host}], loss_percent: {loss_percent}, for: {}}}", dur(ms))
+            }
         }
     }
 
@@ -203,6 +224,9 @@ impl OpKind {
             OpKind::PauseEtcd { ms } => half(*ms).map(|ms| OpKind::PauseEtcd { ms }),
             OpKind::CutLink { host, ms } => half(*ms).map(|ms| OpKind::CutLink { host: host.clone(), ms }),
             OpKind::FlapLink { host, ms } => half(*ms).map(|ms| OpKind::FlapLink { host: host.clone(), ms }),
+            OpKind::ImpairLink { host, loss_percent, ms } => {
+                half(*ms).map(|ms| OpKind::ImpairLink { host: host.clone(), loss_percent: *loss_percent, ms })
+            }
             _ => None,
         }
     }
@@ -326,6 +350,9 @@ pub fn generate(space: &Space, seed: u64, index: u32) -> Schedule {
                 pods = true;
                 OpKind::CreatePods
             }
+            // at one instant in two draws of five, else spread over 1 to 3 s
+            "restart_all_agents" => OpKind::RestartAllAgents { spread_ms: if rng.chance(40) { 0 } else { rng.range(1, 3) * 1000 } },
+            "impair_link" => OpKind::ImpairLink { host, loss_percent: rng.range(2, 6) as u32 * 10, ms: rng.range(2, 5) * 1000 },
             _ => unreachable!("KINDS and the match agree"),
         };
         ops.push(Op { kind, settle: rng.chance(75) });
@@ -633,6 +660,32 @@ pub(crate) mod tests {
         let hosts: Vec<&str> = r.ops.iter().filter_map(|o| o.kind.host()).collect();
         assert_eq!(hosts, vec!["h1", "h2", "h1"]);
         assert_eq!(r.renumbered(), None);
+    }
+
+    #[test]
+    fn a_restart_of_all_agents_and_a_lossy_link_become_their_steps() {
+        let mut s = generate(&space(), 3, 0);
+        s.topology = "flat".into();
+        s.host_names = (1..=3).map(|i| format!("h{i}")).collect();
+        s.ops = vec![
+            Op { kind: OpKind::RestartAllAgents { spread_ms: 0 }, settle: false },
+            Op { kind: OpKind::ImpairLink { host: "h3".into(), loss_percent: 40, ms: 4000 }, settle: true },
+        ];
+        let yaml = s.case_yaml("", "flat");
+        assert!(
+            yaml.contains(
+                "  - stop_agents: {}\n  - start_agents: {spread: 0ms}\n  - impair_link: {hosts: [h3], loss_percent: 40, for: 4000ms}\n  - wait_converged"
+            ),
+            "{yaml}"
+        );
+        assert_eq!(s.ops[1].kind.shorter(), Some(OpKind::ImpairLink { host: "h3".into(), loss_percent: 40, ms: 2000 }));
+        assert_eq!(s.renumbered().unwrap().ops[1].kind.host(), Some("h1"));
+        // both are drawn, with and without spread
+        let sp = space();
+        let all: Vec<OpKind> = (0..200).flat_map(|i| generate(&sp, 8, i).ops).map(|o| o.kind).collect();
+        assert!(all.contains(&OpKind::RestartAllAgents { spread_ms: 0 }));
+        assert!(all.iter().any(|k| matches!(k, OpKind::RestartAllAgents { spread_ms } if *spread_ms >= 1000)));
+        assert!(all.iter().any(|k| matches!(k, OpKind::ImpairLink { loss_percent: 20..=60, .. })));
     }
 
     #[test]
