@@ -183,7 +183,10 @@ impl Trial<'_> {
         if let Some(a) = self.agents.first() {
             return Err(format!("start_agents: the agent on {} still runs; stop it first (stop_agents)", a.host).into());
         }
-        let mut imps: BTreeMap<String, Implementation> = self.lab.hosts.iter().map(|n| (n.name.clone(), self.imp.clone())).collect();
+        // a removed host is out of the cluster: no agent starts there again
+        let removed = &self.removed;
+        let hosts: Vec<&crate::lab::Node> = self.lab.hosts.iter().filter(|n| !removed.contains(&n.name)).collect();
+        let mut imps: BTreeMap<String, Implementation> = hosts.iter().map(|n| (n.name.clone(), self.imp.clone())).collect();
         for (host, profile) in &self.case.host_profiles {
             imps.insert(host.clone(), load_profile(profile)?);
         }
@@ -194,15 +197,15 @@ impl Trial<'_> {
             None if self.case.simultaneous_start => Duration::ZERO,
             None => self.imp.profile.start_spread,
         };
-        let gap = window / (self.lab.hosts.len().max(2) as u32 - 1);
+        let gap = window / (hosts.len().max(2) as u32 - 1);
         if !window.is_zero() {
             let from = if spread.is_some() { "the step's spread" } else { "the profile's or the run's start_spread" };
             tracing::info!("agent starts spread over {window:?} ({gap:?} apart: {from})");
         }
         // all at once: every agent waits behind one gate until all are spawned
-        let mut gate = if window.is_zero() && self.lab.hosts.len() > 1 { Some(crate::lab::proc::Gate::new()?) } else { None };
+        let mut gate = if window.is_zero() && hosts.len() > 1 { Some(crate::lab::proc::Gate::new()?) } else { None };
         let t0 = Instant::now();
-        for (i, node) in self.lab.hosts.iter().enumerate() {
+        for (i, node) in hosts.iter().enumerate() {
             if i > 0 && !gap.is_zero() {
                 // spacing the starts is the point here, not a wait for a condition
                 tokio::time::sleep_until((t0 + gap * i as u32).into()).await;
