@@ -336,7 +336,10 @@ impl Trial<'_> {
         }
         let label = labels.join(", ");
         let (plural, was) = if canaries.len() > 1 { ("leases", "were") } else { ("lease", "was") };
-        let about_canary = |f: &Finding| f.check == Check::Reachability || names.iter().any(|n| f.what.contains(n.as_str()));
+        // (an exit is itself, whatever its log lines name)
+        let about_canary = |f: &Finding| {
+            f.check != Check::AgentExit && (f.check == Check::Reachability || names.iter().any(|n| f.what.contains(n.as_str())))
+        };
         // a finding about a canary becomes a canary finding; one of kernel state stays as
         // well (it may be about real peers too: a stale entry beside the canary's)
         let fail = |findings: Vec<Finding>, phase: &str| {
@@ -460,9 +463,10 @@ impl Trial<'_> {
             let mut findings = self.observe().await?.0;
             let exits = self.agent_exits()?;
             if !exits.is_empty() {
-                // an agent that died (and no restart policy brings back) cannot follow: settled
-                findings.extend(exits);
-                return Ok(Some(findings));
+                // an agent that died (and no restart policy brings back) cannot follow:
+                // settled, and the exit is the finding (as in any wait), not the state its
+                // host was left in when it died during this poll
+                return Ok(Some(exits));
             }
             if !udp.is_empty() {
                 let targets: Vec<std::net::Ipv4Addr> = udp.iter().map(|c| c.subnet.nth(1)).collect();
