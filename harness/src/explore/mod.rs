@@ -34,8 +34,9 @@ use crate::steps::Case;
 pub use schedule::{Schedule, Space, TopoInfo};
 pub use shrink::{Confirmed, Outcome, Shrunk};
 
-/// How many accepted shrink steps a flaky result may be walked back.
-const MAX_STEPS_BACK: usize = 3;
+/// How many accepted shrink steps a flaky result may be walked back (a 6 s fault takes
+/// three halvings to reach 1 s, and another step may come between).
+const MAX_STEPS_BACK: usize = 4;
 
 /// What an exploration does.
 #[derive(Clone)]

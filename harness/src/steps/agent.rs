@@ -234,6 +234,9 @@ impl Trial<'_> {
                 tracing::info!("started {} agents within {} ms", self.agents.len(), spread.as_millis());
             }
         }
+        if std::mem::take(&mut self.restart_all_due) {
+            self.restarted("stop_agents and start_agents");
+        }
         Ok(())
     }
 

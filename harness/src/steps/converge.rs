@@ -460,7 +460,9 @@ impl Trial<'_> {
         let udp: Vec<&Canary> = if announced { canaries.iter().filter(|c| c.listener.is_some()).collect() } else { Vec::new() };
         let mut clean = false;
         loop {
-            let mut findings = self.observe().await?.0;
+            // exits read after the state, and before its error: a read that failed on a
+            // dying agent's host hides no exit
+            let observed = self.observe().await;
             let exits = self.agent_exits()?;
             if !exits.is_empty() {
                 // an agent that died (and no restart policy brings back) cannot follow:
@@ -468,6 +470,7 @@ impl Trial<'_> {
                 // host was left in when it died during this poll
                 return Ok(Some(exits));
             }
+            let mut findings = observed?.0;
             if !udp.is_empty() {
                 let targets: Vec<std::net::Ipv4Addr> = udp.iter().map(|c| c.subnet.nth(1)).collect();
                 self.echo_from_gateways(&targets, Duration::from_millis(50)).await?;

@@ -84,8 +84,8 @@ impl StepKind for RecreateLink {
 
 /// Impairs the named hosts' (default: every host's) outgoing underlay traffic on their
 /// eth0: added delay and jitter, reordering and a rate limit through netem, loss through
-/// nftables. All zero (`{}` with only `hosts`) removes the impairment; with `for` it is
-/// removed after that long, like a cut link.
+/// nftables. All zero (`{}` with only `hosts`) removes the impairment; with `for`, every
+/// impairment of those hosts is cleared after that long (like a cut link restored).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ImpairLink {
@@ -227,6 +227,7 @@ impl StepKind for StopAgents {
             a.stop();
         }
         let hosts: Vec<String> = t.agents.drain(..).map(|a| a.host).collect();
+        t.restart_all_due = true;
         tracing::info!("stopped the agents on {}", hosts.join(", "));
         Ok(())
     }

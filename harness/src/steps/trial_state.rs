@@ -38,6 +38,9 @@ pub struct Trial<'a> {
     pub(super) agents_started: Option<Instant>,
     /// A restart (or another fault) after which only fresh evidence counts: when, and what.
     pub(super) canary_due: Option<(Instant, String)>,
+    /// `stop_agents` stopped every agent: the next `start_agents` restarts them all, and
+    /// the wait after it runs the canary round like after any restart.
+    pub(super) restart_all_due: bool,
     /// Each host's `cni0`, set up from its subnet file.
     pub(super) gateways: BTreeMap<String, Gateway>,
     pub(super) pods: Vec<Pod>,
@@ -219,6 +222,7 @@ impl<'a> Trial<'a> {
             agents: Vec::new(),
             agents_started: None,
             canary_due: None,
+            restart_all_due: false,
             gateways: BTreeMap::new(),
             pods: Vec::new(),
             mtu_probes: BTreeMap::new(),
