@@ -90,10 +90,18 @@ impl Lab {
     /// With `etcd_ns` false the etcd node is left out: a container joins later through
     /// [`Lab::attach_external`].
     pub async fn build(topo: Topology, workdir: &Path, label: &str, etcd_ns: bool) -> Result<Lab, Error> {
-        let lock = RunLock::acquire().map_err(|source| Error::RunLock { dir: gc::LOCK_DIR, source })?;
+        // a fresh id whose work directory does not exist yet: a failed trial keeps its
+        // directory, and a later run drawing the same id for the same case must not write
+        // into it (its CNI IPAM records made a pod's address a duplicate allocation)
+        let (lock, dir) = loop {
+            let lock = RunLock::acquire().map_err(|source| Error::RunLock { dir: gc::LOCK_DIR, source })?;
+            let dir = workdir.join(format!("{}-{label}", lock.id));
+            if !dir.exists() {
+                break (lock, dir);
+            }
+        };
         let run = lock.id;
         LIVE.lock().expect("live-run registry").push(run);
-        let dir = workdir.join(format!("{run}-{label}"));
         let mut lab = Lab {
             run,
             topo,
