@@ -97,26 +97,22 @@ pub fn confirm<R>(mut shrunk: Shrunk, max_back: usize, rerun: &mut dyn FnMut(&Sc
             break;
         }
     }
-    // the last tried carries the whole history; the one kept gets it too
-    let history = tried.last().map(|t| t.shrunk.history.clone()).unwrap_or_default();
+    // the last tried carries the whole history; the one kept gets it
+    let mut history = shrunk.history;
     let best = tried.iter().position(|t| t.reproduced == t.reruns).unwrap_or_else(|| {
         let most = tried.iter().map(|t| t.reproduced).max().unwrap_or(0);
         tried.iter().position(|t| t.reproduced == most).unwrap_or(0)
     });
     let mut kept = tried.swap_remove(best);
     if kept.reproduced != kept.reruns {
-        let mut h = history;
-        h.push(format!(
-            "none of the steps tried fails every time: kept {} operations, {} hosts ({} of {} reruns)",
-            kept.shrunk.schedule.ops.len(),
-            kept.shrunk.schedule.host_names.len(),
-            kept.reproduced,
-            kept.reruns
+        let (s, n, of) = (&kept.shrunk.schedule, kept.reproduced, kept.reruns);
+        history.push(format!(
+            "none of the steps tried fails every time: kept {} operations, {} hosts ({n} of {of} reruns)",
+            s.ops.len(),
+            s.host_names.len()
         ));
-        kept.shrunk.history = h;
-    } else {
-        kept.shrunk.history = history;
     }
+    kept.shrunk.history = history;
     kept
 }
 

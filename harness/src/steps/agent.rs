@@ -183,7 +183,8 @@ impl Trial<'_> {
         if let Some(a) = self.agents.first() {
             return Err(format!("start_agents: the agent on {} still runs; stop it first (stop_agents)", a.host).into());
         }
-        // a removed host is out of the cluster: no agent starts there again
+        // a removed host is out of the cluster: no agent starts there again (active_hosts,
+        // written out to borrow only `lab` and `removed` while agents are pushed)
         let removed = &self.removed;
         let hosts: Vec<&crate::lab::Node> = self.lab.hosts.iter().filter(|n| !removed.contains(&n.name)).collect();
         let mut imps: BTreeMap<String, Implementation> = hosts.iter().map(|n| (n.name.clone(), self.imp.clone())).collect();

@@ -129,10 +129,7 @@ impl StepKind for ImpairLink {
             return Err("impair_link: `for` needs an impairment to last (delay, loss_percent, reorder_percent or rate_mbit)".into());
         }
         let hosts = t.hosts_or_all(&self.hosts)?;
-        for node in &hosts {
-            node.nl.set_netem(crate::lab::UNDERLAY_IF, &n).await?;
-            crate::lab::tools::set_loss(node, self.loss_percent)?;
-        }
+        impair(&hosts, &n, self.loss_percent).await?;
         let on = if self.hosts.is_empty() {
             "every host".to_string()
         } else {
@@ -142,15 +139,21 @@ impl StepKind for ImpairLink {
         if let Some(d) = &self.duration {
             // the fault's length is the point here, not a wait for a condition
             tokio::time::sleep(d.0).await;
-            for node in &hosts {
-                node.nl.set_netem(crate::lab::UNDERLAY_IF, &Netem::default()).await?;
-                crate::lab::tools::set_loss(node, 0)?;
-            }
+            impair(&hosts, &Netem::default(), 0).await?;
             tracing::info!("underlay impairment on {on} lifted after {:?}", d.0);
             t.restarted(format!("impair_link on {on}"));
         }
         Ok(())
     }
+}
+
+/// Sets every one of `hosts`' underlay netem (none: removed) and loss.
+async fn impair(hosts: &[&crate::lab::Node], n: &Netem, loss_percent: u32) -> StepResult {
+    for node in hosts {
+        node.nl.set_netem(crate::lab::UNDERLAY_IF, n).await?;
+        crate::lab::tools::set_loss(node, loss_percent)?;
+    }
+    Ok(())
 }
 
 /// What an operator's host firewall does, in every host namespace or the named ones:
